@@ -1,0 +1,263 @@
+//! unseat's RabbitMQ plumbing: topology (quorum queues with a delivery limit and dead-letter
+//! queues), a publisher that waits for broker confirms, and a consumer loop with manual acks,
+//! bounded prefetch, reconnects and graceful shutdown. The message types live in [`messages`].
+//!
+//! Producers never publish directly from a request: they write the outbox (`unseat-store`),
+//! and `unseat-relay` publishes it through [`Publisher`].
+
+pub mod messages;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::future::Future;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use lapin::message::Delivery;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("amqp: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker did not confirm the publish (nack)")]
+    Nacked,
+    #[error("the broker could not route the message to any queue ({0})")]
+    Unroutable(String),
+}
+
+/// Names of every exchange and queue, under a prefix so that tests (and several deployments
+/// on one broker) stay apart.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub prefix: String,
+    /// App kinds that get a connector queue.
+    pub app_kinds: Vec<String>,
+    /// Deliveries of one message before the broker dead-letters it (quorum `x-delivery-limit`).
+    pub delivery_limit: i64,
+}
+
+/// The routing key of directory changes on the directory exchange.
+pub const DIRECTORY_ROUTING_KEY: &str = "directory";
+
+impl Topology {
+    pub fn new(prefix: impl Into<String>, app_kinds: Vec<String>) -> Self {
+        Self { prefix: prefix.into(), app_kinds, delivery_limit: 5 }
+    }
+    pub fn directory_exchange(&self) -> String {
+        format!("{}.directory", self.prefix)
+    }
+    pub fn connector_exchange(&self) -> String {
+        format!("{}.connector", self.prefix)
+    }
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dlx", self.prefix)
+    }
+    pub fn resolver_queue(&self) -> String {
+        format!("{}.resolver", self.prefix)
+    }
+    pub fn connector_queue(&self, app_kind: &str) -> String {
+        format!("{}.connector.{app_kind}", self.prefix)
+    }
+    pub fn dead_letter_queue(queue: &str) -> String {
+        format!("{queue}.dlq")
+    }
+
+    /// Declares every exchange, queue and binding. Idempotent: every role calls it at start.
+    pub async fn declare(&self, ch: &Channel) -> Result<(), BusError> {
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        for ex in [self.directory_exchange(), self.connector_exchange(), self.dead_letter_exchange()] {
+            ch.exchange_declare(ex.into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
+        }
+        let mut work = vec![(self.resolver_queue(), self.directory_exchange(), DIRECTORY_ROUTING_KEY.to_string())];
+        for kind in &self.app_kinds {
+            work.push((self.connector_queue(kind), self.connector_exchange(), kind.clone()));
+        }
+        for (queue, exchange, key) in work {
+            let dlq = Self::dead_letter_queue(&queue);
+            ch.queue_declare(dlq.as_str().into(), durable_queue(), quorum_args(None, None)).await?;
+            ch.queue_bind(
+                dlq.as_str().into(),
+                self.dead_letter_exchange().into(),
+                dlq.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            let args = quorum_args(Some(self.delivery_limit), Some((&self.dead_letter_exchange(), &dlq)));
+            ch.queue_declare(queue.as_str().into(), durable_queue(), args).await?;
+            ch.queue_bind(
+                queue.as_str().into(),
+                exchange.into(),
+                key.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+fn durable_queue() -> QueueDeclareOptions {
+    QueueDeclareOptions { durable: true, ..Default::default() }
+}
+
+fn quorum_args(delivery_limit: Option<i64>, dead_letter: Option<(&str, &str)>) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), AMQPValue::LongString(LongString::from("quorum")));
+    if let Some(limit) = delivery_limit {
+        args.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(limit));
+    }
+    if let Some((exchange, key)) = dead_letter {
+        args.insert("x-dead-letter-exchange".into(), AMQPValue::LongString(LongString::from(exchange)));
+        args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(LongString::from(key)));
+    }
+    args
+}
+
+/// Opens a connection named after the role, so operators can tell them apart in RabbitMQ.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, BusError> {
+    let props = ConnectionProperties::default().with_connection_name(LongString::from(format!("unseat-{name}")));
+    Ok(Connection::connect(url, props).await?)
+}
+
+/// A channel in confirm mode. Every publish waits for the broker's ack; a nack or an
+/// unroutable message is an error, so callers never mark a message sent that the broker
+/// did not take.
+pub struct Publisher {
+    channel: Channel,
+}
+
+impl Publisher {
+    pub async fn new(conn: &Connection) -> Result<Self, BusError> {
+        let channel = conn.create_channel().await?;
+        channel.confirm_select(ConfirmSelectOptions::default()).await?;
+        Ok(Self { channel })
+    }
+
+    /// Starts a persistent, mandatory publish and returns once the broker has it in its
+    /// buffer; await the returned future for the confirm. Splitting the two lets a caller keep
+    /// many publishes in flight.
+    pub async fn start(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message_id: &str,
+        payload: &[u8],
+    ) -> Result<impl Future<Output = Result<(), BusError>> + use<>, BusError> {
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(message_id));
+        let confirm = self
+            .channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                payload,
+                props,
+            )
+            .await?;
+        let target = format!("{exchange}/{routing_key}");
+        Ok(async move {
+            let confirmation = confirm.await?;
+            if confirmation.is_nack() {
+                return Err(BusError::Nacked);
+            }
+            if confirmation.take_message().is_some() {
+                return Err(BusError::Unroutable(target));
+            }
+            Ok(())
+        })
+    }
+
+    /// Publishes one message and waits for the broker's confirm.
+    pub async fn publish(&self, exchange: &str, routing_key: &str, message_id: &str, payload: &[u8]) -> Result<(), BusError> {
+        self.start(exchange, routing_key, message_id, payload).await?.await
+    }
+}
+
+/// Settings of one consumer loop.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    pub url: String,
+    pub topology: Topology,
+    pub queue: String,
+    /// Unacknowledged deliveries this consumer may hold: bounds memory and work in flight.
+    pub prefetch: u16,
+    /// How long in-flight work may take to finish after the stop signal.
+    pub grace: Duration,
+    pub name: String,
+}
+
+/// Consumes `queue` until `shutdown` fires, running `handler` for each delivery concurrently
+/// (at most `prefetch` at a time). The handler must ack or nack the delivery itself, after
+/// its effect is durable. Reconnects with a growing pause when the broker goes away; deliveries
+/// that were in flight then are redelivered by the broker.
+///
+/// On shutdown: cancels the consumer (no new deliveries), waits up to `grace` for in-flight
+/// handlers, then closes the connection; anything unacked is requeued by the broker.
+pub async fn consume<H, Fut>(settings: ConsumerSettings, shutdown: CancellationToken, handler: H)
+where
+    H: Fn(Delivery) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut pause = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match consume_once(&settings, &shutdown, handler.clone()).await {
+            Ok(()) => break,
+            Err(error) => {
+                tracing::warn!(queue = %settings.queue, error = %error, pause_ms = pause.as_millis() as u64, "consumer lost its broker connection; reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn consume_once<H, Fut>(s: &ConsumerSettings, shutdown: &CancellationToken, handler: H) -> Result<(), BusError>
+where
+    H: Fn(Delivery) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let conn = connect(&s.url, &s.name).await?;
+    let ch = conn.create_channel().await?;
+    s.topology.declare(&ch).await?;
+    ch.basic_qos(s.prefetch, BasicQosOptions::default()).await?;
+    let tag = format!("{}-{}", s.name, uuid::Uuid::new_v4());
+    let mut consumer = ch
+        .basic_consume(s.queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .await?;
+    tracing::info!(queue = %s.queue, prefetch = s.prefetch, "consuming");
+    let tracker = TaskTracker::new();
+    let result = loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let h = handler.clone();
+                    tracker.spawn(async move { h(delivery).await });
+                }
+                Some(Err(e)) => break Err(BusError::from(e)),
+                None => break Err(BusError::Unroutable("consumer stream ended".into())),
+            }
+        }
+    };
+    let _ = ch.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+    tracker.close();
+    if tokio::time::timeout(s.grace, tracker.wait()).await.is_err() {
+        tracing::warn!(queue = %s.queue, grace_s = s.grace.as_secs(), "grace period ran out; unfinished deliveries return to the queue");
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    result
+}

@@ -1,0 +1,1 @@
+//! unseat scim

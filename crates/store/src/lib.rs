@@ -1,0 +1,88 @@
+//! unseat's PostgreSQL store: migrations, the directory (SCIM users, groups, members), tenants
+//! and tokens, integrations and grants, desired access state, the transactional outbox, and the
+//! log store (jobs, tasks, task events) behind the Automation Log.
+//!
+//! Every query names its tenant (invariant 5). Functions that change state and announce it take
+//! a transaction and write the outbox row in it (see [`outbox`]), so nothing is announced that
+//! did not commit and nothing commits unannounced.
+
+pub mod access;
+pub mod admin;
+pub mod directory;
+pub mod logs;
+pub mod migrate;
+pub mod outbox;
+pub mod testing;
+pub mod tokens;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::str::FromStr;
+use tokio_postgres::NoTls;
+
+pub use deadpool_postgres::{Object as Client, Transaction};
+pub use tokio_postgres;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("database pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("bad database url: {0}")]
+    Config(String),
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+impl StoreError {
+    /// True when the database could not be reached (as opposed to a query it rejected): the
+    /// caller should answer 503 and let the client retry.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Db(e) => e.is_closed() || e.as_db_error().is_none(),
+            _ => false,
+        }
+    }
+
+    /// True for a unique-constraint violation.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A pool of connections to unseat's database.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Opens a pool of at most `max_size` connections. Connections are made lazily.
+    pub fn connect(url: &str, max_size: usize) -> Result<Self> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(max_size)
+            .wait_timeout(Some(std::time::Duration::from_secs(10)))
+            .create_timeout(Some(std::time::Duration::from_secs(5)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Self { pool })
+    }
+
+    pub async fn client(&self) -> Result<Client> {
+        Ok(self.pool.get().await?)
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}

@@ -1,0 +1,86 @@
+//! The transactional outbox. Writers call [`enqueue`] inside the transaction that changes the
+//! state; the relay reads pending rows with [`Store::claim_pending`] and marks them sent once the
+//! broker confirmed them.
+
+use crate::{Result, Store};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+/// One message waiting to be published.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub exchange: String,
+    pub routing_key: String,
+    pub payload: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Adds a message to the outbox in the caller's transaction. The relay is woken by NOTIFY
+/// once the transaction commits.
+pub async fn enqueue(
+    tx: &tokio_postgres::Transaction<'_>,
+    tenant_id: Uuid,
+    message_id: Uuid,
+    exchange: &str,
+    routing_key: &str,
+    payload: &serde_json::Value,
+) -> Result<()> {
+    tx.execute(
+        "insert into outbox (tenant_id, message_id, exchange, routing_key, payload) values ($1, $2, $3, $4, $5)",
+        &[&tenant_id, &message_id, &exchange, &routing_key, payload],
+    )
+    .await?;
+    tx.execute("select pg_notify('unseat_outbox', '')", &[]).await?;
+    Ok(())
+}
+
+impl Store {
+    /// Rows not yet sent, oldest first, at most `limit`; `exchange_prefix` keeps relays of
+    /// different deployments (and tests) on one database apart.
+    pub async fn pending_outbox(&self, exchange_prefix: &str, limit: i64) -> Result<Vec<OutboxRow>> {
+        let client = self.client().await?;
+        let pattern = format!("{}.%", exchange_prefix.replace('%', "\\%").replace('_', "\\_"));
+        let rows = client
+            .query(
+                "select id, message_id, exchange, routing_key, payload, created_at from outbox
+                 where sent_at is null and exchange like $1 order by id limit $2",
+                &[&pattern, &limit],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OutboxRow {
+                id: r.get(0),
+                message_id: r.get(1),
+                exchange: r.get(2),
+                routing_key: r.get(3),
+                payload: r.get(4),
+                created_at: r.get(5),
+            })
+            .collect())
+    }
+
+    /// Marks rows as confirmed by the broker.
+    pub async fn mark_sent(&self, ids: &[i64]) -> Result<()> {
+        let client = self.client().await?;
+        client.execute("update outbox set sent_at = now() where id = any($1)", &[&ids]).await?;
+        Ok(())
+    }
+
+    /// Number of rows not yet sent.
+    pub async fn outbox_backlog(&self) -> Result<i64> {
+        let client = self.client().await?;
+        Ok(client.query_one("select count(*) from outbox where sent_at is null", &[]).await?.get(0))
+    }
+
+    /// Deletes sent rows older than `keep`.
+    pub async fn purge_sent_outbox(&self, keep: std::time::Duration) -> Result<u64> {
+        let client = self.client().await?;
+        let secs = keep.as_secs_f64();
+        Ok(client
+            .execute("delete from outbox where sent_at < now() - make_interval(secs => $1)", &[&secs])
+            .await?)
+    }
+}

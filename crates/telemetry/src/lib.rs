@@ -1,0 +1,168 @@
+//! Metrics, health and shutdown shared by every unseat role.
+//!
+//! One [`Metrics`] registry per process (all roles in `unseat all` share it), served as
+//! Prometheus text at `/metrics` next to `/healthz` by [`ops_router`]. Metric names follow
+//! `unseat_<thing>_<unit>[_total]`; label values are bounded (app kinds, outcomes, status
+//! classes), never a user or tenant id.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScimLabels {
+    pub method: String,
+    /// `Users`, `Groups` or `other`.
+    pub resource: String,
+    /// The status class: `2xx`, `4xx`, `5xx`.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppResultLabels {
+    pub app: String,
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    pub app: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Role {
+    Ingest,
+    Resolver,
+    Connector,
+    Console,
+}
+
+fn latency() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// Every metric unseat exports. Cheap to clone through `Arc`.
+pub struct Metrics {
+    registry: Registry,
+    pub scim_requests: Family<ScimLabels, Counter>,
+    pub scim_request_duration: Family<ScimLabels, Histogram, fn() -> Histogram>,
+    pub outbox_published: Counter,
+    pub outbox_publish_errors: Counter,
+    pub outbox_pending: Gauge,
+    pub resolver_decisions: Family<OutcomeLabels, Counter>,
+    pub resolver_messages: Family<OutcomeLabels, Counter>,
+    pub connector_attempts: Family<AppResultLabels, Counter>,
+    pub connector_tasks: Family<AppResultLabels, Counter>,
+    pub connector_task_duration: Family<AppLabels, Histogram, fn() -> Histogram>,
+    pub connector_retry_wait: Family<AppLabels, Counter<f64>>,
+    pub console_requests: Family<OutcomeLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("unseat");
+        let m = Self {
+            scim_requests: Family::default(),
+            scim_request_duration: Family::new_with_constructor(latency),
+            outbox_published: Counter::default(),
+            outbox_publish_errors: Counter::default(),
+            outbox_pending: Gauge::default(),
+            resolver_decisions: Family::default(),
+            resolver_messages: Family::default(),
+            connector_attempts: Family::default(),
+            connector_tasks: Family::default(),
+            connector_task_duration: Family::new_with_constructor(latency),
+            connector_retry_wait: Family::default(),
+            console_requests: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("scim_requests", "SCIM requests answered", m.scim_requests.clone());
+        registry.register("scim_request_duration_seconds", "SCIM request latency", m.scim_request_duration.clone());
+        registry.register("outbox_published", "Outbox messages confirmed by the broker", m.outbox_published.clone());
+        registry.register("outbox_publish_errors", "Outbox publishes that failed and will be retried", m.outbox_publish_errors.clone());
+        registry.register("outbox_pending", "Outbox messages not yet confirmed, as last seen by the relay", m.outbox_pending.clone());
+        registry.register("resolver_decisions", "Resolver decisions per (user, integration) by outcome", m.resolver_decisions.clone());
+        registry.register("resolver_messages", "Directory messages handled by the resolver by result", m.resolver_messages.clone());
+        registry.register("connector_attempts", "App API attempts by app kind and result", m.connector_attempts.clone());
+        registry.register("connector_tasks", "Connector tasks finished by app kind and final status", m.connector_tasks.clone());
+        registry.register("connector_task_duration_seconds", "Time from task start to its final status", m.connector_task_duration.clone());
+        registry.register("connector_retry_wait_seconds", "Time connector tasks spent waiting between attempts", m.connector_retry_wait.clone());
+        registry.register("console_requests", "Admin API requests by result", m.console_requests.clone());
+        Self { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// `/metrics` and `/healthz`, merged into every role's HTTP server.
+pub fn ops_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(serve_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(metrics)
+}
+
+async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        metrics.encode(),
+    )
+}
+
+/// Cancels `token` on SIGINT or SIGTERM: every role stops taking work when it fires.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => tracing::info!("SIGINT received; shutting down"),
+            _ = term => tracing::info!("SIGTERM received; shutting down"),
+        }
+        token.cancel();
+    });
+}
+
+/// Serves `router` on `listener` until `shutdown` fires, then lets in-flight requests finish.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,1 @@
+//! Shared harness for unseat end-to-end tests.
