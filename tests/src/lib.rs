@@ -1,1 +1,221 @@
-//! Shared harness for unseat end-to-end tests.
+//! Harness for unseat's end-to-end tests: [`spawn_app`] starts every role in-process against
+//! the real PostgreSQL (a fresh database per test) and RabbitMQ (a unique topology prefix per
+//! test) on localhost, plus the business-hub emulator, and seeds a tenant with one integration.
+//! Tests then act as an IdP over SCIM and check the emulator's final state and the log.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use unseat::client::{AdminClient, EmulatorClient, ScimClient};
+use unseat::{Roles, Running, Settings};
+use unseat_store::Store;
+use uuid::Uuid;
+
+pub use unseat;
+
+pub const BUSINESS: &str = "1001";
+
+pub fn amqp_url() -> String {
+    std::env::var("UNSEAT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub emulator_url: String,
+    pub database_url: String,
+    pub settings: Settings,
+    pub store: Store,
+    pub scim: ScimClient,
+    pub admin: AdminClient,
+    pub operator: AdminClient,
+    pub emulator: EmulatorClient,
+    pub tenant: Uuid,
+    pub integration: Uuid,
+    pub shutdown: CancellationToken,
+    running: Option<Running>,
+}
+
+/// Starts unseat (all roles) and the emulator; creates a tenant and a business-hub integration
+/// (roles ADMIN > EMPLOYEE) pointing at the emulator, whose business already has an owner.
+pub async fn spawn_app() -> TestApp {
+    try_spawn_app().await.expect("spawn unseat for a test")
+}
+
+async fn try_spawn_app() -> anyhow::Result<TestApp> {
+    let (database_url, _) = unseat_store::testing::fresh_database().await?;
+    let mut settings = Settings::new(&database_url, amqp_url());
+    settings.amqp_prefix = format!("t{}", Uuid::new_v4().simple());
+    let operator_token = unseat_store::tokens::generate("op");
+    settings.admin_token = Some(operator_token.clone());
+    settings.pool_size = 12;
+    settings.resolver.grace = Duration::from_secs(2);
+    settings.connector.grace = Duration::from_secs(2);
+    settings.connector.min_backoff = Duration::from_millis(50);
+    settings.connector.max_backoff = Duration::from_millis(400);
+    settings.connector.max_attempts = 5;
+    let shutdown = CancellationToken::new();
+    let running = unseat::start(settings.clone(), Roles::ALL, shutdown.clone()).await?;
+    let (emu_addr, _) =
+        unseat::start_emulator(SocketAddr::from(([127, 0, 0, 1], 0)), &running.tasks, shutdown.clone()).await?;
+    let base = format!("http://{}", running.addr);
+    let emulator_url = format!("http://{emu_addr}");
+    let operator = AdminClient::new(&base, &operator_token);
+    let tenant = operator.create_tenant("Test tenant").await?;
+    let admin = AdminClient::new(&base, &tenant.admin_token);
+    let scim = ScimClient::new(format!("{base}/scim/v2"), &tenant.scim_token);
+    let emulator = EmulatorClient::new(&emulator_url);
+    emulator.seed(BUSINESS, "owner@example.com", "ADMIN").await?;
+    let integration = admin.create_business_hub(tenant.id, "Meta Business", &emulator_url, BUSINESS).await?;
+    Ok(TestApp {
+        base,
+        emulator_url,
+        database_url,
+        store: running.store.clone(),
+        settings,
+        scim,
+        admin,
+        operator,
+        emulator,
+        tenant: tenant.id,
+        integration,
+        shutdown,
+        running: Some(running),
+    })
+}
+
+impl TestApp {
+    /// Creates a SCIM user and a matching account in the app with `role`.
+    pub async fn person(&self, email: &str, role: &str) -> Uuid {
+        self.emulator.seed(BUSINESS, email, role).await.expect("seed app account");
+        self.scim.create_user(email).await.expect("create SCIM user")
+    }
+
+    pub async fn team(&self, name: &str, members: &[Uuid], role: &str) -> Uuid {
+        let team = self.scim.create_group(name, members).await.expect("create group");
+        self.admin.grant_team(self.tenant, self.integration, team, role).await.expect("grant team");
+        team
+    }
+
+    /// The app's accounts as (email, role), without the business owner.
+    pub async fn app_users(&self) -> Vec<(String, String)> {
+        let mut users = self.emulator.users(BUSINESS).await.expect("emulator users");
+        users.retain(|(e, _)| e != "owner@example.com");
+        users
+    }
+
+    /// Tasks of the tenant, straight from the log store, oldest first.
+    pub async fn tasks(&self) -> Vec<TaskRow> {
+        let client = self.store.client().await.expect("db");
+        client
+            .query(
+                "select id, user_email, outcome, status, reason, attempts, last_error, dead_lettered, from_role, to_role, job_id
+                   from tasks where tenant_id = $1 order by created_at, id",
+                &[&self.tenant],
+            )
+            .await
+            .expect("query tasks")
+            .into_iter()
+            .map(|r| TaskRow {
+                id: r.get(0),
+                email: r.get(1),
+                outcome: r.get(2),
+                status: r.get(3),
+                reason: r.get(4),
+                attempts: r.get(5),
+                last_error: r.get(6),
+                dead_lettered: r.get(7),
+                from_role: r.get(8),
+                to_role: r.get(9),
+                job_id: r.get(10),
+            })
+            .collect()
+    }
+
+    /// Waits until the pipeline is quiet: every outbox row sent and no task queued, running or
+    /// retrying; at least `min_tasks` tasks exist. Returns the tasks.
+    pub async fn settle(&self, min_tasks: usize) -> Vec<TaskRow> {
+        self.try_settle(min_tasks, Duration::from_secs(60)).await.expect("pipeline settles")
+    }
+
+    pub async fn try_settle(&self, min_tasks: usize, limit: Duration) -> anyhow::Result<Vec<TaskRow>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let client = self.store.client().await?;
+            let pending: i64 = client
+                .query_one(
+                    "select (select count(*) from outbox where sent_at is null and tenant_id = $1)
+                          + (select count(*) from tasks where tenant_id = $1 and status in ('queued', 'running', 'retrying'))",
+                    &[&self.tenant],
+                )
+                .await?
+                .get(0);
+            drop(client);
+            let tasks = self.tasks().await;
+            if pending == 0 && tasks.len() >= min_tasks {
+                // The resolver may still hold a delivered message: give it a beat and re-check.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let again = self.tasks().await;
+                if again.len() == tasks.len() && again.iter().all(|t| !t.is_open()) {
+                    return Ok(again);
+                }
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("pipeline not quiet after {limit:?}: pending {pending}, tasks {tasks:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Number of directory messages ever written to the outbox of this tenant.
+    pub async fn outbox_count(&self) -> i64 {
+        let client = self.store.client().await.expect("db");
+        client
+            .query_one("select count(*) from outbox where tenant_id = $1", &[&self.tenant])
+            .await
+            .expect("count")
+            .get(0)
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Value {
+        self.admin.get(path).await.with_context(|| path.to_string()).expect("admin GET")
+    }
+
+    /// Stops every role and waits for them.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(r) = self.running.take() {
+            r.wait().await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// One Automation Log task, as stored.
+#[derive(Debug, Clone)]
+pub struct TaskRow {
+    pub id: Uuid,
+    pub email: String,
+    pub outcome: String,
+    pub status: String,
+    pub reason: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub dead_lettered: bool,
+    pub from_role: Option<String>,
+    pub to_role: Option<String>,
+    pub job_id: Uuid,
+}
+
+impl TaskRow {
+    pub fn is_open(&self) -> bool {
+        matches!(self.status.as_str(), "queued" | "running" | "retrying")
+    }
+}

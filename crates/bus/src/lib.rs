@@ -179,7 +179,13 @@ impl Publisher {
     }
 
     /// Publishes one message and waits for the broker's confirm.
-    pub async fn publish(&self, exchange: &str, routing_key: &str, message_id: &str, payload: &[u8]) -> Result<(), BusError> {
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        message_id: &str,
+        payload: &[u8],
+    ) -> Result<(), BusError> {
         self.start(exchange, routing_key, message_id, payload).await?.await
     }
 }
@@ -236,7 +242,12 @@ where
     ch.basic_qos(s.prefetch, BasicQosOptions::default()).await?;
     let tag = format!("{}-{}", s.name, uuid::Uuid::new_v4());
     let mut consumer = ch
-        .basic_consume(s.queue.as_str().into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            s.queue.as_str().into(),
+            tag.as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await?;
     tracing::info!(queue = %s.queue, prefetch = s.prefetch, "consuming");
     let tracker = TaskTracker::new();

@@ -18,6 +18,10 @@ pub struct Trigger {
     pub received_at: DateTime<Utc>,
     /// One line for the Automation Log ("user alice@example.com deactivated").
     pub summary: String,
+    /// True when the change can take access away (a member removed, a user deactivated or
+    /// deleted, a group deleted, a grant lowered or revoked). The resolver then also logs the
+    /// access it kept, and why; for changes that only add, an unchanged user is not news.
+    pub may_revoke: bool,
 }
 
 /// Ingest → resolver: the directory changed for these users; recompute their access.

@@ -52,9 +52,7 @@ impl RoleLadder {
 
     /// Checks that `role` is on the ladder.
     pub fn check(&self, role: &str) -> Result<(), LadderError> {
-        self.rank(role)
-            .map(|_| ())
-            .ok_or_else(|| LadderError::UnknownRole(role.to_string()))
+        self.rank(role).map(|_| ()).ok_or_else(|| LadderError::UnknownRole(role.to_string()))
     }
 }
 
@@ -97,16 +95,9 @@ pub fn effective_access(ladder: &RoleLadder, user_active: bool, grants: &[Grant]
     if !user_active {
         return None;
     }
-    let best = grants
-        .iter()
-        .filter_map(|g| ladder.rank(&g.role))
-        .min()?;
+    let best = grants.iter().filter_map(|g| ladder.rank(&g.role)).min()?;
     let role = ladder.roles()[best].clone();
-    let because = grants
-        .iter()
-        .filter(|g| g.role == role)
-        .map(|g| g.source.clone())
-        .collect();
+    let because = grants.iter().filter(|g| g.role == role).map(|g| g.source.clone()).collect();
     Some(Access { role, because })
 }
 
@@ -209,10 +200,7 @@ mod tests {
     fn ladder_rejects_bad_input() {
         assert_eq!(RoleLadder::parse(vec![]), Err(LadderError::Empty));
         assert_eq!(RoleLadder::parse(vec![" ".into()]), Err(LadderError::BadName));
-        assert_eq!(
-            RoleLadder::parse(vec!["A".into(), "A".into()]),
-            Err(LadderError::Duplicate("A".into()))
-        );
+        assert_eq!(RoleLadder::parse(vec!["A".into(), "A".into()]), Err(LadderError::Duplicate("A".into())));
         assert!(ladder().check("OWNER").is_err());
     }
 

@@ -1,1 +1,106 @@
-//! unseat relay
+//! The outbox relay: publishes rows that ingest, the console and the resolver wrote to the
+//! outbox in their transactions, waits for the broker's confirms, then marks them sent.
+//!
+//! Rows are claimed with `for update skip locked`, so relays in several processes compete
+//! without publishing the same row twice while both are healthy. If a relay dies between
+//! the confirm and the commit, the row is published again: receivers treat messages as
+//! hints and deduplicate (invariant 1), so at-least-once is safe. When the broker goes away
+//! the relay reconnects with a growing pause; rows wait in PostgreSQL meanwhile.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use unseat_bus::{BusError, Publisher};
+use unseat_store::{outbox, Store, StoreError};
+use unseat_telemetry::Metrics;
+
+/// Settings of one relay.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub amqp_url: String,
+    /// Only rows for exchanges under this prefix (the deployment's topology prefix).
+    pub exchange_prefix: String,
+    /// Rows claimed and published per round.
+    pub batch: i64,
+    /// Pause when the outbox is empty.
+    pub idle: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] unseat_store::tokio_postgres::Error),
+}
+
+/// Runs until `shutdown` fires.
+pub async fn run(store: Store, metrics: Arc<Metrics>, config: RelayConfig, shutdown: CancellationToken) {
+    let mut pause = Duration::from_millis(200);
+    while !shutdown.is_cancelled() {
+        match run_connected(&store, &metrics, &config, &shutdown).await {
+            Ok(()) => break,
+            Err(error) => {
+                metrics.outbox_publish_errors.inc();
+                tracing::warn!(error = %error, pause_ms = pause.as_millis() as u64, "relay interrupted; rows stay in the outbox and will be retried");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn run_connected(
+    store: &Store,
+    metrics: &Metrics,
+    config: &RelayConfig,
+    shutdown: &CancellationToken,
+) -> Result<(), RelayError> {
+    let conn = unseat_bus::connect(&config.amqp_url, "relay").await?;
+    let publisher = Publisher::new(&conn).await?;
+    tracing::info!(prefix = %config.exchange_prefix, "relay connected");
+    loop {
+        if shutdown.is_cancelled() {
+            let _ = conn.close(200, "bye".into()).await;
+            return Ok(());
+        }
+        let sent = publish_batch(store, &publisher, config).await?;
+        metrics.outbox_published.inc_by(sent as u64);
+        if (sent as i64) < config.batch {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(config.idle) => {}
+            }
+        }
+    }
+}
+
+/// Claims a batch, publishes every row with confirms in flight together, and marks the
+/// confirmed rows sent in the same transaction. Returns how many were sent.
+async fn publish_batch(store: &Store, publisher: &Publisher, config: &RelayConfig) -> Result<usize, RelayError> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await?;
+    let rows = outbox::claim_pending(&tx, &config.exchange_prefix, config.batch).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut confirms = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let payload = serde_json::to_vec(&row.payload).unwrap_or_default();
+        confirms.push(publisher.start(&row.exchange, &row.routing_key, &row.message_id.to_string(), &payload).await?);
+    }
+    let mut ids = Vec::with_capacity(rows.len());
+    for (row, confirm) in rows.iter().zip(confirms) {
+        confirm.await?;
+        ids.push(row.id);
+    }
+    outbox::mark_sent(&tx, &ids).await?;
+    tx.commit().await?;
+    Ok(ids.len())
+}

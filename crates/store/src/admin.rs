@@ -1,1 +1,489 @@
-//! (filled in below)
+//! What the console's admin API reads and writes: tenants and their tokens, integrations,
+//! grants (shares of an integration with a team or a user) and read-only views of the
+//! workspace directory.
+//!
+//! Grant changes alter who has access, so they run in the caller's transaction
+//! (`insert_grant`, `update_grant_role`, `delete_grant`): the caller writes the outbox row that
+//! announces the change in the same transaction. The app credential of an integration is
+//! written here but never read back: only the connector loads it.
+
+use crate::tokens::hash;
+use crate::{Result, Store, StoreError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A stored token as the console lists it: never the token, never its hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenInfo {
+    /// `scim` or `admin`.
+    pub kind: String,
+    /// For a SCIM token: the integration it is limited to; None means the workspace directory.
+    pub scope_integration: Option<Uuid>,
+    /// For an admin token: its role.
+    pub role: Option<String>,
+    pub label: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An integration to create. The caller has validated it (role ladder, settings).
+#[derive(Debug, Clone)]
+pub struct NewIntegration {
+    pub name: String,
+    pub app_kind: String,
+    pub base_url: String,
+    pub settings: serde_json::Value,
+    /// The app credential; empty when none was given.
+    pub credential: String,
+    pub roles: Vec<String>,
+    pub default_role: Option<String>,
+}
+
+/// An integration as admins see it: the credential is reduced to whether one is set.
+#[derive(Debug, Clone, Serialize)]
+pub struct Integration {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub name: String,
+    pub app_kind: String,
+    pub base_url: String,
+    pub settings: serde_json::Value,
+    pub has_credential: bool,
+    pub roles: Vec<String>,
+    pub default_role: Option<String>,
+    /// Set by a connector when the app refuses the credential or the configuration; an admin
+    /// has to look.
+    pub needs_attention: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Who a grant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantSubject {
+    Team(Uuid),
+    User(Uuid),
+}
+
+impl GrantSubject {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            GrantSubject::Team(_) => "team",
+            GrantSubject::User(_) => "user",
+        }
+    }
+
+    pub fn id(&self) -> Uuid {
+        match self {
+            GrantSubject::Team(id) | GrantSubject::User(id) => *id,
+        }
+    }
+
+    fn from_row(kind: &str, id: Uuid) -> Self {
+        if kind == "team" {
+            GrantSubject::Team(id)
+        } else {
+            GrantSubject::User(id)
+        }
+    }
+}
+
+/// A grant with the name of its subject (a team's displayName or a user's userName; empty if
+/// the subject has since left the directory).
+#[derive(Debug, Clone)]
+pub struct GrantRow {
+    pub id: Uuid,
+    pub integration_id: Uuid,
+    pub subject: GrantSubject,
+    pub subject_name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A team of the workspace directory with its member count.
+#[derive(Debug, Clone)]
+pub struct Team {
+    pub id: Uuid,
+    pub display_name: String,
+    pub member_count: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TeamRef {
+    pub id: Uuid,
+    pub display_name: String,
+}
+
+/// A user of the workspace directory with the teams they are in.
+#[derive(Debug, Clone)]
+pub struct DirectoryUser {
+    pub id: Uuid,
+    pub user_name: String,
+    pub email: Option<String>,
+    pub active: bool,
+    pub teams: Vec<TeamRef>,
+}
+
+const INTEGRATION_COLUMNS: &str =
+    "id, tenant_id, name, app_kind, base_url, settings, credential <> '', roles, default_role,
+                                   needs_attention, created_at";
+
+fn integration_from_row(r: &tokio_postgres::Row) -> Integration {
+    Integration {
+        id: r.get(0),
+        tenant_id: r.get(1),
+        name: r.get(2),
+        app_kind: r.get(3),
+        base_url: r.get(4),
+        settings: r.get(5),
+        has_credential: r.get(6),
+        roles: r.get(7),
+        default_role: r.get(8),
+        needs_attention: r.get(9),
+        created_at: r.get(10),
+    }
+}
+
+const GRANT_SELECT: &str = "select g.id, g.integration_id, g.subject_kind, g.subject_id,
+        coalesce(case g.subject_kind when 'team' then sg.display_name else su.user_name end, ''),
+        g.role, g.created_at
+   from grants g
+   left join scim_groups sg on g.subject_kind = 'team' and sg.tenant_id = g.tenant_id and sg.id = g.subject_id
+   left join scim_users su on g.subject_kind = 'user' and su.tenant_id = g.tenant_id and su.id = g.subject_id";
+
+fn grant_from_row(r: &tokio_postgres::Row) -> GrantRow {
+    let kind: String = r.get(2);
+    GrantRow {
+        id: r.get(0),
+        integration_id: r.get(1),
+        subject: GrantSubject::from_row(&kind, r.get(3)),
+        subject_name: r.get(4),
+        role: r.get(5),
+        created_at: r.get(6),
+    }
+}
+
+impl Store {
+    /// Creates a tenant with its first workspace SCIM token and owner admin token, all or
+    /// nothing. Only the tokens' hashes are stored.
+    pub async fn create_tenant(&self, name: &str, scim_token: &str, admin_token: &str) -> Result<Tenant> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let id = Uuid::new_v4();
+        let row =
+            tx.query_one("insert into tenants (id, name) values ($1, $2) returning created_at", &[&id, &name]).await?;
+        tx.execute(
+            "insert into tokens (hash, tenant_id, kind, label) values ($1, $2, 'scim', 'workspace directory')",
+            &[&hash(scim_token), &id],
+        )
+        .await?;
+        tx.execute(
+            "insert into tokens (hash, tenant_id, kind, role, label) values ($1, $2, 'admin', 'owner', 'first owner')",
+            &[&hash(admin_token), &id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Tenant { id, name: name.to_string(), created_at: row.get(0) })
+    }
+
+    pub async fn tenant(&self, tenant_id: Uuid) -> Result<Option<Tenant>> {
+        let client = self.client().await?;
+        let row = client.query_opt("select id, name, created_at from tenants where id = $1", &[&tenant_id]).await?;
+        Ok(row.map(|r| Tenant { id: r.get(0), name: r.get(1), created_at: r.get(2) }))
+    }
+
+    /// The tenant's tokens, newest first (labels and scopes only).
+    pub async fn tokens(&self, tenant_id: Uuid) -> Result<Vec<TokenInfo>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "select kind, scope_integration, role, label, created_at from tokens
+                  where tenant_id = $1 order by created_at desc, label",
+                &[&tenant_id],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TokenInfo {
+                kind: r.get(0),
+                scope_integration: r.get(1),
+                role: r.get(2),
+                label: r.get(3),
+                created_at: r.get(4),
+            })
+            .collect())
+    }
+
+    pub async fn create_integration(&self, tenant_id: Uuid, new: &NewIntegration) -> Result<Integration> {
+        let client = self.client().await?;
+        let id = Uuid::new_v4();
+        let row = client
+            .query_one(
+                &format!(
+                    "insert into integrations (tenant_id, id, name, app_kind, base_url, settings, credential, roles, default_role)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {INTEGRATION_COLUMNS}"
+                ),
+                &[
+                    &tenant_id,
+                    &id,
+                    &new.name,
+                    &new.app_kind,
+                    &new.base_url,
+                    &new.settings,
+                    &new.credential,
+                    &new.roles,
+                    &new.default_role,
+                ],
+            )
+            .await?;
+        Ok(integration_from_row(&row))
+    }
+
+    /// The tenant's integrations, oldest first.
+    pub async fn integrations(&self, tenant_id: Uuid) -> Result<Vec<Integration>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!("select {INTEGRATION_COLUMNS} from integrations where tenant_id = $1 order by created_at, id"),
+                &[&tenant_id],
+            )
+            .await?;
+        Ok(rows.iter().map(integration_from_row).collect())
+    }
+
+    pub async fn integration(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<Integration>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!("select {INTEGRATION_COLUMNS} from integrations where tenant_id = $1 and id = $2"),
+                &[&tenant_id, &id],
+            )
+            .await?;
+        Ok(row.as_ref().map(integration_from_row))
+    }
+
+    /// The integration's grants, teams first, then by name.
+    pub async fn grants(&self, tenant_id: Uuid, integration_id: Uuid) -> Result<Vec<GrantRow>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "{GRANT_SELECT} where g.tenant_id = $1 and g.integration_id = $2
+                     order by g.subject_kind, 5, g.id"
+                ),
+                &[&tenant_id, &integration_id],
+            )
+            .await?;
+        Ok(rows.iter().map(grant_from_row).collect())
+    }
+
+    /// The workspace's teams by name, at most `limit`.
+    pub async fn teams(&self, tenant_id: Uuid, limit: i64) -> Result<Vec<Team>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "select g.id, g.display_name,
+                        (select count(*) from group_members m where m.tenant_id = g.tenant_id and m.group_id = g.id)
+                   from scim_groups g where g.tenant_id = $1
+                  order by lower(g.display_name), g.id limit $2",
+                &[&tenant_id, &limit],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| Team { id: r.get(0), display_name: r.get(1), member_count: r.get(2) }).collect())
+    }
+
+    /// The workspace's users ordered by userName (case-insensitive, unique per tenant), at most
+    /// `limit`, after the userName `after` when given; `email_filter` keeps users whose email
+    /// contains it (case-insensitive).
+    pub async fn directory_users(
+        &self,
+        tenant_id: Uuid,
+        email_filter: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<DirectoryUser>> {
+        let client = self.client().await?;
+        let pattern = email_filter.map(|f| format!("%{}%", like_escape(&f.to_lowercase())));
+        let after = after.map(str::to_lowercase);
+        let rows = client
+            .query(
+                "select u.id, u.user_name, u.email, u.active,
+                        coalesce(array_agg(g.id order by lower(g.display_name), g.id) filter (where g.id is not null), '{}'),
+                        coalesce(array_agg(g.display_name order by lower(g.display_name), g.id) filter (where g.id is not null), '{}')
+                   from scim_users u
+                   left join group_members m on m.tenant_id = u.tenant_id and m.user_id = u.id
+                   left join scim_groups g on g.tenant_id = m.tenant_id and g.id = m.group_id
+                  where u.tenant_id = $1
+                    and ($2::text is null or lower(coalesce(u.email, '')) like $2)
+                    and ($3::text is null or lower(u.user_name) > $3)
+                  group by u.id, u.user_name, u.email, u.active
+                  order by lower(u.user_name) limit $4",
+                &[&tenant_id, &pattern, &after, &limit],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let ids: Vec<Uuid> = r.get(4);
+                let names: Vec<String> = r.get(5);
+                DirectoryUser {
+                    id: r.get(0),
+                    user_name: r.get(1),
+                    email: r.get(2),
+                    active: r.get(3),
+                    teams: ids.into_iter().zip(names).map(|(id, display_name)| TeamRef { id, display_name }).collect(),
+                }
+            })
+            .collect())
+    }
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// The integration, read in the caller's transaction with a share lock so that it cannot be
+/// deleted while a grant on it is being written.
+pub async fn integration_for_grant(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<Option<Integration>> {
+    let row = tx
+        .query_opt(
+            &format!("select {INTEGRATION_COLUMNS} from integrations where tenant_id = $1 and id = $2 for share"),
+            &[&tenant_id, &id],
+        )
+        .await?;
+    Ok(row.as_ref().map(integration_from_row))
+}
+
+/// The name of a grant subject in the tenant's directory (a team's displayName, a user's
+/// userName); None when the directory has no such team or user.
+pub async fn subject_name(tx: &Transaction<'_>, tenant_id: Uuid, subject: GrantSubject) -> Result<Option<String>> {
+    let row = match subject {
+        GrantSubject::Team(id) => {
+            tx.query_opt(
+                "select display_name from scim_groups where tenant_id = $1 and id = $2 for share",
+                &[&tenant_id, &id],
+            )
+            .await?
+        }
+        GrantSubject::User(id) => {
+            tx.query_opt(
+                "select user_name from scim_users where tenant_id = $1 and id = $2 for share",
+                &[&tenant_id, &id],
+            )
+            .await?
+        }
+    };
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The users a grant reaches now: the team's current members, or the one user (if they are
+/// still in the directory). Sorted, so that announcements are deterministic.
+pub async fn reached_users(tx: &Transaction<'_>, tenant_id: Uuid, subject: GrantSubject) -> Result<Vec<Uuid>> {
+    let rows = match subject {
+        GrantSubject::Team(id) => {
+            tx.query(
+                "select user_id from group_members where tenant_id = $1 and group_id = $2 order by user_id",
+                &[&tenant_id, &id],
+            )
+            .await?
+        }
+        GrantSubject::User(id) => {
+            tx.query("select id from scim_users where tenant_id = $1 and id = $2", &[&tenant_id, &id]).await?
+        }
+    };
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Adds a grant. A second grant to the same subject on the same integration is a
+/// [`StoreError::Conflict`]. The caller checked the role against the integration's ladder and
+/// the subject against the directory.
+pub async fn insert_grant(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    subject: GrantSubject,
+    subject_name: &str,
+    role: &str,
+) -> Result<GrantRow> {
+    let id = Uuid::new_v4();
+    let row = tx
+        .query_opt(
+            "insert into grants (tenant_id, id, integration_id, subject_kind, subject_id, role)
+             values ($1, $2, $3, $4, $5, $6)
+             on conflict (tenant_id, integration_id, subject_kind, subject_id) do nothing
+             returning created_at",
+            &[&tenant_id, &id, &integration_id, &subject.kind(), &subject.id(), &role],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Err(StoreError::Conflict(format!(
+            "the integration is already shared with this {}; change that grant's role instead",
+            subject.kind()
+        )));
+    };
+    Ok(GrantRow {
+        id,
+        integration_id,
+        subject,
+        subject_name: subject_name.to_string(),
+        role: role.to_string(),
+        created_at: row.get(0),
+    })
+}
+
+/// The grant, locked for the rest of the caller's transaction.
+pub async fn grant_for_update(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    grant_id: Uuid,
+) -> Result<Option<GrantRow>> {
+    let row = tx
+        .query_opt(
+            &format!("{GRANT_SELECT} where g.tenant_id = $1 and g.integration_id = $2 and g.id = $3 for update of g"),
+            &[&tenant_id, &integration_id, &grant_id],
+        )
+        .await?;
+    Ok(row.as_ref().map(grant_from_row))
+}
+
+/// Changes a grant's role; [`StoreError::NotFound`] when there is no such grant.
+pub async fn update_grant_role(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    grant_id: Uuid,
+    role: &str,
+) -> Result<()> {
+    let n = tx
+        .execute(
+            "update grants set role = $4 where tenant_id = $1 and integration_id = $2 and id = $3",
+            &[&tenant_id, &integration_id, &grant_id, &role],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Removes a grant; [`StoreError::NotFound`] when there is no such grant.
+pub async fn delete_grant(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid, grant_id: Uuid) -> Result<()> {
+    let n = tx
+        .execute(
+            "delete from grants where tenant_id = $1 and integration_id = $2 and id = $3",
+            &[&tenant_id, &integration_id, &grant_id],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}

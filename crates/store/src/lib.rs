@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod apply;
 pub mod directory;
 pub mod logs;
 pub mod migrate;

@@ -1,5 +1,5 @@
 //! The transactional outbox. Writers call [`enqueue`] inside the transaction that changes the
-//! state; the relay reads pending rows with [`Store::claim_pending`] and marks them sent once the
+//! state; the relay claims pending rows with [`claim_pending`] and marks them sent once the
 //! broker confirmed them.
 
 use crate::{Result, Store};
@@ -36,39 +36,42 @@ pub async fn enqueue(
     Ok(())
 }
 
+/// Locks up to `limit` unsent rows whose exchange starts with `exchange_prefix.`, oldest first,
+/// skipping rows another relay holds: relays compete without publishing the same row twice.
+/// The caller publishes them, then [`mark_sent`] in the same transaction.
+pub async fn claim_pending(
+    tx: &tokio_postgres::Transaction<'_>,
+    exchange_prefix: &str,
+    limit: i64,
+) -> Result<Vec<OutboxRow>> {
+    let pattern = format!("{}.%", exchange_prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let rows = tx
+        .query(
+            "select id, message_id, exchange, routing_key, payload, created_at from outbox
+             where sent_at is null and exchange like $1 order by id limit $2 for update skip locked",
+            &[&pattern, &limit],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| OutboxRow {
+            id: r.get(0),
+            message_id: r.get(1),
+            exchange: r.get(2),
+            routing_key: r.get(3),
+            payload: r.get(4),
+            created_at: r.get(5),
+        })
+        .collect())
+}
+
+/// Marks rows as confirmed by the broker.
+pub async fn mark_sent(tx: &tokio_postgres::Transaction<'_>, ids: &[i64]) -> Result<()> {
+    tx.execute("update outbox set sent_at = now() where id = any($1)", &[&ids]).await?;
+    Ok(())
+}
+
 impl Store {
-    /// Rows not yet sent, oldest first, at most `limit`; `exchange_prefix` keeps relays of
-    /// different deployments (and tests) on one database apart.
-    pub async fn pending_outbox(&self, exchange_prefix: &str, limit: i64) -> Result<Vec<OutboxRow>> {
-        let client = self.client().await?;
-        let pattern = format!("{}.%", exchange_prefix.replace('%', "\\%").replace('_', "\\_"));
-        let rows = client
-            .query(
-                "select id, message_id, exchange, routing_key, payload, created_at from outbox
-                 where sent_at is null and exchange like $1 order by id limit $2",
-                &[&pattern, &limit],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| OutboxRow {
-                id: r.get(0),
-                message_id: r.get(1),
-                exchange: r.get(2),
-                routing_key: r.get(3),
-                payload: r.get(4),
-                created_at: r.get(5),
-            })
-            .collect())
-    }
-
-    /// Marks rows as confirmed by the broker.
-    pub async fn mark_sent(&self, ids: &[i64]) -> Result<()> {
-        let client = self.client().await?;
-        client.execute("update outbox set sent_at = now() where id = any($1)", &[&ids]).await?;
-        Ok(())
-    }
-
     /// Number of rows not yet sent.
     pub async fn outbox_backlog(&self) -> Result<i64> {
         let client = self.client().await?;
@@ -79,8 +82,6 @@ impl Store {
     pub async fn purge_sent_outbox(&self, keep: std::time::Duration) -> Result<u64> {
         let client = self.client().await?;
         let secs = keep.as_secs_f64();
-        Ok(client
-            .execute("delete from outbox where sent_at < now() - make_interval(secs => $1)", &[&secs])
-            .await?)
+        Ok(client.execute("delete from outbox where sent_at < now() - make_interval(secs => $1)", &[&secs]).await?)
     }
 }

@@ -100,14 +100,46 @@ impl Metrics {
         registry.register("scim_requests", "SCIM requests answered", m.scim_requests.clone());
         registry.register("scim_request_duration_seconds", "SCIM request latency", m.scim_request_duration.clone());
         registry.register("outbox_published", "Outbox messages confirmed by the broker", m.outbox_published.clone());
-        registry.register("outbox_publish_errors", "Outbox publishes that failed and will be retried", m.outbox_publish_errors.clone());
-        registry.register("outbox_pending", "Outbox messages not yet confirmed, as last seen by the relay", m.outbox_pending.clone());
-        registry.register("resolver_decisions", "Resolver decisions per (user, integration) by outcome", m.resolver_decisions.clone());
-        registry.register("resolver_messages", "Directory messages handled by the resolver by result", m.resolver_messages.clone());
-        registry.register("connector_attempts", "App API attempts by app kind and result", m.connector_attempts.clone());
-        registry.register("connector_tasks", "Connector tasks finished by app kind and final status", m.connector_tasks.clone());
-        registry.register("connector_task_duration_seconds", "Time from task start to its final status", m.connector_task_duration.clone());
-        registry.register("connector_retry_wait_seconds", "Time connector tasks spent waiting between attempts", m.connector_retry_wait.clone());
+        registry.register(
+            "outbox_publish_errors",
+            "Outbox publishes that failed and will be retried",
+            m.outbox_publish_errors.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Outbox messages not yet confirmed, as last seen by the relay",
+            m.outbox_pending.clone(),
+        );
+        registry.register(
+            "resolver_decisions",
+            "Resolver decisions per (user, integration) by outcome",
+            m.resolver_decisions.clone(),
+        );
+        registry.register(
+            "resolver_messages",
+            "Directory messages handled by the resolver by result",
+            m.resolver_messages.clone(),
+        );
+        registry.register(
+            "connector_attempts",
+            "App API attempts by app kind and result",
+            m.connector_attempts.clone(),
+        );
+        registry.register(
+            "connector_tasks",
+            "Connector tasks finished by app kind and final status",
+            m.connector_tasks.clone(),
+        );
+        registry.register(
+            "connector_task_duration_seconds",
+            "Time from task start to its final status",
+            m.connector_task_duration.clone(),
+        );
+        registry.register(
+            "connector_retry_wait_seconds",
+            "Time connector tasks spent waiting between attempts",
+            m.connector_retry_wait.clone(),
+        );
         registry.register("console_requests", "Admin API requests by result", m.console_requests.clone());
         Self { registry, ..m }
     }
@@ -123,10 +155,7 @@ impl Metrics {
 
 /// `/metrics` and `/healthz`, merged into every role's HTTP server.
 pub fn ops_router(metrics: Arc<Metrics>) -> Router {
-    Router::new()
-        .route("/metrics", get(serve_metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state(metrics)
+    Router::new().route("/metrics", get(serve_metrics)).route("/healthz", get(|| async { "ok\n" })).with_state(metrics)
 }
 
 async fn serve_metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
@@ -161,8 +190,10 @@ pub fn cancel_on_signal(token: CancellationToken) {
 }
 
 /// Serves `router` on `listener` until `shutdown` fires, then lets in-flight requests finish.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
 }

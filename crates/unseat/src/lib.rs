@@ -1,1 +1,215 @@
-//! unseat unseat
+//! The `unseat` binary's logic: configuration, and starting any set of roles (ingest, console,
+//! resolver, connector) in one process with one metrics registry and one stop signal. The
+//! subcommands in `main.rs`, the demo, the benchmark and the end-to-end tests all start roles
+//! through [`start`], so tests drive exactly what operators run.
+
+pub mod bench;
+pub mod client;
+pub mod demo;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use unseat_bus::Topology;
+use unseat_connector::ConnectorConfig;
+use unseat_resolver::ResolverConfig;
+use unseat_store::Store;
+use unseat_telemetry::Metrics;
+
+/// The app kinds this build has connectors for.
+pub const APP_KINDS: &[&str] = &["business_hub"];
+
+/// Everything a process needs to start its roles.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name (several deployments or tests on one broker).
+    pub amqp_prefix: String,
+    /// Address of the process's HTTP server (SCIM, admin API, /metrics, /healthz as the roles
+    /// require). Port 0 picks a free port; [`Running::addr`] tells which.
+    pub listen: SocketAddr,
+    /// The operator's admin token (may create tenants). None: only tenant admin tokens work.
+    pub admin_token: Option<String>,
+    /// Largest SCIM request body accepted.
+    pub body_limit: usize,
+    pub pool_size: usize,
+    pub resolver: ResolverConfig,
+    pub connector: ConnectorConfig,
+}
+
+impl Settings {
+    pub fn new(database_url: impl Into<String>, amqp_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            amqp_url: amqp_url.into(),
+            amqp_prefix: "unseat".into(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin_token: None,
+            body_limit: 1024 * 1024,
+            pool_size: 32,
+            resolver: ResolverConfig::default(),
+            connector: ConnectorConfig::default(),
+        }
+    }
+
+    pub fn topology(&self) -> Topology {
+        Topology::new(self.amqp_prefix.clone(), APP_KINDS.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Roles {
+    pub ingest: bool,
+    pub console: bool,
+    pub resolver: bool,
+    pub connector: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { ingest: true, console: true, resolver: true, connector: true };
+
+    /// Roles that write the outbox also run a relay for it.
+    fn writes_outbox(&self) -> bool {
+        self.ingest || self.console || self.resolver
+    }
+}
+
+/// A started process: its HTTP address, its store and metrics, and the tasks to wait for.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub tasks: TaskTracker,
+}
+
+impl Running {
+    /// Waits until every role has stopped (after the stop signal).
+    pub async fn wait(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Migrates the database, declares the broker topology, binds the HTTP listener and starts the
+/// chosen roles. They run until `shutdown` fires.
+pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    unseat_store::migrate::migrate(&settings.database_url)
+        .await
+        .with_context(|| "cannot migrate the database (is PostgreSQL running and UNSEAT_DATABASE_URL right?)")?;
+    let store = Store::connect(&settings.database_url, settings.pool_size)?;
+    let topology = settings.topology();
+    declare_topology(&settings.amqp_url, &topology, &shutdown).await?;
+    let metrics = Arc::new(Metrics::new());
+    let tasks = TaskTracker::new();
+
+    let mut router = unseat_telemetry::ops_router(metrics.clone());
+    if roles.ingest {
+        router = router.merge(unseat_ingest::router(unseat_ingest::IngestState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            directory_exchange: topology.directory_exchange(),
+            body_limit: settings.body_limit,
+        }));
+    }
+    if roles.console {
+        router = router.merge(unseat_console::router(unseat_console::ConsoleState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            operator_token: settings.admin_token.clone(),
+            directory_exchange: topology.directory_exchange(),
+        }));
+    }
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, ingest = roles.ingest, console = roles.console, resolver = roles.resolver, connector = roles.connector, "serving");
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = unseat_telemetry::serve(listener, router, shutdown).await {
+                tracing::error!(%error, "HTTP server failed");
+            }
+        });
+    }
+    if roles.writes_outbox() {
+        let config = unseat_relay::RelayConfig {
+            amqp_url: settings.amqp_url.clone(),
+            exchange_prefix: settings.amqp_prefix.clone(),
+            batch: 200,
+            idle: Duration::from_millis(20),
+        };
+        tasks.spawn(unseat_relay::run(store.clone(), metrics.clone(), config, shutdown.clone()));
+    }
+    if roles.resolver {
+        tasks.spawn(unseat_resolver::run(
+            store.clone(),
+            settings.amqp_url.clone(),
+            topology.clone(),
+            metrics.clone(),
+            settings.resolver.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if roles.connector {
+        tasks.spawn(unseat_connector::run(
+            store.clone(),
+            settings.amqp_url.clone(),
+            topology.clone(),
+            metrics.clone(),
+            settings.connector.clone(),
+            shutdown.clone(),
+        ));
+    }
+    Ok(Running { addr, store, metrics, tasks })
+}
+
+/// Declares exchanges and queues before any role publishes, waiting up to 30 s for a broker
+/// that is still starting.
+async fn declare_topology(url: &str, topology: &Topology, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async {
+            let conn = unseat_bus::connect(url, "setup").await?;
+            let ch = conn.create_channel().await.map_err(unseat_bus::BusError::from)?;
+            topology.declare(&ch).await?;
+            let _ = conn.close(200, "bye".into()).await;
+            Ok::<_, unseat_bus::BusError>(())
+        };
+        match attempt.await {
+            Ok(()) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() => {
+                tracing::warn!(%error, "RabbitMQ not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context("cannot declare the RabbitMQ topology (is RabbitMQ running and UNSEAT_AMQP_URL right?)"))
+            }
+        }
+    }
+}
+
+/// Serves the app emulator on `listen` until `shutdown` fires; returns its address.
+pub async fn start_emulator(
+    listen: SocketAddr,
+    tasks: &TaskTracker,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, unseat_emulator::Emulator)> {
+    let emulator = unseat_emulator::Emulator::new();
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let router = unseat_emulator::router(emulator.clone());
+    tasks.spawn(async move {
+        if let Err(error) = unseat_telemetry::serve(listener, router, shutdown).await {
+            tracing::error!(%error, "emulator server failed");
+        }
+    });
+    Ok((addr, emulator))
+}

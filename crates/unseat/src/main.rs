@@ -1,1 +1,201 @@
-fn main() {}
+//! `unseat`: one binary, one subcommand per role. See README.md for the two commands that run
+//! it and its tests; `unseat --help` for every flag and its `UNSEAT_*` variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use unseat::{Roles, Settings};
+
+#[derive(Parser)]
+#[command(name = "unseat", version, about = "Takes people out of the apps they should no longer be in")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// PostgreSQL URL; the database is created if missing.
+    #[arg(
+        long,
+        global = true,
+        env = "UNSEAT_DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/unseat"
+    )]
+    database_url: String,
+    /// RabbitMQ URL.
+    #[arg(long, global = true, env = "UNSEAT_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, global = true, env = "UNSEAT_AMQP_PREFIX", default_value = "unseat")]
+    amqp_prefix: String,
+    /// Log filter (tracing's EnvFilter syntax).
+    #[arg(long, global = true, env = "UNSEAT_LOG", default_value = "info")]
+    log: String,
+}
+
+#[derive(Args, Clone)]
+struct Workers {
+    /// Deliveries a resolver holds at once.
+    #[arg(long, env = "UNSEAT_RESOLVER_PREFETCH", default_value_t = 8)]
+    resolver_prefetch: u16,
+    /// Deliveries a connector holds (and works on) at once.
+    #[arg(long, env = "UNSEAT_CONNECTOR_PREFETCH", default_value_t = 16)]
+    connector_prefetch: u16,
+    /// App API attempts per task before it fails and is dead-lettered.
+    #[arg(long, env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS", default_value_t = 6)]
+    max_attempts: u32,
+    /// Seconds in-flight work may take to finish after SIGTERM.
+    #[arg(long, env = "UNSEAT_GRACE_SECONDS", default_value_t = 30)]
+    grace_seconds: u64,
+    /// Largest SCIM request body, in bytes.
+    #[arg(long, env = "UNSEAT_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    body_limit: usize,
+    /// PostgreSQL connections per process.
+    #[arg(long, env = "UNSEAT_DB_POOL", default_value_t = 32)]
+    db_pool: usize,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the database if missing and apply migrations.
+    Migrate,
+    /// SCIM 2.0 service provider (+ outbox relay), on /scim/v2.
+    Ingest {
+        #[arg(long, env = "UNSEAT_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        workers: Workers,
+    },
+    /// Resolver workers (+ outbox relay); /metrics and /healthz on --listen.
+    Resolver {
+        #[arg(long, env = "UNSEAT_RESOLVER_LISTEN", default_value = "127.0.0.1:9101")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        workers: Workers,
+    },
+    /// Connector workers for every app kind; /metrics and /healthz on --listen.
+    Connector {
+        #[arg(long, env = "UNSEAT_CONNECTOR_LISTEN", default_value = "127.0.0.1:9102")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        workers: Workers,
+    },
+    /// Admin API (+ outbox relay), on /api/v1.
+    Console {
+        #[arg(long, env = "UNSEAT_CONSOLE_LISTEN", default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// Operator token: may create tenants and act on every tenant.
+        #[arg(long, env = "UNSEAT_ADMIN_TOKEN")]
+        admin_token: Option<String>,
+        #[command(flatten)]
+        workers: Workers,
+    },
+    /// Every role in one process, on one HTTP port.
+    All {
+        #[arg(long, env = "UNSEAT_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        #[arg(long, env = "UNSEAT_ADMIN_TOKEN")]
+        admin_token: Option<String>,
+        #[command(flatten)]
+        workers: Workers,
+    },
+    /// The app emulators (business hub), with control endpoints under /_emulator/.
+    Emulate {
+        #[arg(long, env = "UNSEAT_EMULATOR_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: SocketAddr,
+    },
+    /// Everything plus the emulator and a seeded demo tenant; prints how to try it.
+    Demo {
+        /// unseat listens on this port, the emulator on the next one.
+        #[arg(long, env = "UNSEAT_DEMO_PORT_BASE", default_value_t = 8080)]
+        port_base: u16,
+        #[command(flatten)]
+        workers: Workers,
+    },
+    /// Measures SCIM-to-app throughput and latency next to the broker's own ceiling.
+    Bench(unseat::bench::BenchArgs),
+}
+
+fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w: &Workers) -> Settings {
+    let mut s = Settings::new(&common.database_url, &common.amqp_url);
+    s.amqp_prefix = common.amqp_prefix.clone();
+    s.listen = listen;
+    s.admin_token = admin_token;
+    s.body_limit = w.body_limit;
+    s.pool_size = w.db_pool;
+    s.resolver.prefetch = w.resolver_prefetch;
+    s.resolver.grace = Duration::from_secs(w.grace_seconds);
+    s.connector.prefetch = w.connector_prefetch;
+    s.connector.max_attempts = w.max_attempts;
+    s.connector.grace = Duration::from_secs(w.grace_seconds);
+    s
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.common.log).unwrap_or_else(|_| "info".into()))
+        .init();
+    let shutdown = CancellationToken::new();
+    unseat_telemetry::cancel_on_signal(shutdown.clone());
+    let c = &cli.common;
+    let (settings, roles) = match cli.command {
+        Command::Migrate => {
+            let applied = unseat_store::migrate::migrate(&c.database_url).await?;
+            println!("database ready; migrations applied now: {applied:?}");
+            return Ok(());
+        }
+        Command::Emulate { listen } => {
+            let tasks = tokio_util::task::TaskTracker::new();
+            let (addr, _) = unseat::start_emulator(listen, &tasks, shutdown.clone()).await?;
+            println!("EMULATOR_URL=http://{addr}");
+            tasks.close();
+            tasks.wait().await;
+            return Ok(());
+        }
+        Command::Demo { port_base, workers } => {
+            let s = settings(c, SocketAddr::from(([127, 0, 0, 1], port_base)), None, &workers);
+            return unseat::demo::run(s, port_base, shutdown).await;
+        }
+        Command::Bench(args) => {
+            let s = settings(c, SocketAddr::from(([127, 0, 0, 1], 0)), None, &Workers::default_for_bench());
+            return unseat::bench::run(s, args).await;
+        }
+        Command::Ingest { listen, workers } => {
+            (settings(c, listen, None, &workers), Roles { ingest: true, ..Default::default() })
+        }
+        Command::Resolver { listen, workers } => {
+            (settings(c, listen, None, &workers), Roles { resolver: true, ..Default::default() })
+        }
+        Command::Connector { listen, workers } => {
+            (settings(c, listen, None, &workers), Roles { connector: true, ..Default::default() })
+        }
+        Command::Console { listen, admin_token, workers } => {
+            (settings(c, listen, admin_token, &workers), Roles { console: true, ..Default::default() })
+        }
+        Command::All { listen, admin_token, workers } => (settings(c, listen, admin_token, &workers), Roles::ALL),
+    };
+    let running = unseat::start(settings, roles, shutdown).await?;
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+impl Workers {
+    fn default_for_bench() -> Self {
+        Self {
+            resolver_prefetch: 32,
+            connector_prefetch: 64,
+            max_attempts: 6,
+            grace_seconds: 5,
+            body_limit: 1024 * 1024,
+            db_pool: 48,
+        }
+    }
+}

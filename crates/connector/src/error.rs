@@ -1,0 +1,211 @@
+//! App errors and the retry decision. Adapters turn what an app answered into an [`AppError`];
+//! the runtime asks it [`AppError::class`] and never looks at status codes itself.
+
+use std::time::Duration;
+
+/// The longest `Retry-After` honoured; a larger value is clamped so one task cannot hold a
+/// delivery for hours.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// What went wrong talking to an app. Messages never carry the credential.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppError {
+    /// The app answered with an error status.
+    #[error("HTTP {status}{}: {message}", code_suffix(*.code, *.subcode))]
+    Api {
+        status: u16,
+        /// The app's own error code (Graph `error.code`), if it gave one.
+        code: Option<i64>,
+        subcode: Option<i64>,
+        message: String,
+        /// The wait the app asked for (`Retry-After`), if any.
+        retry_after: Option<Duration>,
+    },
+    #[error("the app did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("could not reach the app: {0}")]
+    Unreachable(String),
+    /// The app answered 2xx with something we cannot understand.
+    #[error("unexpected answer from the app: {0}")]
+    Protocol(String),
+    /// The integration's settings do not let us call the app at all.
+    #[error("the integration is misconfigured: {0}")]
+    Misconfigured(String),
+}
+
+fn code_suffix(code: Option<i64>, subcode: Option<i64>) -> String {
+    match (code, subcode) {
+        (Some(c), Some(s)) => format!(" (code {c}, subcode {s})"),
+        (Some(c), None) => format!(" (code {c})"),
+        _ => String::new(),
+    }
+}
+
+/// What the runtime does about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Try again later, waiting at least `retry_after` when the app said so.
+    Transient { retry_after: Option<Duration> },
+    /// Retrying cannot help; the task fails.
+    Permanent,
+    /// Retrying cannot help until an admin fixes the integration (credential, permissions,
+    /// settings); the task fails and the integration is flagged.
+    NeedsAttention,
+}
+
+/// Graph codes that mean "slow down" or "temporary problem, retry".
+fn is_throttle_or_temporary(code: i64) -> bool {
+    matches!(code, 1 | 2 | 4 | 17 | 32 | 341 | 613) || (80000..=80014).contains(&code)
+}
+
+/// Graph codes that mean the credential or its permissions are wrong.
+fn is_auth_or_permission(code: i64) -> bool {
+    matches!(code, 10 | 102 | 190) || (200..=299).contains(&code)
+}
+
+impl AppError {
+    /// The retry decision. The app's own code wins over the HTTP status (Graph throttles with
+    /// HTTP 400 and code 4, say); then 401/403 need an admin, 408/429/5xx are transient, and
+    /// any other 4xx is permanent. Network failures and timeouts are transient.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            AppError::Api { status, code, retry_after, .. } => {
+                let transient = ErrorClass::Transient { retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)) };
+                if let Some(code) = *code {
+                    if is_throttle_or_temporary(code) {
+                        return transient;
+                    }
+                    if is_auth_or_permission(code) {
+                        return ErrorClass::NeedsAttention;
+                    }
+                }
+                match *status {
+                    401 | 403 => ErrorClass::NeedsAttention,
+                    408 | 429 => transient,
+                    s if s >= 500 => transient,
+                    _ => ErrorClass::Permanent,
+                }
+            }
+            AppError::Timeout(_) | AppError::Unreachable(_) => ErrorClass::Transient { retry_after: None },
+            AppError::Protocol(_) => ErrorClass::Permanent,
+            AppError::Misconfigured(_) => ErrorClass::NeedsAttention,
+        }
+    }
+
+    /// The HTTP status the app answered, for the task's events.
+    pub fn status_code(&self) -> Option<u16> {
+        match self {
+            AppError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// True when the error says the object is not there (HTTP 404, or Graph code 100 with
+    /// subcode 33): on a removal that means "already removed".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, AppError::Api { status: 404, .. } | AppError::Api { code: Some(100), subcode: Some(33), .. })
+    }
+}
+
+/// Parses a `Retry-After` value: delay-seconds or an HTTP date (RFC 9110). A date in the
+/// past means no wait.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - now;
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn api(status: u16, code: Option<i64>) -> AppError {
+        AppError::Api { status, code, subcode: None, message: "x".into(), retry_after: None }
+    }
+
+    #[test]
+    fn classifies_statuses_and_graph_codes() {
+        let transient = ErrorClass::Transient { retry_after: None };
+        assert_eq!(api(503, None).class(), transient);
+        assert_eq!(api(500, Some(2)).class(), transient);
+        assert_eq!(api(429, None).class(), transient);
+        assert_eq!(api(408, None).class(), transient);
+        assert_eq!(api(400, Some(4)).class(), transient);
+        assert_eq!(api(400, Some(17)).class(), transient);
+        assert_eq!(api(400, Some(613)).class(), transient);
+        assert_eq!(api(400, Some(80004)).class(), transient);
+        assert_eq!(api(400, Some(80014)).class(), transient);
+        assert_eq!(api(401, None).class(), ErrorClass::NeedsAttention);
+        assert_eq!(api(403, None).class(), ErrorClass::NeedsAttention);
+        assert_eq!(api(400, Some(190)).class(), ErrorClass::NeedsAttention);
+        assert_eq!(api(400, Some(10)).class(), ErrorClass::NeedsAttention);
+        assert_eq!(api(400, Some(200)).class(), ErrorClass::NeedsAttention);
+        assert_eq!(api(400, Some(299)).class(), ErrorClass::NeedsAttention);
+        assert_eq!(api(400, Some(100)).class(), ErrorClass::Permanent);
+        assert_eq!(api(400, Some(3914)).class(), ErrorClass::Permanent);
+        assert_eq!(api(404, None).class(), ErrorClass::Permanent);
+        assert_eq!(api(409, None).class(), ErrorClass::Permanent);
+        assert_eq!(AppError::Timeout(Duration::from_secs(1)).class(), transient);
+        assert_eq!(AppError::Unreachable("refused".into()).class(), transient);
+        assert_eq!(AppError::Protocol("garbage".into()).class(), ErrorClass::Permanent);
+        assert_eq!(AppError::Misconfigured("no business id".into()).class(), ErrorClass::NeedsAttention);
+    }
+
+    #[test]
+    fn retry_after_is_kept_and_clamped() {
+        let e = AppError::Api {
+            status: 429,
+            code: Some(4),
+            subcode: None,
+            message: "x".into(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(e.class(), ErrorClass::Transient { retry_after: Some(Duration::from_secs(3)) });
+        let e = AppError::Api {
+            status: 503,
+            code: None,
+            subcode: None,
+            message: "x".into(),
+            retry_after: Some(Duration::from_secs(86400)),
+        };
+        assert_eq!(e.class(), ErrorClass::Transient { retry_after: Some(MAX_RETRY_AFTER) });
+    }
+
+    #[test]
+    fn not_found_means_already_removed() {
+        assert!(api(404, None).is_not_found());
+        let gone =
+            AppError::Api { status: 400, code: Some(100), subcode: Some(33), message: "x".into(), retry_after: None };
+        assert!(gone.is_not_found());
+        assert!(!api(400, Some(100)).is_not_found());
+        assert!(!api(403, None).is_not_found());
+    }
+
+    #[test]
+    fn parses_retry_after_seconds_and_dates() {
+        let now = chrono::Utc.with_ymd_and_hms(2015, 10, 21, 7, 28, 0).single().expect("valid date");
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn messages_name_the_codes() {
+        let e = AppError::Api {
+            status: 400,
+            code: Some(100),
+            subcode: Some(33),
+            message: "gone".into(),
+            retry_after: None,
+        };
+        assert_eq!(e.to_string(), "HTTP 400 (code 100, subcode 33): gone");
+    }
+}

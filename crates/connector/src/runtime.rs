@@ -1,0 +1,396 @@
+//! The connector runtime every adapter shares: one delivery → one task → attempts with
+//! backoff → a final status in the log store → ack, or nack to the dead-letter queue.
+//!
+//! Each attempt runs in its own transaction that holds the access_state row lock of the
+//! (integration, user) while the app is called, so one action at a time reaches the app for
+//! that pair (invariant 4). No lock or transaction is held while waiting between attempts.
+//! A message is acked only after the outcome committed (invariant 2); when the database is
+//! unreachable the message is requeued and the queue's delivery limit bounds the loop.
+
+use crate::adapter::{converge, AppAdapter};
+use crate::error::ErrorClass;
+use crate::ConnectorConfig;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use unseat_bus::messages::{ConnectorTask, MESSAGE_VERSION};
+use unseat_bus::{ConsumerSettings, Delivery, Topology};
+use unseat_store::apply::{self, Integration, NewEvent, TaskUpdate};
+use unseat_store::{Store, StoreError};
+use unseat_telemetry::{AppLabels, AppResultLabels, Metrics};
+
+/// Pause before requeueing a message whose work could not reach the database, so an outage
+/// does not spin through the delivery limit in milliseconds.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);
+
+/// Consumes the adapter's queue (`topology.connector_queue(adapter.app_kind())`) until
+/// `shutdown` fires. [`crate::run`] picks the adapter from the configuration; tests and future
+/// app kinds call this directly.
+pub async fn run_with<A: AppAdapter>(
+    store: Store,
+    amqp_url: String,
+    topology: Topology,
+    metrics: Arc<Metrics>,
+    config: ConnectorConfig,
+    adapter: A,
+    shutdown: CancellationToken,
+) {
+    let app = adapter.app_kind().to_string();
+    let queue = topology.connector_queue(&app);
+    let dead_letter_queue = Topology::dead_letter_queue(&queue);
+    let settings = ConsumerSettings {
+        url: amqp_url,
+        topology,
+        queue,
+        prefetch: config.prefetch.max(1),
+        grace: config.grace,
+        name: format!("connector-{app}"),
+    };
+    let worker =
+        Arc::new(Worker { store, adapter, metrics, config, app, dead_letter_queue, shutdown: shutdown.clone() });
+    unseat_bus::consume(settings, shutdown, move |delivery| {
+        let worker = Arc::clone(&worker);
+        async move { worker.handle(delivery).await }
+    })
+    .await;
+}
+
+/// What to tell the broker about a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Ack,
+    /// nack without requeue: the broker moves the message to the dead-letter queue.
+    DeadLetter,
+    /// nack with requeue: another delivery will try again.
+    Requeue,
+}
+
+/// Where one attempt left the task.
+enum Step {
+    Finished { result: &'static str, settle: Settle },
+    Retry { wait: Duration },
+}
+
+struct Worker<A> {
+    store: Store,
+    adapter: A,
+    metrics: Arc<Metrics>,
+    config: ConnectorConfig,
+    app: String,
+    dead_letter_queue: String,
+    shutdown: CancellationToken,
+}
+
+/// Reads a delivery as a connector task of this build's message version.
+fn parse_task(data: &[u8]) -> Result<ConnectorTask, String> {
+    let task: ConnectorTask = serde_json::from_slice(data).map_err(|e| format!("not a connector task: {e}"))?;
+    if task.v != MESSAGE_VERSION {
+        return Err(format!("message version {} is not {MESSAGE_VERSION}", task.v));
+    }
+    Ok(task)
+}
+
+impl<A: AppAdapter> Worker<A> {
+    async fn handle(&self, delivery: Delivery) {
+        let settle = match parse_task(&delivery.data) {
+            Err(why) => {
+                tracing::warn!(app = %self.app, reason = %why, "unreadable connector message; dead-lettering it");
+                Settle::DeadLetter
+            }
+            Ok(task) => {
+                let span = tracing::info_span!(
+                    "connector_task",
+                    app = %self.app,
+                    tenant_id = %task.tenant_id,
+                    task_id = %task.task_id,
+                    integration_id = %task.integration_id,
+                    desired_version = task.desired_version,
+                );
+                self.process(&task).instrument(span).await
+            }
+        };
+        if settle == Settle::Requeue {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {}
+                _ = tokio::time::sleep(REQUEUE_PAUSE) => {}
+            }
+        }
+        let outcome = match settle {
+            Settle::Ack => delivery.acker.ack(BasicAckOptions::default()).await,
+            Settle::DeadLetter => delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await,
+            Settle::Requeue => delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await,
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(app = %self.app, error = %error, ?settle, "could not settle the delivery; the broker will redeliver it");
+        }
+    }
+
+    async fn process(&self, task: &ConnectorTask) -> Settle {
+        let started = Instant::now();
+        let finished = |result: &'static str, settle: Settle| {
+            self.metrics
+                .connector_tasks
+                .get_or_create(&AppResultLabels { app: self.app.clone(), result: result.to_string() })
+                .inc();
+            self.metrics
+                .connector_task_duration
+                .get_or_create(&AppLabels { app: self.app.clone() })
+                .observe(started.elapsed().as_secs_f64());
+            settle
+        };
+
+        let integration = match self.store.integration_for_apply(task.tenant_id, task.integration_id).await {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                let reason = "the integration no longer exists";
+                return match self.fail_now(task, reason).await {
+                    Ok(()) => finished("failed", Settle::DeadLetter),
+                    Err(error) => self.database_down(&error),
+                };
+            }
+            Err(error) => return self.database_down(&error),
+        };
+        if integration.app_kind != self.app || task.app_kind != self.app {
+            let reason = format!(
+                "task for app kind {:?} (integration kind {:?}) reached the {} connector",
+                task.app_kind, integration.app_kind, self.app
+            );
+            return match self.fail_now(task, &reason).await {
+                Ok(()) => finished("failed", Settle::DeadLetter),
+                Err(error) => self.database_down(&error),
+            };
+        }
+
+        let mut backoff = ExponentialBuilder::default()
+            .with_jitter()
+            .with_min_delay(self.config.min_backoff)
+            .with_max_delay(self.config.max_backoff.max(self.config.min_backoff))
+            .without_max_times()
+            .build();
+        let max_attempts = self.config.max_attempts.max(1);
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
+            let step = match self.attempt(task, &integration, tries, max_attempts, &mut backoff).await {
+                Ok(step) => step,
+                Err(error) => return self.database_down(&error),
+            };
+            match step {
+                Step::Finished { result, settle } => return finished(result, settle),
+                Step::Retry { wait } => {
+                    let waited = Instant::now();
+                    let interrupted = tokio::select! {
+                        _ = self.shutdown.cancelled() => true,
+                        _ = tokio::time::sleep(wait) => false,
+                    };
+                    self.metrics
+                        .connector_retry_wait
+                        .get_or_create(&AppLabels { app: self.app.clone() })
+                        .inc_by(waited.elapsed().as_secs_f64());
+                    if interrupted {
+                        tracing::info!(app = %self.app, attempt = tries, "stopping during a retry wait; the task returns to the queue");
+                        return Settle::Requeue;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt: lock the pair, decide whether there is anything to do, call the app while
+    /// holding the lock, record the outcome, commit.
+    async fn attempt(
+        &self,
+        task: &ConnectorTask,
+        integration: &Integration,
+        tries: u32,
+        max_attempts: u32,
+        backoff: &mut impl Iterator<Item = Duration>,
+    ) -> Result<Step, StoreError> {
+        let (tenant, task_id) = (task.tenant_id, task.task_id);
+        self.store.mark_task_picked_up(tenant, task_id).await?;
+        let mut client = self.store.client().await?;
+        let tx = client.transaction().await?;
+
+        let access = apply::lock_access(&tx, tenant, task.integration_id, task.user_id).await?;
+        let Some(task_row) = apply::lock_task(&tx, tenant, task_id).await? else {
+            tx.rollback().await?;
+            tracing::error!(app = %self.app, "the task is not in the log store; dead-lettering the message");
+            return Ok(Step::Finished { result: "failed", settle: Settle::DeadLetter });
+        };
+        let Some(access) = access else {
+            let reason = "no desired state is recorded for this user and integration";
+            self.record_failure(&tx, task, reason).await?;
+            tx.commit().await?;
+            tracing::warn!(app = %self.app, reason, "task failed; dead-lettering it");
+            return Ok(Step::Finished { result: "failed", settle: Settle::DeadLetter });
+        };
+
+        if access.desired_version > task.desired_version {
+            let detail = format!(
+                "superseded: desired version {} is newer than this task's version {}",
+                access.desired_version, task.desired_version
+            );
+            // A late redelivery of a task that already finished leaves its history alone.
+            if matches!(task_row.status.as_str(), "queued" | "running" | "retrying") {
+                apply::update_task(&tx, tenant, task_id, TaskUpdate::Superseded).await?;
+                apply::add_event(&tx, tenant, task_id, NewEvent::new("superseded", &detail)).await?;
+            }
+            tx.commit().await?;
+            tracing::info!(app = %self.app, stored_version = access.desired_version, "task superseded by a newer desired state; no app call");
+            return Ok(Step::Finished { result: "superseded", settle: Settle::Ack });
+        }
+        if access.applied_version >= task.desired_version {
+            if task_row.status != "succeeded" {
+                let detail = format!("version {} was already applied; no app call", access.applied_version);
+                apply::update_task(&tx, tenant, task_id, TaskUpdate::Succeeded).await?;
+                apply::add_event(&tx, tenant, task_id, NewEvent::new("already_applied", &detail)).await?;
+            }
+            tx.commit().await?;
+            tracing::info!(app = %self.app, applied_version = access.applied_version, "task already applied (duplicate delivery); no app call");
+            return Ok(Step::Finished { result: "duplicate", settle: Settle::Ack });
+        }
+
+        let intent = match access.desired_role.as_deref() {
+            None => format!("removing from {}", integration.name),
+            Some(role) => format!("setting role {role} in {}", integration.name),
+        };
+        let attempt = apply::begin_attempt(&tx, tenant, task_id, &intent).await?;
+        let result = converge(&self.adapter, integration, &access.email, access.desired_role.as_deref()).await;
+
+        match result {
+            Ok(done) => {
+                let detail = done.describe(&integration.name);
+                apply::record_applied(
+                    &tx,
+                    tenant,
+                    task.integration_id,
+                    task.user_id,
+                    access.desired_version,
+                    access.desired_role.as_deref(),
+                )
+                .await?;
+                apply::update_task(&tx, tenant, task_id, TaskUpdate::Succeeded).await?;
+                apply::add_event(&tx, tenant, task_id, NewEvent::new(done.event_kind(), &detail).attempt(attempt))
+                    .await?;
+                tx.commit().await?;
+                self.count_attempt("succeeded");
+                tracing::info!(app = %self.app, attempt, outcome = %detail, "task succeeded");
+                Ok(Step::Finished { result: "succeeded", settle: Settle::Ack })
+            }
+            Err(error) => {
+                let class = error.class();
+                let status_code = error.status_code().map(i32::from);
+                let message = error.to_string();
+                apply::add_event(
+                    &tx,
+                    tenant,
+                    task_id,
+                    NewEvent::new("attempt_failed", &message).attempt(attempt).status_code(status_code),
+                )
+                .await?;
+                let retry_after = match class {
+                    ErrorClass::Transient { retry_after } if tries < max_attempts => Some(retry_after),
+                    _ => None,
+                };
+                if let Some(retry_after) = retry_after {
+                    let backoff_wait = backoff.next().unwrap_or(self.config.max_backoff);
+                    let wait = retry_after.map_or(backoff_wait, |min| backoff_wait.max(min));
+                    let detail = format!("retrying in {} ms", wait.as_millis());
+                    apply::update_task(&tx, tenant, task_id, TaskUpdate::Retrying { last_error: &message }).await?;
+                    apply::add_event(&tx, tenant, task_id, NewEvent::new("retry_scheduled", &detail).attempt(attempt))
+                        .await?;
+                    tx.commit().await?;
+                    self.count_attempt("transient_error");
+                    tracing::warn!(app = %self.app, attempt, status = ?status_code, wait_ms = wait.as_millis() as u64, error = %message, "attempt failed; retrying");
+                    return Ok(Step::Retry { wait });
+                }
+
+                let (label, reason) = match class {
+                    ErrorClass::Transient { .. } => {
+                        ("transient_error", format!("gave up after {tries} attempts: {message}"))
+                    }
+                    ErrorClass::Permanent => ("permanent_error", message.clone()),
+                    ErrorClass::NeedsAttention => ("needs_attention", message.clone()),
+                };
+                if class == ErrorClass::NeedsAttention {
+                    let why = format!("{} refused the integration's credentials or settings: {message}", self.app);
+                    apply::mark_needs_attention(&tx, tenant, task.integration_id, &why).await?;
+                }
+                self.record_failure(&tx, task, &reason).await?;
+                tx.commit().await?;
+                self.count_attempt(label);
+                tracing::warn!(app = %self.app, attempt, status = ?status_code, error = %reason, "task failed; dead-lettering it");
+                Ok(Step::Finished { result: "failed", settle: Settle::DeadLetter })
+            }
+        }
+    }
+
+    /// Marks the task failed and dead-lettered with `reason`, in the caller's transaction.
+    async fn record_failure(
+        &self,
+        tx: &unseat_store::tokio_postgres::Transaction<'_>,
+        task: &ConnectorTask,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (tenant, task_id) = (task.tenant_id, task.task_id);
+        apply::update_task(tx, tenant, task_id, TaskUpdate::Failed { last_error: reason, dead_lettered: true }).await?;
+        apply::add_event(tx, tenant, task_id, NewEvent::new("failed", reason)).await?;
+        let detail = format!("sent to {}", self.dead_letter_queue);
+        apply::add_event(tx, tenant, task_id, NewEvent::new("dead_lettered", &detail)).await?;
+        Ok(())
+    }
+
+    /// Fails a task that cannot even be attempted (its integration is gone or misrouted).
+    async fn fail_now(&self, task: &ConnectorTask, reason: &str) -> Result<(), StoreError> {
+        let mut client = self.store.client().await?;
+        let tx = client.transaction().await?;
+        self.record_failure(&tx, task, reason).await?;
+        tx.commit().await?;
+        tracing::warn!(app = %self.app, reason, "task failed; dead-lettering it");
+        Ok(())
+    }
+
+    fn database_down(&self, error: &StoreError) -> Settle {
+        tracing::warn!(app = %self.app, error = %error, "could not record the task's progress; requeueing the message");
+        Settle::Requeue
+    }
+
+    fn count_attempt(&self, result: &str) {
+        self.metrics
+            .connector_attempts
+            .get_or_create(&AppResultLabels { app: self.app.clone(), result: result.to_string() })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn task_json(v: u32) -> Vec<u8> {
+        let task = ConnectorTask {
+            v,
+            message_id: Uuid::new_v4(),
+            tenant_id: Uuid::new_v4(),
+            job_id: Uuid::new_v4(),
+            task_id: Uuid::new_v4(),
+            integration_id: Uuid::new_v4(),
+            user_id: Uuid::new_v4(),
+            app_kind: "business_hub".into(),
+            desired_version: 3,
+        };
+        serde_json::to_vec(&task).expect("serializes")
+    }
+
+    #[test]
+    fn accepts_only_tasks_of_this_message_version() {
+        assert!(parse_task(&task_json(MESSAGE_VERSION)).is_ok());
+        assert!(parse_task(&task_json(MESSAGE_VERSION + 1)).is_err());
+        assert!(parse_task(b"{}").is_err());
+        assert!(parse_task(b"\xff\xfe").is_err());
+    }
+}

@@ -1,0 +1,255 @@
+//! Grants: shares of an integration with a team or one user, each with a role. A grant change
+//! alters who has access, so each one writes, in its own transaction, a `DirectoryChanged`
+//! outbox row naming the users the grant reaches; the resolver recomputes their access.
+
+use super::{authorize, parse_body, parse_id, Body};
+use crate::auth::{Caller, Need};
+use crate::error::ApiError;
+use crate::App;
+use axum::extract::{Path, State};
+use axum::http::{header::USER_AGENT, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use unseat_bus::messages::{DirectoryChanged, Trigger, MESSAGE_VERSION};
+use unseat_domain::RoleLadder;
+use unseat_store::admin::{self, GrantRow, GrantSubject, Integration};
+use unseat_store::tokio_postgres::Transaction;
+use uuid::Uuid;
+
+pub fn grant_json(g: &GrantRow) -> Value {
+    let (team_id, user_id) = match g.subject {
+        GrantSubject::Team(id) => (Some(id), None),
+        GrantSubject::User(id) => (None, Some(id)),
+    };
+    json!({
+        "id": g.id,
+        "integration_id": g.integration_id,
+        "subject_kind": g.subject.kind(),
+        "team_id": team_id,
+        "user_id": user_id,
+        "subject_name": g.subject_name,
+        "role": g.role,
+        "created_at": g.created_at,
+    })
+}
+
+/// The request line of a grant change, for the Automation Log entry it causes.
+struct Request {
+    method: &'static str,
+    path: String,
+    user_agent: String,
+}
+
+impl Request {
+    fn new(method: &'static str, uri: &Uri, headers: &HeaderMap) -> Self {
+        let user_agent = headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+            .map(|v| v.chars().take(200).collect())
+            .unwrap_or_else(|| "console".to_string());
+        Self { method, path: uri.path().to_string(), user_agent }
+    }
+}
+
+fn subject_label(subject: GrantSubject, name: &str) -> String {
+    format!("{} {name}", subject.kind())
+}
+
+/// Writes the outbox row announcing a grant change to the users it reaches (none when the
+/// grant reaches nobody).
+async fn announce(
+    app: &App,
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    subject: GrantSubject,
+    request: &Request,
+    summary: String,
+    may_revoke: bool,
+) -> Result<(), ApiError> {
+    let users = admin::reached_users(tx, tenant_id, subject).await?;
+    if users.is_empty() {
+        return Ok(());
+    }
+    let message_id = Uuid::new_v4();
+    let msg = DirectoryChanged {
+        v: MESSAGE_VERSION,
+        message_id,
+        tenant_id,
+        scope: "workspace".into(),
+        trigger: Trigger {
+            method: request.method.to_string(),
+            path: request.path.clone(),
+            user_agent: request.user_agent.clone(),
+            received_at: Utc::now(),
+            summary,
+            may_revoke,
+        },
+        users,
+    };
+    let payload = serde_json::to_value(&msg).map_err(|e| {
+        tracing::error!(error = %e, "directory message could not be encoded");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?;
+    unseat_store::outbox::enqueue(
+        tx,
+        tenant_id,
+        message_id,
+        &app.state.directory_exchange,
+        unseat_bus::DIRECTORY_ROUTING_KEY,
+        &payload,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn integration(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<(Integration, RoleLadder), ApiError> {
+    let integration = admin::integration_for_grant(tx, tenant_id, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such integration"))?;
+    let ladder = RoleLadder::parse(integration.roles.clone()).map_err(|e| {
+        tracing::error!(integration = %id, error = %e, "stored role ladder is invalid");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+    })?;
+    Ok((integration, ladder))
+}
+
+fn check_role(ladder: &RoleLadder, role: &str) -> Result<(), ApiError> {
+    ladder.check(role).map_err(|e| ApiError::bad_request(format!("role: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateGrant {
+    team_id: Option<String>,
+    user_id: Option<String>,
+    role: String,
+}
+
+pub async fn create(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path((tenant, integration_id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    let integration_id = parse_id(&integration_id, "integration id")?;
+    let req: CreateGrant = parse_body(body)?;
+    let subject = match (req.team_id.as_deref(), req.user_id.as_deref()) {
+        (Some(team), None) => GrantSubject::Team(parse_id(team, "team_id")?),
+        (None, Some(user)) => GrantSubject::User(parse_id(user, "user_id")?),
+        _ => return Err(ApiError::bad_request("give exactly one of team_id and user_id")),
+    };
+    let request = Request::new("POST", &uri, &headers);
+
+    let mut client = app.state.store.client().await?;
+    let tx = client.transaction().await?;
+    let (integration, ladder) = integration(&tx, tenant_id, integration_id).await?;
+    check_role(&ladder, &req.role)?;
+    let name = admin::subject_name(&tx, tenant_id, subject)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no {} with that id in this tenant's directory", subject.kind())))?;
+    let grant = admin::insert_grant(&tx, tenant_id, integration_id, subject, &name, &req.role).await?;
+    let summary = format!("grant {} on {} to {} added", grant.role, integration.name, subject_label(subject, &name));
+    announce(&app, &tx, tenant_id, subject, &request, summary, false).await?;
+    tx.commit().await?;
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant.id, kind = subject.kind(), "grant added");
+    Ok((StatusCode::CREATED, Json(grant_json(&grant))))
+}
+
+pub async fn list(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path((tenant, integration_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
+    let integration_id = parse_id(&integration_id, "integration id")?;
+    if app.state.store.integration(tenant_id, integration_id).await?.is_none() {
+        return Err(ApiError::not_found("no such integration"));
+    }
+    let grants = app.state.store.grants(tenant_id, integration_id).await?;
+    Ok(Json(json!({ "grants": grants.iter().map(grant_json).collect::<Vec<_>>() })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateGrant {
+    role: String,
+}
+
+pub async fn update(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path((tenant, integration_id, grant_id)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    let integration_id = parse_id(&integration_id, "integration id")?;
+    let grant_id = parse_id(&grant_id, "grant id")?;
+    let req: UpdateGrant = parse_body(body)?;
+    let request = Request::new("PATCH", &uri, &headers);
+
+    let mut client = app.state.store.client().await?;
+    let tx = client.transaction().await?;
+    let (integration, ladder) = integration(&tx, tenant_id, integration_id).await?;
+    let mut grant = admin::grant_for_update(&tx, tenant_id, integration_id, grant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such grant"))?;
+    check_role(&ladder, &req.role)?;
+    if grant.role == req.role {
+        // Nothing changes, so nothing is announced.
+        return Ok(Json(grant_json(&grant)));
+    }
+    admin::update_grant_role(&tx, tenant_id, integration_id, grant_id, &req.role).await?;
+    let summary = format!(
+        "grant on {} to {} changed from {} to {}",
+        integration.name,
+        subject_label(grant.subject, &grant.subject_name),
+        grant.role,
+        req.role
+    );
+    announce(&app, &tx, tenant_id, grant.subject, &request, summary, true).await?;
+    tx.commit().await?;
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant_id, "grant role changed");
+    grant.role = req.role;
+    Ok(Json(grant_json(&grant)))
+}
+
+pub async fn delete(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path((tenant, integration_id, grant_id)): Path<(String, String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    let integration_id = parse_id(&integration_id, "integration id")?;
+    let grant_id = parse_id(&grant_id, "grant id")?;
+    let request = Request::new("DELETE", &uri, &headers);
+
+    let mut client = app.state.store.client().await?;
+    let tx = client.transaction().await?;
+    let (integration, _) = integration(&tx, tenant_id, integration_id).await?;
+    let grant = admin::grant_for_update(&tx, tenant_id, integration_id, grant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such grant"))?;
+    admin::delete_grant(&tx, tenant_id, integration_id, grant_id).await?;
+    let summary = format!(
+        "grant {} on {} to {} removed",
+        grant.role,
+        integration.name,
+        subject_label(grant.subject, &grant.subject_name)
+    );
+    announce(&app, &tx, tenant_id, grant.subject, &request, summary, true).await?;
+    tx.commit().await?;
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant_id, "grant removed");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,111 @@
+//! Integrations: the tenant's connections to external apps. The app credential goes in and
+//! never comes out: answers say only `has_credential`, and nothing logs it.
+
+use super::{authorize, parse_body, parse_id, required_text, Body};
+use crate::auth::{Caller, Need};
+use crate::error::ApiError;
+use crate::App;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use unseat_domain::RoleLadder;
+use unseat_store::admin::NewIntegration;
+
+/// App kinds a connector exists for.
+pub const APP_KINDS: &[&str] = &["business_hub"];
+
+const MAX_CREDENTIAL_CHARS: usize = 8192;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateIntegration {
+    name: String,
+    app_kind: String,
+    base_url: String,
+    roles: Vec<String>,
+    default_role: Option<String>,
+    #[serde(default)]
+    settings: Option<Value>,
+    credential: Option<String>,
+}
+
+/// Checks a create request; nothing is written unless all of it is valid.
+fn validate(req: CreateIntegration) -> Result<NewIntegration, ApiError> {
+    let name = required_text(&req.name, "name", 200)?;
+    if !APP_KINDS.contains(&req.app_kind.as_str()) {
+        return Err(ApiError::bad_request(format!(
+            "app_kind {:?} is not supported (supported: {})",
+            req.app_kind,
+            APP_KINDS.join(", ")
+        )));
+    }
+    let base_url = url::Url::parse(req.base_url.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| ApiError::bad_request("base_url must be an absolute http or https URL"))?;
+    let ladder = RoleLadder::parse(req.roles).map_err(|e| ApiError::bad_request(format!("roles: {e}")))?;
+    if let Some(role) = &req.default_role {
+        ladder.check(role).map_err(|e| ApiError::bad_request(format!("default_role: {e}")))?;
+    }
+    let settings = req.settings.unwrap_or_else(|| json!({}));
+    let Some(fields) = settings.as_object() else {
+        return Err(ApiError::bad_request("settings must be a JSON object"));
+    };
+    if req.app_kind == "business_hub" {
+        match fields.get("business_id").and_then(Value::as_str) {
+            Some(id) if !id.trim().is_empty() => {}
+            _ => return Err(ApiError::bad_request("settings.business_id is required for a business_hub integration")),
+        }
+    }
+    let credential = req.credential.unwrap_or_default();
+    if credential.chars().count() > MAX_CREDENTIAL_CHARS {
+        return Err(ApiError::bad_request(format!("credential must be at most {MAX_CREDENTIAL_CHARS} characters")));
+    }
+    Ok(NewIntegration {
+        name,
+        app_kind: req.app_kind,
+        base_url: base_url.to_string().trim_end_matches('/').to_string(),
+        settings,
+        credential,
+        roles: ladder.roles().to_vec(),
+        default_role: req.default_role,
+    })
+}
+
+pub async fn create(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    let new = validate(parse_body(body)?)?;
+    let integration = app.state.store.create_integration(tenant_id, &new).await?;
+    tracing::info!(tenant = %tenant_id, integration = %integration.id, app = %integration.app_kind, "integration created");
+    Ok((StatusCode::CREATED, Json(json!(integration))))
+}
+
+pub async fn list(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
+    let integrations = app.state.store.integrations(tenant_id).await?;
+    Ok(Json(json!({ "integrations": integrations })))
+}
+
+pub async fn get(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path((tenant, integration)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
+    let id = parse_id(&integration, "integration id")?;
+    let integration =
+        app.state.store.integration(tenant_id, id).await?.ok_or_else(|| ApiError::not_found("no such integration"))?;
+    Ok(Json(json!(integration)))
+}

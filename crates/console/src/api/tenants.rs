@@ -1,0 +1,146 @@
+//! Tenants and their tokens. A token is shown once, in the answer that creates it; the store
+//! keeps only its hash.
+
+use super::{authorize, parse_body, parse_id, required_text, Body};
+use crate::auth::{AdminRole, Caller, Need};
+use crate::error::ApiError;
+use crate::App;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use unseat_store::tokens::generate;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+}
+
+pub async fn create_tenant(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require_operator()?;
+    let req: NewTenant = parse_body(body)?;
+    let name = required_text(&req.name, "name", 200)?;
+    let scim_token = generate("scim");
+    let admin_token = generate("adm");
+    let tenant = app.state.store.create_tenant(&name, &scim_token, &admin_token).await?;
+    tracing::info!(tenant = %tenant.id, "tenant created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": tenant.id,
+            "name": tenant.name,
+            "created_at": tenant.created_at,
+            "scim_token": scim_token,
+            "admin_token": admin_token,
+        })),
+    ))
+}
+
+pub async fn get_tenant(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
+    let tenant = app.state.store.tenant(tenant_id).await?.ok_or_else(|| ApiError::not_found("no such tenant"))?;
+    Ok(Json(json!({ "id": tenant.id, "name": tenant.name, "created_at": tenant.created_at })))
+}
+
+pub async fn list_tokens(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
+    let tokens = app.state.store.tokens(tenant_id).await?;
+    let tokens: Vec<Value> = tokens
+        .into_iter()
+        .map(|t| {
+            let scope = match (t.kind.as_str(), t.scope_integration) {
+                ("scim", Some(i)) => json!(i),
+                ("scim", None) => json!("workspace"),
+                _ => Value::Null,
+            };
+            json!({ "kind": t.kind, "scope": scope, "role": t.role, "label": t.label, "created_at": t.created_at })
+        })
+        .collect();
+    Ok(Json(json!({ "tokens": tokens })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewScimToken {
+    label: Option<String>,
+    integration_id: Option<String>,
+}
+
+fn label(raw: Option<String>) -> Result<String, ApiError> {
+    let label = raw.unwrap_or_default().trim().to_string();
+    if label.chars().count() > 200 {
+        return Err(ApiError::bad_request("label must be at most 200 characters"));
+    }
+    Ok(label)
+}
+
+pub async fn create_scim_token(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    let req: NewScimToken = parse_body(body)?;
+    let label = label(req.label)?;
+    let scope = match req.integration_id.as_deref() {
+        None => None,
+        Some(raw) => {
+            let id = parse_id(raw, "integration_id")?;
+            if app.state.store.integration(tenant_id, id).await?.is_none() {
+                return Err(ApiError::not_found("no such integration in this tenant"));
+            }
+            Some(id)
+        }
+    };
+    let token = generate("scim");
+    app.state.store.insert_token(tenant_id, &token, "scim", scope, None, &label).await?;
+    tracing::info!(tenant = %tenant_id, scope = ?scope, "SCIM token created");
+    let scope = scope.map_or_else(|| json!("workspace"), |i| json!(i));
+    Ok((StatusCode::CREATED, Json(json!({ "token": token, "scope": scope, "label": label }))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAdminToken {
+    role: String,
+    label: Option<String>,
+}
+
+pub async fn create_admin_token(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::ManageAdmins).await?;
+    let req: NewAdminToken = parse_body(body)?;
+    let role = AdminRole::parse(&req.role).ok_or_else(|| {
+        ApiError::bad_request(format!("role {:?} is not one of owner, super_admin, admin, viewer", req.role))
+    })?;
+    if let Caller::Admin { role: own, .. } = caller {
+        if role.outranks(own) {
+            return Err(ApiError::forbidden(format!("a {} may not create a {} token", own.as_str(), role.as_str())));
+        }
+    }
+    let label = label(req.label)?;
+    let token = generate("adm");
+    app.state.store.insert_token(tenant_id, &token, "admin", None, Some(role.as_str()), &label).await?;
+    tracing::info!(tenant = %tenant_id, role = role.as_str(), "admin token created");
+    Ok((StatusCode::CREATED, Json(json!({ "token": token, "role": role.as_str(), "label": label }))))
+}

@@ -1,0 +1,120 @@
+//! Who is calling, and what they may do. Every endpoint but the OpenAPI document extracts a
+//! [`Caller`] first, so a request without a valid admin token is refused before its path or
+//! body is even looked at.
+
+use crate::error::ApiError;
+use crate::App;
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use std::sync::Arc;
+use unseat_store::tokens::{hash, TokenOwner};
+use uuid::Uuid;
+
+/// A tenant admin's role, most powerful first (the order matters: see [`AdminRole::outranks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AdminRole {
+    Owner,
+    SuperAdmin,
+    Admin,
+    Viewer,
+}
+
+impl AdminRole {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "owner" => Some(Self::Owner),
+            "super_admin" => Some(Self::SuperAdmin),
+            "admin" => Some(Self::Admin),
+            "viewer" => Some(Self::Viewer),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::SuperAdmin => "super_admin",
+            Self::Admin => "admin",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    /// True when `self` is strictly more powerful than `other`.
+    pub fn outranks(self, other: AdminRole) -> bool {
+        self < other
+    }
+}
+
+/// What an action needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Reading anything of the tenant: every admin role.
+    Read,
+    /// Changing integrations, grants and SCIM tokens: owner, super_admin, admin.
+    Write,
+    /// Minting admin tokens: owner, super_admin.
+    ManageAdmins,
+}
+
+/// The authenticated caller: the operator (from configuration) or one tenant's admin.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Operator,
+    Admin { tenant_id: Uuid, role: AdminRole },
+}
+
+impl Caller {
+    /// Checks that the caller may do `need` on `tenant_id`. A tenant admin naming another
+    /// tenant gets 403 whether that tenant exists or not.
+    pub fn require(&self, tenant_id: Uuid, need: Need) -> Result<(), ApiError> {
+        let Caller::Admin { tenant_id: own, role } = self else {
+            return Ok(());
+        };
+        if *own != tenant_id {
+            return Err(ApiError::forbidden("this token belongs to another tenant"));
+        }
+        let allowed = match need {
+            Need::Read => true,
+            Need::Write => *role <= AdminRole::Admin,
+            Need::ManageAdmins => *role <= AdminRole::SuperAdmin,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("the {} role may not do this", role.as_str())))
+        }
+    }
+
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        match self {
+            Caller::Operator => Ok(()),
+            Caller::Admin { .. } => Err(ApiError::forbidden("only the operator may do this")),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 1024)
+            .ok_or_else(ApiError::unauthorized)?;
+        if app.operator_hash.as_deref() == Some(hash(token).as_slice()) {
+            return Ok(Caller::Operator);
+        }
+        match app.state.store.token_owner(token).await? {
+            Some(TokenOwner::Admin { tenant_id, role }) => {
+                let role = AdminRole::parse(&role).ok_or_else(ApiError::unauthorized)?;
+                Ok(Caller::Admin { tenant_id, role })
+            }
+            Some(TokenOwner::Scim { .. }) | None => Err(ApiError::unauthorized()),
+        }
+    }
+}

@@ -1,0 +1,763 @@
+//! The admin API over real HTTP against a fresh database per test.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::*;
+use uuid::Uuid;
+
+/// Fills a route template with ids; `tenant` for `{tenant}`, fresh UUIDs elsewhere.
+fn fill(path: &str, tenant: Uuid) -> String {
+    path.replace("{tenant}", &tenant.to_string())
+        .replace("{integration}", &Uuid::new_v4().to_string())
+        .replace("{grant}", &Uuid::new_v4().to_string())
+        .replace("{job}", &Uuid::new_v4().to_string())
+        .replace("{task}", &Uuid::new_v4().to_string())
+}
+
+fn method(m: &str) -> Method {
+    Method::from_bytes(m.as_bytes()).expect("method")
+}
+
+fn body_for(m: &str) -> Option<Value> {
+    matches!(m, "POST" | "PATCH").then(|| json!({}))
+}
+
+#[tokio::test]
+async fn tenant_creation_returns_working_tokens_stored_only_as_hashes() {
+    let app = spawn_app().await;
+    let (tenant, scim, admin) = app.tenant("Acme").await;
+
+    assert!(admin.starts_with("adm_") && scim.starts_with("scim_"));
+    let a = app.get(&format!("/api/v1/tenants/{tenant}"), &admin).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["name"], "Acme");
+    assert_eq!(a.body["id"], tenant.to_string());
+
+    // The SCIM token is a SCIM token of the workspace directory, and not an admin token.
+    let owner = app.store.token_owner(&scim).await.unwrap();
+    assert_eq!(
+        owner,
+        Some(unseat_store::tokens::TokenOwner::Scim {
+            tenant_id: tenant,
+            scope: unseat_store::tokens::ScimScope::Workspace
+        })
+    );
+    let a = app.get(&format!("/api/v1/tenants/{tenant}"), &scim).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+
+    // Only hashes are stored.
+    let client = app.store.client().await.unwrap();
+    let rows = client.query("select hash, label from tokens", &[]).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        let stored: Vec<u8> = r.get(0);
+        for raw in [&scim, &admin] {
+            assert!(!stored.windows(raw.len()).any(|w| w == raw.as_bytes()), "raw token stored");
+        }
+        assert!(stored == unseat_store::tokens::hash(&scim) || stored == unseat_store::tokens::hash(&admin));
+    }
+    let text_dump: i64 = client
+        .query_one(
+            "select count(*) from tokens t where row_to_json(t)::text like '%' || $1 || '%' or row_to_json(t)::text like '%' || $2 || '%'",
+            &[&scim, &admin],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(text_dump, 0);
+
+    // The token listing shows scopes and roles, never tokens.
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/tokens"), &admin).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["tokens"].as_array().map(Vec::len), Some(2));
+    assert!(!a.text.contains(&scim) && !a.text.contains(&admin));
+
+    // More tokens: a SCIM token scoped to an integration, and admin tokens.
+    let integration = app.integration(tenant, &admin, "Meta Business").await;
+    let a = app
+        .post(
+            &format!("/api/v1/tenants/{tenant}/scim-tokens"),
+            &admin,
+            json!({ "label": "okta app", "integration_id": integration }),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["scope"], integration.to_string());
+    let token = a.body["token"].as_str().unwrap();
+    assert_eq!(
+        app.store.token_owner(token).await.unwrap(),
+        Some(unseat_store::tokens::TokenOwner::Scim {
+            tenant_id: tenant,
+            scope: unseat_store::tokens::ScimScope::Integration(integration)
+        })
+    );
+    let a = app
+        .post(&format!("/api/v1/tenants/{tenant}/scim-tokens"), &admin, json!({ "integration_id": Uuid::new_v4() }))
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
+    let viewer = app.admin_token(tenant, &admin, "viewer").await;
+    assert_eq!(app.get(&format!("/api/v1/tenants/{tenant}"), &viewer).await.status, StatusCode::OK);
+    let a = app.post(&format!("/api/v1/tenants/{tenant}/admin-tokens"), &admin, json!({ "role": "root" })).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body["error"].as_str().unwrap().contains("root"));
+
+    // Bad tenant input changes nothing.
+    for body in [json!({ "name": "" }), json!({ "name": "   " }), json!({}), json!({ "name": "x", "extra": 1 })] {
+        let a = app.post("/api/v1/tenants", OPERATOR, body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    }
+    let a = app.raw(Method::POST, "/api/v1/tenants", OPERATOR, "{not json").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body["error"].as_str().unwrap().contains("invalid JSON"));
+    let huge = "x".repeat(unseat_console::MAX_BODY_BYTES + 1);
+    let a = app.post("/api/v1/tenants", OPERATOR, json!({ "name": huge })).await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(a.body["error"].is_string());
+    assert_eq!(app.count("select count(*) from tenants").await, 1);
+
+    // Only the operator creates tenants.
+    let a = app.post("/api/v1/tenants", &admin, json!({ "name": "Other" })).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.count("select count(*) from tenants").await, 1);
+}
+
+#[tokio::test]
+async fn every_endpoint_but_the_openapi_document_needs_a_valid_admin_token() {
+    let app = spawn_app().await;
+    let (tenant, scim, _) = app.tenant("Acme").await;
+    let routes = unseat_console::routes();
+    assert!(routes.len() >= 20);
+    for (m, path) in routes {
+        if path == "/api/v1/openapi.json" {
+            continue;
+        }
+        // The same answer whether the named tenant exists or not.
+        for t in [tenant, Uuid::new_v4()] {
+            let url = fill(path, t);
+            for token in [None, Some("adm_not-a-real-token"), Some(scim.as_str()), Some("")] {
+                let a = app.call(method(m), &url, token, body_for(m)).await;
+                assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{m} {path} with {token:?}: {}", a.text);
+                assert!(a.body["error"].is_string(), "{m} {path}: {}", a.text);
+            }
+            // Also with a malformed Authorization header.
+            let resp = app
+                .http
+                .request(method(m), format!("{}{}", app.base, url))
+                .header("authorization", format!("Basic {scim}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        }
+    }
+    // Nothing was created by any of it.
+    assert_eq!(app.count("select count(*) from tenants").await, 1);
+    assert_eq!(app.count("select count(*) from integrations").await, 0);
+    assert_eq!(app.count("select count(*) from tokens").await, 2);
+
+    let metrics = app.metrics.encode();
+    assert!(metrics.contains("unseat_console_requests_total{outcome=\"client_error\"}"), "{metrics}");
+    assert!(metrics.contains("unseat_console_requests_total{outcome=\"ok\"}"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_tenant_admin_cannot_touch_another_tenant() {
+    let app = spawn_app().await;
+    let (a_id, _, a_admin) = app.tenant("A").await;
+    let (b_id, _, b_admin) = app.tenant("B").await;
+    let b_integration = app.integration(b_id, &b_admin, "B hub").await;
+
+    for (m, path) in unseat_console::routes() {
+        if !path.contains("{tenant}") {
+            continue;
+        }
+        for target in [b_id, Uuid::new_v4()] {
+            let url = fill(path, target);
+            let a = app.call(method(m), &url, Some(&a_admin), body_for(m)).await;
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "{m} {path}: {}", a.text);
+        }
+    }
+    // With real ids of B, too.
+    let a = app.get(&format!("/api/v1/tenants/{b_id}/integrations/{b_integration}"), &a_admin).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = app.post(&format!("/api/v1/tenants/{b_id}/integrations"), &a_admin, integration_body("sneaky")).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    // And A's own id with B's integration is simply not found.
+    let a = app.get(&format!("/api/v1/tenants/{a_id}/integrations/{b_integration}"), &a_admin).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.count("select count(*) from integrations").await, 1);
+
+    // The operator reaches both; an unknown tenant is 404 for the operator.
+    assert_eq!(app.get(&format!("/api/v1/tenants/{b_id}/integrations"), OPERATOR).await.status, StatusCode::OK);
+    let a = app.get(&format!("/api/v1/tenants/{}", Uuid::new_v4()), OPERATOR).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = app.get("/api/v1/tenants/not-a-uuid", OPERATOR).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body["error"].as_str().unwrap().contains("not a UUID"));
+}
+
+#[tokio::test]
+async fn viewers_read_and_only_owners_and_super_admins_mint_admin_tokens() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let integration = app.integration(tenant, &owner, "Meta Business").await;
+    let u = app.add_user(tenant, "alice@example.com").await;
+    let team = app.add_team(tenant, "Marketing", &[u]).await;
+    let a = app
+        .post(
+            &format!("/api/v1/tenants/{tenant}/integrations/{integration}/grants"),
+            &owner,
+            json!({ "team_id": team, "role": "ADMIN" }),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let grant = a.body["id"].as_str().unwrap().to_string();
+    let viewer = app.admin_token(tenant, &owner, "viewer").await;
+    let outbox_before = app.count("select count(*) from outbox").await;
+
+    for path in ["", "/integrations", "/teams", "/users", "/jobs", "/tasks", "/tokens"] {
+        let a = app.get(&format!("/api/v1/tenants/{tenant}{path}"), &viewer).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
+    }
+    let base = format!("/api/v1/tenants/{tenant}");
+    let writes = [
+        (Method::POST, format!("{base}/integrations"), integration_body("x")),
+        (Method::POST, format!("{base}/scim-tokens"), json!({})),
+        (Method::POST, format!("{base}/admin-tokens"), json!({ "role": "viewer" })),
+        (Method::POST, format!("{base}/integrations/{integration}/grants"), json!({ "user_id": u, "role": "ADMIN" })),
+        (Method::PATCH, format!("{base}/integrations/{integration}/grants/{grant}"), json!({ "role": "EMPLOYEE" })),
+        (Method::DELETE, format!("{base}/integrations/{integration}/grants/{grant}"), json!({})),
+    ];
+    for (m, path, body) in &writes {
+        let a = app.call(m.clone(), path, Some(&viewer), Some(body.clone())).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{m} {path}: {}", a.text);
+    }
+    assert_eq!(app.count("select count(*) from integrations").await, 1);
+    assert_eq!(app.count("select count(*) from tokens").await, 3);
+    assert_eq!(app.count("select count(*) from grants where role = 'ADMIN'").await, 1);
+    assert_eq!(app.count("select count(*) from outbox").await, outbox_before);
+
+    // An admin manages integrations but not admin tokens; a super_admin cannot mint an owner.
+    let admin = app.admin_token(tenant, &owner, "admin").await;
+    assert_eq!(
+        app.post(&format!("{base}/integrations"), &admin, integration_body("y")).await.status,
+        StatusCode::CREATED
+    );
+    let a = app.post(&format!("{base}/admin-tokens"), &admin, json!({ "role": "viewer" })).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let super_admin = app.admin_token(tenant, &owner, "super_admin").await;
+    let a = app.post(&format!("{base}/admin-tokens"), &super_admin, json!({ "role": "owner" })).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = app.post(&format!("{base}/admin-tokens"), &super_admin, json!({ "role": "admin" })).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.body["role"], "admin");
+}
+
+#[tokio::test]
+async fn integrations_are_validated_and_never_show_their_credential() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let base = format!("/api/v1/tenants/{tenant}/integrations");
+
+    let a = app.post(&base, &owner, integration_body("Meta Business")).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["has_credential"], true);
+    assert_eq!(a.body["roles"], json!(["ADMIN", "EMPLOYEE"]));
+    assert_eq!(a.body["default_role"], "EMPLOYEE");
+    assert_eq!(a.body["settings"]["business_id"], "biz-1");
+    assert_eq!(a.body["needs_attention"], Value::Null);
+    assert!(a.body.get("credential").is_none());
+    assert!(!a.text.contains("s3cret-credential-value"));
+    let id = a.body["id"].as_str().unwrap().to_string();
+
+    let mut without = integration_body("No credential");
+    without.as_object_mut().unwrap().remove("credential");
+    let a = app.post(&base, &owner, without).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(a.body["has_credential"], false);
+
+    let a = app.get(&base, &owner).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["integrations"].as_array().map(Vec::len), Some(2));
+    assert!(!a.text.contains("s3cret-credential-value"));
+    let a = app.get(&format!("{base}/{id}"), &owner).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["name"], "Meta Business");
+    assert!(a.body.get("needs_attention").is_some());
+    assert!(!a.text.contains("s3cret-credential-value"));
+    // The credential is stored for the connector.
+    assert_eq!(app.count("select count(*) from integrations where credential = 's3cret-credential-value'").await, 1);
+
+    let with = |key: &str, value: Value| {
+        let mut b = integration_body("Bad");
+        b[key] = value;
+        b
+    };
+    let bad = [
+        (with("roles", json!([])), "at least one role"),
+        (with("default_role", json!("OWNER")), "default_role"),
+        (with("roles", json!(["ADMIN", "ADMIN"])), "twice"),
+        (with("roles", json!(["ADMIN", " "])), "non-empty"),
+        (with("name", json!("")), "name"),
+        (with("app_kind", json!("spreadsheet")), "app_kind"),
+        (with("base_url", json!("not a url")), "base_url"),
+        (with("base_url", json!("ftp://example.com")), "base_url"),
+        (with("settings", json!({})), "business_id"),
+        (with("settings", json!([1])), "settings"),
+        (with("roles", json!("ADMIN")), "invalid JSON"),
+        (with("surprise", json!(1)), "surprise"),
+    ];
+    for (body, needle) in bad {
+        let a = app.post(&base, &owner, body.clone()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text);
+        let msg = a.body["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
+        assert!(!a.text.contains("s3cret-credential-value"));
+    }
+    let a = app.raw(Method::POST, &base, &owner, "[").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.count("select count(*) from integrations").await, 2);
+
+    let a = app.get(&format!("{base}/{}", Uuid::new_v4()), &owner).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let a = app.get(&format!("{base}/123"), &owner).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+    assert!(a.body["error"].as_str().unwrap().contains("integration id"));
+}
+
+async fn outbox(app: &TestApp) -> Vec<(String, String, Value)> {
+    let client = app.store.client().await.unwrap();
+    client
+        .query("select exchange, routing_key, payload from outbox order by id", &[])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+fn users_of(payload: &Value) -> Vec<Uuid> {
+    serde_json::from_value(payload["users"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn grant_changes_announce_the_users_they_reach_in_one_outbox_row() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let integration = app.integration(tenant, &owner, "Meta Business").await;
+    let alice = app.add_user(tenant, "alice@example.com").await;
+    let bob = app.add_user(tenant, "bob@example.com").await;
+    let carol = app.add_user(tenant, "carol@example.com").await;
+    let marketing = app.add_team(tenant, "Marketing", &[alice, bob]).await;
+    let empty = app.add_team(tenant, "Empty", &[]).await;
+    // Another tenant's team must not be usable.
+    let (other, _, _) = app.tenant("Other").await;
+    let foreign_user = app.add_user(other, "mallory@example.com").await;
+    let foreign_team = app.add_team(other, "Foreign", &[foreign_user]).await;
+    let grants = format!("/api/v1/tenants/{tenant}/integrations/{integration}/grants");
+
+    // Errors write nothing.
+    let bad = [
+        (json!({ "team_id": marketing, "role": "OWNER" }), StatusCode::BAD_REQUEST),
+        (json!({ "team_id": marketing, "user_id": alice, "role": "ADMIN" }), StatusCode::BAD_REQUEST),
+        (json!({ "role": "ADMIN" }), StatusCode::BAD_REQUEST),
+        (json!({ "team_id": "nope", "role": "ADMIN" }), StatusCode::BAD_REQUEST),
+        (json!({ "team_id": Uuid::new_v4(), "role": "ADMIN" }), StatusCode::NOT_FOUND),
+        (json!({ "team_id": foreign_team, "role": "ADMIN" }), StatusCode::NOT_FOUND),
+        (json!({ "user_id": foreign_user, "role": "ADMIN" }), StatusCode::NOT_FOUND),
+        (json!({ "team_id": alice, "role": "ADMIN" }), StatusCode::NOT_FOUND),
+    ];
+    for (body, status) in &bad {
+        let a = app.post(&grants, &owner, body.clone()).await;
+        assert_eq!(a.status, *status, "{body}: {}", a.text);
+        assert!(a.body["error"].is_string());
+    }
+    let a = app
+        .post(
+            &format!("/api/v1/tenants/{tenant}/integrations/{}/grants", Uuid::new_v4()),
+            &owner,
+            json!({ "team_id": marketing, "role": "ADMIN" }),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.count("select count(*) from grants").await, 0);
+    assert!(outbox(&app).await.is_empty());
+
+    // A team grant: one row naming the team's members.
+    let a = app.post(&grants, &owner, json!({ "team_id": marketing, "role": "ADMIN" })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["team_id"], marketing.to_string());
+    assert_eq!(a.body["user_id"], Value::Null);
+    assert_eq!(a.body["subject_name"], "Marketing");
+    let team_grant = a.body["id"].as_str().unwrap().to_string();
+    let rows = outbox(&app).await;
+    assert_eq!(rows.len(), 1);
+    let (exchange, key, payload) = &rows[0];
+    assert_eq!(exchange, EXCHANGE);
+    assert_eq!(key, unseat_bus::DIRECTORY_ROUTING_KEY);
+    let msg: unseat_bus::messages::DirectoryChanged = serde_json::from_value(payload.clone()).unwrap();
+    assert_eq!(msg.v, unseat_bus::messages::MESSAGE_VERSION);
+    assert_eq!(msg.tenant_id, tenant);
+    assert_eq!(msg.scope, "workspace");
+    let mut expected = vec![alice, bob];
+    expected.sort();
+    assert_eq!(msg.users, expected);
+    assert_eq!(msg.trigger.method, "POST");
+    assert_eq!(msg.trigger.path, grants);
+    assert_eq!(msg.trigger.summary, "grant ADMIN on Meta Business to team Marketing added");
+
+    // The same team again is a conflict and writes nothing.
+    let a = app.post(&grants, &owner, json!({ "team_id": marketing, "role": "EMPLOYEE" })).await;
+    assert_eq!(a.status, StatusCode::CONFLICT, "{}", a.text);
+    assert_eq!(outbox(&app).await.len(), 1);
+
+    // A team with no members: the grant exists, nobody to announce.
+    let a = app.post(&grants, &owner, json!({ "team_id": empty, "role": "EMPLOYEE" })).await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    assert_eq!(outbox(&app).await.len(), 1);
+
+    // A user grant names that user.
+    let a = app.post(&grants, &owner, json!({ "user_id": carol, "role": "EMPLOYEE" })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["subject_name"], "carol@example.com");
+    let user_grant = a.body["id"].as_str().unwrap().to_string();
+    let rows = outbox(&app).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(users_of(&rows[1].2), vec![carol]);
+
+    // The list names teams and users.
+    let a = app.get(&grants, &owner).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let names: Vec<&str> =
+        a.body["grants"].as_array().unwrap().iter().filter_map(|g| g["subject_name"].as_str()).collect();
+    assert_eq!(names.len(), 3);
+    assert!(names.contains(&"Marketing") && names.contains(&"Empty") && names.contains(&"carol@example.com"));
+
+    // Changing a role announces; the same role or a bad one does not.
+    let a = app
+        .call(Method::PATCH, &format!("{grants}/{team_grant}"), Some(&owner), Some(json!({ "role": "EMPLOYEE" })))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["role"], "EMPLOYEE");
+    let rows = outbox(&app).await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(users_of(&rows[2].2), expected);
+    assert_eq!(
+        rows[2].2["trigger"]["summary"],
+        "grant on Meta Business to team Marketing changed from ADMIN to EMPLOYEE"
+    );
+    for (body, status) in [
+        (json!({ "role": "EMPLOYEE" }), StatusCode::OK),
+        (json!({ "role": "GOD" }), StatusCode::BAD_REQUEST),
+        (json!({}), StatusCode::BAD_REQUEST),
+    ] {
+        let a = app.call(Method::PATCH, &format!("{grants}/{team_grant}"), Some(&owner), Some(body)).await;
+        assert_eq!(a.status, status, "{}", a.text);
+    }
+    assert_eq!(app.count("select count(*) from grants where role = 'GOD'").await, 0);
+    assert_eq!(outbox(&app).await.len(), 3);
+    let a = app
+        .call(Method::PATCH, &format!("{grants}/{}", Uuid::new_v4()), Some(&owner), Some(json!({ "role": "ADMIN" })))
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+
+    // Removing announces to the grant's users.
+    let a = app.call(Method::DELETE, &format!("{grants}/{user_grant}"), Some(&owner), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    let rows = outbox(&app).await;
+    assert_eq!(rows.len(), 4);
+    assert_eq!(users_of(&rows[3].2), vec![carol]);
+    assert_eq!(rows[3].2["trigger"]["method"], "DELETE");
+    let a = app.call(Method::DELETE, &format!("{grants}/{user_grant}"), Some(&owner), None).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert_eq!(outbox(&app).await.len(), 4);
+    assert_eq!(app.count("select count(*) from grants").await, 2);
+}
+
+#[tokio::test]
+async fn directory_reads_show_teams_and_users() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let alice = app.add_user(tenant, "alice@example.com").await;
+    let bob = app.add_user(tenant, "bob@example.com").await;
+    app.add_team(tenant, "Marketing", &[alice, bob]).await;
+    app.add_team(tenant, "Admins", &[alice]).await;
+    let (other, _, _) = app.tenant("Other").await;
+    app.add_user(other, "mallory@example.com").await;
+
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/teams"), &owner).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["teams"][0]["displayName"], "Admins");
+    assert_eq!(a.body["teams"][1]["displayName"], "Marketing");
+    assert_eq!(a.body["teams"][1]["member_count"], 2);
+
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/users"), &owner).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let users = a.body["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2);
+    assert_eq!(users[0]["userName"], "alice@example.com");
+    assert_eq!(users[0]["teams"].as_array().map(Vec::len), Some(2));
+    assert_eq!(users[0]["active"], true);
+
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/users?filter_email=BOB"), &owner).await;
+    let users = a.body["users"].as_array().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["id"], bob.to_string());
+
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/users?limit=1"), &owner).await;
+    assert_eq!(a.body["users"].as_array().map(Vec::len), Some(1));
+    let next = a.body["next"].as_str().unwrap().to_string();
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/users?limit=1&after={next}"), &owner).await;
+    assert_eq!(a.body["users"][0]["userName"], "bob@example.com");
+    assert_eq!(a.body["next"], Value::Null);
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/users?limit=0"), &owner).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST);
+}
+
+async fn add_job(app: &TestApp, tenant: Uuid, at: &str, summary: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    let client = app.store.client().await.unwrap();
+    client
+        .execute(
+            "insert into jobs (tenant_id, id, trigger_method, trigger_path, user_agent, summary, received_at, created_at)
+             values ($1, $2, 'PATCH', '/scim/v2/Groups/x', 'Okta SCIM Client', $3, $4::text::timestamptz, $4::text::timestamptz)",
+            &[&tenant, &id, &summary, &at],
+        )
+        .await
+        .unwrap();
+    id
+}
+
+async fn add_task(app: &TestApp, tenant: Uuid, job: Uuid, integration: Uuid, status: &str, at: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    let client = app.store.client().await.unwrap();
+    client
+        .execute(
+            "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
+                                reason, desired_version, status, created_at)
+             values ($1, $2, $3, $4, $5, 'alice@example.com', 'remove', 'ADMIN', null, 'removed: no grant', 1, $6, $7::text::timestamptz)",
+            &[&tenant, &id, &job, &integration, &Uuid::new_v4(), &status, &at],
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// Follows `next` until the end; returns the ids in order.
+async fn walk(app: &TestApp, path: &str, key: &str, token: &str, limit: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut next: Option<String> = None;
+    for _ in 0..100 {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = match &next {
+            None => format!("{path}{sep}limit={limit}"),
+            Some(c) => format!("{path}{sep}limit={limit}&before={c}"),
+        };
+        let a = app.get(&url, token).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let page = a.body[key].as_array().unwrap();
+        assert!(page.len() <= limit);
+        ids.extend(page.iter().map(|j| j["id"].as_str().unwrap().to_string()));
+        match a.body["next"].as_str() {
+            Some(c) => next = Some(c.to_string()),
+            None => return ids,
+        }
+    }
+    panic!("pagination did not end");
+}
+
+#[tokio::test]
+async fn the_automation_log_pages_newest_first_and_stays_stable() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let integration = app.integration(tenant, &owner, "Meta Business").await;
+    let other_integration = app.integration(tenant, &owner, "Ads").await;
+    let (other, _, other_admin) = app.tenant("Other").await;
+    let foreign_job = add_job(&app, other, "2026-01-01T00:00:09Z", "foreign").await;
+
+    // Seven jobs, two of them at the same instant.
+    let mut jobs = Vec::new();
+    for (i, at) in [
+        "2026-01-01T00:00:01Z",
+        "2026-01-01T00:00:02Z",
+        "2026-01-01T00:00:03Z",
+        "2026-01-01T00:00:03Z",
+        "2026-01-01T00:00:04.000001Z",
+        "2026-01-01T00:00:05Z",
+        "2026-01-01T00:00:06Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        jobs.push((at.to_string(), add_job(&app, tenant, at, &format!("job {i}")).await));
+    }
+    let first = jobs[0].1;
+    let t1 = add_task(&app, tenant, first, integration, "succeeded", "2026-01-01T00:00:01Z").await;
+    let t2 = add_task(&app, tenant, first, integration, "failed", "2026-01-01T00:00:02Z").await;
+    let t3 = add_task(&app, tenant, first, other_integration, "failed", "2026-01-01T00:00:03Z").await;
+    let client = app.store.client().await.unwrap();
+    for (kind, detail) in [("decided", "removed: no grant"), ("attempt", "500 from app"), ("dead_lettered", "gave up")]
+    {
+        client
+            .execute(
+                "insert into task_events (tenant_id, task_id, kind, detail) values ($1, $2, $3, $4)",
+                &[&tenant, &t2, &kind, &detail],
+            )
+            .await
+            .unwrap();
+    }
+
+    // Newest first by (created_at, id); every job once, whatever the page size.
+    let mut expected = jobs.clone();
+    expected.sort_by(|a, b| (b.0.as_str(), b.1).cmp(&(a.0.as_str(), a.1)));
+    let expected: Vec<String> = expected.iter().map(|j| j.1.to_string()).collect();
+    let path = format!("/api/v1/tenants/{tenant}/jobs");
+    for limit in [1, 2, 3, 7, 50] {
+        assert_eq!(walk(&app, &path, "jobs", &owner, limit).await, expected, "limit {limit}");
+    }
+
+    // A job arriving while paging does not shift later pages.
+    let a = app.get(&format!("{path}?limit=3"), &owner).await;
+    let page1: Vec<String> =
+        a.body["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
+    let cursor = a.body["next"].as_str().unwrap().to_string();
+    add_job(&app, tenant, "2026-06-01T00:00:00Z", "late").await;
+    let a = app.get(&format!("{path}?limit=3&before={cursor}"), &owner).await;
+    let page2: Vec<String> =
+        a.body["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect();
+    assert_eq!([page1, page2].concat(), expected[..6].to_vec());
+
+    // Summaries carry the trigger and task counts.
+    let a = app.get(&format!("{path}?limit=50"), &owner).await;
+    let job = a.body["jobs"].as_array().unwrap().iter().find(|j| j["id"] == first.to_string()).unwrap().clone();
+    assert_eq!(job["trigger"]["method"], "PATCH");
+    assert_eq!(job["trigger"]["user_agent"], "Okta SCIM Client");
+    assert_eq!(job["summary"], "job 0");
+    assert_eq!(job["task_counts"]["failed"], 2);
+    assert_eq!(job["task_counts"]["succeeded"], 1);
+    assert_eq!(job["task_counts"]["queued"], 0);
+    assert!(!a.text.contains(&foreign_job.to_string()));
+
+    // One job with its tasks, paged.
+    let a = app.get(&format!("{path}/{first}"), &owner).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body["job"]["id"], first.to_string());
+    let tasks: Vec<&str> = a.body["tasks"].as_array().unwrap().iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(tasks, vec![t3.to_string(), t2.to_string(), t1.to_string()]);
+    assert_eq!(walk(&app, &format!("{path}/{first}"), "tasks", &owner, 1).await, tasks);
+
+    // Task lists with filters.
+    let tasks_path = format!("/api/v1/tenants/{tenant}/tasks");
+    let a = app.get(&format!("{tasks_path}?status=failed"), &owner).await;
+    assert_eq!(a.body["tasks"].as_array().map(Vec::len), Some(2));
+    let a = app.get(&format!("{tasks_path}?status=failed&integration={integration}"), &owner).await;
+    let t = &a.body["tasks"][0];
+    assert_eq!(a.body["tasks"].as_array().map(Vec::len), Some(1));
+    assert_eq!(t["id"], t2.to_string());
+    for field in [
+        "job_id",
+        "integration_id",
+        "user_id",
+        "user_email",
+        "outcome",
+        "from_role",
+        "to_role",
+        "reason",
+        "status",
+        "attempts",
+        "last_error",
+        "dead_lettered",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ] {
+        assert!(t.get(field).is_some(), "task misses {field}");
+    }
+    assert_eq!(
+        walk(&app, &format!("{tasks_path}?status=failed"), "tasks", &owner, 1).await,
+        vec![t3.to_string(), t2.to_string()]
+    );
+
+    // A task with its events in order.
+    let a = app.get(&format!("{tasks_path}/{t2}"), &owner).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let kinds: Vec<&str> = a.body["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, vec!["decided", "attempt", "dead_lettered"]);
+
+    // An integration's Activity.
+    client
+        .execute("update integrations set needs_attention = 'credential rejected' where id = $1", &[&integration])
+        .await
+        .unwrap();
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/integrations/{integration}/activity"), &owner).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["needs_attention"], "credential rejected");
+    assert_eq!(a.body["tasks"].as_array().map(Vec::len), Some(2));
+
+    // Bad input and other tenants' rows.
+    for q in ["limit=0", "limit=201", "limit=x", "before=garbage", "status=weird", "integration=1", "user=x"] {
+        let a = app.get(&format!("{tasks_path}?{q}"), &owner).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{q}: {}", a.text);
+    }
+    assert_eq!(app.get(&format!("{path}?before=1.2"), &owner).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(app.get(&format!("{path}/{foreign_job}"), &owner).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&format!("{path}/{}", Uuid::new_v4()), &owner).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get(&format!("{tasks_path}/{}", Uuid::new_v4()), &owner).await.status, StatusCode::NOT_FOUND);
+    let a = app.get(&format!("/api/v1/tenants/{other}/jobs"), &other_admin).await;
+    assert_eq!(a.body["jobs"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        app.get(&format!("/api/v1/tenants/{other}/tasks/{t2}"), &other_admin).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_open_and_describes_every_route() {
+    let app = spawn_app().await;
+    let a = app.call(Method::GET, "/api/v1/openapi.json", None, None).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let doc = a.body;
+    assert!(doc["openapi"].as_str().unwrap_or_default().starts_with("3.1"));
+    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(doc["security"].is_array());
+    for (m, path) in unseat_console::routes() {
+        let op = &doc["paths"][path][m.to_lowercase()];
+        assert!(op.is_object(), "{m} {path} is not in the OpenAPI document");
+        assert!(op["responses"].is_object(), "{m} {path} has no responses");
+        if path == "/api/v1/openapi.json" {
+            assert_eq!(op["security"], json!([]), "the document itself is open");
+        } else {
+            assert!(op["responses"]["401"].is_object(), "{m} {path} does not document 401");
+        }
+        if m == "POST" || m == "PATCH" {
+            let body = &op["requestBody"]["content"]["application/json"]["schema"];
+            assert!(body.is_object(), "{m} {path} has no request schema");
+        }
+    }
+    // Every $ref resolves.
+    let text = serde_json::to_string(&doc).unwrap();
+    for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+        let name = part.split('"').next().unwrap();
+        assert!(doc["components"]["schemas"][name].is_object(), "dangling $ref {name}");
+    }
+    // And nothing in it that is not served.
+    let served = unseat_console::routes();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for m in ops.as_object().unwrap().keys().filter(|k| *k != "parameters") {
+            assert!(
+                served.iter().any(|(sm, sp)| sp == path && sm.to_lowercase() == *m),
+                "{m} {path} is documented but not served"
+            );
+        }
+    }
+    let a = app.call(Method::PUT, "/api/v1/tenants", Some(OPERATOR), None).await;
+    assert_eq!(a.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(a.body["error"].is_string());
+    // Unknown endpoints are a JSON 404.
+    let a = app.get("/api/v1/nothing-here", OPERATOR).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.body["error"].is_string());
+}

@@ -1,0 +1,163 @@
+//! Starts the console on a free port against a fresh database, as a deployment would.
+
+#![allow(dead_code)]
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use unseat_console::{router, ConsoleState};
+use unseat_store::Store;
+use unseat_telemetry::Metrics;
+use uuid::Uuid;
+
+pub const OPERATOR: &str = "operator-test-token";
+pub const EXCHANGE: &str = "unseat_test.directory";
+
+pub struct TestApp {
+    pub base: String,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub http: reqwest::Client,
+}
+
+pub struct Answer {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    let (_, store) = unseat_store::testing::fresh_database().await.expect("fresh database");
+    let metrics = Arc::new(Metrics::new());
+    let state = ConsoleState {
+        store: store.clone(),
+        metrics: metrics.clone(),
+        operator_token: Some(OPERATOR.to_string()),
+        directory_exchange: EXCHANGE.to_string(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let metrics_for_ops = metrics.clone();
+    tokio::spawn(async move {
+        // Served as the role's server does: merged with the ops endpoints and with another
+        // router that owns the fallback (as the SCIM router does).
+        let other = axum::Router::new().fallback(|| async { (axum::http::StatusCode::IM_A_TEAPOT, "other") });
+        let app = router(state).merge(unseat_telemetry::ops_router(metrics_for_ops)).merge(other);
+        axum::serve(listener, app).await.expect("serve");
+    });
+    TestApp { base: format!("http://{addr}"), store, metrics, http: reqwest::Client::new() }
+}
+
+impl TestApp {
+    /// Sends a request; `token` None sends no Authorization header; `body` None sends none.
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, body, text }
+    }
+
+    pub async fn raw(&self, method: Method, path: &str, token: &str, body: &'static str) -> Answer {
+        let resp = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, body, text }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    /// Creates a tenant as the operator; returns (id, scim token, owner admin token).
+    pub async fn tenant(&self, name: &str) -> (Uuid, String, String) {
+        let a = self.post("/api/v1/tenants", OPERATOR, json!({ "name": name })).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        let id = a.body["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).expect("tenant id");
+        let scim = a.body["scim_token"].as_str().expect("scim token").to_string();
+        let admin = a.body["admin_token"].as_str().expect("admin token").to_string();
+        (id, scim, admin)
+    }
+
+    pub async fn admin_token(&self, tenant: Uuid, token: &str, role: &str) -> String {
+        let a = self.post(&format!("/api/v1/tenants/{tenant}/admin-tokens"), token, json!({ "role": role })).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        a.body["token"].as_str().expect("token").to_string()
+    }
+
+    /// A valid business hub integration; returns its id.
+    pub async fn integration(&self, tenant: Uuid, token: &str, name: &str) -> Uuid {
+        let a = self.post(&format!("/api/v1/tenants/{tenant}/integrations"), token, integration_body(name)).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        a.body["id"].as_str().and_then(|s| Uuid::parse_str(s).ok()).expect("integration id")
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        let client = self.store.client().await.expect("client");
+        client.query_one(sql, &[]).await.expect("count").get(0)
+    }
+
+    pub async fn exec(&self, sql: &str, params: &[&(dyn unseat_store::tokio_postgres::types::ToSql + Sync)]) {
+        let client = self.store.client().await.expect("client");
+        client.execute(sql, params).await.expect("exec");
+    }
+
+    pub async fn add_user(&self, tenant: Uuid, user_name: &str) -> Uuid {
+        let id = Uuid::new_v4();
+        self.exec(
+            "insert into scim_users (tenant_id, id, user_name, email, resource) values ($1, $2, $3, $3, '{}')",
+            &[&tenant, &id, &user_name],
+        )
+        .await;
+        id
+    }
+
+    pub async fn add_team(&self, tenant: Uuid, name: &str, members: &[Uuid]) -> Uuid {
+        let id = Uuid::new_v4();
+        self.exec(
+            "insert into scim_groups (tenant_id, id, display_name, resource) values ($1, $2, $3, '{}')",
+            &[&tenant, &id, &name],
+        )
+        .await;
+        for m in members {
+            self.exec(
+                "insert into group_members (tenant_id, group_id, user_id) values ($1, $2, $3)",
+                &[&tenant, &id, m],
+            )
+            .await;
+        }
+        id
+    }
+}
+
+pub fn integration_body(name: &str) -> Value {
+    json!({
+        "name": name,
+        "app_kind": "business_hub",
+        "base_url": "http://127.0.0.1:9/hub",
+        "roles": ["ADMIN", "EMPLOYEE"],
+        "default_role": "EMPLOYEE",
+        "settings": { "business_id": "biz-1" },
+        "credential": "s3cret-credential-value",
+    })
+}

@@ -1,0 +1,598 @@
+//! The app API: Meta's business-user endpoints under `/v25.0/`, with Graph error bodies,
+//! usage headers, the access-token check, fault injection and the request log.
+//!
+//! One handler takes every non-control request so that faults, the token check, the headers
+//! and the log apply the same way to each of them.
+
+use crate::state::{valid_business_id, valid_email, valid_role, FaultRule, RequestRecord, State, ROLES};
+use crate::{Emulator, API_VERSION, MAX_LATENCY};
+use axum::body::Bytes;
+use axum::extract::State as AxumState;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::{SecondsFormat, Utc};
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::time::Duration;
+
+const DEFAULT_LIMIT: usize = 25;
+const MAX_LIMIT: usize = 100;
+/// Fields a BusinessUser node can return here.
+const USER_FIELDS: [&str; 7] = ["id", "name", "email", "role", "first_name", "last_name", "business"];
+
+/// What one app request answers, before headers are added.
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    retry_after: Option<u64>,
+    /// The business the request concerned, for `X-Business-Use-Case-Usage`.
+    business: Option<String>,
+}
+
+impl Reply {
+    fn ok(body: Value, business: Option<String>) -> Self {
+        Self { status: StatusCode::OK, body, retry_after: None, business }
+    }
+
+    fn error(status: StatusCode, code: i64, subcode: Option<i64>, kind: &str, message: impl Into<String>) -> Self {
+        let mut err = Map::new();
+        err.insert("message".into(), Value::String(message.into()));
+        err.insert("type".into(), Value::String(kind.into()));
+        err.insert("code".into(), json!(code));
+        if let Some(sub) = subcode {
+            err.insert("error_subcode".into(), json!(sub));
+        }
+        if is_transient_code(code) {
+            err.insert("is_transient".into(), Value::Bool(true));
+        }
+        err.insert("fbtrace_id".into(), Value::String(trace_id()));
+        Self { status, body: json!({ "error": err }), retry_after: None, business: None }
+    }
+
+    fn bad_param(message: impl Into<String>) -> Self {
+        Self::error(StatusCode::BAD_REQUEST, 100, None, "OAuthException", message)
+    }
+
+    /// Meta's answer for an id that does not exist or cannot be seen.
+    fn no_object(method: &Method, id: &str) -> Self {
+        let verb = method.as_str().to_ascii_lowercase();
+        Self::error(
+            StatusCode::BAD_REQUEST,
+            100,
+            Some(33),
+            "GraphMethodException",
+            format!(
+                "Unsupported {verb} request. Object with ID '{id}' does not exist, cannot be loaded due to missing \
+                 permissions, or does not support this operation"
+            ),
+        )
+    }
+
+    fn with_business(mut self, business: Option<String>) -> Self {
+        self.business = business;
+        self
+    }
+}
+
+fn is_transient_code(code: i64) -> bool {
+    matches!(code, 1 | 2 | 4 | 17 | 32 | 341 | 613) || (80000..=80014).contains(&code)
+}
+
+fn trace_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..11).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+/// The body an injected fault answers with: a Graph error whose code fits the status unless
+/// the rule names one.
+fn fault_reply(rule: &FaultRule, status: u16) -> Reply {
+    let http = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = rule.graph_code.unwrap_or(match status {
+        429 => 4,
+        401 => 190,
+        403 => 200,
+        s if s >= 500 => 2,
+        _ => 1,
+    });
+    let (kind, message) = match code {
+        2 => ("OAuthException", "(#2) Service temporarily unavailable".to_string()),
+        4 => ("OAuthException", "(#4) Application request limit reached".to_string()),
+        17 => ("OAuthException", "(#17) User request limit reached".to_string()),
+        190 => ("OAuthException", "Error validating access token: Session has expired".to_string()),
+        200 => ("OAuthException", "(#200) Requires business_management permission to manage the object".to_string()),
+        613 => ("OAuthException", "(#613) Calls to this api have exceeded the rate limit.".to_string()),
+        3914 => ("OAuthException", "(#3914) You cannot remove the last admin of this business".to_string()),
+        c if (80000..=80014).contains(&c) => {
+            ("OAuthException", format!("(#{c}) There have been too many calls. Please wait a bit and try again."))
+        }
+        1 => ("OAuthException", "An unknown error has occurred.".to_string()),
+        100 if rule.graph_subcode == Some(33) => (
+            "GraphMethodException",
+            "Unsupported request. Object does not exist, cannot be loaded due to missing permissions, or does not \
+             support this operation"
+                .to_string(),
+        ),
+        c => ("OAuthException", format!("(#{c}) Injected fault")),
+    };
+    let mut reply = Reply::error(http, code, rule.graph_subcode, kind, message);
+    reply.retry_after = rule.retry_after_s;
+    reply
+}
+
+/// Request parameters: the query string, plus the form body of a POST (the body wins).
+fn params(uri: &Uri, method: &Method, body: &[u8]) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> = HashMap::new();
+    if let Some(q) = uri.query() {
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+        }
+    }
+    if method == Method::POST {
+        for (k, v) in url::form_urlencoded::parse(body) {
+            out.insert(k.into_owned(), v.into_owned());
+        }
+    }
+    out
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+}
+
+pub(crate) async fn handle(
+    AxumState(emu): AxumState<Emulator>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let params = params(&uri, &method, &body);
+    let (token, token_in_query) = match params.get("access_token").filter(|t| !t.is_empty()) {
+        Some(t) => (Some(t.clone()), uri.query().is_some_and(|q| q.contains("access_token="))),
+        None => (bearer(&headers).filter(|t| !t.is_empty()), false),
+    };
+
+    // Faults first, as a flaky network or an overloaded Meta would: decide under the lock,
+    // sleep without it.
+    let (latency, fault) = {
+        let mut state = emu.lock();
+        let mut latency = Duration::ZERO;
+        let mut fault = None;
+        for rule in state.faults.iter_mut() {
+            if !rule.matches(method.as_str(), &path) {
+                continue;
+            }
+            if let Some(times) = rule.times.as_mut() {
+                *times -= 1;
+            }
+            latency += Duration::from_millis(rule.latency_ms.unwrap_or(0));
+            if let Some(status) = rule.status {
+                fault = Some(fault_reply(rule, status));
+                break;
+            }
+        }
+        (latency.min(MAX_LATENCY), fault)
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
+    let mut state = emu.lock();
+    let reply = match fault {
+        Some(reply) => reply,
+        None => match token.as_deref() {
+            None => Reply::error(
+                StatusCode::UNAUTHORIZED,
+                190,
+                None,
+                "OAuthException",
+                "An active access token must be used to query information about the current user.",
+            ),
+            Some(token) => {
+                let ctx = Call { method: &method, path: &path, params: &params, token, token_in_query, host: &host };
+                route(&mut state, &ctx)
+            }
+        },
+    };
+    state.calls += 1;
+    let status = reply.status;
+    state.record(RequestRecord {
+        at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        method: method.as_str().to_string(),
+        path: path.clone(),
+        status: status.as_u16(),
+    });
+    let usage = usage_headers(&state, reply.business.as_deref());
+    drop(state);
+
+    tracing::debug!(method = %method, path = %path, status = status.as_u16(), "emulated app request");
+    let mut response = (status, axum::Json(reply.body)).into_response();
+    let h = response.headers_mut();
+    for (name, value) in usage {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    if let Some(secs) = reply.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// Plausible `X-App-Usage` and `X-Business-Use-Case-Usage` values: percentages that grow with
+/// the calls answered and wrap at 100.
+fn usage_headers(state: &State, business: Option<&str>) -> [(&'static str, String); 2] {
+    let pct = (state.calls / 10) % 100;
+    let app = json!({ "call_count": pct, "total_time": pct / 2, "total_cputime": pct / 3 });
+    let buc = match business {
+        Some(b) => json!({ b: [{
+            "type": "ads_management",
+            "call_count": pct,
+            "total_cputime": pct / 3,
+            "total_time": pct / 2,
+            "estimated_time_to_regain_access": 0,
+            "ads_api_access_tier": "standard_access"
+        }]}),
+        None => json!({}),
+    };
+    [("x-app-usage", app.to_string()), ("x-business-use-case-usage", buc.to_string())]
+}
+
+struct Call<'a> {
+    method: &'a Method,
+    path: &'a str,
+    params: &'a HashMap<String, String>,
+    token: &'a str,
+    token_in_query: bool,
+    host: &'a str,
+}
+
+fn route(state: &mut State, call: &Call<'_>) -> Reply {
+    let prefix = format!("/{API_VERSION}/");
+    let Some(rest) = call.path.strip_prefix(&prefix) else {
+        return Reply::error(
+            StatusCode::BAD_REQUEST,
+            2500,
+            None,
+            "OAuthException",
+            format!("Unknown path components: {}", call.path),
+        );
+    };
+    let segments: Vec<&str> = rest.trim_end_matches('/').split('/').collect();
+    match segments.as_slice() {
+        [id, "business_users"] => {
+            if !valid_business_id(id) {
+                return alias_error(id);
+            }
+            if !state.business_exists(id) {
+                return Reply::no_object(call.method, id);
+            }
+            if let Some(denied) = check_token(state, id, call.token) {
+                return denied;
+            }
+            let reply = match *call.method {
+                Method::GET => list_users(state, id, call),
+                Method::POST => invite(state, id, call),
+                _ => Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    100,
+                    None,
+                    "OAuthException",
+                    format!(
+                        "(#100) Unsupported {} request on edge business_users",
+                        call.method.as_str().to_ascii_lowercase()
+                    ),
+                ),
+            };
+            reply.with_business(Some(id.to_string()))
+        }
+        [id] => {
+            if !valid_business_id(id) {
+                return alias_error(id);
+            }
+            node(state, id, call)
+        }
+        [id, edge, ..] => Reply::bad_param(format!(
+            "(#100) Tried accessing nonexisting field ({edge}) on node type ({})",
+            node_type(state, id)
+        )),
+        [] => Reply::error(StatusCode::BAD_REQUEST, 2500, None, "OAuthException", "Unknown path components"),
+    }
+}
+
+fn node_type(state: &State, id: &str) -> &'static str {
+    if state.business_exists(id) {
+        "Business"
+    } else {
+        "BusinessUser"
+    }
+}
+
+fn alias_error(id: &str) -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        803,
+        None,
+        "OAuthException",
+        format!("(#803) Some of the aliases you requested do not exist: {id}"),
+    )
+}
+
+/// A business with a required token answers 190 to any other token.
+fn check_token(state: &State, business_id: &str, token: &str) -> Option<Reply> {
+    let required = state.businesses.get(business_id)?.token.as_deref()?;
+    (required != token).then(|| {
+        Reply::error(
+            StatusCode::UNAUTHORIZED,
+            190,
+            None,
+            "OAuthException",
+            "Invalid OAuth access token - Cannot parse access token",
+        )
+        .with_business(Some(business_id.to_string()))
+    })
+}
+
+fn requested_fields(call: &Call<'_>) -> Result<Vec<String>, Reply> {
+    let Some(raw) = call.params.get("fields") else {
+        return Ok(vec!["id".into(), "name".into()]);
+    };
+    let mut fields = Vec::new();
+    for f in raw.split(',').map(str::trim).filter(|f| !f.is_empty()) {
+        if !USER_FIELDS.contains(&f) {
+            return Err(Reply::bad_param(format!(
+                "(#100) Tried accessing nonexisting field ({f}) on node type (BusinessUser)"
+            )));
+        }
+        if !fields.iter().any(|x: &String| x == f) {
+            fields.push(f.to_string());
+        }
+    }
+    if fields.is_empty() {
+        fields.push("id".into());
+    }
+    Ok(fields)
+}
+
+fn render_user(state: &State, id: u64, fields: &[String]) -> Value {
+    let mut out = Map::new();
+    let Some(u) = state.users.get(&id) else {
+        return Value::Object(out);
+    };
+    let (first, last) = match u.name.split_once(' ') {
+        Some((f, l)) => (f.to_string(), l.to_string()),
+        None => (u.name.clone(), String::new()),
+    };
+    for f in fields {
+        let v = match f.as_str() {
+            "id" => json!(id.to_string()),
+            "name" => json!(u.name),
+            "email" => json!(u.email),
+            "role" => json!(u.role),
+            "first_name" => json!(first),
+            "last_name" => json!(last),
+            "business" => {
+                json!({ "id": u.business_id, "name": format!("Business {}", u.business_id) })
+            }
+            _ => continue,
+        };
+        out.insert(f.clone(), v);
+    }
+    Value::Object(out)
+}
+
+/// Cursors are opaque to clients; here they are the hex of the user id.
+fn encode_cursor(id: u64) -> String {
+    format!("{id:x}").bytes().map(|b| format!("{b:02x}")).collect::<String>().to_uppercase()
+}
+
+fn decode_cursor(cursor: &str) -> Option<u64> {
+    if cursor.len() > 64 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = cursor
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| match pair {
+            [hi, lo] => std::str::from_utf8(&[*hi, *lo]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()),
+            _ => None,
+        })
+        .collect();
+    let text = String::from_utf8(bytes?).ok()?;
+    u64::from_str_radix(&text, 16).ok()
+}
+
+fn list_users(state: &State, business_id: &str, call: &Call<'_>) -> Reply {
+    let fields = match requested_fields(call) {
+        Ok(f) => f,
+        Err(reply) => return reply,
+    };
+    let limit = match call.params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n <= 0 => DEFAULT_LIMIT,
+            Ok(n) => (n as usize).min(MAX_LIMIT),
+            Err(_) => return Reply::bad_param(format!("(#100) Param limit must be a number, got {l:?}")),
+        },
+    };
+    let after = match call.params.get("after").map(|c| decode_cursor(c)) {
+        None => None,
+        Some(Some(id)) => Some(id),
+        Some(None) => return Reply::bad_param("(#100) The after cursor is invalid"),
+    };
+    let before = match call.params.get("before").map(|c| decode_cursor(c)) {
+        None => None,
+        Some(Some(id)) => Some(id),
+        Some(None) => return Reply::bad_param("(#100) The before cursor is invalid"),
+    };
+    let all: Vec<u64> = state.users.iter().filter(|(_, u)| u.business_id == business_id).map(|(id, _)| *id).collect();
+    let page: Vec<u64> = match (after, before) {
+        (_, Some(b)) => {
+            let earlier: Vec<u64> = all.iter().copied().filter(|id| *id < b).collect();
+            earlier[earlier.len().saturating_sub(limit)..].to_vec()
+        }
+        (Some(a), None) => all.iter().copied().filter(|id| *id > a).take(limit).collect(),
+        (None, None) => all.iter().copied().take(limit).collect(),
+    };
+    let data: Vec<Value> = page.iter().map(|id| render_user(state, *id, &fields)).collect();
+    let (Some(first), Some(last)) = (page.first(), page.last()) else {
+        return Reply::ok(json!({ "data": [] }), None);
+    };
+    let mut paging = json!({ "cursors": { "before": encode_cursor(*first), "after": encode_cursor(*last) } });
+    if all.iter().any(|id| id > last) {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        if call.token_in_query {
+            // Meta's `next` links repeat the token when it came in the query string.
+            q.append_pair("access_token", call.token);
+        }
+        q.append_pair("fields", &fields.join(","));
+        q.append_pair("limit", &limit.to_string());
+        q.append_pair("after", &encode_cursor(*last));
+        paging["next"] = json!(format!("http://{}{}?{}", call.host, call.path, q.finish()));
+    }
+    if all.iter().any(|id| id < first) {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        if call.token_in_query {
+            q.append_pair("access_token", call.token);
+        }
+        q.append_pair("fields", &fields.join(","));
+        q.append_pair("limit", &limit.to_string());
+        q.append_pair("before", &encode_cursor(*first));
+        paging["previous"] = json!(format!("http://{}{}?{}", call.host, call.path, q.finish()));
+    }
+    Reply::ok(json!({ "data": data, "paging": paging }), None)
+}
+
+fn role_param(call: &Call<'_>) -> Result<Option<String>, Reply> {
+    match call.params.get("role") {
+        None => Ok(None),
+        Some(r) if valid_role(r) => Ok(Some(r.clone())),
+        Some(r) => {
+            Err(Reply::bad_param(format!("(#100) Param role must be one of {{{}}} - got \"{r}\"", ROLES.join(", "))))
+        }
+    }
+}
+
+fn invite(state: &mut State, business_id: &str, call: &Call<'_>) -> Reply {
+    let Some(email) = call.params.get("email").map(|e| e.trim().to_string()).filter(|e| !e.is_empty()) else {
+        return Reply::bad_param("(#100) The parameter email is required");
+    };
+    if !valid_email(&email) {
+        return Reply::bad_param(format!("(#100) Param email must be a valid email address - got \"{email}\""));
+    }
+    let role = match role_param(call) {
+        Ok(r) => r.unwrap_or_else(|| "EMPLOYEE".to_string()),
+        Err(reply) => return reply,
+    };
+    if state.find_by_email(business_id, &email).is_some() {
+        return Reply::bad_param(format!("(#100) {email} is already a member of this business"));
+    }
+    match state.add_user(business_id, &email, &role, None) {
+        Ok(user) => Reply::ok(json!({ "id": user.id }), None),
+        Err(error) => Reply::bad_param(format!("(#100) {error}")),
+    }
+}
+
+fn node(state: &mut State, id: &str, call: &Call<'_>) -> Reply {
+    // The business node itself: readable, nothing else.
+    if state.business_exists(id) && *call.method == Method::GET {
+        if let Some(denied) = check_token(state, id, call.token) {
+            return denied;
+        }
+        return Reply::ok(json!({ "id": id, "name": format!("Business {id}") }), Some(id.to_string()));
+    }
+    let user = id.parse::<u64>().ok().and_then(|uid| state.users.get(&uid).map(|u| (uid, u.business_id.clone())));
+    let Some((uid, business_id)) = user else {
+        return Reply::no_object(call.method, id);
+    };
+    if let Some(denied) = check_token(state, &business_id, call.token) {
+        return denied;
+    }
+    let business = Some(business_id);
+    let reply = match *call.method {
+        Method::GET => match requested_fields(call) {
+            Ok(fields) => Reply::ok(render_user(state, uid, &fields), None),
+            Err(reply) => reply,
+        },
+        Method::POST => update_user(state, uid, call),
+        Method::DELETE => {
+            if state.is_last_admin(uid) {
+                last_admin()
+            } else {
+                state.users.remove(&uid);
+                Reply::ok(json!({ "success": true }), None)
+            }
+        }
+        _ => Reply::no_object(call.method, id),
+    };
+    reply.with_business(business)
+}
+
+fn last_admin() -> Reply {
+    Reply::error(
+        StatusCode::BAD_REQUEST,
+        3914,
+        None,
+        "OAuthException",
+        "(#3914) You cannot remove or demote the last admin of this business",
+    )
+}
+
+fn update_user(state: &mut State, uid: u64, call: &Call<'_>) -> Reply {
+    let role = match role_param(call) {
+        Ok(r) => r,
+        Err(reply) => return reply,
+    };
+    if let Some(role) = role {
+        if role != "ADMIN" && state.is_last_admin(uid) {
+            return last_admin();
+        }
+        if let Some(u) = state.users.get_mut(&uid) {
+            u.role = role;
+        }
+    }
+    let first = call.params.get("first_name").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let last = call.params.get("last_name").map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    if first.is_some() || last.is_some() {
+        if let Some(u) = state.users.get_mut(&uid) {
+            let (old_first, old_last) = match u.name.split_once(' ') {
+                Some((f, l)) => (f.to_string(), l.to_string()),
+                None => (u.name.clone(), String::new()),
+            };
+            let name = format!("{} {}", first.unwrap_or(old_first), last.unwrap_or(old_last));
+            u.name = name.trim().to_string();
+        }
+    }
+    Reply::ok(json!({ "success": true }), None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        for id in [0u64, 1, 100_000_000_000_001, u64::MAX] {
+            assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
+        }
+        assert_eq!(decode_cursor("zz"), None);
+        assert_eq!(decode_cursor("abc"), None);
+        assert_eq!(decode_cursor("é"), None);
+    }
+
+    #[test]
+    fn fault_bodies_follow_the_status() {
+        let rule = FaultRule::default();
+        assert_eq!(fault_reply(&rule, 429).body["error"]["code"], 4);
+        assert_eq!(fault_reply(&rule, 403).body["error"]["code"], 200);
+        assert_eq!(fault_reply(&rule, 503).body["error"]["code"], 2);
+        let custom = FaultRule { graph_code: Some(613), ..Default::default() };
+        assert_eq!(fault_reply(&custom, 400).body["error"]["code"], 613);
+    }
+}

@@ -1,0 +1,345 @@
+//! `/Groups` (teams): create, read, list, patch, replace and delete. Members are changed row
+//! by row; every member added or removed, and every group deleted, is announced to the
+//! resolver with the users concerned.
+
+use crate::response::{check_if_match, group_location, render_group, resource_response, scim_response};
+use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde_json::Value;
+use std::collections::HashMap;
+use unseat_scim::{group_patch, list_response, Filter, Group, PatchRequest, ScimError};
+use unseat_store::directory::{self as dir, GroupFields, GroupRecord, Member};
+use unseat_store::tokio_postgres::Transaction;
+use uuid::Uuid;
+
+fn parse_id(id: &str) -> Result<Uuid, ScimError> {
+    Uuid::parse_str(id).map_err(|_| ScimError::not_found(format!("no group {id:?}")))
+}
+
+fn not_found(id: Uuid) -> ScimError {
+    ScimError::not_found(format!("no group {id}"))
+}
+
+/// Resolves member ids that must all be users of the tenant (to add or to set).
+async fn existing_members(tx: &Transaction<'_>, tenant: Uuid, ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
+    let mut parsed = Vec::with_capacity(ids.len());
+    for id in ids {
+        let u = Uuid::parse_str(id)
+            .map_err(|_| ScimError::invalid_value(format!("member {id:?} is not a user of this directory")))?;
+        parsed.push(u);
+    }
+    let found = dir::existing_users(tx, tenant, &parsed).await?;
+    if let Some(missing) = parsed.iter().find(|p| !found.iter().any(|m| m.user_id == **p)) {
+        return Err(ScimError::invalid_value(format!("member {missing} is not a user of this directory")).into());
+    }
+    Ok(parsed)
+}
+
+/// Ids to remove: ones that cannot be users are simply not members.
+fn removable(ids: &[String]) -> Vec<Uuid> {
+    ids.iter().filter_map(|i| Uuid::parse_str(i).ok()).collect()
+}
+
+/// One line for the Automation Log about a membership change.
+async fn membership_summary(
+    tx: &Transaction<'_>,
+    tenant: Uuid,
+    group: &str,
+    added: &[Uuid],
+    removed: &[Uuid],
+) -> Result<String, ApiError> {
+    let name = |m: &Member| m.email.clone().unwrap_or_else(|| m.user_name.clone());
+    let one = |id: Uuid| async move {
+        Ok::<_, ApiError>(
+            dir::existing_users(tx, tenant, &[id]).await?.first().map(name).unwrap_or_else(|| id.to_string()),
+        )
+    };
+    Ok(match (added.len(), removed.len()) {
+        (1, 0) => format!("{} added to group {group}", one(added[0]).await?),
+        (0, 1) => format!("{} removed from group {group}", one(removed[0]).await?),
+        (a, 0) => format!("{a} members added to group {group}"),
+        (0, r) => format!("{r} members removed from group {group}"),
+        (a, r) => format!("{a} members added to and {r} removed from group {group}"),
+    })
+}
+
+/// Announces a membership change when there is one.
+async fn announce_members(
+    tx: &Transaction<'_>,
+    state: &IngestState,
+    ctx: &Ctx,
+    group: &str,
+    added: Vec<Uuid>,
+    removed: Vec<Uuid>,
+) -> Result<(), ApiError> {
+    if added.is_empty() && removed.is_empty() {
+        return Ok(());
+    }
+    let summary = membership_summary(tx, ctx.tenant_id, group, &added, &removed).await?;
+    let may_revoke = !removed.is_empty();
+    let mut users = added;
+    users.extend(removed);
+    announce(tx, state, ctx, summary, users, may_revoke).await
+}
+
+async fn respond(
+    tx: unseat_store::Transaction<'_>,
+    ctx: &Ctx,
+    rec: &GroupRecord,
+    shape: &Shape,
+    status: StatusCode,
+) -> Result<Response, ApiError> {
+    let members =
+        if shape.wants("members") { Some(dir::group_members(&tx, ctx.tenant_id, rec.id).await?) } else { None };
+    tx.commit().await?;
+    let loc = group_location(&ctx.base, rec.id);
+    let location = (status == StatusCode::CREATED).then_some(loc.as_str());
+    Ok(resource_response(status, &shape.apply(render_group(&ctx.base, rec, members.as_deref())), rec.version, location))
+}
+
+pub(crate) async fn create(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let shape = Shape::from_params(&Params::from_query(query)?);
+    let group = Group::parse(&json_body(&headers, body)?)?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let members = existing_members(&tx, ctx.tenant_id, &group.members).await?;
+    let fields = GroupFields {
+        display_name: &group.display_name,
+        external_id: group.external_id.as_deref(),
+        resource: &group.resource,
+    };
+    let rec = dir::insert_group(&tx, ctx.tenant_id, Uuid::new_v4(), fields).await?;
+    let added = dir::add_members(&tx, ctx.tenant_id, rec.id, &members).await?;
+    if !added.is_empty() {
+        let summary = format!("group {} created with {} members", rec.display_name, added.len());
+        announce(&tx, &state, &ctx, summary, added, false).await?;
+    }
+    tracing::info!(tenant = %ctx.tenant_id, group = %rec.id, "group created");
+    respond(tx, &ctx, &rec, &shape, StatusCode::CREATED).await
+}
+
+pub(crate) async fn get_one(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let params = Params::from_query(query)?;
+    let id = parse_id(&id)?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let rec = dir::get_group(&tx, ctx.tenant_id, id).await?.ok_or_else(|| not_found(id))?;
+    respond(tx, &ctx, &rec, &Shape::from_params(&params), StatusCode::OK).await
+}
+
+pub(crate) async fn list(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = ListQuery::from_params(&Params::from_query(query)?)?;
+    run_list(&state, &ctx, q).await
+}
+
+pub(crate) async fn search(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let q = ListQuery::from_search(&json_body(&headers, body)?)?;
+    run_list(&state, &ctx, q).await
+}
+
+async fn run_list(state: &IngestState, ctx: &Ctx, q: ListQuery) -> Result<Response, ApiError> {
+    let page = q.page;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let (total, rows) = match &q.filter {
+        None => {
+            let (total, rows) = dir::list_groups(&tx, ctx.tenant_id, page.offset() as i64, page.count as i64).await?;
+            (total as usize, rows)
+        }
+        Some(f) => {
+            let matched = matching(&tx, ctx, Some(f)).await?;
+            let total = matched.len();
+            (total, matched.into_iter().skip(page.offset()).take(page.count).collect::<Vec<_>>())
+        }
+    };
+    let resources = render_all(&tx, ctx, &rows, q.shape.wants("members")).await?;
+    tx.commit().await?;
+    let resources = resources.into_iter().map(|g| q.shape.apply(g)).collect();
+    Ok(scim_response(StatusCode::OK, &list_response(total, page, resources)))
+}
+
+/// Renders groups, loading the members of all of them in one query when asked.
+pub(crate) async fn render_all(
+    tx: &Transaction<'_>,
+    ctx: &Ctx,
+    rows: &[GroupRecord],
+    with_members: bool,
+) -> Result<Vec<Value>, ApiError> {
+    let mut members: HashMap<Uuid, Vec<Member>> = HashMap::new();
+    if with_members && !rows.is_empty() {
+        let ids: Vec<Uuid> = rows.iter().map(|g| g.id).collect();
+        for (g, m) in dir::members_of_groups(tx, ctx.tenant_id, &ids).await? {
+            members.entry(g).or_default().push(m);
+        }
+    }
+    Ok(rows
+        .iter()
+        .map(|g| {
+            let m = with_members.then(|| members.get(&g.id).map(Vec::as_slice).unwrap_or(&[]));
+            render_group(&ctx.base, g, m)
+        })
+        .collect())
+}
+
+/// Every group `filter` selects (all groups without one), in creation order. Filters on
+/// members are not evaluated (members are not loaded for filtering).
+pub(crate) async fn matching(
+    tx: &Transaction<'_>,
+    ctx: &Ctx,
+    filter: Option<&Filter>,
+) -> Result<Vec<GroupRecord>, ApiError> {
+    Ok(match filter.and_then(Filter::equality) {
+        Some((p, v)) if p.is("displayName") => dir::groups_by_display_name(tx, ctx.tenant_id, v).await?,
+        Some((p, v)) if p.is("externalId") => dir::groups_by_external_id(tx, ctx.tenant_id, v).await?,
+        Some((p, v)) if p.is("id") => match Uuid::parse_str(v) {
+            Ok(id) => dir::get_group(tx, ctx.tenant_id, id).await?.into_iter().collect(),
+            Err(_) => Vec::new(),
+        },
+        _ => {
+            let all = dir::scan_groups(tx, ctx.tenant_id, dir::MAX_SCAN + 1).await?;
+            if all.len() as i64 > dir::MAX_SCAN {
+                return Err(ScimError::too_many(
+                    "this search needs a scan of too many groups; filter on displayName eq",
+                )
+                .into());
+            }
+            match filter {
+                Some(f) => all.into_iter().filter(|g| f.matches(&render_group(&ctx.base, g, None))).collect(),
+                None => all,
+            }
+        }
+    })
+}
+
+pub(crate) async fn patch(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let params = Params::from_query(query)?;
+    let id = parse_id(&id)?;
+    let req = PatchRequest::parse(&json_body(&headers, body)?)?;
+    let change = group_patch(&req, &id.to_string())?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let old = dir::lock_group(&tx, ctx.tenant_id, id).await?.ok_or_else(|| not_found(id))?;
+    check_if_match(&headers, old.version)?;
+
+    // Attributes first, so the summary names the group as it is now.
+    let mut rec = old.clone();
+    let name = change.display_name.clone().unwrap_or_else(|| old.display_name.clone());
+    let external_id = match &change.external_id {
+        Some(e) => e.clone(),
+        None => old.external_id.clone(),
+    };
+    if name != old.display_name || external_id != old.external_id {
+        let mut resource = old.resource.clone();
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert("displayName".into(), Value::String(name.clone()));
+            match &external_id {
+                Some(e) => obj.insert("externalId".into(), Value::String(e.clone())),
+                None => obj.remove("externalId"),
+            };
+        }
+        let fields = GroupFields { display_name: &name, external_id: external_id.as_deref(), resource: &resource };
+        rec = dir::update_group(&tx, ctx.tenant_id, id, fields).await?;
+    }
+
+    let (added, removed) = match &change.replace_all {
+        Some(all) => {
+            let all = existing_members(&tx, ctx.tenant_id, all).await?;
+            dir::replace_members(&tx, ctx.tenant_id, id, &all).await?
+        }
+        None => {
+            let add = existing_members(&tx, ctx.tenant_id, &change.add).await?;
+            let removed = dir::remove_members(&tx, ctx.tenant_id, id, &removable(&change.remove)).await?;
+            let added = dir::add_members(&tx, ctx.tenant_id, id, &add).await?;
+            (added, removed)
+        }
+    };
+    if (!added.is_empty() || !removed.is_empty()) && rec.version == old.version {
+        rec = dir::touch_group(&tx, ctx.tenant_id, id).await?;
+    }
+    announce_members(&tx, &state, &ctx, &rec.display_name, added, removed).await?;
+    respond(tx, &ctx, &rec, &Shape::from_params(&params), StatusCode::OK).await
+}
+
+pub(crate) async fn replace(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let shape = Shape::from_params(&Params::from_query(query)?);
+    let id = parse_id(&id)?;
+    let group = Group::parse(&json_body(&headers, body)?)?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let old = dir::lock_group(&tx, ctx.tenant_id, id).await?.ok_or_else(|| not_found(id))?;
+    check_if_match(&headers, old.version)?;
+    let members = existing_members(&tx, ctx.tenant_id, &group.members).await?;
+    let mut rec = old.clone();
+    if old.display_name != group.display_name || old.external_id != group.external_id || old.resource != group.resource
+    {
+        let fields = GroupFields {
+            display_name: &group.display_name,
+            external_id: group.external_id.as_deref(),
+            resource: &group.resource,
+        };
+        rec = dir::update_group(&tx, ctx.tenant_id, id, fields).await?;
+    }
+    let (added, removed) = dir::replace_members(&tx, ctx.tenant_id, id, &members).await?;
+    if (!added.is_empty() || !removed.is_empty()) && rec.version == old.version {
+        rec = dir::touch_group(&tx, ctx.tenant_id, id).await?;
+    }
+    announce_members(&tx, &state, &ctx, &rec.display_name, added, removed).await?;
+    respond(tx, &ctx, &rec, &shape, StatusCode::OK).await
+}
+
+pub(crate) async fn delete(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let old = dir::lock_group(&tx, ctx.tenant_id, id).await?.ok_or_else(|| not_found(id))?;
+    check_if_match(&headers, old.version)?;
+    let members = dir::delete_group(&tx, ctx.tenant_id, id).await?.unwrap_or_default();
+    let summary = format!("group {} deleted ({} members)", old.display_name, members.len());
+    announce(&tx, &state, &ctx, summary, members.into_iter().map(|m| m.user_id).collect(), true).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,233 @@
+//! `/Users`: create, read, list (with filters), replace, patch and delete. A change of
+//! `active` and a delete are announced to the resolver; other attribute changes are not,
+//! since they cannot change anyone's access.
+
+use crate::response::{check_if_match, render_user, resource_response, user_location};
+use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use unseat_scim::{apply_user_patch, list_response, Filter, PatchRequest, ScimError, User};
+use unseat_store::directory::{self as dir, UserFields, UserRecord};
+use uuid::Uuid;
+
+fn fields(u: &User) -> UserFields<'_> {
+    UserFields {
+        user_name: &u.user_name,
+        external_id: u.external_id.as_deref(),
+        active: u.active,
+        email: u.primary_email(),
+        resource: &u.resource,
+    }
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ScimError> {
+    Uuid::parse_str(id).map_err(|_| ScimError::not_found(format!("no user {id:?}")))
+}
+
+/// How a user is named in the Automation Log.
+fn label(u: &UserRecord) -> &str {
+    u.email.as_deref().unwrap_or(&u.user_name)
+}
+
+pub(crate) async fn create(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let shape = Shape::from_params(&Params::from_query(query)?);
+    let user = User::parse(&json_body(&headers, body)?)?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let rec = dir::insert_user(&tx, ctx.tenant_id, Uuid::new_v4(), fields(&user)).await?;
+    tx.commit().await?;
+    tracing::info!(tenant = %ctx.tenant_id, user = %rec.id, "user created");
+    let loc = user_location(&ctx.base, rec.id);
+    Ok(resource_response(StatusCode::CREATED, &shape.apply(render_user(&ctx.base, &rec)), rec.version, Some(&loc)))
+}
+
+pub(crate) async fn get_one(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let shape = Shape::from_params(&Params::from_query(query)?);
+    let id = parse_id(&id)?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let rec =
+        dir::get_user(&tx, ctx.tenant_id, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
+    tx.commit().await?;
+    Ok(resource_response(StatusCode::OK, &shape.apply(render_user(&ctx.base, &rec)), rec.version, None))
+}
+
+pub(crate) async fn list(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = ListQuery::from_params(&Params::from_query(query)?)?;
+    run_list(&state, &ctx, q).await
+}
+
+pub(crate) async fn search(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let q = ListQuery::from_search(&json_body(&headers, body)?)?;
+    run_list(&state, &ctx, q).await
+}
+
+async fn run_list(state: &IngestState, ctx: &Ctx, q: ListQuery) -> Result<Response, ApiError> {
+    let page = q.page;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let (total, rows) = match &q.filter {
+        None => {
+            let (total, rows) = dir::list_users(&tx, ctx.tenant_id, page.offset() as i64, page.count as i64).await?;
+            (total as usize, rows)
+        }
+        Some(f) => {
+            let matched = matching(&tx, ctx, Some(f)).await?;
+            let total = matched.len();
+            (total, matched.into_iter().skip(page.offset()).take(page.count).collect())
+        }
+    };
+    tx.commit().await?;
+    let resources = rows.iter().map(|u| q.shape.apply(render_user(&ctx.base, u))).collect();
+    Ok(crate::response::scim_response(StatusCode::OK, &list_response(total, page, resources)))
+}
+
+/// The representation a filter is evaluated against: with the effective `active`, which an
+/// IdP may have left unset.
+fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
+    let mut v = render_user(base, u);
+    if let Some(obj) = v.as_object_mut() {
+        obj.entry("active").or_insert(serde_json::Value::Bool(u.active));
+    }
+    v
+}
+
+/// Every user `filter` selects (all users without one), in creation order.
+pub(crate) async fn matching(
+    tx: &unseat_store::tokio_postgres::Transaction<'_>,
+    ctx: &Ctx,
+    filter: Option<&Filter>,
+) -> Result<Vec<UserRecord>, ApiError> {
+    Ok(match filter.and_then(Filter::equality) {
+        // The IdPs' "does this user exist" lookup: one indexed query.
+        Some((p, v)) if p.is("userName") => dir::user_by_user_name(tx, ctx.tenant_id, v).await?.into_iter().collect(),
+        Some((p, v)) if p.is("externalId") => dir::users_by_external_id(tx, ctx.tenant_id, v).await?,
+        Some((p, v)) if p.is("id") => match Uuid::parse_str(v) {
+            Ok(id) => dir::get_user(tx, ctx.tenant_id, id).await?.into_iter().collect(),
+            Err(_) => Vec::new(),
+        },
+        _ => {
+            let all = dir::scan_users(tx, ctx.tenant_id, dir::MAX_SCAN + 1).await?;
+            if all.len() as i64 > dir::MAX_SCAN {
+                return Err(
+                    ScimError::too_many("this search needs a scan of too many users; filter on userName eq").into()
+                );
+            }
+            match filter {
+                Some(f) => all.into_iter().filter(|u| f.matches(&filterable(&ctx.base, u))).collect(),
+                None => all,
+            }
+        }
+    })
+}
+
+/// Writes `new` over `old` (already locked) unless nothing changed, announcing a change of
+/// `active`. Returns the stored user.
+async fn store_change(
+    tx: &unseat_store::tokio_postgres::Transaction<'_>,
+    state: &IngestState,
+    ctx: &Ctx,
+    old: UserRecord,
+    new: &User,
+) -> Result<UserRecord, ApiError> {
+    let f = fields(new);
+    let unchanged = old.user_name == f.user_name
+        && old.external_id.as_deref() == f.external_id
+        && old.active == f.active
+        && old.email.as_deref() == f.email
+        && &old.resource == f.resource;
+    if unchanged {
+        return Ok(old);
+    }
+    let rec = dir::update_user(tx, ctx.tenant_id, old.id, f).await?;
+    if old.active != rec.active {
+        let what = if rec.active { "reactivated" } else { "deactivated" };
+        announce(tx, state, ctx, format!("user {} {what}", label(&rec)), vec![rec.id], !rec.active).await?;
+    }
+    Ok(rec)
+}
+
+pub(crate) async fn replace(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let shape = Shape::from_params(&Params::from_query(query)?);
+    let id = parse_id(&id)?;
+    let user = User::parse(&json_body(&headers, body)?)?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let old =
+        dir::lock_user(&tx, ctx.tenant_id, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
+    check_if_match(&headers, old.version)?;
+    let rec = store_change(&tx, &state, &ctx, old, &user).await?;
+    tx.commit().await?;
+    Ok(resource_response(StatusCode::OK, &shape.apply(render_user(&ctx.base, &rec)), rec.version, None))
+}
+
+pub(crate) async fn patch(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let shape = Shape::from_params(&Params::from_query(query)?);
+    let id = parse_id(&id)?;
+    let req = PatchRequest::parse(&json_body(&headers, body)?)?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let old =
+        dir::lock_user(&tx, ctx.tenant_id, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
+    check_if_match(&headers, old.version)?;
+    let user = apply_user_patch(&old.resource, &req, &id.to_string())?;
+    let rec = store_change(&tx, &state, &ctx, old, &user).await?;
+    tx.commit().await?;
+    Ok(resource_response(StatusCode::OK, &shape.apply(render_user(&ctx.base, &rec)), rec.version, None))
+}
+
+pub(crate) async fn delete(
+    State(state): State<IngestState>,
+    Extension(ctx): Extension<Ctx>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
+    let old =
+        dir::lock_user(&tx, ctx.tenant_id, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
+    check_if_match(&headers, old.version)?;
+    dir::delete_user(&tx, ctx.tenant_id, id).await?;
+    announce(&tx, &state, &ctx, format!("user {} deleted", label(&old)), vec![id], true).await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

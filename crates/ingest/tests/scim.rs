@@ -1,0 +1,793 @@
+//! The SCIM service driven over real HTTP against a fresh database: responses, stored state
+//! and the outbox rows each change writes.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use unseat_ingest::{router, IngestState};
+use unseat_store::Store;
+use uuid::Uuid;
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+const EXCHANGE: &str = "test.directory";
+
+struct App {
+    base: String,
+    token: String,
+    tenant: Uuid,
+    store: Store,
+    http: reqwest::Client,
+}
+
+async fn spawn_app() -> App {
+    spawn_app_with_limit(256 * 1024).await
+}
+
+async fn spawn_app_with_limit(body_limit: usize) -> App {
+    let (_url, store) = unseat_store::testing::fresh_database().await.expect("test database");
+    let tenant = Uuid::new_v4();
+    store
+        .client()
+        .await
+        .unwrap()
+        .execute("insert into tenants (id, name) values ($1, $2)", &[&tenant, &"Acme"])
+        .await
+        .unwrap();
+    let token = unseat_store::tokens::generate("scim");
+    store.insert_token(tenant, &token, "scim", None, None, "test").await.unwrap();
+    let state = IngestState {
+        store: store.clone(),
+        metrics: Arc::new(unseat_telemetry::Metrics::new()),
+        directory_exchange: EXCHANGE.to_string(),
+        body_limit,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, router(state)).await.unwrap();
+    });
+    App { base: format!("http://{addr}/scim/v2"), token, tenant, store, http: reqwest::Client::new() }
+}
+
+impl App {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        self.call_with(method, path, body, &[]).await
+    }
+
+    async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/scim+json").body(b.to_string());
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, body, headers)
+    }
+
+    async fn create_user(&self, user_name: &str) -> String {
+        let (s, b, _) = self
+            .call(
+                Method::POST,
+                "/Users",
+                Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": user_name,
+                            "emails": [{"value": user_name, "type": "work", "primary": true}], "active": true})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["id"].as_str().unwrap().to_string()
+    }
+
+    async fn create_group(&self, name: &str, members: &[&str]) -> String {
+        let members: Vec<Value> = members.iter().map(|m| json!({"value": m})).collect();
+        let (s, b, _) =
+            self.call(Method::POST, "/Groups", Some(json!({"displayName": name, "members": members}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        b["id"].as_str().unwrap().to_string()
+    }
+
+    /// Every outbox row of the tenant, oldest first: (exchange, routing key, payload).
+    async fn outbox(&self) -> Vec<(String, String, Value)> {
+        let c = self.store.client().await.unwrap();
+        c.query("select exchange, routing_key, payload from outbox where tenant_id = $1 order by id", &[&self.tenant])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+
+    async fn count(&self, table: &str) -> i64 {
+        let c = self.store.client().await.unwrap();
+        c.query_one(&format!("select count(*) from {table} where tenant_id = $1"), &[&self.tenant])
+            .await
+            .unwrap()
+            .get(0)
+    }
+}
+
+fn patch(ops: Value) -> Option<Value> {
+    Some(json!({"schemas": [PATCH_OP], "Operations": ops}))
+}
+
+fn users_of(payload: &Value) -> Vec<String> {
+    let mut u: Vec<String> =
+        payload["users"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    u.sort();
+    u
+}
+
+fn sorted(ids: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn assert_scim_error(body: &Value, status: &str, scim_type: Option<&str>) {
+    assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error", "{body}");
+    assert_eq!(body["status"], status, "{body}");
+    if let Some(t) = scim_type {
+        assert_eq!(body["scimType"], t, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn user_lifecycle_with_outbox_rows_only_for_access_changes() {
+    let app = spawn_app().await;
+    let (s, created, h) = app
+        .call(
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "alice@example.com",
+                        "name": {"givenName": "Alice"}, "password": "secret", "externalId": "ext-a",
+                        "emails": [{"value": "alice@example.com", "type": "work", "primary": true}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(h["content-type"], "application/scim+json");
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(h["location"].to_str().unwrap(), format!("{}/Users/{id}", app.base));
+    assert_eq!(created["meta"]["resourceType"], "User");
+    assert_eq!(created["meta"]["version"], "W/\"1\"");
+    assert_eq!(created["meta"]["location"], format!("{}/Users/{id}", app.base));
+    assert!(created["meta"]["created"].is_string() && created["meta"]["lastModified"].is_string());
+    assert!(created.get("password").is_none());
+    // Sent without `active`: the user counts as active.
+    let (_, list, _) = app.call(Method::GET, "/Users?filter=active%20eq%20true", None).await;
+    assert_eq!(list["totalResults"], 1);
+
+    let (s, got, h) = app.call(Method::GET, &format!("/Users/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(got["userName"], "alice@example.com");
+    assert_eq!(h["etag"], "W/\"1\"");
+
+    // filter by userName, case-insensitively, and by externalId
+    let (s, list, _) = app
+        .call(Method::GET, "/Users?filter=userName%20eq%20%22ALICE%40example.com%22&startIndex=1&count=100", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["totalResults"], 1);
+    assert_eq!(list["itemsPerPage"], 1);
+    assert_eq!(list["startIndex"], 1);
+    assert_eq!(list["Resources"][0]["id"], id.as_str());
+    let (_, list, _) = app.call(Method::GET, "/Users?filter=userName%20eq%20%22nobody%22", None).await;
+    assert_eq!(list["totalResults"], 0);
+    assert_eq!(list["Resources"], json!([]));
+    let (_, list, _) = app.call(Method::GET, "/Users?filter=externalId%20eq%20%22ext-a%22", None).await;
+    assert_eq!(list["totalResults"], 1);
+    let (_, list, _) = app.call(Method::GET, "/Users?filter=name.givenName%20sw%20%22ali%22", None).await;
+    assert_eq!(list["totalResults"], 1);
+
+    // A displayName change does not alter access: no outbox row.
+    let (s, b, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            patch(json!([{"op": "replace", "path": "displayName", "value": "Al"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["displayName"], "Al");
+    assert_eq!(b["meta"]["version"], "W/\"2\"");
+    assert!(app.outbox().await.is_empty());
+
+    // Deactivate with a boolean.
+    let (s, b, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            patch(json!([{"op": "replace", "path": "active", "value": false}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["active"], false);
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].0, EXCHANGE);
+    assert_eq!(rows[0].1, unseat_bus::DIRECTORY_ROUTING_KEY);
+    let msg: unseat_bus::messages::DirectoryChanged = serde_json::from_value(rows[0].2.clone()).unwrap();
+    assert_eq!(msg.tenant_id, app.tenant);
+    assert_eq!(msg.scope, "workspace");
+    assert_eq!(msg.users, vec![Uuid::parse_str(&id).unwrap()]);
+    assert_eq!(msg.trigger.method, "PATCH");
+    assert_eq!(msg.trigger.path, format!("/scim/v2/Users/{id}"));
+    assert_eq!(msg.trigger.summary, "user alice@example.com deactivated");
+
+    // The same PATCH again changes nothing: no row, no new version.
+    let (s, b, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            patch(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["meta"]["version"], "W/\"3\"");
+    assert_eq!(app.outbox().await.len(), 1);
+
+    // Reactivate with Entra's string, path-less.
+    let (s, b, _) = app
+        .call(Method::PATCH, &format!("/Users/{id}"), patch(json!([{"op": "Replace", "value": {"active": "True"}}])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["active"], true);
+    // Deactivate with the string "False".
+    let (s, _, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            patch(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[1].2["trigger"]["summary"], "user alice@example.com reactivated");
+    assert_eq!(rows[2].2["trigger"]["summary"], "user alice@example.com deactivated");
+
+    // PUT that reactivates: one row. PUT that changes only the name: none.
+    let put = |active: bool, given: &str| {
+        Some(
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "id": id, "userName": "alice@example.com",
+                    "name": {"givenName": given}, "active": active, "groups": [], "meta": {"resourceType": "User"},
+                    "emails": [{"value": "alice@example.com", "type": "work", "primary": true}]}),
+        )
+    };
+    let (s, b, _) = app.call(Method::PUT, &format!("/Users/{id}"), put(true, "Alice")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["active"], true);
+    assert_eq!(app.outbox().await.len(), 4);
+    let (s, b, _) = app.call(Method::PUT, &format!("/Users/{id}"), put(true, "Alicia")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["name"]["givenName"], "Alicia");
+    assert!(b.get("displayName").is_none(), "PUT replaces the whole resource");
+    assert_eq!(app.outbox().await.len(), 4);
+
+    // Delete: 204, one row, then 404.
+    let (s, b, _) = app.call(Method::DELETE, &format!("/Users/{id}"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(b, Value::Null);
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 5);
+    assert_eq!(users_of(&rows[4].2), vec![id.clone()]);
+    assert_eq!(rows[4].2["trigger"]["summary"], "user alice@example.com deleted");
+    assert_eq!(rows[4].2["trigger"]["method"], "DELETE");
+    let (s, b, _) = app.call(Method::GET, &format!("/Users/{id}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_scim_error(&b, "404", None);
+}
+
+#[tokio::test]
+async fn duplicate_user_name_is_409_uniqueness_ignoring_case() {
+    let app = spawn_app().await;
+    app.create_user("Bob@Example.com").await;
+    let (s, b, _) = app.call(Method::POST, "/Users", Some(json!({"userName": "bob@example.COM"}))).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_scim_error(&b, "409", Some("uniqueness"));
+    assert_eq!(app.count("scim_users").await, 1);
+    // Renaming another user onto it is a conflict too, and changes nothing.
+    let other = app.create_user("carol@example.com").await;
+    let (s, b, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{other}"),
+            patch(json!([{"op": "replace", "path": "userName", "value": "BOB@example.com"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_scim_error(&b, "409", Some("uniqueness"));
+    let (_, b, _) = app.call(Method::GET, &format!("/Users/{other}"), None).await;
+    assert_eq!(b["userName"], "carol@example.com");
+}
+
+#[tokio::test]
+async fn authentication_failures_are_401_and_change_nothing() {
+    let app = spawn_app().await;
+    let body = json!({"userName": "mallory@example.com"}).to_string();
+    for auth in [None, Some("Bearer wrong-token"), Some("Basic dXNlcjpwYXNz"), Some("Bearer ")] {
+        let mut req = app
+            .http
+            .post(format!("{}/Users", app.base))
+            .header("content-type", "application/scim+json")
+            .body(body.clone());
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{auth:?}");
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        let b: Value = resp.json().await.unwrap();
+        assert_scim_error(&b, "401", None);
+    }
+    // A token of another (real) tenant's admin is not a SCIM token either.
+    let admin = unseat_store::tokens::generate("adm");
+    app.store.insert_token(app.tenant, &admin, "admin", None, Some("owner"), "t").await.unwrap();
+    let resp = app.http.get(format!("{}/Users", app.base)).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.count("scim_users").await, 0);
+    assert!(app.outbox().await.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_and_invalid_bodies_are_400_and_change_nothing() {
+    let app = spawn_app().await;
+    let id = app.create_user("dave@example.com").await;
+    for (method, path) in [
+        (Method::POST, "/Users".to_string()),
+        (Method::PATCH, format!("/Users/{id}")),
+        (Method::PUT, format!("/Users/{id}")),
+    ] {
+        let resp = app
+            .http
+            .request(method.clone(), format!("{}{path}", app.base))
+            .bearer_auth(&app.token)
+            .header("content-type", "application/json")
+            .body("{\"userName\": ")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{method} {path}");
+        assert_eq!(resp.headers()["content-type"], "application/scim+json");
+        let b: Value = resp.json().await.unwrap();
+        assert_scim_error(&b, "400", Some("invalidSyntax"));
+    }
+    // Well-formed JSON that is not a valid change.
+    let (s, b, _) = app.call(Method::POST, "/Users", Some(json!({"userName": ""}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_scim_error(&b, "400", Some("invalidValue"));
+    let (s, b, _) = app
+        .call(Method::PATCH, &format!("/Users/{id}"), patch(json!([{"op": "replace", "path": "id", "value": "x"}])))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_scim_error(&b, "400", Some("mutability"));
+    // A PATCH whose second op fails applies nothing.
+    let (s, b, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            patch(json!([{"op": "replace", "path": "active", "value": false}, {"op": "replace", "path": "active", "value": "maybe"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_scim_error(&b, "400", Some("invalidValue"));
+    let (s, b, _) = app.call(Method::GET, "/Users?filter=userName%20xx%20%22a%22", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_scim_error(&b, "400", Some("invalidFilter"));
+
+    let (_, b, _) = app.call(Method::GET, &format!("/Users/{id}"), None).await;
+    assert_eq!(b["active"], true);
+    assert_eq!(b["meta"]["version"], "W/\"1\"");
+    assert_eq!(app.count("scim_users").await, 1);
+    assert!(app.outbox().await.is_empty());
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let app = spawn_app_with_limit(1024).await;
+    let (s, b, _) = app.call(Method::POST, "/Users", Some(json!({"userName": "big", "title": "x".repeat(4000)}))).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_scim_error(&b, "413", None);
+    assert_eq!(app.count("scim_users").await, 0);
+}
+
+#[tokio::test]
+async fn unknown_ids_are_404() {
+    let app = spawn_app().await;
+    let missing = Uuid::new_v4();
+    for (m, p, body) in [
+        (Method::GET, format!("/Users/{missing}"), None),
+        (Method::GET, "/Users/not-a-uuid".to_string(), None),
+        (
+            Method::PATCH,
+            format!("/Users/{missing}"),
+            patch(json!([{"op": "replace", "path": "active", "value": false}])),
+        ),
+        (Method::PUT, format!("/Users/{missing}"), Some(json!({"userName": "x"}))),
+        (Method::DELETE, format!("/Users/{missing}"), None),
+        (Method::GET, format!("/Groups/{missing}"), None),
+        (Method::PATCH, format!("/Groups/{missing}"), patch(json!([{"op": "remove", "path": "members"}]))),
+        (Method::DELETE, format!("/Groups/{missing}"), None),
+        (Method::GET, "/Nothing".to_string(), None),
+    ] {
+        let (s, b, _) = app.call(m.clone(), &p, body).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{m} {p}");
+        assert_scim_error(&b, "404", None);
+    }
+    assert!(app.outbox().await.is_empty());
+}
+
+#[tokio::test]
+async fn if_match_with_a_stale_version_is_412() {
+    let app = spawn_app().await;
+    let id = app.create_user("erin@example.com").await;
+    let deactivate = patch(json!([{"op": "replace", "path": "active", "value": false}]));
+    let (s, b, _) =
+        app.call_with(Method::PATCH, &format!("/Users/{id}"), deactivate.clone(), &[("if-match", "W/\"7\"")]).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    assert_scim_error(&b, "412", None);
+    let (s, _, _) = app.call_with(Method::DELETE, &format!("/Users/{id}"), None, &[("if-match", "W/\"7\"")]).await;
+    assert_eq!(s, StatusCode::PRECONDITION_FAILED);
+    assert!(app.outbox().await.is_empty());
+    let (s, b, _) = app.call_with(Method::PATCH, &format!("/Users/{id}"), deactivate, &[("if-match", "W/\"1\"")]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["active"], false);
+    assert_eq!(app.outbox().await.len(), 1);
+}
+
+#[tokio::test]
+async fn group_membership_changes_in_every_form() {
+    let app = spawn_app().await;
+    let a = app.create_user("a@example.com").await;
+    let b = app.create_user("b@example.com").await;
+    let c = app.create_user("c@example.com").await;
+
+    // Created with one member: one row for that member.
+    let g = app.create_group("Admins", &[&a]).await;
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(users_of(&rows[0].2), vec![a.clone()]);
+    assert_eq!(rows[0].2["trigger"]["path"], "/scim/v2/Groups");
+    let path = format!("/Groups/{g}");
+
+    // add with path
+    let (s, body, _) =
+        app.call(Method::PATCH, &path, patch(json!([{"op": "add", "path": "members", "value": [{"value": b}]}]))).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["members"].as_array().unwrap().len(), 2);
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(users_of(&rows[1].2), vec![b.clone()]);
+    assert_eq!(rows[1].2["trigger"]["summary"], "b@example.com added to group Admins");
+
+    // adding an existing member again changes nothing
+    let (s, _, _) = app
+        .call(
+            Method::PATCH,
+            &path,
+            patch(json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": b}]}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(app.outbox().await.len(), 2);
+
+    // remove with a filter path
+    let (s, _, _) = app
+        .call(Method::PATCH, &path, patch(json!([{"op": "remove", "path": format!("members[value eq \"{a}\"]")}])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(users_of(&rows[2].2), vec![a.clone()]);
+    assert_eq!(rows[2].2["trigger"]["summary"], "a@example.com removed from group Admins");
+
+    // Entra's remove with a value array
+    let (s, _, _) = app
+        .call(Method::PATCH, &path, patch(json!([{"op": "Remove", "path": "members", "value": [{"value": b}]}])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 4);
+    assert_eq!(users_of(&rows[3].2), vec![b.clone()]);
+
+    // path-less add of two members
+    let (s, _, _) = app
+        .call(Method::PATCH, &path, patch(json!([{"op": "add", "value": {"members": [{"value": a}, {"value": c}]}}])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 5);
+    assert_eq!(users_of(&rows[4].2), sorted(&[&a, &c]));
+
+    // Okta's replace with the full list: a and c out, b in
+    let (s, body, _) = app
+        .call(Method::PATCH, &path, patch(json!([{"op": "replace", "path": "members", "value": [{"value": b}]}])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["members"][0]["value"], b.as_str());
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 6);
+    assert_eq!(users_of(&rows[5].2), sorted(&[&a, &b, &c]));
+
+    // renames: no row
+    let (s, body, _) = app
+        .call(Method::PATCH, &path, patch(json!([{"op": "Replace", "path": "displayName", "value": "Owners"}])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["displayName"], "Owners");
+    let (s, body, _) = app
+        .call(Method::PATCH, &path, patch(json!([{"op": "replace", "value": {"id": g, "displayName": "Admins"}}])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["displayName"], "Admins");
+    assert_eq!(app.outbox().await.len(), 6);
+
+    // removing a non-member (even a malformed id) with an add in one request
+    let (s, _, _) = app
+        .call(
+            Method::PATCH,
+            &path,
+            patch(json!([{"op": "remove", "path": "members[value eq \"deadbeef\"]"}, {"op": "add", "path": "members", "value": [{"value": c}]}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 7);
+    assert_eq!(users_of(&rows[6].2), vec![c.clone()]);
+
+    // adding a user that does not exist is rejected and changes nothing
+    let (s, body, _) = app
+        .call(Method::PATCH, &path, patch(json!([{"op": "remove", "path": "members"}, {"op": "add", "path": "members", "value": [{"value": Uuid::new_v4()}]}])))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_scim_error(&body, "400", Some("invalidValue"));
+    assert_eq!(app.count("group_members").await, 2);
+
+    // remove all members without a value
+    let (s, body, _) = app.call(Method::PATCH, &path, patch(json!([{"op": "remove", "path": "members"}]))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["members"], json!([]));
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 8);
+    assert_eq!(users_of(&rows[7].2), sorted(&[&b, &c]));
+    assert_eq!(rows[7].2["trigger"]["summary"], "2 members removed from group Admins");
+}
+
+#[tokio::test]
+async fn group_put_get_list_and_delete() {
+    let app = spawn_app().await;
+    let a = app.create_user("a@example.com").await;
+    let b = app.create_user("b@example.com").await;
+    let c = app.create_user("c@example.com").await;
+    let g = app.create_group("Staff", &[&a, &b]).await;
+    let other = app.create_group("Other", &[]).await;
+    assert_eq!(app.outbox().await.len(), 1, "an empty group's creation changes no access");
+
+    // GET with and without members
+    let (s, body, h) = app.call(Method::GET, &format!("/Groups/{g}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["members"].as_array().unwrap().len(), 2);
+    assert_eq!(body["meta"]["resourceType"], "Group");
+    assert_eq!(h["etag"], body["meta"]["version"].as_str().unwrap());
+    let (_, body, _) = app.call(Method::GET, &format!("/Groups/{g}?excludedAttributes=members"), None).await;
+    assert!(body.get("members").is_none());
+
+    // list by displayName, case-insensitively, without members
+    let (s, list, _) =
+        app.call(Method::GET, "/Groups?excludedAttributes=members&filter=displayName%20eq%20%22staff%22", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list["totalResults"], 1);
+    assert_eq!(list["Resources"][0]["id"], g.as_str());
+    assert!(list["Resources"][0].get("members").is_none());
+    let (_, list, _) = app.call(Method::GET, "/Groups?startIndex=1&count=100", None).await;
+    assert_eq!(list["totalResults"], 2);
+    let staff = list["Resources"].as_array().unwrap().iter().find(|r| r["id"] == g.as_str()).unwrap();
+    assert_eq!(staff["members"].as_array().unwrap().len(), 2);
+    let (_, list, _) = app.call(Method::GET, "/Groups?startIndex=2&count=1", None).await;
+    assert_eq!(
+        (list["totalResults"].as_i64(), list["itemsPerPage"].as_i64(), list["startIndex"].as_i64()),
+        (Some(2), Some(1), Some(2))
+    );
+
+    // PUT replaces members by diff: a stays, b leaves, c joins
+    let (s, body, _) = app
+        .call(
+            Method::PUT,
+            &format!("/Groups/{g}"),
+            Some(json!({"displayName": "Staff", "members": [{"value": a}, {"value": c}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(users_of(&rows[1].2), sorted(&[&b, &c]));
+    assert_eq!(rows[1].2["trigger"]["method"], "PUT");
+    // a PUT with the same members and a new name writes no row
+    let (s, body, _) = app
+        .call(
+            Method::PUT,
+            &format!("/Groups/{g}"),
+            Some(json!({"displayName": "Crew", "members": [{"value": c}, {"value": a}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(body["displayName"], "Crew");
+    assert_eq!(app.outbox().await.len(), 2);
+
+    // delete: one row naming the members it had
+    let (s, _, _) = app.call(Method::DELETE, &format!("/Groups/{g}"), None).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 3);
+    assert_eq!(users_of(&rows[2].2), sorted(&[&a, &c]));
+    assert_eq!(rows[2].2["trigger"]["summary"], "group Crew deleted (2 members)");
+    let (s, _, _) = app.call(Method::GET, &format!("/Groups/{g}"), None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(app.count("group_members").await, 0);
+    assert_eq!(app.count("scim_users").await, 3, "users stay when their group goes");
+    let (s, _, _) = app.call(Method::GET, &format!("/Groups/{other}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn concurrent_member_removals_all_take_effect() {
+    let app = Arc::new(spawn_app().await);
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(app.create_user(&format!("u{i}@example.com")).await);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let g = app.create_group("Everyone", &refs).await;
+    let mut tasks = Vec::new();
+    for id in ids.clone() {
+        let app = app.clone();
+        let g = g.clone();
+        tasks.push(tokio::spawn(async move {
+            let (s, _, _) = app
+                .call(
+                    Method::PATCH,
+                    &format!("/Groups/{g}?excludedAttributes=members"),
+                    patch(json!([{"op": "remove", "path": format!("members[value eq \"{id}\"]")}])),
+                )
+                .await;
+            s
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    let (_, body, _) = app.call(Method::GET, &format!("/Groups/{g}"), None).await;
+    assert_eq!(body["members"], json!([]));
+    assert_eq!(body["meta"]["version"], "W/\"9\"");
+    let rows = app.outbox().await;
+    assert_eq!(rows.len(), 9);
+    let mut removed: Vec<String> = rows[1..].iter().flat_map(|r| users_of(&r.2)).collect();
+    removed.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(removed, want);
+}
+
+#[tokio::test]
+async fn discovery_endpoints_and_metrics() {
+    let (_url, store) = unseat_store::testing::fresh_database().await.unwrap();
+    let tenant = Uuid::new_v4();
+    store.client().await.unwrap().execute("insert into tenants (id, name) values ($1, 'T')", &[&tenant]).await.unwrap();
+    store.insert_token(tenant, "tok", "scim", None, None, "test").await.unwrap();
+    let metrics = Arc::new(unseat_telemetry::Metrics::new());
+    let state = IngestState { store, metrics: metrics.clone(), directory_exchange: EXCHANGE.into(), body_limit: 65536 };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    let http = reqwest::Client::new();
+    let get = |p: &str| http.get(format!("http://{addr}/scim/v2{p}")).bearer_auth("tok").send();
+
+    let spc: Value = get("/ServiceProviderConfig").await.unwrap().json().await.unwrap();
+    assert_eq!(spc["patch"]["supported"], true);
+    assert_eq!(spc["bulk"]["supported"], false);
+    assert_eq!(spc["filter"]["maxResults"], 200);
+    assert_eq!(spc["authenticationSchemes"][0]["type"], "oauthbearertoken");
+    let rt: Value = get("/ResourceTypes").await.unwrap().json().await.unwrap();
+    assert_eq!(rt["totalResults"], 2);
+    let schemas: Value = get("/Schemas").await.unwrap().json().await.unwrap();
+    assert_eq!(schemas["totalResults"], 3);
+    let user_schema = get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User").await.unwrap();
+    assert_eq!(user_schema.status(), StatusCode::OK);
+    assert_eq!(get("/Users/nope").await.unwrap().status(), StatusCode::NOT_FOUND);
+    let unauth = http.get(format!("http://{addr}/scim/v2/Users")).send().await.unwrap();
+    assert_eq!(unauth.status(), StatusCode::UNAUTHORIZED);
+
+    let text = metrics.encode();
+    assert!(text.contains(r#"unseat_scim_requests_total{method="GET",resource="other",status="2xx"} 4"#), "{text}");
+    assert!(text.contains(r#"unseat_scim_requests_total{method="GET",resource="Users",status="4xx"} 2"#), "{text}");
+    assert!(text.contains("unseat_scim_request_duration_seconds_count"), "{text}");
+}
+
+#[tokio::test]
+async fn database_unavailable_is_503_with_retry_after_and_nothing_half_applied() {
+    let app = spawn_app().await;
+    let id = app.create_user("frank@example.com").await;
+    let db: String =
+        app.store.client().await.unwrap().query_one("select current_database()", &[]).await.unwrap().get(0);
+    let admin_url =
+        format!("{}/postgres", unseat_store::testing::server_url().trim_end_matches('/').trim_end_matches("/postgres"));
+    let admin = Store::connect(&admin_url, 1).unwrap();
+    let admin = admin.client().await.unwrap();
+    admin.batch_execute(&format!("alter database \"{db}\" allow_connections false")).await.unwrap();
+    admin
+        .execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+            &[&db],
+        )
+        .await
+        .unwrap();
+
+    let (s, b, h) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            patch(json!([{"op": "replace", "path": "active", "value": false}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{b}");
+    assert_eq!(h["retry-after"], "5");
+    assert_scim_error(&b, "503", None);
+
+    admin.batch_execute(&format!("alter database \"{db}\" allow_connections true")).await.unwrap();
+    let (s, b, _) = app.call(Method::GET, &format!("/Users/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["active"], true);
+    assert!(app.outbox().await.is_empty());
+}
+
+#[tokio::test]
+async fn attribute_selection_and_search_requests() {
+    let app = spawn_app().await;
+    let a = app.create_user("gina@example.com").await;
+    let g = app.create_group("Sales", &[&a]).await;
+
+    let (_, b, _) = app.call(Method::GET, &format!("/Users/{a}?attributes=userName"), None).await;
+    assert_eq!(b["userName"], "gina@example.com");
+    assert_eq!(b["id"], a.as_str());
+    assert!(b.get("emails").is_none() && b.get("active").is_none());
+    let (_, b, _) = app.call(Method::GET, &format!("/Users/{a}?excludedAttributes=emails"), None).await;
+    assert!(b.get("emails").is_none());
+    assert_eq!(b["active"], true);
+
+    let search = |filter: &str| {
+        Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": filter,
+                    "attributes": ["userName", "displayName"], "startIndex": 1, "count": 10}))
+    };
+    let (s, b, _) = app.call(Method::POST, "/Users/.search", search("userName eq \"GINA@example.com\"")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["totalResults"], 1);
+    assert!(b["Resources"][0].get("emails").is_none());
+    let (s, b, _) = app.call(Method::POST, "/Groups/.search", search("displayName eq \"sales\"")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["Resources"][0]["id"], g.as_str());
+    assert!(b["Resources"][0].get("members").is_none(), "members were not asked for");
+    let (s, b, _) = app.call(Method::POST, "/.search", Some(json!({"count": 10}))).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["totalResults"], 2);
+    assert_eq!(b["Resources"][1]["members"][0]["value"], a.as_str());
+    let (s, b, _) = app.call(Method::POST, "/Users/.search", Some(json!({"filter": "userName eq"}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_scim_error(&b, "400", Some("invalidFilter"));
+    assert!(app.outbox().await.len() == 1, "searches change nothing");
+}

@@ -1,0 +1,562 @@
+//! SCIM filters (RFC 7644 §3.4.2.2) and attribute paths (§3.5.2): a parser to an AST that the
+//! service either turns into an indexed SQL lookup (`userName eq "…"`) or evaluates in memory
+//! against a resource's JSON.
+
+use crate::error::ScimError;
+use crate::schema;
+use serde_json::Value;
+use std::cmp::Ordering;
+
+/// Longest filter or path accepted: IdPs send short ones, and a bound keeps parsing cheap.
+pub const MAX_FILTER_LEN: usize = 4096;
+/// Deepest nesting of parentheses and brackets accepted.
+const MAX_DEPTH: usize = 32;
+
+/// A reference to an attribute: `name`, `name.sub`, or `urn:…:name(.sub)`.
+/// `urn` is `None` for the resource's core schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttrPath {
+    pub urn: Option<String>,
+    pub name: String,
+    pub sub: Option<String>,
+}
+
+impl AttrPath {
+    /// Parses an attribute path without brackets.
+    pub fn parse(s: &str) -> Result<Self, ScimError> {
+        let s = s.trim();
+        if s.is_empty() || s.len() > MAX_FILTER_LEN {
+            return Err(ScimError::invalid_path("empty or overlong attribute path"));
+        }
+        let (urn, rest) = split_urn(s);
+        let (name, sub) = match rest.split_once('.') {
+            Some((n, sub)) => (n, Some(sub)),
+            None => (rest, None),
+        };
+        if !valid_name(name) || sub.is_some_and(|s| !valid_name(s)) {
+            return Err(ScimError::invalid_path(format!("{s:?} is not a valid attribute path")));
+        }
+        Ok(Self { urn, name: name.to_string(), sub: sub.map(str::to_string) })
+    }
+
+    /// True when this path names core attribute `name` (case-insensitively) with no sub-attribute.
+    pub fn is(&self, name: &str) -> bool {
+        self.urn.is_none() && self.sub.is_none() && self.name.eq_ignore_ascii_case(name)
+    }
+
+    /// True when this path names `name.sub` of the core schema (case-insensitively).
+    pub fn is_sub(&self, name: &str, sub: &str) -> bool {
+        self.urn.is_none()
+            && self.name.eq_ignore_ascii_case(name)
+            && self.sub.as_deref().is_some_and(|s| s.eq_ignore_ascii_case(sub))
+    }
+}
+
+/// Splits `urn:…:attr.sub` into the schema URN and `attr.sub`. Core schema URNs become `None`.
+fn split_urn(s: &str) -> (Option<String>, &str) {
+    if !s.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:")) {
+        return (None, s);
+    }
+    match s.rfind(':') {
+        Some(i) => {
+            let urn = &s[..i];
+            if schema::is_core_schema(urn) {
+                (None, &s[i + 1..])
+            } else {
+                (Some(urn.to_string()), &s[i + 1..])
+            }
+        }
+        None => (None, s),
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    if n == "$ref" {
+        return true;
+    }
+    let mut chars = n.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareOp {
+    Eq,
+    Ne,
+    Co,
+    Sw,
+    Ew,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl CompareOp {
+    fn parse(w: &str) -> Option<Self> {
+        Some(match w.to_ascii_lowercase().as_str() {
+            "eq" => Self::Eq,
+            "ne" => Self::Ne,
+            "co" => Self::Co,
+            "sw" => Self::Sw,
+            "ew" => Self::Ew,
+            "gt" => Self::Gt,
+            "ge" => Self::Ge,
+            "lt" => Self::Lt,
+            "le" => Self::Le,
+            _ => return None,
+        })
+    }
+}
+
+/// A parsed filter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Filter {
+    /// `attr op value`; `value` is a JSON string, number, boolean or null.
+    Compare {
+        path: AttrPath,
+        op: CompareOp,
+        value: Value,
+    },
+    /// `attr pr`
+    Present(AttrPath),
+    And(Box<Filter>, Box<Filter>),
+    Or(Box<Filter>, Box<Filter>),
+    Not(Box<Filter>),
+    /// `attr[filter]`: some element of multi-valued `attr` matches `filter`.
+    ValuePath {
+        path: AttrPath,
+        filter: Box<Filter>,
+    },
+}
+
+impl Filter {
+    pub fn parse(s: &str) -> Result<Self, ScimError> {
+        if s.len() > MAX_FILTER_LEN {
+            return Err(ScimError::invalid_filter("filter is too long"));
+        }
+        let tokens = tokenize(s)?;
+        let mut p = Parser { tokens, pos: 0, depth: 0 };
+        let f = p.or()?;
+        if p.pos != p.tokens.len() {
+            return Err(ScimError::invalid_filter(format!("unexpected {} in filter", p.describe())));
+        }
+        Ok(f)
+    }
+
+    /// `Some((path, value))` when the whole filter is `path eq "value"` with a string value:
+    /// the shape the service answers with an indexed lookup.
+    pub fn equality(&self) -> Option<(&AttrPath, &str)> {
+        match self {
+            Filter::Compare { path, op: CompareOp::Eq, value: Value::String(v) } => Some((path, v)),
+            _ => None,
+        }
+    }
+
+    /// Evaluates the filter against a resource's JSON representation.
+    pub fn matches(&self, resource: &Value) -> bool {
+        match self {
+            Filter::And(a, b) => a.matches(resource) && b.matches(resource),
+            Filter::Or(a, b) => a.matches(resource) || b.matches(resource),
+            Filter::Not(f) => !f.matches(resource),
+            Filter::Present(path) => candidates(resource, path).iter().any(|v| match v {
+                Value::Null => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.is_empty(),
+                _ => true,
+            }),
+            Filter::Compare { path, op, value } => {
+                let found = candidates(resource, path);
+                let exact = case_exact(path);
+                if *op == CompareOp::Ne {
+                    return !found.iter().any(|v| compare(v, CompareOp::Eq, value, exact));
+                }
+                found.iter().any(|v| compare(v, *op, value, exact))
+            }
+            Filter::ValuePath { path, filter } => match lookup(resource, path) {
+                Some(Value::Array(items)) => items.iter().any(|i| filter.matches(i)),
+                Some(v @ Value::Object(_)) => filter.matches(v),
+                _ => false,
+            },
+        }
+    }
+}
+
+/// `id` and `externalId` compare case-sensitively (RFC 7643 caseExact); everything else not.
+fn case_exact(path: &AttrPath) -> bool {
+    path.is("id") || path.is("externalId")
+}
+
+/// Finds `key` in a JSON object ignoring ASCII case (SCIM attribute names are case-insensitive).
+pub fn get_ci<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
+    let map = obj.as_object()?;
+    map.get(key).or_else(|| map.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v))
+}
+
+/// The attribute `path` names (without its sub-attribute), extension URNs resolved.
+fn lookup<'a>(resource: &'a Value, path: &AttrPath) -> Option<&'a Value> {
+    let base = match &path.urn {
+        Some(urn) => get_ci(resource, urn)?,
+        None => resource,
+    };
+    get_ci(base, &path.name)
+}
+
+/// The scalar values `path` reaches: for a multi-valued attribute, one per element (its `sub`
+/// or, for a path without one, its `value`).
+fn candidates<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
+    let Some(v) = lookup(resource, path) else {
+        return Vec::new();
+    };
+    let pick = |item: &'a Value| -> Option<&'a Value> {
+        match (&path.sub, item) {
+            (Some(sub), _) => get_ci(item, sub),
+            (None, Value::Object(_)) => get_ci(item, "value"),
+            (None, other) => Some(other),
+        }
+    };
+    match v {
+        Value::Array(items) => items.iter().filter_map(pick).collect(),
+        other => pick(other).into_iter().collect(),
+    }
+}
+
+fn compare(have: &Value, op: CompareOp, want: &Value, exact: bool) -> bool {
+    match (have, want) {
+        (Value::String(h), Value::String(w)) => {
+            let (h, w) = if exact { (h.clone(), w.clone()) } else { (h.to_lowercase(), w.to_lowercase()) };
+            match op {
+                CompareOp::Eq => h == w,
+                CompareOp::Ne => h != w,
+                CompareOp::Co => h.contains(&w),
+                CompareOp::Sw => h.starts_with(&w),
+                CompareOp::Ew => h.ends_with(&w),
+                CompareOp::Gt => h > w,
+                CompareOp::Ge => h >= w,
+                CompareOp::Lt => h < w,
+                CompareOp::Le => h <= w,
+            }
+        }
+        (Value::Number(h), Value::Number(w)) => {
+            let (Some(h), Some(w)) = (h.as_f64(), w.as_f64()) else {
+                return false;
+            };
+            let ord = h.partial_cmp(&w);
+            match op {
+                CompareOp::Eq => ord == Some(Ordering::Equal),
+                CompareOp::Ne => ord != Some(Ordering::Equal),
+                CompareOp::Gt => ord == Some(Ordering::Greater),
+                CompareOp::Ge => matches!(ord, Some(Ordering::Greater | Ordering::Equal)),
+                CompareOp::Lt => ord == Some(Ordering::Less),
+                CompareOp::Le => matches!(ord, Some(Ordering::Less | Ordering::Equal)),
+                _ => false,
+            }
+        }
+        (Value::Bool(h), Value::Bool(w)) => match op {
+            CompareOp::Eq => h == w,
+            CompareOp::Ne => h != w,
+            _ => false,
+        },
+        // An IdP may have stored a boolean as "True"/"False"; compare it as a boolean.
+        (Value::String(h), Value::Bool(w)) => match (crate::user::parse_bool_str(h), op) {
+            (Some(h), CompareOp::Eq) => h == *w,
+            (Some(h), CompareOp::Ne) => h != *w,
+            _ => false,
+        },
+        (Value::Null, Value::Null) => op == CompareOp::Eq,
+        _ => false,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    LParen,
+    RParen,
+    LBracket,
+    RBracket,
+    Str(String),
+    Word(String),
+}
+
+fn tokenize(s: &str) -> Result<Vec<Token>, ScimError> {
+    let mut out = Vec::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
+            b'(' => {
+                out.push(Token::LParen);
+                i += 1
+            }
+            b')' => {
+                out.push(Token::RParen);
+                i += 1
+            }
+            b'[' => {
+                out.push(Token::LBracket);
+                i += 1
+            }
+            b']' => {
+                out.push(Token::RBracket);
+                i += 1
+            }
+            b'"' => {
+                let start = i;
+                i += 1;
+                let mut closed = false;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            closed = true;
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+                if !closed || i > bytes.len() {
+                    return Err(ScimError::invalid_filter("unterminated string in filter"));
+                }
+                let lit: String = serde_json::from_str(&s[start..i])
+                    .map_err(|_| ScimError::invalid_filter("invalid string literal in filter"))?;
+                out.push(Token::Str(lit));
+            }
+            _ => {
+                let start = i;
+                while i < bytes.len()
+                    && !matches!(bytes[i], b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'[' | b']' | b'"')
+                {
+                    i += 1;
+                }
+                out.push(Token::Word(s[start..i].to_string()));
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(ScimError::invalid_filter("empty filter"));
+    }
+    Ok(out)
+}
+
+struct Parser {
+    tokens: Vec<Token>,
+    pos: usize,
+    depth: usize,
+}
+
+impl Parser {
+    fn peek(&self) -> Option<&Token> {
+        self.tokens.get(self.pos)
+    }
+    fn describe(&self) -> String {
+        match self.peek() {
+            None => "end of filter".into(),
+            Some(Token::Word(w)) => format!("{w:?}"),
+            Some(Token::Str(s)) => format!("string {s:?}"),
+            Some(t) => format!("{t:?}"),
+        }
+    }
+    fn keyword(&mut self, kw: &str) -> bool {
+        if matches!(self.peek(), Some(Token::Word(w)) if w.eq_ignore_ascii_case(kw)) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+    fn expect(&mut self, t: Token) -> Result<(), ScimError> {
+        if self.peek() == Some(&t) {
+            self.pos += 1;
+            Ok(())
+        } else {
+            Err(ScimError::invalid_filter(format!("expected {t:?}, found {}", self.describe())))
+        }
+    }
+    fn enter(&mut self) -> Result<(), ScimError> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return Err(ScimError::invalid_filter("filter is nested too deeply"));
+        }
+        Ok(())
+    }
+
+    fn or(&mut self) -> Result<Filter, ScimError> {
+        let mut left = self.and()?;
+        while self.keyword("or") {
+            let right = self.and()?;
+            left = Filter::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Filter, ScimError> {
+        let mut left = self.unary()?;
+        while self.keyword("and") {
+            let right = self.unary()?;
+            left = Filter::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn unary(&mut self) -> Result<Filter, ScimError> {
+        if self.keyword("not") {
+            self.enter()?;
+            self.expect(Token::LParen)?;
+            let f = self.or()?;
+            self.expect(Token::RParen)?;
+            self.depth -= 1;
+            return Ok(Filter::Not(Box::new(f)));
+        }
+        if self.peek() == Some(&Token::LParen) {
+            self.enter()?;
+            self.pos += 1;
+            let f = self.or()?;
+            self.expect(Token::RParen)?;
+            self.depth -= 1;
+            return Ok(f);
+        }
+        let path = match self.peek() {
+            Some(Token::Word(w)) => {
+                let p = AttrPath::parse(w).map_err(|e| ScimError::invalid_filter(e.detail))?;
+                self.pos += 1;
+                p
+            }
+            _ => return Err(ScimError::invalid_filter(format!("expected an attribute, found {}", self.describe()))),
+        };
+        if self.peek() == Some(&Token::LBracket) {
+            self.enter()?;
+            self.pos += 1;
+            let inner = self.or()?;
+            self.expect(Token::RBracket)?;
+            self.depth -= 1;
+            return Ok(Filter::ValuePath { path, filter: Box::new(inner) });
+        }
+        let op = match self.peek() {
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("pr") => {
+                self.pos += 1;
+                return Ok(Filter::Present(path));
+            }
+            Some(Token::Word(w)) => {
+                CompareOp::parse(w).ok_or_else(|| ScimError::invalid_filter(format!("unknown operator {w:?}")))?
+            }
+            _ => return Err(ScimError::invalid_filter(format!("expected an operator, found {}", self.describe()))),
+        };
+        self.pos += 1;
+        let value = match self.peek() {
+            Some(Token::Str(s)) => Value::String(s.clone()),
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("true") => Value::Bool(true),
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("false") => Value::Bool(false),
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case("null") => Value::Null,
+            Some(Token::Word(w)) => match serde_json::from_str::<serde_json::Number>(w) {
+                Ok(n) => Value::Number(n),
+                Err(_) => return Err(ScimError::invalid_filter(format!("{w:?} is not a value (quote strings)"))),
+            },
+            _ => return Err(ScimError::invalid_filter(format!("expected a value, found {}", self.describe()))),
+        };
+        self.pos += 1;
+        Ok(Filter::Compare { path, op, value })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user() -> Value {
+        json!({
+            "userName": "Alice@Example.com",
+            "externalId": "Ext-1",
+            "displayName": "Alice A",
+            "active": true,
+            "emails": [{"value": "alice@example.com", "type": "work", "primary": true},
+                       {"value": "a@home.org", "type": "home"}],
+            "name": {"givenName": "Alice"},
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"employeeNumber": "42"}
+        })
+    }
+
+    #[test]
+    fn user_name_eq_is_an_equality_lookup_case_insensitive() {
+        let f = Filter::parse("UserName EQ \"alice@example.com\"").unwrap();
+        let (path, v) = f.equality().unwrap();
+        assert!(path.is("userName"));
+        assert_eq!(v, "alice@example.com");
+        assert!(f.matches(&user()));
+    }
+
+    #[test]
+    fn operators_evaluate() {
+        let u = user();
+        for (f, want) in [
+            ("userName sw \"alice\"", true),
+            ("userName ew \"example.com\"", true),
+            ("userName co \"@EXAMPLE\"", true),
+            ("userName ne \"alice@example.com\"", false),
+            ("externalId eq \"ext-1\"", false),
+            ("externalId eq \"Ext-1\"", true),
+            ("emails.value eq \"a@home.org\"", true),
+            ("emails[type eq \"work\" and value co \"alice\"]", true),
+            ("emails[type eq \"other\"]", false),
+            ("title pr", false),
+            ("name.givenName pr and active eq true", true),
+            ("active eq false or displayName eq \"alice a\"", true),
+            ("not (active eq true)", false),
+            ("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq \"42\"", true),
+            ("urn:ietf:params:scim:schemas:core:2.0:User:userName sw \"ALICE\"", true),
+            ("(userName eq \"x\" or userName eq \"y\") and active eq true", false),
+        ] {
+            assert_eq!(Filter::parse(f).unwrap().matches(&u), want, "{f}");
+        }
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or() {
+        let f = Filter::parse("a eq \"1\" or b eq \"2\" and c eq \"3\"").unwrap();
+        assert!(matches!(f, Filter::Or(_, ref r) if matches!(**r, Filter::And(_, _))));
+    }
+
+    #[test]
+    fn rejects_bad_filters_with_invalid_filter() {
+        let deep = format!("{}a pr{}", "(".repeat(100), ")".repeat(100));
+        for f in [
+            "",
+            "   ",
+            "userName",
+            "userName eq",
+            "userName eq alice",
+            "userName xx \"a\"",
+            "userName eq \"unterminated",
+            "userName eq \"a\" and",
+            "(userName eq \"a\"",
+            "userName eq \"a\")",
+            "emails[type eq \"work\"",
+            "1abc eq \"a\"",
+            "userName eq \"a\" \"b\"",
+            "\"\\u12\"",
+            deep.as_str(),
+        ] {
+            let e = Filter::parse(f).unwrap_err();
+            assert_eq!(e.scim_type, Some("invalidFilter"), "{f:?}");
+            assert_eq!(e.status, 400);
+        }
+    }
+
+    #[test]
+    fn escaped_quotes_in_values() {
+        let f = Filter::parse(r#"displayName eq "say \"hi\"""#).unwrap();
+        assert_eq!(f.equality().unwrap().1, "say \"hi\"");
+    }
+
+    #[test]
+    fn no_panic_on_arbitrary_bytes() {
+        for s in ["\"", "\\", "[]", "a[", "]", "a eq \"\\", "é eq \"x\"", "a eq 1e999999", "urn:", "urn:x:"] {
+            let _ = Filter::parse(s);
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! What connectors read and write while they apply a task: the integration (with its
+//! credential), the desired/applied state of one (integration, user) locked for the length of
+//! an attempt, and the task's status and progress events in the log store.
+//!
+//! Invariant 4 lives here: [`lock_access`] takes a row lock on the access_state row, so two
+//! connectors never act on the same (integration, user) at once, and [`record_applied`] only
+//! lets `applied_version` grow.
+
+use crate::{Result, Store};
+use tokio_postgres::Transaction;
+use uuid::Uuid;
+
+/// An integration as a connector needs it. The credential is never logged: `Debug` hides it.
+#[derive(Clone)]
+pub struct Integration {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    pub name: String,
+    pub app_kind: String,
+    pub base_url: String,
+    pub settings: serde_json::Value,
+    pub credential: String,
+    pub roles: Vec<String>,
+    pub needs_attention: Option<String>,
+}
+
+impl std::fmt::Debug for Integration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Integration")
+            .field("tenant_id", &self.tenant_id)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("app_kind", &self.app_kind)
+            .field("base_url", &self.base_url)
+            .field("settings", &self.settings)
+            .field("credential", &"<redacted>")
+            .field("roles", &self.roles)
+            .field("needs_attention", &self.needs_attention)
+            .finish()
+    }
+}
+
+/// The desired and applied state of one (integration, user).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRow {
+    pub email: String,
+    /// None: the user should not be in the app.
+    pub desired_role: Option<String>,
+    pub desired_version: i64,
+    pub applied_version: i64,
+    pub applied_role: Option<String>,
+}
+
+/// A task's status and attempt count, as a connector sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRow {
+    pub status: String,
+    pub attempts: i32,
+}
+
+/// One progress event of a task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent<'a> {
+    /// `attempt_started`, `attempt_failed`, `retry_scheduled`, `succeeded`, `already_removed`,
+    /// `superseded`, `failed`, `dead_lettered`, ...
+    pub kind: &'a str,
+    pub attempt: Option<i32>,
+    pub status_code: Option<i32>,
+    pub detail: &'a str,
+}
+
+impl<'a> NewEvent<'a> {
+    pub fn new(kind: &'a str, detail: &'a str) -> Self {
+        Self { kind, attempt: None, status_code: None, detail }
+    }
+
+    pub fn attempt(mut self, attempt: i32) -> Self {
+        self.attempt = Some(attempt);
+        self
+    }
+
+    pub fn status_code(mut self, code: Option<i32>) -> Self {
+        self.status_code = code;
+        self
+    }
+}
+
+/// A task's final (or waiting) status with what goes with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskUpdate<'a> {
+    Succeeded,
+    Superseded,
+    /// Waiting before the next attempt; `last_error` says why the last one failed.
+    Retrying {
+        last_error: &'a str,
+    },
+    /// Given up; `dead_lettered` when the message goes to the dead-letter queue.
+    Failed {
+        last_error: &'a str,
+        dead_lettered: bool,
+    },
+}
+
+impl Store {
+    /// The integration a task names, or None if it was deleted.
+    pub async fn integration_for_apply(&self, tenant_id: Uuid, integration_id: Uuid) -> Result<Option<Integration>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "select name, app_kind, base_url, settings, credential, roles, needs_attention
+                 from integrations where tenant_id = $1 and id = $2",
+                &[&tenant_id, &integration_id],
+            )
+            .await?;
+        Ok(row.map(|r| Integration {
+            tenant_id,
+            id: integration_id,
+            name: r.get(0),
+            app_kind: r.get(1),
+            base_url: r.get(2),
+            settings: r.get(3),
+            credential: r.get(4),
+            roles: r.get(5),
+            needs_attention: r.get(6),
+        }))
+    }
+
+    /// Shows a task as running as soon as a connector picks it up (outside the attempt's
+    /// transaction, so the log shows it while the app call is in flight). Only a queued or
+    /// retrying task moves; a finished one keeps its status.
+    pub async fn mark_task_picked_up(&self, tenant_id: Uuid, task_id: Uuid) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "update tasks set status = 'running', started_at = coalesce(started_at, clock_timestamp()),
+                        updated_at = clock_timestamp()
+                 where tenant_id = $1 and id = $2 and status in ('queued', 'retrying')",
+                &[&tenant_id, &task_id],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// A task's events in order, as (kind, attempt, status_code, detail). For tests and
+    /// diagnostics; the console has its own views.
+    pub async fn connector_task_events(
+        &self,
+        tenant_id: Uuid,
+        task_id: Uuid,
+    ) -> Result<Vec<(String, Option<i32>, Option<i32>, String)>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "select kind, attempt, status_code, detail from task_events where tenant_id = $1 and task_id = $2 order by id",
+                &[&tenant_id, &task_id],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect())
+    }
+}
+
+/// Locks the access_state row of (integration, user) until the transaction ends and returns
+/// it; None when there is no desired state for the pair.
+pub async fn lock_access(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    user_id: Uuid,
+) -> Result<Option<AccessRow>> {
+    let row = tx
+        .query_opt(
+            "select email, desired_role, desired_version, applied_version, applied_role from access_state
+             where tenant_id = $1 and integration_id = $2 and user_id = $3 for update",
+            &[&tenant_id, &integration_id, &user_id],
+        )
+        .await?;
+    Ok(row.map(|r| AccessRow {
+        email: r.get(0),
+        desired_role: r.get(1),
+        desired_version: r.get(2),
+        applied_version: r.get(3),
+        applied_role: r.get(4),
+    }))
+}
+
+/// Locks a task row (after its access_state row, always in that order) and returns it.
+pub async fn lock_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid) -> Result<Option<TaskRow>> {
+    let row = tx
+        .query_opt(
+            "select status, attempts from tasks where tenant_id = $1 and id = $2 for update",
+            &[&tenant_id, &task_id],
+        )
+        .await?;
+    Ok(row.map(|r| TaskRow { status: r.get(0), attempts: r.get(1) }))
+}
+
+/// Counts a new attempt: status running, attempts + 1, an `attempt_started` event. Returns the
+/// attempt's number (1 for the first attempt of the task, across deliveries).
+pub async fn begin_attempt(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid, detail: &str) -> Result<i32> {
+    let row = tx
+        .query_one(
+            "update tasks set status = 'running', attempts = attempts + 1,
+                    started_at = coalesce(started_at, clock_timestamp()), updated_at = clock_timestamp()
+             where tenant_id = $1 and id = $2 returning attempts",
+            &[&tenant_id, &task_id],
+        )
+        .await?;
+    let attempt: i32 = row.get(0);
+    add_event(tx, tenant_id, task_id, NewEvent::new("attempt_started", detail).attempt(attempt)).await?;
+    Ok(attempt)
+}
+
+/// Records that the app now holds `role` (None = absent) as of `version`. Only moves forward:
+/// returns false (and changes nothing) when a version at least as new is already recorded.
+pub async fn record_applied(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    user_id: Uuid,
+    version: i64,
+    role: Option<&str>,
+) -> Result<bool> {
+    let n = tx
+        .execute(
+            "update access_state set applied_version = $4, applied_role = $5, updated_at = clock_timestamp()
+             where tenant_id = $1 and integration_id = $2 and user_id = $3 and applied_version < $4",
+            &[&tenant_id, &integration_id, &user_id, &version, &role],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Sets a task's status and what goes with it (last_error, dead_lettered, finished_at).
+pub async fn update_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid, update: TaskUpdate<'_>) -> Result<()> {
+    let (status, last_error, dead_lettered, finished): (&str, Option<&str>, bool, bool) = match update {
+        TaskUpdate::Succeeded => ("succeeded", None, false, true),
+        TaskUpdate::Superseded => ("superseded", None, false, true),
+        TaskUpdate::Retrying { last_error } => ("retrying", Some(last_error), false, false),
+        TaskUpdate::Failed { last_error, dead_lettered } => ("failed", Some(last_error), dead_lettered, true),
+    };
+    tx.execute(
+        "update tasks set status = $3, last_error = $4, dead_lettered = $5,
+                finished_at = case when $6 then clock_timestamp() else null end,
+                updated_at = clock_timestamp()
+         where tenant_id = $1 and id = $2",
+        &[&tenant_id, &task_id, &status, &last_error, &dead_lettered, &finished],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Appends a progress event to a task. Events carry the wall-clock time of the insert (not
+/// the transaction's start), so the attempts of one transaction keep their real timing.
+pub async fn add_event(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid, event: NewEvent<'_>) -> Result<()> {
+    tx.execute(
+        "insert into task_events (tenant_id, task_id, at, kind, attempt, status_code, detail)
+         values ($1, $2, clock_timestamp(), $3, $4, $5, $6)",
+        &[&tenant_id, &task_id, &event.kind, &event.attempt, &event.status_code, &event.detail],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Flags an integration for an admin (the app rejected its credential or permissions); the
+/// console shows the reason until someone fixes the integration.
+pub async fn mark_needs_attention(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    reason: &str,
+) -> Result<()> {
+    tx.execute(
+        "update integrations set needs_attention = $3 where tenant_id = $1 and id = $2",
+        &[&tenant_id, &integration_id, &reason],
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// applied_version only grows, and the row lock is what a second connector waits on.
+    #[tokio::test]
+    async fn applied_version_only_grows() {
+        let (_url, store) = crate::testing::fresh_database().await.expect("fresh database");
+        let (tenant, integration, user) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut client = store.client().await.expect("client");
+        client.execute("insert into tenants (id, name) values ($1, 't')", &[&tenant]).await.expect("tenant");
+        client
+            .execute(
+                "insert into integrations (tenant_id, id, name, app_kind, base_url, roles)
+                 values ($1, $2, 'i', 'business_hub', 'http://x', '{ADMIN}')",
+                &[&tenant, &integration],
+            )
+            .await
+            .expect("integration");
+        client
+            .execute(
+                "insert into access_state (tenant_id, integration_id, user_id, email, desired_role, desired_version)
+                 values ($1, $2, $3, 'a@x.io', null, 3)",
+                &[&tenant, &integration, &user],
+            )
+            .await
+            .expect("access_state");
+
+        let tx = client.transaction().await.expect("tx");
+        let row = lock_access(&tx, tenant, integration, user).await.expect("lock").expect("row");
+        assert_eq!((row.desired_version, row.applied_version), (3, 0));
+        assert!(record_applied(&tx, tenant, integration, user, 3, None).await.expect("apply 3"));
+        assert!(!record_applied(&tx, tenant, integration, user, 2, Some("ADMIN")).await.expect("apply 2"));
+        tx.commit().await.expect("commit");
+
+        let tx = client.transaction().await.expect("tx");
+        let row = lock_access(&tx, tenant, integration, user).await.expect("lock").expect("row");
+        assert_eq!((row.applied_version, row.applied_role), (3, None));
+        assert_eq!(lock_access(&tx, Uuid::new_v4(), integration, user).await.expect("other tenant"), None);
+    }
+}

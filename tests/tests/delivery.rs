@@ -1,0 +1,165 @@
+//! Delivery guarantees end to end: duplicates and stale tasks change nothing; transient app
+//! failures are retried with every attempt logged; permanent ones fail, are dead-lettered and
+//! explained.
+
+use std::time::Duration;
+
+use lapin::options::BasicGetOptions;
+use serde_json::{json, Value};
+use unseat_tests::{amqp_url, spawn_app, TestApp};
+
+async fn metric(app: &TestApp, name_and_labels: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", app.base)).await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name_and_labels))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn wait_metric(app: &TestApp, name_and_labels: &str, at_least: f64) {
+    for _ in 0..300 {
+        if metric(app, name_and_labels).await >= at_least {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name_and_labels} never reached {at_least}");
+}
+
+/// Publishes a payload straight to the broker, as a redelivery would.
+async fn republish(exchange: &str, key: &str, payload: &Value) {
+    let conn = unseat_bus::connect(&amqp_url(), "test").await.unwrap();
+    let publisher = unseat_bus::Publisher::new(&conn).await.unwrap();
+    let body = serde_json::to_vec(payload).unwrap();
+    publisher.publish(exchange, key, "replay", &body).await.unwrap();
+    let _ = conn.close(200, "bye".into()).await;
+}
+
+async fn outbox_payloads(app: &TestApp, exchange: &str) -> Vec<Value> {
+    let client = app.store.client().await.unwrap();
+    client
+        .query(
+            "select payload from outbox where tenant_id = $1 and exchange = $2 order by id",
+            &[&app.tenant, &exchange],
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_same_directory_message_twice_changes_nothing() {
+    let app = spawn_app().await;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    let team = app.team("Admins", &[alice], "ADMIN").await;
+    app.settle(1).await;
+    app.scim.remove_member(team, alice).await.unwrap();
+    let tasks = app.settle(2).await;
+    let requests = app.emulator.requests().await.unwrap().len();
+    let topology = app.settings.topology();
+    let removal = outbox_payloads(&app, &topology.directory_exchange())
+        .await
+        .into_iter()
+        .find(|p| p["message_id"] == json!(tasks[1].job_id))
+        .expect("the removal's directory message");
+
+    republish(&topology.directory_exchange(), unseat_bus::DIRECTORY_ROUTING_KEY, &removal).await;
+    wait_metric(&app, "unseat_resolver_messages_total{outcome=\"duplicate\"}", 1.0).await;
+    let after = app.settle(2).await;
+    assert_eq!(after.len(), tasks.len(), "no new task");
+    assert_eq!(app.emulator.requests().await.unwrap().len(), requests, "no new app call");
+    assert!(app.app_users().await.is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_task_older_than_the_stored_version_does_nothing() {
+    let app = spawn_app().await;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    let team = app.team("Admins", &[alice], "ADMIN").await;
+    app.settle(1).await;
+    app.scim.remove_member(team, alice).await.unwrap();
+    app.settle(2).await;
+    app.scim.add_member(team, alice).await.unwrap();
+    let tasks = app.settle(3).await;
+    assert_eq!(tasks[2].outcome, "grant");
+    assert_eq!(app.app_users().await, vec![("alice@example.com".to_string(), "ADMIN".to_string())]);
+
+    // Replay the removal's connector task (version 2) after the re-grant (version 3).
+    let topology = app.settings.topology();
+    let stale = outbox_payloads(&app, &topology.connector_exchange())
+        .await
+        .into_iter()
+        .find(|p| p["task_id"] == json!(tasks[1].id))
+        .expect("the removal's connector task");
+    assert_eq!(stale["desired_version"], 2);
+    let requests = app.emulator.requests().await.unwrap().len();
+    republish(&topology.connector_exchange(), "business_hub", &stale).await;
+    wait_metric(&app, "unseat_connector_tasks_total{app=\"business_hub\",result=\"superseded\"}", 1.0).await;
+
+    assert_eq!(app.emulator.requests().await.unwrap().len(), requests, "no app call");
+    assert_eq!(app.app_users().await, vec![("alice@example.com".to_string(), "ADMIN".to_string())]);
+    let after = app.settle(3).await;
+    assert_eq!(after[1].status, "succeeded", "the finished task keeps its history");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_every_attempt_is_logged() {
+    let app = spawn_app().await;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    app.team("Admins", &[alice], "ADMIN").await;
+    app.settle(1).await;
+    app.emulator.fault(json!({"method": "DELETE", "status": 503, "times": 2})).await.unwrap();
+    app.scim.deactivate(alice).await.unwrap();
+    let tasks = app.settle(2).await;
+    let t = &tasks[1];
+    assert_eq!((t.outcome.as_str(), t.status.as_str(), t.attempts), ("remove", "succeeded", 3), "{t:?}");
+    assert!(app.app_users().await.is_empty());
+
+    let detail = app.admin_get(&format!("/api/v1/tenants/{}/tasks/{}", app.tenant, t.id)).await;
+    let events = detail["events"].as_array().expect("events");
+    let failed: Vec<&Value> = events.iter().filter(|e| e["kind"] == "attempt_failed").collect();
+    assert_eq!(failed.len(), 2, "{detail:#}");
+    assert!(failed.iter().all(|e| e["status_code"] == 503), "{detail:#}");
+    assert_eq!(events.iter().filter(|e| e["kind"] == "retry_scheduled").count(), 2, "{detail:#}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_failed_dead_lettered_and_explained() {
+    let app = spawn_app().await;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    app.team("Admins", &[alice], "ADMIN").await;
+    app.settle(1).await;
+    app.emulator.fault(json!({"method": "DELETE", "status": 403})).await.unwrap();
+    app.scim.deactivate(alice).await.unwrap();
+    let tasks = app.settle(2).await;
+    let t = &tasks[1];
+    assert_eq!((t.status.as_str(), t.attempts, t.dead_lettered), ("failed", 1, true), "{t:?}");
+    let error = t.last_error.clone().unwrap_or_default();
+    assert!(error.contains("403"), "last error names the refusal: {error}");
+    // Still in the app: nothing pretended to succeed.
+    assert_eq!(app.app_users().await, vec![("alice@example.com".to_string(), "ADMIN".to_string())]);
+
+    // The message sits in the dead-letter queue.
+    let queue = app.settings.topology().connector_queue("business_hub");
+    let conn = unseat_bus::connect(&amqp_url(), "test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let dlq = unseat_bus::Topology::dead_letter_queue(&queue);
+    let got = ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap();
+    let got = got.expect("a dead-lettered message");
+    let body: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+    assert_eq!(body["task_id"], json!(t.id));
+    let _ = conn.close(200, "bye".into()).await;
+
+    // The log says why, through the admin API.
+    let detail = app.admin_get(&format!("/api/v1/tenants/{}/tasks/{}", app.tenant, t.id)).await;
+    assert_eq!(detail["task"]["status"], "failed");
+    assert!(detail["task"]["last_error"].as_str().unwrap_or_default().contains("403"), "{detail:#}");
+    let integration = app.admin_get(&format!("/api/v1/tenants/{}/integrations/{}", app.tenant, app.integration)).await;
+    assert!(!integration["needs_attention"].is_null(), "the integration is flagged: {integration}");
+    app.stop().await;
+}
