@@ -7,7 +7,10 @@ use std::str::FromStr;
 use tokio_postgres::NoTls;
 
 /// (version, SQL), in order. The SQL lives in `schemas/sql/`.
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../schemas/sql/0001_init.sql"))];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../schemas/sql/0001_init.sql")),
+    (2, include_str!("../../../schemas/sql/0002_assets.sql")),
+];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"
 

@@ -117,8 +117,9 @@ enum Command {
         #[command(flatten)]
         workers: Workers,
     },
-    /// Measures SCIM-to-app throughput and latency next to the broker's own ceiling.
-    Bench(unseat::bench::BenchArgs),
+    /// Benchmarks (print figures, assert nothing).
+    #[command(subcommand)]
+    Bench(unseat::bench::BenchCommand),
 }
 
 fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w: &Workers) -> Settings {
@@ -163,9 +164,9 @@ async fn main() -> anyhow::Result<()> {
             let s = settings(c, SocketAddr::from(([127, 0, 0, 1], port_base)), None, &workers);
             return unseat::demo::run(s, port_base, shutdown).await;
         }
-        Command::Bench(args) => {
+        Command::Bench(command) => {
             let s = settings(c, SocketAddr::from(([127, 0, 0, 1], 0)), None, &Workers::default_for_bench());
-            return unseat::bench::run(s, args).await;
+            return unseat::bench::run(s, command).await;
         }
         Command::Ingest { listen, workers } => {
             (settings(c, listen, None, &workers), Roles { ingest: true, ..Default::default() })

@@ -1,4 +1,4 @@
-//! `unseat bench`: end-to-end throughput and latency of deactivations (SCIM 2xx → removal
+//! `unseat bench pipeline`: end-to-end throughput and latency of deactivations (SCIM 2xx → removal
 //! confirmed by the app emulator), printed next to the broker's raw publish-confirm-consume
 //! rate measured in the same run at the same durability settings. It prints; it asserts nothing.
 
