@@ -17,8 +17,8 @@ pub struct OutboxRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Adds a message to the outbox in the caller's transaction. The relay is woken by NOTIFY
-/// once the transaction commits.
+/// Adds a message to the outbox in the caller's transaction. The relay polls for it (no
+/// NOTIFY: it would serialise every committing transaction on PostgreSQL's notify lock).
 pub async fn enqueue(
     tx: &tokio_postgres::Transaction<'_>,
     tenant_id: Uuid,
@@ -32,7 +32,6 @@ pub async fn enqueue(
         &[&tenant_id, &message_id, &exchange, &routing_key, payload],
     )
     .await?;
-    tx.execute("select pg_notify('unseat_outbox', '')", &[]).await?;
     Ok(())
 }
 

@@ -142,6 +142,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.common.log).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
         .init();
     let shutdown = CancellationToken::new();
     unseat_telemetry::cancel_on_signal(shutdown.clone());
@@ -162,7 +163,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Demo { port_base, workers } => {
             let s = settings(c, SocketAddr::from(([127, 0, 0, 1], port_base)), None, &workers);
-            return unseat::demo::run(s, port_base, shutdown).await;
+            unseat::demo::run(s, port_base, shutdown).await?;
+            tracing::info!("stopped");
+            return Ok(());
         }
         Command::Bench(command) => {
             let s = settings(c, SocketAddr::from(([127, 0, 0, 1], 0)), None, &Workers::default_for_bench());
