@@ -13,6 +13,7 @@ pub mod directory;
 pub mod logs;
 pub mod migrate;
 pub mod outbox;
+pub mod pages;
 pub mod testing;
 pub mod tokens;
 
@@ -45,7 +46,14 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             StoreError::Pool(_) => true,
-            StoreError::Db(e) => e.is_closed() || e.as_db_error().is_none(),
+            StoreError::Db(e) => match e.as_db_error() {
+                None => true,
+                // 08: connection exception, 53: insufficient resources, 57: operator
+                // intervention (a terminated backend, a server shutting down).
+                Some(db) => {
+                    e.is_closed() || ["08", "53", "57"].iter().any(|class| db.code().code().starts_with(class))
+                }
+            },
             _ => false,
         }
     }
