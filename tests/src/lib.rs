@@ -183,18 +183,38 @@ impl TestApp {
         self.admin.get(path).await.with_context(|| path.to_string()).expect("admin GET")
     }
 
-    /// Stops every role and waits for them.
+    /// Stops every role, waits for them, and deletes this test's queues and exchanges.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(r) = self.running.take() {
             r.wait().await;
         }
+        delete_topology(&self.settings.topology()).await;
     }
+}
+
+/// Deletes a test's own queues and exchanges so quorum queues do not pile up on the broker.
+async fn delete_topology(topology: &unseat_bus::Topology) {
+    let Ok(conn) = unseat_bus::connect(&amqp_url(), "test-cleanup").await else { return };
+    if let Ok(ch) = conn.create_channel().await {
+        let _ = topology.delete(&ch).await;
+    }
+    let _ = conn.close(200, "bye".into()).await;
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if self.running.is_some() {
+            // The test ended without `stop` (it failed, say): still clean up the broker.
+            let topology = self.settings.topology();
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    rt.block_on(delete_topology(&topology));
+                }
+            })
+            .join();
+        }
     }
 }
 

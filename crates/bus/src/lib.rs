@@ -45,6 +45,12 @@ pub struct Topology {
 /// The routing key of directory changes on the directory exchange.
 pub const DIRECTORY_ROUTING_KEY: &str = "directory";
 
+/// Ceilings (seconds) of the delay queues each connector queue gets. A parked message waits
+/// in the smallest tier that holds its wait, with its own per-message TTL; when it expires the
+/// broker dead-letters it back into the work queue. Tiers keep a long wait from holding up a
+/// short one behind it (a queue expires messages from its head only).
+pub const DELAY_TIERS_SECS: [u64; 5] = [4, 20, 100, 500, 3600];
+
 impl Topology {
     pub fn new(prefix: impl Into<String>, app_kinds: Vec<String>) -> Self {
         Self { prefix: prefix.into(), app_kinds, delivery_limit: 5 }
@@ -66,6 +72,23 @@ impl Topology {
     }
     pub fn dead_letter_queue(queue: &str) -> String {
         format!("{queue}.dlq")
+    }
+
+    /// The longest a message can be parked in one go.
+    pub fn max_delay() -> Duration {
+        Duration::from_secs(DELAY_TIERS_SECS[DELAY_TIERS_SECS.len() - 1])
+    }
+
+    /// The delay queue of `app_kind`'s connector queue that holds a wait of `wait` (waits
+    /// longer than [`Topology::max_delay`] go to the last tier and are cut to it).
+    pub fn delay_queue(&self, app_kind: &str, wait: Duration) -> String {
+        let secs = wait.as_secs_f64().ceil() as u64;
+        let tier = DELAY_TIERS_SECS
+            .iter()
+            .copied()
+            .find(|t| *t >= secs)
+            .unwrap_or(DELAY_TIERS_SECS[DELAY_TIERS_SECS.len() - 1]);
+        format!("{}.delay.{tier}s", self.connector_queue(app_kind))
     }
 
     /// Declares every exchange, queue and binding. Idempotent: every role calls it at start.
@@ -100,6 +123,45 @@ impl Topology {
             )
             .await?;
         }
+        // Delay queues: durable classic queues (cheap, and only ever read by the broker's own
+        // expiry) that dead-letter expired messages back to the connector exchange under the
+        // app kind, i.e. into the work queue. Published to through the default exchange.
+        for kind in &self.app_kinds {
+            for tier in DELAY_TIERS_SECS {
+                let queue = self.delay_queue(kind, Duration::from_secs(tier));
+                let mut args = FieldTable::default();
+                args.insert("x-message-ttl".into(), AMQPValue::LongLongInt((tier * 1000) as i64));
+                args.insert(
+                    "x-dead-letter-exchange".into(),
+                    AMQPValue::LongString(LongString::from(self.connector_exchange())),
+                );
+                args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(LongString::from(kind.as_str())));
+                ch.queue_declare(queue.as_str().into(), durable_queue(), args).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every queue [`Topology::declare`] creates.
+    pub fn queues(&self) -> Vec<String> {
+        let mut work = vec![self.resolver_queue()];
+        work.extend(self.app_kinds.iter().map(|k| self.connector_queue(k)));
+        let mut all: Vec<String> = work.iter().flat_map(|q| [q.clone(), Self::dead_letter_queue(q)]).collect();
+        for kind in &self.app_kinds {
+            all.extend(DELAY_TIERS_SECS.iter().map(|t| self.delay_queue(kind, Duration::from_secs(*t))));
+        }
+        all
+    }
+
+    /// Deletes every queue and exchange of the topology, messages included: for tearing down a
+    /// deployment (and every test's own topology, so quorum queues do not pile up on a broker).
+    pub async fn delete(&self, ch: &Channel) -> Result<(), BusError> {
+        for queue in self.queues() {
+            ch.queue_delete(queue.as_str().into(), lapin::options::QueueDeleteOptions::default()).await?;
+        }
+        for ex in [self.directory_exchange(), self.connector_exchange(), self.dead_letter_exchange()] {
+            ch.exchange_delete(ex.into(), lapin::options::ExchangeDeleteOptions::default()).await?;
+        }
         Ok(())
     }
 }
@@ -130,6 +192,7 @@ pub async fn connect(url: &str, name: &str) -> Result<Connection, BusError> {
 /// A channel in confirm mode. Every publish waits for the broker's ack; a nack or an
 /// unroutable message is an error, so callers never mark a message sent that the broker
 /// did not take.
+#[derive(Clone)]
 pub struct Publisher {
     channel: Channel,
 }
@@ -176,6 +239,41 @@ impl Publisher {
             }
             Ok(())
         })
+    }
+
+    /// Parks a persistent message in `delay_queue` (see [`Topology::delay_queue`]) for
+    /// `delay`, after which the broker moves it back to its work queue; waits for the confirm.
+    pub async fn publish_delayed(
+        &self,
+        delay_queue: &str,
+        message_id: &str,
+        payload: &[u8],
+        delay: Duration,
+    ) -> Result<(), BusError> {
+        let millis = delay.min(Topology::max_delay()).as_millis().max(1);
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type(ShortString::from("application/json"))
+            .with_message_id(ShortString::from(message_id))
+            .with_expiration(ShortString::from(millis.to_string()));
+        let confirm = self
+            .channel
+            .basic_publish(
+                "".into(),
+                delay_queue.into(),
+                BasicPublishOptions { mandatory: true, ..Default::default() },
+                payload,
+                props,
+            )
+            .await?;
+        let confirmation = confirm.await?;
+        if confirmation.is_nack() {
+            return Err(BusError::Nacked);
+        }
+        if confirmation.take_message().is_some() {
+            return Err(BusError::Unroutable(delay_queue.to_string()));
+        }
+        Ok(())
     }
 
     /// Publishes one message and waits for the broker's confirm.
@@ -271,4 +369,21 @@ where
     }
     let _ = conn.close(200, "bye".into()).await;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_goes_to_the_smallest_tier_that_holds_it() {
+        let t = Topology::new("p", vec!["scim".into()]);
+        let q = |secs: f64| t.delay_queue("scim", Duration::from_secs_f64(secs));
+        assert_eq!(q(0.5), "p.connector.scim.delay.4s");
+        assert_eq!(q(4.0), "p.connector.scim.delay.4s");
+        assert_eq!(q(4.2), "p.connector.scim.delay.20s");
+        assert_eq!(q(300.0), "p.connector.scim.delay.500s");
+        assert_eq!(q(86_400.0), "p.connector.scim.delay.3600s");
+        assert_eq!(Topology::max_delay(), Duration::from_secs(3600));
+    }
 }

@@ -3,18 +3,25 @@
 //!
 //! The resolver (`unseat-resolver`) stores the desired state with a version in `access_state`
 //! and publishes a [`ConnectorTask`](unseat_bus::messages::ConnectorTask) routed by app kind.
-//! [`run`] consumes that app kind's queue (`unseat-bus`) and, for each task, locks the
-//! (integration, user) row in the store (`unseat-store`'s `apply` module), skips tasks that a
-//! newer version superseded or that were already applied, converges the app through its
-//! [`AppAdapter`], and records each attempt, wait and outcome in the log store and the
-//! metrics (`unseat-telemetry`). Retries, error classification, dead-lettering and logging are
-//! shared ([`runtime`]); an adapter only speaks its app's API ([`BusinessHub`] for Meta
-//! Business Manager, served locally by `unseat-emulator`).
+//! [`run`] starts a worker pool per app kind that consumes that kind's queue (`unseat-bus`)
+//! and, for each task, locks the (integration, user) row in the store (`unseat-store`'s
+//! `apply` module), skips tasks that a newer version superseded or that were already applied,
+//! converges the app through its [`AppAdapter`], and records each attempt, wait and outcome in
+//! the log store and the metrics (`unseat-telemetry`). Rate limits ([`limit`]), retries
+//! ([`retry`]), error classification ([`error`]), delay queues and dead-lettering
+//! ([`runtime`]) are shared; an adapter only speaks its app's API: [`BusinessHub`] for Meta
+//! Business Manager and [`ScimApp`] for SaaS apps with a SCIM 2.0 API, both served locally by
+//! `unseat-emulator`.
 
 pub mod adapter;
 pub mod business_hub;
+pub mod credentials;
 pub mod error;
+pub mod http;
+pub mod limit;
+pub mod retry;
 pub mod runtime;
+pub mod scim;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,46 +29,66 @@ use tokio_util::sync::CancellationToken;
 use unseat_store::Store;
 use unseat_telemetry::Metrics;
 
-pub use adapter::{converge, AppAccount, AppAdapter, Converged, Removal};
+pub use adapter::{converge, AppAccount, AppAdapter, Assets, Converged, Outcome, Removal};
 pub use business_hub::BusinessHub;
 pub use error::{AppError, ErrorClass};
+pub use http::AppHttp;
+pub use limit::RateLimits;
+pub use scim::ScimApp;
 
-/// How one connector worker behaves.
+/// The app kinds this build has adapters for.
+pub const APP_KINDS: &[&str] = &[business_hub::APP_KIND, scim::APP_KIND];
+
+/// How one app kind's worker pool behaves.
 #[derive(Debug, Clone)]
 pub struct ConnectorConfig {
-    /// The app kind whose queue this worker consumes; picks the adapter.
-    pub app_kind: String,
-    /// Deliveries held and worked on at once (bounds work in flight).
+    /// Deliveries held at once (the broker's prefetch): bounds work in flight and memory.
     pub prefetch: u16,
-    /// App attempts per delivery before the task fails and is dead-lettered.
+    /// Tasks calling the app at once; the other prefetched deliveries wait for a slot.
+    pub concurrency: usize,
+    /// App attempts per task (across deliveries, counted from the last re-drive) before it
+    /// fails and is dead-lettered.
     pub max_attempts: u32,
-    /// First retry wait (before jitter).
+    /// A task older than this (from creation or its last re-drive) fails instead of trying
+    /// again.
+    pub max_task_age: Duration,
+    /// Cap of the first retry wait (full jitter draws below it).
     pub min_backoff: Duration,
-    /// Longest retry wait (before jitter); a longer `Retry-After` still wins.
+    /// Longest backoff draw; a longer wait the app asks for still wins.
     pub max_backoff: Duration,
+    /// Waits up to this long are slept in place; longer ones park the task in a delay queue.
+    pub park_after: Duration,
     /// Timeout of each HTTP request to the app.
     pub request_timeout: Duration,
     /// How long in-flight tasks may take to finish after the stop signal.
     pub grace: Duration,
+    /// Requests per second per integration for business hubs, unless the integration sets
+    /// `rate_limit_per_second`.
+    pub business_hub_rate: f64,
+    /// The same for SCIM apps.
+    pub scim_rate: f64,
 }
 
 impl Default for ConnectorConfig {
     fn default() -> Self {
         Self {
-            app_kind: business_hub::APP_KIND.to_string(),
             prefetch: 16,
+            concurrency: 16,
             max_attempts: 6,
+            max_task_age: Duration::from_secs(24 * 3600),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            park_after: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(30),
+            business_hub_rate: business_hub::DEFAULT_RATE,
+            scim_rate: scim::DEFAULT_RATE,
         }
     }
 }
 
-/// Consumes `topology.connector_queue(&config.app_kind)` until `shutdown` fires, with the
-/// adapter for `config.app_kind`. Returns at once (after logging an error) when no adapter
-/// speaks that app kind.
+/// Runs a worker pool for every app kind of `topology` that an adapter speaks (logging the
+/// others), each consuming `topology.connector_queue(kind)`, until `shutdown` fires.
 pub async fn run(
     store: Store,
     amqp_url: String,
@@ -70,15 +97,39 @@ pub async fn run(
     config: ConnectorConfig,
     shutdown: CancellationToken,
 ) {
-    match config.app_kind.as_str() {
-        business_hub::APP_KIND => match BusinessHub::new(config.request_timeout) {
-            Ok(adapter) => runtime::run_with(store, amqp_url, topology, metrics, config, adapter, shutdown).await,
-            Err(error) => {
-                tracing::error!(error = %error, "could not build the HTTP client; connector not started")
+    let limits = Arc::new(RateLimits::new());
+    let mut pools = tokio::task::JoinSet::new();
+    for kind in topology.app_kinds.clone() {
+        let (rate, build): (f64, fn(AppHttp) -> Pool) = match kind.as_str() {
+            business_hub::APP_KIND => (config.business_hub_rate, |http| Pool::BusinessHub(BusinessHub::new(http))),
+            scim::APP_KIND => (config.scim_rate, |http| Pool::Scim(ScimApp::new(http))),
+            other => {
+                tracing::error!(app = %other, "no adapter speaks this app kind; its connector is not started");
+                continue;
             }
-        },
-        other => {
-            tracing::error!(app = %other, "no adapter speaks this app kind; connector not started")
+        };
+        let http = match AppHttp::new(config.request_timeout, Arc::clone(&limits), rate) {
+            Ok(http) => http,
+            Err(error) => {
+                tracing::error!(app = %kind, error = %error, "could not build the HTTP client; connector not started");
+                continue;
+            }
+        };
+        let (store, url, topology, metrics, config, shutdown) =
+            (store.clone(), amqp_url.clone(), topology.clone(), Arc::clone(&metrics), config.clone(), shutdown.clone());
+        match build(http) {
+            Pool::BusinessHub(a) => {
+                pools.spawn(runtime::run_with(store, url, topology, metrics, config, a, shutdown));
+            }
+            Pool::Scim(a) => {
+                pools.spawn(runtime::run_with(store, url, topology, metrics, config, a, shutdown));
+            }
         }
     }
+    while pools.join_next().await.is_some() {}
+}
+
+enum Pool {
+    BusinessHub(BusinessHub),
+    Scim(ScimApp),
 }

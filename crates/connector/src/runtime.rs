@@ -6,19 +6,28 @@
 //! that pair (invariant 4). No lock or transaction is held while waiting between attempts.
 //! A message is acked only after the outcome committed (invariant 2); when the database is
 //! unreachable the message is requeued and the queue's delivery limit bounds the loop.
+//!
+//! Waits: a retry wait (full-jitter backoff, at least what the app asked for) up to
+//! `park_after` is slept in place; a longer one parks the message in a delay queue (acked only
+//! once the broker confirmed the parked copy), and so does a task whose integration's rate
+//! limit has no slot within `park_after`. The attempt budget counts across deliveries (from
+//! the last re-drive), and a task older than `max_task_age` gives up too: both end failed,
+//! dead-lettered, logged with the last error and counted.
 
 use crate::adapter::{converge, AppAdapter};
 use crate::error::ErrorClass;
+use crate::limit::Admission;
+use crate::retry::next_wait;
 use crate::ConnectorConfig;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use unseat_bus::messages::{ConnectorTask, MESSAGE_VERSION};
-use unseat_bus::{ConsumerSettings, Delivery, Topology};
-use unseat_store::apply::{self, Integration, NewEvent, TaskUpdate};
+use unseat_bus::{ConsumerSettings, Delivery, Publisher, Topology};
+use unseat_store::apply::{self, Applied, Integration, NewEvent, TaskUpdate};
 use unseat_store::{Store, StoreError};
 use unseat_telemetry::{AppLabels, AppResultLabels, Metrics};
 
@@ -42,15 +51,27 @@ pub async fn run_with<A: AppAdapter>(
     let queue = topology.connector_queue(&app);
     let dead_letter_queue = Topology::dead_letter_queue(&queue);
     let settings = ConsumerSettings {
-        url: amqp_url,
-        topology,
+        url: amqp_url.clone(),
+        topology: topology.clone(),
         queue,
         prefetch: config.prefetch.max(1),
         grace: config.grace,
         name: format!("connector-{app}"),
     };
-    let worker =
-        Arc::new(Worker { store, adapter, metrics, config, app, dead_letter_queue, shutdown: shutdown.clone() });
+    let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let worker = Arc::new(Worker {
+        store,
+        adapter,
+        metrics,
+        config,
+        app,
+        dead_letter_queue,
+        shutdown: shutdown.clone(),
+        topology,
+        amqp_url,
+        delay: Mutex::new(None),
+        slots,
+    });
     unseat_bus::consume(settings, shutdown, move |delivery| {
         let worker = Arc::clone(&worker);
         async move { worker.handle(delivery).await }
@@ -82,6 +103,13 @@ struct Worker<A> {
     app: String,
     dead_letter_queue: String,
     shutdown: CancellationToken,
+    topology: Topology,
+    amqp_url: String,
+    /// The connection and publisher that park tasks in delay queues, made on first use.
+    delay: Mutex<Option<(lapin::Connection, Publisher)>>,
+    /// Tasks talking to the app at once (the pool's concurrency); prefetch bounds how many
+    /// deliveries wait for a slot.
+    slots: Arc<Semaphore>,
 }
 
 /// Reads a delivery as a connector task of this build's message version.
@@ -164,34 +192,64 @@ impl<A: AppAdapter> Worker<A> {
             };
         }
 
-        let mut backoff = ExponentialBuilder::default()
-            .with_jitter()
-            .with_min_delay(self.config.min_backoff)
-            .with_max_delay(self.config.max_backoff.max(self.config.min_backoff))
-            .without_max_times()
-            .build();
-        let max_attempts = self.config.max_attempts.max(1);
-        let mut tries = 0u32;
+        let mut integration = integration;
+        match crate::credentials::resolve(&integration.credential) {
+            Ok(secret) => integration.credential = secret,
+            Err(error) => {
+                let reason = format!("the integration's credential cannot be used: {error}");
+                return match self.fail_now_needing_attention(task, &reason).await {
+                    Ok(()) => finished("failed", Settle::DeadLetter),
+                    Err(error) => self.database_down(&error),
+                };
+            }
+        }
+
+        let rate = self.adapter.http().rate_for(&integration);
         loop {
-            tries += 1;
-            let step = match self.attempt(task, &integration, tries, max_attempts, &mut backoff).await {
+            // Far-away request slots: park rather than hold a prefetch slot.
+            if let Admission::Park(wait) =
+                self.adapter.http().limits().admit(integration.id, rate, self.config.park_after)
+            {
+                tracing::debug!(app = %self.app, wait_ms = wait.as_millis() as u64, "integration at its rate limit; parking the task");
+                self.count_attempt("rate_limited");
+                match self.park(task, wait).await {
+                    Ok(()) => return Settle::Ack,
+                    Err(()) => {
+                        if self.pause(wait).await {
+                            return Settle::Requeue;
+                        }
+                        continue;
+                    }
+                }
+            }
+            let _permit = match self.slots.acquire().await {
+                Ok(permit) => permit,
+                Err(_) => return Settle::Requeue,
+            };
+            let step = match self.attempt(task, &integration).await {
                 Ok(step) => step,
                 Err(error) => return self.database_down(&error),
             };
+            drop(_permit);
             match step {
                 Step::Finished { result, settle } => return finished(result, settle),
+                Step::Retry { wait } if wait > self.config.park_after => match self.park(task, wait).await {
+                    Ok(()) => {
+                        self.metrics
+                            .connector_retry_wait
+                            .get_or_create(&AppLabels { app: self.app.clone() })
+                            .inc_by(wait.as_secs_f64());
+                        return Settle::Ack;
+                    }
+                    Err(()) => {
+                        if self.pause(wait).await {
+                            return Settle::Requeue;
+                        }
+                    }
+                },
                 Step::Retry { wait } => {
-                    let waited = Instant::now();
-                    let interrupted = tokio::select! {
-                        _ = self.shutdown.cancelled() => true,
-                        _ = tokio::time::sleep(wait) => false,
-                    };
-                    self.metrics
-                        .connector_retry_wait
-                        .get_or_create(&AppLabels { app: self.app.clone() })
-                        .inc_by(waited.elapsed().as_secs_f64());
-                    if interrupted {
-                        tracing::info!(app = %self.app, attempt = tries, "stopping during a retry wait; the task returns to the queue");
+                    if self.pause(wait).await {
+                        tracing::info!(app = %self.app, "stopping during a retry wait; the task returns to the queue");
                         return Settle::Requeue;
                     }
                 }
@@ -199,16 +257,70 @@ impl<A: AppAdapter> Worker<A> {
         }
     }
 
+    /// Waits `wait` in place (counted as retry wait); true when the stop signal came first.
+    async fn pause(&self, wait: Duration) -> bool {
+        let waited = Instant::now();
+        let interrupted = tokio::select! {
+            _ = self.shutdown.cancelled() => true,
+            _ = tokio::time::sleep(wait) => false,
+        };
+        self.metrics
+            .connector_retry_wait
+            .get_or_create(&AppLabels { app: self.app.clone() })
+            .inc_by(waited.elapsed().as_secs_f64());
+        interrupted
+    }
+
+    /// Puts the task in the delay queue for `wait`; the broker brings it back to the work
+    /// queue then. Err when the broker did not confirm it (the caller waits in place instead).
+    async fn park(&self, task: &ConnectorTask, wait: Duration) -> Result<(), ()> {
+        let payload = match serde_json::to_vec(task) {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::error!(app = %self.app, error = %error, "cannot serialize a connector task");
+                return Err(());
+            }
+        };
+        let queue = self.topology.delay_queue(&self.app, wait);
+        let publisher = self.delay_publisher().await.ok_or(())?;
+        match publisher.publish_delayed(&queue, &task.message_id.to_string(), &payload, wait).await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(app = %self.app, error = %error, "could not park the task in the delay queue; waiting in place");
+                *self.delay.lock().await = None;
+                Err(())
+            }
+        }
+    }
+
+    /// The publisher for delay queues, connecting on first use and after a failure.
+    async fn delay_publisher(&self) -> Option<Publisher> {
+        let mut slot = self.delay.lock().await;
+        if let Some((conn, publisher)) = slot.as_ref() {
+            if conn.status().connected() {
+                return Some(publisher.clone());
+            }
+        }
+        let connected = async {
+            let conn = unseat_bus::connect(&self.amqp_url, &format!("connector-{}-delay", self.app)).await?;
+            let publisher = Publisher::new(&conn).await?;
+            Ok::<_, unseat_bus::BusError>((conn, publisher))
+        };
+        match connected.await {
+            Ok((conn, publisher)) => {
+                *slot = Some((conn, publisher.clone()));
+                Some(publisher)
+            }
+            Err(error) => {
+                tracing::warn!(app = %self.app, error = %error, "cannot connect to RabbitMQ to park tasks");
+                None
+            }
+        }
+    }
+
     /// One attempt: lock the pair, decide whether there is anything to do, call the app while
     /// holding the lock, record the outcome, commit.
-    async fn attempt(
-        &self,
-        task: &ConnectorTask,
-        integration: &Integration,
-        tries: u32,
-        max_attempts: u32,
-        backoff: &mut impl Iterator<Item = Duration>,
-    ) -> Result<Step, StoreError> {
+    async fn attempt(&self, task: &ConnectorTask, integration: &Integration) -> Result<Step, StoreError> {
         let (tenant, task_id) = (task.tenant_id, task.task_id);
         self.store.mark_task_picked_up(tenant, task_id).await?;
         let mut client = self.store.client().await?;
@@ -252,29 +364,66 @@ impl<A: AppAdapter> Worker<A> {
             tracing::info!(app = %self.app, applied_version = access.applied_version, "task already applied (duplicate delivery); no app call");
             return Ok(Step::Finished { result: "duplicate", settle: Settle::Ack });
         }
+        // A failed task stays failed until an admin re-drives it (which sets it queued).
+        if task_row.status == "failed" {
+            tx.commit().await?;
+            tracing::info!(app = %self.app, "task already failed; a late delivery does nothing");
+            return Ok(Step::Finished { result: "duplicate", settle: Settle::Ack });
+        }
+
+        let max_attempts = self.config.max_attempts.max(1) as i32;
+        let used = task_row.attempts - task_row.attempt_base;
+        let age = (chrono::Utc::now() - task_row.since).to_std().unwrap_or_default();
+        if used >= max_attempts || age > self.config.max_task_age {
+            let reason = if used >= max_attempts {
+                format!(
+                    "gave up after {used} attempts: {}",
+                    task_row.last_error.as_deref().unwrap_or("no error recorded")
+                )
+            } else {
+                format!("gave up: the task is older than {} s", self.config.max_task_age.as_secs())
+            };
+            self.record_failure(&tx, task, &reason).await?;
+            tx.commit().await?;
+            self.count_attempt("budget_exhausted");
+            tracing::warn!(app = %self.app, attempts = used, error = %reason, "task failed; dead-lettering it");
+            return Ok(Step::Finished { result: "failed", settle: Settle::DeadLetter });
+        }
 
         let intent = match access.desired_role.as_deref() {
             None => format!("removing from {}", integration.name),
             Some(role) => format!("setting role {role} in {}", integration.name),
         };
         let attempt = apply::begin_attempt(&tx, tenant, task_id, &intent).await?;
-        let result = converge(&self.adapter, integration, &access.email, access.desired_role.as_deref()).await;
+        let used = attempt - task_row.attempt_base;
+        let desired_assets =
+            if access.desired_role.is_some() { access.desired_assets.clone() } else { Default::default() };
+        let result = converge(
+            &self.adapter,
+            integration,
+            &access.email,
+            access.app_account_id.as_deref(),
+            access.desired_role.as_deref(),
+            &desired_assets,
+        )
+        .await;
 
         match result {
             Ok(done) => {
                 let detail = done.describe(&integration.name);
-                apply::record_applied(
-                    &tx,
-                    tenant,
-                    task.integration_id,
-                    task.user_id,
-                    access.desired_version,
-                    access.desired_role.as_deref(),
-                )
-                .await?;
+                let applied = Applied {
+                    version: access.desired_version,
+                    role: access.desired_role.as_deref(),
+                    assets: &desired_assets,
+                    app_account_id: done.account_id.as_deref(),
+                };
+                apply::record_applied_state(&tx, tenant, task.integration_id, task.user_id, &applied).await?;
                 apply::update_task(&tx, tenant, task_id, TaskUpdate::Succeeded).await?;
                 apply::add_event(&tx, tenant, task_id, NewEvent::new(done.event_kind(), &detail).attempt(attempt))
                     .await?;
+                if integration.needs_attention.is_some() {
+                    apply::clear_needs_attention(&tx, tenant, task.integration_id).await?;
+                }
                 tx.commit().await?;
                 self.count_attempt("succeeded");
                 tracing::info!(app = %self.app, attempt, outcome = %detail, "task succeeded");
@@ -292,13 +441,16 @@ impl<A: AppAdapter> Worker<A> {
                 )
                 .await?;
                 let retry_after = match class {
-                    ErrorClass::Transient { retry_after } if tries < max_attempts => Some(retry_after),
+                    ErrorClass::Transient { retry_after } if used < max_attempts => Some(retry_after),
                     _ => None,
                 };
                 if let Some(retry_after) = retry_after {
-                    let backoff_wait = backoff.next().unwrap_or(self.config.max_backoff);
-                    let wait = retry_after.map_or(backoff_wait, |min| backoff_wait.max(min));
-                    let detail = format!("retrying in {} ms", wait.as_millis());
+                    let wait = next_wait(used as u32, self.config.min_backoff, self.config.max_backoff, retry_after);
+                    let detail = if wait > self.config.park_after {
+                        format!("retrying in {} ms (parked in the delay queue)", wait.as_millis())
+                    } else {
+                        format!("retrying in {} ms", wait.as_millis())
+                    };
                     apply::update_task(&tx, tenant, task_id, TaskUpdate::Retrying { last_error: &message }).await?;
                     apply::add_event(&tx, tenant, task_id, NewEvent::new("retry_scheduled", &detail).attempt(attempt))
                         .await?;
@@ -310,7 +462,7 @@ impl<A: AppAdapter> Worker<A> {
 
                 let (label, reason) = match class {
                     ErrorClass::Transient { .. } => {
-                        ("transient_error", format!("gave up after {tries} attempts: {message}"))
+                        ("transient_error", format!("gave up after {used} attempts: {message}"))
                     }
                     ErrorClass::Permanent => ("permanent_error", message.clone()),
                     ErrorClass::NeedsAttention => ("needs_attention", message.clone()),
@@ -347,6 +499,17 @@ impl<A: AppAdapter> Worker<A> {
     async fn fail_now(&self, task: &ConnectorTask, reason: &str) -> Result<(), StoreError> {
         let mut client = self.store.client().await?;
         let tx = client.transaction().await?;
+        self.record_failure(&tx, task, reason).await?;
+        tx.commit().await?;
+        tracing::warn!(app = %self.app, reason, "task failed; dead-lettering it");
+        Ok(())
+    }
+
+    /// Fails a task because of the integration itself (its credential), flagging it.
+    async fn fail_now_needing_attention(&self, task: &ConnectorTask, reason: &str) -> Result<(), StoreError> {
+        let mut client = self.store.client().await?;
+        let tx = client.transaction().await?;
+        apply::mark_needs_attention(&tx, task.tenant_id, task.integration_id, reason).await?;
         self.record_failure(&tx, task, reason).await?;
         tx.commit().await?;
         tracing::warn!(app = %self.app, reason, "task failed; dead-lettering it");

@@ -11,6 +11,7 @@
 mod api;
 mod auth;
 mod error;
+mod pages;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode};
@@ -81,10 +82,13 @@ fn table() -> Vec<Route> {
         ),
         route(Method::GET, "/api/v1/tenants/{tenant}/teams", get(directory::teams)),
         route(Method::GET, "/api/v1/tenants/{tenant}/users", get(directory::users)),
+        route(Method::GET, "/api/v1/tenants/{tenant}/users/{user}/access", get(access::explain)),
+        route(Method::POST, "/api/v1/tenants/{tenant}/access/preview", post(access::preview)),
         route(Method::GET, "/api/v1/tenants/{tenant}/jobs", get(log::jobs)),
         route(Method::GET, "/api/v1/tenants/{tenant}/jobs/{job}", get(log::job)),
         route(Method::GET, "/api/v1/tenants/{tenant}/tasks", get(log::tasks)),
         route(Method::GET, "/api/v1/tenants/{tenant}/tasks/{task}", get(log::task)),
+        route(Method::POST, "/api/v1/tenants/{tenant}/tasks/{task}/redrive", post(redrive::redrive)),
     ]
 }
 
@@ -119,6 +123,7 @@ pub fn router(state: ConsoleState) -> Router {
         router = router.route(path, handler);
     }
     router
+        .merge(pages::routes())
         // A catch-all under /api/v1 rather than a router fallback: the role's server merges
         // this router with others (SCIM, ops), and only one of them may own the fallback.
         .route("/api/v1/{*rest}", any(|| async { error::ApiError::not_found("no such endpoint") }))

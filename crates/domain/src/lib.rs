@@ -1,14 +1,33 @@
-//! The rules of unseat, with no I/O: role ladders, grants, effective access and the decision
-//! (remove, keep, update, grant) that the resolver takes for one (integration, user).
+//! The rules of unseat, with no I/O: role and asset-role ladders, grants, effective access and
+//! the decision (remove, keep, update, grant) that the resolver takes for one
+//! (integration, user), with a reason an admin can read.
 //!
 //! The resolver (`unseat-resolver`) loads the current state from the store and calls
-//! [`effective_access`] and [`decide`]; connectors only carry out the decision.
+//! [`AccessModel::effective`] and [`decide`]; the console's explain and preview endpoints call
+//! the same functions, so what an admin is shown is what the resolver does. Connectors only
+//! carry out the decision.
+
+mod decision;
+#[cfg(test)]
+mod proptests;
+
+pub use decision::{decide, lost_grants, Decision, Held, Lost, Outcome, UserStatus};
 
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+/// The one role of a seat-only app (an app without roles): a user has a seat or not.
+pub const SEAT: &str = "SEAT";
+
+/// Longest role, asset role or asset id accepted.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Longest asset id accepted (app ids such as `act_1234567890`).
+pub const MAX_ASSET_ID_CHARS: usize = 200;
+
 /// An app's roles, highest first. A role is a non-empty string the app understands
-/// (`ADMIN`, `EMPLOYEE`, ...).
+/// (`ADMIN`, `EMPLOYEE`, ...). A seat-only app has the one role [`SEAT`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoleLadder(Vec<String>);
 
@@ -22,6 +41,24 @@ pub enum LadderError {
     Duplicate(String),
     #[error("role {0:?} is not on the integration's role ladder")]
     UnknownRole(String),
+    #[error("asset role {0:?} is not on the integration's asset-role ladder")]
+    UnknownAssetRole(String),
+    #[error("asset {0:?} is not one of the integration's assets")]
+    UnknownAsset(String),
+    #[error("asset ids must be non-empty and at most 200 characters")]
+    BadAssetId,
+}
+
+fn check_names(names: &[String]) -> Result<(), LadderError> {
+    for (i, r) in names.iter().enumerate() {
+        if r.trim().is_empty() || r.chars().count() > MAX_NAME_CHARS {
+            return Err(LadderError::BadName);
+        }
+        if names[..i].contains(r) {
+            return Err(LadderError::Duplicate(r.clone()));
+        }
+    }
+    Ok(())
 }
 
 impl RoleLadder {
@@ -30,15 +67,26 @@ impl RoleLadder {
         if roles.is_empty() {
             return Err(LadderError::Empty);
         }
-        for (i, r) in roles.iter().enumerate() {
-            if r.trim().is_empty() || r.len() > 64 {
-                return Err(LadderError::BadName);
-            }
-            if roles[..i].contains(r) {
-                return Err(LadderError::Duplicate(r.clone()));
-            }
-        }
+        check_names(&roles)?;
         Ok(Self(roles))
+    }
+
+    /// The ladder of an integration as stored: an empty list is a seat-only app.
+    pub fn for_integration(stored: Vec<String>) -> Result<Self, LadderError> {
+        if stored.is_empty() {
+            Ok(Self::seat_only())
+        } else {
+            Self::parse(stored)
+        }
+    }
+
+    /// The ladder of an app without roles: a seat or nothing.
+    pub fn seat_only() -> Self {
+        Self(vec![SEAT.to_string()])
+    }
+
+    pub fn is_seat_only(&self) -> bool {
+        self.0.len() == 1 && self.0[0] == SEAT
     }
 
     pub fn roles(&self) -> &[String] {
@@ -56,8 +104,41 @@ impl RoleLadder {
     }
 }
 
+/// The roles a user can hold on one asset inside an app (MANAGE > ADVERTISE > ANALYZE for a
+/// Meta-style hub), highest first. Empty for an app without assets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssetLadder(Vec<String>);
+
+impl AssetLadder {
+    /// Accepts asset roles highest first (possibly none); rejects blank names and duplicates.
+    pub fn parse(roles: Vec<String>) -> Result<Self, LadderError> {
+        check_names(&roles)?;
+        Ok(Self(roles))
+    }
+
+    pub fn roles(&self) -> &[String] {
+        &self.0
+    }
+
+    pub fn rank(&self, role: &str) -> Option<usize> {
+        self.0.iter().position(|r| r == role)
+    }
+}
+
+/// Asset id → asset role: the assets a grant gives, or the assets a user holds.
+pub type AssetMap = BTreeMap<String, String>;
+
+/// Everything about an integration that effective access depends on: its role ladder, its
+/// asset-role ladder and the assets it knows. Grants are judged against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessModel {
+    pub roles: RoleLadder,
+    pub asset_roles: AssetLadder,
+    pub assets: BTreeSet<String>,
+}
+
 /// Where a grant comes from: a team (an IdP group) or the user individually.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GrantSource {
     Team { name: String },
@@ -73,115 +154,113 @@ impl fmt::Display for GrantSource {
     }
 }
 
-/// One grant that reaches a user.
+/// One grant that reaches a user: a role and the assets it gives, with where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     pub source: GrantSource,
     pub role: String,
+    #[serde(default)]
+    pub assets: AssetMap,
 }
 
-/// What the grants give a user on one integration.
+/// What the grants give a user on one integration, and which grants give it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Access {
     pub role: String,
     /// The grants that give exactly `role` (the ones that keep it).
     pub because: Vec<GrantSource>,
+    /// Per asset, the highest asset role the grants give.
+    pub assets: AssetMap,
+    /// Per asset, the grants that give exactly that asset role.
+    pub asset_because: BTreeMap<String, Vec<GrantSource>>,
 }
 
-/// Effective access: none for an inactive or deleted user; otherwise the highest role on the
-/// ladder over every grant that reaches the user. Grants whose role is not on the ladder give
-/// nothing (when in doubt, no one keeps access the current grants do not give).
-pub fn effective_access(ladder: &RoleLadder, user_active: bool, grants: &[Grant]) -> Option<Access> {
-    if !user_active {
-        return None;
+impl Access {
+    /// The state the app should hold for this access.
+    pub fn held(&self) -> Held {
+        Held { role: self.role.clone(), assets: self.assets.clone() }
     }
-    let best = grants.iter().filter_map(|g| ladder.rank(&g.role)).min()?;
-    let role = ladder.roles()[best].clone();
-    let because = grants.iter().filter(|g| g.role == role).map(|g| g.source.clone()).collect();
-    Some(Access { role, because })
 }
 
-/// What to do for one (integration, user).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// No grant reaches the user any more: take them out of the app.
-    Remove,
-    /// Another grant gives the same role: nothing to change.
-    Keep,
-    /// The remaining grants give a different role.
-    Update,
-    /// The grants give access the app does not hold yet (or held before a pending removal).
-    Grant,
-}
+impl AccessModel {
+    /// A model without assets.
+    pub fn roles_only(roles: RoleLadder) -> Self {
+        Self { roles, asset_roles: AssetLadder::default(), assets: BTreeSet::new() }
+    }
 
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Remove => "remove",
-            Outcome::Keep => "keep",
-            Outcome::Update => "update",
-            Outcome::Grant => "grant",
+    /// Checks a grant an admin asks for: the role on the ladder, every asset known and every
+    /// asset role on the asset ladder. Grants that pass give exactly what they say.
+    pub fn check_grant(&self, role: &str, assets: &AssetMap) -> Result<(), LadderError> {
+        self.roles.check(role)?;
+        for (asset, asset_role) in assets {
+            if asset.trim().is_empty() || asset.chars().count() > MAX_ASSET_ID_CHARS {
+                return Err(LadderError::BadAssetId);
+            }
+            if !self.assets.contains(asset) {
+                return Err(LadderError::UnknownAsset(asset.clone()));
+            }
+            if self.asset_roles.rank(asset_role).is_none() {
+                return Err(LadderError::UnknownAssetRole(asset_role.clone()));
+            }
         }
+        Ok(())
+    }
+
+    /// Whether a grant gives anything: its role must be on the ladder. A grant naming a role
+    /// the ladder lost (the integration was reconfigured) gives nothing, assets included.
+    fn valid_role(&self, grant: &Grant) -> Option<usize> {
+        self.roles.rank(&grant.role)
+    }
+
+    /// Effective access: none for an inactive or deleted user; otherwise the highest role on
+    /// the ladder over every grant that reaches the user and, per asset, the highest asset role
+    /// over the same grants. Grants whose role is off the ladder give nothing; an asset entry
+    /// naming an unknown asset or an asset role off the asset ladder gives nothing (when in
+    /// doubt, no one keeps access the current grants do not give).
+    pub fn effective(&self, user_active: bool, grants: &[Grant]) -> Option<Access> {
+        if !user_active {
+            return None;
+        }
+        let valid: Vec<&Grant> = grants.iter().filter(|g| self.valid_role(g).is_some()).collect();
+        let best = valid.iter().filter_map(|g| self.valid_role(g)).min()?;
+        let role = self.roles.roles()[best].clone();
+        let because = sorted_sources(valid.iter().filter(|g| g.role == role).map(|g| g.source.clone()));
+        let mut ranks: BTreeMap<&str, usize> = BTreeMap::new();
+        for g in &valid {
+            for (asset, asset_role) in &g.assets {
+                if !self.assets.contains(asset) {
+                    continue;
+                }
+                if let Some(rank) = self.asset_roles.rank(asset_role) {
+                    let e = ranks.entry(asset.as_str()).or_insert(rank);
+                    *e = (*e).min(rank);
+                }
+            }
+        }
+        let assets: AssetMap =
+            ranks.iter().map(|(a, r)| (a.to_string(), self.asset_roles.roles()[*r].clone())).collect();
+        let asset_because = assets
+            .iter()
+            .map(|(asset, asset_role)| {
+                let sources =
+                    valid.iter().filter(|g| g.assets.get(asset) == Some(asset_role)).map(|g| g.source.clone());
+                (asset.clone(), sorted_sources(sources))
+            })
+            .collect();
+        Some(Access { role, because, assets, asset_because })
     }
 }
 
-/// The resolver's decision with its human-readable reason.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub outcome: Outcome,
-    pub from_role: Option<String>,
-    pub to_role: Option<String>,
-    pub reason: String,
+/// Sources in a stable order (teams by name, then the individual grant), without repeats, so
+/// reasons do not depend on the order rows came from the database.
+fn sorted_sources(sources: impl Iterator<Item = GrantSource>) -> Vec<GrantSource> {
+    let set: BTreeSet<GrantSource> = sources.collect();
+    set.into_iter().collect()
 }
 
-/// Why a user was looked at again; used in reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UserStatus {
-    Active,
-    Inactive,
-    Deleted,
-}
-
-/// Compares the access the grants give now with the role the app is meant to hold
-/// (`held`, the last desired role). Returns None when there is nothing to say: no access
-/// before and none now.
-pub fn decide(held: Option<&str>, now: Option<&Access>, status: UserStatus) -> Option<Decision> {
-    let because = |a: &Access| {
-        let names: Vec<String> = a.because.iter().map(|s| s.to_string()).collect();
-        format!("{} grants {}", names.join(", "), a.role)
-    };
-    match (held, now) {
-        (None, None) => None,
-        (Some(h), None) => Some(Decision {
-            outcome: Outcome::Remove,
-            from_role: Some(h.to_string()),
-            to_role: None,
-            reason: match status {
-                UserStatus::Inactive => "removed: user deactivated in the IdP".to_string(),
-                UserStatus::Deleted => "removed: user deleted in the IdP".to_string(),
-                UserStatus::Active => "removed: no team or individual grant reaches the user".to_string(),
-            },
-        }),
-        (Some(h), Some(a)) if h == a.role => Some(Decision {
-            outcome: Outcome::Keep,
-            from_role: Some(h.to_string()),
-            to_role: Some(a.role.clone()),
-            reason: format!("kept: {}", because(a)),
-        }),
-        (Some(h), Some(a)) => Some(Decision {
-            outcome: Outcome::Update,
-            from_role: Some(h.to_string()),
-            to_role: Some(a.role.clone()),
-            reason: format!("{h} → {}: {}", a.role, because(a)),
-        }),
-        (None, Some(a)) => Some(Decision {
-            outcome: Outcome::Grant,
-            from_role: None,
-            to_role: Some(a.role.clone()),
-            reason: format!("granted: {}", because(a)),
-        }),
-    }
+/// Effective access on an integration without assets (kept for callers that know only roles).
+pub fn effective_access(ladder: &RoleLadder, user_active: bool, grants: &[Grant]) -> Option<Access> {
+    AccessModel::roles_only(ladder.clone()).effective(user_active, grants)
 }
 
 #[cfg(test)]
@@ -192,8 +271,21 @@ mod tests {
         RoleLadder::parse(vec!["ADMIN".into(), "EMPLOYEE".into()]).unwrap()
     }
 
+    fn hub() -> AccessModel {
+        AccessModel {
+            roles: ladder(),
+            asset_roles: AssetLadder::parse(vec!["MANAGE".into(), "ADVERTISE".into(), "ANALYZE".into()]).unwrap(),
+            assets: ["act_1".to_string(), "page_9".to_string()].into_iter().collect(),
+        }
+    }
+
     fn team(name: &str, role: &str) -> Grant {
-        Grant { source: GrantSource::Team { name: name.into() }, role: role.into() }
+        Grant { source: GrantSource::Team { name: name.into() }, role: role.into(), assets: AssetMap::new() }
+    }
+
+    fn with(mut g: Grant, asset: &str, role: &str) -> Grant {
+        g.assets.insert(asset.into(), role.into());
+        g
     }
 
     #[test]
@@ -202,6 +294,8 @@ mod tests {
         assert_eq!(RoleLadder::parse(vec![" ".into()]), Err(LadderError::BadName));
         assert_eq!(RoleLadder::parse(vec!["A".into(), "A".into()]), Err(LadderError::Duplicate("A".into())));
         assert!(ladder().check("OWNER").is_err());
+        assert!(RoleLadder::for_integration(vec![]).unwrap().is_seat_only());
+        assert_eq!(AssetLadder::parse(vec!["X".into(), "X".into()]), Err(LadderError::Duplicate("X".into())));
     }
 
     #[test]
@@ -224,23 +318,44 @@ mod tests {
     }
 
     #[test]
-    fn decisions() {
-        let keep = effective_access(&ladder(), true, &[team("Marketing", "ADMIN")]).unwrap();
-        let d = decide(Some("ADMIN"), Some(&keep), UserStatus::Active).unwrap();
-        assert_eq!(d.outcome, Outcome::Keep);
-        assert_eq!(d.reason, "kept: team Marketing grants ADMIN");
+    fn assets_take_the_highest_asset_role_over_valid_grants() {
+        let grants = [
+            with(with(team("Staff", "EMPLOYEE"), "act_1", "ANALYZE"), "page_9", "ANALYZE"),
+            with(team("Ads", "EMPLOYEE"), "act_1", "MANAGE"),
+            // Off-ladder role: the whole grant gives nothing.
+            with(team("Old", "OWNER"), "page_9", "MANAGE"),
+            // Unknown asset and unknown asset role give nothing.
+            with(with(team("Odd", "EMPLOYEE"), "act_404", "MANAGE"), "page_9", "GOD"),
+        ];
+        let a = hub().effective(true, &grants).unwrap();
+        assert_eq!(a.role, "EMPLOYEE");
+        assert_eq!(
+            a.assets,
+            [("act_1".to_string(), "MANAGE".to_string()), ("page_9".to_string(), "ANALYZE".to_string())]
+                .into_iter()
+                .collect()
+        );
+        assert_eq!(a.asset_because["act_1"], vec![GrantSource::Team { name: "Ads".into() }]);
+        assert_eq!(a.because.len(), 3);
+    }
 
-        let lower = effective_access(&ladder(), true, &[team("Staff", "EMPLOYEE")]).unwrap();
-        let d = decide(Some("ADMIN"), Some(&lower), UserStatus::Active).unwrap();
-        assert_eq!(d.outcome, Outcome::Update);
-        assert_eq!(d.reason, "ADMIN → EMPLOYEE: team Staff grants EMPLOYEE");
+    #[test]
+    fn grants_are_checked_against_the_model() {
+        let m = hub();
+        let ok: AssetMap = [("act_1".to_string(), "ADVERTISE".to_string())].into_iter().collect();
+        assert_eq!(m.check_grant("ADMIN", &ok), Ok(()));
+        assert!(matches!(m.check_grant("OWNER", &ok), Err(LadderError::UnknownRole(_))));
+        let bad_asset: AssetMap = [("act_2".to_string(), "MANAGE".to_string())].into_iter().collect();
+        assert!(matches!(m.check_grant("ADMIN", &bad_asset), Err(LadderError::UnknownAsset(_))));
+        let bad_role: AssetMap = [("act_1".to_string(), "GOD".to_string())].into_iter().collect();
+        assert!(matches!(m.check_grant("ADMIN", &bad_role), Err(LadderError::UnknownAssetRole(_))));
+    }
 
-        let d = decide(Some("ADMIN"), None, UserStatus::Inactive).unwrap();
-        assert_eq!(d.outcome, Outcome::Remove);
-        assert!(d.reason.contains("deactivated"));
-
-        assert_eq!(decide(None, None, UserStatus::Deleted), None);
-        let d = decide(None, Some(&lower), UserStatus::Active).unwrap();
-        assert_eq!(d.outcome, Outcome::Grant);
+    #[test]
+    fn seat_only_apps_give_a_seat_or_nothing() {
+        let m = AccessModel::roles_only(RoleLadder::seat_only());
+        let a = m.effective(true, &[team("Staff", SEAT)]).unwrap();
+        assert_eq!(a.role, SEAT);
+        assert_eq!(m.effective(true, &[team("Staff", "ADMIN")]), None);
     }
 }

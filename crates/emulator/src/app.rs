@@ -150,6 +150,8 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // The log shows when the request arrived, before any injected latency.
+    let arrived = Utc::now();
     let path = uri.path().to_string();
     let params = params(&uri, &method, &body);
     let (token, token_in_query) = match params.get("access_token").filter(|t| !t.is_empty()) {
@@ -159,57 +161,47 @@ pub(crate) async fn handle(
 
     // Faults first, as a flaky network or an overloaded Meta would: decide under the lock,
     // sleep without it.
-    let (latency, fault) = {
-        let mut state = emu.lock();
-        let mut latency = Duration::ZERO;
-        let mut fault = None;
-        for rule in state.faults.iter_mut() {
-            if !rule.matches(method.as_str(), &path) {
-                continue;
-            }
-            if let Some(times) = rule.times.as_mut() {
-                *times -= 1;
-            }
-            latency += Duration::from_millis(rule.latency_ms.unwrap_or(0));
-            if let Some(status) = rule.status {
-                fault = Some(fault_reply(rule, status));
-                break;
-            }
-        }
-        (latency.min(MAX_LATENCY), fault)
-    };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
+    let decision = decide_faults(&emu, &method, &path);
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
     }
+    let fault = decision.fault.as_ref().map(|(rule, status)| fault_reply(rule, *status));
 
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
-    let mut state = emu.lock();
-    let reply = match fault {
-        Some(reply) => reply,
-        None => match token.as_deref() {
-            None => Reply::error(
-                StatusCode::UNAUTHORIZED,
-                190,
-                None,
-                "OAuthException",
-                "An active access token must be used to query information about the current user.",
-            ),
-            Some(token) => {
-                let ctx = Call { method: &method, path: &path, params: &params, token, token_in_query, host: &host };
-                route(&mut state, &ctx)
-            }
-        },
+    let (reply, status, usage) = {
+        let mut state = emu.lock();
+        let reply = match fault {
+            Some(reply) => reply,
+            None => match token.as_deref() {
+                None => Reply::error(
+                    StatusCode::UNAUTHORIZED,
+                    190,
+                    None,
+                    "OAuthException",
+                    "An active access token must be used to query information about the current user.",
+                ),
+                Some(token) => {
+                    let ctx =
+                        Call { method: &method, path: &path, params: &params, token, token_in_query, host: &host };
+                    route(&mut state, &ctx)
+                }
+            },
+        };
+        state.calls += 1;
+        let status = reply.status;
+        state.record(RequestRecord {
+            at: arrived.to_rfc3339_opts(SecondsFormat::Millis, true),
+            method: method.as_str().to_string(),
+            path: path.clone(),
+            status: status.as_u16(),
+        });
+        let usage = usage_headers(&state, reply.business.as_deref(), decision.regain_minutes);
+        (reply, status, usage)
     };
-    state.calls += 1;
-    let status = reply.status;
-    state.record(RequestRecord {
-        at: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        method: method.as_str().to_string(),
-        path: path.clone(),
-        status: status.as_u16(),
-    });
-    let usage = usage_headers(&state, reply.business.as_deref());
-    drop(state);
+    if let Some(hold) = decision.hold {
+        // The request took effect; the answer arrives after the client gave up.
+        tokio::time::sleep(hold).await;
+    }
 
     tracing::debug!(method = %method, path = %path, status = status.as_u16(), "emulated app request");
     let mut response = (status, axum::Json(reply.body)).into_response();
@@ -225,9 +217,49 @@ pub(crate) async fn handle(
     response
 }
 
+/// What the fault rules decided for one request.
+pub(crate) struct FaultDecision {
+    pub latency: Duration,
+    /// The rule that answers with an error, and its status.
+    pub fault: Option<(FaultRule, u16)>,
+    /// Hold the (applied) answer this long.
+    pub hold: Option<Duration>,
+    pub regain_minutes: Option<u64>,
+}
+
+/// Runs the fault rules for one request, in order: latencies add up; the first rule with a
+/// status or `lose_response` ends the walk.
+pub(crate) fn decide_faults(emu: &Emulator, method: &Method, path: &str) -> FaultDecision {
+    let mut state = emu.lock();
+    let mut rng = rand::rng();
+    let mut decision = FaultDecision { latency: Duration::ZERO, fault: None, hold: None, regain_minutes: None };
+    for active in state.faults.iter_mut() {
+        let added = active.added_at;
+        let rule = &mut active.rule;
+        if !rule.matches(method.as_str(), path, added) || !rule.fires(rng.random_range(0.0..1.0)) {
+            continue;
+        }
+        if let Some(times) = rule.times.as_mut() {
+            *times -= 1;
+        }
+        decision.latency += rule.latency(rng.random_range(0.0..=1.0));
+        if let Some(status) = rule.status {
+            decision.regain_minutes = rule.regain_minutes;
+            decision.fault = Some((rule.clone(), status));
+            break;
+        }
+        if rule.lose_response {
+            decision.hold = Some(Duration::from_millis(rule.hold_ms.unwrap_or(30_000)).min(MAX_LATENCY));
+            break;
+        }
+    }
+    decision.latency = decision.latency.min(MAX_LATENCY);
+    decision
+}
+
 /// Plausible `X-App-Usage` and `X-Business-Use-Case-Usage` values: percentages that grow with
-/// the calls answered and wrap at 100.
-fn usage_headers(state: &State, business: Option<&str>) -> [(&'static str, String); 2] {
+/// the calls answered and wrap at 100; a throttling fault sets the regain estimate.
+fn usage_headers(state: &State, business: Option<&str>, regain_minutes: Option<u64>) -> [(&'static str, String); 2] {
     let pct = (state.calls / 10) % 100;
     let app = json!({ "call_count": pct, "total_time": pct / 2, "total_cputime": pct / 3 });
     let buc = match business {
@@ -236,7 +268,7 @@ fn usage_headers(state: &State, business: Option<&str>) -> [(&'static str, Strin
             "call_count": pct,
             "total_cputime": pct / 3,
             "total_time": pct / 2,
-            "estimated_time_to_regain_access": 0,
+            "estimated_time_to_regain_access": regain_minutes.unwrap_or(0),
             "ads_api_access_tier": "standard_access"
         }]}),
         None => json!({}),
@@ -297,6 +329,10 @@ fn route(state: &mut State, call: &Call<'_>) -> Reply {
                 return alias_error(id);
             }
             node(state, id, call)
+        }
+        [asset, "assigned_users"] if state.assets.contains_key(*asset) => assigned_users(state, asset, call),
+        [user, edge @ ("assigned_ad_accounts" | "assigned_pages")] if user_of(state, user).is_some() => {
+            assigned_assets(state, user, edge, call)
         }
         [id, edge, ..] => Reply::bad_param(format!(
             "(#100) Tried accessing nonexisting field ({edge}) on node type ({})",
@@ -525,13 +561,120 @@ fn node(state: &mut State, id: &str, call: &Call<'_>) -> Reply {
             if state.is_last_admin(uid) {
                 last_admin()
             } else {
-                state.users.remove(&uid);
+                state.remove_user(uid);
                 Reply::ok(json!({ "success": true }), None)
             }
         }
         _ => Reply::no_object(call.method, id),
     };
     reply.with_business(business)
+}
+
+fn user_of(state: &State, id: &str) -> Option<u64> {
+    id.parse::<u64>().ok().filter(|uid| state.users.contains_key(uid))
+}
+
+/// The tasks Meta accepts on ad accounts and pages.
+const ASSET_TASKS: [&str; 7] = ["MANAGE", "ADVERTISE", "ANALYZE", "DRAFT", "CREATE_CONTENT", "MODERATE", "MESSAGING"];
+
+/// `tasks` as Graph takes it: a JSON array (`["MANAGE","ADVERTISE"]`) or a comma list.
+fn tasks_param(raw: &str) -> Result<Vec<String>, Reply> {
+    let items: Vec<String> = match serde_json::from_str::<Vec<String>>(raw) {
+        Ok(list) => list,
+        Err(_) => raw.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+    };
+    if items.is_empty() {
+        return Err(Reply::bad_param("(#100) The parameter tasks is required"));
+    }
+    let mut tasks = Vec::new();
+    for t in items {
+        let t = t.to_ascii_uppercase();
+        if !ASSET_TASKS.contains(&t.as_str()) {
+            return Err(Reply::bad_param(format!(
+                "(#100) Param tasks[0] must be one of {{{}}}",
+                ASSET_TASKS.join(", ")
+            )));
+        }
+        if !tasks.contains(&t) {
+            tasks.push(t);
+        }
+    }
+    Ok(tasks)
+}
+
+/// `/{asset-id}/assigned_users`: list (GET), assign or replace tasks (POST user, tasks),
+/// unassign (DELETE user).
+fn assigned_users(state: &mut State, asset: &str, call: &Call<'_>) -> Reply {
+    let Some(business_id) = state.assets.get(asset).map(|a| a.business_id.clone()) else {
+        return Reply::no_object(call.method, asset);
+    };
+    if let Some(denied) = check_token(state, &business_id, call.token) {
+        return denied;
+    }
+    let business = Some(business_id.clone());
+    let user = match *call.method {
+        Method::GET => None,
+        _ => match call.params.get("user") {
+            None => return Reply::bad_param("(#100) The parameter user is required").with_business(business),
+            Some(u) => match user_of(state, u) {
+                Some(uid) if state.users.get(&uid).is_some_and(|r| r.business_id == business_id) => Some(uid),
+                _ => return Reply::no_object(call.method, u).with_business(business),
+            },
+        },
+    };
+    let reply = match (call.method.clone(), user) {
+        (Method::GET, _) => {
+            let data: Vec<Value> = state.assets.get(asset).map_or_else(Vec::new, |a| {
+                a.assigned
+                    .iter()
+                    .map(|(uid, tasks)| {
+                        let name = state.users.get(uid).map(|u| u.name.clone()).unwrap_or_default();
+                        json!({ "id": uid.to_string(), "name": name, "tasks": tasks })
+                    })
+                    .collect()
+            });
+            Reply::ok(json!({ "data": data }), None)
+        }
+        (Method::POST, Some(uid)) => match call.params.get("tasks").map(|t| tasks_param(t)) {
+            None => Reply::bad_param("(#100) The parameter tasks is required"),
+            Some(Err(reply)) => reply,
+            Some(Ok(tasks)) => match state.assign(asset, &uid.to_string(), tasks) {
+                Ok(()) => Reply::ok(json!({ "success": true }), None),
+                Err(e) => Reply::bad_param(format!("(#100) {e}")),
+            },
+        },
+        (Method::DELETE, Some(uid)) => {
+            if let Some(a) = state.assets.get_mut(asset) {
+                a.assigned.remove(&uid);
+            }
+            Reply::ok(json!({ "success": true }), None)
+        }
+        _ => Reply::no_object(call.method, asset),
+    };
+    reply.with_business(business)
+}
+
+/// `/{business-user-id}/assigned_ad_accounts` and `/assigned_pages`: the user's assets of
+/// that kind with its tasks.
+fn assigned_assets(state: &State, user: &str, edge: &str, call: &Call<'_>) -> Reply {
+    let Some(uid) = user_of(state, user) else {
+        return Reply::no_object(call.method, user);
+    };
+    let business_id = state.users.get(&uid).map(|u| u.business_id.clone()).unwrap_or_default();
+    if let Some(denied) = check_token(state, &business_id, call.token) {
+        return denied;
+    }
+    if *call.method != Method::GET {
+        return Reply::no_object(call.method, user);
+    }
+    let kind = if edge == "assigned_ad_accounts" { "ad_account" } else { "page" };
+    let data: Vec<Value> = state
+        .assets
+        .iter()
+        .filter(|(_, a)| a.kind == kind)
+        .filter_map(|(id, a)| a.assigned.get(&uid).map(|tasks| json!({ "id": id, "name": a.name, "tasks": tasks })))
+        .collect();
+    Reply::ok(json!({ "data": data }), Some(business_id))
 }
 
 fn last_admin() -> Reply {

@@ -16,6 +16,10 @@ pub(crate) fn router() -> Router<Emulator> {
     Router::new()
         .route("/businesses/{business_id}/users", post(seed_user).get(list_users))
         .route("/businesses/{business_id}/token", post(set_token))
+        .route("/businesses/{business_id}/assets", post(seed_asset).get(list_assets))
+        .route("/assets/{asset_id}/assigned_users", post(assign_asset))
+        .route("/scim/users", post(seed_scim_user).get(list_scim_users))
+        .route("/scim/token", post(set_scim_token))
         .route("/faults", post(add_fault).get(list_faults).delete(clear_faults))
         .route("/requests", get(list_requests).delete(clear_requests))
         .route("/reset", post(reset))
@@ -83,6 +87,89 @@ async fn set_token(
     }
 }
 
+#[derive(Deserialize)]
+struct SeedAsset {
+    kind: String,
+    #[serde(default)]
+    name: String,
+}
+
+async fn seed_asset(
+    State(emu): State<Emulator>,
+    Path(business_id): Path<String>,
+    body: Result<Json<SeedAsset>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    match emu.seed_asset(&business_id, &body.kind, &body.name) {
+        Ok(asset) => (StatusCode::CREATED, Json(asset)).into_response(),
+        Err(error) => refuse_error(error),
+    }
+}
+
+async fn list_assets(State(emu): State<Emulator>, Path(business_id): Path<String>) -> Response {
+    Json(emu.assets(&business_id)).into_response()
+}
+
+#[derive(Deserialize)]
+struct AssignAsset {
+    user: String,
+    tasks: Vec<String>,
+}
+
+async fn assign_asset(
+    State(emu): State<Emulator>,
+    Path(asset_id): Path<String>,
+    body: Result<Json<AssignAsset>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let tasks: Vec<&str> = body.tasks.iter().map(String::as_str).collect();
+    match emu.assign_asset(&asset_id, &body.user, &tasks) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(error) => refuse(StatusCode::NOT_FOUND, error),
+    }
+}
+
+#[derive(Deserialize)]
+struct SeedScimUser {
+    #[serde(rename = "userName")]
+    user_name: String,
+    #[serde(default)]
+    role: Option<String>,
+}
+
+async fn seed_scim_user(State(emu): State<Emulator>, body: Result<Json<SeedScimUser>, JsonRejection>) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    match emu.seed_scim_user(&body.user_name, body.role.as_deref()) {
+        Ok(user) => (StatusCode::CREATED, Json(user)).into_response(),
+        Err(error) => refuse(StatusCode::CONFLICT, error),
+    }
+}
+
+async fn list_scim_users(State(emu): State<Emulator>) -> Response {
+    Json(emu.scim_users()).into_response()
+}
+
+async fn set_scim_token(State(emu): State<Emulator>, body: Result<Json<SetToken>, JsonRejection>) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    if body.token.is_empty() {
+        return refuse(StatusCode::BAD_REQUEST, "token must not be empty");
+    }
+    emu.require_scim_token(&body.token);
+    StatusCode::NO_CONTENT.into_response()
+}
+
 async fn add_fault(State(emu): State<Emulator>, body: Result<Json<FaultRule>, JsonRejection>) -> Response {
     let Json(rule) = match body {
         Ok(b) => b,
@@ -95,7 +182,8 @@ async fn add_fault(State(emu): State<Emulator>, body: Result<Json<FaultRule>, Js
 }
 
 async fn list_faults(State(emu): State<Emulator>) -> Response {
-    Json(emu.lock().faults.clone()).into_response()
+    let rules: Vec<FaultRule> = emu.lock().faults.iter().map(|f| f.rule.clone()).collect();
+    Json(rules).into_response()
 }
 
 async fn clear_faults(State(emu): State<Emulator>) -> StatusCode {

@@ -1,20 +1,25 @@
-//! An emulator of the Meta Business Manager Graph API (the "business hub" unseat's
-//! business-hub connector speaks to), with fault injection.
+//! Emulators of the app APIs unseat's connectors speak to, with fault injection: the Meta
+//! Business Manager Graph API (the "business hub") and a SCIM 2.0 app.
 //!
 //! It exists so that tests, the demo and the benchmarks exercise the real connector over real
 //! HTTP without a Meta account: `unseat emulate` serves [`router`], and tests start it on a
 //! loopback port with [`serve_local`]. Two surfaces:
 //!
-//! - the **app API** under `/v25.0/` (business users: list with cursor pagination, invite,
-//!   read, change role, remove), answering with Meta's shapes, error codes and usage headers;
-//! - a **control plane** under `/_emulator/` (JSON, no auth) to seed users, require a token,
-//!   inject faults (status codes, throttling with `Retry-After`, latency), read the real state
-//!   and the log of app requests, and reset everything.
+//! - the **Graph API** under `/v25.0/` (business users: list with cursor pagination, invite,
+//!   read, change role, remove; assets: ad accounts and pages with `assigned_users` and the
+//!   users' `assigned_ad_accounts` / `assigned_pages`), answering with Meta's shapes, error
+//!   codes and usage headers;
+//! - a **SCIM 2.0 app** under `/scim/v2/` (Users);
+//! - a **control plane** under `/_emulator/` (JSON, no auth) to seed users, assets and SCIM
+//!   users, require tokens, inject faults (error rates per status, throttling with
+//!   `Retry-After`, latency distributions, outage windows, applied-but-lost answers), read the
+//!   real state and the log of app requests, and reset everything.
 //!
 //! State is in memory behind a std mutex that is never held across an `.await`.
 
 mod app;
 mod control;
+mod scim;
 mod state;
 
 use axum::Router;
@@ -22,7 +27,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-pub use state::{BusinessUser, EmulatorError, FaultRule, RequestRecord, ROLES};
+pub use scim::ScimUser;
+pub use state::{Asset, BusinessUser, EmulatorError, FaultRule, RequestRecord, ROLES};
 
 /// The Graph API version prefix the emulator serves (`/v25.0/...`).
 pub const API_VERSION: &str = "v25.0";
@@ -71,6 +77,42 @@ impl Emulator {
         self.lock().add_fault(rule)
     }
 
+    /// Adds an asset (`ad_account` or `page`) to a business.
+    pub fn seed_asset(&self, business_id: &str, kind: &str, name: &str) -> Result<Asset, EmulatorError> {
+        self.lock().add_asset(business_id, kind, name)
+    }
+
+    /// Gives business user `user_id` these tasks on `asset`.
+    pub fn assign_asset(&self, asset: &str, user_id: &str, tasks: &[&str]) -> Result<(), EmulatorError> {
+        self.lock().assign(asset, user_id, tasks.iter().map(|t| t.to_string()).collect())
+    }
+
+    /// The assets of a business with who holds which tasks.
+    pub fn assets(&self, business_id: &str) -> Vec<Asset> {
+        self.lock().assets_of(business_id)
+    }
+
+    /// Adds a user to the SCIM app.
+    pub fn seed_scim_user(&self, user_name: &str, role: Option<&str>) -> Result<ScimUser, EmulatorError> {
+        let user = ScimUser {
+            id: String::new(),
+            user_name: user_name.to_string(),
+            active: true,
+            roles: role.map(|r| vec![r.to_string()]).unwrap_or_default(),
+        };
+        scim::seed(&mut self.lock(), &user)
+    }
+
+    /// The SCIM app's users.
+    pub fn scim_users(&self) -> Vec<ScimUser> {
+        self.lock().scim_users.iter().map(|(id, u)| ScimUser::from_resource(id, u)).collect()
+    }
+
+    /// Makes the SCIM app accept only this bearer token.
+    pub fn require_scim_token(&self, token: &str) {
+        self.lock().scim_token = Some(token.to_string());
+    }
+
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
     }
@@ -93,7 +135,11 @@ impl Emulator {
 /// The emulator's HTTP surface: the app API under `/v25.0/` and the control plane under
 /// `/_emulator/`.
 pub fn router(emu: Emulator) -> Router {
-    Router::new().nest("/_emulator", control::router()).fallback(app::handle).with_state(emu)
+    Router::new()
+        .nest("/_emulator", control::router())
+        .route("/scim/v2/{*rest}", axum::routing::any(scim::handle))
+        .fallback(app::handle)
+        .with_state(emu)
 }
 
 /// Serves the emulator on an ephemeral loopback port in a background task and returns its

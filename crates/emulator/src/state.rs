@@ -2,7 +2,8 @@
 //! business, the last admin cannot go, role enum), independent of HTTP.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// The `role` values Meta's business-user endpoints accept.
 pub const ROLES: [&str; 15] = [
@@ -39,11 +40,16 @@ pub struct BusinessUser {
     pub name: String,
 }
 
-/// A fault to inject into app requests. A rule matches a request when `method` (if set)
-/// equals its method and `path_contains` (if set) occurs in its path. A matching rule with a
-/// `status` answers with that status and a Graph error body; a rule with only `latency_ms`
-/// delays the request and lets it through.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// A fault to inject into app requests (Graph and SCIM alike). A rule matches a request when
+/// `method` (if set) equals its method, `path_contains` (if set) occurs in its path, the
+/// request falls in the rule's window (`starts_after_ms` .. `+ for_ms` from when the rule was
+/// added: an outage window), and a draw under `probability` (default 1) succeeds: an error
+/// rate. A matching rule delays the request by `latency_ms` (or a uniform draw between
+/// `latency_ms` and `latency_max_ms`); with a `status` it then answers with that status and an
+/// error body (Graph or SCIM); with `lose_response` it lets the request take effect and holds
+/// the answer for `hold_ms` (default 30 s), so the client times out: "applied, but the
+/// response was lost".
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct FaultRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
@@ -64,13 +70,60 @@ pub struct FaultRule {
     /// The Graph `error_subcode` of the body, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph_subcode: Option<i64>,
+    /// Share of matching requests the rule applies to (0..=1); absent = all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<f64>,
+    /// Upper end of a uniform latency draw starting at `latency_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_max_ms: Option<u64>,
+    /// The rule starts this long after it was added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starts_after_ms: Option<u64>,
+    /// The rule lasts this long once started; absent = until cleared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_ms: Option<u64>,
+    /// Apply the request, then hold its answer for `hold_ms` (the client times out).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lose_response: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold_ms: Option<u64>,
+    /// Minutes put into `estimated_time_to_regain_access` of `X-Business-Use-Case-Usage` on
+    /// this fault's answers (Meta's throttling hint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regain_minutes: Option<u64>,
+}
+
+/// A fault rule with the time it was added (its window counts from then).
+#[derive(Debug, Clone)]
+pub(crate) struct ActiveFault {
+    pub rule: FaultRule,
+    pub added_at: Instant,
 }
 
 impl FaultRule {
-    pub(crate) fn matches(&self, method: &str, path: &str) -> bool {
+    pub(crate) fn matches(&self, method: &str, path: &str, added: Instant) -> bool {
         self.method.as_deref().is_none_or(|m| m.eq_ignore_ascii_case(method))
             && self.path_contains.as_deref().is_none_or(|p| path.contains(p))
             && self.times != Some(0)
+            && self.in_window(added, Instant::now())
+    }
+
+    fn in_window(&self, added: Instant, now: Instant) -> bool {
+        let start = added + Duration::from_millis(self.starts_after_ms.unwrap_or(0));
+        let end = self.for_ms.map(|ms| start + Duration::from_millis(ms));
+        now >= start && end.is_none_or(|end| now < end)
+    }
+
+    /// Draws whether this matching request is hit (the error rate).
+    pub(crate) fn fires(&self, draw: f64) -> bool {
+        self.probability.is_none_or(|p| draw < p)
+    }
+
+    /// The latency of one request under this rule.
+    pub(crate) fn latency(&self, draw: f64) -> Duration {
+        let low = self.latency_ms.unwrap_or(0);
+        let high = self.latency_max_ms.unwrap_or(low).max(low);
+        Duration::from_millis(low + ((high - low) as f64 * draw) as u64)
     }
 }
 
@@ -78,7 +131,8 @@ impl FaultRule {
 /// it may carry the access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestRecord {
-    /// RFC 3339 with milliseconds, UTC.
+    /// When the request arrived (before injected latency), RFC 3339 with milliseconds, UTC.
+    /// The log is in answer order, so arrival times may be slightly out of order.
     pub at: String,
     pub method: String,
     pub path: String,
@@ -98,6 +152,31 @@ pub enum EmulatorError {
     DuplicateEmail(String),
     #[error("bad fault rule: {0}")]
     BadFault(String),
+    #[error("asset kind {0:?} is not ad_account or page")]
+    BadAssetKind(String),
+    #[error("no such asset or business user: {0}")]
+    NoSuchObject(String),
+    #[error("SCIM userName {0:?} is already taken")]
+    DuplicateUserName(String),
+}
+
+/// An asset (ad account or page) of a business, with the tasks each business user holds on
+/// it, as the control plane shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Asset {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    /// Business user id → tasks.
+    pub assigned: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct AssetRec {
+    pub business_id: String,
+    pub kind: String,
+    pub name: String,
+    pub assigned: BTreeMap<u64, Vec<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -119,8 +198,17 @@ pub(crate) struct State {
     pub businesses: BTreeMap<String, Business>,
     /// Every business user of every business, by numeric id (so creation order).
     pub users: BTreeMap<u64, UserRec>,
-    pub faults: Vec<FaultRule>,
+    /// (business id, lowercased email) → user id: lookups stay cheap with 100 000 users.
+    by_email: HashMap<(String, String), u64>,
+    pub faults: Vec<ActiveFault>,
     pub requests: VecDeque<RequestRecord>,
+    /// Assets by id (`act_…` for ad accounts, digits for pages).
+    pub assets: BTreeMap<String, AssetRec>,
+    next_asset: u64,
+    /// The SCIM app's users by id, as full SCIM resources.
+    pub scim_users: BTreeMap<String, serde_json::Value>,
+    pub scim_token: Option<String>,
+    next_scim: u64,
     /// App calls answered so far; drives the usage headers.
     pub calls: u64,
 }
@@ -199,15 +287,13 @@ impl State {
             name.map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).unwrap_or_else(|| name_from_email(email));
         let rec =
             UserRec { business_id: business_id.to_string(), email: email.to_string(), name, role: role.to_string() };
+        self.by_email.insert((business_id.to_string(), email.to_lowercase()), id);
         self.users.insert(id, rec.clone());
         Ok(BusinessUser { id: id.to_string(), email: rec.email, role: rec.role, name: rec.name })
     }
 
     pub fn find_by_email(&self, business_id: &str, email: &str) -> Option<u64> {
-        self.users
-            .iter()
-            .find(|(_, u)| u.business_id == business_id && u.email.eq_ignore_ascii_case(email))
-            .map(|(id, _)| *id)
+        self.by_email.get(&(business_id.to_string(), email.trim().to_lowercase())).copied()
     }
 
     pub fn users_of(&self, business_id: &str) -> Vec<BusinessUser> {
@@ -232,8 +318,14 @@ impl State {
     }
 
     pub fn add_fault(&mut self, rule: FaultRule) -> Result<(), EmulatorError> {
-        if rule.status.is_none() && rule.latency_ms.is_none() {
-            return Err(EmulatorError::BadFault("give a status, a latency_ms, or both".into()));
+        if rule.status.is_none() && rule.latency_ms.is_none() && !rule.lose_response {
+            return Err(EmulatorError::BadFault("give a status, a latency_ms or lose_response".into()));
+        }
+        if rule.probability.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+            return Err(EmulatorError::BadFault("probability must be between 0 and 1".into()));
+        }
+        if rule.status.is_some() && rule.lose_response {
+            return Err(EmulatorError::BadFault("a rule either answers an error or loses the answer".into()));
         }
         if let Some(status) = rule.status {
             if !(400..=599).contains(&status) {
@@ -243,7 +335,7 @@ impl State {
         if self.faults.len() >= MAX_FAULTS {
             return Err(EmulatorError::BadFault(format!("at most {MAX_FAULTS} rules; clear them first")));
         }
-        self.faults.push(rule);
+        self.faults.push(ActiveFault { rule, added_at: Instant::now() });
         Ok(())
     }
 
@@ -252,6 +344,66 @@ impl State {
             self.requests.pop_front();
         }
         self.requests.push_back(record);
+    }
+
+    pub fn add_asset(&mut self, business_id: &str, kind: &str, name: &str) -> Result<Asset, EmulatorError> {
+        if !valid_business_id(business_id) {
+            return Err(EmulatorError::BadBusinessId(business_id.to_string()));
+        }
+        self.businesses.entry(business_id.to_string()).or_default();
+        self.next_asset += 1;
+        let n = 200_000_000_000_000 + self.next_asset;
+        let id = match kind {
+            "ad_account" => format!("act_{n}"),
+            "page" => n.to_string(),
+            other => return Err(EmulatorError::BadAssetKind(other.to_string())),
+        };
+        let name = if name.trim().is_empty() { format!("{kind} {n}") } else { name.trim().to_string() };
+        let rec =
+            AssetRec { business_id: business_id.to_string(), kind: kind.to_string(), name, assigned: BTreeMap::new() };
+        self.assets.insert(id.clone(), rec);
+        Ok(self.asset_view(&id).unwrap_or_else(|| unreachable_asset(&id)))
+    }
+
+    pub fn asset_view(&self, id: &str) -> Option<Asset> {
+        self.assets.get(id).map(|a| Asset {
+            id: id.to_string(),
+            kind: a.kind.clone(),
+            name: a.name.clone(),
+            assigned: a.assigned.iter().map(|(u, t)| (u.to_string(), t.clone())).collect(),
+        })
+    }
+
+    pub fn assets_of(&self, business_id: &str) -> Vec<Asset> {
+        self.assets
+            .iter()
+            .filter(|(_, a)| a.business_id == business_id)
+            .filter_map(|(id, _)| self.asset_view(id))
+            .collect()
+    }
+
+    pub fn assign(&mut self, asset: &str, user: &str, tasks: Vec<String>) -> Result<(), EmulatorError> {
+        let uid = user.parse::<u64>().ok().filter(|u| self.users.contains_key(u));
+        let (Some(uid), Some(rec)) = (uid, self.assets.get_mut(asset)) else {
+            return Err(EmulatorError::NoSuchObject(format!("{asset} / {user}")));
+        };
+        rec.assigned.insert(uid, tasks);
+        Ok(())
+    }
+
+    /// Deletes a business user and its asset assignments, as Meta does.
+    pub fn remove_user(&mut self, uid: u64) {
+        if let Some(user) = self.users.remove(&uid) {
+            self.by_email.remove(&(user.business_id, user.email.to_lowercase()));
+        }
+        for asset in self.assets.values_mut() {
+            asset.assigned.remove(&uid);
+        }
+    }
+
+    pub fn next_scim_id(&mut self) -> String {
+        self.next_scim += 1;
+        format!("{:08x}-5c1a-4e00-8000-{:012x}", self.next_scim, self.next_scim)
     }
 
     /// Admins left in the business if `user` lost its admin role.
@@ -264,6 +416,11 @@ impl State {
         }
         !self.users.iter().any(|(id, u)| *id != user_id && u.business_id == user.business_id && u.role == "ADMIN")
     }
+}
+
+/// An empty view for an id just inserted (never reached; keeps the code free of panics).
+fn unreachable_asset(id: &str) -> Asset {
+    Asset { id: id.to_string(), kind: String::new(), name: String::new(), assigned: BTreeMap::new() }
 }
 
 #[cfg(test)]

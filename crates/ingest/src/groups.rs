@@ -11,10 +11,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use unseat_scim::{group_patch, list_response, Filter, Group, PatchRequest, ScimError};
-use unseat_store::directory::{self as dir, GroupFields, GroupRecord, Member};
-use unseat_store::tokio_postgres::Transaction;
+use unseat_store::directory::{self as dir, Dir, GroupFields, GroupRecord, Member};
+use unseat_store::Transaction;
 use uuid::Uuid;
 
 fn parse_id(id: &str) -> Result<Uuid, ScimError> {
@@ -25,16 +25,16 @@ fn not_found(id: Uuid) -> ScimError {
     ScimError::not_found(format!("no group {id}"))
 }
 
-/// Resolves member ids that must all be users of the tenant (to add or to set).
-async fn existing_members(tx: &Transaction<'_>, tenant: Uuid, ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
+/// Resolves member ids that must all be users of the directory (to add or to set).
+async fn existing_members(tx: &Transaction<'_>, d: Dir, ids: &[String]) -> Result<Vec<Uuid>, ApiError> {
     let mut parsed = Vec::with_capacity(ids.len());
     for id in ids {
         let u = Uuid::parse_str(id)
             .map_err(|_| ScimError::invalid_value(format!("member {id:?} is not a user of this directory")))?;
         parsed.push(u);
     }
-    let found = dir::existing_users(tx, tenant, &parsed).await?;
-    if let Some(missing) = parsed.iter().find(|p| !found.iter().any(|m| m.user_id == **p)) {
+    let found: HashSet<Uuid> = dir::existing_users(tx, d, &parsed).await?.into_iter().map(|m| m.user_id).collect();
+    if let Some(missing) = parsed.iter().find(|p| !found.contains(p)) {
         return Err(ScimError::invalid_value(format!("member {missing} is not a user of this directory")).into());
     }
     Ok(parsed)
@@ -48,16 +48,14 @@ fn removable(ids: &[String]) -> Vec<Uuid> {
 /// One line for the Automation Log about a membership change.
 async fn membership_summary(
     tx: &Transaction<'_>,
-    tenant: Uuid,
+    d: Dir,
     group: &str,
     added: &[Uuid],
     removed: &[Uuid],
 ) -> Result<String, ApiError> {
     let name = |m: &Member| m.email.clone().unwrap_or_else(|| m.user_name.clone());
     let one = |id: Uuid| async move {
-        Ok::<_, ApiError>(
-            dir::existing_users(tx, tenant, &[id]).await?.first().map(name).unwrap_or_else(|| id.to_string()),
-        )
+        Ok::<_, ApiError>(dir::existing_users(tx, d, &[id]).await?.first().map(name).unwrap_or_else(|| id.to_string()))
     };
     Ok(match (added.len(), removed.len()) {
         (1, 0) => format!("{} added to group {group}", one(added[0]).await?),
@@ -80,7 +78,7 @@ async fn announce_members(
     if added.is_empty() && removed.is_empty() {
         return Ok(());
     }
-    let summary = membership_summary(tx, ctx.tenant_id, group, &added, &removed).await?;
+    let summary = membership_summary(tx, ctx.dir, group, &added, &removed).await?;
     let may_revoke = !removed.is_empty();
     let mut users = added;
     users.extend(removed);
@@ -94,8 +92,7 @@ async fn respond(
     shape: &Shape,
     status: StatusCode,
 ) -> Result<Response, ApiError> {
-    let members =
-        if shape.wants("members") { Some(dir::group_members(&tx, ctx.tenant_id, rec.id).await?) } else { None };
+    let members = if shape.wants("members") { Some(dir::group_members(&tx, ctx.dir, rec.id).await?) } else { None };
     tx.commit().await?;
     let loc = group_location(&ctx.base, rec.id);
     let location = (status == StatusCode::CREATED).then_some(loc.as_str());
@@ -113,14 +110,14 @@ pub(crate) async fn create(
     let group = Group::parse(&json_body(&headers, body)?)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let members = existing_members(&tx, ctx.tenant_id, &group.members).await?;
+    let members = existing_members(&tx, ctx.dir, &group.members).await?;
     let fields = GroupFields {
         display_name: &group.display_name,
         external_id: group.external_id.as_deref(),
         resource: &group.resource,
     };
-    let rec = dir::insert_group(&tx, ctx.tenant_id, Uuid::new_v4(), fields).await?;
-    let added = dir::add_members(&tx, ctx.tenant_id, rec.id, &members).await?;
+    let rec = dir::insert_group(&tx, ctx.dir, Uuid::new_v4(), fields).await?;
+    let added = dir::add_members(&tx, ctx.dir, rec.id, &members).await?;
     if !added.is_empty() {
         let summary = format!("group {} created with {} members", rec.display_name, added.len());
         announce(&tx, &state, &ctx, summary, added, false).await?;
@@ -139,7 +136,7 @@ pub(crate) async fn get_one(
     let id = parse_id(&id)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let rec = dir::get_group(&tx, ctx.tenant_id, id).await?.ok_or_else(|| not_found(id))?;
+    let rec = dir::get_group(&tx, ctx.dir, id).await?.ok_or_else(|| not_found(id))?;
     respond(tx, &ctx, &rec, &Shape::from_params(&params), StatusCode::OK).await
 }
 
@@ -168,7 +165,7 @@ async fn run_list(state: &IngestState, ctx: &Ctx, q: ListQuery) -> Result<Respon
     let tx = client.transaction().await?;
     let (total, rows) = match &q.filter {
         None => {
-            let (total, rows) = dir::list_groups(&tx, ctx.tenant_id, page.offset() as i64, page.count as i64).await?;
+            let (total, rows) = dir::list_groups(&tx, ctx.dir, page.offset() as i64, page.count as i64).await?;
             (total as usize, rows)
         }
         Some(f) => {
@@ -193,7 +190,7 @@ pub(crate) async fn render_all(
     let mut members: HashMap<Uuid, Vec<Member>> = HashMap::new();
     if with_members && !rows.is_empty() {
         let ids: Vec<Uuid> = rows.iter().map(|g| g.id).collect();
-        for (g, m) in dir::members_of_groups(tx, ctx.tenant_id, &ids).await? {
+        for (g, m) in dir::members_of_groups(tx, ctx.dir, &ids).await? {
             members.entry(g).or_default().push(m);
         }
     }
@@ -206,22 +203,28 @@ pub(crate) async fn render_all(
         .collect())
 }
 
-/// Every group `filter` selects (all groups without one), in creation order. Filters on
-/// members are not evaluated (members are not loaded for filtering).
+/// Every group `filter` selects (all groups without one), in creation order. `members.value eq`
+/// alone is answered from the member rows; other filters on members are not evaluated
+/// (members are not loaded for filtering).
 pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,
     filter: Option<&Filter>,
 ) -> Result<Vec<GroupRecord>, ApiError> {
     Ok(match filter.and_then(Filter::equality) {
-        Some((p, v)) if p.is("displayName") => dir::groups_by_display_name(tx, ctx.tenant_id, v).await?,
-        Some((p, v)) if p.is("externalId") => dir::groups_by_external_id(tx, ctx.tenant_id, v).await?,
+        Some((p, v)) if p.is("displayName") => dir::groups_by_display_name(tx, ctx.dir, v).await?,
+        Some((p, v)) if p.is("externalId") => dir::groups_by_external_id(tx, ctx.dir, v).await?,
+        // "Which groups is this user in": answered from the member rows, not by loading members.
+        Some((p, v)) if p.is_sub("members", "value") => match Uuid::parse_str(v) {
+            Ok(user) => dir::groups_with_member(tx, ctx.dir, user).await?,
+            Err(_) => Vec::new(),
+        },
         Some((p, v)) if p.is("id") => match Uuid::parse_str(v) {
-            Ok(id) => dir::get_group(tx, ctx.tenant_id, id).await?.into_iter().collect(),
+            Ok(id) => dir::get_group(tx, ctx.dir, id).await?.into_iter().collect(),
             Err(_) => Vec::new(),
         },
         _ => {
-            let all = dir::scan_groups(tx, ctx.tenant_id, dir::MAX_SCAN + 1).await?;
+            let all = dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN + 1).await?;
             if all.len() as i64 > dir::MAX_SCAN {
                 return Err(ScimError::too_many(
                     "this search needs a scan of too many groups; filter on displayName eq",
@@ -250,7 +253,7 @@ pub(crate) async fn patch(
     let change = group_patch(&req, &id.to_string())?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let old = dir::lock_group(&tx, ctx.tenant_id, id).await?.ok_or_else(|| not_found(id))?;
+    let old = dir::lock_group(&tx, ctx.dir, id).await?.ok_or_else(|| not_found(id))?;
     check_if_match(&headers, old.version)?;
 
     // Attributes first, so the summary names the group as it is now.
@@ -270,23 +273,23 @@ pub(crate) async fn patch(
             };
         }
         let fields = GroupFields { display_name: &name, external_id: external_id.as_deref(), resource: &resource };
-        rec = dir::update_group(&tx, ctx.tenant_id, id, fields).await?;
+        rec = dir::update_group(&tx, ctx.dir, id, fields).await?;
     }
 
     let (added, removed) = match &change.replace_all {
         Some(all) => {
-            let all = existing_members(&tx, ctx.tenant_id, all).await?;
-            dir::replace_members(&tx, ctx.tenant_id, id, &all).await?
+            let all = existing_members(&tx, ctx.dir, all).await?;
+            dir::replace_members(&tx, ctx.dir, id, &all).await?
         }
         None => {
-            let add = existing_members(&tx, ctx.tenant_id, &change.add).await?;
-            let removed = dir::remove_members(&tx, ctx.tenant_id, id, &removable(&change.remove)).await?;
-            let added = dir::add_members(&tx, ctx.tenant_id, id, &add).await?;
+            let add = existing_members(&tx, ctx.dir, &change.add).await?;
+            let removed = dir::remove_members(&tx, ctx.dir, id, &removable(&change.remove)).await?;
+            let added = dir::add_members(&tx, ctx.dir, id, &add).await?;
             (added, removed)
         }
     };
     if (!added.is_empty() || !removed.is_empty()) && rec.version == old.version {
-        rec = dir::touch_group(&tx, ctx.tenant_id, id).await?;
+        rec = dir::touch_group(&tx, ctx.dir, id).await?;
     }
     announce_members(&tx, &state, &ctx, &rec.display_name, added, removed).await?;
     respond(tx, &ctx, &rec, &Shape::from_params(&params), StatusCode::OK).await
@@ -305,9 +308,9 @@ pub(crate) async fn replace(
     let group = Group::parse(&json_body(&headers, body)?)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let old = dir::lock_group(&tx, ctx.tenant_id, id).await?.ok_or_else(|| not_found(id))?;
+    let old = dir::lock_group(&tx, ctx.dir, id).await?.ok_or_else(|| not_found(id))?;
     check_if_match(&headers, old.version)?;
-    let members = existing_members(&tx, ctx.tenant_id, &group.members).await?;
+    let members = existing_members(&tx, ctx.dir, &group.members).await?;
     let mut rec = old.clone();
     if old.display_name != group.display_name || old.external_id != group.external_id || old.resource != group.resource
     {
@@ -316,11 +319,11 @@ pub(crate) async fn replace(
             external_id: group.external_id.as_deref(),
             resource: &group.resource,
         };
-        rec = dir::update_group(&tx, ctx.tenant_id, id, fields).await?;
+        rec = dir::update_group(&tx, ctx.dir, id, fields).await?;
     }
-    let (added, removed) = dir::replace_members(&tx, ctx.tenant_id, id, &members).await?;
+    let (added, removed) = dir::replace_members(&tx, ctx.dir, id, &members).await?;
     if (!added.is_empty() || !removed.is_empty()) && rec.version == old.version {
-        rec = dir::touch_group(&tx, ctx.tenant_id, id).await?;
+        rec = dir::touch_group(&tx, ctx.dir, id).await?;
     }
     announce_members(&tx, &state, &ctx, &rec.display_name, added, removed).await?;
     respond(tx, &ctx, &rec, &shape, StatusCode::OK).await
@@ -335,11 +338,11 @@ pub(crate) async fn delete(
     let id = parse_id(&id)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let old = dir::lock_group(&tx, ctx.tenant_id, id).await?.ok_or_else(|| not_found(id))?;
+    let old = dir::lock_group(&tx, ctx.dir, id).await?.ok_or_else(|| not_found(id))?;
     check_if_match(&headers, old.version)?;
-    let members = dir::delete_group(&tx, ctx.tenant_id, id).await?.unwrap_or_default();
+    let members = dir::delete_group(&tx, ctx.dir, id).await?.unwrap_or_default();
     let summary = format!("group {} deleted ({} members)", old.display_name, members.len());
-    announce(&tx, &state, &ctx, summary, members.into_iter().map(|m| m.user_id).collect(), true).await?;
+    announce(&tx, &state, &ctx, summary, members, true).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

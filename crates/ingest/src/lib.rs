@@ -8,10 +8,12 @@
 
 mod error;
 mod groups;
+mod limit;
 mod response;
 mod users;
 
 pub use error::ApiError;
+pub use limit::{RateLimiter, TokenCache};
 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -26,22 +28,60 @@ use error::scim_error_response;
 use response::scim_response;
 use serde_json::Value;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use unseat_bus::messages::{DirectoryChanged, Trigger, MESSAGE_VERSION};
 use unseat_scim::{schema, AttrList, Filter, Page, ScimError};
+use unseat_store::directory::Dir;
 use unseat_store::tokens::{ScimScope, TokenOwner};
 use unseat_store::Store;
 use unseat_telemetry::{Metrics, ScimLabels};
 use uuid::Uuid;
 
+/// How the SCIM service bounds its clients.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Largest request body accepted (bytes); larger ones get 413.
+    pub body_limit: usize,
+    /// Requests per second one tenant may make to this process on average (0: no limit);
+    /// above it the IdP gets 429 with `Retry-After`.
+    pub rate_limit: u32,
+    /// Requests a tenant may make at once above the average rate.
+    pub rate_burst: u32,
+    /// How long an authenticated token is trusted without reading the store again (zero: read
+    /// it on every request). Saves one query per request; a deleted token keeps working at
+    /// most this long.
+    pub token_cache: Duration,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self { body_limit: 1024 * 1024, rate_limit: 5000, rate_burst: 10_000, token_cache: Duration::from_secs(5) }
+    }
+}
+
 /// What the SCIM service needs: the store, the metrics registry, the exchange directory
-/// changes are announced on, and the largest request body accepted (bytes).
+/// changes are announced on, its limits, and the per-process rate buckets and token cache.
 #[derive(Clone)]
 pub struct IngestState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub directory_exchange: String,
     pub body_limit: usize,
+    limiter: Arc<RateLimiter>,
+    tokens: Arc<TokenCache>,
+}
+
+impl IngestState {
+    pub fn new(store: Store, metrics: Arc<Metrics>, directory_exchange: String, config: IngestConfig) -> Self {
+        Self {
+            store,
+            metrics,
+            directory_exchange,
+            body_limit: config.body_limit,
+            limiter: Arc::new(RateLimiter::new(config.rate_limit, config.rate_burst)),
+            tokens: Arc::new(TokenCache::new(config.token_cache)),
+        }
+    }
 }
 
 /// The SCIM routes under `/scim/v2`, every one behind bearer-token authentication and
@@ -77,6 +117,8 @@ pub fn router(state: IngestState) -> Router {
 #[derive(Debug, Clone)]
 pub(crate) struct Ctx {
     pub tenant_id: Uuid,
+    /// The directory the token reaches: the workspace, or one integration's.
+    pub dir: Dir,
     pub method: String,
     pub path: String,
     pub user_agent: String,
@@ -110,19 +152,39 @@ async fn authenticate(State(state): State<IngestState>, mut req: Request, next: 
     let Some(token) = token else {
         return scim_error_response(&ScimError::unauthorized("a valid bearer token is required"));
     };
-    let tenant_id = match state.store.token_owner(&token).await {
-        Ok(Some(TokenOwner::Scim { tenant_id, scope: ScimScope::Workspace })) => tenant_id,
-        Ok(Some(TokenOwner::Scim { scope: ScimScope::Integration(_), .. })) => {
-            return scim_error_response(&ScimError::forbidden(
-                "integration-scoped SCIM tokens are not supported on this endpoint yet",
-            ))
-        }
-        Ok(_) => return scim_error_response(&ScimError::unauthorized("a valid bearer token is required")),
-        Err(e) => return ApiError::from(e).into_response(),
+    let hash = unseat_store::tokens::hash(&token);
+    let owner = match state.tokens.get(&hash) {
+        Some(owner) => Some(owner),
+        None => match scim_owner(&state, &token).await {
+            Ok(Some(owner)) => {
+                state.tokens.put(hash, owner.clone());
+                Some(owner)
+            }
+            Ok(None) => None,
+            Err(e) => return e.into_response(),
+        },
     };
+    let dir = match owner {
+        Some(TokenOwner::Scim { tenant_id, scope: ScimScope::Workspace }) => Dir::workspace(tenant_id),
+        Some(TokenOwner::Scim { tenant_id, scope: ScimScope::Integration(i) }) => Dir::integration(tenant_id, i),
+        _ => return scim_error_response(&ScimError::unauthorized("a valid bearer token is required")),
+    };
+    let tenant_id = dir.tenant_id;
+    if let Err(wait) = state.limiter.check(tenant_id) {
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        tracing::debug!(tenant = %tenant_id, retry_after = secs, "tenant over its SCIM request rate");
+        let mut resp = scim_error_response(&ScimError::too_many_requests(format!(
+            "too many requests for this tenant; retry after {secs} s"
+        )));
+        if let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let headers = req.headers();
     let ctx = Ctx {
         tenant_id,
+        dir,
         method: req.method().to_string(),
         path: req.uri().path().to_string(),
         user_agent: headers
@@ -137,6 +199,23 @@ async fn authenticate(State(state): State<IngestState>, mut req: Request, next: 
     };
     req.extensions_mut().insert(ctx);
     next.run(req).await
+}
+
+/// The SCIM holder of `token`: None for unknown tokens, admin tokens, and tokens of an
+/// integration that no longer exists (its endpoint is gone with it).
+async fn scim_owner(state: &IngestState, token: &str) -> Result<Option<TokenOwner>, ApiError> {
+    let owner = state.store.token_owner(token).await?;
+    match owner {
+        Some(TokenOwner::Scim { tenant_id, scope: ScimScope::Integration(i) }) => {
+            let mut client = state.store.client().await?;
+            let tx = client.transaction().await?;
+            let exists = unseat_store::directory::integration_exists(&tx, tenant_id, i).await?;
+            tx.commit().await?;
+            Ok(exists.then_some(TokenOwner::Scim { tenant_id, scope: ScimScope::Integration(i) }))
+        }
+        Some(owner @ TokenOwner::Scim { .. }) => Ok(Some(owner)),
+        _ => Ok(None),
+    }
 }
 
 async fn count_requests(State(state): State<IngestState>, req: Request, next: Next) -> Response {
@@ -180,7 +259,10 @@ pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>
             return Err(ScimError::unsupported_media_type("send application/scim+json or application/json"));
         }
     }
-    serde_json::from_slice(&body).map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))?;
+    unseat_scim::check_storable(&value)?;
+    Ok(value)
 }
 
 /// Query parameters by lower-cased name (SCIM clients vary in case).
@@ -285,7 +367,7 @@ impl ListQuery {
 
 /// Writes the outbox row announcing a directory change, in the caller's transaction.
 pub(crate) async fn announce(
-    tx: &unseat_store::tokio_postgres::Transaction<'_>,
+    tx: &unseat_store::Transaction<'_>,
     state: &IngestState,
     ctx: &Ctx,
     summary: String,
@@ -297,7 +379,7 @@ pub(crate) async fn announce(
         v: MESSAGE_VERSION,
         message_id,
         tenant_id: ctx.tenant_id,
-        scope: "workspace".to_string(),
+        scope: ctx.dir.scope(),
         trigger: Trigger {
             method: ctx.method.clone(),
             path: ctx.path.clone(),

@@ -7,9 +7,10 @@ use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, 
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
+use unseat_scim::patch::only_active;
 use unseat_scim::{apply_user_patch, list_response, Filter, PatchRequest, ScimError, User};
 use unseat_store::directory::{self as dir, UserFields, UserRecord};
 use uuid::Uuid;
@@ -44,7 +45,11 @@ pub(crate) async fn create(
     let user = User::parse(&json_body(&headers, body)?)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let rec = dir::insert_user(&tx, ctx.tenant_id, Uuid::new_v4(), fields(&user)).await?;
+    let rec = dir::insert_user(&tx, ctx.dir, Uuid::new_v4(), fields(&user)).await?;
+    // In an integration's directory a provisioned user is an assignment: it grants access.
+    if ctx.dir.integration.is_some() && rec.active {
+        announce(&tx, &state, &ctx, format!("user {} assigned", label(&rec)), vec![rec.id], false).await?;
+    }
     tx.commit().await?;
     tracing::info!(tenant = %ctx.tenant_id, user = %rec.id, "user created");
     let loc = user_location(&ctx.base, rec.id);
@@ -61,8 +66,7 @@ pub(crate) async fn get_one(
     let id = parse_id(&id)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let rec =
-        dir::get_user(&tx, ctx.tenant_id, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
+    let rec = dir::get_user(&tx, ctx.dir, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
     tx.commit().await?;
     Ok(resource_response(StatusCode::OK, &shape.apply(render_user(&ctx.base, &rec)), rec.version, None))
 }
@@ -92,7 +96,7 @@ async fn run_list(state: &IngestState, ctx: &Ctx, q: ListQuery) -> Result<Respon
     let tx = client.transaction().await?;
     let (total, rows) = match &q.filter {
         None => {
-            let (total, rows) = dir::list_users(&tx, ctx.tenant_id, page.offset() as i64, page.count as i64).await?;
+            let (total, rows) = dir::list_users(&tx, ctx.dir, page.offset() as i64, page.count as i64).await?;
             (total as usize, rows)
         }
         Some(f) => {
@@ -118,20 +122,20 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
 
 /// Every user `filter` selects (all users without one), in creation order.
 pub(crate) async fn matching(
-    tx: &unseat_store::tokio_postgres::Transaction<'_>,
+    tx: &unseat_store::Transaction<'_>,
     ctx: &Ctx,
     filter: Option<&Filter>,
 ) -> Result<Vec<UserRecord>, ApiError> {
     Ok(match filter.and_then(Filter::equality) {
         // The IdPs' "does this user exist" lookup: one indexed query.
-        Some((p, v)) if p.is("userName") => dir::user_by_user_name(tx, ctx.tenant_id, v).await?.into_iter().collect(),
-        Some((p, v)) if p.is("externalId") => dir::users_by_external_id(tx, ctx.tenant_id, v).await?,
+        Some((p, v)) if p.is("userName") => dir::user_by_user_name(tx, ctx.dir, v).await?.into_iter().collect(),
+        Some((p, v)) if p.is("externalId") => dir::users_by_external_id(tx, ctx.dir, v).await?,
         Some((p, v)) if p.is("id") => match Uuid::parse_str(v) {
-            Ok(id) => dir::get_user(tx, ctx.tenant_id, id).await?.into_iter().collect(),
+            Ok(id) => dir::get_user(tx, ctx.dir, id).await?.into_iter().collect(),
             Err(_) => Vec::new(),
         },
         _ => {
-            let all = dir::scan_users(tx, ctx.tenant_id, dir::MAX_SCAN + 1).await?;
+            let all = dir::scan_users(tx, ctx.dir, dir::MAX_SCAN + 1).await?;
             if all.len() as i64 > dir::MAX_SCAN {
                 return Err(
                     ScimError::too_many("this search needs a scan of too many users; filter on userName eq").into()
@@ -145,10 +149,31 @@ pub(crate) async fn matching(
     })
 }
 
+/// Announces that a user's `active` changed.
+async fn announce_active(
+    tx: &unseat_store::Transaction<'_>,
+    state: &IngestState,
+    ctx: &Ctx,
+    rec: &UserRecord,
+) -> Result<(), ApiError> {
+    let what = match (ctx.dir.integration.is_some(), rec.active) {
+        (false, true) => "reactivated",
+        (false, false) => "deactivated",
+        (true, true) => "assigned",
+        (true, false) => "unassigned",
+    };
+    announce(tx, state, ctx, format!("user {} {what}", label(rec)), vec![rec.id], !rec.active).await
+}
+
+/// The attributes an integration's directory takes a user's role from.
+fn role_attributes(resource: &serde_json::Value) -> (Option<&serde_json::Value>, Option<&serde_json::Value>) {
+    (resource.get("roles"), resource.get("entitlements"))
+}
+
 /// Writes `new` over `old` (already locked) unless nothing changed, announcing a change of
 /// `active`. Returns the stored user.
 async fn store_change(
-    tx: &unseat_store::tokio_postgres::Transaction<'_>,
+    tx: &unseat_store::Transaction<'_>,
     state: &IngestState,
     ctx: &Ctx,
     old: UserRecord,
@@ -163,10 +188,12 @@ async fn store_change(
     if unchanged {
         return Ok(old);
     }
-    let rec = dir::update_user(tx, ctx.tenant_id, old.id, f).await?;
+    let rec = dir::update_user(tx, ctx.dir, old.id, f).await?;
     if old.active != rec.active {
-        let what = if rec.active { "reactivated" } else { "deactivated" };
-        announce(tx, state, ctx, format!("user {} {what}", label(&rec)), vec![rec.id], !rec.active).await?;
+        announce_active(tx, state, ctx, &rec).await?;
+    } else if ctx.dir.integration.is_some() && role_attributes(&old.resource) != role_attributes(&rec.resource) {
+        // In an integration's directory the roles the IdP sends are the user's role there.
+        announce(tx, state, ctx, format!("roles of user {} changed", label(&rec)), vec![rec.id], true).await?;
     }
     Ok(rec)
 }
@@ -184,8 +211,7 @@ pub(crate) async fn replace(
     let user = User::parse(&json_body(&headers, body)?)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let old =
-        dir::lock_user(&tx, ctx.tenant_id, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
+    let old = dir::lock_user(&tx, ctx.dir, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
     check_if_match(&headers, old.version)?;
     let rec = store_change(&tx, &state, &ctx, old, &user).await?;
     tx.commit().await?;
@@ -205,8 +231,21 @@ pub(crate) async fn patch(
     let req = PatchRequest::parse(&json_body(&headers, body)?)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let old =
-        dir::lock_user(&tx, ctx.tenant_id, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
+    // The IdPs' (de)activation: one conditional update, no read first. Anything else (and
+    // this when it changes nothing, or names no user) takes the general path below.
+    if let (Some(active), None) = (only_active(&req), headers.get(header::IF_MATCH)) {
+        if let Some(rec) = dir::set_active(&tx, ctx.dir, id, active).await? {
+            announce_active(&tx, &state, &ctx, &rec).await?;
+            tx.commit().await?;
+            return Ok(resource_response(
+                StatusCode::OK,
+                &shape.apply(render_user(&ctx.base, &rec)),
+                rec.version,
+                None,
+            ));
+        }
+    }
+    let old = dir::lock_user(&tx, ctx.dir, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
     check_if_match(&headers, old.version)?;
     let user = apply_user_patch(&old.resource, &req, &id.to_string())?;
     let rec = store_change(&tx, &state, &ctx, old, &user).await?;
@@ -223,10 +262,9 @@ pub(crate) async fn delete(
     let id = parse_id(&id)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let old =
-        dir::lock_user(&tx, ctx.tenant_id, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
+    let old = dir::lock_user(&tx, ctx.dir, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
     check_if_match(&headers, old.version)?;
-    dir::delete_user(&tx, ctx.tenant_id, id).await?;
+    dir::delete_user(&tx, ctx.dir, id).await?;
     announce(&tx, &state, &ctx, format!("user {} deleted", label(&old)), vec![id], true).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::sync::Arc;
-use unseat_ingest::{router, IngestState};
+use unseat_ingest::{router, IngestConfig, IngestState};
 use unseat_store::Store;
 use uuid::Uuid;
 
@@ -24,6 +24,10 @@ async fn spawn_app() -> App {
 }
 
 async fn spawn_app_with_limit(body_limit: usize) -> App {
+    spawn_app_with(IngestConfig { body_limit, ..Default::default() }).await
+}
+
+async fn spawn_app_with(config: IngestConfig) -> App {
     let (_url, store) = unseat_store::testing::fresh_database().await.expect("test database");
     let tenant = Uuid::new_v4();
     store
@@ -35,12 +39,8 @@ async fn spawn_app_with_limit(body_limit: usize) -> App {
         .unwrap();
     let token = unseat_store::tokens::generate("scim");
     store.insert_token(tenant, &token, "scim", None, None, "test").await.unwrap();
-    let state = IngestState {
-        store: store.clone(),
-        metrics: Arc::new(unseat_telemetry::Metrics::new()),
-        directory_exchange: EXCHANGE.to_string(),
-        body_limit,
-    };
+    let state =
+        IngestState::new(store.clone(), Arc::new(unseat_telemetry::Metrics::new()), EXCHANGE.to_string(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -408,6 +408,34 @@ async fn oversized_body_is_413() {
 }
 
 #[tokio::test]
+async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
+    let app = spawn_app_with(IngestConfig { rate_limit: 1, rate_burst: 3, ..Default::default() }).await;
+    for _ in 0..3 {
+        let (s, _, _) = app.call(Method::GET, "/Users", None).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    let (s, b, h) = app.call(Method::POST, "/Users", Some(json!({"userName": "late@example.com"}))).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{b}");
+    assert_scim_error(&b, "429", None);
+    let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(app.count("scim_users").await, 0, "a limited request changes nothing");
+    // Another tenant of the same process is not limited by this one.
+    let other = Uuid::new_v4();
+    app.store
+        .client()
+        .await
+        .unwrap()
+        .execute("insert into tenants (id, name) values ($1, 'Other')", &[&other])
+        .await
+        .unwrap();
+    let token = unseat_store::tokens::generate("scim");
+    app.store.insert_token(other, &token, "scim", None, None, "t").await.unwrap();
+    let resp = app.http.get(format!("{}/Users", app.base)).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn unknown_ids_are_404() {
     let app = spawn_app().await;
     let missing = Uuid::new_v4();
@@ -691,7 +719,8 @@ async fn discovery_endpoints_and_metrics() {
     store.client().await.unwrap().execute("insert into tenants (id, name) values ($1, 'T')", &[&tenant]).await.unwrap();
     store.insert_token(tenant, "tok", "scim", None, None, "test").await.unwrap();
     let metrics = Arc::new(unseat_telemetry::Metrics::new());
-    let state = IngestState { store, metrics: metrics.clone(), directory_exchange: EXCHANGE.into(), body_limit: 65536 };
+    let config = IngestConfig { body_limit: 65536, ..Default::default() };
+    let state = IngestState::new(store, metrics.clone(), EXCHANGE.into(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
@@ -790,4 +819,85 @@ async fn attribute_selection_and_search_requests() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_scim_error(&b, "400", Some("invalidFilter"));
     assert!(app.outbox().await.len() == 1, "searches change nothing");
+}
+
+#[tokio::test]
+async fn every_scim_type_is_answered_where_the_rfc_says() {
+    let app = spawn_app().await;
+    let id = app.create_user("grace@example.com").await;
+    let g = app.create_group("Ops", &[&id]).await;
+    let user = format!("/Users/{id}");
+    let cases: Vec<(Method, String, Option<Value>, &str, &str)> = vec![
+        (Method::POST, "/Users".into(), Some(json!(["not", "an", "object"])), "400", "invalidSyntax"),
+        (Method::GET, "/Users?filter=userName%20eq".into(), None, "400", "invalidFilter"),
+        (
+            Method::PATCH,
+            user.clone(),
+            patch(json!([{"op": "replace", "path": "emails[type eq \"work\"", "value": "x"}])),
+            "400",
+            "invalidPath",
+        ),
+        (
+            Method::PATCH,
+            user.clone(),
+            patch(json!([{"op": "replace", "path": "active", "value": 3}])),
+            "400",
+            "invalidValue",
+        ),
+        (Method::POST, "/Users".into(), Some(json!({"userName": "GRACE@example.com"})), "409", "uniqueness"),
+        (
+            Method::PATCH,
+            user.clone(),
+            patch(json!([{"op": "replace", "path": "id", "value": "x"}])),
+            "400",
+            "mutability",
+        ),
+        (Method::PATCH, user.clone(), patch(json!([{"op": "remove"}])), "400", "noTarget"),
+        (
+            Method::PATCH,
+            user.clone(),
+            patch(json!([{"op": "replace", "path": "emails[type eq \"home\" or type eq \"x\"].value", "value": "h"}])),
+            "400",
+            "noTarget",
+        ),
+        (
+            Method::PATCH,
+            format!("/Groups/{g}"),
+            patch(json!([{"op": "replace", "path": "members[value eq \"x\"]", "value": []}])),
+            "400",
+            "invalidPath",
+        ),
+    ];
+    for (method, path, body, status, scim_type) in cases {
+        let (s, b, _) = app.call(method.clone(), &path, body).await;
+        assert_eq!(s.as_str(), status, "{method} {path}: {b}");
+        assert_scim_error(&b, status, Some(scim_type));
+    }
+    // Which groups a user is in: a filter on members.value.
+    let (s, b, _) = app.call(Method::GET, &format!("/Groups?filter=members.value%20eq%20%22{id}%22"), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["totalResults"], 1);
+    assert_eq!(b["Resources"][0]["id"], g.as_str());
+    let other = Uuid::new_v4();
+    let (_, b, _) = app.call(Method::GET, &format!("/Groups?filter=members.value%20eq%20%22{other}%22"), None).await;
+    assert_eq!(b["totalResults"], 0);
+    // A filter that needs a scan of more users than the service evaluates in memory: tooMany.
+    let c = app.store.client().await.unwrap();
+    c.execute(
+        "insert into scim_users (tenant_id, id, user_name, resource)
+         select $1, gen_random_uuid(), 'bulk' || i, '{}'::jsonb from generate_series(1, 20001) i",
+        &[&app.tenant],
+    )
+    .await
+    .unwrap();
+    let (s, b, _) = app.call(Method::GET, "/Users?filter=title%20pr", None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_scim_error(&b, "400", Some("tooMany"));
+    // The indexed lookups IdPs use still answer.
+    let (s, b, _) = app.call(Method::GET, "/Users?filter=userName%20eq%20%22bulk77%22", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["totalResults"], 1);
+    // Nothing above changed the user.
+    let (_, b, _) = app.call(Method::GET, &user, None).await;
+    assert_eq!(b["meta"]["version"], "W/\"1\"");
 }

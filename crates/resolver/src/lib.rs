@@ -3,11 +3,18 @@
 //! (integration, user), records the new desired state with a version, opens the Automation Log
 //! entries, and queues one connector task per change through the outbox.
 //!
-//! One message is handled in one PostgreSQL transaction; the delivery is acked only after it
-//! commits (invariant 2). The job id is the message id, so a redelivered message finds its job
-//! and changes nothing.
+//! A message's users are worked through in batches of [`BATCH_USERS`], one PostgreSQL
+//! transaction each, with the progress mark committed in the same transaction; the delivery is
+//! acked only after the last batch commits (invariant 2). A redelivered message resumes after
+//! the last committed batch, and a finished one changes nothing. The job id is the message id:
+//! one job per trigger however many batches it takes.
+//!
+//! [`plan`] is the decision without the writes; the console's explain and preview endpoints use
+//! it, so what an admin is shown is what the resolver does.
 
-use std::collections::{BTreeMap, BTreeSet};
+pub mod assignments;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,9 +22,12 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
 use unseat_bus::messages::{ConnectorTask, DirectoryChanged, MESSAGE_VERSION};
 use unseat_bus::{ConsumerSettings, Delivery, Topology};
-use unseat_domain::{decide, effective_access, Grant, GrantSource, Outcome, RoleLadder, UserStatus};
-use unseat_store::access::{self, NewJob, NewTask};
-use unseat_store::{Store, StoreError};
+use unseat_domain::{
+    decide, lost_grants, Access, AccessModel, AssetLadder, AssetMap, Decision, Grant, GrantSource, Held, Outcome,
+    RoleLadder, UserStatus,
+};
+use unseat_store::access::{self, NewJob, NewTask, Progress};
+use unseat_store::{Store, StoreError, Transaction};
 use unseat_telemetry::{Metrics, OutcomeLabels};
 use uuid::Uuid;
 
@@ -34,13 +44,34 @@ impl Default for ResolverConfig {
     }
 }
 
-/// What handling one message did.
+/// What handling one message did (counts only: a large change must not be held in memory).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Resolved {
     /// False when the message had been handled before.
     pub fresh: bool,
-    pub decisions: Vec<(Uuid, Uuid, Outcome)>,
+    /// Decisions logged, by outcome: remove, keep, update, grant.
+    pub outcomes: [usize; 4],
     pub tasks_queued: usize,
+}
+
+impl Resolved {
+    const OUTCOMES: [Outcome; 4] = [Outcome::Remove, Outcome::Keep, Outcome::Update, Outcome::Grant];
+
+    fn count(&mut self, outcome: Outcome) {
+        if let Some(i) = Self::OUTCOMES.iter().position(|o| *o == outcome) {
+            self.outcomes[i] += 1;
+        }
+    }
+
+    /// Every decision logged.
+    pub fn decisions(&self) -> usize {
+        self.outcomes.iter().sum()
+    }
+
+    /// (outcome, how many) for each outcome that occurred.
+    pub fn by_outcome(&self) -> impl Iterator<Item = (Outcome, usize)> + '_ {
+        Self::OUTCOMES.into_iter().zip(self.outcomes).filter(|(_, n)| *n > 0)
+    }
 }
 
 /// Consumes the resolver queue until `shutdown` fires.
@@ -88,14 +119,17 @@ async fn handle_delivery(store: &Store, connector_exchange: &str, metrics: &Metr
     }
     match resolve(store, connector_exchange, &message).await {
         Ok(resolved) => {
-            for (_, _, outcome) in &resolved.decisions {
-                metrics.resolver_decisions.get_or_create(&OutcomeLabels { outcome: outcome.as_str().into() }).inc();
+            for (outcome, n) in resolved.by_outcome() {
+                metrics
+                    .resolver_decisions
+                    .get_or_create(&OutcomeLabels { outcome: outcome.as_str().into() })
+                    .inc_by(n as u64);
             }
             count(metrics, if resolved.fresh { "resolved" } else { "duplicate" });
             tracing::debug!(
                 message_id = %message.message_id,
                 users = message.users.len(),
-                decisions = resolved.decisions.len(),
+                decisions = resolved.decisions(),
                 queued = resolved.tasks_queued,
                 fresh = resolved.fresh,
                 "directory change resolved"
@@ -118,151 +152,292 @@ fn count(metrics: &Metrics, outcome: &str) {
     metrics.resolver_messages.get_or_create(&OutcomeLabels { outcome: outcome.into() }).inc();
 }
 
-/// Handles one directory change in one transaction: see the crate docs.
+/// Users resolved per transaction. A change naming more (a deleted group of 100,000 members)
+/// is worked through in batches of this size, each committed on its own, so neither memory nor
+/// a transaction grows with the group.
+pub const BATCH_USERS: usize = 500;
+
+/// Handles one directory change: see the crate docs. The users are sorted and deduplicated and
+/// worked through in batches of [`BATCH_USERS`]; each batch commits its decisions, its tasks,
+/// its outbox rows and the progress mark together, so a crash or a redelivery resumes after
+/// the last committed batch and never decides a batch twice.
 pub async fn resolve(
     store: &Store,
     connector_exchange: &str,
     message: &DirectoryChanged,
 ) -> Result<Resolved, StoreError> {
-    let mut client = store.client().await?;
-    let tx = client.transaction().await?;
-    let tenant = message.tenant_id;
-    let job = NewJob {
-        tenant_id: tenant,
-        id: message.message_id,
-        scope: &message.scope,
-        method: &message.trigger.method,
-        path: &message.trigger.path,
-        user_agent: &message.trigger.user_agent,
-        summary: &message.trigger.summary,
-        received_at: message.trigger.received_at,
-    };
-    if !access::insert_job(&tx, &job).await? {
-        tx.commit().await?;
-        return Ok(Resolved { fresh: false, ..Default::default() });
-    }
-    let mut resolved = Resolved { fresh: true, ..Default::default() };
-    let users: BTreeSet<Uuid> = message.users.iter().copied().collect();
-    for user_id in users {
-        access::lock_user(&tx, tenant, user_id).await?;
-        resolve_user(&tx, connector_exchange, message, user_id, &mut resolved).await?;
-    }
-    if resolved.decisions.is_empty() {
-        // Nothing to show: the change did not touch anyone's access.
-        access::delete_job(&tx, tenant, message.message_id).await?;
-    }
-    tx.commit().await?;
-    Ok(resolved)
+    resolve_in_batches(store, connector_exchange, message, BATCH_USERS).await
 }
 
-async fn resolve_user(
-    tx: &unseat_store::Transaction<'_>,
+/// [`resolve`] with a chosen batch size (tests use small batches to cross batch boundaries).
+pub async fn resolve_in_batches(
+    store: &Store,
     connector_exchange: &str,
     message: &DirectoryChanged,
-    user_id: Uuid,
+    batch: usize,
+) -> Result<Resolved, StoreError> {
+    let tenant = message.tenant_id;
+    let users: Vec<Uuid> = message.users.iter().copied().collect::<BTreeSet<Uuid>>().into_iter().collect();
+    let batch = batch.max(1);
+    let mut resolved = Resolved::default();
+    let mut client = store.client().await?;
+    loop {
+        let tx = client.transaction().await?;
+        let progress = access::lock_progress(&tx, tenant, message.message_id).await?;
+        if progress.finished {
+            tx.commit().await?;
+            return Ok(resolved);
+        }
+        resolved.fresh = true;
+        let done = usize::try_from(progress.users_done).unwrap_or(usize::MAX).min(users.len());
+        // Every batch makes sure the job exists (the first one creates it), so a batch's tasks
+        // always have their job.
+        let job = NewJob {
+            tenant_id: tenant,
+            id: message.message_id,
+            scope: &message.scope,
+            method: &message.trigger.method,
+            path: &message.trigger.path,
+            user_agent: &message.trigger.user_agent,
+            summary: &message.trigger.summary,
+            received_at: message.trigger.received_at,
+        };
+        access::insert_job(&tx, &job).await?;
+        let end = (done + batch).min(users.len());
+        let chunk = &users[done..end];
+        access::lock_users(&tx, tenant, chunk).await?;
+        let plan = if message.scope == unseat_store::directory::WORKSPACE {
+            plan(&tx, tenant, chunk).await?
+        } else {
+            assignments::plan(&tx, tenant, &message.scope, chunk).await?
+        };
+        write_plan(&tx, connector_exchange, message, &plan, &mut resolved).await?;
+        let finished = end == users.len();
+        if finished {
+            // Nothing to show when the change touched nobody's access.
+            access::delete_job_if_empty(&tx, tenant, message.message_id).await?;
+        }
+        access::save_progress(&tx, tenant, message.message_id, Progress { users_done: end as i64, finished }).await?;
+        tx.commit().await?;
+        if finished {
+            return Ok(resolved);
+        }
+    }
+}
+
+/// Everything decided about one (user, integration), from the current state.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub user_id: Uuid,
+    pub integration_id: Uuid,
+    /// The address the app knows the user by (from the directory, or the stored state for a
+    /// deleted user); None when neither knows it.
+    pub email: Option<String>,
+    pub status: UserStatus,
+    /// Every grant that reaches the user on this integration (valid or not).
+    pub grants: Vec<Grant>,
+    /// What the grants give now.
+    pub now: Option<Access>,
+    /// The stored desired state.
+    pub row: Option<access::AccessRow>,
+    /// None when there is nothing to say (no access before, none now).
+    pub decision: Option<Decision>,
+}
+
+/// The decisions for a batch of users, with the integrations they concern.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    pub integrations: BTreeMap<Uuid, access::IntegrationFacts>,
+    pub items: Vec<Planned>,
+}
+
+/// Loads the current state of `users` (a fixed number of queries for the whole batch) and
+/// decides, per (user, integration) that has a grant or a stored desired state, with the
+/// domain rules. Writes nothing: the resolver writes the plan, the console's explain and
+/// preview endpoints show it.
+pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, users: &[Uuid]) -> Result<Plan, StoreError> {
+    if users.is_empty() {
+        return Ok(Plan::default());
+    }
+    let facts = access::users_facts_many(tx, tenant, users).await?;
+    let mut grants: HashMap<(Uuid, Uuid), Vec<Grant>> = HashMap::new();
+    for g in access::reaching_grants_many(tx, tenant, users).await? {
+        grants.entry((g.user_id, g.integration_id)).or_default().push(Grant {
+            source: match g.team_name {
+                Some(name) => GrantSource::Team { name },
+                None => GrantSource::Individual,
+            },
+            role: g.role,
+            assets: g.assets,
+        });
+    }
+    let mut rows: HashMap<(Uuid, Uuid), access::AccessRow> = HashMap::new();
+    for r in access::access_rows_many(tx, tenant, users).await? {
+        rows.insert((r.user_id, r.integration_id), r);
+    }
+    let ids: Vec<Uuid> =
+        grants.keys().chain(rows.keys()).map(|(_, i)| *i).collect::<BTreeSet<Uuid>>().into_iter().collect();
+    if ids.is_empty() {
+        return Ok(Plan::default());
+    }
+    let mut integrations = BTreeMap::new();
+    let mut models = BTreeMap::new();
+    for i in access::integrations(tx, tenant, &ids).await? {
+        match access_model(&i) {
+            Ok(model) => {
+                models.insert(i.id, model);
+                integrations.insert(i.id, i);
+            }
+            Err(error) => {
+                tracing::error!(integration = %i.id, %error, "integration has an invalid ladder; skipping it");
+            }
+        }
+    }
+    // Team names matter only to name a lost grant: load them when some stored state had one.
+    let teams = if rows.values().any(|r| r.desired_role.is_some() && !r.desired_sources.is_empty()) {
+        access::team_names(tx, tenant, users).await?
+    } else {
+        HashMap::new()
+    };
+    let no_teams = BTreeSet::new();
+    let mut items = Vec::new();
+    for &user_id in users {
+        let f = facts.get(&user_id);
+        let status = match f {
+            None => UserStatus::Deleted,
+            Some(f) if !f.active => UserStatus::Inactive,
+            Some(_) => UserStatus::Active,
+        };
+        for (&integration_id, model) in &models {
+            let key = (user_id, integration_id);
+            let row = rows.remove(&key);
+            let its_grants = grants.remove(&key).unwrap_or_default();
+            if row.is_none() && its_grants.is_empty() {
+                continue;
+            }
+            let now = model.effective(status == UserStatus::Active, &its_grants);
+            let held = row.as_ref().and_then(|r| {
+                r.desired_role.as_ref().map(|role| Held { role: role.clone(), assets: r.desired_assets.clone() })
+            });
+            let lost = match (&row, &held) {
+                (Some(r), Some(_)) if status == UserStatus::Active => {
+                    lost_grants(&r.desired_sources, &its_grants, teams.get(&user_id).unwrap_or(&no_teams))
+                }
+                _ => Vec::new(),
+            };
+            let decision = decide(held.as_ref(), now.as_ref(), status, &lost);
+            let email = f.map(|f| f.email.clone()).or_else(|| row.as_ref().map(|r| r.email.clone()));
+            items.push(Planned { user_id, integration_id, email, status, grants: its_grants, now, row, decision });
+        }
+    }
+    Ok(Plan { integrations, items })
+}
+
+/// The access model of an integration as stored.
+pub fn access_model(i: &access::IntegrationFacts) -> Result<AccessModel, unseat_domain::LadderError> {
+    Ok(AccessModel {
+        roles: RoleLadder::for_integration(i.roles.clone())?,
+        asset_roles: AssetLadder::parse(i.asset_roles.clone())?,
+        assets: i.assets.clone(),
+    })
+}
+
+/// Writes a batch's decisions: new desired states (with versions), tasks, connector tasks in
+/// the outbox, and the grants behind unchanged states. A handful of statements per batch.
+async fn write_plan(
+    tx: &Transaction<'_>,
+    connector_exchange: &str,
+    message: &DirectoryChanged,
+    plan: &Plan,
     resolved: &mut Resolved,
 ) -> Result<(), StoreError> {
     let tenant = message.tenant_id;
-    let facts = access::user_facts(tx, tenant, user_id).await?;
-    let status = match &facts {
-        None => UserStatus::Deleted,
-        Some(f) if !f.active => UserStatus::Inactive,
-        Some(_) => UserStatus::Active,
-    };
-    let grants = access::reaching_grants(tx, tenant, user_id).await?;
-    let rows: BTreeMap<Uuid, access::AccessRow> =
-        access::access_rows(tx, tenant, user_id).await?.into_iter().map(|r| (r.integration_id, r)).collect();
-    let ids: BTreeSet<Uuid> = grants.iter().map(|g| g.integration_id).chain(rows.keys().copied()).collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = ids.into_iter().collect();
-    for integration in access::integrations(tx, tenant, &ids).await? {
-        let ladder = match RoleLadder::parse(integration.roles.clone()) {
-            Ok(l) => l,
-            Err(error) => {
-                tracing::error!(integration = %integration.id, %error, "integration has an invalid role ladder; skipping it");
+    let empty = AssetMap::new();
+    let mut desired = Vec::new();
+    let mut sources = Vec::new();
+    let mut chosen: Vec<(&Planned, &Decision, &str)> = Vec::new();
+    for item in &plan.items {
+        let Some(decision) = &item.decision else { continue };
+        let Some(email) = item.email.as_deref() else { continue };
+        if decision.outcome == Outcome::Keep {
+            if item.row.as_ref().is_some_and(|r| r.desired_sources != item.grants) {
+                sources.push((item.integration_id, item.user_id, item.grants.as_slice()));
+            }
+            // A change that only adds cannot take access away: an unchanged user is not news.
+            if !message.trigger.may_revoke {
                 continue;
             }
-        };
-        let its_grants: Vec<Grant> = grants
-            .iter()
-            .filter(|g| g.integration_id == integration.id)
-            .map(|g| Grant {
-                source: match &g.team_name {
-                    Some(name) => GrantSource::Team { name: name.clone() },
-                    None => GrantSource::Individual,
-                },
-                role: g.role.clone(),
-            })
-            .collect();
-        let now = effective_access(&ladder, status == UserStatus::Active, &its_grants);
-        let row = rows.get(&integration.id);
-        let held = row.and_then(|r| r.desired_role.as_deref());
-        let Some(decision) = decide(held, now.as_ref(), status) else { continue };
-        if decision.outcome == Outcome::Keep && !message.trigger.may_revoke {
-            continue;
-        }
-        let email = match (&facts, row) {
-            (Some(f), _) => f.email.clone(),
-            (None, Some(r)) => r.email.clone(),
-            (None, None) => continue,
-        };
-        let task_id = Uuid::new_v5(&message.message_id, format!("{}/{}", integration.id, user_id).as_bytes());
-        let (version, status_text) = if decision.outcome == Outcome::Keep {
-            (row.map(|r| r.desired_version).unwrap_or(0), "kept")
         } else {
-            let v =
-                access::set_desired(tx, tenant, integration.id, user_id, &email, decision.to_role.as_deref()).await?;
-            (v, "queued")
+            let to = decision.to.as_ref();
+            desired.push(access::NewDesired {
+                integration_id: item.integration_id,
+                user_id: item.user_id,
+                email,
+                role: to.map(|h| h.role.as_str()),
+                assets: to.map(|h| &h.assets).unwrap_or(&empty),
+                sources: if to.is_some() { item.grants.as_slice() } else { &[] },
+            });
+        }
+        chosen.push((item, decision, email));
+    }
+    let versions = access::set_desired_many(tx, tenant, &desired).await?;
+    access::set_sources(tx, tenant, &sources).await?;
+    let mut tasks = Vec::with_capacity(chosen.len());
+    let mut outbox = Vec::new();
+    for (item, decision, email) in &chosen {
+        let Some(integration) = plan.integrations.get(&item.integration_id) else { continue };
+        let task_id = Uuid::new_v5(&message.message_id, format!("{}/{}", item.integration_id, item.user_id).as_bytes());
+        let keep = decision.outcome == Outcome::Keep;
+        let version = if keep {
+            item.row.as_ref().map(|r| r.desired_version).unwrap_or(0)
+        } else {
+            versions
+                .get(&(item.integration_id, item.user_id))
+                .copied()
+                .ok_or_else(|| StoreError::Invalid("a desired state was written without a version".into()))?
         };
-        let task = NewTask {
+        tasks.push(NewTask {
             tenant_id: tenant,
             id: task_id,
             job_id: message.message_id,
-            integration_id: integration.id,
-            user_id,
-            user_email: &email,
+            integration_id: item.integration_id,
+            user_id: item.user_id,
+            user_email: email,
             outcome: decision.outcome.as_str(),
-            from_role: decision.from_role.as_deref(),
-            to_role: decision.to_role.as_deref(),
+            from_role: decision.from_role(),
+            to_role: decision.to_role(),
+            from_assets: decision.from.as_ref().map(|h| &h.assets),
+            to_assets: decision.to.as_ref().map(|h| &h.assets),
             reason: &decision.reason,
             desired_version: version,
-            status: status_text,
-        };
-        access::insert_task(tx, &task).await?;
-        if decision.outcome != Outcome::Keep {
+            status: if keep { "kept" } else { "queued" },
+        });
+        if !keep {
             let connector_task = ConnectorTask {
                 v: MESSAGE_VERSION,
                 message_id: Uuid::new_v4(),
                 tenant_id: tenant,
                 job_id: message.message_id,
                 task_id,
-                integration_id: integration.id,
-                user_id,
+                integration_id: item.integration_id,
+                user_id: item.user_id,
                 app_kind: integration.app_kind.clone(),
                 desired_version: version,
             };
             let payload = serde_json::to_value(&connector_task).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            unseat_store::outbox::enqueue(
-                tx,
-                tenant,
-                connector_task.message_id,
-                connector_exchange,
-                &integration.app_kind,
-                &payload,
-            )
-            .await?;
-            resolved.tasks_queued += 1;
+            outbox.push((connector_task.message_id, connector_exchange, integration.app_kind.as_str(), payload));
         }
         tracing::info!(
             tenant = %tenant,
-            integration = %integration.id,
+            integration = %item.integration_id,
             outcome = decision.outcome.as_str(),
             reason = %decision.reason,
             "access decided"
         );
-        resolved.decisions.push((user_id, integration.id, decision.outcome));
+        resolved.count(decision.outcome);
     }
+    access::insert_tasks(tx, &tasks).await?;
+    resolved.tasks_queued += outbox.len();
+    access::enqueue_many(tx, tenant, &outbox).await?;
     Ok(())
 }

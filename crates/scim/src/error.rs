@@ -72,6 +72,10 @@ impl ScimError {
     pub fn not_implemented(detail: impl Into<String>) -> Self {
         Self::new(501, None, detail)
     }
+    /// The tenant is over its request rate.
+    pub fn too_many_requests(detail: impl Into<String>) -> Self {
+        Self::new(429, None, detail)
+    }
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(503, None, detail)
     }

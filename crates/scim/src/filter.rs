@@ -136,6 +136,9 @@ impl Filter {
         if s.len() > MAX_FILTER_LEN {
             return Err(ScimError::invalid_filter("filter is too long"));
         }
+        if s.contains('\0') {
+            return Err(ScimError::invalid_filter("a filter must not contain the NUL character"));
+        }
         let tokens = tokenize(s)?;
         let mut p = Parser { tokens, pos: 0, depth: 0 };
         let f = p.or()?;
@@ -324,6 +327,9 @@ fn tokenize(s: &str) -> Result<Vec<Token>, ScimError> {
                 }
                 let lit: String = serde_json::from_str(&s[start..i])
                     .map_err(|_| ScimError::invalid_filter("invalid string literal in filter"))?;
+                if lit.contains('\0') {
+                    return Err(ScimError::invalid_filter("a filter must not contain the NUL character"));
+                }
                 out.push(Token::Str(lit));
             }
             _ => {
@@ -539,6 +545,8 @@ mod tests {
             "1abc eq \"a\"",
             "userName eq \"a\" \"b\"",
             "\"\\u12\"",
+            "userName eq \"a\u{0}\"",
+            "userName eq \"a\\u0000\"",
             deep.as_str(),
         ] {
             let e = Filter::parse(f).unwrap_err();

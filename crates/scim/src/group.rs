@@ -6,9 +6,11 @@ use crate::filter::get_ci;
 use crate::schema::GROUP_SCHEMA;
 use crate::user::{canonical, strip_nulls, MAX_NAME_LEN};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 
-/// Most members one request may name: bounds the work one request can cause.
-pub const MAX_MEMBERS_PER_REQUEST: usize = 10_000;
+/// Most members one request may name: bounds the work one request can cause, while letting
+/// an IdP push a group of 100,000 in one `replace members` (with a body limit to match).
+pub const MAX_MEMBERS_PER_REQUEST: usize = 200_000;
 
 const GROUP_ATTRIBUTES: &[&str] = &["schemas", "displayName", "externalId", "members"];
 
@@ -35,10 +37,11 @@ pub fn member_ids(v: &Value) -> Result<Vec<String>, ScimError> {
         return Err(ScimError::invalid_value(format!("at most {MAX_MEMBERS_PER_REQUEST} members per request")));
     }
     let mut ids: Vec<String> = Vec::with_capacity(items.len());
+    let mut seen: HashSet<&str> = HashSet::with_capacity(items.len());
     for item in items {
         match get_ci(item, "value") {
             Some(Value::String(s)) if !s.is_empty() => {
-                if !ids.contains(s) {
+                if seen.insert(s.as_str()) {
                     ids.push(s.clone());
                 }
             }
@@ -51,9 +54,9 @@ pub fn member_ids(v: &Value) -> Result<Vec<String>, ScimError> {
 /// Checks a displayName value.
 pub fn display_name(v: Option<&Value>) -> Result<String, ScimError> {
     match v {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_NAME_LEN => Ok(s.clone()),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_NAME_LEN => Ok(s.clone()),
         Some(Value::String(s)) if !s.trim().is_empty() => {
-            Err(ScimError::invalid_value(format!("displayName is longer than {MAX_NAME_LEN} characters")))
+            Err(ScimError::invalid_value(format!("displayName is longer than {MAX_NAME_LEN} bytes")))
         }
         Some(Value::String(_)) | None | Some(Value::Null) => {
             Err(ScimError::invalid_value("displayName is required and must not be empty"))
@@ -66,9 +69,9 @@ pub fn display_name(v: Option<&Value>) -> Result<String, ScimError> {
 pub fn external_id(v: Option<&Value>) -> Result<Option<String>, ScimError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= MAX_NAME_LEN => Ok(Some(s.clone())),
+        Some(Value::String(s)) if s.len() <= MAX_NAME_LEN => Ok(Some(s.clone())),
         Some(other) => Err(ScimError::invalid_value(format!(
-            "externalId must be a string of at most {MAX_NAME_LEN} characters, got {other}"
+            "externalId must be a string of at most {MAX_NAME_LEN} bytes, got {other}"
         ))),
     }
 }

@@ -14,6 +14,7 @@ pub mod projection;
 #[cfg(test)]
 mod proptests;
 pub mod schema;
+pub mod text;
 pub mod user;
 
 pub use error::ScimError;
@@ -22,4 +23,5 @@ pub use group::Group;
 pub use list::{list_response, Page};
 pub use patch::{apply_user_patch, group_patch, MemberChange, OpKind, PatchOperation, PatchPath, PatchRequest};
 pub use projection::{project, AttrList};
+pub use text::check_storable;
 pub use user::{Email, User};

@@ -11,6 +11,7 @@ use crate::group::{display_name, external_id, member_ids};
 use crate::schema::{is_extension_urn, ENTERPRISE_USER_SCHEMA, PATCH_OP_SCHEMA};
 use crate::user::{canonical, User, USER_ATTRIBUTES};
 use serde_json::{Map, Value};
+use std::collections::HashSet;
 
 /// Most operations one PATCH may carry.
 pub const MAX_OPERATIONS: usize = 1000;
@@ -139,6 +140,28 @@ impl PatchRequest {
         }
         Ok(Self { operations })
     }
+}
+
+/// `Some(active)` when the request does nothing but set `active` (the IdPs' deactivation and
+/// reactivation, in any of their shapes): the service can then apply it without reading and
+/// re-checking the whole user.
+pub fn only_active(req: &PatchRequest) -> Option<bool> {
+    let [op] = req.operations.as_slice() else { return None };
+    if op.op == OpKind::Remove {
+        return None;
+    }
+    let value = match (&op.path, &op.raw_path, &op.value) {
+        (Some(p), _, Some(v)) if p.is("active") && p.filter.is_none() && p.sub.is_none() => v,
+        (None, None, Some(Value::Object(m))) if m.len() == 1 => {
+            let (k, v) = m.iter().next()?;
+            if !k.eq_ignore_ascii_case("active") {
+                return None;
+            }
+            v
+        }
+        _ => return None,
+    };
+    crate::user::parse_bool("active", value).ok()
 }
 
 /// Applies `req` to a User's stored JSON and returns the re-checked result. `id` is the
@@ -436,34 +459,29 @@ pub struct MemberChange {
 }
 
 impl MemberChange {
+    // Set arithmetic over order-keeping lists, in time linear in the ids: an IdP may send
+    // 100,000 of them in one operation.
     fn add_ids(&mut self, ids: Vec<String>) {
-        for id in ids {
-            match &mut self.replace_all {
-                Some(all) => {
-                    if !all.contains(&id) {
-                        all.push(id)
-                    }
-                }
-                None => {
-                    self.remove.retain(|r| *r != id);
-                    if !self.add.contains(&id) {
-                        self.add.push(id);
-                    }
-                }
+        match &mut self.replace_all {
+            Some(all) => append_new(all, ids),
+            None => {
+                let incoming: HashSet<&String> = ids.iter().collect();
+                self.remove.retain(|r| !incoming.contains(r));
+                append_new(&mut self.add, ids);
             }
         }
     }
 
     fn remove_ids(&mut self, ids: Vec<String>) {
-        for id in ids {
-            match &mut self.replace_all {
-                Some(all) => all.retain(|a| *a != id),
-                None => {
-                    self.add.retain(|a| *a != id);
-                    if !self.remove.contains(&id) {
-                        self.remove.push(id);
-                    }
-                }
+        match &mut self.replace_all {
+            Some(all) => {
+                let gone: HashSet<&String> = ids.iter().collect();
+                all.retain(|a| !gone.contains(a));
+            }
+            None => {
+                let gone: HashSet<&String> = ids.iter().collect();
+                self.add.retain(|a| !gone.contains(a));
+                append_new(&mut self.remove, ids);
             }
         }
     }
@@ -481,6 +499,16 @@ impl MemberChange {
             && self.replace_all.is_none()
             && self.display_name.is_none()
             && self.external_id.is_none()
+    }
+}
+
+/// Appends the ids not yet in `list`, in order, once each.
+fn append_new(list: &mut Vec<String>, ids: Vec<String>) {
+    let mut seen: HashSet<String> = list.iter().cloned().collect();
+    for id in ids {
+        if seen.insert(id.clone()) {
+            list.push(id);
+        }
     }
 }
 
@@ -651,6 +679,30 @@ mod tests {
             assert_eq!(u.resource["active"], false);
         }
         assert!(patch_user(json!([{"op": "replace", "path": "active", "value": "nope"}])).is_err());
+    }
+
+    #[test]
+    fn only_active_recognises_every_deactivation_shape_and_nothing_else() {
+        for (ops, want) in [
+            (json!([{"op": "replace", "path": "active", "value": false}]), Some(false)),
+            (json!([{"op": "Replace", "path": "active", "value": "False"}]), Some(false)),
+            (json!([{"op": "replace", "value": {"active": true}}]), Some(true)),
+            (json!([{"op": "Replace", "value": {"Active": "False"}}]), Some(false)),
+            (
+                json!([{"op": "replace", "path": "urn:ietf:params:scim:schemas:core:2.0:User:active", "value": false}]),
+                Some(false),
+            ),
+            (json!([{"op": "replace", "value": {"active": false, "displayName": "x"}}]), None),
+            (json!([{"op": "replace", "path": "active", "value": "maybe"}]), None),
+            (json!([{"op": "replace", "path": "displayName", "value": "x"}]), None),
+            (json!([{"op": "remove", "path": "active"}]), None),
+            (
+                json!([{"op": "replace", "path": "active", "value": false}, {"op": "replace", "path": "active", "value": true}]),
+                None,
+            ),
+        ] {
+            assert_eq!(only_active(&req(ops.clone())), want, "{ops}");
+        }
     }
 
     #[test]

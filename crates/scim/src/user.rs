@@ -6,7 +6,9 @@ use crate::filter::get_ci;
 use crate::schema::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
 use serde_json::{Map, Value};
 
-/// Longest userName, externalId or displayName accepted.
+/// Longest userName, externalId or displayName accepted, in bytes of UTF-8: names are
+/// indexed, and an index entry must fit PostgreSQL's limit (about 2,700 bytes) whatever the
+/// characters are.
 pub const MAX_NAME_LEN: usize = 1024;
 
 /// Core User attributes, spelled as RFC 7643 does: incoming names are matched
@@ -88,10 +90,8 @@ pub fn parse_bool(attr: &str, v: &Value) -> Result<bool, ScimError> {
 fn optional_string(attr: &str, v: Option<&Value>) -> Result<Option<String>, ScimError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= MAX_NAME_LEN => Ok(Some(s.clone())),
-        Some(Value::String(_)) => {
-            Err(ScimError::invalid_value(format!("{attr} is longer than {MAX_NAME_LEN} characters")))
-        }
+        Some(Value::String(s)) if s.len() <= MAX_NAME_LEN => Ok(Some(s.clone())),
+        Some(Value::String(_)) => Err(ScimError::invalid_value(format!("{attr} is longer than {MAX_NAME_LEN} bytes"))),
         Some(other) => Err(ScimError::invalid_value(format!("{attr} must be a string, got {other}"))),
     }
 }
@@ -130,9 +130,9 @@ impl User {
         }
 
         let user_name = match res.get("userName") {
-            Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= MAX_NAME_LEN => s.clone(),
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_NAME_LEN => s.clone(),
             Some(Value::String(s)) if !s.trim().is_empty() => {
-                return Err(ScimError::invalid_value(format!("userName is longer than {MAX_NAME_LEN} characters")))
+                return Err(ScimError::invalid_value(format!("userName is longer than {MAX_NAME_LEN} bytes")))
             }
             Some(Value::String(_)) | None => {
                 return Err(ScimError::invalid_value("userName is required and must not be empty"))
@@ -285,6 +285,9 @@ mod tests {
         }
         assert_eq!(User::parse(&json!([1])).unwrap_err().scim_type, Some("invalidSyntax"));
         assert!(User::parse(&json!({"userName": "x".repeat(MAX_NAME_LEN + 1)})).is_err());
+        // Four-byte characters count as four: the name must fit an index entry.
+        assert!(User::parse(&json!({"userName": "😀".repeat(MAX_NAME_LEN / 4 + 1)})).is_err());
+        assert!(User::parse(&json!({"userName": "😀".repeat(MAX_NAME_LEN / 4)})).is_ok());
     }
 
     #[test]

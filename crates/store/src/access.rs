@@ -1,13 +1,17 @@
-//! What the resolver reads and writes: the current directory facts about one user, the grants
-//! that reach them, the desired access state per (integration, user), and the Automation Log
-//! entries (jobs, tasks) its decisions open. Everything runs in the resolver's transaction.
+//! What the resolver reads and writes: the current directory facts about a batch of users, the
+//! grants that reach them, the desired access state per (integration, user), the Automation Log
+//! entries (jobs, tasks) its decisions open, and how far it got through a large change.
+//! Everything runs in the caller's transaction; reads and writes take a whole batch of users at
+//! once, so a batch costs a fixed number of round trips however many users it holds.
 
-use crate::Result;
+use crate::{Result, StoreError};
 use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tokio_postgres::Transaction;
+use unseat_domain::{AssetMap, Grant};
 use uuid::Uuid;
 
-/// The directory's current view of a user; None when the user is deleted.
+/// The directory's current view of a user; absent when the user is deleted.
 #[derive(Debug, Clone)]
 pub struct UserFacts {
     pub active: bool,
@@ -18,10 +22,15 @@ pub struct UserFacts {
 /// One grant that reaches a user, with the name of the team it comes through.
 #[derive(Debug, Clone)]
 pub struct ReachingGrant {
+    pub user_id: Uuid,
     pub integration_id: Uuid,
+    pub grant_id: Uuid,
     pub role: String,
+    pub assets: AssetMap,
     /// None for an individual grant.
     pub team_name: Option<String>,
+    /// The team's id; None for an individual grant.
+    pub team_id: Option<Uuid>,
 }
 
 /// An integration as the resolver needs it.
@@ -31,93 +40,309 @@ pub struct IntegrationFacts {
     pub name: String,
     pub app_kind: String,
     pub roles: Vec<String>,
+    pub asset_roles: Vec<String>,
+    /// The asset ids the integration knows.
+    pub assets: BTreeSet<String>,
 }
 
 /// The stored desired state of one (integration, user).
 #[derive(Debug, Clone)]
 pub struct AccessRow {
+    pub user_id: Uuid,
     pub integration_id: Uuid,
     pub email: String,
     pub desired_role: Option<String>,
+    pub desired_assets: AssetMap,
     pub desired_version: i64,
+    /// The grants behind the desired state when it was decided.
+    pub desired_sources: Vec<Grant>,
+    pub applied_version: i64,
+    pub applied_role: Option<String>,
+}
+
+fn asset_map(value: serde_json::Value) -> AssetMap {
+    // Written by this crate only; anything else (a hand edit) counts as no assets.
+    serde_json::from_value(value).unwrap_or_default()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| StoreError::Invalid(e.to_string()))
 }
 
 /// Serialises every resolver decision about one user until the transaction ends, so two
 /// resolvers working on the same user decide one after the other, each on the state the other
 /// left. Callers lock users in a fixed order (sorted ids) to avoid deadlocks.
 pub async fn lock_user(tx: &Transaction<'_>, tenant_id: Uuid, user_id: Uuid) -> Result<()> {
+    lock_users(tx, tenant_id, &[user_id]).await
+}
+
+/// [`lock_user`] for a batch, in the order given (callers sort it), in one round trip.
+pub async fn lock_users(tx: &Transaction<'_>, tenant_id: Uuid, user_ids: &[Uuid]) -> Result<()> {
+    if user_ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = user_ids.iter().map(Uuid::to_string).collect();
     tx.execute(
-        "select pg_advisory_xact_lock(hashtext($1::text), hashtext($2::text))",
-        &[&tenant_id.to_string(), &user_id.to_string()],
+        "select pg_advisory_xact_lock(hashtext($1::text), hashtext(u)) from unnest($2::text[]) as t(u)",
+        &[&tenant_id.to_string(), &ids],
     )
     .await?;
     Ok(())
 }
 
-pub async fn user_facts(tx: &Transaction<'_>, tenant_id: Uuid, user_id: Uuid) -> Result<Option<UserFacts>> {
-    let row = tx
-        .query_opt(
-            "select active, coalesce(email, user_name) from scim_users where tenant_id = $1 and id = $2",
-            &[&tenant_id, &user_id],
-        )
-        .await?;
-    Ok(row.map(|r| UserFacts { active: r.get(0), email: r.get(1) }))
-}
-
-/// Every grant that reaches the user now: individual grants and those of every team they are in.
-pub async fn reaching_grants(tx: &Transaction<'_>, tenant_id: Uuid, user_id: Uuid) -> Result<Vec<ReachingGrant>> {
+/// Facts of the users that exist; deleted users are missing from the map.
+pub async fn users_facts_many(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    user_ids: &[Uuid],
+) -> Result<HashMap<Uuid, UserFacts>> {
     let rows = tx
         .query(
-            "select g.integration_id, g.role, sg.display_name
+            "select id, active, coalesce(email, user_name) from scim_users where tenant_id = $1 and id = any($2)",
+            &[&tenant_id, &user_ids],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), UserFacts { active: r.get(1), email: r.get(2) })).collect())
+}
+
+/// Every grant that reaches the users now: individual grants and those of every team they are
+/// in.
+pub async fn reaching_grants_many(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    user_ids: &[Uuid],
+) -> Result<Vec<ReachingGrant>> {
+    let rows = tx
+        .query(
+            "select g.subject_id, g.integration_id, g.id, g.role, g.assets, null::text, null::uuid
                from grants g
-               left join scim_groups sg on g.subject_kind = 'team' and sg.tenant_id = g.tenant_id and sg.id = g.subject_id
-              where g.tenant_id = $1
-                and ((g.subject_kind = 'user' and g.subject_id = $2)
-                  or (g.subject_kind = 'team' and g.subject_id in
-                        (select group_id from group_members where tenant_id = $1 and user_id = $2)))",
-            &[&tenant_id, &user_id],
+              where g.tenant_id = $1 and g.subject_kind = 'user' and g.subject_id = any($2)
+             union all
+             select m.user_id, g.integration_id, g.id, g.role, g.assets, sg.display_name, sg.id
+               from group_members m
+               join grants g on g.tenant_id = m.tenant_id and g.subject_kind = 'team' and g.subject_id = m.group_id
+               join scim_groups sg on sg.tenant_id = m.tenant_id and sg.id = m.group_id
+              where m.tenant_id = $1 and m.user_id = any($2)",
+            &[&tenant_id, &user_ids],
         )
         .await?;
     Ok(rows
         .into_iter()
-        .map(|r| ReachingGrant { integration_id: r.get(0), role: r.get(1), team_name: r.get(2) })
-        .collect())
-}
-
-/// The user's stored desired state on every integration.
-pub async fn access_rows(tx: &Transaction<'_>, tenant_id: Uuid, user_id: Uuid) -> Result<Vec<AccessRow>> {
-    let rows = tx
-        .query(
-            "select integration_id, email, desired_role, desired_version from access_state
-              where tenant_id = $1 and user_id = $2",
-            &[&tenant_id, &user_id],
-        )
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| AccessRow {
-            integration_id: r.get(0),
-            email: r.get(1),
-            desired_role: r.get(2),
-            desired_version: r.get(3),
+        .map(|r| ReachingGrant {
+            user_id: r.get(0),
+            integration_id: r.get(1),
+            grant_id: r.get(2),
+            role: r.get(3),
+            assets: asset_map(r.get(4)),
+            team_name: r.get(5),
+            team_id: r.get(6),
         })
         .collect())
 }
 
+/// The names of the teams each user is in now (to tell "left team X" from a revoked grant).
+pub async fn team_names(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    user_ids: &[Uuid],
+) -> Result<HashMap<Uuid, BTreeSet<String>>> {
+    let rows = tx
+        .query(
+            "select m.user_id, sg.display_name from group_members m
+               join scim_groups sg on sg.tenant_id = m.tenant_id and sg.id = m.group_id
+              where m.tenant_id = $1 and m.user_id = any($2)",
+            &[&tenant_id, &user_ids],
+        )
+        .await?;
+    let mut out: HashMap<Uuid, BTreeSet<String>> = HashMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().insert(r.get(1));
+    }
+    Ok(out)
+}
+
+const ACCESS_COLUMNS: &str = "user_id, integration_id, email, desired_role, desired_assets, desired_version,
+                              desired_sources, applied_version, applied_role";
+
+fn access_row(r: &tokio_postgres::Row) -> AccessRow {
+    AccessRow {
+        user_id: r.get(0),
+        integration_id: r.get(1),
+        email: r.get(2),
+        desired_role: r.get(3),
+        desired_assets: asset_map(r.get(4)),
+        desired_version: r.get(5),
+        desired_sources: serde_json::from_value(r.get(6)).unwrap_or_default(),
+        applied_version: r.get(7),
+        applied_role: r.get(8),
+    }
+}
+
+/// The users' stored desired state on every integration.
+pub async fn access_rows_many(tx: &Transaction<'_>, tenant_id: Uuid, user_ids: &[Uuid]) -> Result<Vec<AccessRow>> {
+    let rows = tx
+        .query(
+            &format!("select {ACCESS_COLUMNS} from access_state where tenant_id = $1 and user_id = any($2)"),
+            &[&tenant_id, &user_ids],
+        )
+        .await?;
+    Ok(rows.iter().map(access_row).collect())
+}
+
+/// Integrations with their ladders and known assets.
 pub async fn integrations(tx: &Transaction<'_>, tenant_id: Uuid, ids: &[Uuid]) -> Result<Vec<IntegrationFacts>> {
     let rows = tx
         .query(
-            "select id, name, app_kind, roles from integrations where tenant_id = $1 and id = any($2) order by id",
+            "select id, name, app_kind, roles, asset_roles from integrations
+              where tenant_id = $1 and id = any($2) order by id",
             &[&tenant_id, &ids],
         )
         .await?;
-    Ok(rows
+    let mut out: Vec<IntegrationFacts> = rows
         .into_iter()
-        .map(|r| IntegrationFacts { id: r.get(0), name: r.get(1), app_kind: r.get(2), roles: r.get(3) })
-        .collect())
+        .map(|r| IntegrationFacts {
+            id: r.get(0),
+            name: r.get(1),
+            app_kind: r.get(2),
+            roles: r.get(3),
+            asset_roles: r.get(4),
+            assets: BTreeSet::new(),
+        })
+        .collect();
+    let assets = tx
+        .query(
+            "select integration_id, asset_id from integration_assets where tenant_id = $1 and integration_id = any($2)",
+            &[&tenant_id, &ids],
+        )
+        .await?;
+    let mut by_integration: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+    for r in assets {
+        by_integration.entry(r.get(0)).or_default().insert(r.get(1));
+    }
+    for i in &mut out {
+        i.assets = by_integration.remove(&i.id).unwrap_or_default();
+    }
+    Ok(out)
 }
 
-/// Records a new desired state and returns its version (one more than the last).
+/// A new desired state for one (integration, user).
+#[derive(Debug, Clone)]
+pub struct NewDesired<'a> {
+    pub integration_id: Uuid,
+    pub user_id: Uuid,
+    pub email: &'a str,
+    /// None: the user must not be in the app.
+    pub role: Option<&'a str>,
+    pub assets: &'a AssetMap,
+    pub sources: &'a [Grant],
+}
+
+/// Records new desired states and returns each one's version (one more than the last), keyed
+/// by (integration, user). One statement for the whole batch.
+pub async fn set_desired_many(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    batch: &[NewDesired<'_>],
+) -> Result<HashMap<(Uuid, Uuid), i64>> {
+    if batch.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let integrations: Vec<Uuid> = batch.iter().map(|d| d.integration_id).collect();
+    let users: Vec<Uuid> = batch.iter().map(|d| d.user_id).collect();
+    let emails: Vec<&str> = batch.iter().map(|d| d.email).collect();
+    let roles: Vec<Option<&str>> = batch.iter().map(|d| d.role).collect();
+    let assets = batch.iter().map(|d| to_json(d.assets)).collect::<Result<Vec<_>>>()?;
+    let sources = batch.iter().map(|d| to_json(&d.sources)).collect::<Result<Vec<_>>>()?;
+    let rows = tx
+        .query(
+            "insert into access_state (tenant_id, integration_id, user_id, email, desired_role, desired_assets,
+                                       desired_sources, desired_version)
+             select $1, i, u, e, r, a, s, 1
+               from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) as t(i, u, e, r, a, s)
+             on conflict (tenant_id, integration_id, user_id) do update
+               set desired_role = excluded.desired_role,
+                   desired_assets = excluded.desired_assets,
+                   desired_sources = excluded.desired_sources,
+                   email = excluded.email,
+                   desired_version = access_state.desired_version + 1,
+                   updated_at = now()
+             returning integration_id, user_id, desired_version",
+            &[&tenant_id, &integrations, &users, &emails, &roles, &assets, &sources],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect())
+}
+
+/// Records the grants behind an unchanged desired state (a keep), without a new version.
+pub async fn set_sources(tx: &Transaction<'_>, tenant_id: Uuid, batch: &[(Uuid, Uuid, &[Grant])]) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let integrations: Vec<Uuid> = batch.iter().map(|d| d.0).collect();
+    let users: Vec<Uuid> = batch.iter().map(|d| d.1).collect();
+    let sources = batch.iter().map(|d| to_json(&d.2)).collect::<Result<Vec<_>>>()?;
+    tx.execute(
+        "update access_state a set desired_sources = t.s
+           from unnest($2::uuid[], $3::uuid[], $4::jsonb[]) as t(i, u, s)
+          where a.tenant_id = $1 and a.integration_id = t.i and a.user_id = t.u",
+        &[&tenant_id, &integrations, &users, &sources],
+    )
+    .await?;
+    Ok(())
+}
+
+/// How far the resolver got through one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    pub users_done: i64,
+    pub finished: bool,
+}
+
+/// Locks (creating it if needed) the progress row of a message until the transaction ends, so
+/// two resolvers given the same message work through it one batch at a time.
+pub async fn lock_progress(tx: &Transaction<'_>, tenant_id: Uuid, message_id: Uuid) -> Result<Progress> {
+    tx.execute(
+        "insert into resolver_progress (tenant_id, message_id) values ($1, $2) on conflict do nothing",
+        &[&tenant_id, &message_id],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "select users_done, finished_at is not null from resolver_progress
+              where tenant_id = $1 and message_id = $2 for update",
+            &[&tenant_id, &message_id],
+        )
+        .await?;
+    Ok(Progress { users_done: row.get(0), finished: row.get(1) })
+}
+
+pub async fn save_progress(tx: &Transaction<'_>, tenant_id: Uuid, message_id: Uuid, progress: Progress) -> Result<()> {
+    tx.execute(
+        "update resolver_progress set users_done = $3, finished_at = case when $4 then now() end
+          where tenant_id = $1 and message_id = $2",
+        &[&tenant_id, &message_id, &progress.users_done, &progress.finished],
+    )
+    .await?;
+    Ok(())
+}
+
+/// One user's facts; None when the user is deleted.
+pub async fn user_facts(tx: &Transaction<'_>, tenant_id: Uuid, user_id: Uuid) -> Result<Option<UserFacts>> {
+    Ok(users_facts_many(tx, tenant_id, &[user_id]).await?.remove(&user_id))
+}
+
+/// Every grant that reaches one user now.
+pub async fn reaching_grants(tx: &Transaction<'_>, tenant_id: Uuid, user_id: Uuid) -> Result<Vec<ReachingGrant>> {
+    reaching_grants_many(tx, tenant_id, &[user_id]).await
+}
+
+/// One user's stored desired state on every integration.
+pub async fn access_rows(tx: &Transaction<'_>, tenant_id: Uuid, user_id: Uuid) -> Result<Vec<AccessRow>> {
+    access_rows_many(tx, tenant_id, &[user_id]).await
+}
+
+/// Records a new desired role (assets unchanged) for one (integration, user) and returns its
+/// version.
 pub async fn set_desired(
     tx: &Transaction<'_>,
     tenant_id: Uuid,
@@ -142,6 +367,11 @@ pub async fn set_desired(
     Ok(row.get(0))
 }
 
+pub async fn delete_job(tx: &Transaction<'_>, tenant_id: Uuid, job_id: Uuid) -> Result<()> {
+    tx.execute("delete from jobs where tenant_id = $1 and id = $2", &[&tenant_id, &job_id]).await?;
+    Ok(())
+}
+
 /// The trigger of a job, as the Automation Log shows it.
 #[derive(Debug, Clone)]
 pub struct NewJob<'a> {
@@ -155,7 +385,7 @@ pub struct NewJob<'a> {
     pub received_at: DateTime<Utc>,
 }
 
-/// Opens a job; false when it already exists (the message was handled before).
+/// Opens a job; false when it already exists.
 pub async fn insert_job(tx: &Transaction<'_>, job: &NewJob<'_>) -> Result<bool> {
     let n = tx
         .execute(
@@ -176,8 +406,14 @@ pub async fn insert_job(tx: &Transaction<'_>, job: &NewJob<'_>) -> Result<bool> 
     Ok(n == 1)
 }
 
-pub async fn delete_job(tx: &Transaction<'_>, tenant_id: Uuid, job_id: Uuid) -> Result<()> {
-    tx.execute("delete from jobs where tenant_id = $1 and id = $2", &[&tenant_id, &job_id]).await?;
+/// Deletes a job that has no task: the change it stood for touched nobody's access.
+pub async fn delete_job_if_empty(tx: &Transaction<'_>, tenant_id: Uuid, job_id: Uuid) -> Result<()> {
+    tx.execute(
+        "delete from jobs j where j.tenant_id = $1 and j.id = $2
+            and not exists (select 1 from tasks t where t.tenant_id = j.tenant_id and t.job_id = j.id)",
+        &[&tenant_id, &job_id],
+    )
+    .await?;
     Ok(())
 }
 
@@ -193,43 +429,158 @@ pub struct NewTask<'a> {
     pub outcome: &'a str,
     pub from_role: Option<&'a str>,
     pub to_role: Option<&'a str>,
+    pub from_assets: Option<&'a AssetMap>,
+    pub to_assets: Option<&'a AssetMap>,
     pub reason: &'a str,
     pub desired_version: i64,
     /// `queued` for work a connector will do, `kept` for a decision that needs none.
     pub status: &'a str,
 }
 
-/// Inserts the task and its first event; false if it existed already.
+/// Inserts one task and its first event; false if it existed already.
 pub async fn insert_task(tx: &Transaction<'_>, t: &NewTask<'_>) -> Result<bool> {
-    let finished: Option<DateTime<Utc>> = (t.status == "kept").then(Utc::now);
-    let n = tx
-        .execute(
+    Ok(insert_tasks(tx, std::slice::from_ref(t)).await? == 1)
+}
+
+/// Inserts tasks (all of one tenant) and their `decided` events in two statements; tasks that
+/// exist already are skipped. Returns how many were new.
+pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result<u64> {
+    let Some(first) = tasks.first() else { return Ok(0) };
+    let tenant = first.tenant_id;
+    if tasks.iter().any(|t| t.tenant_id != tenant) {
+        return Err(StoreError::Invalid("tasks of one batch must share a tenant".into()));
+    }
+    let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
+    let jobs: Vec<Uuid> = tasks.iter().map(|t| t.job_id).collect();
+    let integrations: Vec<Uuid> = tasks.iter().map(|t| t.integration_id).collect();
+    let users: Vec<Uuid> = tasks.iter().map(|t| t.user_id).collect();
+    let emails: Vec<&str> = tasks.iter().map(|t| t.user_email).collect();
+    let outcomes: Vec<&str> = tasks.iter().map(|t| t.outcome).collect();
+    let from_roles: Vec<Option<&str>> = tasks.iter().map(|t| t.from_role).collect();
+    let to_roles: Vec<Option<&str>> = tasks.iter().map(|t| t.to_role).collect();
+    let from_assets =
+        tasks.iter().map(|t| t.from_assets.map(to_json).transpose()).collect::<Result<Vec<Option<_>>>>()?;
+    let to_assets = tasks.iter().map(|t| t.to_assets.map(to_json).transpose()).collect::<Result<Vec<Option<_>>>>()?;
+    let reasons: Vec<&str> = tasks.iter().map(|t| t.reason).collect();
+    let versions: Vec<i64> = tasks.iter().map(|t| t.desired_version).collect();
+    let statuses: Vec<&str> = tasks.iter().map(|t| t.status).collect();
+    let rows = tx
+        .query(
             "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
-                                reason, desired_version, status, finished_at)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) on conflict do nothing",
+                                from_assets, to_assets, reason, desired_version, status, finished_at)
+             select $1, id, j, i, u, e, o, fr, tr, fa, ta, r, v, s, case when s = 'kept' then now() end
+               from unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[],
+                           $9::text[], $10::jsonb[], $11::jsonb[], $12::text[], $13::bigint[], $14::text[])
+                    as t(id, j, i, u, e, o, fr, tr, fa, ta, r, v, s)
+             on conflict do nothing
+             returning id, reason",
             &[
-                &t.tenant_id,
-                &t.id,
-                &t.job_id,
-                &t.integration_id,
-                &t.user_id,
-                &t.user_email,
-                &t.outcome,
-                &t.from_role,
-                &t.to_role,
-                &t.reason,
-                &t.desired_version,
-                &t.status,
-                &finished,
+                &tenant,
+                &ids,
+                &jobs,
+                &integrations,
+                &users,
+                &emails,
+                &outcomes,
+                &from_roles,
+                &to_roles,
+                &from_assets,
+                &to_assets,
+                &reasons,
+                &versions,
+                &statuses,
             ],
         )
         .await?;
-    if n == 1 {
-        tx.execute(
-            "insert into task_events (tenant_id, task_id, kind, detail) values ($1, $2, 'decided', $3)",
-            &[&t.tenant_id, &t.id, &t.reason],
-        )
-        .await?;
+    if rows.is_empty() {
+        return Ok(0);
     }
-    Ok(n == 1)
+    let new_ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+    let new_reasons: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
+    tx.execute(
+        "insert into task_events (tenant_id, task_id, kind, detail)
+         select $1, t, 'decided', d from unnest($2::uuid[], $3::text[]) with ordinality as x(t, d, n) order by n",
+        &[&tenant, &new_ids, &new_reasons],
+    )
+    .await?;
+    Ok(rows.len() as u64)
+}
+
+/// One outbox message of a batch: (message id, exchange, routing key, payload).
+pub type OutboxMessage<'a> = (Uuid, &'a str, &'a str, serde_json::Value);
+
+/// Adds a batch of messages to the outbox in one statement (the relay publishes them in order).
+pub async fn enqueue_many(tx: &Transaction<'_>, tenant_id: Uuid, messages: &[OutboxMessage<'_>]) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = messages.iter().map(|m| m.0).collect();
+    let exchanges: Vec<&str> = messages.iter().map(|m| m.1).collect();
+    let keys: Vec<&str> = messages.iter().map(|m| m.2).collect();
+    let payloads: Vec<&serde_json::Value> = messages.iter().map(|m| &m.3).collect();
+    tx.execute(
+        "insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
+         select $1, m, e, k, p from unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[]) with ordinality as t(m, e, k, p, n)
+          order by n",
+        &[&tenant_id, &ids, &exchanges, &keys, &payloads],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A directory change an admin asks about without making it (a preview).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supposition {
+    DeleteGroup { group_id: Uuid },
+    LeaveGroup { user_id: Uuid, group_id: Uuid },
+    Deactivate { user_id: Uuid },
+}
+
+/// Makes the supposed change in the caller's transaction, which the caller then rolls back,
+/// and returns the users it concerns (sorted). [`StoreError::NotFound`] when the group, user or
+/// membership does not exist.
+pub async fn suppose(tx: &Transaction<'_>, tenant_id: Uuid, supposition: Supposition) -> Result<Vec<Uuid>> {
+    let users: Vec<Uuid> = match supposition {
+        Supposition::DeleteGroup { group_id } => {
+            let exists = tx
+                .query_opt("select 1 from scim_groups where tenant_id = $1 and id = $2", &[&tenant_id, &group_id])
+                .await?;
+            if exists.is_none() {
+                return Err(StoreError::NotFound);
+            }
+            let rows = tx
+                .query(
+                    "select user_id from group_members where tenant_id = $1 and group_id = $2 order by user_id",
+                    &[&tenant_id, &group_id],
+                )
+                .await?;
+            tx.execute("delete from scim_groups where tenant_id = $1 and id = $2", &[&tenant_id, &group_id]).await?;
+            rows.into_iter().map(|r| r.get(0)).collect()
+        }
+        Supposition::LeaveGroup { user_id, group_id } => {
+            let n = tx
+                .execute(
+                    "delete from group_members where tenant_id = $1 and group_id = $2 and user_id = $3",
+                    &[&tenant_id, &group_id, &user_id],
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            vec![user_id]
+        }
+        Supposition::Deactivate { user_id } => {
+            let n = tx
+                .execute(
+                    "update scim_users set active = false where tenant_id = $1 and id = $2",
+                    &[&tenant_id, &user_id],
+                )
+                .await?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            vec![user_id]
+        }
+    };
+    Ok(users)
 }

@@ -11,6 +11,7 @@ use crate::tokens::hash;
 use crate::{Result, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -45,6 +46,18 @@ pub struct NewIntegration {
     pub credential: String,
     pub roles: Vec<String>,
     pub default_role: Option<String>,
+    /// The asset-role ladder, highest first; empty when the app has no assets.
+    pub asset_roles: Vec<String>,
+    /// The assets grants may name.
+    pub assets: Vec<Asset>,
+}
+
+/// An asset inside an app (an ad account, a page, a catalog) that grants can name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Asset {
+    pub asset_id: String,
+    pub kind: String,
+    pub name: String,
 }
 
 /// An integration as admins see it: the credential is reduced to whether one is set.
@@ -59,6 +72,8 @@ pub struct Integration {
     pub has_credential: bool,
     pub roles: Vec<String>,
     pub default_role: Option<String>,
+    pub asset_roles: Vec<String>,
+    pub assets: Vec<Asset>,
     /// Set by a connector when the app refuses the credential or the configuration; an admin
     /// has to look.
     pub needs_attention: Option<String>,
@@ -104,6 +119,8 @@ pub struct GrantRow {
     pub subject: GrantSubject,
     pub subject_name: String,
     pub role: String,
+    /// Asset id → asset role.
+    pub assets: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -133,7 +150,7 @@ pub struct DirectoryUser {
 
 const INTEGRATION_COLUMNS: &str =
     "id, tenant_id, name, app_kind, base_url, settings, credential <> '', roles, default_role,
-                                   needs_attention, created_at";
+                                   needs_attention, created_at, asset_roles";
 
 fn integration_from_row(r: &tokio_postgres::Row) -> Integration {
     Integration {
@@ -148,12 +165,40 @@ fn integration_from_row(r: &tokio_postgres::Row) -> Integration {
         default_role: r.get(8),
         needs_attention: r.get(9),
         created_at: r.get(10),
+        asset_roles: r.get(11),
+        assets: Vec::new(),
     }
+}
+
+/// Fills in the assets of integrations (one query for all of them).
+async fn with_assets<C: tokio_postgres::GenericClient>(
+    client: &C,
+    tenant_id: Uuid,
+    integrations: &mut [Integration],
+) -> Result<()> {
+    if integrations.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = integrations.iter().map(|i| i.id).collect();
+    let rows = client
+        .query(
+            "select integration_id, asset_id, kind, name from integration_assets
+              where tenant_id = $1 and integration_id = any($2) order by asset_id",
+            &[&tenant_id, &ids],
+        )
+        .await?;
+    for r in rows {
+        let id: Uuid = r.get(0);
+        if let Some(i) = integrations.iter_mut().find(|i| i.id == id) {
+            i.assets.push(Asset { asset_id: r.get(1), kind: r.get(2), name: r.get(3) });
+        }
+    }
+    Ok(())
 }
 
 const GRANT_SELECT: &str = "select g.id, g.integration_id, g.subject_kind, g.subject_id,
         coalesce(case g.subject_kind when 'team' then sg.display_name else su.user_name end, ''),
-        g.role, g.created_at
+        g.role, g.created_at, g.assets
    from grants g
    left join scim_groups sg on g.subject_kind = 'team' and sg.tenant_id = g.tenant_id and sg.id = g.subject_id
    left join scim_users su on g.subject_kind = 'user' and su.tenant_id = g.tenant_id and su.id = g.subject_id";
@@ -167,6 +212,7 @@ fn grant_from_row(r: &tokio_postgres::Row) -> GrantRow {
         subject_name: r.get(4),
         role: r.get(5),
         created_at: r.get(6),
+        assets: serde_json::from_value(r.get(7)).unwrap_or_default(),
     }
 }
 
@@ -222,13 +268,15 @@ impl Store {
     }
 
     pub async fn create_integration(&self, tenant_id: Uuid, new: &NewIntegration) -> Result<Integration> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
         let id = Uuid::new_v4();
-        let row = client
+        let row = tx
             .query_one(
                 &format!(
-                    "insert into integrations (tenant_id, id, name, app_kind, base_url, settings, credential, roles, default_role)
-                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {INTEGRATION_COLUMNS}"
+                    "insert into integrations (tenant_id, id, name, app_kind, base_url, settings, credential, roles, default_role,
+                                               asset_roles)
+                     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) returning {INTEGRATION_COLUMNS}"
                 ),
                 &[
                     &tenant_id,
@@ -240,10 +288,22 @@ impl Store {
                     &new.credential,
                     &new.roles,
                     &new.default_role,
+                    &new.asset_roles,
                 ],
             )
             .await?;
-        Ok(integration_from_row(&row))
+        for a in &new.assets {
+            tx.execute(
+                "insert into integration_assets (tenant_id, integration_id, asset_id, kind, name) values ($1, $2, $3, $4, $5)",
+                &[&tenant_id, &id, &a.asset_id, &a.kind, &a.name],
+            )
+            .await?;
+        }
+        let mut integration = [integration_from_row(&row)];
+        with_assets(&*tx, tenant_id, &mut integration).await?;
+        tx.commit().await?;
+        let [integration] = integration;
+        Ok(integration)
     }
 
     /// The tenant's integrations, oldest first.
@@ -255,7 +315,9 @@ impl Store {
                 &[&tenant_id],
             )
             .await?;
-        Ok(rows.iter().map(integration_from_row).collect())
+        let mut integrations: Vec<Integration> = rows.iter().map(integration_from_row).collect();
+        with_assets(&**client, tenant_id, &mut integrations).await?;
+        Ok(integrations)
     }
 
     pub async fn integration(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<Integration>> {
@@ -266,7 +328,9 @@ impl Store {
                 &[&tenant_id, &id],
             )
             .await?;
-        Ok(row.as_ref().map(integration_from_row))
+        let mut found: Vec<Integration> = row.as_ref().map(integration_from_row).into_iter().collect();
+        with_assets(&**client, tenant_id, &mut found).await?;
+        Ok(found.pop())
     }
 
     /// The integration's grants, teams first, then by name.
@@ -358,7 +422,9 @@ pub async fn integration_for_grant(tx: &Transaction<'_>, tenant_id: Uuid, id: Uu
             &[&tenant_id, &id],
         )
         .await?;
-    Ok(row.as_ref().map(integration_from_row))
+    let mut found: Vec<Integration> = row.as_ref().map(integration_from_row).into_iter().collect();
+    with_assets(tx, tenant_id, &mut found).await?;
+    Ok(found.pop())
 }
 
 /// The name of a grant subject in the tenant's directory (a team's displayName, a user's
@@ -411,15 +477,17 @@ pub async fn insert_grant(
     subject: GrantSubject,
     subject_name: &str,
     role: &str,
+    assets: &BTreeMap<String, String>,
 ) -> Result<GrantRow> {
     let id = Uuid::new_v4();
+    let assets_json = serde_json::to_value(assets).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let row = tx
         .query_opt(
-            "insert into grants (tenant_id, id, integration_id, subject_kind, subject_id, role)
-             values ($1, $2, $3, $4, $5, $6)
+            "insert into grants (tenant_id, id, integration_id, subject_kind, subject_id, role, assets)
+             values ($1, $2, $3, $4, $5, $6, $7)
              on conflict (tenant_id, integration_id, subject_kind, subject_id) do nothing
              returning created_at",
-            &[&tenant_id, &id, &integration_id, &subject.kind(), &subject.id(), &role],
+            &[&tenant_id, &id, &integration_id, &subject.kind(), &subject.id(), &role, &assets_json],
         )
         .await?;
     let Some(row) = row else {
@@ -434,6 +502,7 @@ pub async fn insert_grant(
         subject,
         subject_name: subject_name.to_string(),
         role: role.to_string(),
+        assets: assets.clone(),
         created_at: row.get(0),
     })
 }
@@ -466,6 +535,28 @@ pub async fn update_grant_role(
         .execute(
             "update grants set role = $4 where tenant_id = $1 and integration_id = $2 and id = $3",
             &[&tenant_id, &integration_id, &grant_id, &role],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// Changes a grant's role and assets; [`StoreError::NotFound`] when there is no such grant.
+pub async fn update_grant(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    grant_id: Uuid,
+    role: &str,
+    assets: &BTreeMap<String, String>,
+) -> Result<()> {
+    let assets = serde_json::to_value(assets).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let n = tx
+        .execute(
+            "update grants set role = $4, assets = $5 where tenant_id = $1 and integration_id = $2 and id = $3",
+            &[&tenant_id, &integration_id, &grant_id, &role, &assets],
         )
         .await?;
     if n == 0 {

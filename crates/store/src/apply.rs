@@ -7,6 +7,8 @@
 //! lets `applied_version` grow.
 
 use crate::{Result, Store};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use tokio_postgres::Transaction;
 use uuid::Uuid;
 
@@ -21,6 +23,8 @@ pub struct Integration {
     pub settings: serde_json::Value,
     pub credential: String,
     pub roles: Vec<String>,
+    /// The asset-role ladder, highest first; empty when the integration manages no assets.
+    pub asset_roles: Vec<String>,
     pub needs_attention: Option<String>,
 }
 
@@ -35,6 +39,7 @@ impl std::fmt::Debug for Integration {
             .field("settings", &self.settings)
             .field("credential", &"<redacted>")
             .field("roles", &self.roles)
+            .field("asset_roles", &self.asset_roles)
             .field("needs_attention", &self.needs_attention)
             .finish()
     }
@@ -49,6 +54,23 @@ pub struct AccessRow {
     pub desired_version: i64,
     pub applied_version: i64,
     pub applied_role: Option<String>,
+    /// The assets the user should hold: asset id → asset role (empty: none).
+    pub desired_assets: BTreeMap<String, String>,
+    /// The assets last applied; None when no connector has applied assets yet.
+    pub applied_assets: Option<BTreeMap<String, String>>,
+    /// The app's id for the account, remembered from an earlier task; may be stale.
+    pub app_account_id: Option<String>,
+}
+
+/// What a connector converged the app to, recorded with [`record_applied_state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied<'a> {
+    pub version: i64,
+    /// None: the user is not in the app.
+    pub role: Option<&'a str>,
+    pub assets: &'a BTreeMap<String, String>,
+    /// The app's id for the account; None forgets it (the account is gone).
+    pub app_account_id: Option<&'a str>,
 }
 
 /// A task's status and attempt count, as a connector sees them.
@@ -56,6 +78,11 @@ pub struct AccessRow {
 pub struct TaskRow {
     pub status: String,
     pub attempts: i32,
+    /// `attempts` when the task was last re-driven: the attempt budget counts from here.
+    pub attempt_base: i32,
+    /// When the task was created or last re-driven: its age counts from here.
+    pub since: DateTime<Utc>,
+    pub last_error: Option<String>,
 }
 
 /// One progress event of a task.
@@ -107,7 +134,7 @@ impl Store {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "select name, app_kind, base_url, settings, credential, roles, needs_attention
+                "select name, app_kind, base_url, settings, credential, roles, needs_attention, asset_roles
                  from integrations where tenant_id = $1 and id = $2",
                 &[&tenant_id, &integration_id],
             )
@@ -122,6 +149,7 @@ impl Store {
             credential: r.get(4),
             roles: r.get(5),
             needs_attention: r.get(6),
+            asset_roles: r.get(7),
         }))
     }
 
@@ -169,8 +197,9 @@ pub async fn lock_access(
 ) -> Result<Option<AccessRow>> {
     let row = tx
         .query_opt(
-            "select email, desired_role, desired_version, applied_version, applied_role from access_state
-             where tenant_id = $1 and integration_id = $2 and user_id = $3 for update",
+            "select email, desired_role, desired_version, applied_version, applied_role, desired_assets,
+                    applied_assets, app_account_id
+             from access_state where tenant_id = $1 and integration_id = $2 and user_id = $3 for update",
             &[&tenant_id, &integration_id, &user_id],
         )
         .await?;
@@ -180,6 +209,9 @@ pub async fn lock_access(
         desired_version: r.get(2),
         applied_version: r.get(3),
         applied_role: r.get(4),
+        desired_assets: asset_map(r.get(5)),
+        applied_assets: r.get::<_, Option<serde_json::Value>>(6).map(asset_map),
+        app_account_id: r.get(7),
     }))
 }
 
@@ -187,11 +219,17 @@ pub async fn lock_access(
 pub async fn lock_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid) -> Result<Option<TaskRow>> {
     let row = tx
         .query_opt(
-            "select status, attempts from tasks where tenant_id = $1 and id = $2 for update",
+            "select status, attempts, coalesce(redriven_at, created_at), attempt_base, last_error from tasks where tenant_id = $1 and id = $2 for update",
             &[&tenant_id, &task_id],
         )
         .await?;
-    Ok(row.map(|r| TaskRow { status: r.get(0), attempts: r.get(1) }))
+    Ok(row.map(|r| TaskRow {
+        status: r.get(0),
+        attempts: r.get(1),
+        since: r.get(2),
+        attempt_base: r.get(3),
+        last_error: r.get(4),
+    }))
 }
 
 /// Counts a new attempt: status running, attempts + 1, an `attempt_started` event. Returns the
@@ -228,6 +266,71 @@ pub async fn record_applied(
         )
         .await?;
     Ok(n == 1)
+}
+
+/// Records what the app now holds as of `applied.version`, with its assets and the app's
+/// account id. Like [`record_applied`], only moves forward.
+pub async fn record_applied_state(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    user_id: Uuid,
+    applied: &Applied<'_>,
+) -> Result<bool> {
+    let assets = serde_json::to_value(applied.assets).unwrap_or_else(|_| serde_json::json!({}));
+    let n = tx
+        .execute(
+            "update access_state set applied_version = $4, applied_role = $5, applied_assets = $6,
+                    app_account_id = $7, updated_at = clock_timestamp()
+             where tenant_id = $1 and integration_id = $2 and user_id = $3 and applied_version < $4",
+            &[&tenant_id, &integration_id, &user_id, &applied.version, &applied.role, &assets, &applied.app_account_id],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+/// Remembers the app's account id for (integration, user) without touching the applied
+/// state: a lookup found it, even if the attempt then failed.
+pub async fn remember_account_id(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    user_id: Uuid,
+    app_account_id: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "update access_state set app_account_id = $4
+         where tenant_id = $1 and integration_id = $2 and user_id = $3 and app_account_id is distinct from $4",
+        &[&tenant_id, &integration_id, &user_id, &app_account_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Reads a stored asset map (asset id → asset role); entries that are not strings are
+/// ignored, so a malformed row cannot make a connector act on garbage.
+pub fn asset_map(value: serde_json::Value) -> BTreeMap<String, String> {
+    match value {
+        serde_json::Value::Object(fields) => fields
+            .into_iter()
+            .filter_map(|(k, v)| match v {
+                serde_json::Value::String(role) => Some((k, role)),
+                _ => None,
+            })
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Clears the needs-attention flag once the app accepted the integration again.
+pub async fn clear_needs_attention(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid) -> Result<()> {
+    tx.execute(
+        "update integrations set needs_attention = null
+         where tenant_id = $1 and id = $2 and needs_attention is not null",
+        &[&tenant_id, &integration_id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Sets a task's status and what goes with it (last_error, dead_lettered, finished_at).
@@ -275,6 +378,164 @@ pub async fn mark_needs_attention(
     )
     .await?;
     Ok(())
+}
+
+/// A failed task, as `unseat admin` and the re-drive API list it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailedTask {
+    pub tenant_id: Uuid,
+    pub id: Uuid,
+    pub job_id: Uuid,
+    pub integration_id: Uuid,
+    pub integration_name: String,
+    pub user_email: String,
+    pub outcome: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub dead_lettered: bool,
+    pub redriven: i32,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What a re-drive publishes: a connector task for the current desired version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedriveTarget {
+    pub tenant_id: Uuid,
+    pub task_id: Uuid,
+    pub job_id: Uuid,
+    pub integration_id: Uuid,
+    pub user_id: Uuid,
+    pub app_kind: String,
+    pub desired_version: i64,
+}
+
+/// The outbox row a re-drive writes, built by the caller (which knows the message format and
+/// the exchange names).
+#[derive(Debug, Clone)]
+pub struct RedriveMessage {
+    pub message_id: Uuid,
+    pub exchange: String,
+    pub routing_key: String,
+    pub payload: serde_json::Value,
+}
+
+/// What a re-drive did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redrive {
+    /// The task is queued again for `desired_version`; its message is in the outbox.
+    Requeued { desired_version: i64 },
+    /// Only failed tasks can be re-driven; this one has `status`.
+    NotFailed { status: String },
+    /// No such task in this tenant.
+    NoSuchTask,
+    /// The (integration, user) has no desired state any more (the integration was deleted).
+    NoDesiredState,
+}
+
+impl Store {
+    /// Failed tasks, newest first: of one tenant (or every tenant), optionally of one
+    /// integration, at most `limit`.
+    pub async fn failed_tasks(
+        &self,
+        tenant_id: Option<Uuid>,
+        integration_id: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<FailedTask>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "select t.tenant_id, t.id, t.job_id, t.integration_id, coalesce(i.name, ''), t.user_email, t.outcome,
+                        t.attempts, t.last_error, t.dead_lettered, t.redriven, t.finished_at
+                 from tasks t
+                 left join integrations i on i.tenant_id = t.tenant_id and i.id = t.integration_id
+                 where t.status = 'failed' and ($1::uuid is null or t.tenant_id = $1)
+                   and ($2::uuid is null or t.integration_id = $2)
+                 order by t.created_at desc, t.id desc
+                 limit $3",
+                &[&tenant_id, &integration_id, &limit],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| FailedTask {
+                tenant_id: r.get(0),
+                id: r.get(1),
+                job_id: r.get(2),
+                integration_id: r.get(3),
+                integration_name: r.get(4),
+                user_email: r.get(5),
+                outcome: r.get(6),
+                attempts: r.get(7),
+                last_error: r.get(8),
+                dead_lettered: r.get(9),
+                redriven: r.get(10),
+                finished_at: r.get(11),
+            })
+            .collect())
+    }
+
+    /// Queues a failed task again for the *current* desired version of its (integration,
+    /// user): in one transaction the task returns to `queued` (not dead-lettered, attempts
+    /// kept for the record), a `redriven` event names `actor`, and the message built by
+    /// `message` goes to the outbox. A newer desired state recorded meanwhile simply wins: the
+    /// connector converges to whatever is current.
+    pub async fn redrive_task(
+        &self,
+        tenant_id: Uuid,
+        task_id: Uuid,
+        actor: &str,
+        message: impl FnOnce(&RedriveTarget) -> RedriveMessage,
+    ) -> Result<Redrive> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "select t.job_id, t.integration_id, t.user_id, i.app_kind from tasks t
+                 left join integrations i on i.tenant_id = t.tenant_id and i.id = t.integration_id
+                 where t.tenant_id = $1 and t.id = $2",
+                &[&tenant_id, &task_id],
+            )
+            .await?
+        else {
+            return Ok(Redrive::NoSuchTask);
+        };
+        let (job_id, integration_id, user_id, app_kind): (Uuid, Uuid, Uuid, Option<String>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        // The connector's lock order: access_state, then the task.
+        let access = lock_access(&tx, tenant_id, integration_id, user_id).await?;
+        let Some(task) = lock_task(&tx, tenant_id, task_id).await? else {
+            return Ok(Redrive::NoSuchTask);
+        };
+        if task.status != "failed" {
+            return Ok(Redrive::NotFailed { status: task.status });
+        }
+        let (Some(access), Some(app_kind)) = (access, app_kind) else {
+            return Ok(Redrive::NoDesiredState);
+        };
+        let target = RedriveTarget {
+            tenant_id,
+            task_id,
+            job_id,
+            integration_id,
+            user_id,
+            app_kind,
+            desired_version: access.desired_version,
+        };
+        tx.execute(
+            "update tasks set status = 'queued', dead_lettered = false, desired_version = $3, finished_at = null,
+                    redriven = redriven + 1, attempt_base = attempts,
+                    redriven_at = clock_timestamp(), updated_at = clock_timestamp()
+             where tenant_id = $1 and id = $2",
+            &[&tenant_id, &task_id, &target.desired_version],
+        )
+        .await?;
+        let detail = format!("re-driven by {actor} for desired version {}", target.desired_version);
+        add_event(&tx, tenant_id, task_id, NewEvent::new("redriven", &detail)).await?;
+        let m = message(&target);
+        crate::outbox::enqueue(&tx, tenant_id, m.message_id, &m.exchange, &m.routing_key, &m.payload).await?;
+        tx.commit().await?;
+        Ok(Redrive::Requeued { desired_version: target.desired_version })
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,55 @@
-//! The workspace directory as the IdP provisioned it: SCIM users, groups (teams) and group
-//! members, all keyed by tenant.
+//! The directories as the IdP provisioned them: SCIM users, groups and group members. A tenant
+//! has its workspace directory (groups are teams) and, for each integration with its own SCIM
+//! endpoint, that integration's directory; [`Dir`] names one, and every query is confined to it.
 //!
 //! Every function takes the caller's transaction, so a change and the outbox row announcing
 //! it commit together. Rows are locked (`for no key update`) before a read-modify-write, so
 //! concurrent PATCHes of one resource apply one after the other and none is lost; members are
-//! added and removed row by row, never by rewriting the whole list.
+//! added and removed row by row, never by rewriting the whole list, and a full member list is
+//! applied as a set difference in SQL, so a group of 100,000 changes only the rows that differ.
 
+use crate::Transaction;
 use crate::{Result, StoreError};
 use chrono::{DateTime, Utc};
-use tokio_postgres::{Row, Transaction};
+use std::collections::HashMap;
+use tokio_postgres::Row;
 use uuid::Uuid;
+
+/// One directory of a tenant: the workspace, or one integration's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Dir {
+    pub tenant_id: Uuid,
+    /// None: the workspace directory.
+    pub integration: Option<Uuid>,
+}
+
+impl Dir {
+    pub fn workspace(tenant_id: Uuid) -> Self {
+        Self { tenant_id, integration: None }
+    }
+
+    pub fn integration(tenant_id: Uuid, integration: Uuid) -> Self {
+        Self { tenant_id, integration: Some(integration) }
+    }
+
+    /// The `scope` column's value (and `DirectoryChanged.scope`, `jobs.scope`): `workspace`
+    /// or the integration's id.
+    pub fn scope(&self) -> String {
+        match self.integration {
+            None => WORKSPACE.to_string(),
+            Some(i) => i.to_string(),
+        }
+    }
+}
+
+/// The statement for `sql`, prepared once per connection: a query then costs one round trip
+/// instead of two (parse, then execute).
+async fn stmt(tx: &Transaction<'_>, sql: &str) -> Result<tokio_postgres::Statement> {
+    Ok(tx.prepare_cached(sql).await?)
+}
+
+/// The scope of the workspace directory.
+pub const WORKSPACE: &str = "workspace";
 
 /// Most rows a filter evaluated in memory may scan.
 pub const MAX_SCAN: i64 = 20_000;
@@ -109,157 +149,233 @@ fn user_conflict(e: tokio_postgres::Error, user_name: &str) -> StoreError {
 
 // ---- users ------------------------------------------------------------------------------
 
-/// Creates a user. A userName already used in the tenant (compared case-insensitively)
+/// Creates a user. A userName already used in the directory (compared case-insensitively)
 /// gives [`StoreError::Conflict`].
-pub async fn insert_user(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid, f: UserFields<'_>) -> Result<UserRecord> {
+pub async fn insert_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'_>) -> Result<UserRecord> {
     let row = tx
         .query_one(
-            &format!(
-                "insert into scim_users (tenant_id, id, user_name, external_id, active, email, resource)
-                 values ($1, $2, $3, $4, $5, $6, $7) returning {USER_COLS}"
-            ),
-            &[&tenant_id, &id, &f.user_name, &f.external_id, &f.active, &f.email, f.resource],
+            &stmt(
+                tx,
+                &format!(
+                    "insert into scim_users (tenant_id, scope, id, user_name, external_id, active, email, resource)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8) returning {USER_COLS}"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &id, &f.user_name, &f.external_id, &f.active, &f.email, f.resource],
         )
         .await
         .map_err(|e| user_conflict(e, f.user_name))?;
     Ok(user_row(&row))
 }
 
-pub async fn get_user(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<Option<UserRecord>> {
+pub async fn get_user(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<UserRecord>> {
     let row = tx
-        .query_opt(&format!("select {USER_COLS} from scim_users where tenant_id = $1 and id = $2"), &[&tenant_id, &id])
+        .query_opt(
+            &stmt(tx, &format!("select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 and id = $3"))
+                .await?,
+            &[&d.tenant_id, &d.scope(), &id],
+        )
         .await?;
     Ok(row.as_ref().map(user_row))
 }
 
 /// Reads a user and locks its row until the transaction ends.
-pub async fn lock_user(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<Option<UserRecord>> {
+pub async fn lock_user(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<UserRecord>> {
     let row = tx
         .query_opt(
-            &format!("select {USER_COLS} from scim_users where tenant_id = $1 and id = $2 for no key update"),
-            &[&tenant_id, &id],
+            &stmt(
+                tx,
+                &format!(
+                "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 and id = $3 for no key update"
+            ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &id],
         )
         .await?;
     Ok(row.as_ref().map(user_row))
 }
 
 /// Replaces a user's fields and bumps its version.
-pub async fn update_user(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid, f: UserFields<'_>) -> Result<UserRecord> {
+pub async fn update_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'_>) -> Result<UserRecord> {
     let row = tx
         .query_opt(
-            &format!(
-                "update scim_users set user_name = $3, external_id = $4, active = $5, email = $6, resource = $7,
+            &stmt(
+                tx,
+                &format!(
+                    "update scim_users set user_name = $4, external_id = $5, active = $6, email = $7, resource = $8,
                         version = version + 1, updated_at = now()
-                 where tenant_id = $1 and id = $2 returning {USER_COLS}"
-            ),
-            &[&tenant_id, &id, &f.user_name, &f.external_id, &f.active, &f.email, f.resource],
+                 where tenant_id = $1 and scope = $2 and id = $3 returning {USER_COLS}"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &id, &f.user_name, &f.external_id, &f.active, &f.email, f.resource],
         )
         .await
         .map_err(|e| user_conflict(e, f.user_name))?;
     row.as_ref().map(user_row).ok_or(StoreError::NotFound)
 }
 
+/// Sets only `active` (the deactivation IdPs send most) when it differs, bumping the version;
+/// the stored representation gets the same value. One statement, no read of the old row
+/// needed. None when there is no such user or it already had that value.
+pub async fn set_active(tx: &Transaction<'_>, d: Dir, id: Uuid, active: bool) -> Result<Option<UserRecord>> {
+    let row = tx
+        .query_opt(
+            &stmt(
+                tx,
+                &format!(
+                "update scim_users set active = $4, resource = jsonb_set(resource, '{{active}}', to_jsonb($4::boolean)),
+                        version = version + 1, updated_at = now()
+                 where tenant_id = $1 and scope = $2 and id = $3 and active <> $4 returning {USER_COLS}"
+            ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &id, &active],
+        )
+        .await?;
+    Ok(row.as_ref().map(user_row))
+}
+
 /// Deletes a user (and so its memberships); returns the ids of the groups it was in, whose
 /// versions are bumped first (in id order, the order every writer locks groups in).
-pub async fn delete_user(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<Option<Vec<Uuid>>> {
+pub async fn delete_user(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<Vec<Uuid>>> {
     let groups: Vec<Uuid> = tx
         .query(
-            "update scim_groups g set version = version + 1, updated_at = now()
-             where g.tenant_id = $1 and g.id in (
-                 select group_id from group_members where tenant_id = $1 and user_id = $2 order by group_id)
+            &stmt(
+                tx,
+                "update scim_groups g set version = version + 1, updated_at = now()
+             where g.tenant_id = $1 and g.scope = $2 and g.id in (
+                 select group_id from group_members where tenant_id = $1 and user_id = $3 order by group_id)
              returning g.id",
-            &[&tenant_id, &id],
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &id],
         )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let n = tx.execute("delete from scim_users where tenant_id = $1 and id = $2", &[&tenant_id, &id]).await?;
+    let n = tx
+        .execute(
+            &stmt(tx, "delete from scim_users where tenant_id = $1 and scope = $2 and id = $3").await?,
+            &[&d.tenant_id, &d.scope(), &id],
+        )
+        .await?;
     Ok((n > 0).then_some(groups))
 }
 
 /// The user whose userName equals `user_name` ignoring case (an indexed lookup).
-pub async fn user_by_user_name(tx: &Transaction<'_>, tenant_id: Uuid, user_name: &str) -> Result<Option<UserRecord>> {
+pub async fn user_by_user_name(tx: &Transaction<'_>, d: Dir, user_name: &str) -> Result<Option<UserRecord>> {
     let row = tx
         .query_opt(
-            &format!("select {USER_COLS} from scim_users where tenant_id = $1 and lower(user_name) = lower($2)"),
-            &[&tenant_id, &user_name],
+            &stmt(tx, &format!(
+                "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 and lower(user_name) = lower($3)"
+            )).await?,
+            &[&d.tenant_id, &d.scope(), &user_name],
         )
         .await?;
     Ok(row.as_ref().map(user_row))
 }
 
 /// Users whose externalId equals `external_id` exactly.
-pub async fn users_by_external_id(tx: &Transaction<'_>, tenant_id: Uuid, external_id: &str) -> Result<Vec<UserRecord>> {
+pub async fn users_by_external_id(tx: &Transaction<'_>, d: Dir, external_id: &str) -> Result<Vec<UserRecord>> {
     let rows = tx
         .query(
-            &format!(
-                "select {USER_COLS} from scim_users where tenant_id = $1 and external_id = $2 order by created_at, id"
-            ),
-            &[&tenant_id, &external_id],
+            &stmt(
+                tx,
+                &format!(
+                    "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 and external_id = $3
+                 order by created_at, id"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &external_id],
         )
         .await?;
     Ok(rows.iter().map(user_row).collect())
 }
 
-/// A page of users in creation order, and the tenant's total.
-pub async fn list_users(
-    tx: &Transaction<'_>,
-    tenant_id: Uuid,
-    offset: i64,
-    limit: i64,
-) -> Result<(i64, Vec<UserRecord>)> {
-    let total: i64 = tx.query_one("select count(*) from scim_users where tenant_id = $1", &[&tenant_id]).await?.get(0);
+/// A page of users in creation order, and the directory's total.
+pub async fn list_users(tx: &Transaction<'_>, d: Dir, offset: i64, limit: i64) -> Result<(i64, Vec<UserRecord>)> {
+    let total: i64 = tx
+        .query_one(
+            &stmt(tx, "select count(*) from scim_users where tenant_id = $1 and scope = $2").await?,
+            &[&d.tenant_id, &d.scope()],
+        )
+        .await?
+        .get(0);
     let rows = tx
         .query(
-            &format!(
-                "select {USER_COLS} from scim_users where tenant_id = $1 order by created_at, id offset $2 limit $3"
-            ),
-            &[&tenant_id, &offset, &limit],
+            &stmt(
+                tx,
+                &format!(
+                    "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2
+                 order by created_at, id offset $3 limit $4"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &offset, &limit],
         )
         .await?;
     Ok((total, rows.iter().map(user_row).collect()))
 }
 
 /// Up to `limit` users in creation order, for filters evaluated in memory.
-pub async fn scan_users(tx: &Transaction<'_>, tenant_id: Uuid, limit: i64) -> Result<Vec<UserRecord>> {
+pub async fn scan_users(tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<UserRecord>> {
     let rows = tx
         .query(
-            &format!("select {USER_COLS} from scim_users where tenant_id = $1 order by created_at, id limit $2"),
-            &[&tenant_id, &limit],
+            &stmt(tx, &format!(
+                "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 order by created_at, id limit $3"
+            )).await?,
+            &[&d.tenant_id, &d.scope(), &limit],
         )
         .await?;
     Ok(rows.iter().map(user_row).collect())
 }
 
-/// Which of `ids` are users of the tenant, with their names.
-pub async fn existing_users(tx: &Transaction<'_>, tenant_id: Uuid, ids: &[Uuid]) -> Result<Vec<Member>> {
+/// Which of `ids` are users of the directory, with their names.
+pub async fn existing_users(tx: &Transaction<'_>, d: Dir, ids: &[Uuid]) -> Result<Vec<Member>> {
     let rows = tx
-        .query("select id, user_name, email from scim_users where tenant_id = $1 and id = any($2)", &[&tenant_id, &ids])
+        .query(
+            &stmt(
+                tx,
+                "select u.id, u.user_name, u.email from unnest($3::uuid[]) as i(id)
+             join scim_users u on u.tenant_id = $1 and u.scope = $2 and u.id = i.id",
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &ids],
+        )
         .await?;
     Ok(rows.iter().map(|r| Member { user_id: r.get(0), user_name: r.get(1), email: r.get(2) }).collect())
 }
 
 // ---- groups -----------------------------------------------------------------------------
 
-pub async fn insert_group(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid, f: GroupFields<'_>) -> Result<GroupRecord> {
+pub async fn insert_group(tx: &Transaction<'_>, d: Dir, id: Uuid, f: GroupFields<'_>) -> Result<GroupRecord> {
     let row = tx
         .query_one(
-            &format!(
-                "insert into scim_groups (tenant_id, id, display_name, external_id, resource)
-                 values ($1, $2, $3, $4, $5) returning {GROUP_COLS}"
-            ),
-            &[&tenant_id, &id, &f.display_name, &f.external_id, f.resource],
+            &stmt(
+                tx,
+                &format!(
+                    "insert into scim_groups (tenant_id, scope, id, display_name, external_id, resource)
+                 values ($1, $2, $3, $4, $5, $6) returning {GROUP_COLS}"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &id, &f.display_name, &f.external_id, f.resource],
         )
         .await?;
     Ok(group_row(&row))
 }
 
-pub async fn get_group(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<Option<GroupRecord>> {
+pub async fn get_group(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<GroupRecord>> {
     let row = tx
         .query_opt(
-            &format!("select {GROUP_COLS} from scim_groups where tenant_id = $1 and id = $2"),
-            &[&tenant_id, &id],
+            &stmt(tx, &format!("select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 and id = $3"))
+                .await?,
+            &[&d.tenant_id, &d.scope(), &id],
         )
         .await?;
     Ok(row.as_ref().map(group_row))
@@ -267,204 +383,382 @@ pub async fn get_group(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Resul
 
 /// Reads a group and locks its row until the transaction ends: writers of one group's
 /// members queue here, so the version they bump counts every change.
-pub async fn lock_group(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<Option<GroupRecord>> {
+pub async fn lock_group(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<GroupRecord>> {
     let row = tx
         .query_opt(
-            &format!("select {GROUP_COLS} from scim_groups where tenant_id = $1 and id = $2 for no key update"),
-            &[&tenant_id, &id],
+            &stmt(
+                tx,
+                &format!(
+                "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 and id = $3 for no key update"
+            ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &id],
         )
         .await?;
     Ok(row.as_ref().map(group_row))
 }
 
 /// Replaces a group's fields and bumps its version.
-pub async fn update_group(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid, f: GroupFields<'_>) -> Result<GroupRecord> {
+pub async fn update_group(tx: &Transaction<'_>, d: Dir, id: Uuid, f: GroupFields<'_>) -> Result<GroupRecord> {
     let row = tx
         .query_opt(
-            &format!(
-                "update scim_groups set display_name = $3, external_id = $4, resource = $5, version = version + 1, updated_at = now()
-                 where tenant_id = $1 and id = $2 returning {GROUP_COLS}"
-            ),
-            &[&tenant_id, &id, &f.display_name, &f.external_id, f.resource],
+            &stmt(
+                tx,
+                &format!(
+                    "update scim_groups set display_name = $4, external_id = $5, resource = $6, version = version + 1,
+                        updated_at = now()
+                 where tenant_id = $1 and scope = $2 and id = $3 returning {GROUP_COLS}"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &id, &f.display_name, &f.external_id, f.resource],
         )
         .await?;
     row.as_ref().map(group_row).ok_or(StoreError::NotFound)
 }
 
 /// Bumps a group's version after its members changed.
-pub async fn touch_group(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<GroupRecord> {
+pub async fn touch_group(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<GroupRecord> {
     let row = tx
         .query_opt(
-            &format!(
-                "update scim_groups set version = version + 1, updated_at = now()
-                 where tenant_id = $1 and id = $2 returning {GROUP_COLS}"
-            ),
-            &[&tenant_id, &id],
+            &stmt(
+                tx,
+                &format!(
+                    "update scim_groups set version = version + 1, updated_at = now()
+                 where tenant_id = $1 and scope = $2 and id = $3 returning {GROUP_COLS}"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &id],
         )
         .await?;
     row.as_ref().map(group_row).ok_or(StoreError::NotFound)
 }
 
-/// Deletes a group; returns the members it had, or `None` when there was no such group.
-pub async fn delete_group(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<Option<Vec<Member>>> {
-    if lock_group(tx, tenant_id, id).await?.is_none() {
+/// Deletes a group; returns the ids of the members it had, or `None` when there was no such
+/// group.
+pub async fn delete_group(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<Vec<Uuid>>> {
+    if lock_group(tx, d, id).await?.is_none() {
         return Ok(None);
     }
-    let members = group_members(tx, tenant_id, id).await?;
-    tx.execute("delete from scim_groups where tenant_id = $1 and id = $2", &[&tenant_id, &id]).await?;
+    let members: Vec<Uuid> = tx
+        .query(
+            &stmt(tx, "delete from group_members where tenant_id = $1 and group_id = $2 returning user_id").await?,
+            &[&d.tenant_id, &id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tx.execute(
+        &stmt(tx, "delete from scim_groups where tenant_id = $1 and scope = $2 and id = $3").await?,
+        &[&d.tenant_id, &d.scope(), &id],
+    )
+    .await?;
     Ok(Some(members))
 }
 
 /// Groups whose displayName equals `name` ignoring case (an indexed lookup).
-pub async fn groups_by_display_name(tx: &Transaction<'_>, tenant_id: Uuid, name: &str) -> Result<Vec<GroupRecord>> {
+pub async fn groups_by_display_name(tx: &Transaction<'_>, d: Dir, name: &str) -> Result<Vec<GroupRecord>> {
     let rows = tx
         .query(
-            &format!(
-                "select {GROUP_COLS} from scim_groups where tenant_id = $1 and lower(display_name) = lower($2) order by created_at, id"
-            ),
-            &[&tenant_id, &name],
+            &stmt(tx, &format!(
+                "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 and lower(display_name) = lower($3)
+                 order by created_at, id"
+            )).await?,
+            &[&d.tenant_id, &d.scope(), &name],
         )
         .await?;
     Ok(rows.iter().map(group_row).collect())
 }
 
 /// Groups whose externalId equals `external_id` exactly.
-pub async fn groups_by_external_id(
-    tx: &Transaction<'_>,
-    tenant_id: Uuid,
-    external_id: &str,
-) -> Result<Vec<GroupRecord>> {
+pub async fn groups_by_external_id(tx: &Transaction<'_>, d: Dir, external_id: &str) -> Result<Vec<GroupRecord>> {
     let rows = tx
         .query(
-            &format!("select {GROUP_COLS} from scim_groups where tenant_id = $1 and external_id = $2 order by created_at, id"),
-            &[&tenant_id, &external_id],
+            &stmt(
+                tx,
+                &format!(
+                    "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 and external_id = $3
+                 order by created_at, id"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &external_id],
         )
         .await?;
     Ok(rows.iter().map(group_row).collect())
 }
 
-/// A page of groups in creation order, and the tenant's total.
-pub async fn list_groups(
-    tx: &Transaction<'_>,
-    tenant_id: Uuid,
-    offset: i64,
-    limit: i64,
-) -> Result<(i64, Vec<GroupRecord>)> {
-    let total: i64 = tx.query_one("select count(*) from scim_groups where tenant_id = $1", &[&tenant_id]).await?.get(0);
+/// A page of groups in creation order, and the directory's total.
+pub async fn list_groups(tx: &Transaction<'_>, d: Dir, offset: i64, limit: i64) -> Result<(i64, Vec<GroupRecord>)> {
+    let total: i64 = tx
+        .query_one(
+            &stmt(tx, "select count(*) from scim_groups where tenant_id = $1 and scope = $2").await?,
+            &[&d.tenant_id, &d.scope()],
+        )
+        .await?
+        .get(0);
     let rows = tx
         .query(
-            &format!(
-                "select {GROUP_COLS} from scim_groups where tenant_id = $1 order by created_at, id offset $2 limit $3"
-            ),
-            &[&tenant_id, &offset, &limit],
+            &stmt(
+                tx,
+                &format!(
+                    "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2
+                 order by created_at, id offset $3 limit $4"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &offset, &limit],
         )
         .await?;
     Ok((total, rows.iter().map(group_row).collect()))
 }
 
 /// Up to `limit` groups in creation order, for filters evaluated in memory.
-pub async fn scan_groups(tx: &Transaction<'_>, tenant_id: Uuid, limit: i64) -> Result<Vec<GroupRecord>> {
+pub async fn scan_groups(tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<GroupRecord>> {
     let rows = tx
         .query(
-            &format!("select {GROUP_COLS} from scim_groups where tenant_id = $1 order by created_at, id limit $2"),
-            &[&tenant_id, &limit],
+            &stmt(tx, &format!(
+                "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 order by created_at, id limit $3"
+            )).await?,
+            &[&d.tenant_id, &d.scope(), &limit],
+        )
+        .await?;
+    Ok(rows.iter().map(group_row).collect())
+}
+
+/// Groups that have `user_id` as a member, for filters on `members.value`.
+pub async fn groups_with_member(tx: &Transaction<'_>, d: Dir, user_id: Uuid) -> Result<Vec<GroupRecord>> {
+    let rows = tx
+        .query(
+            &stmt(tx, &format!(
+                "select {GROUP_COLS} from scim_groups g
+                 where g.tenant_id = $1 and g.scope = $2
+                   and exists (select 1 from group_members m where m.tenant_id = $1 and m.group_id = g.id and m.user_id = $3)
+                 order by created_at, id"
+            )).await?,
+            &[&d.tenant_id, &d.scope(), &user_id],
         )
         .await?;
     Ok(rows.iter().map(group_row).collect())
 }
 
 // ---- members ----------------------------------------------------------------------------
+//
+// Member functions take a group the caller has already found (and locked) in its directory,
+// and only ever add users of that same directory.
 
 /// A group's members, ordered by userName.
-pub async fn group_members(tx: &Transaction<'_>, tenant_id: Uuid, group_id: Uuid) -> Result<Vec<Member>> {
+pub async fn group_members(tx: &Transaction<'_>, d: Dir, group_id: Uuid) -> Result<Vec<Member>> {
     let rows = tx
         .query(
-            "select u.id, u.user_name, u.email from group_members m
+            &stmt(
+                tx,
+                "select u.id, u.user_name, u.email from group_members m
              join scim_users u on u.tenant_id = m.tenant_id and u.id = m.user_id
              where m.tenant_id = $1 and m.group_id = $2 order by lower(u.user_name), u.id",
-            &[&tenant_id, &group_id],
+            )
+            .await?,
+            &[&d.tenant_id, &group_id],
         )
         .await?;
     Ok(rows.iter().map(|r| Member { user_id: r.get(0), user_name: r.get(1), email: r.get(2) }).collect())
 }
 
 /// Members of several groups at once (for a page of groups): (group id, member).
-pub async fn members_of_groups(
-    tx: &Transaction<'_>,
-    tenant_id: Uuid,
-    group_ids: &[Uuid],
-) -> Result<Vec<(Uuid, Member)>> {
+pub async fn members_of_groups(tx: &Transaction<'_>, d: Dir, group_ids: &[Uuid]) -> Result<Vec<(Uuid, Member)>> {
     let rows = tx
         .query(
-            "select m.group_id, u.id, u.user_name, u.email from group_members m
+            &stmt(
+                tx,
+                "select m.group_id, u.id, u.user_name, u.email from group_members m
              join scim_users u on u.tenant_id = m.tenant_id and u.id = m.user_id
              where m.tenant_id = $1 and m.group_id = any($2) order by m.group_id, lower(u.user_name), u.id",
-            &[&tenant_id, &group_ids],
+            )
+            .await?,
+            &[&d.tenant_id, &group_ids],
         )
         .await?;
     Ok(rows.iter().map(|r| (r.get(0), Member { user_id: r.get(1), user_name: r.get(2), email: r.get(3) })).collect())
 }
 
 /// Adds members; returns those that were not members before. Ids that are not users of the
-/// tenant are skipped (check them first with [`existing_users`]).
-pub async fn add_members(
-    tx: &Transaction<'_>,
-    tenant_id: Uuid,
-    group_id: Uuid,
-    user_ids: &[Uuid],
-) -> Result<Vec<Uuid>> {
+/// directory are skipped (check them first with [`existing_users`]).
+pub async fn add_members(tx: &Transaction<'_>, d: Dir, group_id: Uuid, user_ids: &[Uuid]) -> Result<Vec<Uuid>> {
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
     let rows = tx
         .query(
-            "insert into group_members (tenant_id, group_id, user_id)
-             select $1, $2, u.id from scim_users u where u.tenant_id = $1 and u.id = any($3)
+            &stmt(
+                tx,
+                "insert into group_members (tenant_id, group_id, user_id)
+             select $1, $3, u.id from unnest($4::uuid[]) as i(id)
+             join scim_users u on u.tenant_id = $1 and u.scope = $2 and u.id = i.id
              on conflict do nothing returning user_id",
-            &[&tenant_id, &group_id, &user_ids],
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &group_id, &user_ids],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Removes members; returns those that were members.
-pub async fn remove_members(
-    tx: &Transaction<'_>,
-    tenant_id: Uuid,
-    group_id: Uuid,
-    user_ids: &[Uuid],
-) -> Result<Vec<Uuid>> {
+pub async fn remove_members(tx: &Transaction<'_>, d: Dir, group_id: Uuid, user_ids: &[Uuid]) -> Result<Vec<Uuid>> {
     if user_ids.is_empty() {
         return Ok(Vec::new());
     }
     let rows = tx
         .query(
-            "delete from group_members where tenant_id = $1 and group_id = $2 and user_id = any($3) returning user_id",
-            &[&tenant_id, &group_id, &user_ids],
+            &stmt(
+                tx,
+                "delete from group_members m using unnest($3::uuid[]) as i(id)
+             where m.tenant_id = $1 and m.group_id = $2 and m.user_id = i.id returning m.user_id",
+            )
+            .await?,
+            &[&d.tenant_id, &group_id, &user_ids],
         )
         .await?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Makes the member list exactly `user_ids` by touching only the rows that differ; returns
+/// Makes the member list exactly `user_ids` by touching only the rows that differ (a set
+/// difference computed by PostgreSQL, so a list of 100,000 costs two statements); returns
 /// (added, removed).
 pub async fn replace_members(
     tx: &Transaction<'_>,
-    tenant_id: Uuid,
+    d: Dir,
     group_id: Uuid,
     user_ids: &[Uuid],
 ) -> Result<(Vec<Uuid>, Vec<Uuid>)> {
     let removed: Vec<Uuid> = tx
         .query(
-            "delete from group_members where tenant_id = $1 and group_id = $2 and not (user_id = any($3)) returning user_id",
-            &[&tenant_id, &group_id, &user_ids],
+            &stmt(
+                tx,
+                // `not in (subquery)` runs as a hashed subplan: one pass over the members.
+                "delete from group_members m
+             where m.tenant_id = $1 and m.group_id = $2 and m.user_id not in (select unnest($3::uuid[]))
+             returning m.user_id",
+            )
+            .await?,
+            &[&d.tenant_id, &group_id, &user_ids],
         )
         .await?
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let added = add_members(tx, tenant_id, group_id, user_ids).await?;
+    let added = add_members(tx, d, group_id, user_ids).await?;
     Ok((added, removed))
+}
+
+// ---- integration directories ----------------------------------------------------------------
+
+/// What an integration's directory says about one of its users: whether they are active, the
+/// address the app knows them by, the role names the IdP sent (`roles` and `entitlements`
+/// values, primary first), and the pushed groups they are in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub active: bool,
+    pub email: String,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// Reads the assignments of `users` in integration `d`'s directory; deleted users are missing
+/// from the map. Two queries, whatever the number of users.
+pub async fn assignments(tx: &Transaction<'_>, d: Dir, users: &[Uuid]) -> Result<HashMap<Uuid, Assignment>> {
+    let rows = tx
+        .query(
+            &stmt(
+                tx,
+                "select id, active, coalesce(email, user_name), resource from scim_users
+             where tenant_id = $1 and scope = $2 and id = any($3)",
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &users],
+        )
+        .await?;
+    let mut out: HashMap<Uuid, Assignment> = rows
+        .iter()
+        .map(|r| {
+            let resource: serde_json::Value = r.get(3);
+            (
+                r.get(0),
+                Assignment { active: r.get(1), email: r.get(2), roles: role_values(&resource), groups: Vec::new() },
+            )
+        })
+        .collect();
+    let rows = tx
+        .query(
+            &stmt(
+                tx,
+                "select m.user_id, g.display_name from group_members m
+             join scim_groups g on g.tenant_id = m.tenant_id and g.id = m.group_id and g.scope = $2
+             where m.tenant_id = $1 and m.user_id = any($3) order by g.display_name",
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &users],
+        )
+        .await?;
+    for r in rows {
+        if let Some(a) = out.get_mut(&r.get::<_, Uuid>(0)) {
+            a.groups.push(r.get(1));
+        }
+    }
+    Ok(out)
+}
+
+/// The `value`s of `roles` then `entitlements` (RFC 7643 §4.1.2), primary ones first.
+fn role_values(resource: &serde_json::Value) -> Vec<String> {
+    let mut primary = Vec::new();
+    let mut rest = Vec::new();
+    for attr in ["roles", "entitlements"] {
+        let Some(items) = resource.get(attr).and_then(|v| v.as_array()) else { continue };
+        for item in items {
+            let (value, is_primary) = match item {
+                serde_json::Value::String(s) => (Some(s.as_str()), false),
+                serde_json::Value::Object(o) => (
+                    o.get("value").and_then(|v| v.as_str()),
+                    matches!(o.get("primary"), Some(serde_json::Value::Bool(true))),
+                ),
+                _ => (None, false),
+            };
+            if let Some(v) = value.map(str::trim).filter(|v| !v.is_empty()) {
+                if is_primary {
+                    primary.push(v.to_string())
+                } else {
+                    rest.push(v.to_string())
+                }
+            }
+        }
+    }
+    primary.extend(rest);
+    primary
+}
+
+/// The role an integration gives users its IdP assigns without naming a role on its ladder.
+pub async fn default_role(tx: &Transaction<'_>, tenant_id: Uuid, integration: Uuid) -> Result<Option<String>> {
+    let row = tx
+        .query_opt(
+            &stmt(tx, "select default_role from integrations where tenant_id = $1 and id = $2").await?,
+            &[&tenant_id, &integration],
+        )
+        .await?;
+    Ok(row.and_then(|r| r.get(0)))
+}
+
+/// True when the integration exists in the tenant (its SCIM endpoint is live only then).
+pub async fn integration_exists(tx: &Transaction<'_>, tenant_id: Uuid, integration: Uuid) -> Result<bool> {
+    Ok(tx
+        .query_opt(
+            &stmt(tx, "select 1 from integrations where tenant_id = $1 and id = $2").await?,
+            &[&tenant_id, &integration],
+        )
+        .await?
+        .is_some())
 }
 
 #[cfg(test)]
@@ -473,11 +767,11 @@ mod tests {
     use crate::testing::fresh_database;
     use serde_json::json;
 
-    async fn tenant(store: &crate::Store) -> Uuid {
+    async fn tenant(store: &crate::Store) -> Dir {
         let t = Uuid::new_v4();
         let c = store.client().await.unwrap();
         c.execute("insert into tenants (id, name) values ($1, 'T')", &[&t]).await.unwrap();
-        t
+        Dir::workspace(t)
     }
 
     fn fields<'a>(name: &'a str, res: &'a serde_json::Value) -> UserFields<'a> {
@@ -562,5 +856,71 @@ mod tests {
         let gone = delete_group(&tx, t, g).await.unwrap().unwrap();
         assert_eq!(gone.len(), 2);
         assert!(delete_group(&tx, t, g).await.unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+    use crate::testing::fresh_database;
+    use serde_json::json;
+
+    /// The workspace and an integration's directory of one tenant are separate: same userName
+    /// in both, and neither reads, locks or adds members from the other.
+    #[tokio::test]
+    async fn directories_of_one_tenant_are_separate() {
+        let (_url, store) = fresh_database().await.unwrap();
+        let t = Uuid::new_v4();
+        let integration = Uuid::new_v4();
+        let mut c = store.client().await.unwrap();
+        c.execute("insert into tenants (id, name) values ($1, 'T')", &[&t]).await.unwrap();
+        c.execute(
+            "insert into integrations (tenant_id, id, name, app_kind, base_url, roles, default_role)
+             values ($1, $2, 'i', 'business_hub', 'http://x', '{ADMIN,EMPLOYEE}', 'EMPLOYEE')",
+            &[&t, &integration],
+        )
+        .await
+        .unwrap();
+        let (ws, it) = (Dir::workspace(t), Dir::integration(t, integration));
+        let res = json!({"roles": [{"value": "viewer"}, {"value": "ADMIN", "primary": true}], "entitlements": ["x"]});
+        let f = UserFields { user_name: "a@x.io", external_id: None, active: true, email: None, resource: &res };
+        let tx = c.transaction().await.unwrap();
+        let (u_ws, u_it) = (Uuid::new_v4(), Uuid::new_v4());
+        insert_user(&tx, ws, u_ws, f).await.unwrap();
+        insert_user(&tx, it, u_it, f).await.unwrap();
+        tx.commit().await.unwrap();
+        let tx = c.transaction().await.unwrap();
+        assert!(matches!(insert_user(&tx, it, Uuid::new_v4(), f).await, Err(StoreError::Conflict(_))));
+        drop(tx);
+
+        let tx = c.transaction().await.unwrap();
+        assert!(get_user(&tx, ws, u_it).await.unwrap().is_none());
+        assert!(lock_user(&tx, it, u_ws).await.unwrap().is_none());
+        assert_eq!(user_by_user_name(&tx, it, "A@X.IO").await.unwrap().unwrap().id, u_it);
+        assert_eq!(list_users(&tx, ws, 0, 10).await.unwrap().0, 1);
+        let g = Uuid::new_v4();
+        insert_group(&tx, it, g, GroupFields { display_name: "ADMIN", external_id: None, resource: &json!({}) })
+            .await
+            .unwrap();
+        assert!(get_group(&tx, ws, g).await.unwrap().is_none());
+        assert_eq!(add_members(&tx, it, g, &[u_ws, u_it]).await.unwrap(), vec![u_it], "only its own users");
+        assert_eq!(groups_with_member(&tx, it, u_it).await.unwrap().len(), 1);
+
+        let a = assignments(&tx, it, &[u_it, u_ws]).await.unwrap();
+        assert_eq!(a.len(), 1, "the workspace user is not in the integration's directory");
+        assert_eq!(
+            a[&u_it],
+            Assignment {
+                active: true,
+                email: "a@x.io".into(),
+                roles: vec!["ADMIN".into(), "viewer".into(), "x".into()],
+                groups: vec!["ADMIN".into()]
+            }
+        );
+        assert_eq!(default_role(&tx, t, integration).await.unwrap().as_deref(), Some("EMPLOYEE"));
+        let off = set_active(&tx, it, u_it, false).await.unwrap().unwrap();
+        assert_eq!((off.active, off.version, off.resource["active"].clone()), (false, 2, json!(false)));
+        assert!(set_active(&tx, it, u_it, false).await.unwrap().is_none(), "already inactive: no change");
+        assert!(set_active(&tx, ws, u_it, false).await.unwrap().is_none());
     }
 }

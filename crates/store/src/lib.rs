@@ -50,9 +50,7 @@ impl StoreError {
                 None => true,
                 // 08: connection exception, 53: insufficient resources, 57: operator
                 // intervention (a terminated backend, a server shutting down).
-                Some(db) => {
-                    e.is_closed() || ["08", "53", "57"].iter().any(|class| db.code().code().starts_with(class))
-                }
+                Some(db) => e.is_closed() || ["08", "53", "57"].iter().any(|class| db.code().code().starts_with(class)),
             },
             _ => false,
         }

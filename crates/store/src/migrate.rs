@@ -10,6 +10,10 @@ use tokio_postgres::NoTls;
 pub const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../schemas/sql/0001_init.sql")),
     (2, include_str!("../../../schemas/sql/0002_assets.sql")),
+    (3, include_str!("../../../schemas/sql/0003_integration_directories.sql")),
+    (4, include_str!("../../../schemas/sql/0004_access_batches.sql")),
+    (5, include_str!("../../../schemas/sql/0005_connector_runtime.sql")),
+    (6, include_str!("../../../schemas/sql/0006_log_pages.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

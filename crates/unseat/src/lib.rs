@@ -21,7 +21,7 @@ use unseat_store::Store;
 use unseat_telemetry::Metrics;
 
 /// The app kinds this build has connectors for.
-pub const APP_KINDS: &[&str] = &["business_hub"];
+pub const APP_KINDS: &[&str] = unseat_connector::APP_KINDS;
 
 /// Everything a process needs to start its roles.
 #[derive(Debug, Clone)]
@@ -37,6 +37,10 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Largest SCIM request body accepted.
     pub body_limit: usize,
+    /// SCIM requests per second one tenant may make to one process (0: unlimited), and the
+    /// burst above that rate; over it the IdP gets 429 with `Retry-After`.
+    pub scim_rate_limit: u32,
+    pub scim_rate_burst: u32,
     pub pool_size: usize,
     pub resolver: ResolverConfig,
     pub connector: ConnectorConfig,
@@ -51,6 +55,8 @@ impl Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin_token: None,
             body_limit: 1024 * 1024,
+            scim_rate_limit: unseat_ingest::IngestConfig::default().rate_limit,
+            scim_rate_burst: unseat_ingest::IngestConfig::default().rate_burst,
             pool_size: 32,
             resolver: ResolverConfig::default(),
             connector: ConnectorConfig::default(),
@@ -110,12 +116,17 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
 
     let mut router = unseat_telemetry::ops_router(metrics.clone());
     if roles.ingest {
-        router = router.merge(unseat_ingest::router(unseat_ingest::IngestState {
-            store: store.clone(),
-            metrics: metrics.clone(),
-            directory_exchange: topology.directory_exchange(),
-            body_limit: settings.body_limit,
-        }));
+        router = router.merge(unseat_ingest::router(unseat_ingest::IngestState::new(
+            store.clone(),
+            metrics.clone(),
+            topology.directory_exchange(),
+            unseat_ingest::IngestConfig {
+                body_limit: settings.body_limit,
+                rate_limit: settings.scim_rate_limit,
+                rate_burst: settings.scim_rate_burst,
+                ..Default::default()
+            },
+        )));
     }
     if roles.console {
         router = router.merge(unseat_console::router(unseat_console::ConsoleState {

@@ -46,6 +46,9 @@ struct Workers {
     /// Deliveries a connector holds (and works on) at once.
     #[arg(long, env = "UNSEAT_CONNECTOR_PREFETCH", default_value_t = 16)]
     connector_prefetch: u16,
+    /// Tasks a connector pool (one per app kind) calls its app with at once.
+    #[arg(long, env = "UNSEAT_CONNECTOR_CONCURRENCY", default_value_t = 16)]
+    connector_concurrency: usize,
     /// App API attempts per task before it fails and is dead-lettered.
     #[arg(long, env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS", default_value_t = 6)]
     max_attempts: u32,
@@ -55,6 +58,12 @@ struct Workers {
     /// Largest SCIM request body, in bytes.
     #[arg(long, env = "UNSEAT_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
+    /// SCIM requests per second one tenant may make to this process (0: unlimited).
+    #[arg(long, env = "UNSEAT_SCIM_RATE_LIMIT", default_value_t = 5000)]
+    scim_rate_limit: u32,
+    /// SCIM requests a tenant may make at once above that rate.
+    #[arg(long, env = "UNSEAT_SCIM_RATE_BURST", default_value_t = 10_000)]
+    scim_rate_burst: u32,
     /// PostgreSQL connections per process.
     #[arg(long, env = "UNSEAT_DB_POOL", default_value_t = 32)]
     db_pool: usize,
@@ -120,6 +129,115 @@ enum Command {
     /// Benchmarks (print figures, assert nothing).
     #[command(subcommand)]
     Bench(unseat::bench::BenchCommand),
+    /// Operator tools: list and re-drive failed tasks, encrypt an app credential.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Failed (and dead-lettered) tasks, newest first.
+    Failed {
+        #[arg(long)]
+        tenant: Option<uuid::Uuid>,
+        #[arg(long)]
+        integration: Option<uuid::Uuid>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Queue failed tasks again for their current desired state: one (--task) or every failed
+    /// task of an integration (--integration). A running relay (any role but connector)
+    /// publishes them.
+    Redrive {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        #[arg(long, conflicts_with = "integration", required_unless_present = "integration")]
+        task: Option<uuid::Uuid>,
+        #[arg(long)]
+        integration: Option<uuid::Uuid>,
+    },
+    /// Reads a secret from stdin and prints it encrypted under UNSEAT_CREDENTIAL_KEY, ready to
+    /// store as an integration's credential.
+    EncryptCredential,
+}
+
+/// Runs an `unseat admin` command against the database directly.
+async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if let AdminCommand::EncryptCredential = command {
+        let key = std::env::var(unseat_connector::credentials::KEY_VAR)
+            .with_context(|| format!("set {} to 64 hex digits", unseat_connector::credentials::KEY_VAR))?;
+        let mut secret = String::new();
+        std::io::stdin().read_line(&mut secret)?;
+        let secret = secret.trim_end_matches(['\r', '\n']);
+        anyhow::ensure!(!secret.is_empty(), "no secret on stdin");
+        println!("{}", unseat_connector::credentials::encrypt(secret, &key)?);
+        return Ok(());
+    }
+    unseat_store::migrate::migrate(&c.database_url).await?;
+    let store = unseat_store::Store::connect(&c.database_url, 2)?;
+    match command {
+        AdminCommand::Failed { tenant, integration, limit } => {
+            let tasks = store.failed_tasks(tenant, integration, limit.clamp(1, 10_000)).await?;
+            for t in &tasks {
+                println!(
+                    "{}  tenant {}  {} ({})  {}  {}  attempts {}{}{}  {}",
+                    t.id,
+                    t.tenant_id,
+                    t.integration_name,
+                    t.integration_id,
+                    t.user_email,
+                    t.outcome,
+                    t.attempts,
+                    if t.dead_lettered { "  dead-lettered" } else { "" },
+                    if t.redriven > 0 { format!("  re-driven {}x", t.redriven) } else { String::new() },
+                    t.last_error.as_deref().unwrap_or("")
+                );
+            }
+            println!("{} failed task(s)", tasks.len());
+        }
+        AdminCommand::Redrive { tenant, task, integration } => {
+            let ids: Vec<uuid::Uuid> = match (task, integration) {
+                (Some(task), _) => vec![task],
+                (None, Some(i)) => {
+                    store.failed_tasks(Some(tenant), Some(i), 100_000).await?.into_iter().map(|t| t.id).collect()
+                }
+                (None, None) => anyhow::bail!("give --task or --integration"),
+            };
+            let exchange = unseat_bus::Topology::new(c.amqp_prefix.clone(), Vec::new()).connector_exchange();
+            let mut queued = 0;
+            for id in ids {
+                let outcome = store
+                    .redrive_task(tenant, id, "the operator (unseat admin)", |t| {
+                        let task = unseat_bus::messages::ConnectorTask {
+                            v: unseat_bus::messages::MESSAGE_VERSION,
+                            message_id: uuid::Uuid::new_v4(),
+                            tenant_id: t.tenant_id,
+                            job_id: t.job_id,
+                            task_id: t.task_id,
+                            integration_id: t.integration_id,
+                            user_id: t.user_id,
+                            app_kind: t.app_kind.clone(),
+                            desired_version: t.desired_version,
+                        };
+                        unseat_store::apply::RedriveMessage {
+                            message_id: task.message_id,
+                            exchange: exchange.clone(),
+                            routing_key: t.app_kind.clone(),
+                            payload: serde_json::to_value(&task).unwrap_or_default(),
+                        }
+                    })
+                    .await?;
+                println!("{id}: {outcome:?}");
+                if matches!(outcome, unseat_store::apply::Redrive::Requeued { .. }) {
+                    queued += 1;
+                }
+            }
+            println!("{queued} task(s) queued again");
+        }
+        AdminCommand::EncryptCredential => {}
+    }
+    Ok(())
 }
 
 fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w: &Workers) -> Settings {
@@ -128,10 +246,13 @@ fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w:
     s.listen = listen;
     s.admin_token = admin_token;
     s.body_limit = w.body_limit;
+    s.scim_rate_limit = w.scim_rate_limit;
+    s.scim_rate_burst = w.scim_rate_burst;
     s.pool_size = w.db_pool;
     s.resolver.prefetch = w.resolver_prefetch;
     s.resolver.grace = Duration::from_secs(w.grace_seconds);
     s.connector.prefetch = w.connector_prefetch;
+    s.connector.concurrency = w.connector_concurrency;
     s.connector.max_attempts = w.max_attempts;
     s.connector.grace = Duration::from_secs(w.grace_seconds);
     s
@@ -167,6 +288,7 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("stopped");
             return Ok(());
         }
+        Command::Admin(command) => return admin(c, command).await,
         Command::Bench(command) => {
             let s = settings(c, SocketAddr::from(([127, 0, 0, 1], 0)), None, &Workers::default_for_bench());
             return unseat::bench::run(s, command).await;
@@ -196,9 +318,13 @@ impl Workers {
         Self {
             resolver_prefetch: 32,
             connector_prefetch: 64,
+            connector_concurrency: 64,
             max_attempts: 6,
             grace_seconds: 5,
             body_limit: 1024 * 1024,
+            // The benchmarks measure capacity: no rate limit.
+            scim_rate_limit: 0,
+            scim_rate_burst: 0,
             db_pool: 48,
         }
     }

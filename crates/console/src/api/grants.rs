@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use unseat_bus::messages::{DirectoryChanged, Trigger, MESSAGE_VERSION};
-use unseat_domain::RoleLadder;
+use unseat_domain::{AccessModel, AssetLadder, AssetMap, LadderError, RoleLadder};
 use unseat_store::admin::{self, GrantRow, GrantSubject, Integration};
 use unseat_store::tokio_postgres::Transaction;
 use uuid::Uuid;
@@ -33,6 +33,7 @@ pub fn grant_json(g: &GrantRow) -> Value {
         "user_id": user_id,
         "subject_name": g.subject_name,
         "role": g.role,
+        "assets": g.assets,
         "created_at": g.created_at,
     })
 }
@@ -54,6 +55,14 @@ impl Request {
             .unwrap_or_else(|| "console".to_string());
         Self { method, path: uri.path().to_string(), user_agent }
     }
+}
+
+/// "{act_1: MANAGE}" as "act_1 MANAGE", or "none".
+fn asset_words(assets: &AssetMap) -> String {
+    if assets.is_empty() {
+        return "none".to_string();
+    }
+    assets.iter().map(|(a, r)| format!("{a} {r}")).collect::<Vec<_>>().join(", ")
 }
 
 fn subject_label(subject: GrantSubject, name: &str) -> String {
@@ -107,19 +116,46 @@ async fn announce(
     Ok(())
 }
 
-async fn integration(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<(Integration, RoleLadder), ApiError> {
+/// The integration with the access model its grants are checked against.
+async fn integration(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<(Integration, AccessModel), ApiError> {
     let integration = admin::integration_for_grant(tx, tenant_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such integration"))?;
-    let ladder = RoleLadder::parse(integration.roles.clone()).map_err(|e| {
-        tracing::error!(integration = %id, error = %e, "stored role ladder is invalid");
+    let model = (|| {
+        Ok::<_, unseat_domain::LadderError>(AccessModel {
+            roles: RoleLadder::for_integration(integration.roles.clone())?,
+            asset_roles: AssetLadder::parse(integration.asset_roles.clone())?,
+            assets: integration.assets.iter().map(|a| a.asset_id.clone()).collect(),
+        })
+    })()
+    .map_err(|e| {
+        tracing::error!(integration = %id, error = %e, "stored ladder is invalid");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
     })?;
-    Ok((integration, ladder))
+    Ok((integration, model))
 }
 
-fn check_role(ladder: &RoleLadder, role: &str) -> Result<(), ApiError> {
-    ladder.check(role).map_err(|e| ApiError::bad_request(format!("role: {e}")))
+/// Checks a grant's role and assets against the integration: a grant gives exactly what it
+/// says or is refused.
+fn check_grant(model: &AccessModel, role: &str, assets: &AssetMap) -> Result<(), ApiError> {
+    if assets.len() > MAX_GRANT_ASSETS {
+        return Err(ApiError::bad_request(format!("a grant names at most {MAX_GRANT_ASSETS} assets")));
+    }
+    model.check_grant(role, assets).map_err(|e| match e {
+        LadderError::UnknownRole(_) => ApiError::bad_request(format!("role: {e}")),
+        e => ApiError::bad_request(format!("assets: {e}")),
+    })
+}
+
+/// Most assets one grant may name (bounded input).
+const MAX_GRANT_ASSETS: usize = 1000;
+
+/// True when a grant change can take something away: a lower role, or an asset dropped or
+/// lowered. Such a change is announced so that the resolver also logs the access it kept.
+fn lowers(model: &AccessModel, from: (&str, &AssetMap), to: (&str, &AssetMap)) -> bool {
+    let rank = |r: &str| model.roles.rank(r).unwrap_or(usize::MAX);
+    let asset_rank = |r: Option<&String>| r.and_then(|r| model.asset_roles.rank(r)).unwrap_or(usize::MAX);
+    rank(to.0) > rank(from.0) || from.1.iter().any(|(asset, role)| asset_rank(to.1.get(asset)) > asset_rank(Some(role)))
 }
 
 #[derive(Deserialize)]
@@ -128,6 +164,8 @@ struct CreateGrant {
     team_id: Option<String>,
     user_id: Option<String>,
     role: String,
+    #[serde(default)]
+    assets: AssetMap,
 }
 
 pub async fn create(
@@ -150,12 +188,12 @@ pub async fn create(
 
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
-    let (integration, ladder) = integration(&tx, tenant_id, integration_id).await?;
-    check_role(&ladder, &req.role)?;
+    let (integration, model) = integration(&tx, tenant_id, integration_id).await?;
+    check_grant(&model, &req.role, &req.assets)?;
     let name = admin::subject_name(&tx, tenant_id, subject)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no {} with that id in this tenant's directory", subject.kind())))?;
-    let grant = admin::insert_grant(&tx, tenant_id, integration_id, subject, &name, &req.role).await?;
+    let grant = admin::insert_grant(&tx, tenant_id, integration_id, subject, &name, &req.role, &req.assets).await?;
     let summary = format!("grant {} on {} to {} added", grant.role, integration.name, subject_label(subject, &name));
     announce(&app, &tx, tenant_id, subject, &request, summary, false).await?;
     tx.commit().await?;
@@ -180,7 +218,9 @@ pub async fn list(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UpdateGrant {
-    role: String,
+    role: Option<String>,
+    /// The grant's whole asset map after the change (an asset left out is removed).
+    assets: Option<AssetMap>,
 }
 
 pub async fn update(
@@ -197,29 +237,51 @@ pub async fn update(
     let req: UpdateGrant = parse_body(body)?;
     let request = Request::new("PATCH", &uri, &headers);
 
+    if req.role.is_none() && req.assets.is_none() {
+        return Err(ApiError::bad_request("give role, assets or both"));
+    }
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
-    let (integration, ladder) = integration(&tx, tenant_id, integration_id).await?;
+    let (integration, model) = integration(&tx, tenant_id, integration_id).await?;
     let mut grant = admin::grant_for_update(&tx, tenant_id, integration_id, grant_id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such grant"))?;
-    check_role(&ladder, &req.role)?;
-    if grant.role == req.role {
+    let role = req.role.unwrap_or_else(|| grant.role.clone());
+    let assets = req.assets.unwrap_or_else(|| grant.assets.clone());
+    check_grant(&model, &role, &assets)?;
+    if grant.role == role && grant.assets == assets {
         // Nothing changes, so nothing is announced.
         return Ok(Json(grant_json(&grant)));
     }
-    admin::update_grant_role(&tx, tenant_id, integration_id, grant_id, &req.role).await?;
-    let summary = format!(
-        "grant on {} to {} changed from {} to {}",
-        integration.name,
-        subject_label(grant.subject, &grant.subject_name),
-        grant.role,
-        req.role
-    );
-    announce(&app, &tx, tenant_id, grant.subject, &request, summary, true).await?;
+    admin::update_grant(&tx, tenant_id, integration_id, grant_id, &role, &assets).await?;
+    let mut changes = Vec::new();
+    if grant.role != role {
+        changes.push(format!("role {} → {role}", grant.role));
+    }
+    if grant.assets != assets {
+        changes.push(format!("assets {} → {}", asset_words(&grant.assets), asset_words(&assets)));
+    }
+    let summary = if grant.assets == assets {
+        format!(
+            "grant on {} to {} changed from {} to {role}",
+            integration.name,
+            subject_label(grant.subject, &grant.subject_name),
+            grant.role
+        )
+    } else {
+        format!(
+            "grant on {} to {} changed: {}",
+            integration.name,
+            subject_label(grant.subject, &grant.subject_name),
+            changes.join(", ")
+        )
+    };
+    let may_revoke = lowers(&model, (&grant.role, &grant.assets), (&role, &assets));
+    announce(&app, &tx, tenant_id, grant.subject, &request, summary, may_revoke).await?;
     tx.commit().await?;
-    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant_id, "grant role changed");
-    grant.role = req.role;
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant_id, may_revoke, "grant changed");
+    grant.role = role;
+    grant.assets = assets;
     Ok(Json(grant_json(&grant)))
 }
 

@@ -11,11 +11,11 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use unseat_domain::RoleLadder;
-use unseat_store::admin::NewIntegration;
+use unseat_domain::{AssetLadder, RoleLadder, MAX_ASSET_ID_CHARS};
+use unseat_store::admin::{Asset, NewIntegration};
 
 /// App kinds a connector exists for.
-pub const APP_KINDS: &[&str] = &["business_hub"];
+pub const APP_KINDS: &[&str] = &["business_hub", "scim"];
 
 const MAX_CREDENTIAL_CHARS: usize = 8192;
 
@@ -30,6 +30,48 @@ struct CreateIntegration {
     #[serde(default)]
     settings: Option<Value>,
     credential: Option<String>,
+    /// The asset-role ladder, highest first (for a Meta-style hub: MANAGE, ADVERTISE, ANALYZE).
+    #[serde(default)]
+    asset_roles: Vec<String>,
+    /// The assets grants may name.
+    #[serde(default)]
+    assets: Vec<NewAssetBody>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewAssetBody {
+    asset_id: String,
+    kind: String,
+    #[serde(default)]
+    name: String,
+}
+
+/// Most assets one integration may list (bounded input).
+const MAX_ASSETS: usize = 1000;
+
+fn validate_assets(asset_roles: Vec<String>, assets: Vec<NewAssetBody>) -> Result<(Vec<String>, Vec<Asset>), ApiError> {
+    let ladder = AssetLadder::parse(asset_roles).map_err(|e| ApiError::bad_request(format!("asset_roles: {e}")))?;
+    if !assets.is_empty() && ladder.roles().is_empty() {
+        return Err(ApiError::bad_request("assets need an asset_roles ladder"));
+    }
+    if assets.len() > MAX_ASSETS {
+        return Err(ApiError::bad_request(format!("at most {MAX_ASSETS} assets per integration")));
+    }
+    let mut out: Vec<Asset> = Vec::with_capacity(assets.len());
+    for a in assets {
+        let asset_id = required_text(&a.asset_id, "asset_id", MAX_ASSET_ID_CHARS)?;
+        if out.iter().any(|o| o.asset_id == asset_id) {
+            return Err(ApiError::bad_request(format!("asset {asset_id:?} is listed twice")));
+        }
+        let kind = required_text(&a.kind, "asset kind", 64)?;
+        let name = a.name.trim().to_string();
+        if name.chars().count() > 200 {
+            return Err(ApiError::bad_request("asset name must be at most 200 characters"));
+        }
+        out.push(Asset { asset_id, kind, name });
+    }
+    Ok((ladder.roles().to_vec(), out))
 }
 
 /// Checks a create request; nothing is written unless all of it is valid.
@@ -60,6 +102,7 @@ fn validate(req: CreateIntegration) -> Result<NewIntegration, ApiError> {
             _ => return Err(ApiError::bad_request("settings.business_id is required for a business_hub integration")),
         }
     }
+    let (asset_roles, assets) = validate_assets(req.asset_roles, req.assets)?;
     let credential = req.credential.unwrap_or_default();
     if credential.chars().count() > MAX_CREDENTIAL_CHARS {
         return Err(ApiError::bad_request(format!("credential must be at most {MAX_CREDENTIAL_CHARS} characters")));
@@ -72,6 +115,8 @@ fn validate(req: CreateIntegration) -> Result<NewIntegration, ApiError> {
         credential,
         roles: ladder.roles().to_vec(),
         default_role: req.default_role,
+        asset_roles,
+        assets,
     })
 }
 

@@ -1,10 +1,12 @@
 //! The endpoint handlers and the input checks they share. Each handler extracts the
 //! [`Caller`] first, then checks the tenant it names, then reads its input.
 
+pub mod access;
 pub mod directory;
 pub mod grants;
 pub mod integrations;
 pub mod log;
+pub mod redrive;
 pub mod tenants;
 
 use crate::auth::{Caller, Need};

@@ -1,7 +1,12 @@
 //! `unseat bench …`: benchmarks that print figures next to a ceiling measured in the same run.
 //! They assert nothing; README records what they printed on a named machine.
 
+pub mod connector;
 pub mod pipeline;
+pub mod resolver;
+pub mod scenario;
+pub mod scim;
+pub mod soak;
 
 use clap::Subcommand;
 
@@ -12,10 +17,27 @@ pub enum BenchCommand {
     /// SCIM deactivations through the whole pipeline to the app emulator, next to the broker's
     /// raw publish-confirm-consume rate.
     Pipeline(pipeline::BenchArgs),
+    /// The connector runtime alone: tasks/s against an emulator with latency, and the share
+    /// of an integration's rate limit used under a large backlog.
+    Connector(connector::BenchArgs),
+    /// Generated access scenarios through the whole pipeline with duplicated and replayed
+    /// messages and two resolvers; prints how many cases ran and how many disagreed with the
+    /// reference model.
+    Soak(soak::SoakArgs),
+    /// Resolver decisions/s on one core, and the time to resolve the deletion of one group of
+    /// 100,000 members across 20 integrations.
+    Resolver(resolver::ResolverBenchArgs),
+    /// SCIM changes accepted durably by the ingest role alone (deactivations and member
+    /// removals at several concurrencies), next to PostgreSQL's one-row commit rate.
+    Scim(scim::BenchArgs),
 }
 
 pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Pipeline(args) => pipeline::run(settings, args).await,
+        BenchCommand::Connector(args) => connector::run(settings, args).await,
+        BenchCommand::Soak(args) => soak::run(settings, args).await,
+        BenchCommand::Resolver(args) => resolver::run(settings, args).await,
+        BenchCommand::Scim(args) => scim::run(settings, args).await,
     }
 }

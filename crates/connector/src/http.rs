@@ -1,0 +1,133 @@
+//! The HTTP client every adapter shares: one connection pool, a per-request timeout, the
+//! integration's rate limit taken before every request, and transport errors turned into
+//! [`AppError`]s without the request URL (which may carry a token).
+
+use crate::error::{parse_retry_after, AppError};
+use crate::limit::RateLimits;
+use crate::retry::business_use_case_wait;
+use reqwest::header::HeaderMap;
+use std::sync::Arc;
+use std::time::Duration;
+use unseat_store::apply::Integration;
+
+/// Longest error message kept from an app's body.
+const MAX_MESSAGE: usize = 300;
+/// The integration setting that overrides the app kind's default rate limit.
+pub const RATE_LIMIT_SETTING: &str = "rate_limit_per_second";
+
+/// What the app answered.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// The wait the app asked for: `Retry-After` (seconds or an HTTP date) or Meta's
+    /// `X-Business-Use-Case-Usage` estimate, whichever is longer.
+    pub fn retry_after(&self) -> Option<Duration> {
+        let header = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok());
+        let retry_after = header("retry-after").and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let usage = header("x-business-use-case-usage").and_then(business_use_case_wait);
+        match (retry_after, usage) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The shared client. Cheap to clone.
+#[derive(Clone)]
+pub struct AppHttp {
+    client: reqwest::Client,
+    timeout: Duration,
+    limits: Arc<RateLimits>,
+    default_rate: f64,
+}
+
+impl AppHttp {
+    /// A rustls client with a per-request `timeout`, taking request slots from `limits`
+    /// (`default_rate` requests/s unless the integration sets `rate_limit_per_second`).
+    pub fn new(timeout: Duration, limits: Arc<RateLimits>, default_rate: f64) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .user_agent(concat!("unseat/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self { client, timeout, limits, default_rate })
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    pub fn limits(&self) -> &Arc<RateLimits> {
+        &self.limits
+    }
+
+    /// The integration's rate limit in requests per second: its `rate_limit_per_second`
+    /// setting when that is a positive number, else the app kind's default.
+    pub fn rate_for(&self, integration: &Integration) -> f64 {
+        integration
+            .settings
+            .get(RATE_LIMIT_SETTING)
+            .and_then(serde_json::Value::as_f64)
+            .filter(|r| r.is_finite() && *r > 0.0)
+            .unwrap_or(self.default_rate)
+    }
+
+    /// Sends a request once its rate-limit slot comes, and reads the whole answer. A 429 lowers
+    /// the integration's rate.
+    pub async fn send(&self, integration: &Integration, request: reqwest::RequestBuilder) -> Result<Answer, AppError> {
+        let rate = self.rate_for(integration);
+        self.limits.acquire(integration.id, rate).await;
+        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.map_err(|e| self.transport(e))?.to_vec();
+        if status == 429 {
+            self.limits.throttled(integration.id, rate);
+        }
+        Ok(Answer { status, headers, body })
+    }
+
+    /// Tells the limiter the app throttled this integration (for apps that say so in the body).
+    pub fn throttled(&self, integration: &Integration) {
+        self.limits.throttled(integration.id, self.rate_for(integration));
+    }
+
+    fn transport(&self, error: reqwest::Error) -> AppError {
+        if error.is_timeout() {
+            return AppError::Timeout(self.timeout);
+        }
+        // Never let the URL (and any token in it) into a message.
+        let error = error.without_url();
+        let mut message = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        AppError::Unreachable(truncate(message))
+    }
+}
+
+/// Cuts an app's message to a readable length on a character boundary.
+pub fn truncate(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}

@@ -1,0 +1,311 @@
+//! The decision for one (integration, user): compare what the app is meant to hold with what the
+//! grants give now, and say why in words that name the grants ("kept: team Marketing grants
+//! ADMIN"; "ADMIN → EMPLOYEE: left team Admins, team Staff grants EMPLOYEE").
+
+use crate::{Access, AssetMap, Grant, GrantSource};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// What the app holds (or is meant to hold) for a user: a role and asset roles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    pub role: String,
+    #[serde(default)]
+    pub assets: AssetMap,
+}
+
+/// What to do for one (integration, user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// No grant reaches the user any more: take them out of the app.
+    Remove,
+    /// The grants give exactly what the app holds: nothing to change.
+    Keep,
+    /// The remaining grants give a different role or different assets.
+    Update,
+    /// The grants give access the app does not hold yet (or held before a pending removal).
+    Grant,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Remove => "remove",
+            Outcome::Keep => "keep",
+            Outcome::Update => "update",
+            Outcome::Grant => "grant",
+        }
+    }
+}
+
+/// The resolver's decision with its human-readable reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub outcome: Outcome,
+    /// What the app was meant to hold before; None when nothing.
+    pub from: Option<Held>,
+    /// What the app must hold now; None means remove.
+    pub to: Option<Held>,
+    pub reason: String,
+}
+
+impl Decision {
+    pub fn from_role(&self) -> Option<&str> {
+        self.from.as_ref().map(|h| h.role.as_str())
+    }
+
+    pub fn to_role(&self) -> Option<&str> {
+        self.to.as_ref().map(|h| h.role.as_str())
+    }
+}
+
+/// Why a user was looked at again; used in reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    Active,
+    Inactive,
+    Deleted,
+}
+
+/// A grant that gave the user something before and gives less (or nothing) now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lost {
+    /// The user is no longer in a team whose grant reached them.
+    LeftTeam(String),
+    /// The grant itself is gone (revoked, or the team is no longer shared).
+    Revoked(GrantSource),
+    /// The grant still reaches the user but gives something else now: another role (Some), or
+    /// the same role with other assets (None).
+    Changed { source: GrantSource, role: Option<String> },
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lost::LeftTeam(name) => write!(f, "left team {name}"),
+            Lost::Revoked(GrantSource::Individual) => write!(f, "individual grant revoked"),
+            Lost::Revoked(source) => write!(f, "{source} no longer shares the integration"),
+            Lost::Changed { source: GrantSource::Individual, role: Some(role) } => {
+                write!(f, "individual grant now gives {role}")
+            }
+            Lost::Changed { source: GrantSource::Individual, role: None } => {
+                write!(f, "individual grant's assets changed")
+            }
+            Lost::Changed { source, role: Some(role) } => write!(f, "{source} now grants {role}"),
+            Lost::Changed { source, role: None } => write!(f, "{source}'s assets changed"),
+        }
+    }
+}
+
+/// The grants that reached the user before (`before`, as recorded with the last decision) and
+/// do not give the same now. `teams_now` are the names of the teams the user is in now, to tell
+/// "left team X" from "team X's grant was revoked".
+pub fn lost_grants(before: &[Grant], now: &[Grant], teams_now: &BTreeSet<String>) -> Vec<Lost> {
+    let mut seen = BTreeSet::new();
+    let mut lost = Vec::new();
+    for b in before {
+        if !seen.insert(&b.source) {
+            continue;
+        }
+        match now.iter().find(|n| n.source == b.source) {
+            None => lost.push(match &b.source {
+                GrantSource::Team { name } if !teams_now.contains(name) => Lost::LeftTeam(name.clone()),
+                source => Lost::Revoked(source.clone()),
+            }),
+            Some(n) if n.role != b.role => {
+                lost.push(Lost::Changed { source: b.source.clone(), role: Some(n.role.clone()) })
+            }
+            Some(n) if n.assets != b.assets => lost.push(Lost::Changed { source: b.source.clone(), role: None }),
+            Some(_) => {}
+        }
+    }
+    lost
+}
+
+/// How many assets a reason names before it summarises the rest.
+const REASON_ASSETS: usize = 5;
+
+fn names(sources: &[GrantSource]) -> String {
+    sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// "team Staff grants EMPLOYEE, team Ads grants MANAGE on act_1".
+fn because(a: &Access) -> String {
+    let mut parts = vec![format!("{} grants {}", names(&a.because), role_words(&a.role))];
+    for (i, (asset, asset_role)) in a.assets.iter().enumerate() {
+        if i == REASON_ASSETS {
+            parts.push(format!("and {} more assets", a.assets.len() - REASON_ASSETS));
+            break;
+        }
+        let sources = a.asset_because.get(asset).map(|s| names(s)).unwrap_or_default();
+        parts.push(format!("{sources} grants {asset_role} on {asset}"));
+    }
+    parts.join(", ")
+}
+
+fn role_words(role: &str) -> String {
+    if role == crate::SEAT {
+        "a seat".to_string()
+    } else {
+        role.to_string()
+    }
+}
+
+/// "ADMIN → EMPLOYEE, act_1 MANAGE → ANALYZE, page_9 removed, act_2 added as ANALYZE".
+fn changes(from: &Held, to: &Held) -> String {
+    let mut parts = Vec::new();
+    if from.role != to.role {
+        parts.push(format!("{} → {}", from.role, to.role));
+    }
+    let assets: BTreeSet<&String> = from.assets.keys().chain(to.assets.keys()).collect();
+    let mut listed = 0;
+    let mut more = 0;
+    for asset in assets {
+        let part = match (from.assets.get(asset), to.assets.get(asset)) {
+            (Some(f), Some(t)) if f != t => format!("{asset} {f} → {t}"),
+            (Some(_), None) => format!("{asset} removed"),
+            (None, Some(t)) => format!("{asset} added as {t}"),
+            _ => continue,
+        };
+        if listed < REASON_ASSETS {
+            parts.push(part);
+            listed += 1;
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        parts.push(format!("{more} more asset changes"));
+    }
+    parts.join(", ")
+}
+
+/// Compares the access the grants give now with what the app is meant to hold (`held`, the
+/// last desired state). `lost` (from [`lost_grants`]) names what was taken away, for the
+/// reason. Returns None when there is nothing to say: no access before and none now.
+pub fn decide(held: Option<&Held>, now: Option<&Access>, status: UserStatus, lost: &[Lost]) -> Option<Decision> {
+    let lost_words = lost.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ");
+    match (held, now) {
+        (None, None) => None,
+        (Some(h), None) => Some(Decision {
+            outcome: Outcome::Remove,
+            from: Some(h.clone()),
+            to: None,
+            reason: match status {
+                UserStatus::Inactive => "removed: user deactivated in the IdP".to_string(),
+                UserStatus::Deleted => "removed: user deleted in the IdP".to_string(),
+                UserStatus::Active if lost.is_empty() => {
+                    "removed: no team or individual grant reaches the user".to_string()
+                }
+                UserStatus::Active => format!("removed: {lost_words}; no team or individual grant reaches the user"),
+            },
+        }),
+        (Some(h), Some(a)) if h.role == a.role && h.assets == a.assets => Some(Decision {
+            outcome: Outcome::Keep,
+            from: Some(h.clone()),
+            to: Some(a.held()),
+            reason: format!("kept: {}", because(a)),
+        }),
+        (Some(h), Some(a)) => {
+            let to = a.held();
+            let why = if lost.is_empty() { because(a) } else { format!("{lost_words}, {}", because(a)) };
+            Some(Decision {
+                outcome: Outcome::Update,
+                reason: format!("{}: {why}", changes(h, &to)),
+                from: Some(h.clone()),
+                to: Some(to),
+            })
+        }
+        (None, Some(a)) => Some(Decision {
+            outcome: Outcome::Grant,
+            from: None,
+            to: Some(a.held()),
+            reason: format!("granted: {}", because(a)),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{effective_access, AccessModel, AssetLadder, RoleLadder};
+
+    fn ladder() -> RoleLadder {
+        RoleLadder::parse(vec!["ADMIN".into(), "EMPLOYEE".into()]).unwrap()
+    }
+
+    fn team(name: &str, role: &str) -> Grant {
+        Grant { source: GrantSource::Team { name: name.into() }, role: role.into(), assets: AssetMap::new() }
+    }
+
+    fn held(role: &str) -> Held {
+        Held { role: role.into(), assets: AssetMap::new() }
+    }
+
+    #[test]
+    fn decisions_and_their_reasons() {
+        let keep = effective_access(&ladder(), true, &[team("Marketing", "ADMIN")]).unwrap();
+        let d = decide(Some(&held("ADMIN")), Some(&keep), UserStatus::Active, &[]).unwrap();
+        assert_eq!(d.outcome, Outcome::Keep);
+        assert_eq!(d.reason, "kept: team Marketing grants ADMIN");
+
+        let lower = effective_access(&ladder(), true, &[team("Staff", "EMPLOYEE")]).unwrap();
+        let lost = lost_grants(
+            &[team("Admins", "ADMIN"), team("Staff", "EMPLOYEE")],
+            &[team("Staff", "EMPLOYEE")],
+            &["Staff".to_string()].into_iter().collect(),
+        );
+        assert_eq!(lost, vec![Lost::LeftTeam("Admins".into())]);
+        let d = decide(Some(&held("ADMIN")), Some(&lower), UserStatus::Active, &lost).unwrap();
+        assert_eq!(d.outcome, Outcome::Update);
+        assert_eq!(d.reason, "ADMIN → EMPLOYEE: left team Admins, team Staff grants EMPLOYEE");
+
+        let d = decide(Some(&held("ADMIN")), None, UserStatus::Inactive, &[]).unwrap();
+        assert_eq!(d.outcome, Outcome::Remove);
+        assert!(d.reason.contains("deactivated"));
+
+        assert_eq!(decide(None, None, UserStatus::Deleted, &[]), None);
+        let d = decide(None, Some(&lower), UserStatus::Active, &[]).unwrap();
+        assert_eq!(d.outcome, Outcome::Grant);
+        assert_eq!(d.to_role(), Some("EMPLOYEE"));
+    }
+
+    #[test]
+    fn a_revoked_grant_is_named_apart_from_leaving_a_team() {
+        let teams: BTreeSet<String> = ["Admins".to_string()].into_iter().collect();
+        let lost = lost_grants(&[team("Admins", "ADMIN")], &[], &teams);
+        let d = decide(Some(&held("ADMIN")), None, UserStatus::Active, &lost).unwrap();
+        assert_eq!(
+            d.reason,
+            "removed: team Admins no longer shares the integration; no team or individual grant reaches the user"
+        );
+        let lost = lost_grants(&[team("Admins", "ADMIN")], &[team("Admins", "EMPLOYEE")], &teams);
+        assert_eq!(lost[0].to_string(), "team Admins now grants EMPLOYEE");
+    }
+
+    #[test]
+    fn losing_one_asset_is_an_update_that_names_it() {
+        let model = AccessModel {
+            roles: ladder(),
+            asset_roles: AssetLadder::parse(vec!["MANAGE".into(), "ANALYZE".into()]).unwrap(),
+            assets: ["act_1".to_string(), "page_9".to_string()].into_iter().collect(),
+        };
+        let mut g = team("Staff", "EMPLOYEE");
+        g.assets.insert("act_1".into(), "ANALYZE".into());
+        let now = model.effective(true, &[g]).unwrap();
+        let before = Held {
+            role: "EMPLOYEE".into(),
+            assets: [("act_1".to_string(), "MANAGE".to_string()), ("page_9".to_string(), "ANALYZE".to_string())]
+                .into_iter()
+                .collect(),
+        };
+        let d = decide(Some(&before), Some(&now), UserStatus::Active, &[]).unwrap();
+        assert_eq!(d.outcome, Outcome::Update);
+        assert_eq!(
+            d.reason,
+            "act_1 MANAGE → ANALYZE, page_9 removed: team Staff grants EMPLOYEE, team Staff grants ANALYZE on act_1"
+        );
+    }
+}

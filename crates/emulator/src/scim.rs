@@ -1,0 +1,342 @@
+//! A SCIM 2.0 service provider (RFC 7643/7644), Users only: the shape of the many SaaS apps
+//! unseat deprovisions through SCIM. Served under `/scim/v2/` next to the Graph API, with the
+//! same fault rules and request log, and the bearer token set through the control plane.
+//!
+//! Supported: `GET /Users` with `filter` (`userName`, `externalId` or `emails.value` `eq`),
+//! `startIndex` and `count`; `GET`, `PUT`, `PATCH` (add/replace/remove on `active`, `roles`,
+//! `userName`, `externalId`, `name`, or a value object) and `DELETE /Users/{id}`; `POST /Users`
+//! with unique `userName`. Errors are SCIM error bodies.
+
+use crate::app::decide_faults;
+use crate::state::RequestRecord;
+use crate::Emulator;
+use axum::body::Bytes;
+use axum::extract::State as AxumState;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::{SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
+const MAX_COUNT: usize = 200;
+
+fn error(status: StatusCode, scim_type: Option<&str>, detail: impl Into<String>) -> (StatusCode, Value) {
+    let mut body = json!({ "schemas": [ERROR_SCHEMA], "status": status.as_u16().to_string(), "detail": detail.into() });
+    if let Some(t) = scim_type {
+        body["scimType"] = json!(t);
+    }
+    (status, body)
+}
+
+fn not_found(id: &str) -> (StatusCode, Value) {
+    error(StatusCode::NOT_FOUND, None, format!("Resource {id} not found"))
+}
+
+pub(crate) async fn handle(
+    AxumState(emu): AxumState<Emulator>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // The log shows when the request arrived, before any injected latency.
+    let arrived = Utc::now();
+    let path = uri.path().to_string();
+    let decision = decide_faults(&emu, &method, &path);
+    if !decision.latency.is_zero() {
+        tokio::time::sleep(decision.latency).await;
+    }
+    let (status, reply, retry_after) = {
+        let mut state = emu.lock();
+        let (status, reply, retry_after) = match &decision.fault {
+            Some((rule, status)) => {
+                let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let (s, b) = error(code, None, format!("injected fault: HTTP {status}"));
+                (s, Some(b), rule.retry_after_s)
+            }
+            None => {
+                let token = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, t)| t.trim().to_string());
+                let authorized = state.scim_token.as_ref().is_none_or(|required| token.as_ref() == Some(required));
+                let (s, b) = if authorized {
+                    route(&mut state, &method, &uri, &body)
+                } else {
+                    let (s, b) = error(StatusCode::UNAUTHORIZED, None, "a valid bearer token is required");
+                    (s, Some(b))
+                };
+                (s, b, None)
+            }
+        };
+        state.calls += 1;
+        state.record(RequestRecord {
+            at: arrived.to_rfc3339_opts(SecondsFormat::Millis, true),
+            method: method.as_str().to_string(),
+            path: path.clone(),
+            status: status.as_u16(),
+        });
+        (status, reply, retry_after)
+    };
+    if let Some(hold) = decision.hold {
+        tokio::time::sleep(hold).await;
+    }
+    let mut response = match reply {
+        Some(body) => (status, axum::Json(body)).into_response(),
+        None => status.into_response(),
+    };
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/scim+json"));
+    if let Some(secs) = retry_after {
+        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+fn route(state: &mut crate::state::State, method: &Method, uri: &Uri, body: &[u8]) -> (StatusCode, Option<Value>) {
+    let rest = uri.path().trim_start_matches("/scim/v2").trim_matches('/');
+    let segments: Vec<&str> = rest.split('/').collect();
+    let parsed = || serde_json::from_slice::<Value>(body);
+    let (status, body) = match (method.clone(), segments.as_slice()) {
+        (Method::GET, ["Users"]) => list(state, uri),
+        (Method::POST, ["Users"]) => match parsed() {
+            Ok(v) => create(state, v),
+            Err(e) => error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), format!("invalid JSON: {e}")),
+        },
+        (Method::GET, ["Users", id]) => match state.scim_users.get(*id) {
+            Some(u) => (StatusCode::OK, u.clone()),
+            None => not_found(id),
+        },
+        (Method::PUT, ["Users", id]) => match parsed() {
+            Ok(v) => replace(state, id, v),
+            Err(e) => error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), format!("invalid JSON: {e}")),
+        },
+        (Method::PATCH, ["Users", id]) => match parsed() {
+            Ok(v) => patch(state, id, v),
+            Err(e) => error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), format!("invalid JSON: {e}")),
+        },
+        (Method::DELETE, ["Users", id]) => match state.scim_users.remove(*id) {
+            Some(_) => return (StatusCode::NO_CONTENT, None),
+            None => not_found(id),
+        },
+        _ => error(StatusCode::NOT_FOUND, None, format!("no endpoint {method} /{rest}")),
+    };
+    (status, Some(body))
+}
+
+/// `attr eq "value"` for the attributes apps are matched on.
+fn parse_filter(filter: &str) -> Option<(String, String)> {
+    let (attr, rest) = filter.trim().split_once(char::is_whitespace)?;
+    let (op, value) = rest.trim().split_once(char::is_whitespace)?;
+    if !op.eq_ignore_ascii_case("eq") {
+        return None;
+    }
+    let value = value.trim().strip_prefix('"')?.strip_suffix('"')?.replace("\\\"", "\"").replace("\\\\", "\\");
+    Some((attr.to_string(), value))
+}
+
+fn matches(user: &Value, attr: &str, value: &str) -> bool {
+    match attr {
+        a if a.eq_ignore_ascii_case("userName") => {
+            user["userName"].as_str().is_some_and(|u| u.eq_ignore_ascii_case(value))
+        }
+        a if a.eq_ignore_ascii_case("externalId") => user["externalId"].as_str() == Some(value),
+        a if a.eq_ignore_ascii_case("emails.value") => user["emails"]
+            .as_array()
+            .is_some_and(|es| es.iter().any(|e| e["value"].as_str().is_some_and(|v| v.eq_ignore_ascii_case(value)))),
+        _ => false,
+    }
+}
+
+fn list(state: &crate::state::State, uri: &Uri) -> (StatusCode, Value) {
+    let params: Vec<(String, String)> =
+        uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+    let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let filter = match param("filter") {
+        None => None,
+        Some(f) => match parse_filter(&f) {
+            Some(parsed) => Some(parsed),
+            None => return error(StatusCode::BAD_REQUEST, Some("invalidFilter"), format!("unsupported filter {f:?}")),
+        },
+    };
+    let start = param("startIndex").and_then(|s| s.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let count = param("count").and_then(|s| s.parse::<usize>().ok()).unwrap_or(100).min(MAX_COUNT);
+    let all: Vec<&Value> =
+        state.scim_users.values().filter(|u| filter.as_ref().is_none_or(|(a, v)| matches(u, a, v))).collect();
+    let page: Vec<Value> = all.iter().skip(start - 1).take(count).map(|u| (*u).clone()).collect();
+    (
+        StatusCode::OK,
+        json!({ "schemas": [LIST_SCHEMA], "totalResults": all.len(), "startIndex": start,
+                "itemsPerPage": page.len(), "Resources": page }),
+    )
+}
+
+fn user_name_taken(state: &crate::state::State, name: &str, except: Option<&str>) -> bool {
+    state.scim_users.iter().any(|(id, u)| {
+        Some(id.as_str()) != except && u["userName"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name))
+    })
+}
+
+fn create(state: &mut crate::state::State, mut user: Value) -> (StatusCode, Value) {
+    let Some(name) = user["userName"].as_str().map(str::to_string).filter(|n| !n.trim().is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, Some("invalidValue"), "userName is required");
+    };
+    if user_name_taken(state, &name, None) {
+        return error(StatusCode::CONFLICT, Some("uniqueness"), format!("userName {name} is already taken"));
+    }
+    let id = state.next_scim_id();
+    let Some(fields) = user.as_object_mut() else {
+        return error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), "a User must be a JSON object");
+    };
+    fields.insert("id".into(), json!(id));
+    fields.insert("schemas".into(), json!([USER_SCHEMA]));
+    fields.entry("active").or_insert(json!(true));
+    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
+    fields.insert(
+        "meta".into(),
+        json!({ "resourceType": "User", "created": now, "lastModified": now,
+                                          "location": format!("/scim/v2/Users/{id}") }),
+    );
+    state.scim_users.insert(id, user.clone());
+    (StatusCode::CREATED, user)
+}
+
+fn replace(state: &mut crate::state::State, id: &str, mut user: Value) -> (StatusCode, Value) {
+    let Some(old) = state.scim_users.get(id).cloned() else {
+        return not_found(id);
+    };
+    let Some(name) = user["userName"].as_str().map(str::to_string) else {
+        return error(StatusCode::BAD_REQUEST, Some("invalidValue"), "userName is required");
+    };
+    if user_name_taken(state, &name, Some(id)) {
+        return error(StatusCode::CONFLICT, Some("uniqueness"), format!("userName {name} is already taken"));
+    }
+    if let Some(fields) = user.as_object_mut() {
+        fields.insert("id".into(), json!(id));
+        fields.insert("meta".into(), old["meta"].clone());
+    }
+    state.scim_users.insert(id.to_string(), user.clone());
+    (StatusCode::OK, user)
+}
+
+fn patch(state: &mut crate::state::State, id: &str, request: Value) -> (StatusCode, Value) {
+    let Some(mut user) = state.scim_users.get(id).cloned() else {
+        return not_found(id);
+    };
+    let Some(ops) = request["Operations"].as_array() else {
+        return error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), "Operations is required");
+    };
+    for op in ops {
+        let kind = op["op"].as_str().unwrap_or_default().to_ascii_lowercase();
+        let path = op["path"].as_str();
+        let Some(fields) = user.as_object_mut() else {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, None, "stored user is not an object");
+        };
+        match (kind.as_str(), path) {
+            ("replace" | "add", None) => {
+                let Some(values) = op["value"].as_object() else {
+                    return error(StatusCode::BAD_REQUEST, Some("invalidValue"), "a value object is required");
+                };
+                for (k, v) in values {
+                    if k == "id" {
+                        continue;
+                    }
+                    fields.insert(k.clone(), v.clone());
+                }
+            }
+            ("replace", Some(p)) => {
+                fields.insert(p.to_string(), op["value"].clone());
+            }
+            ("add", Some(p)) => {
+                let merged = match (fields.get(p), &op["value"]) {
+                    (Some(Value::Array(old)), Value::Array(new)) => {
+                        Value::Array(old.iter().chain(new.iter()).cloned().collect())
+                    }
+                    (_, v) => v.clone(),
+                };
+                fields.insert(p.to_string(), merged);
+            }
+            ("remove", Some(p)) => {
+                fields.remove(p);
+            }
+            _ => return error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), format!("unsupported operation {op}")),
+        }
+    }
+    if let Some(name) = user["userName"].as_str() {
+        if user_name_taken(state, name, Some(id)) {
+            return error(StatusCode::CONFLICT, Some("uniqueness"), format!("userName {name} is already taken"));
+        }
+    }
+    state.scim_users.insert(id.to_string(), user.clone());
+    (StatusCode::OK, user)
+}
+
+/// A SCIM user as the control plane seeds and shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ScimUser {
+    #[serde(default)]
+    pub id: String,
+    #[serde(rename = "userName")]
+    pub user_name: String,
+    #[serde(default = "yes")]
+    pub active: bool,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ScimUser {
+    pub(crate) fn from_resource(id: &str, user: &Value) -> Self {
+        let roles = user["roles"]
+            .as_array()
+            .map(|rs| rs.iter().filter_map(|r| r["value"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        Self {
+            id: id.to_string(),
+            user_name: user["userName"].as_str().unwrap_or_default().to_string(),
+            active: user["active"].as_bool().unwrap_or(true),
+            roles,
+        }
+    }
+
+    pub(crate) fn to_resource(&self) -> Value {
+        let mut fields = Map::new();
+        fields.insert("userName".into(), json!(self.user_name));
+        fields.insert("active".into(), json!(self.active));
+        fields.insert("emails".into(), json!([{ "value": self.user_name, "primary": true }]));
+        if !self.roles.is_empty() {
+            let roles: Vec<Value> = self.roles.iter().map(|r| json!({ "value": r, "primary": true })).collect();
+            fields.insert("roles".into(), Value::Array(roles));
+        }
+        Value::Object(fields)
+    }
+}
+
+pub(crate) fn seed(state: &mut crate::state::State, user: &ScimUser) -> Result<ScimUser, crate::EmulatorError> {
+    match create(state, user.to_resource()) {
+        (StatusCode::CREATED, created) => {
+            let id = created["id"].as_str().unwrap_or_default().to_string();
+            Ok(ScimUser::from_resource(&id, &created))
+        }
+        _ => Err(crate::EmulatorError::DuplicateUserName(user.user_name.clone())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_parse_with_quotes() {
+        assert_eq!(parse_filter(r#"userName eq "a@x.io""#), Some(("userName".into(), "a@x.io".into())));
+        assert_eq!(parse_filter(r#"externalId EQ "say \"hi\"""#), Some(("externalId".into(), "say \"hi\"".into())));
+        assert_eq!(parse_filter("userName co \"a\""), None);
+        assert_eq!(parse_filter("garbage"), None);
+    }
+}

@@ -1,0 +1,158 @@
+//! The integration directory (IdLCM) flow: a change that came through an integration's own
+//! SCIM endpoint (`DirectoryChanged.scope` = the integration's id). The users of that
+//! directory are the integration's grants:
+//!
+//! - an active user is assigned directly, with the highest role on the integration's ladder
+//!   named by a `roles` or `entitlements` value (primary first, names compared ignoring case),
+//!   else the integration's `default_role`, else the lowest role of the ladder;
+//! - each pushed group the user is in is a grant too: of the role its displayName names when
+//!   that is on the ladder, else of the user's direct role;
+//! - a deactivated (Okta `active:false`, Entra `"False"`) or deleted user has nothing.
+//!
+//! [`plan`] turns that into the same [`Plan`] the workspace flow builds, so the decisions,
+//! desired states, tasks and connector tasks are written by the same code (`write_plan`), and
+//! the job carries the integration's scope for its Activity.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use unseat_domain::{decide, lost_grants, AssetMap, Grant, GrantSource, Held, RoleLadder, UserStatus};
+use unseat_store::access;
+use unseat_store::directory::{self, Assignment, Dir};
+use unseat_store::{StoreError, Transaction};
+use uuid::Uuid;
+
+use crate::{access_model, Plan, Planned};
+
+/// Decides for `users` of the directory `scope` names. A scope that is not an integration id
+/// of the tenant (a deleted integration) decides nothing.
+pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, scope: &str, users: &[Uuid]) -> Result<Plan, StoreError> {
+    let Ok(integration_id) = Uuid::parse_str(scope) else {
+        tracing::error!(%scope, "directory change with an unknown scope; ignoring it");
+        return Ok(Plan::default());
+    };
+    if users.is_empty() {
+        return Ok(Plan::default());
+    }
+    let Some(integration) = access::integrations(tx, tenant, &[integration_id]).await?.into_iter().next() else {
+        tracing::warn!(integration = %integration_id, "change for an integration that no longer exists");
+        return Ok(Plan::default());
+    };
+    let model = match access_model(&integration) {
+        Ok(m) => m,
+        Err(error) => {
+            tracing::error!(integration = %integration_id, %error, "integration has an invalid ladder; skipping it");
+            return Ok(Plan::default());
+        }
+    };
+    let default = directory::default_role(tx, tenant, integration_id).await?;
+    let assigned = directory::assignments(tx, Dir::integration(tenant, integration_id), users).await?;
+    let mut rows: HashMap<Uuid, access::AccessRow> = access::access_rows_many(tx, tenant, users)
+        .await?
+        .into_iter()
+        .filter(|r| r.integration_id == integration_id)
+        .map(|r| (r.user_id, r))
+        .collect();
+    let mut items = Vec::new();
+    for &user_id in users {
+        let a = assigned.get(&user_id);
+        let status = match a {
+            None => UserStatus::Deleted,
+            Some(a) if !a.active => UserStatus::Inactive,
+            Some(_) => UserStatus::Active,
+        };
+        let grants = a.map(|a| assignment_grants(&model.roles, a, default.as_deref())).unwrap_or_default();
+        let row = rows.remove(&user_id);
+        if row.is_none() && grants.is_empty() {
+            continue;
+        }
+        let now = model.effective(status == UserStatus::Active, &grants);
+        let held = row.as_ref().and_then(|r| {
+            r.desired_role.as_ref().map(|role| Held { role: role.clone(), assets: r.desired_assets.clone() })
+        });
+        let lost = match (&row, &held, a) {
+            (Some(r), Some(_), Some(a)) if status == UserStatus::Active => {
+                let groups: BTreeSet<String> = a.groups.iter().cloned().collect();
+                lost_grants(&r.desired_sources, &grants, &groups)
+            }
+            _ => Vec::new(),
+        };
+        let decision = decide(held.as_ref(), now.as_ref(), status, &lost);
+        let email = a.map(|a| a.email.clone()).or_else(|| row.as_ref().map(|r| r.email.clone()));
+        items.push(Planned { user_id, integration_id, email, status, grants, now, row, decision });
+    }
+    Ok(Plan { integrations: BTreeMap::from([(integration_id, integration)]), items })
+}
+
+/// The grants an assignment gives on a ladder (see the module docs). Pure.
+pub fn assignment_grants(ladder: &RoleLadder, a: &Assignment, default_role: Option<&str>) -> Vec<Grant> {
+    if !a.active {
+        return Vec::new();
+    }
+    let on_ladder = |name: &str| ladder.roles().iter().find(|r| r.eq_ignore_ascii_case(name.trim())).cloned();
+    let named = a.roles.iter().filter_map(|r| on_ladder(r)).min_by_key(|r| ladder.rank(r));
+    let Some(direct) = named.or_else(|| default_role.and_then(on_ladder)).or_else(|| ladder.roles().last().cloned())
+    else {
+        return Vec::new();
+    };
+    let mut grants = vec![Grant { source: GrantSource::Individual, role: direct.clone(), assets: AssetMap::new() }];
+    for g in &a.groups {
+        let role = on_ladder(g).unwrap_or_else(|| direct.clone());
+        grants.push(Grant { source: GrantSource::Team { name: g.clone() }, role, assets: AssetMap::new() });
+    }
+    grants
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ladder() -> RoleLadder {
+        RoleLadder::parse(vec!["ADMIN".into(), "EMPLOYEE".into(), "ANALYST".into()]).unwrap()
+    }
+
+    fn assignment(roles: &[&str], groups: &[&str]) -> Assignment {
+        Assignment {
+            active: true,
+            email: "a@x.io".into(),
+            roles: roles.iter().map(|s| s.to_string()).collect(),
+            groups: groups.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn roles(grants: &[Grant]) -> Vec<(String, String)> {
+        grants.iter().map(|g| (g.source.to_string(), g.role.clone())).collect()
+    }
+
+    #[test]
+    fn role_comes_from_roles_then_default_then_the_lowest_rung() {
+        let l = ladder();
+        let g = assignment_grants(&l, &assignment(&["viewer", "employee", "Admin"], &[]), Some("ANALYST"));
+        assert_eq!(roles(&g), vec![("an individual grant".into(), "ADMIN".into())], "highest named role");
+        let g = assignment_grants(&l, &assignment(&["viewer"], &[]), Some("EMPLOYEE"));
+        assert_eq!(g[0].role, "EMPLOYEE", "default role when no named role is on the ladder");
+        let g = assignment_grants(&l, &assignment(&[], &[]), None);
+        assert_eq!(g[0].role, "ANALYST", "lowest rung without a default");
+        let g = assignment_grants(&l, &assignment(&[], &[]), Some("NOT-ON-LADDER"));
+        assert_eq!(g[0].role, "ANALYST");
+    }
+
+    #[test]
+    fn pushed_groups_grant_their_role_or_the_direct_one() {
+        let g = assignment_grants(&ladder(), &assignment(&[], &["admin", "Marketing"]), Some("EMPLOYEE"));
+        assert_eq!(
+            roles(&g),
+            vec![
+                ("an individual grant".into(), "EMPLOYEE".into()),
+                ("team admin".into(), "ADMIN".into()),
+                ("team Marketing".into(), "EMPLOYEE".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn inactive_users_have_no_grants() {
+        let mut a = assignment(&["ADMIN"], &["ADMIN"]);
+        a.active = false;
+        assert!(assignment_grants(&ladder(), &a, Some("EMPLOYEE")).is_empty());
+    }
+}

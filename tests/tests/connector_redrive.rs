@@ -1,0 +1,80 @@
+//! Re-driving a failed task end to end: the app refuses with 403, the removal fails at once,
+//! is dead-lettered (the message sits in the dead-letter queue) and the integration is flagged;
+//! once the fault is gone, an admin re-drives the task through the admin API and the user
+//! leaves the app.
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use serde_json::json;
+use unseat_bus::Topology;
+use unseat_tests::spawn_app;
+
+/// Messages waiting in the business-hub dead-letter queue of this test's topology.
+async fn dead_letters(app: &unseat_tests::TestApp) -> u32 {
+    let conn = unseat_bus::connect(&app.settings.amqp_url, "redrive-test").await.expect("amqp");
+    let ch = conn.create_channel().await.expect("channel");
+    let dlq = Topology::dead_letter_queue(&app.settings.topology().connector_queue("business_hub"));
+    let q = ch
+        .queue_declare(
+            dlq.as_str().into(),
+            QueueDeclareOptions { passive: true, ..Default::default() },
+            FieldTable::default(),
+        )
+        .await
+        .expect("the dead-letter queue exists");
+    let _ = conn.close(200, "bye".into()).await;
+    q.message_count()
+}
+
+#[tokio::test]
+async fn a_403_dead_letters_the_task_and_a_redrive_after_the_fix_removes_the_user() {
+    let app = spawn_app().await;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    let admins = app.team("Admins", &[alice], "ADMIN").await;
+    let before = app.settle(1).await.len();
+
+    app.emulator.fault(json!({ "method": "DELETE", "status": 403 })).await.expect("fault");
+    app.scim.remove_member(admins, alice).await.expect("remove member");
+    let tasks = app.settle(before + 1).await;
+    let t = tasks.iter().find(|t| t.outcome == "remove").expect("removal task").clone();
+    assert_eq!((t.status.as_str(), t.attempts, t.dead_lettered), ("failed", 1, true), "a 403 is never retried");
+    let why = t.last_error.clone().unwrap_or_default();
+    assert!(why.contains("HTTP 403"), "{why}");
+    assert!(app.app_users().await.iter().any(|(e, _)| e == "alice@example.com"), "alice is still in the app");
+    let detail = app.admin_get(&format!("/api/v1/tenants/{}/tasks/{}", app.tenant, t.id)).await;
+    assert!(detail.to_string().contains("dead_lettered"), "{detail}");
+    let integration = app.admin_get(&format!("/api/v1/tenants/{}/integrations/{}", app.tenant, app.integration)).await;
+    assert!(integration["needs_attention"].as_str().is_some_and(|n| n.contains("403")), "{integration}");
+    assert_eq!(dead_letters(&app).await, 1);
+
+    // Only failed tasks can be re-driven.
+    let kept = tasks.iter().find(|t| t.status == "succeeded").expect("an earlier task");
+    let url = |task: uuid::Uuid| format!("{}/api/v1/tenants/{}/tasks/{task}/redrive", app.base, app.tenant);
+    let http = reqwest::Client::new();
+    let refused = http.post(url(kept.id)).bearer_auth(&app.admin.token).send().await.expect("post");
+    assert_eq!(refused.status(), reqwest::StatusCode::CONFLICT);
+
+    app.emulator.clear_faults().await.expect("clear faults");
+    let accepted = http.post(url(t.id)).bearer_auth(&app.admin.token).send().await.expect("post");
+    assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
+    let body: serde_json::Value = accepted.json().await.expect("json");
+    assert_eq!(body["status"], "queued");
+
+    let tasks = app.settle(before + 1).await;
+    let t = tasks.iter().find(|x| x.id == t.id).expect("the same task");
+    assert_eq!((t.status.as_str(), t.dead_lettered, t.attempts), ("succeeded", false, 2), "{t:?}");
+    assert!(!app.app_users().await.iter().any(|(e, _)| e == "alice@example.com"), "alice is gone");
+    let events = app.store.connector_task_events(app.tenant, t.id).await.expect("events");
+    // The connector's part of the log (the resolver's decision comes first).
+    let kinds: Vec<&str> = events.iter().map(|e| e.0.as_str()).skip_while(|k| *k != "attempt_started").collect();
+    assert_eq!(
+        kinds,
+        ["attempt_started", "attempt_failed", "failed", "dead_lettered", "redriven", "attempt_started", "succeeded"]
+    );
+    let integration = app.admin_get(&format!("/api/v1/tenants/{}/integrations/{}", app.tenant, app.integration)).await;
+    assert!(integration["needs_attention"].is_null(), "fixed integrations are no longer flagged: {integration}");
+    // A second re-drive of a task that succeeded is refused.
+    let again = http.post(url(t.id)).bearer_auth(&app.admin.token).send().await.expect("post");
+    assert_eq!(again.status(), reqwest::StatusCode::CONFLICT);
+    app.stop().await;
+}

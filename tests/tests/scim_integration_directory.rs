@@ -1,0 +1,176 @@
+//! The integration directory (IdLCM) flow end to end: an IdP provisions users to one
+//! integration's own SCIM endpoint; unassigning them the way Okta and Entra do takes them out
+//! of the app, and the integration's Activity shows it.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use unseat::client::ScimClient;
+use unseat_tests::{spawn_app, TestApp};
+use uuid::Uuid;
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+/// A SCIM client holding a token scoped to the test integration.
+async fn integration_scim(app: &TestApp) -> ScimClient {
+    let v = app
+        .admin
+        .post(
+            &format!("/api/v1/tenants/{}/scim-tokens", app.tenant),
+            &json!({"integration_id": app.integration, "label": "Okta app"}),
+        )
+        .await
+        .expect("mint an integration SCIM token");
+    assert_eq!(v["scope"], json!(app.integration));
+    ScimClient::new(format!("{}/scim/v2", app.base), v["token"].as_str().unwrap())
+}
+
+async fn provision(scim: &ScimClient, body: Value) -> Uuid {
+    let resp = scim.send(Method::POST, "/Users", Some(&body)).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let v: Value = resp.json().await.unwrap();
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
+async fn patch(scim: &ScimClient, path: &str, ops: Value) {
+    let resp = scim.patch(path, ops).await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+}
+
+/// The integration's Activity as (email, outcome, status), oldest first.
+async fn activity(app: &TestApp) -> Vec<(String, String, String)> {
+    let v = app.admin_get(&format!("/api/v1/tenants/{}/integrations/{}/activity", app.tenant, app.integration)).await;
+    let mut tasks: Vec<(String, String, String)> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let s = |k: &str| t[k].as_str().unwrap_or_default().to_string();
+            (s("user_email"), s("outcome"), s("status"))
+        })
+        .collect();
+    tasks.reverse();
+    tasks
+}
+
+/// The scope the Automation Log recorded for every job of the tenant.
+async fn job_scopes(app: &TestApp) -> Vec<String> {
+    let c = app.store.client().await.unwrap();
+    c.query("select scope from jobs where tenant_id = $1", &[&app.tenant])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn pair(email: &str, role: &str) -> (String, String) {
+    (email.to_string(), role.to_string())
+}
+
+#[tokio::test]
+async fn okta_unassignment_removes_the_user_and_shows_in_the_activity() {
+    let app = spawn_app().await;
+    let scim = integration_scim(&app).await;
+    app.emulator.seed(unseat_tests::BUSINESS, "okta.user@example.com", "EMPLOYEE").await.unwrap();
+    // Okta's create, with the app role Okta maps into `roles`.
+    let id = provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "okta.user@example.com", "active": true,
+               "name": {"givenName": "Okta", "familyName": "User"},
+               "emails": [{"primary": true, "value": "okta.user@example.com", "type": "work"}],
+               "roles": [{"value": "Admin", "primary": true}], "password": "x"}),
+    )
+    .await;
+    app.settle(1).await;
+    assert_eq!(app.app_users().await, vec![pair("okta.user@example.com", "ADMIN")]);
+    // The workspace directory does not see the integration's users.
+    let ws = app.scim.send(Method::GET, &format!("/Users/{id}"), None).await.unwrap();
+    assert_eq!(ws.status(), StatusCode::NOT_FOUND);
+
+    // Okta unassigns: a path-less replace of active.
+    patch(&scim, &format!("/Users/{id}"), json!([{"op": "replace", "value": {"active": false}}])).await;
+    let tasks = app.settle(2).await;
+    let removal = tasks.iter().find(|t| t.outcome == "remove").expect("a removal task");
+    assert_eq!(removal.status, "succeeded", "{removal:?}");
+    assert_eq!(removal.reason, "removed: user deactivated in the IdP");
+    assert!(app.app_users().await.is_empty());
+    assert_eq!(
+        activity(&app).await,
+        vec![
+            ("okta.user@example.com".into(), "grant".into(), "succeeded".into()),
+            ("okta.user@example.com".into(), "remove".into(), "succeeded".into()),
+        ]
+    );
+    let scope = app.integration.to_string();
+    assert!(job_scopes(&app).await.iter().all(|s| *s == scope));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn entra_unassignment_then_delete_removes_the_user_once() {
+    let app = spawn_app().await;
+    let scim = integration_scim(&app).await;
+    app.emulator.seed(unseat_tests::BUSINESS, "entra.user@example.com", "EMPLOYEE").await.unwrap();
+    // Entra's create: no role attribute, so the integration's lowest role (EMPLOYEE here).
+    let id = provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"],
+               "externalId": "0a21f0f2", "userName": "entra.user@example.com", "active": true,
+               "displayName": "Entra User", "emails": [{"primary": true, "type": "work", "value": "entra.user@example.com"}],
+               "meta": {"resourceType": "User"}}),
+    )
+    .await;
+    app.settle(0).await;
+    assert_eq!(app.app_users().await, vec![pair("entra.user@example.com", "EMPLOYEE")]);
+
+    // Entra unassigns: a capitalised Replace with the string "False", later a DELETE.
+    patch(&scim, &format!("/Users/{id}"), json!([{"op": "Replace", "path": "active", "value": "False"}])).await;
+    let tasks = app.settle(1).await;
+    assert_eq!(tasks.iter().filter(|t| t.outcome == "remove").count(), 1, "{tasks:#?}");
+    assert!(app.app_users().await.is_empty());
+    let resp = scim.send(Method::DELETE, &format!("/Users/{id}"), None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let after = app.settle(1).await;
+    assert_eq!(after.len(), tasks.len(), "the user was already out of the app: nothing more to do");
+    assert_eq!(
+        activity(&app).await,
+        vec![
+            ("entra.user@example.com".into(), "grant".into(), "succeeded".into()),
+            ("entra.user@example.com".into(), "remove".into(), "succeeded".into()),
+        ]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn leaving_a_pushed_group_lowers_the_role_and_deactivation_removes() {
+    let app = spawn_app().await;
+    let scim = integration_scim(&app).await;
+    app.emulator.seed(unseat_tests::BUSINESS, "pat@example.com", "ADMIN").await.unwrap();
+    let id = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "pat@example.com", "active": true})).await;
+    // A pushed group named after a role on the ladder gives that role.
+    let resp = scim
+        .send(Method::POST, "/Groups", Some(&json!({"displayName": "Admin", "members": [{"value": id}]})))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let group: Value = resp.json().await.unwrap();
+    let group = group["id"].as_str().unwrap().to_string();
+    app.settle(1).await;
+    assert_eq!(app.app_users().await, vec![pair("pat@example.com", "ADMIN")]);
+
+    // Okta's group push removes the member: the direct assignment still gives EMPLOYEE.
+    patch(&scim, &format!("/Groups/{group}"), json!([{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]))
+        .await;
+    let tasks = app.settle(2).await;
+    let update = tasks.iter().find(|t| t.outcome == "update").expect("an update task");
+    assert_eq!((update.from_role.as_deref(), update.to_role.as_deref()), (Some("ADMIN"), Some("EMPLOYEE")));
+    assert_eq!(update.status, "succeeded");
+    assert_eq!(app.app_users().await, vec![pair("pat@example.com", "EMPLOYEE")]);
+
+    // Okta then unassigns the user.
+    patch(&scim, &format!("/Users/{id}"), json!([{"op": "replace", "value": {"active": false}}])).await;
+    app.settle(3).await;
+    assert!(app.app_users().await.is_empty());
+    app.stop().await;
+}
