@@ -318,14 +318,15 @@ impl Workers {
         Self {
             resolver_prefetch: 32,
             connector_prefetch: 64,
-            connector_concurrency: 64,
+            // Each task in flight holds a database connection: stay well inside the pool.
+            connector_concurrency: 24,
             max_attempts: 6,
             grace_seconds: 5,
             body_limit: 1024 * 1024,
             // The benchmarks measure capacity: no rate limit.
             scim_rate_limit: 0,
             scim_rate_burst: 0,
-            db_pool: 48,
+            db_pool: 64,
         }
     }
 }

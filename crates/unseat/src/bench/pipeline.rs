@@ -72,7 +72,24 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         .into_iter()
         .collect::<anyhow::Result<_>>()?;
     let team = scim.create_group("Everyone", &ids).await?;
-    let integration = admin.create_business_hub(tenant.id, "Bench hub", &emulator_url, BUSINESS).await?;
+    // The emulator has no rate limit: lift the connector's per-integration default so the
+    // benchmark measures unseat, not a limiter set for Meta's real API.
+    let integration = admin
+        .post(
+            &format!("/api/v1/tenants/{}/integrations", tenant.id),
+            &serde_json::json!({
+                "name": "Bench hub",
+                "app_kind": "business_hub",
+                "base_url": emulator_url,
+                "roles": ["ADMIN", "EMPLOYEE"],
+                "settings": { "business_id": BUSINESS, "rate_limit_per_second": 100000 },
+                "credential": "emulator-token",
+            }),
+        )
+        .await?["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .context("integration id")?;
     admin.grant_team(tenant.id, integration, team, "EMPLOYEE").await?;
     wait_for(&store, tenant.id, "grant", args.users, Duration::from_secs(600)).await?;
 
