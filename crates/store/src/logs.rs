@@ -129,7 +129,8 @@ fn job_from_row(r: &tokio_postgres::Row) -> JobSummary {
     }
 }
 
-fn task_from_row(r: &tokio_postgres::Row) -> TaskRow {
+/// Maps a row selected with the task columns in log order (shared with the pages' queries).
+pub(crate) fn task_from_row(r: &tokio_postgres::Row) -> TaskRow {
     TaskRow {
         id: r.get(0),
         job_id: r.get(1),

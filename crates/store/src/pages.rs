@@ -7,7 +7,7 @@
 //! Lists use the same newest-first [`Cursor`] as the JSON reads, so a page after a cursor stays
 //! the same while new jobs arrive.
 
-use crate::logs::{Cursor, JobTrigger, TaskRow, TASK_STATUSES};
+use crate::logs::{task_from_row, Cursor, JobTrigger, TaskRow, TASK_STATUSES};
 use crate::{Result, Store};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
@@ -123,27 +123,6 @@ const TASK_MATCH: &str = "t.tenant_id = $1
 const TASK_COLUMNS: &str =
     "t.id, t.job_id, t.integration_id, t.user_id, t.user_email, t.outcome, t.from_role, t.to_role,
     t.reason, t.status, t.attempts, t.last_error, t.dead_lettered, t.created_at, t.started_at, t.finished_at";
-
-fn task_from_row(r: &tokio_postgres::Row) -> TaskRow {
-    TaskRow {
-        id: r.get(0),
-        job_id: r.get(1),
-        integration_id: r.get(2),
-        user_id: r.get(3),
-        user_email: r.get(4),
-        outcome: r.get(5),
-        from_role: r.get(6),
-        to_role: r.get(7),
-        reason: r.get(8),
-        status: r.get(9),
-        attempts: r.get(10),
-        last_error: r.get(11),
-        dead_lettered: r.get(12),
-        created_at: r.get(13),
-        started_at: r.get(14),
-        finished_at: r.get(15),
-    }
-}
 
 fn empty_counts() -> BTreeMap<String, i64> {
     TASK_STATUSES.iter().chain(std::iter::once(&DEAD_LETTERED)).map(|s| (s.to_string(), 0)).collect()
