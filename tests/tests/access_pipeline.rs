@@ -1,9 +1,10 @@
 //! Generated access scenarios through the whole real pipeline: SCIM and admin API →
 //! PostgreSQL + outbox → RabbitMQ → two resolvers → connector → the business-hub emulator,
 //! with directory messages duplicated and replayed out of order on the broker. After each case
-//! is quiet, every (user, integration) desired state and every account in the app must equal
-//! the reference model's answer on the final directory. `unseat bench soak` runs the same
-//! cases by the thousand.
+//! is quiet, every (user, integration) desired state, every account in the app and its tasks
+//! on each of the app's ad accounts and pages (integrations have asset ladders, grants carry
+//! asset roles) must equal the reference model's answer on the final directory. `unseat bench
+//! soak` runs the same cases by the thousand.
 
 use unseat::bench::soak::{self, Target};
 use unseat::Roles;

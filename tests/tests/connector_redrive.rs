@@ -1,7 +1,8 @@
 //! Re-driving a failed task end to end: the app refuses with 403, the removal fails at once,
 //! is dead-lettered (the message sits in the dead-letter queue) and the integration is flagged;
-//! once the fault is gone, an admin re-drives the task through the admin API and the user
-//! leaves the app.
+//! once the fault is gone, an admin re-drives the task through the admin API, the user
+//! leaves the app, and the task's stale copy leaves the dead-letter queue: the store is its
+//! record again.
 
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -73,6 +74,13 @@ async fn a_403_dead_letters_the_task_and_a_redrive_after_the_fix_removes_the_use
     );
     let integration = app.admin_get(&format!("/api/v1/tenants/{}/integrations/{}", app.tenant, app.integration)).await;
     assert!(integration["needs_attention"].is_null(), "fixed integrations are no longer flagged: {integration}");
+    // The connector that picked the re-driven task up swept its old copy out of the
+    // dead-letter queue (a bound for the sweep to finish, not a timing assertion).
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while dead_letters(&app).await > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the re-driven task's copy is still in the dead-letter queue");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     // A second re-drive of a task that succeeded is refused.
     let again = http.post(url(t.id)).bearer_auth(&app.admin.token).send().await.expect("post");
     assert_eq!(again.status(), reqwest::StatusCode::CONFLICT);

@@ -371,6 +371,72 @@ where
     result
 }
 
+/// A message looked at by [`sweep_queue`].
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub data: Vec<u8>,
+    /// When the broker last dead-lettered it (the newest `x-death` entry's `time`, seconds
+    /// since the epoch), if it was.
+    pub dead_lettered_at: Option<u64>,
+}
+
+/// Goes once through `queue` (at most `max` messages), taking each without acknowledging
+/// it, asks `remove` which of them to delete (true = delete; in queue order), acknowledges
+/// those and returns every other one to the queue. A failure part-way (or a crash) returns
+/// everything not yet acknowledged: nothing is lost, at worst something stays. Returns
+/// (messages looked at, messages removed).
+pub async fn sweep_queue<F, Fut>(
+    conn: &Connection,
+    queue: &str,
+    max: usize,
+    remove: F,
+) -> Result<(usize, usize), BusError>
+where
+    F: FnOnce(Vec<Held>) -> Fut,
+    Fut: Future<Output = Vec<bool>>,
+{
+    use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+    let ch = conn.create_channel().await?;
+    let mut tags = Vec::new();
+    let mut held = Vec::new();
+    while held.len() < max {
+        let Some(message) = ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await? else {
+            break;
+        };
+        let delivery = message.delivery;
+        tags.push(delivery.delivery_tag);
+        held.push(Held { dead_lettered_at: death_time(&delivery.properties), data: delivery.data });
+    }
+    let seen = held.len();
+    let verdicts = remove(held).await;
+    let mut removed = 0;
+    for (i, tag) in tags.iter().enumerate() {
+        if verdicts.get(i).copied().unwrap_or(false) {
+            ch.basic_ack(*tag, BasicAckOptions::default()).await?;
+            removed += 1;
+        } else {
+            ch.basic_nack(*tag, BasicNackOptions { multiple: false, requeue: true }).await?;
+        }
+    }
+    let _ = ch.close(200, "swept".into()).await;
+    Ok((seen, removed))
+}
+
+/// The `time` of the newest `x-death` entry.
+fn death_time(properties: &BasicProperties) -> Option<u64> {
+    let headers = properties.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    let AMQPValue::FieldTable(newest) = deaths.as_slice().first()? else {
+        return None;
+    };
+    match newest.inner().get("time")? {
+        AMQPValue::Timestamp(t) => Some(*t),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,9 +23,9 @@ pub const APP_KIND: &str = "business_hub";
 /// Requests per second per integration unless its settings say otherwise: well inside the
 /// Business Use Case budget Meta grants a business-management app.
 pub const DEFAULT_RATE: f64 = 20.0;
-/// Users fetched per page when looking someone up.
+/// Items asked for per page of a list edge (Graph's largest page on these edges).
 const PAGE_SIZE: u32 = 100;
-/// Pages read at most while looking someone up (100 000 users), so a hub that keeps answering
+/// Pages read at most from one list edge (100 000 items), so a hub that keeps answering
 /// `next` cannot loop us forever.
 const MAX_PAGES: usize = 1_000;
 /// The edges of a business user that list its assets.
@@ -108,10 +108,10 @@ impl BusinessHub {
         request: reqwest::RequestBuilder,
     ) -> Result<serde_json::Value, AppError> {
         let answer = self.http.send(integration, request).await?;
-        self.read(integration, answer)
+        self.read(integration, answer).await
     }
 
-    fn read(&self, integration: &Integration, answer: Answer) -> Result<serde_json::Value, AppError> {
+    async fn read(&self, integration: &Integration, answer: Answer) -> Result<serde_json::Value, AppError> {
         if answer.is_success() {
             return serde_json::from_slice(&answer.body)
                 .map_err(|e| AppError::Protocol(format!("HTTP {} with a body that is not JSON: {e}", answer.status)));
@@ -123,7 +123,7 @@ impl BusinessHub {
             None => (None, None, String::from_utf8_lossy(&answer.body).into_owned()),
         };
         if answer.status != 429 && code.is_some_and(is_throttle_code) {
-            self.http.throttled(integration);
+            self.http.throttled(integration).await;
         }
         Err(AppError::Api { status: answer.status, code, subcode, message: truncate(message), retry_after })
     }
@@ -173,36 +173,49 @@ impl BusinessHub {
             {
                 return Ok(Some(user.into_account()));
             }
-            let Some(paging) = page.paging.filter(|p| p.next.is_some()) else {
-                return Ok(None);
-            };
-            let next = paging.cursors.and_then(|c| c.after).filter(|c| !c.is_empty());
-            match next {
-                Some(cursor) if after.as_ref() != Some(&cursor) => after = Some(cursor),
-                _ => return Err(AppError::Protocol("business_users has a next page but no new after cursor".into())),
+            match next_cursor(page.paging, after.as_deref(), "business_users")? {
+                Some(cursor) => after = Some(cursor),
+                None => return Ok(None),
             }
         }
         Err(AppError::Protocol(format!("business_users has more than {MAX_PAGES} pages")))
     }
 
-    /// The assets a business user holds, from its `assigned_ad_accounts` and
+    /// The assets a business user holds, from every page of its `assigned_ad_accounts` and
     /// `assigned_pages` edges.
     async fn assets_of(&self, integration: &Integration, user_id: &str) -> Result<Assets, AppError> {
         let business = Self::business_id(integration)?;
         let mut assets = Assets::new();
         for edge in ASSET_EDGES {
             let url = Self::url(integration, &format!("{}/{edge}", Self::node_id(user_id, "business user")?))?;
-            let query = [
-                Self::token(integration),
-                ("business", business.clone()),
-                ("fields", "id,tasks".into()),
-                ("limit", PAGE_SIZE.to_string()),
-            ];
-            let body = self.send(integration, self.http.client().get(&url).query(&query)).await?;
-            let page: AssetPage = serde_json::from_value(body)
-                .map_err(|e| AppError::Protocol(format!("{edge} answered an unexpected page: {e}")))?;
-            for asset in page.data {
-                assets.insert(asset.id, role_of(&asset.tasks));
+            let mut after: Option<String> = None;
+            let mut complete = false;
+            for _ in 0..MAX_PAGES {
+                let mut query: Vec<(&str, String)> = vec![
+                    Self::token(integration),
+                    ("business", business.clone()),
+                    ("fields", "id,tasks".into()),
+                    ("limit", PAGE_SIZE.to_string()),
+                ];
+                if let Some(cursor) = &after {
+                    query.push(("after", cursor.clone()));
+                }
+                let body = self.send(integration, self.http.client().get(&url).query(&query)).await?;
+                let page: AssetPage = serde_json::from_value(body)
+                    .map_err(|e| AppError::Protocol(format!("{edge} answered an unexpected page: {e}")))?;
+                for asset in page.data {
+                    assets.insert(asset.id, role_of(&asset.tasks));
+                }
+                match next_cursor(page.paging, after.as_deref(), edge)? {
+                    Some(cursor) => after = Some(cursor),
+                    None => {
+                        complete = true;
+                        break;
+                    }
+                }
+            }
+            if !complete {
+                return Err(AppError::Protocol(format!("{edge} has more than {MAX_PAGES} pages")));
             }
         }
         Ok(assets)
@@ -281,6 +294,20 @@ impl BusinessUserNode {
 struct AssetPage {
     #[serde(default)]
     data: Vec<AssetNode>,
+    #[serde(default)]
+    paging: Option<Paging>,
+}
+
+/// The cursor of the page after this one: None on the last page (no `paging.next`); an
+/// error when a next page is announced without a new `after` cursor (we would loop).
+fn next_cursor(paging: Option<Paging>, current: Option<&str>, what: &str) -> Result<Option<String>, AppError> {
+    let Some(paging) = paging.filter(|p| p.next.is_some()) else {
+        return Ok(None);
+    };
+    match paging.cursors.and_then(|c| c.after).filter(|c| !c.is_empty()) {
+        Some(cursor) if current != Some(cursor.as_str()) => Ok(Some(cursor)),
+        _ => Err(AppError::Protocol(format!("{what} has a next page but no new after cursor"))),
+    }
 }
 
 #[derive(Deserialize)]

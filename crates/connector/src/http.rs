@@ -86,20 +86,20 @@ impl AppHttp {
     /// the integration's rate.
     pub async fn send(&self, integration: &Integration, request: reqwest::RequestBuilder) -> Result<Answer, AppError> {
         let rate = self.rate_for(integration);
-        self.limits.acquire(integration.id, rate).await;
+        self.limits.acquire(integration.tenant_id, integration.id, rate).await;
         let response = request.send().await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| self.transport(e))?.to_vec();
         if status == 429 {
-            self.limits.throttled(integration.id, rate);
+            self.limits.throttled(integration.tenant_id, integration.id, rate).await;
         }
         Ok(Answer { status, headers, body })
     }
 
     /// Tells the limiter the app throttled this integration (for apps that say so in the body).
-    pub fn throttled(&self, integration: &Integration) {
-        self.limits.throttled(integration.id, self.rate_for(integration));
+    pub async fn throttled(&self, integration: &Integration) {
+        self.limits.throttled(integration.tenant_id, integration.id, self.rate_for(integration)).await;
     }
 
     fn transport(&self, error: reqwest::Error) -> AppError {

@@ -16,6 +16,7 @@
 pub mod adapter;
 pub mod business_hub;
 pub mod credentials;
+pub mod dead_letters;
 pub mod error;
 pub mod http;
 pub mod limit;
@@ -67,6 +68,8 @@ pub struct ConnectorConfig {
     pub business_hub_rate: f64,
     /// The same for SCIM apps.
     pub scim_rate: f64,
+    /// The key `enc:v1:` credentials are decrypted with; None reads `UNSEAT_CREDENTIAL_KEY`.
+    pub credential_key: Option<credentials::CredentialKey>,
 }
 
 impl Default for ConnectorConfig {
@@ -83,6 +86,7 @@ impl Default for ConnectorConfig {
             grace: Duration::from_secs(30),
             business_hub_rate: business_hub::DEFAULT_RATE,
             scim_rate: scim::DEFAULT_RATE,
+            credential_key: None,
         }
     }
 }
@@ -97,7 +101,8 @@ pub async fn run(
     config: ConnectorConfig,
     shutdown: CancellationToken,
 ) {
-    let limits = Arc::new(RateLimits::new());
+    // One schedule per integration across every replica, kept in the store.
+    let limits = Arc::new(RateLimits::shared(store.clone()));
     let mut pools = tokio::task::JoinSet::new();
     for kind in topology.app_kinds.clone() {
         let (rate, build): (f64, fn(AppHttp) -> Pool) = match kind.as_str() {

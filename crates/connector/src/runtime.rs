@@ -12,9 +12,12 @@
 //! once the broker confirmed the parked copy), and so does a task whose integration's rate
 //! limit has no slot within `park_after`. The attempt budget counts across deliveries (from
 //! the last re-drive), and a task older than `max_task_age` gives up too: both end failed,
-//! dead-lettered, logged with the last error and counted.
+//! dead-lettered, logged with the last error and counted. Picking up a re-driven task asks
+//! for a sweep of the dead-letter queue ([`crate::dead_letters`]), so that the task's stale
+//! copy does not stay there.
 
 use crate::adapter::{converge, AppAdapter};
+use crate::dead_letters::Sweeper;
 use crate::error::ErrorClass;
 use crate::limit::Admission;
 use crate::retry::next_wait;
@@ -22,7 +25,7 @@ use crate::ConnectorConfig;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use unseat_bus::messages::{ConnectorTask, MESSAGE_VERSION};
@@ -59,6 +62,15 @@ pub async fn run_with<A: AppAdapter>(
         name: format!("connector-{app}"),
     };
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let sweeps = Arc::new(Notify::new());
+    let sweeper = Sweeper {
+        store: store.clone(),
+        amqp_url: amqp_url.clone(),
+        queue: dead_letter_queue.clone(),
+        app: app.clone(),
+        wanted: Arc::clone(&sweeps),
+    };
+    let sweeping = tokio::spawn(sweeper.run(shutdown.clone()));
     let worker = Arc::new(Worker {
         store,
         adapter,
@@ -71,12 +83,14 @@ pub async fn run_with<A: AppAdapter>(
         amqp_url,
         delay: Mutex::new(None),
         slots,
+        sweeps,
     });
     unseat_bus::consume(settings, shutdown, move |delivery| {
         let worker = Arc::clone(&worker);
         async move { worker.handle(delivery).await }
     })
     .await;
+    let _ = sweeping.await;
 }
 
 /// What to tell the broker about a delivery.
@@ -110,10 +124,12 @@ struct Worker<A> {
     /// Tasks talking to the app at once (the pool's concurrency); prefetch bounds how many
     /// deliveries wait for a slot.
     slots: Arc<Semaphore>,
+    /// Asks the pool's dead-letter sweeper to remove copies of re-driven tasks.
+    sweeps: Arc<Notify>,
 }
 
 /// Reads a delivery as a connector task of this build's message version.
-fn parse_task(data: &[u8]) -> Result<ConnectorTask, String> {
+pub(crate) fn parse_task(data: &[u8]) -> Result<ConnectorTask, String> {
     let task: ConnectorTask = serde_json::from_slice(data).map_err(|e| format!("not a connector task: {e}"))?;
     if task.v != MESSAGE_VERSION {
         return Err(format!("message version {} is not {MESSAGE_VERSION}", task.v));
@@ -193,7 +209,7 @@ impl<A: AppAdapter> Worker<A> {
         }
 
         let mut integration = integration;
-        match crate::credentials::resolve(&integration.credential) {
+        match crate::credentials::resolve_using(&integration.credential, self.config.credential_key.as_ref()) {
             Ok(secret) => integration.credential = secret,
             Err(error) => {
                 let reason = format!("the integration's credential cannot be used: {error}");
@@ -332,6 +348,11 @@ impl<A: AppAdapter> Worker<A> {
             tracing::error!(app = %self.app, "the task is not in the log store; dead-lettering the message");
             return Ok(Step::Finished { result: "failed", settle: Settle::DeadLetter });
         };
+        // An error on record but no attempt since the last re-drive: a re-driven task, first
+        // picked up. Its earlier copy in the dead-letter queue is stale now.
+        if task_row.status != "failed" && task_row.last_error.is_some() && task_row.attempts == task_row.attempt_base {
+            self.sweeps.notify_one();
+        }
         let Some(access) = access else {
             let reason = "no desired state is recorded for this user and integration";
             self.record_failure(&tx, task, reason).await?;

@@ -17,6 +17,7 @@ use crate::error::AppError;
 use crate::http::{truncate, Answer, AppHttp};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use unseat_domain::SEAT;
 use unseat_store::apply::Integration;
 
 /// The app kind of outbound SCIM apps.
@@ -205,6 +206,8 @@ fn account_of(resource: Value) -> Result<AppAccount, AppError> {
             .map(str::to_string)
     });
     let active = resource.get("active").and_then(Value::as_bool).unwrap_or(true);
+    // An account without roles holds a seat: what a seat-only integration grants.
+    let role = role.or_else(|| Some(SEAT.to_string()));
     Ok(AppAccount { id, email, role, assets: None, active })
 }
 
@@ -260,7 +263,12 @@ impl AppAdapter for ScimApp {
     }
 
     async fn set_role(&self, integration: &Integration, account: &AppAccount, role: &str) -> Result<(), AppError> {
-        let value = json!({ "active": true, "roles": [{ "value": role, "primary": true }] });
+        // A seat is no role the app knows: a seat-only integration only keeps the account active.
+        let value = if role == SEAT {
+            json!({ "active": true })
+        } else {
+            json!({ "active": true, "roles": [{ "value": role, "primary": true }] })
+        };
         self.patch(integration, &account.id, json!([{ "op": "replace", "value": value }])).await
     }
 
@@ -283,8 +291,10 @@ impl AppAdapter for ScimApp {
             "userName": email,
             "active": true,
             "emails": [{ "value": email, "primary": true, "type": "work" }],
-            "roles": [{ "value": role, "primary": true }],
         });
+        if role != SEAT {
+            body["roles"] = json!([{ "value": role, "primary": true }]);
+        }
         if Self::match_on(integration)? == MatchOn::ExternalId {
             body["externalId"] = json!(email);
         }
@@ -311,7 +321,7 @@ mod tests {
             ("u1", "Alice@Example.com", Some("admin"), false)
         );
         let b = account_of(json!({ "id": "u2", "userName": "bob", "emails": [{"value": "bob@x.io"}] })).expect("user");
-        assert_eq!((b.email.as_str(), b.role, b.active), ("bob@x.io", None, true));
+        assert_eq!((b.email.as_str(), b.role.as_deref(), b.active), ("bob@x.io", Some(SEAT), true), "no roles: a seat");
         assert!(account_of(json!({ "userName": "no id" })).is_err());
     }
 }

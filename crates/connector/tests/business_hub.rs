@@ -1,309 +1,54 @@
 //! The business-hub connector end to end: a fresh database, the real RabbitMQ (a unique
-//! topology per test), the emulator on a loopback port, and `unseat_connector::run`.
-//! Rows are inserted directly in SQL, a ConnectorTask is published, and the tests check what
-//! an operator would: the hub's users, the task row and its events, the dead-letter queue.
+//! topology per test), the emulator on a loopback port, and `unseat_connector::run` (see
+//! `common`). Rows are inserted directly in SQL, a ConnectorTask is published, and the tests
+//! check what an operator would: the hub's users, the task row and its events, the
+//! dead-letter queue.
 
-use lapin::options::{BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+mod common;
+
+use common::{eventually, Desire, Fixture, Setup};
 use serde_json::json;
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use unseat_bus::messages::{ConnectorTask, MESSAGE_VERSION};
-use unseat_bus::{Publisher, Topology};
+use unseat_bus::messages::ConnectorTask;
 use unseat_connector::ConnectorConfig;
-use unseat_emulator::{BusinessUser, Emulator};
 use unseat_store::Store;
-use unseat_telemetry::Metrics;
-use uuid::Uuid;
 
-const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const BIZ: &str = "4200000001";
 const TOKEN: &str = "hub-credential-do-not-log";
-/// Upper bound for anything the tests wait on; a bound, not a timing assertion.
-const PATIENCE: Duration = Duration::from_secs(30);
 
-struct TestApp {
-    store: Store,
-    emu: Emulator,
-    topology: Topology,
-    metrics: Arc<Metrics>,
-    tenant: Uuid,
-    integration: Uuid,
-    job: Uuid,
-    publisher: Publisher,
-    conn: lapin::Connection,
-    shutdown: CancellationToken,
-    connector: Option<tokio::task::JoinHandle<()>>,
+async fn spawn_app() -> Fixture {
+    Setup::new(BIZ, TOKEN).build().await
 }
 
-/// What the task row says.
-#[derive(Debug)]
-struct TaskState {
-    status: String,
-    attempts: i32,
-    last_error: Option<String>,
-    dead_lettered: bool,
-}
-
-async fn spawn_app() -> TestApp {
-    let (_url, store) = unseat_store::testing::fresh_database().await.expect("fresh database");
-    let emu = Emulator::new();
-    let base_url = unseat_emulator::serve_local(emu.clone()).await.expect("emulator");
-    emu.require_token(BIZ, TOKEN).expect("token");
-    emu.seed_user(BIZ, "owner@example.com", "ADMIN", Some("Olive Owner")).expect("seed owner");
-
-    let tenant = Uuid::new_v4();
-    let integration = Uuid::new_v4();
-    let job = Uuid::new_v4();
-    {
-        let client = store.client().await.expect("client");
-        client.execute("insert into tenants (id, name) values ($1, 'Acme')", &[&tenant]).await.expect("tenant");
-        let settings = json!({ "business_id": BIZ });
-        let roles = vec!["ADMIN".to_string(), "EMPLOYEE".to_string()];
-        client
-            .execute(
-                "insert into integrations (tenant_id, id, name, app_kind, base_url, settings, credential, roles)
-                 values ($1, $2, 'Acme Business Hub', 'business_hub', $3, $4, $5, $6)",
-                &[&tenant, &integration, &base_url, &settings, &TOKEN, &roles],
-            )
-            .await
-            .expect("integration");
-        client
-            .execute(
-                "insert into jobs (tenant_id, id, trigger_method, trigger_path, received_at)
-                 values ($1, $2, 'PATCH', '/scim/v2/Users/x', now())",
-                &[&tenant, &job],
-            )
-            .await
-            .expect("job");
-    }
-
-    let topology = Topology::new(format!("t{}", Uuid::new_v4().simple()), vec!["business_hub".into()]);
-    let conn = unseat_bus::connect(AMQP, "connector-test").await.expect("amqp");
-    let channel = conn.create_channel().await.expect("channel");
-    topology.declare(&channel).await.expect("declare");
-    let publisher = Publisher::new(&conn).await.expect("publisher");
-
-    TestApp {
-        store,
-        emu,
-        topology,
-        metrics: Arc::new(Metrics::new()),
-        tenant,
-        integration,
-        job,
-        publisher,
-        conn,
-        shutdown: CancellationToken::new(),
-        connector: None,
+fn config() -> ConnectorConfig {
+    ConnectorConfig {
+        min_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(100),
+        request_timeout: Duration::from_secs(5),
+        grace: Duration::from_secs(5),
+        ..ConnectorConfig::default()
     }
 }
 
-impl TestApp {
-    fn start_connector(&mut self) {
-        self.start_connector_with(self.store.clone());
-    }
-
-    /// Starts the connector on `store` (another database than the test's, say).
-    fn start_connector_with(&mut self, store: Store) {
-        let config = ConnectorConfig {
-            min_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_millis(100),
-            request_timeout: Duration::from_secs(5),
-            grace: Duration::from_secs(5),
-            ..ConnectorConfig::default()
-        };
-        let run = unseat_connector::run(
-            store,
-            AMQP.to_string(),
-            self.topology.clone(),
-            Arc::clone(&self.metrics),
-            config,
-            self.shutdown.clone(),
-        );
-        self.connector = Some(tokio::spawn(run));
-    }
-
-    /// Stores the desired state of one user and a queued task for `version`; returns the
-    /// (user id, task id).
-    async fn desire(
-        &self,
-        email: &str,
-        desired_role: Option<&str>,
-        desired_version: i64,
-        applied_version: i64,
-        task_version: i64,
-    ) -> (Uuid, Uuid) {
-        let user = Uuid::new_v4();
-        let task = Uuid::new_v4();
-        let client = self.store.client().await.expect("client");
-        client
-            .execute(
-                "insert into access_state (tenant_id, integration_id, user_id, email, desired_role, desired_version,
-                                           applied_version, applied_role)
-                 values ($1, $2, $3, $4, $5, $6, $7, 'EMPLOYEE')",
-                &[&self.tenant, &self.integration, &user, &email, &desired_role, &desired_version, &applied_version],
-            )
-            .await
-            .expect("access_state");
-        let outcome = if desired_role.is_some() { "update" } else { "remove" };
-        client
-            .execute(
-                "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
-                                    reason, desired_version, status)
-                 values ($1, $2, $3, $4, $5, $6, $7, 'EMPLOYEE', $8, 'test', $9, 'queued')",
-                &[&self.tenant, &task, &self.job, &self.integration, &user, &email, &outcome, &desired_role, &task_version],
-            )
-            .await
-            .expect("task");
-        (user, task)
-    }
-
-    async fn publish(&self, user: Uuid, task: Uuid, version: i64) {
-        let message = ConnectorTask {
-            v: MESSAGE_VERSION,
-            message_id: Uuid::new_v4(),
-            tenant_id: self.tenant,
-            job_id: self.job,
-            task_id: task,
-            integration_id: self.integration,
-            user_id: user,
-            app_kind: "business_hub".into(),
-            desired_version: version,
-        };
-        let payload = serde_json::to_vec(&message).expect("json");
-        self.publisher
-            .publish(&self.topology.connector_exchange(), "business_hub", &message.message_id.to_string(), &payload)
-            .await
-            .expect("publish");
-    }
-
-    async fn task(&self, task: Uuid) -> TaskState {
-        let client = self.store.client().await.expect("client");
-        let row = client
-            .query_one(
-                "select status, attempts, last_error, dead_lettered from tasks where tenant_id = $1 and id = $2",
-                &[&self.tenant, &task],
-            )
-            .await
-            .expect("task row");
-        TaskState { status: row.get(0), attempts: row.get(1), last_error: row.get(2), dead_lettered: row.get(3) }
-    }
-
-    /// Waits until the task reaches a final status and returns it.
-    async fn finished(&self, task: Uuid) -> TaskState {
-        eventually("the task to finish", || async {
-            let t = self.task(task).await;
-            matches!(t.status.as_str(), "succeeded" | "failed" | "superseded" | "kept").then_some(t)
-        })
-        .await
-    }
-
-    async fn event_kinds(&self, task: Uuid) -> Vec<String> {
-        self.events(task).await.into_iter().map(|e| e.0).collect()
-    }
-
-    async fn events(&self, task: Uuid) -> Vec<(String, Option<i32>, Option<i32>, String)> {
-        self.store.connector_task_events(self.tenant, task).await.expect("events")
-    }
-
-    async fn applied(&self, user: Uuid) -> (i64, Option<String>) {
-        let client = self.store.client().await.expect("client");
-        let row = client
-            .query_one(
-                "select applied_version, applied_role from access_state
-                 where tenant_id = $1 and integration_id = $2 and user_id = $3",
-                &[&self.tenant, &self.integration, &user],
-            )
-            .await
-            .expect("access_state");
-        (row.get(0), row.get(1))
-    }
-
-    fn hub_user(&self, email: &str) -> Option<BusinessUser> {
-        self.emu.users(BIZ).into_iter().find(|u| u.email == email)
-    }
-
-    /// App calls that changed something (anything but GET).
-    fn writes(&self) -> Vec<(String, String, u16)> {
-        self.emu.requests().into_iter().filter(|r| r.method != "GET").map(|r| (r.method, r.path, r.status)).collect()
-    }
-
-    fn metric(&self, name: &str, result: &str) -> u64 {
-        let prefix = format!("unseat_{name}_total{{");
-        self.metrics
-            .encode()
-            .lines()
-            .filter(|l| l.starts_with(&prefix) && l.contains(&format!("result=\"{result}\"")))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    }
-
-    /// Takes one message from the connector queue's dead-letter queue, waiting for it.
-    async fn dead_lettered_message(&self) -> Vec<u8> {
-        let dlq = Topology::dead_letter_queue(&self.topology.connector_queue("business_hub"));
-        let channel = self.conn.create_channel().await.expect("channel");
-        eventually("a message in the dead-letter queue", || {
-            let channel = channel.clone();
-            let dlq = dlq.clone();
-            async move {
-                channel
-                    .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
-                    .await
-                    .expect("basic_get")
-                    .map(|m| m.delivery.data.clone())
-            }
-        })
-        .await
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(handle) = self.connector.take() {
-            handle.await.expect("connector task");
-        }
-        let channel = self.conn.create_channel().await.expect("channel");
-        let queues = [self.topology.resolver_queue(), self.topology.connector_queue("business_hub")];
-        for queue in queues {
-            for q in [Topology::dead_letter_queue(&queue), queue] {
-                let _ = channel.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-            }
-        }
-        for ex in [
-            self.topology.directory_exchange(),
-            self.topology.connector_exchange(),
-            self.topology.dead_letter_exchange(),
-        ] {
-            let _ = channel.exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default()).await;
-        }
-        let _ = self.conn.close(200, "bye".into()).await;
-    }
-}
-
-/// Polls `probe` until it returns Some, or fails the test after [`PATIENCE`].
-async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        if let Some(value) = probe().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+/// Stores a desired state for `email` (role, versions) and its queued task.
+async fn desire(
+    app: &Fixture,
+    email: &str,
+    desired_role: Option<&str>,
+    desired_version: i64,
+    applied_version: i64,
+    task_version: i64,
+) -> (uuid::Uuid, uuid::Uuid) {
+    app.desire(Desire { desired_role, desired_version, applied_version, task_version, ..Desire::removal(email) }).await
 }
 
 #[tokio::test]
 async fn removes_a_user_from_the_business() {
     let mut app = spawn_app().await;
     app.emu.seed_user(BIZ, "alice@example.com", "EMPLOYEE", None).expect("seed");
-    let (user, task) = app.desire("alice@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "alice@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!((t.status.as_str(), t.attempts, t.dead_lettered), ("succeeded", 1, false));
@@ -322,9 +67,9 @@ async fn removes_a_user_from_the_business() {
 async fn changes_a_role_to_employee() {
     let mut app = spawn_app().await;
     let bob = app.emu.seed_user(BIZ, "bob@example.com", "ADMIN", None).expect("seed");
-    let (user, task) = app.desire("Bob@Example.com", Some("EMPLOYEE"), 5, 4, 5).await;
+    let (user, task) = desire(&app, "Bob@Example.com", Some("EMPLOYEE"), 5, 4, 5).await;
     app.publish(user, task, 5).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!(t.status, "succeeded");
@@ -344,9 +89,9 @@ async fn removing_someone_already_absent_succeeds_without_a_delete() {
     for i in 0..130 {
         app.emu.seed_user(BIZ, &format!("person{i}@example.com"), "EMPLOYEE", None).expect("seed");
     }
-    let (user, task) = app.desire("ghost@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "ghost@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!((t.status.as_str(), t.attempts), ("succeeded", 1));
@@ -370,9 +115,9 @@ async fn retries_through_two_503s_then_succeeds() {
             ..Default::default()
         })
         .expect("fault");
-    let (user, task) = app.desire("carol@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "carol@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!((t.status.as_str(), t.attempts, t.dead_lettered), ("succeeded", 3, false));
@@ -415,9 +160,9 @@ async fn a_403_fails_the_task_dead_letters_it_and_flags_the_integration() {
             ..Default::default()
         })
         .expect("fault");
-    let (user, task) = app.desire("dave@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "dave@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!((t.status.as_str(), t.attempts, t.dead_lettered), ("failed", 1, true), "a 403 is never retried");
@@ -431,15 +176,7 @@ async fn a_403_fails_the_task_dead_letters_it_and_flags_the_integration() {
     let dead: ConnectorTask = serde_json::from_slice(&app.dead_lettered_message().await).expect("the task message");
     assert_eq!(dead.task_id, task);
 
-    let client = app.store.client().await.expect("client");
-    let flag: Option<String> = client
-        .query_one(
-            "select needs_attention from integrations where tenant_id = $1 and id = $2",
-            &[&app.tenant, &app.integration],
-        )
-        .await
-        .expect("integration")
-        .get(0);
+    let flag = app.needs_attention().await;
     let flag = flag.expect("the integration needs attention");
     assert!(flag.contains("403"), "{flag}");
     assert_eq!(app.metric("connector_tasks", "failed"), 1);
@@ -451,9 +188,9 @@ async fn a_stale_task_is_superseded_without_an_app_call() {
     let mut app = spawn_app().await;
     app.emu.seed_user(BIZ, "erin@example.com", "EMPLOYEE", None).expect("seed");
     // The stored desire is version 3 (keep EMPLOYEE); the task carries version 2 (remove).
-    let (user, task) = app.desire("erin@example.com", Some("EMPLOYEE"), 3, 1, 2).await;
+    let (user, task) = desire(&app, "erin@example.com", Some("EMPLOYEE"), 3, 1, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!((t.status.as_str(), t.attempts), ("superseded", 0));
@@ -468,10 +205,10 @@ async fn a_stale_task_is_superseded_without_an_app_call() {
 async fn a_duplicate_delivery_makes_no_second_app_call() {
     let mut app = spawn_app().await;
     app.emu.seed_user(BIZ, "frank@example.com", "EMPLOYEE", None).expect("seed");
-    let (user, task) = app.desire("frank@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "frank@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     eventually("both deliveries to be handled", || async {
         (app.metric("connector_tasks", "succeeded") + app.metric("connector_tasks", "duplicate") == 2).then_some(())
@@ -493,7 +230,7 @@ async fn an_unreadable_message_goes_to_the_dead_letter_queue() {
         .publish(&app.topology.connector_exchange(), "business_hub", "junk-1", b"{\"v\": 99}")
         .await
         .expect("publish");
-    app.start_connector();
+    app.start(config());
     assert_eq!(app.dead_lettered_message().await, b"{\"v\": 99}");
     assert!(app.emu.requests().is_empty());
     app.stop().await;
@@ -502,9 +239,9 @@ async fn an_unreadable_message_goes_to_the_dead_letter_queue() {
 #[tokio::test]
 async fn invites_someone_the_hub_does_not_have_yet() {
     let mut app = spawn_app().await;
-    let (user, task) = app.desire("grace@example.com", Some("EMPLOYEE"), 1, 0, 1).await;
+    let (user, task) = desire(&app, "grace@example.com", Some("EMPLOYEE"), 1, 0, 1).await;
     app.publish(user, task, 1).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!(t.status, "succeeded");
@@ -529,9 +266,9 @@ async fn a_delete_answered_with_object_not_found_counts_as_already_removed() {
             ..Default::default()
         })
         .expect("fault");
-    let (user, task) = app.desire("heidi@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "heidi@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!((t.status.as_str(), t.attempts), ("succeeded", 1));
@@ -553,9 +290,9 @@ async fn throttling_waits_at_least_as_long_as_retry_after() {
             ..Default::default()
         })
         .expect("fault");
-    let (user, task) = app.desire("ivan@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "ivan@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!((t.status.as_str(), t.attempts), ("succeeded", 2));
@@ -582,9 +319,9 @@ async fn gives_up_after_max_attempts_and_dead_letters() {
             ..Default::default()
         })
         .expect("fault");
-    let (user, task) = app.desire("judy@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "judy@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     let max = ConnectorConfig::default().max_attempts as i32;
@@ -598,15 +335,7 @@ async fn gives_up_after_max_attempts_and_dead_letters() {
     let dead: ConnectorTask = serde_json::from_slice(&app.dead_lettered_message().await).expect("the task message");
     assert_eq!(dead.task_id, task);
     assert!(app.hub_user("judy@example.com").is_some());
-    let client = app.store.client().await.expect("client");
-    let flag: Option<String> = client
-        .query_one(
-            "select needs_attention from integrations where tenant_id = $1 and id = $2",
-            &[&app.tenant, &app.integration],
-        )
-        .await
-        .expect("integration")
-        .get(0);
+    let flag = app.needs_attention().await;
     assert_eq!(flag, None, "an outage is not the integration's fault");
     assert!(app.metrics.encode().contains("unseat_connector_retry_wait_seconds_total{app=\"business_hub\"}"));
     app.stop().await;
@@ -617,9 +346,9 @@ async fn a_wrong_credential_fails_with_code_190_and_never_leaks_the_token() {
     let mut app = spawn_app().await;
     app.emu.require_token(BIZ, "a-different-token").expect("token");
     app.emu.seed_user(BIZ, "ken@example.com", "EMPLOYEE", None).expect("seed");
-    let (user, task) = app.desire("ken@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "ken@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
-    app.start_connector();
+    app.start(config());
 
     let t = app.finished(task).await;
     assert_eq!((t.status.as_str(), t.attempts, t.dead_lettered), ("failed", 1, true));
@@ -635,11 +364,11 @@ async fn a_wrong_credential_fails_with_code_190_and_never_leaks_the_token() {
 async fn without_a_database_the_message_is_requeued_until_the_delivery_limit() {
     let mut app = spawn_app().await;
     app.emu.seed_user(BIZ, "liam@example.com", "EMPLOYEE", None).expect("seed");
-    let (user, task) = app.desire("liam@example.com", None, 2, 1, 2).await;
+    let (user, task) = desire(&app, "liam@example.com", None, 2, 1, 2).await;
     app.publish(user, task, 2).await;
     // Nothing listens on port 1: every store call fails as if the database were down.
     let unreachable = Store::connect("postgres://postgres@127.0.0.1:1/unseat", 2).expect("pool");
-    app.start_connector_with(unreachable);
+    app.start_with(unreachable, config());
 
     let dead: ConnectorTask = serde_json::from_slice(&app.dead_lettered_message().await).expect("the task message");
     assert_eq!(dead.task_id, task, "the broker dead-letters it once the delivery limit is reached");
@@ -647,5 +376,152 @@ async fn without_a_database_the_message_is_requeued_until_the_delivery_limit() {
     let t = app.task(task).await;
     assert_eq!((t.status.as_str(), t.attempts), ("queued", 0));
     assert!(app.hub_user("liam@example.com").is_some());
+    app.stop().await;
+}
+
+/// A hub whose user holds ANALYZE on `n` ad accounts (more than one page of the user's
+/// `assigned_ad_accounts` edge); returns the fixture, the user and the accounts in order.
+async fn hub_with_ad_accounts(n: usize) -> (Fixture, unseat_emulator::BusinessUser, Vec<unseat_emulator::Asset>) {
+    let app = Setup::new(BIZ, TOKEN)
+        .settings(json!({ "business_id": BIZ, "rate_limit_per_second": 1000 }))
+        .asset_roles(&["MANAGE", "ADVERTISE", "ANALYZE"])
+        .build()
+        .await;
+    let paula = app.emu.seed_user(BIZ, "paula@example.com", "EMPLOYEE", None).expect("seed");
+    let accounts: Vec<_> =
+        (0..n).map(|i| app.emu.seed_asset(BIZ, "ad_account", &format!("Account {i}")).expect("asset")).collect();
+    for account in &accounts {
+        app.emu.assign_asset(&account.id, &paula.id, &["ANALYZE"]).expect("assign");
+    }
+    (app, paula, accounts)
+}
+
+/// The assets of the hub that `user` holds tasks on.
+fn held_by(app: &Fixture, user: &str) -> Vec<String> {
+    app.emu.assets(BIZ).into_iter().filter(|a| a.assigned.contains_key(user)).map(|a| a.id).collect()
+}
+
+#[tokio::test]
+async fn a_removal_takes_the_user_off_assets_on_every_page() {
+    let (mut app, paula, accounts) = hub_with_ad_accounts(250).await;
+    let (user, task) = desire(&app, "paula@example.com", None, 2, 1, 2).await;
+    app.publish(user, task, 2).await;
+    app.start(config());
+
+    let t = app.finished(task).await;
+    assert_eq!((t.status.as_str(), t.attempts), ("succeeded", 1), "{t:?}");
+    assert!(app.hub_user("paula@example.com").is_none());
+    // The hub forgets a deleted user's assignments by itself, so the request log tells
+    // whether the connector unassigned each asset first, the last one included.
+    let unassigned: Vec<String> = app
+        .writes()
+        .into_iter()
+        .filter(|(method, path, status)| method == "DELETE" && path.ends_with("/assigned_users") && *status == 200)
+        .map(|(_, path, _)| path)
+        .collect();
+    assert_eq!(unassigned.len(), 250);
+    let last = accounts.last().expect("accounts");
+    assert!(unassigned.contains(&format!("/v25.0/{}/assigned_users", last.id)), "the 250th account too");
+    let pages = app.emu.requests().iter().filter(|r| r.path.ends_with("/assigned_ad_accounts")).count();
+    assert_eq!(pages, 3, "250 accounts at 100 per page");
+    assert_eq!(held_by(&app, &paula.id), Vec::<String>::new());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_update_sees_assets_beyond_the_first_page() {
+    let (mut app, paula, accounts) = hub_with_ad_accounts(250).await;
+    // Keep only the last account; everything before it goes.
+    let last = accounts.last().expect("accounts").id.clone();
+    let desired = json!({ last.clone(): "ANALYZE" });
+    let (user, task) = app
+        .desire(Desire {
+            desired_role: Some("EMPLOYEE"),
+            desired_assets: desired,
+            desired_version: 2,
+            applied_version: 1,
+            task_version: 2,
+            ..Desire::removal("paula@example.com")
+        })
+        .await;
+    app.publish(user, task, 2).await;
+    app.start(config());
+
+    let t = app.finished(task).await;
+    assert_eq!(t.status, "succeeded", "{t:?}");
+    assert_eq!(held_by(&app, &paula.id), vec![last], "only the desired account is left");
+    let hub = app.hub_user("paula@example.com").expect("paula stays");
+    assert_eq!(hub.role, "EMPLOYEE");
+    // Nothing was re-assigned: the account she keeps was seen on the last page.
+    assert!(app.writes().iter().all(|(method, _, _)| method == "DELETE"), "no POST of a task she already held");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn picking_up_a_redriven_task_sweeps_only_its_stale_copy_out_of_the_dead_letter_queue() {
+    let mut app = spawn_app().await;
+    app.publisher
+        .publish(&app.topology.connector_exchange(), "business_hub", "junk-2", b"not a task")
+        .await
+        .expect("publish");
+    app.emu.seed_user(BIZ, "rita@example.com", "EMPLOYEE", None).expect("seed");
+    app.emu
+        .add_fault(unseat_emulator::FaultRule {
+            method: Some("DELETE".into()),
+            status: Some(403),
+            ..Default::default()
+        })
+        .expect("fault");
+    let (user, task) = desire(&app, "rita@example.com", None, 2, 1, 2).await;
+    app.publish(user, task, 2).await;
+    app.start(config());
+    assert_eq!(app.finished(task).await.status, "failed");
+    eventually("both messages in the dead-letter queue", || async {
+        (app.dead_letter_count().await == 2).then_some(())
+    })
+    .await;
+
+    // The fault is fixed; an admin re-drives the task (the outbox row is published here, as
+    // the relay would).
+    app.emu.clear_faults();
+    let exchange = app.topology.connector_exchange();
+    let outcome = app
+        .store
+        .redrive_task(app.tenant, task, "a test", |t| {
+            let message = ConnectorTask {
+                v: unseat_bus::messages::MESSAGE_VERSION,
+                message_id: uuid::Uuid::new_v4(),
+                tenant_id: t.tenant_id,
+                job_id: t.job_id,
+                task_id: t.task_id,
+                integration_id: t.integration_id,
+                user_id: t.user_id,
+                app_kind: t.app_kind.clone(),
+                desired_version: t.desired_version,
+            };
+            unseat_store::apply::RedriveMessage {
+                message_id: message.message_id,
+                exchange: exchange.clone(),
+                routing_key: t.app_kind.clone(),
+                payload: serde_json::to_value(&message).expect("json"),
+            }
+        })
+        .await
+        .expect("redrive");
+    assert!(matches!(outcome, unseat_store::apply::Redrive::Requeued { desired_version: 2 }), "{outcome:?}");
+    app.publish(user, task, 2).await;
+
+    let t = eventually("the re-driven task to succeed", || async {
+        let t = app.task(task).await;
+        (t.status == "succeeded").then_some(t)
+    })
+    .await;
+    assert_eq!((t.attempts, t.dead_lettered), (2, false));
+    assert!(app.hub_user("rita@example.com").is_none());
+    eventually("the stale copy to leave the dead-letter queue", || async {
+        (app.dead_letter_count().await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(app.dead_lettered_message().await, b"not a task", "what nobody re-drove stays");
     app.stop().await;
 }

@@ -2,9 +2,9 @@
 //! directory reads, and the Automation Log / Activity reads), described by the OpenAPI document
 //! at `/api/v1/openapi.json`.
 //!
-//! It reads and writes through `unseat-store`. A grant change is the only admin action that
-//! alters access: it writes its outbox row (a `DirectoryChanged` for the users the grant
-//! reaches) in the same transaction, and the relay and resolver (`unseat-relay`,
+//! It reads and writes through `unseat-store`. A grant change and the removal of an asset are
+//! the admin actions that alter access: each writes its outbox row (a `DirectoryChanged` for the
+//! users it may touch) in the same transaction, and the relay and resolver (`unseat-relay`,
 //! `unseat-resolver`) take it from there. Every call is authenticated (see `auth.rs`) and checked
 //! against the tenant it names (invariant 5).
 
@@ -39,6 +39,9 @@ pub struct ConsoleState {
     pub operator_token: Option<String>,
     /// The exchange grant changes are announced on (`Topology::directory_exchange`).
     pub directory_exchange: String,
+    /// How a submitted app credential is stored: encrypted under the configured key, or (no
+    /// key) refused unless plaintext is explicitly allowed.
+    pub credentials: unseat_store::credentials::Sealing,
 }
 
 /// The state handlers see: the configuration plus the operator token's hash, computed once.
@@ -68,6 +71,18 @@ fn table() -> Vec<Route> {
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations", get(integrations::list)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}", get(integrations::get)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}/activity", get(log::activity)),
+        route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}/assets", get(assets::list)),
+        route(Method::POST, "/api/v1/tenants/{tenant}/integrations/{integration}/assets", post(assets::add)),
+        route(
+            Method::PATCH,
+            "/api/v1/tenants/{tenant}/integrations/{integration}/assets/{asset}",
+            patch(assets::update),
+        ),
+        route(
+            Method::DELETE,
+            "/api/v1/tenants/{tenant}/integrations/{integration}/assets/{asset}",
+            delete(assets::delete),
+        ),
         route(Method::POST, "/api/v1/tenants/{tenant}/integrations/{integration}/grants", post(grants::create)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}/grants", get(grants::list)),
         route(

@@ -257,6 +257,37 @@ async fn viewers_read_and_only_owners_and_super_admins_mint_admin_tokens() {
 }
 
 #[tokio::test]
+async fn without_a_credential_key_plain_secrets_are_refused_unless_plaintext_is_allowed() {
+    use unseat_store::credentials::Sealing;
+    let app = support::spawn_app_with(Sealing { key: None, allow_plaintext: false }).await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let base = format!("/api/v1/tenants/{tenant}/integrations");
+    let a = app.post(&base, &owner, integration_body("Meta Business")).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    let msg = a.body["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("UNSEAT_CREDENTIAL_KEY") && msg.contains("env:"), "{msg}");
+    assert!(!a.text.contains("s3cret-credential-value"));
+    assert_eq!(app.count("select count(*) from integrations").await, 0, "nothing was stored");
+    // References need no key: they are stored as references.
+    let mut reference = integration_body("By reference");
+    reference["credential"] = json!("env:UNSEAT_APP_CREDENTIAL_META");
+    let a = app.post(&base, &owner, reference).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(
+        app.count("select count(*) from integrations where credential = 'env:UNSEAT_APP_CREDENTIAL_META'").await,
+        1
+    );
+
+    // Development: plaintext explicitly allowed.
+    let dev = support::spawn_app_with(Sealing { key: None, allow_plaintext: true }).await;
+    let (tenant, _, owner) = dev.tenant("Acme").await;
+    let a = dev.post(&format!("/api/v1/tenants/{tenant}/integrations"), &owner, integration_body("Dev")).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert!(!a.text.contains("s3cret-credential-value"));
+    assert_eq!(dev.count("select count(*) from integrations where credential = 's3cret-credential-value'").await, 1);
+}
+
+#[tokio::test]
 async fn integrations_are_validated_and_never_show_their_credential() {
     let app = spawn_app().await;
     let (tenant, _, owner) = app.tenant("Acme").await;
@@ -288,8 +319,9 @@ async fn integrations_are_validated_and_never_show_their_credential() {
     assert_eq!(a.body["name"], "Meta Business");
     assert!(a.body.get("needs_attention").is_some());
     assert!(!a.text.contains("s3cret-credential-value"));
-    // The credential is stored for the connector.
-    assert_eq!(app.count("select count(*) from integrations where credential = 's3cret-credential-value'").await, 1);
+    // The credential is stored for the connector, encrypted.
+    assert_eq!(app.count("select count(*) from integrations where credential like 'enc:v1:%'").await, 1);
+    assert_eq!(app.count("select count(*) from integrations where credential like '%s3cret%'").await, 0);
 
     let with = |key: &str, value: Value| {
         let mut b = integration_body("Bad");
@@ -297,7 +329,6 @@ async fn integrations_are_validated_and_never_show_their_credential() {
         b
     };
     let bad = [
-        (with("roles", json!([])), "at least one role"),
         (with("default_role", json!("OWNER")), "default_role"),
         (with("roles", json!(["ADMIN", "ADMIN"])), "twice"),
         (with("roles", json!(["ADMIN", " "])), "non-empty"),
@@ -309,6 +340,9 @@ async fn integrations_are_validated_and_never_show_their_credential() {
         (with("settings", json!([1])), "settings"),
         (with("roles", json!("ADMIN")), "invalid JSON"),
         (with("surprise", json!(1)), "surprise"),
+        (with("credential", json!("env:HOME")), "UNSEAT_APP_CREDENTIAL_"),
+        (with("credential", json!("file:../../etc/passwd")), "plain file name"),
+        (with("credential", json!("enc:v1:00ff")), "another key"),
     ];
     for (body, needle) in bad {
         let a = app.post(&base, &owner, body.clone()).await;
@@ -487,12 +521,32 @@ async fn directory_reads_show_teams_and_users() {
     app.add_team(tenant, "Admins", &[alice]).await;
     let (other, _, _) = app.tenant("Other").await;
     app.add_user(other, "mallory@example.com").await;
+    // An integration's own directory (users and pushed groups its IdP app assigns) is not
+    // the workspace's: it shows neither among the teams nor among the users.
+    let scope = Uuid::new_v4().to_string();
+    let client = app.store.client().await.unwrap();
+    client
+        .execute(
+            "insert into scim_users (tenant_id, id, scope, user_name, email, resource)
+             values ($1, gen_random_uuid(), $2, 'alice@example.com', 'alice@example.com', '{}')",
+            &[&tenant, &scope],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            "insert into scim_groups (tenant_id, id, scope, display_name, resource) values ($1, gen_random_uuid(), $2, 'ADMIN', '{}')",
+            &[&tenant, &scope],
+        )
+        .await
+        .unwrap();
 
     let a = app.get(&format!("/api/v1/tenants/{tenant}/teams"), &owner).await;
     assert_eq!(a.status, StatusCode::OK);
     assert_eq!(a.body["teams"][0]["displayName"], "Admins");
     assert_eq!(a.body["teams"][1]["displayName"], "Marketing");
     assert_eq!(a.body["teams"][1]["member_count"], 2);
+    assert_eq!(a.body["teams"].as_array().map(Vec::len), Some(2), "{}", a.body);
 
     let a = app.get(&format!("/api/v1/tenants/{tenant}/users"), &owner).await;
     assert_eq!(a.status, StatusCode::OK);

@@ -423,13 +423,14 @@ fn render_user(state: &State, id: u64, fields: &[String]) -> Value {
     Value::Object(out)
 }
 
-/// Cursors are opaque to clients; here they are the hex of the user id.
-fn encode_cursor(id: u64) -> String {
-    format!("{id:x}").bytes().map(|b| format!("{b:02x}")).collect::<String>().to_uppercase()
+/// Cursors are opaque to clients; here they are the hex of the key's text (for business
+/// users, the hex of their id).
+fn encode_key(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect::<String>().to_uppercase()
 }
 
-fn decode_cursor(cursor: &str) -> Option<u64> {
-    if cursor.len() > 64 {
+fn decode_key(cursor: &str) -> Option<String> {
+    if cursor.len() > 128 {
         return None;
     }
     let bytes: Option<Vec<u8>> = cursor
@@ -440,8 +441,88 @@ fn decode_cursor(cursor: &str) -> Option<u64> {
             _ => None,
         })
         .collect();
-    let text = String::from_utf8(bytes?).ok()?;
-    u64::from_str_radix(&text, 16).ok()
+    String::from_utf8(bytes?).ok()
+}
+
+fn encode_cursor(id: u64) -> String {
+    encode_key(&format!("{id:x}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<u64> {
+    u64::from_str_radix(&decode_key(cursor)?, 16).ok()
+}
+
+/// One page of a list edge, Graph style: `limit` (default 25, at most 100), `after` /
+/// `before` cursors; `paging.cursors` on every non-empty page, `paging.next` / `previous`
+/// (full URLs repeating the request's parameters) while there is more in that direction.
+struct Paged<K> {
+    items: Vec<K>,
+    paging: Option<Value>,
+}
+
+fn paginate<K: Ord + Clone>(
+    call: &Call<'_>,
+    all: &[K],
+    encode: impl Fn(&K) -> String,
+    decode: impl Fn(&str) -> Option<K>,
+) -> Result<Paged<K>, Reply> {
+    let limit = match call.params.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<i64>() {
+            Ok(n) if n <= 0 => DEFAULT_LIMIT,
+            Ok(n) => (n as usize).min(MAX_LIMIT),
+            Err(_) => return Err(Reply::bad_param(format!("(#100) Param limit must be a number, got {l:?}"))),
+        },
+    };
+    let cursor = |name: &str| match call.params.get(name).map(|c| decode(c)) {
+        None => Ok(None),
+        Some(Some(k)) => Ok(Some(k)),
+        Some(None) => Err(Reply::bad_param(format!("(#100) The {name} cursor is invalid"))),
+    };
+    let (after, before) = (cursor("after")?, cursor("before")?);
+    let items: Vec<K> = match (after, before) {
+        (_, Some(b)) => {
+            let earlier: Vec<&K> = all.iter().filter(|k| **k < b).collect();
+            earlier[earlier.len().saturating_sub(limit)..].iter().map(|k| (*k).clone()).collect()
+        }
+        (Some(a), None) => all.iter().filter(|k| **k > a).take(limit).cloned().collect(),
+        (None, None) => all.iter().take(limit).cloned().collect(),
+    };
+    let (Some(first), Some(last)) = (items.first(), items.last()) else {
+        return Ok(Paged { items, paging: None });
+    };
+    let link = |name: &str, key: &K| {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        let mut params: Vec<(&String, &String)> = call.params.iter().collect();
+        params.sort();
+        for (k, v) in params {
+            // Meta's links repeat the token only when it came in the query string.
+            let skip =
+                matches!(k.as_str(), "after" | "before" | "limit") || (k == "access_token" && !call.token_in_query);
+            if !skip {
+                q.append_pair(k, v);
+            }
+        }
+        q.append_pair("limit", &limit.to_string());
+        q.append_pair(name, &encode(key));
+        json!(format!("http://{}{}?{}", call.host, call.path, q.finish()))
+    };
+    let mut paging = json!({ "cursors": { "before": encode(first), "after": encode(last) } });
+    if all.iter().any(|k| k > last) {
+        paging["next"] = link("after", last);
+    }
+    if all.iter().any(|k| k < first) {
+        paging["previous"] = link("before", first);
+    }
+    Ok(Paged { items, paging: Some(paging) })
+}
+
+/// A list edge's body: `data`, and `paging` when the page is not empty.
+fn list_body(data: Vec<Value>, paging: Option<Value>) -> Value {
+    match paging {
+        Some(paging) => json!({ "data": data, "paging": paging }),
+        None => json!({ "data": data }),
+    }
 }
 
 fn list_users(state: &State, business_id: &str, call: &Call<'_>) -> Reply {
@@ -449,60 +530,13 @@ fn list_users(state: &State, business_id: &str, call: &Call<'_>) -> Reply {
         Ok(f) => f,
         Err(reply) => return reply,
     };
-    let limit = match call.params.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<i64>() {
-            Ok(n) if n <= 0 => DEFAULT_LIMIT,
-            Ok(n) => (n as usize).min(MAX_LIMIT),
-            Err(_) => return Reply::bad_param(format!("(#100) Param limit must be a number, got {l:?}")),
-        },
-    };
-    let after = match call.params.get("after").map(|c| decode_cursor(c)) {
-        None => None,
-        Some(Some(id)) => Some(id),
-        Some(None) => return Reply::bad_param("(#100) The after cursor is invalid"),
-    };
-    let before = match call.params.get("before").map(|c| decode_cursor(c)) {
-        None => None,
-        Some(Some(id)) => Some(id),
-        Some(None) => return Reply::bad_param("(#100) The before cursor is invalid"),
-    };
     let all: Vec<u64> = state.users.iter().filter(|(_, u)| u.business_id == business_id).map(|(id, _)| *id).collect();
-    let page: Vec<u64> = match (after, before) {
-        (_, Some(b)) => {
-            let earlier: Vec<u64> = all.iter().copied().filter(|id| *id < b).collect();
-            earlier[earlier.len().saturating_sub(limit)..].to_vec()
-        }
-        (Some(a), None) => all.iter().copied().filter(|id| *id > a).take(limit).collect(),
-        (None, None) => all.iter().copied().take(limit).collect(),
+    let page = match paginate(call, &all, |id| encode_cursor(*id), decode_cursor) {
+        Ok(page) => page,
+        Err(reply) => return reply,
     };
-    let data: Vec<Value> = page.iter().map(|id| render_user(state, *id, &fields)).collect();
-    let (Some(first), Some(last)) = (page.first(), page.last()) else {
-        return Reply::ok(json!({ "data": [] }), None);
-    };
-    let mut paging = json!({ "cursors": { "before": encode_cursor(*first), "after": encode_cursor(*last) } });
-    if all.iter().any(|id| id > last) {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        if call.token_in_query {
-            // Meta's `next` links repeat the token when it came in the query string.
-            q.append_pair("access_token", call.token);
-        }
-        q.append_pair("fields", &fields.join(","));
-        q.append_pair("limit", &limit.to_string());
-        q.append_pair("after", &encode_cursor(*last));
-        paging["next"] = json!(format!("http://{}{}?{}", call.host, call.path, q.finish()));
-    }
-    if all.iter().any(|id| id < first) {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        if call.token_in_query {
-            q.append_pair("access_token", call.token);
-        }
-        q.append_pair("fields", &fields.join(","));
-        q.append_pair("limit", &limit.to_string());
-        q.append_pair("before", &encode_cursor(*first));
-        paging["previous"] = json!(format!("http://{}{}?{}", call.host, call.path, q.finish()));
-    }
-    Reply::ok(json!({ "data": data, "paging": paging }), None)
+    let data: Vec<Value> = page.items.iter().map(|id| render_user(state, *id, &fields)).collect();
+    Reply::ok(list_body(data, page.paging), None)
 }
 
 fn role_param(call: &Call<'_>) -> Result<Option<String>, Reply> {
@@ -624,16 +658,22 @@ fn assigned_users(state: &mut State, asset: &str, call: &Call<'_>) -> Reply {
     };
     let reply = match (call.method.clone(), user) {
         (Method::GET, _) => {
-            let data: Vec<Value> = state.assets.get(asset).map_or_else(Vec::new, |a| {
-                a.assigned
-                    .iter()
-                    .map(|(uid, tasks)| {
-                        let name = state.users.get(uid).map(|u| u.name.clone()).unwrap_or_default();
-                        json!({ "id": uid.to_string(), "name": name, "tasks": tasks })
-                    })
-                    .collect()
-            });
-            Reply::ok(json!({ "data": data }), None)
+            let all: Vec<u64> = state.assets.get(asset).map_or_else(Vec::new, |a| a.assigned.keys().copied().collect());
+            match paginate(call, &all, |id| encode_cursor(*id), decode_cursor) {
+                Err(reply) => reply,
+                Ok(page) => {
+                    let data: Vec<Value> = page
+                        .items
+                        .iter()
+                        .map(|uid| {
+                            let name = state.users.get(uid).map(|u| u.name.clone()).unwrap_or_default();
+                            let tasks = state.assets.get(asset).and_then(|a| a.assigned.get(uid)).cloned();
+                            json!({ "id": uid.to_string(), "name": name, "tasks": tasks.unwrap_or_default() })
+                        })
+                        .collect();
+                    Reply::ok(list_body(data, page.paging), None)
+                }
+            }
         }
         (Method::POST, Some(uid)) => match call.params.get("tasks").map(|t| tasks_param(t)) {
             None => Reply::bad_param("(#100) The parameter tasks is required"),
@@ -668,13 +708,25 @@ fn assigned_assets(state: &State, user: &str, edge: &str, call: &Call<'_>) -> Re
         return Reply::no_object(call.method, user);
     }
     let kind = if edge == "assigned_ad_accounts" { "ad_account" } else { "page" };
-    let data: Vec<Value> = state
+    let held: Vec<String> = state
         .assets
         .iter()
-        .filter(|(_, a)| a.kind == kind)
-        .filter_map(|(id, a)| a.assigned.get(&uid).map(|tasks| json!({ "id": id, "name": a.name, "tasks": tasks })))
+        .filter(|(_, a)| a.kind == kind && a.assigned.contains_key(&uid))
+        .map(|(id, _)| id.clone())
         .collect();
-    Reply::ok(json!({ "data": data }), Some(business_id))
+    let page = match paginate(call, &held, |id| encode_key(id), decode_key) {
+        Ok(page) => page,
+        Err(reply) => return reply.with_business(Some(business_id)),
+    };
+    let data: Vec<Value> = page
+        .items
+        .iter()
+        .filter_map(|id| {
+            let a = state.assets.get(id)?;
+            a.assigned.get(&uid).map(|tasks| json!({ "id": id, "name": a.name, "tasks": tasks }))
+        })
+        .collect();
+    Reply::ok(list_body(data, page.paging), Some(business_id))
 }
 
 fn last_admin() -> Reply {
@@ -727,6 +779,7 @@ mod tests {
         assert_eq!(decode_cursor("zz"), None);
         assert_eq!(decode_cursor("abc"), None);
         assert_eq!(decode_cursor("é"), None);
+        assert_eq!(decode_key(&encode_key("act_200000000000001")).as_deref(), Some("act_200000000000001"));
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! - the **Graph API** under `/v25.0/` (business users: list with cursor pagination, invite,
 //!   read, change role, remove; assets: ad accounts and pages with `assigned_users` and the
 //!   users' `assigned_ad_accounts` / `assigned_pages`), answering with Meta's shapes, error
-//!   codes and usage headers;
+//!   codes and usage headers; every list edge pages as Graph does (`limit`, default 25 and at
+//!   most 100; `after` / `before` cursors; `paging.next` / `previous` while there is more);
 //! - a **SCIM 2.0 app** under `/scim/v2/` (Users);
 //! - a **control plane** under `/_emulator/` (JSON, no auth) to seed users, assets and SCIM
 //!   users, require tokens, inject faults (error rates per status, throttling with

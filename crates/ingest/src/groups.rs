@@ -2,7 +2,7 @@
 //! by row; every member added or removed, and every group deleted, is announced to the
 //! resolver with the users concerned.
 
-use crate::response::{check_if_match, group_location, render_group, resource_response, scim_response};
+use crate::response::{check_if_match, group_location, no_content, render_group, resource_response, scim_response};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -292,7 +292,15 @@ pub(crate) async fn patch(
         rec = dir::touch_group(&tx, ctx.dir, id).await?;
     }
     announce_members(&tx, &state, &ctx, &rec.display_name, added, removed).await?;
-    respond(tx, &ctx, &rec, &Shape::from_params(&params), StatusCode::OK).await
+    let shape = Shape::from_params(&params);
+    if shape.is_default() {
+        // RFC 7644 §3.5.2 lets a PATCH answer 204 unless the client asked for attributes; Okta
+        // and Entra expect it for groups. The full group would carry every member: a one-member
+        // change must not load and send 100,000 of them.
+        tx.commit().await?;
+        return Ok(no_content(rec.version));
+    }
+    respond(tx, &ctx, &rec, &shape, StatusCode::OK).await
 }
 
 pub(crate) async fn replace(

@@ -304,8 +304,12 @@ impl Shape {
     pub fn wants(&self, attr: &str) -> bool {
         !self.excluded.mentions(attr) && (self.attributes.is_empty() || self.attributes.mentions(attr))
     }
+    /// True when the client named no `attributes` or `excludedAttributes`.
+    pub fn is_default(&self) -> bool {
+        self.attributes.is_empty() && self.excluded.is_empty()
+    }
     pub fn apply(&self, v: Value) -> Value {
-        if self.attributes.is_empty() && self.excluded.is_empty() {
+        if self.is_default() {
             v
         } else {
             unseat_scim::project(&v, &self.attributes, &self.excluded)
@@ -374,6 +378,27 @@ pub(crate) async fn announce(
     users: Vec<Uuid>,
     may_revoke: bool,
 ) -> Result<(), ApiError> {
+    let (message_id, payload) = directory_message(ctx, summary.clone(), users, may_revoke)?;
+    unseat_store::outbox::enqueue(
+        tx,
+        ctx.tenant_id,
+        message_id,
+        &state.directory_exchange,
+        unseat_bus::DIRECTORY_ROUTING_KEY,
+        &payload,
+    )
+    .await?;
+    tracing::info!(tenant = %ctx.tenant_id, %message_id, summary = %summary, "directory change recorded");
+    Ok(())
+}
+
+/// The message announcing a directory change, with its id.
+pub(crate) fn directory_message(
+    ctx: &Ctx,
+    summary: String,
+    users: Vec<Uuid>,
+    may_revoke: bool,
+) -> Result<(Uuid, Value), ApiError> {
     let message_id = Uuid::new_v4();
     let msg = DirectoryChanged {
         v: MESSAGE_VERSION,
@@ -385,23 +410,13 @@ pub(crate) async fn announce(
             path: ctx.path.clone(),
             user_agent: ctx.user_agent.clone(),
             received_at: ctx.received_at,
-            summary: summary.clone(),
+            summary,
             may_revoke,
         },
         users,
     };
     let payload = serde_json::to_value(&msg).map_err(|e| ScimError::internal(format!("encoding the change: {e}")))?;
-    unseat_store::outbox::enqueue(
-        tx,
-        ctx.tenant_id,
-        message_id,
-        &state.directory_exchange,
-        unseat_bus::DIRECTORY_ROUTING_KEY,
-        &payload,
-    )
-    .await?;
-    tracing::info!(tenant = %ctx.tenant_id, %message_id, users = msg.users.len(), summary = %summary, "directory change recorded");
-    Ok(())
+    Ok((message_id, payload))
 }
 
 /// `POST /.search`: Users and Groups together (RFC 7644 §3.4.3), users first.

@@ -30,6 +30,15 @@ pub fn resource_response(status: StatusCode, body: &Value, version: i64, locatio
     resp
 }
 
+/// A 204 with the resource's new `ETag`.
+pub fn no_content(version: i64) -> Response {
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
 /// Checks `If-Match` against the current version: absent, `*` or a listed match passes;
 /// anything else is 412 so that a client never overwrites a change it did not see.
 pub fn check_if_match(headers: &HeaderMap, version: i64) -> Result<(), ScimError> {

@@ -149,6 +149,17 @@ pub(crate) async fn matching(
     })
 }
 
+/// How a change of `active` reads in the log: in an integration's directory it is an
+/// assignment.
+fn active_verb(ctx: &Ctx, active: bool) -> &'static str {
+    match (ctx.dir.integration.is_some(), active) {
+        (false, true) => "reactivated",
+        (false, false) => "deactivated",
+        (true, true) => "assigned",
+        (true, false) => "unassigned",
+    }
+}
+
 /// Announces that a user's `active` changed.
 async fn announce_active(
     tx: &unseat_store::Transaction<'_>,
@@ -156,12 +167,7 @@ async fn announce_active(
     ctx: &Ctx,
     rec: &UserRecord,
 ) -> Result<(), ApiError> {
-    let what = match (ctx.dir.integration.is_some(), rec.active) {
-        (false, true) => "reactivated",
-        (false, false) => "deactivated",
-        (true, true) => "assigned",
-        (true, false) => "unassigned",
-    };
+    let what = active_verb(ctx, rec.active);
     announce(tx, state, ctx, format!("user {} {what}", label(rec)), vec![rec.id], !rec.active).await
 }
 
@@ -229,14 +235,22 @@ pub(crate) async fn patch(
     let shape = Shape::from_params(&Params::from_query(query)?);
     let id = parse_id(&id)?;
     let req = PatchRequest::parse(&json_body(&headers, body)?)?;
-    let mut client = state.store.client().await?;
-    let tx = client.transaction().await?;
-    // The IdPs' (de)activation: one conditional update, no read first. Anything else (and
-    // this when it changes nothing, or names no user) takes the general path below.
+    // The IdPs' (de)activation: one statement that updates the user and writes the outbox row,
+    // no read first, no explicit transaction. Anything else (and this when it changes nothing,
+    // or names no user) takes the general path below.
     if let (Some(active), None) = (only_active(&req), headers.get(header::IF_MATCH)) {
-        if let Some(rec) = dir::set_active(&tx, ctx.dir, id, active).await? {
-            announce_active(&tx, &state, &ctx, &rec).await?;
-            tx.commit().await?;
+        let verb = active_verb(&ctx, active);
+        let (message_id, payload) = crate::directory_message(&ctx, String::new(), vec![id], !active)?;
+        let announcement = dir::Announcement {
+            message_id,
+            exchange: &state.directory_exchange,
+            routing_key: unseat_bus::DIRECTORY_ROUTING_KEY,
+            payload: &payload,
+            verb,
+        };
+        let client = state.store.client().await?;
+        if let Some(rec) = dir::set_active_announced(&client, ctx.dir, id, active, &announcement).await? {
+            tracing::info!(tenant = %ctx.tenant_id, %message_id, user = %rec.id, "user {verb}: directory change recorded");
             return Ok(resource_response(
                 StatusCode::OK,
                 &shape.apply(render_user(&ctx.base, &rec)),
@@ -245,6 +259,8 @@ pub(crate) async fn patch(
             ));
         }
     }
+    let mut client = state.store.client().await?;
+    let tx = client.transaction().await?;
     let old = dir::lock_user(&tx, ctx.dir, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
     check_if_match(&headers, old.version)?;
     let user = apply_user_patch(&old.resource, &req, &id.to_string())?;

@@ -494,11 +494,13 @@ async fn group_membership_changes_in_every_form() {
     assert_eq!(rows[0].2["trigger"]["path"], "/scim/v2/Groups");
     let path = format!("/Groups/{g}");
 
-    // add with path
-    let (s, body, _) =
+    // add with path: 204 with the new ETag (no body unless attributes are asked for)
+    let (s, body, h) =
         app.call(Method::PATCH, &path, patch(json!([{"op": "add", "path": "members", "value": [{"value": b}]}]))).await;
-    assert_eq!(s, StatusCode::OK, "{body}");
-    assert_eq!(body["members"].as_array().unwrap().len(), 2);
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let (_, got, _) = app.call(Method::GET, &path, None).await;
+    assert_eq!(got["members"].as_array().unwrap().len(), 2);
+    assert_eq!(h["etag"], got["meta"]["version"].as_str().unwrap());
     let rows = app.outbox().await;
     assert_eq!(rows.len(), 2);
     assert_eq!(users_of(&rows[1].2), vec![b.clone()]);
@@ -512,14 +514,14 @@ async fn group_membership_changes_in_every_form() {
             patch(json!([{"op": "Add", "path": "members", "value": [{"$ref": null, "value": b}]}])),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(app.outbox().await.len(), 2);
 
     // remove with a filter path
     let (s, _, _) = app
         .call(Method::PATCH, &path, patch(json!([{"op": "remove", "path": format!("members[value eq \"{a}\"]")}])))
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::NO_CONTENT);
     let rows = app.outbox().await;
     assert_eq!(rows.len(), 3);
     assert_eq!(users_of(&rows[2].2), vec![a.clone()]);
@@ -529,7 +531,7 @@ async fn group_membership_changes_in_every_form() {
     let (s, _, _) = app
         .call(Method::PATCH, &path, patch(json!([{"op": "Remove", "path": "members", "value": [{"value": b}]}])))
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::NO_CONTENT);
     let rows = app.outbox().await;
     assert_eq!(rows.len(), 4);
     assert_eq!(users_of(&rows[3].2), vec![b.clone()]);
@@ -538,17 +540,21 @@ async fn group_membership_changes_in_every_form() {
     let (s, _, _) = app
         .call(Method::PATCH, &path, patch(json!([{"op": "add", "value": {"members": [{"value": a}, {"value": c}]}}])))
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::NO_CONTENT);
     let rows = app.outbox().await;
     assert_eq!(rows.len(), 5);
     assert_eq!(users_of(&rows[4].2), sorted(&[&a, &c]));
 
-    // Okta's replace with the full list: a and c out, b in
+    // Okta's replace with the full list: a and c out, b in (asking for the members: 200)
     let (s, body, _) = app
-        .call(Method::PATCH, &path, patch(json!([{"op": "replace", "path": "members", "value": [{"value": b}]}])))
+        .call(
+            Method::PATCH,
+            &format!("{path}?attributes=members"),
+            patch(json!([{"op": "replace", "path": "members", "value": [{"value": b}]}])),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(body["members"][0]["value"], b.as_str());
+    assert_eq!(body["members"], json!([{"value": b, "$ref": format!("{}/Users/{b}", app.base), "type": "User"}]));
     let rows = app.outbox().await;
     assert_eq!(rows.len(), 6);
     assert_eq!(users_of(&rows[5].2), sorted(&[&a, &b, &c]));
@@ -557,13 +563,18 @@ async fn group_membership_changes_in_every_form() {
     let (s, body, _) = app
         .call(Method::PATCH, &path, patch(json!([{"op": "Replace", "path": "displayName", "value": "Owners"}])))
         .await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(body["displayName"], "Owners");
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(app.call(Method::GET, &path, None).await.1["displayName"], "Owners");
     let (s, body, _) = app
-        .call(Method::PATCH, &path, patch(json!([{"op": "replace", "value": {"id": g, "displayName": "Admins"}}])))
+        .call(
+            Method::PATCH,
+            &format!("{path}?excludedAttributes=members"),
+            patch(json!([{"op": "replace", "value": {"id": g, "displayName": "Admins"}}])),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(body["displayName"], "Admins");
+    assert!(body.get("members").is_none());
     assert_eq!(app.outbox().await.len(), 6);
 
     // removing a non-member (even a malformed id) with an add in one request
@@ -574,7 +585,7 @@ async fn group_membership_changes_in_every_form() {
             patch(json!([{"op": "remove", "path": "members[value eq \"deadbeef\"]"}, {"op": "add", "path": "members", "value": [{"value": c}]}])),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::NO_CONTENT);
     let rows = app.outbox().await;
     assert_eq!(rows.len(), 7);
     assert_eq!(users_of(&rows[6].2), vec![c.clone()]);
@@ -589,8 +600,8 @@ async fn group_membership_changes_in_every_form() {
 
     // remove all members without a value
     let (s, body, _) = app.call(Method::PATCH, &path, patch(json!([{"op": "remove", "path": "members"}]))).await;
-    assert_eq!(s, StatusCode::OK);
-    assert_eq!(body["members"], json!([]));
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    assert_eq!(app.count("group_members").await, 0);
     let rows = app.outbox().await;
     assert_eq!(rows.len(), 8);
     assert_eq!(users_of(&rows[7].2), sorted(&[&b, &c]));

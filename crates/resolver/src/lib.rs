@@ -7,7 +7,9 @@
 //! transaction each, with the progress mark committed in the same transaction; the delivery is
 //! acked only after the last batch commits (invariant 2). A redelivered message resumes after
 //! the last committed batch, and a finished one changes nothing. The job id is the message id:
-//! one job per trigger however many batches it takes.
+//! one job per trigger however many batches it takes. A batch costs a fixed number of
+//! statements whatever its size (see [`resolve_in_batches`]); the progress rows of finished
+//! messages are purged after [`ResolverConfig::progress_retention`].
 //!
 //! [`plan`] is the decision without the writes; the console's explain and preview endpoints use
 //! it, so what an admin is shown is what the resolver does.
@@ -36,11 +38,51 @@ use uuid::Uuid;
 pub struct ResolverConfig {
     pub prefetch: u16,
     pub grace: Duration,
+    /// How long the progress row of a finished message is kept (it is what recognises a
+    /// redelivery of that message); older ones are purged.
+    pub progress_retention: Duration,
+    /// How often the purge runs.
+    pub progress_sweep_every: Duration,
 }
 
 impl Default for ResolverConfig {
     fn default() -> Self {
-        Self { prefetch: 8, grace: Duration::from_secs(30) }
+        Self {
+            prefetch: 8,
+            grace: Duration::from_secs(30),
+            progress_retention: Duration::from_secs(24 * 3600),
+            progress_sweep_every: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Progress rows deleted per statement by [`sweep_progress`].
+const SWEEP_CHUNK: i64 = 10_000;
+
+/// Deletes the progress rows of messages finished more than `keep` ago, a chunk per statement,
+/// and returns how many went. Unfinished rows stay.
+pub async fn sweep_progress(store: &Store, keep: Duration) -> Result<u64, StoreError> {
+    let mut purged = 0;
+    loop {
+        let n = access::purge_finished_progress(store, keep, SWEEP_CHUNK).await?;
+        purged += n;
+        if n < SWEEP_CHUNK as u64 {
+            return Ok(purged);
+        }
+    }
+}
+
+async fn sweep_loop(store: Store, keep: Duration, every: Duration, shutdown: CancellationToken) {
+    loop {
+        match sweep_progress(&store, keep).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged the progress of finished directory messages"),
+            Err(error) => tracing::warn!(%error, "purging finished resolver progress failed; trying again later"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
     }
 }
 
@@ -92,6 +134,12 @@ pub async fn run(
         name: "resolver".into(),
     };
     let connector_exchange = Arc::new(topology.connector_exchange());
+    let sweep = tokio::spawn(sweep_loop(
+        store.clone(),
+        config.progress_retention,
+        config.progress_sweep_every,
+        shutdown.clone(),
+    ));
     unseat_bus::consume(settings, shutdown, move |delivery: Delivery| {
         let store = store.clone();
         let metrics = metrics.clone();
@@ -99,6 +147,7 @@ pub async fn run(
         async move { handle_delivery(&store, &exchange, &metrics, delivery).await }
     })
     .await;
+    sweep.abort();
 }
 
 async fn handle_delivery(store: &Store, connector_exchange: &str, metrics: &Metrics, delivery: Delivery) {
@@ -170,6 +219,12 @@ pub async fn resolve(
 }
 
 /// [`resolve`] with a chosen batch size (tests use small batches to cross batch boundaries).
+///
+/// Per batch, in one transaction: the progress row (one upsert that locks it), the job and the
+/// per-user locks (together), the reads of [`plan`] (four statements together, then the
+/// integrations), the writes of the plan (at most four statements together: desired states,
+/// grants behind unchanged states, tasks with their first events, outbox rows), the progress
+/// mark, the commit. Statements are prepared once per connection.
 pub async fn resolve_in_batches(
     store: &Store,
     connector_exchange: &str,
@@ -202,10 +257,9 @@ pub async fn resolve_in_batches(
             summary: &message.trigger.summary,
             received_at: message.trigger.received_at,
         };
-        access::insert_job(&tx, &job).await?;
         let end = (done + batch).min(users.len());
         let chunk = &users[done..end];
-        access::lock_users(&tx, tenant, chunk).await?;
+        futures_util::future::try_join(access::insert_job(&tx, &job), access::lock_users(&tx, tenant, chunk)).await?;
         let plan = if message.scope == unseat_store::directory::WORKSPACE {
             plan(&tx, tenant, chunk).await?
         } else {
@@ -259,20 +313,45 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, users: &[Uuid]) -> Result<
     if users.is_empty() {
         return Ok(Plan::default());
     }
-    let facts = access::users_facts_many(tx, tenant, users).await?;
+    // Issued together: the connection pipelines them.
+    let (facts, memberships, subject_grants, stored) = futures_util::future::try_join4(
+        access::users_facts_many(tx, tenant, users),
+        access::memberships_many(tx, tenant, users),
+        access::subject_grants_many(tx, tenant, users),
+        access::access_rows_many(tx, tenant, users),
+    )
+    .await?;
+    // Team grants arrive once per team; each member gets them under the team's name.
+    let mut by_team: HashMap<Uuid, Vec<&access::SubjectGrant>> = HashMap::new();
     let mut grants: HashMap<(Uuid, Uuid), Vec<Grant>> = HashMap::new();
-    for g in access::reaching_grants_many(tx, tenant, users).await? {
-        grants.entry((g.user_id, g.integration_id)).or_default().push(Grant {
-            source: match g.team_name {
-                Some(name) => GrantSource::Team { name },
-                None => GrantSource::Individual,
-            },
-            role: g.role,
-            assets: g.assets,
-        });
+    for g in &subject_grants {
+        match g.subject {
+            access::Subject::Team(team) => by_team.entry(team).or_default().push(g),
+            access::Subject::User(user) => grants.entry((user, g.integration_id)).or_default().push(Grant {
+                source: GrantSource::Individual,
+                role: g.role.clone(),
+                assets: g.assets.clone(),
+            }),
+        }
+    }
+    let mut teams: HashMap<Uuid, BTreeSet<String>> = HashMap::new();
+    for m in memberships {
+        for g in by_team.get(&m.team_id).into_iter().flatten() {
+            grants.entry((m.user_id, g.integration_id)).or_default().push(Grant {
+                source: GrantSource::Team { name: m.team_name.clone() },
+                role: g.role.clone(),
+                assets: g.assets.clone(),
+            });
+        }
+        teams.entry(m.user_id).or_default().insert(m.team_name);
+    }
+    // A fixed order, so unchanged grants compare equal to the stored ones and reasons read the
+    // same however the database returned the rows.
+    for list in grants.values_mut() {
+        list.sort_by(|a, b| (&a.source, &a.role, &a.assets).cmp(&(&b.source, &b.role, &b.assets)));
     }
     let mut rows: HashMap<(Uuid, Uuid), access::AccessRow> = HashMap::new();
-    for r in access::access_rows_many(tx, tenant, users).await? {
+    for r in stored {
         rows.insert((r.user_id, r.integration_id), r);
     }
     let ids: Vec<Uuid> =
@@ -293,12 +372,6 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, users: &[Uuid]) -> Result<
             }
         }
     }
-    // Team names matter only to name a lost grant: load them when some stored state had one.
-    let teams = if rows.values().any(|r| r.desired_role.is_some() && !r.desired_sources.is_empty()) {
-        access::team_names(tx, tenant, users).await?
-    } else {
-        HashMap::new()
-    };
     let no_teams = BTreeSet::new();
     let mut items = Vec::new();
     for &user_id in users {
@@ -342,8 +415,10 @@ pub fn access_model(i: &access::IntegrationFacts) -> Result<AccessModel, unseat_
     })
 }
 
-/// Writes a batch's decisions: new desired states (with versions), tasks, connector tasks in
-/// the outbox, and the grants behind unchanged states. A handful of statements per batch.
+/// Writes a batch's decisions: new desired states (with versions), tasks and their first
+/// events, connector tasks in the outbox, and the grants behind unchanged states. Four
+/// statements at most, issued together; nothing is written for a (user, integration) whose
+/// state and grants did not change (unless the change could revoke, when a keep is logged).
 async fn write_plan(
     tx: &Transaction<'_>,
     connector_exchange: &str,
@@ -355,11 +430,18 @@ async fn write_plan(
     let empty = AssetMap::new();
     let mut desired = Vec::new();
     let mut sources = Vec::new();
-    let mut chosen: Vec<(&Planned, &Decision, &str)> = Vec::new();
+    let mut tasks = Vec::new();
+    let mut outbox = Vec::new();
+    // The version each new desired state gets: one more than the stored one. The per-user
+    // locks make this resolver the only writer of these rows until it commits; the statement
+    // returns the versions it wrote and they are checked below.
+    let mut expected: HashMap<(Uuid, Uuid), i64> = HashMap::new();
     for item in &plan.items {
         let Some(decision) = &item.decision else { continue };
         let Some(email) = item.email.as_deref() else { continue };
-        if decision.outcome == Outcome::Keep {
+        let Some(integration) = plan.integrations.get(&item.integration_id) else { continue };
+        let keep = decision.outcome == Outcome::Keep;
+        let version = if keep {
             if item.row.as_ref().is_some_and(|r| r.desired_sources != item.grants) {
                 sources.push((item.integration_id, item.user_id, item.grants.as_slice()));
             }
@@ -367,6 +449,7 @@ async fn write_plan(
             if !message.trigger.may_revoke {
                 continue;
             }
+            item.row.as_ref().map(|r| r.desired_version).unwrap_or(0)
         } else {
             let to = decision.to.as_ref();
             desired.push(access::NewDesired {
@@ -377,25 +460,11 @@ async fn write_plan(
                 assets: to.map(|h| &h.assets).unwrap_or(&empty),
                 sources: if to.is_some() { item.grants.as_slice() } else { &[] },
             });
-        }
-        chosen.push((item, decision, email));
-    }
-    let versions = access::set_desired_many(tx, tenant, &desired).await?;
-    access::set_sources(tx, tenant, &sources).await?;
-    let mut tasks = Vec::with_capacity(chosen.len());
-    let mut outbox = Vec::new();
-    for (item, decision, email) in &chosen {
-        let Some(integration) = plan.integrations.get(&item.integration_id) else { continue };
-        let task_id = Uuid::new_v5(&message.message_id, format!("{}/{}", item.integration_id, item.user_id).as_bytes());
-        let keep = decision.outcome == Outcome::Keep;
-        let version = if keep {
-            item.row.as_ref().map(|r| r.desired_version).unwrap_or(0)
-        } else {
-            versions
-                .get(&(item.integration_id, item.user_id))
-                .copied()
-                .ok_or_else(|| StoreError::Invalid("a desired state was written without a version".into()))?
+            let version = item.row.as_ref().map(|r| r.desired_version).unwrap_or(0) + 1;
+            expected.insert((item.integration_id, item.user_id), version);
+            version
         };
+        let task_id = Uuid::new_v5(&message.message_id, format!("{}/{}", item.integration_id, item.user_id).as_bytes());
         tasks.push(NewTask {
             tenant_id: tenant,
             id: task_id,
@@ -427,7 +496,9 @@ async fn write_plan(
             let payload = serde_json::to_value(&connector_task).map_err(|e| StoreError::Invalid(e.to_string()))?;
             outbox.push((connector_task.message_id, connector_exchange, integration.app_kind.as_str(), payload));
         }
-        tracing::info!(
+        // Every decision is in the Automation Log (the task and its event); this is for
+        // debugging only, so a large change does not flood the process log.
+        tracing::debug!(
             tenant = %tenant,
             integration = %item.integration_id,
             outcome = decision.outcome.as_str(),
@@ -436,8 +507,18 @@ async fn write_plan(
         );
         resolved.count(decision.outcome);
     }
-    access::insert_tasks(tx, &tasks).await?;
+    let (versions, (), _, ()) = futures_util::future::try_join4(
+        access::set_desired_many(tx, tenant, &desired),
+        access::set_sources(tx, tenant, &sources),
+        access::insert_tasks(tx, &tasks),
+        access::enqueue_many(tx, tenant, &outbox),
+    )
+    .await?;
+    if versions != expected {
+        // Only possible if something wrote desired states without the per-user lock; the
+        // transaction rolls back and the message is tried again.
+        return Err(StoreError::Conflict("desired versions moved while the batch was being decided".into()));
+    }
     resolved.tasks_queued += outbox.len();
-    access::enqueue_many(tx, tenant, &outbox).await?;
     Ok(())
 }

@@ -226,9 +226,34 @@ fn candidates<'a>(resource: &'a Value, path: &AttrPath) -> Vec<&'a Value> {
     }
 }
 
+/// An RFC 3339 date-time (SCIM's `dateTime`, RFC 7643 §2.3.5), as an instant.
+fn date_time(s: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(s.trim()).ok()
+}
+
+/// Orders two instants for a comparison operator.
+fn ordered(ord: Ordering, op: CompareOp) -> bool {
+    match op {
+        CompareOp::Eq => ord == Ordering::Equal,
+        CompareOp::Ne => ord != Ordering::Equal,
+        CompareOp::Gt => ord == Ordering::Greater,
+        CompareOp::Ge => ord != Ordering::Less,
+        CompareOp::Lt => ord == Ordering::Less,
+        CompareOp::Le => ord != Ordering::Greater,
+        CompareOp::Co | CompareOp::Sw | CompareOp::Ew => false,
+    }
+}
+
 fn compare(have: &Value, op: CompareOp, want: &Value, exact: bool) -> bool {
     match (have, want) {
         (Value::String(h), Value::String(w)) => {
+            // Date-times compare as instants, whatever their offsets and fractional digits
+            // (`meta.lastModified gt "2026-01-01T00:00:00Z"`); substring operators stay textual.
+            if !matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew) {
+                if let (Some(h), Some(w)) = (date_time(h), date_time(w)) {
+                    return ordered(h.cmp(&w), op);
+                }
+            }
             let (h, w) = if exact { (h.clone(), w.clone()) } else { (h.to_lowercase(), w.to_lowercase()) };
             match op {
                 CompareOp::Eq => h == w,
@@ -494,6 +519,27 @@ mod tests {
         assert!(path.is("userName"));
         assert_eq!(v, "alice@example.com");
         assert!(f.matches(&user()));
+    }
+
+    #[test]
+    fn dates_compare_as_instants_not_as_text() {
+        let u = json!({"meta": {"lastModified": "2026-11-25T10:30:00.123456Z"}});
+        for (f, want) in [
+            // Same instant in another offset: textually greater, equal in time.
+            ("meta.lastModified eq \"2026-11-25T11:30:00.123456+01:00\"", true),
+            ("meta.lastModified gt \"2026-11-25T11:00:00+01:00\"", true),
+            ("meta.lastModified gt \"2026-11-25T10:30:00Z\"", true),
+            ("meta.lastModified ge \"2026-11-25T10:30:00.123456Z\"", true),
+            ("meta.lastModified lt \"2026-11-25T10:30:00.2Z\"", true),
+            ("meta.lastModified lt \"2026-11-25T05:00:00-06:00\"", true),
+            ("meta.lastModified le \"2026-11-25T10:29:59Z\"", false),
+            ("meta.lastModified gt \"2026-11-26T00:00:00Z\"", false),
+            ("meta.lastModified ne \"2026-11-25T10:30:00.123456Z\"", false),
+            // Substring operators stay textual.
+            ("meta.lastModified sw \"2026-11-25\"", true),
+        ] {
+            assert_eq!(Filter::parse(f).unwrap().matches(&u), want, "{f}");
+        }
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! grants that reach them, the desired access state per (integration, user), the Automation Log
 //! entries (jobs, tasks) its decisions open, and how far it got through a large change.
 //! Everything runs in the caller's transaction; reads and writes take a whole batch of users at
-//! once, so a batch costs a fixed number of round trips however many users it holds.
+//! once, so a batch costs a fixed number of round trips however many users it holds. Statements
+//! are prepared once per connection, and the independent ones of a batch can be issued together
+//! (tokio-postgres pipelines them on the connection).
 
-use crate::{Result, StoreError};
+use crate::{Result, StoreError, Transaction};
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use tokio_postgres::Transaction;
-use unseat_domain::{AssetMap, Grant};
+use unseat_domain::{AssetMap, Grant, GrantSource};
 use uuid::Uuid;
 
 /// The directory's current view of a user; absent when the user is deleted.
@@ -65,8 +67,60 @@ fn asset_map(value: serde_json::Value) -> AssetMap {
     serde_json::from_value(value).unwrap_or_default()
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value> {
-    serde_json::to_value(value).map_err(|e| StoreError::Invalid(e.to_string()))
+fn asset_map_text(text: &str) -> AssetMap {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn to_json_text<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Invalid(e.to_string()))
+}
+
+/// One grant behind a desired state, as `access_state.desired_sources` stores it: `t` the
+/// team's name (absent for an individual grant), `r` the role, `a` the assets (absent when
+/// none). A third of the size of the domain's own JSON form, which a desired state of a user in
+/// many teams repeats for every grant; rows written in that older form are still read.
+#[derive(Serialize, Deserialize)]
+struct StoredSource {
+    #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
+    team: Option<String>,
+    #[serde(rename = "r")]
+    role: String,
+    #[serde(rename = "a", default, skip_serializing_if = "BTreeMap::is_empty")]
+    assets: AssetMap,
+}
+
+/// The stored form of the grants behind a desired state (see [`StoredSource`]).
+pub fn encode_sources(grants: &[Grant]) -> Result<String> {
+    let stored: Vec<StoredSource> = grants
+        .iter()
+        .map(|g| StoredSource {
+            team: match &g.source {
+                GrantSource::Team { name } => Some(name.clone()),
+                GrantSource::Individual => None,
+            },
+            role: g.role.clone(),
+            assets: g.assets.clone(),
+        })
+        .collect();
+    to_json_text(&stored)
+}
+
+/// Reads stored grants in either form; anything else (a hand edit) counts as none.
+pub fn decode_sources(text: &str) -> Vec<Grant> {
+    if let Ok(stored) = serde_json::from_str::<Vec<StoredSource>>(text) {
+        return stored
+            .into_iter()
+            .map(|s| Grant {
+                source: match s.team {
+                    Some(name) => GrantSource::Team { name },
+                    None => GrantSource::Individual,
+                },
+                role: s.role,
+                assets: s.assets,
+            })
+            .collect();
+    }
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// Serialises every resolver decision about one user until the transaction ends, so two
@@ -82,11 +136,10 @@ pub async fn lock_users(tx: &Transaction<'_>, tenant_id: Uuid, user_ids: &[Uuid]
         return Ok(());
     }
     let ids: Vec<String> = user_ids.iter().map(Uuid::to_string).collect();
-    tx.execute(
-        "select pg_advisory_xact_lock(hashtext($1::text), hashtext(u)) from unnest($2::text[]) as t(u)",
-        &[&tenant_id.to_string(), &ids],
-    )
-    .await?;
+    let stmt = tx
+        .prepare_cached("select pg_advisory_xact_lock(hashtext($1::text), hashtext(u)) from unnest($2::text[]) as t(u)")
+        .await?;
+    tx.execute(&stmt, &[&tenant_id.to_string(), &ids]).await?;
     Ok(())
 }
 
@@ -96,13 +149,86 @@ pub async fn users_facts_many(
     tenant_id: Uuid,
     user_ids: &[Uuid],
 ) -> Result<HashMap<Uuid, UserFacts>> {
-    let rows = tx
-        .query(
+    let stmt = tx
+        .prepare_cached(
             "select id, active, coalesce(email, user_name) from scim_users where tenant_id = $1 and id = any($2)",
-            &[&tenant_id, &user_ids],
         )
         .await?;
+    let rows = tx.query(&stmt, &[&tenant_id, &user_ids]).await?;
     Ok(rows.into_iter().map(|r| (r.get(0), UserFacts { active: r.get(1), email: r.get(2) })).collect())
+}
+
+/// One membership of a user of the batch: the team's id and its name.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub user_id: Uuid,
+    pub team_id: Uuid,
+    pub team_name: String,
+}
+
+/// Every team the users are in now, with its name. One row per membership.
+pub async fn memberships_many(tx: &Transaction<'_>, tenant_id: Uuid, user_ids: &[Uuid]) -> Result<Vec<Membership>> {
+    let stmt = tx
+        .prepare_cached(
+            "select m.user_id, m.group_id, sg.display_name from group_members m
+               join scim_groups sg on sg.tenant_id = m.tenant_id and sg.id = m.group_id
+              where m.tenant_id = $1 and m.user_id = any($2)",
+        )
+        .await?;
+    let rows = tx.query(&stmt, &[&tenant_id, &user_ids]).await?;
+    Ok(rows.into_iter().map(|r| Membership { user_id: r.get(0), team_id: r.get(1), team_name: r.get(2) }).collect())
+}
+
+/// Who a grant is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Team(Uuid),
+    User(Uuid),
+}
+
+/// A grant as stored, for a team or a user.
+#[derive(Debug, Clone)]
+pub struct SubjectGrant {
+    pub subject: Subject,
+    pub integration_id: Uuid,
+    pub role: String,
+    pub assets: AssetMap,
+}
+
+/// The grants that can reach the users: their individual grants, and each grant of a team any
+/// of them is in, once per team (not once per member: the caller joins them with
+/// [`memberships_many`]).
+pub async fn subject_grants_many(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    user_ids: &[Uuid],
+) -> Result<Vec<SubjectGrant>> {
+    let stmt = tx
+        .prepare_cached(
+            "select false, g.subject_id, g.integration_id, g.role, g.assets::text
+               from grants g
+              where g.tenant_id = $1 and g.subject_kind = 'user' and g.subject_id = any($2)
+             union all
+             select true, g.subject_id, g.integration_id, g.role, g.assets::text
+               from grants g
+              where g.tenant_id = $1 and g.subject_kind = 'team'
+                and g.subject_id in (select m.group_id from group_members m
+                                      where m.tenant_id = $1 and m.user_id = any($2))",
+        )
+        .await?;
+    let rows = tx.query(&stmt, &[&tenant_id, &user_ids]).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let id: Uuid = r.get(1);
+            SubjectGrant {
+                subject: if r.get(0) { Subject::Team(id) } else { Subject::User(id) },
+                integration_id: r.get(2),
+                role: r.get(3),
+                assets: asset_map_text(r.get(4)),
+            }
+        })
+        .collect())
 }
 
 /// Every grant that reaches the users now: individual grants and those of every team they are
@@ -161,18 +287,15 @@ pub async fn team_names(
     Ok(out)
 }
 
-const ACCESS_COLUMNS: &str = "user_id, integration_id, email, desired_role, desired_assets, desired_version,
-                              desired_sources, applied_version, applied_role";
-
 fn access_row(r: &tokio_postgres::Row) -> AccessRow {
     AccessRow {
         user_id: r.get(0),
         integration_id: r.get(1),
         email: r.get(2),
         desired_role: r.get(3),
-        desired_assets: asset_map(r.get(4)),
+        desired_assets: asset_map_text(r.get(4)),
         desired_version: r.get(5),
-        desired_sources: serde_json::from_value(r.get(6)).unwrap_or_default(),
+        desired_sources: decode_sources(r.get(6)),
         applied_version: r.get(7),
         applied_role: r.get(8),
     }
@@ -180,24 +303,32 @@ fn access_row(r: &tokio_postgres::Row) -> AccessRow {
 
 /// The users' stored desired state on every integration.
 pub async fn access_rows_many(tx: &Transaction<'_>, tenant_id: Uuid, user_ids: &[Uuid]) -> Result<Vec<AccessRow>> {
-    let rows = tx
-        .query(
-            &format!("select {ACCESS_COLUMNS} from access_state where tenant_id = $1 and user_id = any($2)"),
-            &[&tenant_id, &user_ids],
+    let stmt = tx
+        .prepare_cached(
+            "select user_id, integration_id, email, desired_role, desired_assets::text, desired_version,
+                    desired_sources::text, applied_version, applied_role
+               from access_state where tenant_id = $1 and user_id = any($2)",
         )
         .await?;
+    let rows = tx.query(&stmt, &[&tenant_id, &user_ids]).await?;
     Ok(rows.iter().map(access_row).collect())
 }
 
 /// Integrations with their ladders and known assets.
 pub async fn integrations(tx: &Transaction<'_>, tenant_id: Uuid, ids: &[Uuid]) -> Result<Vec<IntegrationFacts>> {
-    let rows = tx
-        .query(
+    let (integrations, assets) = futures_util::future::try_join(
+        tx.prepare_cached(
             "select id, name, app_kind, roles, asset_roles from integrations
               where tenant_id = $1 and id = any($2) order by id",
-            &[&tenant_id, &ids],
-        )
-        .await?;
+        ),
+        tx.prepare_cached(
+            "select integration_id, asset_id from integration_assets where tenant_id = $1 and integration_id = any($2)",
+        ),
+    )
+    .await?;
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&tenant_id, &ids];
+    let (rows, assets) =
+        futures_util::future::try_join(tx.query(&integrations, &params), tx.query(&assets, &params)).await?;
     let mut out: Vec<IntegrationFacts> = rows
         .into_iter()
         .map(|r| IntegrationFacts {
@@ -209,12 +340,6 @@ pub async fn integrations(tx: &Transaction<'_>, tenant_id: Uuid, ids: &[Uuid]) -
             assets: BTreeSet::new(),
         })
         .collect();
-    let assets = tx
-        .query(
-            "select integration_id, asset_id from integration_assets where tenant_id = $1 and integration_id = any($2)",
-            &[&tenant_id, &ids],
-        )
-        .await?;
     let mut by_integration: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
     for r in assets {
         by_integration.entry(r.get(0)).or_default().insert(r.get(1));
@@ -251,14 +376,14 @@ pub async fn set_desired_many(
     let users: Vec<Uuid> = batch.iter().map(|d| d.user_id).collect();
     let emails: Vec<&str> = batch.iter().map(|d| d.email).collect();
     let roles: Vec<Option<&str>> = batch.iter().map(|d| d.role).collect();
-    let assets = batch.iter().map(|d| to_json(d.assets)).collect::<Result<Vec<_>>>()?;
-    let sources = batch.iter().map(|d| to_json(&d.sources)).collect::<Result<Vec<_>>>()?;
-    let rows = tx
-        .query(
+    let assets = batch.iter().map(|d| to_json_text(d.assets)).collect::<Result<Vec<_>>>()?;
+    let sources = batch.iter().map(|d| encode_sources(d.sources)).collect::<Result<Vec<_>>>()?;
+    let stmt = tx
+        .prepare_cached(
             "insert into access_state (tenant_id, integration_id, user_id, email, desired_role, desired_assets,
                                        desired_sources, desired_version)
-             select $1, i, u, e, r, a, s, 1
-               from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[]) as t(i, u, e, r, a, s)
+             select $1, i, u, e, r, a::jsonb, s::jsonb, 1
+               from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[]) as t(i, u, e, r, a, s)
              on conflict (tenant_id, integration_id, user_id) do update
                set desired_role = excluded.desired_role,
                    desired_assets = excluded.desired_assets,
@@ -267,9 +392,9 @@ pub async fn set_desired_many(
                    desired_version = access_state.desired_version + 1,
                    updated_at = now()
              returning integration_id, user_id, desired_version",
-            &[&tenant_id, &integrations, &users, &emails, &roles, &assets, &sources],
         )
         .await?;
+    let rows = tx.query(&stmt, &[&tenant_id, &integrations, &users, &emails, &roles, &assets, &sources]).await?;
     Ok(rows.into_iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect())
 }
 
@@ -280,14 +405,15 @@ pub async fn set_sources(tx: &Transaction<'_>, tenant_id: Uuid, batch: &[(Uuid, 
     }
     let integrations: Vec<Uuid> = batch.iter().map(|d| d.0).collect();
     let users: Vec<Uuid> = batch.iter().map(|d| d.1).collect();
-    let sources = batch.iter().map(|d| to_json(&d.2)).collect::<Result<Vec<_>>>()?;
-    tx.execute(
-        "update access_state a set desired_sources = t.s
-           from unnest($2::uuid[], $3::uuid[], $4::jsonb[]) as t(i, u, s)
-          where a.tenant_id = $1 and a.integration_id = t.i and a.user_id = t.u",
-        &[&tenant_id, &integrations, &users, &sources],
-    )
-    .await?;
+    let sources = batch.iter().map(|d| encode_sources(d.2)).collect::<Result<Vec<_>>>()?;
+    let stmt = tx
+        .prepare_cached(
+            "update access_state a set desired_sources = t.s::jsonb
+               from unnest($2::uuid[], $3::uuid[], $4::text[]) as t(i, u, s)
+              where a.tenant_id = $1 and a.integration_id = t.i and a.user_id = t.u",
+        )
+        .await?;
+    tx.execute(&stmt, &[&tenant_id, &integrations, &users, &sources]).await?;
     Ok(())
 }
 
@@ -300,30 +426,48 @@ pub struct Progress {
 
 /// Locks (creating it if needed) the progress row of a message until the transaction ends, so
 /// two resolvers given the same message work through it one batch at a time.
+/// One statement: the upsert's update arm takes the row lock as `for update` would.
 pub async fn lock_progress(tx: &Transaction<'_>, tenant_id: Uuid, message_id: Uuid) -> Result<Progress> {
-    tx.execute(
-        "insert into resolver_progress (tenant_id, message_id) values ($1, $2) on conflict do nothing",
-        &[&tenant_id, &message_id],
-    )
-    .await?;
-    let row = tx
-        .query_one(
-            "select users_done, finished_at is not null from resolver_progress
-              where tenant_id = $1 and message_id = $2 for update",
-            &[&tenant_id, &message_id],
+    let stmt = tx
+        .prepare_cached(
+            "insert into resolver_progress (tenant_id, message_id) values ($1, $2)
+             on conflict (tenant_id, message_id) do update set users_done = resolver_progress.users_done
+             returning users_done, finished_at is not null",
         )
         .await?;
+    let row = tx.query_one(&stmt, &[&tenant_id, &message_id]).await?;
     Ok(Progress { users_done: row.get(0), finished: row.get(1) })
 }
 
 pub async fn save_progress(tx: &Transaction<'_>, tenant_id: Uuid, message_id: Uuid, progress: Progress) -> Result<()> {
-    tx.execute(
-        "update resolver_progress set users_done = $3, finished_at = case when $4 then now() end
-          where tenant_id = $1 and message_id = $2",
-        &[&tenant_id, &message_id, &progress.users_done, &progress.finished],
-    )
-    .await?;
+    let stmt = tx
+        .prepare_cached(
+            "update resolver_progress set users_done = $3, finished_at = case when $4 then now() end
+              where tenant_id = $1 and message_id = $2",
+        )
+        .await?;
+    tx.execute(&stmt, &[&tenant_id, &message_id, &progress.users_done, &progress.finished]).await?;
     Ok(())
+}
+
+/// Deletes the progress rows of messages finished more than `keep` ago, at most `limit` of
+/// them (a sweep calls it until it returns less than `limit`). A finished row is what tells a
+/// redelivery of its message from a new one; the broker redelivers only unacknowledged
+/// messages, within seconds of the consumer that held them going away, so a row older than a
+/// generous `keep` has done its job. Unfinished rows (a message still being worked through, or
+/// dead-lettered midway and waiting for an operator) stay.
+pub async fn purge_finished_progress(store: &crate::Store, keep: std::time::Duration, limit: i64) -> Result<u64> {
+    let client = store.client().await?;
+    let secs = keep.as_secs_f64();
+    Ok(client
+        .execute(
+            "delete from resolver_progress where (tenant_id, message_id) in (
+                select tenant_id, message_id from resolver_progress
+                 where finished_at < now() - make_interval(secs => $1)
+                 limit $2)",
+            &[&secs, &limit],
+        )
+        .await?)
 }
 
 /// One user's facts; None when the user is deleted.
@@ -442,7 +586,7 @@ pub async fn insert_task(tx: &Transaction<'_>, t: &NewTask<'_>) -> Result<bool> 
     Ok(insert_tasks(tx, std::slice::from_ref(t)).await? == 1)
 }
 
-/// Inserts tasks (all of one tenant) and their `decided` events in two statements; tasks that
+/// Inserts tasks (all of one tenant) and their `decided` events in one statement; tasks that
 /// exist already are skipped. Returns how many were new.
 pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result<u64> {
     let Some(first) = tasks.first() else { return Ok(0) };
@@ -459,21 +603,34 @@ pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result
     let from_roles: Vec<Option<&str>> = tasks.iter().map(|t| t.from_role).collect();
     let to_roles: Vec<Option<&str>> = tasks.iter().map(|t| t.to_role).collect();
     let from_assets =
-        tasks.iter().map(|t| t.from_assets.map(to_json).transpose()).collect::<Result<Vec<Option<_>>>>()?;
-    let to_assets = tasks.iter().map(|t| t.to_assets.map(to_json).transpose()).collect::<Result<Vec<Option<_>>>>()?;
+        tasks.iter().map(|t| t.from_assets.map(to_json_text).transpose()).collect::<Result<Vec<Option<_>>>>()?;
+    let to_assets =
+        tasks.iter().map(|t| t.to_assets.map(to_json_text).transpose()).collect::<Result<Vec<Option<_>>>>()?;
     let reasons: Vec<&str> = tasks.iter().map(|t| t.reason).collect();
     let versions: Vec<i64> = tasks.iter().map(|t| t.desired_version).collect();
     let statuses: Vec<&str> = tasks.iter().map(|t| t.status).collect();
-    let rows = tx
-        .query(
-            "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
-                                from_assets, to_assets, reason, desired_version, status, finished_at)
-             select $1, id, j, i, u, e, o, fr, tr, fa, ta, r, v, s, case when s = 'kept' then now() end
-               from unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[],
-                           $9::text[], $10::jsonb[], $11::jsonb[], $12::text[], $13::bigint[], $14::text[])
-                    as t(id, j, i, u, e, o, fr, tr, fa, ta, r, v, s)
-             on conflict do nothing
-             returning id, reason",
+    let stmt = tx
+        .prepare_cached(
+            "with new as (
+               insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role,
+                                  to_role, from_assets, to_assets, reason, desired_version, status, finished_at)
+               select $1, id, j, i, u, e, o, fr, tr, fa::jsonb, ta::jsonb, r, v, s, case when s = 'kept' then now() end
+                 from unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[],
+                             $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[])
+                      with ordinality as t(id, j, i, u, e, o, fr, tr, fa, ta, r, v, s, n)
+                order by n
+               on conflict do nothing
+               returning id, reason
+             ), events as (
+               insert into task_events (tenant_id, task_id, kind, detail)
+               select $1, id, 'decided', reason from new
+             )
+             select count(*) from new",
+        )
+        .await?;
+    let row = tx
+        .query_one(
+            &stmt,
             &[
                 &tenant,
                 &ids,
@@ -492,18 +649,7 @@ pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result
             ],
         )
         .await?;
-    if rows.is_empty() {
-        return Ok(0);
-    }
-    let new_ids: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
-    let new_reasons: Vec<String> = rows.iter().map(|r| r.get(1)).collect();
-    tx.execute(
-        "insert into task_events (tenant_id, task_id, kind, detail)
-         select $1, t, 'decided', d from unnest($2::uuid[], $3::text[]) with ordinality as x(t, d, n) order by n",
-        &[&tenant, &new_ids, &new_reasons],
-    )
-    .await?;
-    Ok(rows.len() as u64)
+    Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// One outbox message of a batch: (message id, exchange, routing key, payload).
@@ -518,13 +664,15 @@ pub async fn enqueue_many(tx: &Transaction<'_>, tenant_id: Uuid, messages: &[Out
     let exchanges: Vec<&str> = messages.iter().map(|m| m.1).collect();
     let keys: Vec<&str> = messages.iter().map(|m| m.2).collect();
     let payloads: Vec<&serde_json::Value> = messages.iter().map(|m| &m.3).collect();
-    tx.execute(
-        "insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
-         select $1, m, e, k, p from unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[]) with ordinality as t(m, e, k, p, n)
-          order by n",
-        &[&tenant_id, &ids, &exchanges, &keys, &payloads],
-    )
-    .await?;
+    let stmt = tx
+        .prepare_cached(
+            "insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
+             select $1, m, e, k, p from unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[])
+                    with ordinality as t(m, e, k, p, n)
+              order by n",
+        )
+        .await?;
+    tx.execute(&stmt, &[&tenant_id, &ids, &exchanges, &keys, &payloads]).await?;
     Ok(())
 }
 
@@ -583,4 +731,93 @@ pub async fn suppose(tx: &Transaction<'_>, tenant_id: Uuid, supposition: Supposi
         }
     };
     Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use unseat_domain::GrantSource;
+
+    #[test]
+    fn sources_round_trip_in_the_compact_form_and_the_old_one_is_still_read() {
+        let grants = vec![
+            Grant { source: GrantSource::Individual, role: "ADMIN".into(), assets: AssetMap::new() },
+            Grant {
+                source: GrantSource::Team { name: "Ads \"EU\"".into() },
+                role: "EMPLOYEE".into(),
+                assets: [("act_1".to_string(), "MANAGE".to_string())].into(),
+            },
+        ];
+        let text = encode_sources(&grants).expect("encode");
+        assert_eq!(text, r#"[{"r":"ADMIN"},{"t":"Ads \"EU\"","r":"EMPLOYEE","a":{"act_1":"MANAGE"}}]"#);
+        assert_eq!(decode_sources(&text), grants);
+        let old = serde_json::to_string(&grants).expect("old form");
+        assert_eq!(decode_sources(&old), grants);
+        assert_eq!(decode_sources("[]"), Vec::<Grant>::new());
+        assert_eq!(decode_sources(r#"{"not": "a list"}"#), Vec::<Grant>::new());
+    }
+
+    /// Finished progress rows older than the retention go; recent ones and unfinished ones
+    /// (however old) stay; a small limit deletes in chunks.
+    #[tokio::test]
+    async fn purging_progress_keeps_recent_and_unfinished_rows() {
+        let (_url, store) = crate::testing::fresh_database().await.expect("fresh database");
+        let tenant = Uuid::new_v4();
+        let client = store.client().await.expect("client");
+        let mut old_finished = Vec::new();
+        for _ in 0..5 {
+            let id = Uuid::new_v4();
+            client
+                .execute(
+                    "insert into resolver_progress (tenant_id, message_id, users_done, finished_at, created_at)
+                     values ($1, $2, 3, now() - interval '3 days', now() - interval '3 days')",
+                    &[&tenant, &id],
+                )
+                .await
+                .expect("old finished");
+            old_finished.push(id);
+        }
+        let recent = Uuid::new_v4();
+        client
+            .execute(
+                "insert into resolver_progress (tenant_id, message_id, users_done, finished_at)
+                 values ($1, $2, 3, now() - interval '1 hour')",
+                &[&tenant, &recent],
+            )
+            .await
+            .expect("recent finished");
+        let unfinished = Uuid::new_v4();
+        client
+            .execute(
+                "insert into resolver_progress (tenant_id, message_id, users_done, created_at)
+                 values ($1, $2, 1, now() - interval '30 days')",
+                &[&tenant, &unfinished],
+            )
+            .await
+            .expect("old unfinished");
+        let day = std::time::Duration::from_secs(24 * 3600);
+        assert_eq!(purge_finished_progress(&store, day, 2).await.expect("purge"), 2);
+        assert_eq!(purge_finished_progress(&store, day, 100).await.expect("purge"), 3);
+        assert_eq!(purge_finished_progress(&store, day, 100).await.expect("purge"), 0);
+        let mut left: Vec<Uuid> = client
+            .query("select message_id from resolver_progress where tenant_id = $1", &[&tenant])
+            .await
+            .expect("left")
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect();
+        left.sort();
+        let mut want = vec![recent, unfinished];
+        want.sort();
+        assert_eq!(left, want);
+
+        // A purged message's progress is gone, so its lock starts from the beginning again;
+        // the kept one is still recognised as finished.
+        let mut client = client;
+        let tx = client.transaction().await.expect("tx");
+        let p = lock_progress(&tx, tenant, old_finished[0]).await.expect("lock");
+        assert_eq!(p, Progress { users_done: 0, finished: false });
+        let p = lock_progress(&tx, tenant, recent).await.expect("lock");
+        assert_eq!(p, Progress { users_done: 3, finished: true });
+    }
 }

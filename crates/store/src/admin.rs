@@ -4,8 +4,9 @@
 //!
 //! Grant changes alter who has access, so they run in the caller's transaction
 //! (`insert_grant`, `update_grant_role`, `delete_grant`): the caller writes the outbox row that
-//! announces the change in the same transaction. The app credential of an integration is
-//! written here but never read back: only the connector loads it.
+//! announces the change in the same transaction. So do asset changes (`insert_asset`,
+//! `delete_asset`, which also strips the asset from every grant). The app credential of an
+//! integration is written here but never read back: only the connector loads it.
 
 use crate::tokens::hash;
 use crate::{Result, Store, StoreError};
@@ -42,8 +43,9 @@ pub struct NewIntegration {
     pub app_kind: String,
     pub base_url: String,
     pub settings: serde_json::Value,
-    /// The app credential; empty when none was given.
-    pub credential: String,
+    /// The app credential as it may be stored (sealed by [`crate::credentials::Sealing`]);
+    /// empty when none was given.
+    pub credential: crate::credentials::StoredCredential,
     pub roles: Vec<String>,
     pub default_role: Option<String>,
     /// The asset-role ladder, highest first; empty when the app has no assets.
@@ -285,7 +287,7 @@ impl Store {
                     &new.app_kind,
                     &new.base_url,
                     &new.settings,
-                    &new.credential,
+                    &new.credential.as_str(),
                     &new.roles,
                     &new.default_role,
                     &new.asset_roles,
@@ -348,14 +350,15 @@ impl Store {
         Ok(rows.iter().map(grant_from_row).collect())
     }
 
-    /// The workspace's teams by name, at most `limit`.
+    /// The workspace's teams by name, at most `limit` (an integration's pushed groups are its
+    /// own directory, not the workspace's teams).
     pub async fn teams(&self, tenant_id: Uuid, limit: i64) -> Result<Vec<Team>> {
         let client = self.client().await?;
         let rows = client
             .query(
                 "select g.id, g.display_name,
                         (select count(*) from group_members m where m.tenant_id = g.tenant_id and m.group_id = g.id)
-                   from scim_groups g where g.tenant_id = $1
+                   from scim_groups g where g.tenant_id = $1 and g.scope = 'workspace'
                   order by lower(g.display_name), g.id limit $2",
                 &[&tenant_id, &limit],
             )
@@ -384,7 +387,7 @@ impl Store {
                    from scim_users u
                    left join group_members m on m.tenant_id = u.tenant_id and m.user_id = u.id
                    left join scim_groups g on g.tenant_id = m.tenant_id and g.id = m.group_id
-                  where u.tenant_id = $1
+                  where u.tenant_id = $1 and u.scope = 'workspace'
                     and ($2::text is null or lower(coalesce(u.email, '')) like $2)
                     and ($3::text is null or lower(u.user_name) > $3)
                   group by u.id, u.user_name, u.email, u.active
@@ -433,14 +436,14 @@ pub async fn subject_name(tx: &Transaction<'_>, tenant_id: Uuid, subject: GrantS
     let row = match subject {
         GrantSubject::Team(id) => {
             tx.query_opt(
-                "select display_name from scim_groups where tenant_id = $1 and id = $2 for share",
+                "select display_name from scim_groups where tenant_id = $1 and scope = 'workspace' and id = $2 for share",
                 &[&tenant_id, &id],
             )
             .await?
         }
         GrantSubject::User(id) => {
             tx.query_opt(
-                "select user_name from scim_users where tenant_id = $1 and id = $2 for share",
+                "select user_name from scim_users where tenant_id = $1 and scope = 'workspace' and id = $2 for share",
                 &[&tenant_id, &id],
             )
             .await?
@@ -577,4 +580,126 @@ pub async fn delete_grant(tx: &Transaction<'_>, tenant_id: Uuid, integration_id:
         return Err(StoreError::NotFound);
     }
     Ok(())
+}
+
+/// The integration, locked for the rest of the caller's transaction: asset changes take this
+/// lock, grant changes a share lock ([`integration_for_grant`]), so a grant cannot name an
+/// asset that is being removed.
+pub async fn integration_for_update(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<Option<Integration>> {
+    let row = tx
+        .query_opt(
+            &format!("select {INTEGRATION_COLUMNS} from integrations where tenant_id = $1 and id = $2 for update"),
+            &[&tenant_id, &id],
+        )
+        .await?;
+    let mut found: Vec<Integration> = row.as_ref().map(integration_from_row).into_iter().collect();
+    with_assets(tx, tenant_id, &mut found).await?;
+    Ok(found.pop())
+}
+
+/// Adds an asset to an integration; [`StoreError::Conflict`] when it already has one with that
+/// id. The caller validated the asset and holds [`integration_for_update`]'s lock.
+pub async fn insert_asset(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid, asset: &Asset) -> Result<()> {
+    let n = tx
+        .execute(
+            "insert into integration_assets (tenant_id, integration_id, asset_id, kind, name) values ($1, $2, $3, $4, $5)
+             on conflict (tenant_id, integration_id, asset_id) do nothing",
+            &[&tenant_id, &integration_id, &asset.asset_id, &asset.kind, &asset.name],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::Conflict(format!("the integration already has an asset {:?}", asset.asset_id)));
+    }
+    Ok(())
+}
+
+/// Changes an asset's kind and name (its id is the app's and stays); [`StoreError::NotFound`]
+/// when the integration has no such asset.
+pub async fn update_asset(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid, asset: &Asset) -> Result<()> {
+    let n = tx
+        .execute(
+            "update integration_assets set kind = $4, name = $5
+              where tenant_id = $1 and integration_id = $2 and asset_id = $3",
+            &[&tenant_id, &integration_id, &asset.asset_id, &asset.kind, &asset.name],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// The integration's grants that name `asset_id`, locked for the rest of the caller's
+/// transaction.
+pub async fn grants_naming_asset(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    asset_id: &str,
+) -> Result<Vec<GrantRow>> {
+    let rows = tx
+        .query(
+            &format!(
+                "{GRANT_SELECT} where g.tenant_id = $1 and g.integration_id = $2 and jsonb_exists(g.assets, $3)
+                 order by g.subject_kind, 5, g.id for update of g"
+            ),
+            &[&tenant_id, &integration_id, &asset_id],
+        )
+        .await?;
+    Ok(rows.iter().map(grant_from_row).collect())
+}
+
+/// Removes an asset from an integration and from every grant that names it, so that an asset
+/// added again later under the same id gives nobody access by an old grant.
+/// [`StoreError::NotFound`] when the integration has no such asset.
+pub async fn delete_asset(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid, asset_id: &str) -> Result<()> {
+    let n = tx
+        .execute(
+            "delete from integration_assets where tenant_id = $1 and integration_id = $2 and asset_id = $3",
+            &[&tenant_id, &integration_id, &asset_id],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    tx.execute(
+        "update grants set assets = assets - $3::text
+          where tenant_id = $1 and integration_id = $2 and jsonb_exists(assets, $3)",
+        &[&tenant_id, &integration_id, &asset_id],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The users whose access an asset change may alter: everyone the given grants reach now, and
+/// everyone the app is meant to hold on that asset (their desired state names it). Sorted and
+/// without repeats, so that announcements are deterministic.
+pub async fn users_of_asset(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    asset_id: &str,
+    grants: &[GrantRow],
+) -> Result<Vec<Uuid>> {
+    let mut teams = Vec::new();
+    let mut users = Vec::new();
+    for g in grants {
+        match g.subject {
+            GrantSubject::Team(id) => teams.push(id),
+            GrantSubject::User(id) => users.push(id),
+        }
+    }
+    let rows = tx
+        .query(
+            "select user_id from group_members where tenant_id = $1 and group_id = any($3)
+             union
+             select id from scim_users where tenant_id = $1 and id = any($4)
+             union
+             select user_id from access_state
+              where tenant_id = $1 and integration_id = $2 and jsonb_exists(desired_assets, $5)
+             order by 1",
+            &[&tenant_id, &integration_id, &teams, &users, &asset_id],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| r.get(0)).collect())
 }

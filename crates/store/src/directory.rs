@@ -8,7 +8,7 @@
 //! added and removed row by row, never by rewriting the whole list, and a full member list is
 //! applied as a set difference in SQL, so a group of 100,000 changes only the rows that differ.
 
-use crate::Transaction;
+use crate::{Client, Transaction};
 use crate::{Result, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -217,22 +217,46 @@ pub async fn update_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'
     row.as_ref().map(user_row).ok_or(StoreError::NotFound)
 }
 
-/// Sets only `active` (the deactivation IdPs send most) when it differs, bumping the version;
-/// the stored representation gets the same value. One statement, no read of the old row
-/// needed. None when there is no such user or it already had that value.
-pub async fn set_active(tx: &Transaction<'_>, d: Dir, id: Uuid, active: bool) -> Result<Option<UserRecord>> {
-    let row = tx
+/// The outbox row that announces a change made by a single statement: the message, whose
+/// `trigger.summary` the statement fills in as `user <email or userName> <verb>`.
+pub struct Announcement<'a> {
+    pub message_id: Uuid,
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub payload: &'a serde_json::Value,
+    pub verb: &'a str,
+}
+
+/// The IdPs' (de)activation in one statement and one round trip, outside any explicit
+/// transaction: sets `active` and writes the outbox row announcing it, atomically (one
+/// statement commits or fails as a whole). `None` when there is no such user or it already had
+/// that value; nothing is written then.
+pub async fn set_active_announced(
+    client: &Client,
+    d: Dir,
+    id: Uuid,
+    active: bool,
+    a: &Announcement<'_>,
+) -> Result<Option<UserRecord>> {
+    let sql = format!(
+        "with u as (
+             update scim_users set active = $4, resource = jsonb_set(resource, '{{active}}', to_jsonb($4::boolean)),
+                    version = version + 1, updated_at = now()
+              where tenant_id = $1 and scope = $2 and id = $3 and active <> $4
+          returning {USER_COLS}),
+         o as (
+             insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
+             select $1, $5, $6, $7,
+                    jsonb_set($8::jsonb, '{{trigger,summary}}',
+                              to_jsonb('user ' || coalesce(u.email, u.user_name) || ' ' || $9::text))
+               from u)
+         select {USER_COLS} from u"
+    );
+    let stmt = client.prepare_cached(&sql).await?;
+    let row = client
         .query_opt(
-            &stmt(
-                tx,
-                &format!(
-                "update scim_users set active = $4, resource = jsonb_set(resource, '{{active}}', to_jsonb($4::boolean)),
-                        version = version + 1, updated_at = now()
-                 where tenant_id = $1 and scope = $2 and id = $3 and active <> $4 returning {USER_COLS}"
-            ),
-            )
-            .await?,
-            &[&d.tenant_id, &d.scope(), &id, &active],
+            &stmt,
+            &[&d.tenant_id, &d.scope(), &id, &active, &a.message_id, &a.exchange, &a.routing_key, a.payload, &a.verb],
         )
         .await?;
     Ok(row.as_ref().map(user_row))
@@ -918,9 +942,32 @@ mod scope_tests {
             }
         );
         assert_eq!(default_role(&tx, t, integration).await.unwrap().as_deref(), Some("EMPLOYEE"));
-        let off = set_active(&tx, it, u_it, false).await.unwrap().unwrap();
+        tx.commit().await.unwrap();
+
+        let payload = json!({"trigger": {"summary": ""}});
+        let a = Announcement {
+            message_id: Uuid::new_v4(),
+            exchange: "t.directory",
+            routing_key: "changed",
+            payload: &payload,
+            verb: "unassigned",
+        };
+        let off = set_active_announced(&c, it, u_it, false, &a).await.unwrap().unwrap();
         assert_eq!((off.active, off.version, off.resource["active"].clone()), (false, 2, json!(false)));
-        assert!(set_active(&tx, it, u_it, false).await.unwrap().is_none(), "already inactive: no change");
-        assert!(set_active(&tx, ws, u_it, false).await.unwrap().is_none());
+        let summary: String = c
+            .query_one("select payload->'trigger'->>'summary' from outbox where message_id = $1", &[&a.message_id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(summary, "user a@x.io unassigned", "the outbox row is written by the same statement");
+        let again = Announcement { message_id: Uuid::new_v4(), ..a };
+        assert!(set_active_announced(&c, it, u_it, false, &again).await.unwrap().is_none(), "already inactive");
+        assert!(set_active_announced(&c, ws, u_it, false, &again).await.unwrap().is_none(), "other scope");
+        let announced: i64 = c
+            .query_one("select count(*) from outbox where message_id = $1", &[&again.message_id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(announced, 0, "nothing changed, nothing announced");
     }
 }

@@ -9,6 +9,7 @@
 pub mod access;
 pub mod admin;
 pub mod apply;
+pub mod credentials;
 pub mod directory;
 pub mod logs;
 pub mod migrate;
@@ -68,13 +69,15 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    config: tokio_postgres::Config,
 }
 
 impl Store {
     /// Opens a pool of at most `max_size` connections. Connections are made lazily.
     pub fn connect(url: &str, max_size: usize) -> Result<Self> {
         let config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
-        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager =
+            Manager::from_config(config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(max_size)
             .wait_timeout(Some(std::time::Duration::from_secs(10)))
@@ -82,7 +85,22 @@ impl Store {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Self { pool })
+        Ok(Self { pool, config })
+    }
+
+    /// A connection of its own, outside the pool, for a long-lived user that must never wait
+    /// behind the pool's other users (the connectors' shared rate-limit schedule, asked while
+    /// each attempt holds a pooled connection).
+    pub async fn dedicated_client(&self) -> Result<tokio_postgres::Client> {
+        let mut config = self.config.clone();
+        config.connect_timeout(std::time::Duration::from_secs(5));
+        let (client, connection) = config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "dedicated database connection closed");
+            }
+        });
+        Ok(client)
     }
 
     pub async fn client(&self) -> Result<Client> {

@@ -14,6 +14,8 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../../schemas/sql/0004_access_batches.sql")),
     (5, include_str!("../../../schemas/sql/0005_connector_runtime.sql")),
     (6, include_str!("../../../schemas/sql/0006_log_pages.sql")),
+    (7, include_str!("../../../schemas/sql/0007_shared_rate_limits.sql")),
+    (8, include_str!("../../../schemas/sql/0008_resolver_throughput.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

@@ -20,18 +20,19 @@ pub struct OutboxRow {
 /// Adds a message to the outbox in the caller's transaction. The relay polls for it (no
 /// NOTIFY: it would serialise every committing transaction on PostgreSQL's notify lock).
 pub async fn enqueue(
-    tx: &tokio_postgres::Transaction<'_>,
+    tx: &crate::Transaction<'_>,
     tenant_id: Uuid,
     message_id: Uuid,
     exchange: &str,
     routing_key: &str,
     payload: &serde_json::Value,
 ) -> Result<()> {
-    tx.execute(
-        "insert into outbox (tenant_id, message_id, exchange, routing_key, payload) values ($1, $2, $3, $4, $5)",
-        &[&tenant_id, &message_id, &exchange, &routing_key, payload],
-    )
-    .await?;
+    let stmt = tx
+        .prepare_cached(
+            "insert into outbox (tenant_id, message_id, exchange, routing_key, payload) values ($1, $2, $3, $4, $5)",
+        )
+        .await?;
+    tx.execute(&stmt, &[&tenant_id, &message_id, &exchange, &routing_key, payload]).await?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
@@ -245,6 +246,48 @@ impl EmulatorClient {
             })
             .collect();
         out.sort();
+        Ok(out)
+    }
+
+    /// Adds an asset (`ad_account` or `page`) to the business; returns its id in the app.
+    pub async fn seed_asset(&self, business: &str, kind: &str, name: &str) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .post(format!("{}/_emulator/businesses/{business}/assets", self.base))
+            .json(&json!({ "kind": kind, "name": name }))
+            .send()
+            .await?;
+        let v = expect(resp, "seed emulator asset").await?;
+        v["id"].as_str().map(str::to_string).context("seed emulator asset: no id")
+    }
+
+    /// The business's assets: asset id → (email of the business user → the Graph tasks they
+    /// hold on it).
+    pub async fn asset_tasks(
+        &self,
+        business: &str,
+    ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, BTreeSet<String>>>> {
+        let resp = self.http.get(format!("{}/_emulator/businesses/{business}/users", self.base)).send().await?;
+        let users = expect(resp, "emulator users").await?;
+        let email_of: BTreeMap<&str, &str> = users
+            .as_array()
+            .context("emulator users: not a list")?
+            .iter()
+            .filter_map(|u| Some((u["id"].as_str()?, u["email"].as_str()?)))
+            .collect();
+        let resp = self.http.get(format!("{}/_emulator/businesses/{business}/assets", self.base)).send().await?;
+        let assets = expect(resp, "emulator assets").await?;
+        let mut out = BTreeMap::new();
+        for asset in assets.as_array().context("emulator assets: not a list")? {
+            let id = asset["id"].as_str().context("emulator asset without id")?;
+            let mut holders = BTreeMap::new();
+            for (uid, tasks) in asset["assigned"].as_object().into_iter().flatten() {
+                let email = email_of.get(uid.as_str()).copied().unwrap_or(uid.as_str()).to_string();
+                let tasks = tasks.as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_string));
+                holders.insert(email, tasks.collect());
+            }
+            out.insert(id.to_string(), holders);
+        }
         Ok(out)
     }
 

@@ -42,6 +42,14 @@ pub struct Settings {
     pub scim_rate_limit: u32,
     pub scim_rate_burst: u32,
     pub pool_size: usize,
+    /// The key app credentials are sealed under: the console encrypts plain secrets with it
+    /// and the connector decrypts them. [`Settings::new`] makes a random one for this process
+    /// (roles started together, as in tests and the demo, agree on it); the binary sets
+    /// `UNSEAT_CREDENTIAL_KEY`, or none.
+    pub credential_key: Option<unseat_store::credentials::CredentialKey>,
+    /// Without a key, store plain credentials as submitted instead of refusing them
+    /// (development only).
+    pub allow_plaintext_credentials: bool,
     pub resolver: ResolverConfig,
     pub connector: ConnectorConfig,
 }
@@ -58,6 +66,8 @@ impl Settings {
             scim_rate_limit: unseat_ingest::IngestConfig::default().rate_limit,
             scim_rate_burst: unseat_ingest::IngestConfig::default().rate_burst,
             pool_size: 32,
+            credential_key: Some(unseat_store::credentials::CredentialKey::generate()),
+            allow_plaintext_credentials: false,
             resolver: ResolverConfig::default(),
             connector: ConnectorConfig::default(),
         }
@@ -134,6 +144,10 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
             metrics: metrics.clone(),
             operator_token: settings.admin_token.clone(),
             directory_exchange: topology.directory_exchange(),
+            credentials: unseat_store::credentials::Sealing {
+                key: settings.credential_key.clone(),
+                allow_plaintext: settings.allow_plaintext_credentials,
+            },
         }));
     }
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -169,12 +183,14 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
         ));
     }
     if roles.connector {
+        let mut config = settings.connector.clone();
+        config.credential_key = settings.credential_key.clone().or(config.credential_key);
         tasks.spawn(unseat_connector::run(
             store.clone(),
             settings.amqp_url.clone(),
             topology.clone(),
             metrics.clone(),
-            settings.connector.clone(),
+            config,
             shutdown.clone(),
         ));
     }

@@ -36,6 +36,17 @@ struct Common {
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, global = true, env = "UNSEAT_LOG", default_value = "info")]
     log: String,
+    /// Key of app credentials at rest (64 hex digits): the console encrypts submitted secrets
+    /// under it, connectors decrypt them. Without it the console refuses plain secrets.
+    #[arg(long, global = true, env = "UNSEAT_CREDENTIAL_KEY", hide_env_values = true, value_parser = credential_key)]
+    credential_key: Option<unseat_store::credentials::CredentialKey>,
+    /// Without a credential key, store plain app credentials as submitted (development only).
+    #[arg(long, global = true, env = "UNSEAT_ALLOW_PLAINTEXT_CREDENTIALS")]
+    allow_plaintext_credentials: bool,
+}
+
+fn credential_key(value: &str) -> Result<unseat_store::credentials::CredentialKey, String> {
+    unseat_store::credentials::CredentialKey::parse(value).map_err(|e| e.to_string())
 }
 
 #[derive(Args, Clone)]
@@ -249,6 +260,8 @@ fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w:
     s.scim_rate_limit = w.scim_rate_limit;
     s.scim_rate_burst = w.scim_rate_burst;
     s.pool_size = w.db_pool;
+    s.credential_key = common.credential_key.clone();
+    s.allow_plaintext_credentials = common.allow_plaintext_credentials;
     s.resolver.prefetch = w.resolver_prefetch;
     s.resolver.grace = Duration::from_secs(w.grace_seconds);
     s.connector.prefetch = w.connector_prefetch;
@@ -283,14 +296,21 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Demo { port_base, workers } => {
-            let s = settings(c, SocketAddr::from(([127, 0, 0, 1], port_base)), None, &workers);
+            let mut s = settings(c, SocketAddr::from(([127, 0, 0, 1], port_base)), None, &workers);
+            if s.credential_key.is_none() && !s.allow_plaintext_credentials {
+                // Everything runs in this one process: a throwaway key still keeps the demo's
+                // credentials encrypted at rest.
+                tracing::info!("no UNSEAT_CREDENTIAL_KEY: the demo encrypts credentials under a key made for this run");
+                s.credential_key = Some(unseat_store::credentials::CredentialKey::generate());
+            }
             unseat::demo::run(s, port_base, shutdown).await?;
             tracing::info!("stopped");
             return Ok(());
         }
         Command::Admin(command) => return admin(c, command).await,
         Command::Bench(command) => {
-            let s = settings(c, SocketAddr::from(([127, 0, 0, 1], 0)), None, &Workers::default_for_bench());
+            let mut s = settings(c, SocketAddr::from(([127, 0, 0, 1], 0)), None, &Workers::default_for_bench());
+            s.credential_key = s.credential_key.or_else(|| Some(unseat_store::credentials::CredentialKey::generate()));
             return unseat::bench::run(s, command).await;
         }
         Command::Ingest { listen, workers } => {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use unseat_bus::messages::{DirectoryChanged, Trigger, MESSAGE_VERSION};
 use unseat_domain::{AccessModel, AssetLadder, AssetMap, LadderError, RoleLadder};
 use unseat_store::admin::{self, GrantRow, GrantSubject, Integration};
-use unseat_store::tokio_postgres::Transaction;
+use unseat_store::Transaction;
 use uuid::Uuid;
 
 pub fn grant_json(g: &GrantRow) -> Value {
@@ -38,15 +38,15 @@ pub fn grant_json(g: &GrantRow) -> Value {
     })
 }
 
-/// The request line of a grant change, for the Automation Log entry it causes.
-struct Request {
+/// The request line of a grant or asset change, for the Automation Log entry it causes.
+pub(crate) struct Request {
     method: &'static str,
     path: String,
     user_agent: String,
 }
 
 impl Request {
-    fn new(method: &'static str, uri: &Uri, headers: &HeaderMap) -> Self {
+    pub(crate) fn new(method: &'static str, uri: &Uri, headers: &HeaderMap) -> Self {
         let user_agent = headers
             .get(USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -65,7 +65,7 @@ fn asset_words(assets: &AssetMap) -> String {
     assets.iter().map(|(a, r)| format!("{a} {r}")).collect::<Vec<_>>().join(", ")
 }
 
-fn subject_label(subject: GrantSubject, name: &str) -> String {
+pub(crate) fn subject_label(subject: GrantSubject, name: &str) -> String {
     format!("{} {name}", subject.kind())
 }
 
@@ -81,6 +81,20 @@ async fn announce(
     may_revoke: bool,
 ) -> Result<(), ApiError> {
     let users = admin::reached_users(tx, tenant_id, subject).await?;
+    announce_users(app, tx, tenant_id, users, request, summary, may_revoke).await
+}
+
+/// Writes, in the caller's transaction, the outbox row asking the resolver to look at `users`
+/// again (none when `users` is empty): the same resolve-and-apply path as an IdP change.
+pub(crate) async fn announce_users(
+    app: &App,
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    users: Vec<Uuid>,
+    request: &Request,
+    summary: String,
+    may_revoke: bool,
+) -> Result<(), ApiError> {
     if users.is_empty() {
         return Ok(());
     }
@@ -163,9 +177,24 @@ fn lowers(model: &AccessModel, from: (&str, &AssetMap), to: (&str, &AssetMap)) -
 struct CreateGrant {
     team_id: Option<String>,
     user_id: Option<String>,
-    role: String,
+    /// May be left out on an integration with a one-role ladder (a seat-only app): the grant
+    /// then gives that role (the seat).
+    role: Option<String>,
     #[serde(default)]
     assets: AssetMap,
+}
+
+/// The role a new grant gives: the one asked for, or the only role of a one-role ladder.
+fn grant_role(model: &AccessModel, asked: Option<String>) -> Result<String, ApiError> {
+    match (asked, model.roles.roles()) {
+        (Some(role), _) => Ok(role),
+        (None, [only]) => Ok(only.clone()),
+        (None, ladder) => Err(ApiError::bad_request(format!(
+            "role is required: the integration's role ladder has {} roles ({})",
+            ladder.len(),
+            ladder.join(", ")
+        ))),
+    }
 }
 
 pub async fn create(
@@ -189,11 +218,12 @@ pub async fn create(
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
     let (integration, model) = integration(&tx, tenant_id, integration_id).await?;
-    check_grant(&model, &req.role, &req.assets)?;
+    let role = grant_role(&model, req.role)?;
+    check_grant(&model, &role, &req.assets)?;
     let name = admin::subject_name(&tx, tenant_id, subject)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no {} with that id in this tenant's directory", subject.kind())))?;
-    let grant = admin::insert_grant(&tx, tenant_id, integration_id, subject, &name, &req.role, &req.assets).await?;
+    let grant = admin::insert_grant(&tx, tenant_id, integration_id, subject, &name, &role, &req.assets).await?;
     let summary = format!("grant {} on {} to {} added", grant.role, integration.name, subject_label(subject, &name));
     announce(&app, &tx, tenant_id, subject, &request, summary, false).await?;
     tx.commit().await?;

@@ -1,5 +1,8 @@
 //! Integrations: the tenant's connections to external apps. The app credential goes in and
-//! never comes out: answers say only `has_credential`, and nothing logs it.
+//! never comes out: answers say only `has_credential`, and nothing logs it. A plain secret is
+//! encrypted under the deployment's credential key before it is stored (`env:`/`file:`
+//! references stay references); without a key it is refused with 400 unless plaintext was
+//! explicitly allowed (see `unseat_store::credentials::Sealing`).
 
 use super::{authorize, parse_body, parse_id, required_text, Body};
 use crate::auth::{Caller, Need};
@@ -13,6 +16,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use unseat_domain::{AssetLadder, RoleLadder, MAX_ASSET_ID_CHARS};
 use unseat_store::admin::{Asset, NewIntegration};
+use unseat_store::credentials::Sealing;
 
 /// App kinds a connector exists for.
 pub const APP_KINDS: &[&str] = &["business_hub", "scim"];
@@ -25,6 +29,9 @@ struct CreateIntegration {
     name: String,
     app_kind: String,
     base_url: String,
+    /// The role ladder, highest first; empty or left out for a seat-only app (see
+    /// [`role_ladder`]).
+    #[serde(default)]
     roles: Vec<String>,
     default_role: Option<String>,
     #[serde(default)]
@@ -74,8 +81,30 @@ fn validate_assets(asset_roles: Vec<String>, assets: Vec<NewAssetBody>) -> Resul
     Ok((ladder.roles().to_vec(), out))
 }
 
+/// The role a seat-only business hub gives: a Meta business user always holds a role, so the
+/// seat is the base role EMPLOYEE (Admin and Employee are the base roles; Employee is the one
+/// that gives nothing beyond what assets give).
+pub const HUB_SEAT_ROLE: &str = "EMPLOYEE";
+
+/// The ladder to store. An empty ladder is a seat-only app (a seat or no seat): kept empty for
+/// a SCIM app (the domain's one role SEAT), and for a business hub, whose users always hold a
+/// role, the one-role ladder [`HUB_SEAT_ROLE`], so the app is told a role it knows.
+fn role_ladder(app_kind: &str, roles: Vec<String>) -> Result<(Vec<String>, RoleLadder), ApiError> {
+    let stored = match (app_kind, roles.is_empty()) {
+        ("business_hub", true) => vec![HUB_SEAT_ROLE.to_string()],
+        (_, true) => Vec::new(),
+        (_, false) => {
+            RoleLadder::parse(roles.clone()).map_err(|e| ApiError::bad_request(format!("roles: {e}")))?;
+            roles
+        }
+    };
+    let ladder =
+        RoleLadder::for_integration(stored.clone()).map_err(|e| ApiError::bad_request(format!("roles: {e}")))?;
+    Ok((stored, ladder))
+}
+
 /// Checks a create request; nothing is written unless all of it is valid.
-fn validate(req: CreateIntegration) -> Result<NewIntegration, ApiError> {
+fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration, ApiError> {
     let name = required_text(&req.name, "name", 200)?;
     if !APP_KINDS.contains(&req.app_kind.as_str()) {
         return Err(ApiError::bad_request(format!(
@@ -88,7 +117,7 @@ fn validate(req: CreateIntegration) -> Result<NewIntegration, ApiError> {
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .ok_or_else(|| ApiError::bad_request("base_url must be an absolute http or https URL"))?;
-    let ladder = RoleLadder::parse(req.roles).map_err(|e| ApiError::bad_request(format!("roles: {e}")))?;
+    let (roles, ladder) = role_ladder(&req.app_kind, req.roles)?;
     if let Some(role) = &req.default_role {
         ladder.check(role).map_err(|e| ApiError::bad_request(format!("default_role: {e}")))?;
     }
@@ -107,13 +136,15 @@ fn validate(req: CreateIntegration) -> Result<NewIntegration, ApiError> {
     if credential.chars().count() > MAX_CREDENTIAL_CHARS {
         return Err(ApiError::bad_request(format!("credential must be at most {MAX_CREDENTIAL_CHARS} characters")));
     }
+    // The error names the rule broken, never the submitted value.
+    let credential = sealing.seal(&credential).map_err(|e| ApiError::bad_request(format!("credential: {e}")))?;
     Ok(NewIntegration {
         name,
         app_kind: req.app_kind,
         base_url: base_url.to_string().trim_end_matches('/').to_string(),
         settings,
         credential,
-        roles: ladder.roles().to_vec(),
+        roles,
         default_role: req.default_role,
         asset_roles,
         assets,
@@ -127,7 +158,7 @@ pub async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
-    let new = validate(parse_body(body)?)?;
+    let new = validate(parse_body(body)?, &app.state.credentials)?;
     let integration = app.state.store.create_integration(tenant_id, &new).await?;
     tracing::info!(tenant = %tenant_id, integration = %integration.id, app = %integration.app_kind, "integration created");
     Ok((StatusCode::CREATED, Json(json!(integration))))

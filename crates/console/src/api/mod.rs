@@ -2,6 +2,7 @@
 //! [`Caller`] first, then checks the tenant it names, then reads its input.
 
 pub mod access;
+pub mod assets;
 pub mod directory;
 pub mod grants;
 pub mod integrations;

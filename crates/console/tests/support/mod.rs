@@ -27,6 +27,15 @@ pub struct Answer {
 }
 
 pub async fn spawn_app() -> TestApp {
+    let sealing = unseat_store::credentials::Sealing {
+        key: Some(unseat_store::credentials::CredentialKey::generate()),
+        allow_plaintext: false,
+    };
+    spawn_app_with(sealing).await
+}
+
+/// [`spawn_app`] with the given credential sealing (a key, none, plaintext allowed).
+pub async fn spawn_app_with(credentials: unseat_store::credentials::Sealing) -> TestApp {
     let (_, store) = unseat_store::testing::fresh_database().await.expect("fresh database");
     let metrics = Arc::new(Metrics::new());
     let state = ConsoleState {
@@ -34,6 +43,7 @@ pub async fn spawn_app() -> TestApp {
         metrics: metrics.clone(),
         operator_token: Some(OPERATOR.to_string()),
         directory_exchange: EXCHANGE.to_string(),
+        credentials,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -6,6 +6,8 @@
 //!    `--rate` requests/s; after a warm-up, counts for `--seconds` the requests the app really
 //!    saw and prints them as a share of the limit, with the process's resident memory at the
 //!    start and end of that window (flat: the backlog waits in the broker, not in memory).
+//!    The limit is kept through the shared schedule in PostgreSQL (leases of a few slots), as
+//!    with several connector replicas, so the share includes what leasing costs.
 //!
 //! Tasks are seeded straight into PostgreSQL and RabbitMQ (the resolver is not involved), with
 //! the app's account id remembered, so each removal is one `DELETE /{business-user-id}`.

@@ -1,16 +1,24 @@
 //! `unseat bench resolver`: how fast the resolver decides, and how long deleting one very large
-//! group takes to resolve. Seeds (with SQL, in its own database) a tenant whose `--members`
-//! users are all in one group G that grants ADMIN on every one of `--integrations`
-//! integrations, and each in 1 to `--max-teams` other teams granting EMPLOYEE on some of
-//! them; every user already holds ADMIN everywhere. Then it prints:
+//! group takes to resolve. Seeds (with SQL, `generate_series`, in its own database) a tenant
+//! whose `--members` users (100,000 by default) are all in one group G that grants ADMIN on
+//! every one of `--integrations` (20) integrations, and each in 1 to `--max-teams` (50) of 60
+//! other teams granting EMPLOYEE on about a third of them; every user already holds ADMIN
+//! everywhere. Then it prints:
 //!
-//! - decisions/s of the decision rules alone (`unseat-domain`), on one core;
+//! - decisions/s of the decision rules alone (`unseat-domain`), on one core: the CPU ceiling;
 //! - the time to resolve "G deleted" (one message naming every member) with the real resolver
-//!   and store on a single-threaded runtime, and the decisions/s that makes.
+//!   and store, on a single-threaded runtime with one PostgreSQL connection, the decisions/s
+//!   that makes, and where the CPU went: the resolver's thread, the PostgreSQL backend serving
+//!   its connection, PostgreSQL's background processes and everything else on the machine
+//!   (read from `/proc`, so PostgreSQL must run on the same host for those figures);
+//! - the resolver process's resident memory before and at its peak during the resolve;
+//! - the write ceiling measured in the same run: the rows 10,000 decisions write (desired
+//!   states, tasks, their events, outbox rows) written by PostgreSQL alone, with
+//!   `insert … select` inside the server (no client, no reads, no decisions), rolled back.
 //!
 //! It prints; it asserts nothing.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
@@ -64,8 +72,9 @@ pub async fn run(settings: Settings, args: ResolverBenchArgs) -> anyhow::Result<
     let (tenant, group) = seed(&store, &args).await?;
     println!("seeded in {:.0} s", started.elapsed().as_secs_f64());
 
-    domain_rate(&store, tenant, group).await?;
-    resolve_group_deletion(&store, tenant, group, args.members).await
+    let rules = domain_rate(&store, tenant, group).await?;
+    let job = resolve_group_deletion(&url, &store, tenant, group, args.members, rules).await?;
+    write_ceiling(&store, tenant, job).await
 }
 
 async fn seed(store: &Store, args: &ResolverBenchArgs) -> anyhow::Result<(Uuid, Uuid)> {
@@ -143,7 +152,7 @@ async fn seed(store: &Store, args: &ResolverBenchArgs) -> anyhow::Result<(Uuid, 
         .execute(
             "insert into access_state (tenant_id, integration_id, user_id, email, desired_role, desired_version,
                                        applied_version, applied_role, desired_sources)
-             select $1, i.id, u.id, u.email, 'ADMIN', 1, 1, 'ADMIN', '[{\"source\":{\"kind\":\"team\",\"name\":\"G\"},\"role\":\"ADMIN\"}]'
+             select $1, i.id, u.id, u.email, 'ADMIN', 1, 1, 'ADMIN', '[{\"t\":\"G\",\"r\":\"ADMIN\"}]'
                from scim_users u cross join integrations i where u.tenant_id = $1 and i.tenant_id = $1",
             &[&tenant],
         )
@@ -154,7 +163,7 @@ async fn seed(store: &Store, args: &ResolverBenchArgs) -> anyhow::Result<(Uuid, 
 
 /// Decisions/s of the rules alone: the grants of 1,000 members as loaded from the store, after
 /// G is gone, decided over and over on this thread.
-async fn domain_rate(store: &Store, tenant: Uuid, group: Uuid) -> anyhow::Result<()> {
+async fn domain_rate(store: &Store, tenant: Uuid, group: Uuid) -> anyhow::Result<f64> {
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
     tx.execute("delete from scim_groups where tenant_id = $1 and id = $2", &[&tenant, &group]).await?;
@@ -187,16 +196,64 @@ async fn domain_rate(store: &Store, tenant: Uuid, group: Uuid) -> anyhow::Result
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
-        "decision rules alone: {decisions} decisions in {secs:.2} s = {:.0} decisions/s on one core",
-        decisions as f64 / secs.max(1e-9)
-    );
-    Ok(())
+    let rate = decisions as f64 / secs.max(1e-9);
+    println!("decision rules alone: {decisions} decisions in {secs:.2} s = {rate:.0} decisions/s on one core");
+    Ok(rate)
+}
+
+/// CPU time (user + system) of a process or thread from its `/proc/.../stat`, in seconds.
+fn cpu_seconds(stat_path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(stat_path).ok()?;
+    // Fields after the command name (which may hold spaces) start at the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+/// Busy CPU seconds of the whole machine (every core) from `/proc/stat`.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...: busy is everything but idle and iowait.
+    let busy: f64 = fields.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
+    Some(busy / 100.0)
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+fn pids_cpu(pids: &[i32]) -> f64 {
+    pids.iter().filter_map(|p| cpu_seconds(&format!("/proc/{p}/stat"))).sum()
+}
+
+/// What the resolve measured on its own thread.
+struct Run {
+    resolved: unseat_resolver::Resolved,
+    took: Duration,
+    thread_cpu: f64,
+    backend_cpu: Option<f64>,
 }
 
 /// Deletes G as ingest would and resolves the one message naming every member, on a
-/// single-threaded runtime (one core for the resolver; PostgreSQL has the others).
-async fn resolve_group_deletion(store: &Store, tenant: Uuid, group: Uuid, members: i64) -> anyhow::Result<()> {
+/// single-threaded runtime of its own with one PostgreSQL connection (created on that runtime,
+/// so the connection's I/O runs on the resolver's thread too).
+async fn resolve_group_deletion(
+    url: &str,
+    store: &Store,
+    tenant: Uuid,
+    group: Uuid,
+    members: i64,
+    rules: f64,
+) -> anyhow::Result<Uuid> {
     let client = store.client().await?;
     let users: Vec<Uuid> = client
         .query("select user_id from group_members where tenant_id = $1 and group_id = $2", &[&tenant, &group])
@@ -205,6 +262,12 @@ async fn resolve_group_deletion(store: &Store, tenant: Uuid, group: Uuid, member
         .map(|r| r.get(0))
         .collect();
     client.execute("delete from scim_groups where tenant_id = $1 and id = $2", &[&tenant, &group]).await?;
+    let background: Vec<i32> = client
+        .query("select pid from pg_stat_activity where backend_type <> 'client backend'", &[])
+        .await?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
     drop(client);
     let message = DirectoryChanged {
         v: MESSAGE_VERSION,
@@ -221,25 +284,124 @@ async fn resolve_group_deletion(store: &Store, tenant: Uuid, group: Uuid, member
         },
         users,
     };
+    let job = message.message_id;
     println!("resolving the deletion of G ({members} members) ...");
-    let store = store.clone();
-    let resolved = tokio::task::spawn_blocking(move || {
+    // Peak resident memory from here on: clear the high-water mark (Linux: "5" resets it).
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss_before = status_kib("VmRSS:");
+    let bg_before = pids_cpu(&background);
+    let machine_before = machine_busy_seconds();
+    let url = url.to_string();
+    let run = tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        let started = Instant::now();
-        let r = rt.block_on(unseat_resolver::resolve(&store, "bench.connector", &message))?;
-        anyhow::Ok((r, started.elapsed()))
+        rt.block_on(async move {
+            let store = Store::connect(&url, 1)?;
+            let pid: i32 = store.client().await?.query_one("select pg_backend_pid()", &[]).await?.get(0);
+            let backend = format!("/proc/{pid}/stat");
+            let thread_before = cpu_seconds("/proc/thread-self/stat").unwrap_or(0.0);
+            let backend_before = cpu_seconds(&backend);
+            let started = Instant::now();
+            let resolved = unseat_resolver::resolve(&store, "bench.connector", &message).await?;
+            let took = started.elapsed();
+            let thread_cpu = cpu_seconds("/proc/thread-self/stat").unwrap_or(0.0) - thread_before;
+            let backend_cpu = cpu_seconds(&backend).zip(backend_before).map(|(a, b)| a - b);
+            anyhow::Ok(Run { resolved, took, thread_cpu, backend_cpu })
+        })
     })
     .await??;
-    let (r, took) = resolved;
-    let secs = took.as_secs_f64();
-    let n = r.decisions();
+    let peak = status_kib("VmHWM:");
+    let bg_cpu = pids_cpu(&background) - bg_before;
+    let machine = machine_busy_seconds().zip(machine_before).map(|(a, b)| a - b);
+    let secs = run.took.as_secs_f64();
+    let n = run.resolved.decisions();
+    let rate = n as f64 / secs.max(1e-9);
     println!(
-        "resolved in {secs:.1} s: {n} decisions ({:.0} decisions/s), {} connector tasks queued",
-        n as f64 / secs.max(1e-9),
-        r.tasks_queued
+        "resolved the group in {secs:.1} s: {n} decisions = {rate:.0} decisions/s ({:.0}% of the rules' rate), {} connector tasks queued",
+        100.0 * rate / rules.max(1e-9),
+        run.resolved.tasks_queued
     );
-    for (outcome, k) in r.by_outcome() {
+    for (outcome, k) in run.resolved.by_outcome() {
         println!("  {:<7} {k}", outcome.as_str());
+    }
+    let per = |cpu: f64| if cpu > 0.0 { format!("{:.0} decisions per CPU-second", n as f64 / cpu) } else { "-".into() };
+    println!("CPU during the resolve (wall {secs:.1} s):");
+    println!("  resolver thread (one core)          {:>7.1} s  {}", run.thread_cpu, per(run.thread_cpu));
+    match run.backend_cpu {
+        Some(b) => {
+            println!("  its PostgreSQL backend              {b:>7.1} s  {}", per(b));
+            println!(
+                "  resolver + backend                  {:>7.1} s  {}",
+                run.thread_cpu + b,
+                per(run.thread_cpu + b)
+            );
+        }
+        None => println!("  its PostgreSQL backend              not readable (PostgreSQL on another host?)"),
+    }
+    println!("  PostgreSQL background processes     {bg_cpu:>7.1} s  (WAL writer, checkpointer, ...; autovacuum workers not counted)");
+    if let Some(m) = machine {
+        let other = m - run.thread_cpu - run.backend_cpu.unwrap_or(0.0) - bg_cpu;
+        println!(
+            "  everything else on the machine      {:>7.1} s  (other processes sharing the cores)",
+            other.max(0.0)
+        );
+    }
+    println!(
+        "resident memory of the resolver process: {:.1} MiB before, {:.1} MiB at its peak during the resolve",
+        rss_before as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    Ok(job)
+}
+
+/// The write ceiling: the rows of 10,000 of the resolve's decisions written again by PostgreSQL
+/// alone (`insert … select` and `update … from` inside the server), three times, each rolled
+/// back; prints the best.
+async fn write_ceiling(store: &Store, tenant: Uuid, job: Uuid) -> anyhow::Result<()> {
+    let mut client = store.client().await?;
+    let mut best: Option<(Duration, i64)> = None;
+    for _ in 0..3 {
+        let tx = client.transaction().await?;
+        tx.execute(
+            "create temp table ceiling_tasks on commit drop as
+             select * from tasks where tenant_id = $1 and job_id = $2 limit 10000",
+            &[&tenant, &job],
+        )
+        .await?;
+        tx.execute(
+            "create temp table ceiling_outbox on commit drop as
+             select * from outbox where tenant_id = $1 and exchange = 'bench.connector' limit 10000",
+            &[&tenant],
+        )
+        .await?;
+        let n: i64 = tx.query_one("select count(*) from ceiling_tasks", &[]).await?.get(0);
+        let started = Instant::now();
+        tx.batch_execute(
+            "update access_state a set desired_version = a.desired_version + 1, desired_role = t.to_role,
+                    desired_assets = coalesce(t.to_assets, '{}'), desired_sources = a.desired_sources, updated_at = now()
+               from ceiling_tasks t
+              where a.tenant_id = t.tenant_id and a.integration_id = t.integration_id and a.user_id = t.user_id;
+             insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
+                                from_assets, to_assets, reason, desired_version, status)
+             select tenant_id, gen_random_uuid(), job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
+                    from_assets, to_assets, reason, desired_version + 1, status from ceiling_tasks;
+             insert into task_events (tenant_id, task_id, kind, detail)
+             select tenant_id, id, 'decided', reason from ceiling_tasks;
+             insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
+             select tenant_id, gen_random_uuid(), exchange, routing_key, payload from ceiling_outbox;",
+        )
+        .await?;
+        let took = started.elapsed();
+        tx.rollback().await?;
+        if best.is_none_or(|(b, _)| took < b) {
+            best = Some((took, n));
+        }
+    }
+    if let Some((took, n)) = best {
+        println!(
+            "write ceiling, same run: PostgreSQL alone writes the rows of {n} decisions in {:.0} ms = {:.0} decisions/s",
+            took.as_secs_f64() * 1e3,
+            n as f64 / took.as_secs_f64().max(1e-9)
+        );
     }
     Ok(())
 }

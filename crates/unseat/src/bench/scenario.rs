@@ -73,12 +73,13 @@ pub struct Options {
 }
 
 impl Options {
-    /// Scenarios the whole pipeline can run (roles the emulator knows, no seat-only app).
+    /// Scenarios the whole pipeline can run (roles the emulator knows, no seat-only app; the
+    /// assets are real ad accounts and pages in the emulator).
     pub fn pipeline() -> Self {
         Self {
             role_pool: &["ADMIN", "EMPLOYEE", "DEVELOPER", "FINANCE_ANALYST"],
             seat_only: false,
-            assets: false,
+            assets: true,
             off_ladder: false,
             max_users: 5,
             max_teams: 3,

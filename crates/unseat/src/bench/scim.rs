@@ -42,8 +42,8 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     settings.database_url = format!("{base_url}/{}", args.database);
     drop_database(&base_url, &args.database).await?;
     settings.amqp_prefix = format!("unseat-bench-scim-{}", Uuid::new_v4().simple());
-    let max_clients = args.concurrency.iter().copied().max().unwrap_or(1);
-    settings.pool_size = settings.pool_size.max(max_clients + 4);
+    // The ingest keeps its configured pool (UNSEAT_DB_POOL): more clients than connections
+    // queue for one, as they would in production.
     let shutdown = CancellationToken::new();
     let roles = Roles { ingest: true, ..Default::default() };
     let running = crate::start(settings.clone(), roles, shutdown.clone()).await?;
@@ -77,8 +77,8 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
             }
         })
         .await?;
-        let commits = commit_ceiling(&settings.database_url, c, per_level).await?;
-        rows.push((c, deactivations, removals, commits));
+        let (commits, connections) = commit_ceiling(&settings.database_url, c, per_level).await?;
+        rows.push((c, deactivations, removals, commits, connections));
     }
     let backlog = store.outbox_backlog().await?;
     let accepted: i64 =
@@ -92,13 +92,17 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         "machine: {} cores; PostgreSQL and RabbitMQ on localhost; ingest role + outbox relay only",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    println!("{per_level} requests per measurement; every 2xx after the state and its outbox row committed");
+    println!(
+        "{per_level} requests per measurement; every 2xx after the state and its outbox row committed; \
+         ingest pool {} connections",
+        settings.pool_size
+    );
     println!();
     println!(
         "{:>7} | {:>22} | {:>22} | {:>24} | {:>8}",
         "clients", "deactivations/s p50/p99", "member removals/s p50/p99", "PG 1-row commits/s p50/p99", "deact/PG"
     );
-    for (c, d, r, p) in &rows {
+    for (c, d, r, p, _) in &rows {
         println!(
             "{c:>7} | {:>7.0} {:>6.1?} {:>6.1?} | {:>7.0} {:>6.1?} {:>6.1?} | {:>9.0} {:>6.1?} {:>6.1?} | {:>8.2}",
             d.rate,
@@ -112,6 +116,9 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
             p.p99,
             d.rate / p.rate
         );
+    }
+    for (c, _, _, _, connections) in rows.iter().filter(|(c, _, _, _, n)| n < c) {
+        println!("PG ceiling at {c} clients measured over {connections} connections (the server's max_connections)");
     }
     println!();
     println!("directory changes written to the outbox: {accepted} (relay backlog at the end: {backlog})");
@@ -146,16 +153,31 @@ where
 }
 
 /// The server's ceiling for what a SCIM change must do at least once: commit one row. `n`
-/// one-row `insert` transactions (autocommit) from `concurrency` connections.
-async fn commit_ceiling(database_url: &str, concurrency: usize, n: usize) -> anyhow::Result<Figures> {
-    let store = unseat_store::Store::connect(database_url, concurrency.max(1))?;
+/// one-row `insert` transactions (autocommit) from `concurrency` clients over as many
+/// connections as the server has left (the ingest's pool holds some); returns the figures and
+/// the connections used.
+async fn commit_ceiling(database_url: &str, concurrency: usize, n: usize) -> anyhow::Result<(Figures, usize)> {
+    let probe = unseat_store::Store::connect(database_url, 1)?;
+    let free: i64 = probe
+        .client()
+        .await?
+        .query_one(
+            "select current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+                    - (select count(*) from pg_stat_activity)",
+            &[],
+        )
+        .await?
+        .get(0);
+    drop(probe);
+    let connections = concurrency.clamp(1, (free - 4).max(1) as usize);
+    let store = unseat_store::Store::connect(database_url, connections)?;
     store
         .client()
         .await?
         .batch_execute("create table if not exists bench_commit (id bigserial primary key, at timestamptz not null default now(), body text)")
         .await?;
     let store = Arc::new(store);
-    measure(concurrency, (0..n).map(|_| Uuid::new_v4()).collect(), move |u| {
+    let figures = measure(concurrency, (0..n).map(|_| Uuid::new_v4()).collect(), move |u| {
         let store = store.clone();
         async move {
             let client = store.client().await?;
@@ -164,7 +186,8 @@ async fn commit_ceiling(database_url: &str, concurrency: usize, n: usize) -> any
             Ok(())
         }
     })
-    .await
+    .await?;
+    Ok((figures, connections))
 }
 
 /// `users_per_level * levels` active users and `levels` groups, group `i` holding the users of

@@ -1,9 +1,10 @@
 //! `unseat bench soak`: generated access scenarios through the whole pipeline (SCIM and admin
 //! API → PostgreSQL + outbox → RabbitMQ → two resolvers → connector → app emulator), with
 //! directory messages duplicated and replayed out of order on the broker. After each case is
-//! quiet, every (user, integration) desired state and every account in the emulator must equal
-//! the reference model's answer ([`super::scenario::model`]) on the final directory. Prints how
-//! many cases ran and how many disagreed.
+//! quiet, every (user, integration) desired state, every account in the emulator and every
+//! account's tasks on each of the app's ad accounts and pages must equal the reference model's
+//! answer ([`super::scenario::model`]) on the final directory. Prints how many cases ran and
+//! how many disagreed.
 //!
 //! The end-to-end test `tests/tests/access_pipeline.rs` runs the same cases through
 //! [`run_case`]; this command runs many more.
@@ -75,6 +76,10 @@ struct Case<'a> {
     teams: Vec<Uuid>,
     integrations: Vec<Uuid>,
     businesses: Vec<String>,
+    /// Per integration: the scenario's asset name → the asset's id in the app.
+    assets: Vec<BTreeMap<String, String>>,
+    /// Assets an admin removed after the steps: (integration, asset name).
+    removed: Vec<(usize, String)>,
     grants: BTreeMap<(usize, Subject), Uuid>,
 }
 
@@ -106,6 +111,12 @@ impl Case<'_> {
     }
 
     async fn set_grant(&mut self, i: usize, subject: Subject, role: &str, assets: &Assets) -> anyhow::Result<()> {
+        let assets: Assets = assets
+            .iter()
+            .map(|(name, asset_role)| {
+                Ok((self.assets[i].get(name).context("unknown asset")?.clone(), asset_role.clone()))
+            })
+            .collect::<anyhow::Result<_>>()?;
         if let Some(grant) = self.grants.get(&(i, subject)) {
             let path = format!("{}/{grant}", self.grants_path(i));
             self.admin_call(reqwest::Method::PATCH, &path, Some(json!({ "role": role, "assets": assets }))).await?;
@@ -241,12 +252,25 @@ pub async fn run_case(target: &Target, chaos: &Chaos, seed: u64) -> anyhow::Resu
         teams: Vec::new(),
         integrations: Vec::new(),
         businesses: Vec::new(),
+        assets: Vec::new(),
+        removed: Vec::new(),
         grants: BTreeMap::new(),
     };
     for (k, spec) in s.integrations.iter().enumerate() {
         // A numeric business id of its own per case and integration.
         let business = format!("{}", 700_000_000u64 + seed * 10 + k as u64);
         emulator.seed(&business, "owner@soak.example", "ADMIN").await?;
+        // Real ad accounts and pages in the app; the integration lists the first half when it
+        // is created and gets the rest through the assets endpoint.
+        let mut assets = BTreeMap::new();
+        let mut listed = Vec::new();
+        for (n, name) in spec.assets.iter().enumerate() {
+            let kind = if n % 2 == 0 { "ad_account" } else { "page" };
+            let id = emulator.seed_asset(&business, kind, name).await?;
+            listed.push(json!({ "asset_id": id, "kind": kind, "name": name }));
+            assets.insert(name.clone(), id);
+        }
+        let later = listed.split_off(listed.len() / 2);
         let v = case
             .admin
             .post(
@@ -256,13 +280,20 @@ pub async fn run_case(target: &Target, chaos: &Chaos, seed: u64) -> anyhow::Resu
                     "app_kind": "business_hub",
                     "base_url": target.emulator_url,
                     "roles": spec.roles,
+                    "asset_roles": spec.asset_roles,
+                    "assets": listed,
                     "settings": { "business_id": business },
                     "credential": "emulator-token",
                 }),
             )
             .await?;
-        case.integrations.push(v["id"].as_str().and_then(|s| s.parse().ok()).context("integration id")?);
+        let id: Uuid = v["id"].as_str().and_then(|s| s.parse().ok()).context("integration id")?;
+        for asset in later {
+            case.admin.post(&format!("/api/v1/tenants/{}/integrations/{id}/assets", tenant.id), &asset).await?;
+        }
+        case.integrations.push(id);
         case.businesses.push(business);
+        case.assets.push(assets);
     }
     for u in 0..s.users {
         case.users.push(case.scim.create_user(&email(seed, u)).await?);
@@ -287,13 +318,31 @@ pub async fn run_case(target: &Target, chaos: &Chaos, seed: u64) -> anyhow::Resu
             replays.extend(stir(target, chaos, tenant.id, &mut rng).await?);
         }
     }
+    // Now and then an admin removes an asset at the end (later steps could no longer name it):
+    // whoever held it must lose it in the app, whatever else the grants give.
+    let with_assets: Vec<usize> = (0..s.integrations.len()).filter(|i| !s.integrations[*i].assets.is_empty()).collect();
+    if !with_assets.is_empty() && rng.chance(50) {
+        let i = *rng.pick(&with_assets);
+        let name = rng.pick(&s.integrations[i].assets).clone();
+        let path = format!(
+            "/api/v1/tenants/{}/integrations/{}/assets/{}",
+            tenant.id, case.integrations[i], case.assets[i][&name]
+        );
+        case.admin_call(reqwest::Method::DELETE, &path, None).await.context("removing an asset")?;
+        case.removed.push((i, name));
+    }
     replays.extend(stir(target, chaos, tenant.id, &mut rng).await?);
     quiet(target, tenant.id, &replays, Duration::from_secs(120)).await?;
     compare(&case, &s, seed, &emulator).await
 }
 
 async fn compare(case: &Case<'_>, s: &Scenario, seed: u64, emulator: &EmulatorClient) -> anyhow::Result<()> {
-    let want = scenario::model(&s.integrations, &s.final_directory());
+    // A removed asset is one the integration no longer has: the model gives it to nobody.
+    let mut integrations = s.integrations.clone();
+    for (i, name) in &case.removed {
+        integrations[*i].assets.retain(|a| a != name);
+    }
+    let want = scenario::model(&integrations, &s.final_directory());
     let client = case.target.store.client().await?;
     let rows = client
         .query(
@@ -307,7 +356,13 @@ async fn compare(case: &Case<'_>, s: &Scenario, seed: u64, emulator: &EmulatorCl
         let u = case.users.iter().position(|x| *x == user).context("unknown user in access_state")?;
         let i = case.integrations.iter().position(|x| *x == integration).context("unknown integration")?;
         let role: Option<String> = r.get(2);
-        let assets: Assets = serde_json::from_value(r.get(3))?;
+        let in_app: Assets = serde_json::from_value(r.get(3))?;
+        // Back to the scenario's asset names.
+        let mut assets = Assets::new();
+        for (id, asset_role) in in_app {
+            let name = case.assets[i].iter().find(|(_, app_id)| **app_id == id).map(|(name, _)| name.clone());
+            assets.insert(name.unwrap_or(id), asset_role);
+        }
         got.insert((u, i), role.map(|role| (role, assets)));
     }
     let mut problems = Vec::new();
@@ -326,12 +381,43 @@ async fn compare(case: &Case<'_>, s: &Scenario, seed: u64, emulator: &EmulatorCl
         if accounts != expected {
             problems.push(format!("integration {i}: the app holds {accounts:?}, model {expected:?}"));
         }
+        // Per asset, who holds which Graph tasks, against the tasks the model's asset role
+        // stands for (MANAGE = MANAGE+ADVERTISE+ANALYZE, ADVERTISE = ADVERTISE+ANALYZE,
+        // ANALYZE = ANALYZE).
+        let held = emulator.asset_tasks(business).await?;
+        for (name, id) in &case.assets[i] {
+            let holders: BTreeMap<String, BTreeSet<String>> = held.get(id).cloned().unwrap_or_default();
+            let expected: BTreeMap<String, BTreeSet<String>> = (0..s.users)
+                .filter_map(|u| {
+                    let (_, assets) = want[&(u, i)].as_ref()?;
+                    assets.get(name).map(|asset_role| (email(seed, u), graph_tasks(asset_role)))
+                })
+                .collect();
+            if holders != expected {
+                problems.push(format!("integration {i}, asset {name}: the app holds {holders:?}, model {expected:?}"));
+            }
+        }
     }
     if problems.is_empty() {
         Ok(())
     } else {
-        anyhow::bail!("seed {seed}: {}\nscenario: {s:#?}", problems.join("; "))
+        anyhow::bail!(
+            "seed {seed}: {}\nassets removed at the end: {:?}\nscenario: {s:#?}",
+            problems.join("; "),
+            case.removed
+        )
     }
+}
+
+/// The Graph tasks an asset role stands for, as Meta maps the old asset roles to tasks.
+fn graph_tasks(asset_role: &str) -> BTreeSet<String> {
+    let tasks: &[&str] = match asset_role {
+        "MANAGE" => &["MANAGE", "ADVERTISE", "ANALYZE"],
+        "ADVERTISE" => &["ADVERTISE", "ANALYZE"],
+        "ANALYZE" => &["ANALYZE"],
+        other => return [format!("unexpected asset role {other}")].into(),
+    };
+    tasks.iter().map(|t| t.to_string()).collect()
 }
 
 /// What a batch of cases came to.
@@ -347,16 +433,24 @@ pub struct Tally {
 pub async fn run_cases(target: &Target, seed: u64, cases: u64, concurrency: usize) -> anyhow::Result<Tally> {
     let chaos = Chaos::connect(&target.amqp_url).await?;
     let done = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
     let started = Instant::now();
     let results: Vec<Option<String>> = futures_util::stream::iter(0..cases)
         .map(|k| {
             let chaos = &chaos;
             let done = &done;
+            let failed = &failed;
             async move {
                 let r = run_case(target, chaos, seed + k).await.err().map(|e| format!("{e:#}"));
                 let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(e) = &r {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(seed = seed + k, error = %e.lines().next().unwrap_or_default(), "case disagreed");
+                }
                 if n.is_multiple_of(100) {
-                    tracing::info!(cases = n, seconds = started.elapsed().as_secs(), "soak progress");
+                    // A running total, so an interrupted soak still says how far it got.
+                    let disagreed = failed.load(Ordering::Relaxed);
+                    tracing::info!(cases = n, disagreed, seconds = started.elapsed().as_secs(), "soak progress");
                 }
                 r
             }
