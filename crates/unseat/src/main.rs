@@ -274,8 +274,14 @@ fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w:
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // tokio_postgres logs query parameters at debug, and a stored credential is a parameter:
+    // it stays at info unless the filter names it on purpose.
+    let mut filter = if cli.common.log.trim().is_empty() { "info".to_string() } else { cli.common.log.clone() };
+    if !filter.contains("tokio_postgres") {
+        filter.push_str(",tokio_postgres=info");
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.common.log).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let shutdown = CancellationToken::new();
