@@ -9,6 +9,8 @@
 //! against the tenant it names (invariant 5).
 
 mod api;
+
+pub use api::redrive::message as redrive_message;
 mod auth;
 mod error;
 mod pages;

@@ -220,23 +220,7 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
             for id in ids {
                 let outcome = store
                     .redrive_task(tenant, id, "the operator (unseat admin)", |t| {
-                        let task = unseat_bus::messages::ConnectorTask {
-                            v: unseat_bus::messages::MESSAGE_VERSION,
-                            message_id: uuid::Uuid::new_v4(),
-                            tenant_id: t.tenant_id,
-                            job_id: t.job_id,
-                            task_id: t.task_id,
-                            integration_id: t.integration_id,
-                            user_id: t.user_id,
-                            app_kind: t.app_kind.clone(),
-                            desired_version: t.desired_version,
-                        };
-                        unseat_store::apply::RedriveMessage {
-                            message_id: task.message_id,
-                            exchange: exchange.clone(),
-                            routing_key: t.app_kind.clone(),
-                            payload: serde_json::to_value(&task).unwrap_or_default(),
-                        }
+                        unseat_console::redrive_message(t, &exchange)
                     })
                     .await?;
                 println!("{id}: {outcome:?}");

@@ -28,8 +28,8 @@ fn connector_exchange(directory_exchange: &str) -> String {
     Topology::new(prefix, Vec::new()).connector_exchange()
 }
 
-/// The outbox row of a re-driven task.
-pub(crate) fn message(target: &RedriveTarget, exchange: &str) -> RedriveMessage {
+/// The outbox row of a re-driven task (the admin API and `unseat admin` both send this).
+pub fn message(target: &RedriveTarget, exchange: &str) -> RedriveMessage {
     let task = ConnectorTask {
         v: MESSAGE_VERSION,
         message_id: Uuid::new_v4(),
