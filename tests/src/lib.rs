@@ -3,11 +3,12 @@
 //! test) on localhost, plus the business-hub emulator, and seeds a tenant with one integration.
 //! Tests then act as an IdP over SCIM and check the emulator's final state and the log.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 use unseat::client::{AdminClient, EmulatorClient, ScimClient};
 use unseat::{Roles, Running, Settings};
@@ -17,6 +18,9 @@ use uuid::Uuid;
 pub use unseat;
 
 pub const BUSINESS: &str = "1001";
+
+/// The business of the hub with assets a test creates with [`TestApp::ads_hub`].
+pub const ADS_BUSINESS: &str = "6006";
 
 pub fn amqp_url() -> String {
     std::env::var("UNSEAT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -177,6 +181,56 @@ impl TestApp {
             .await
             .expect("count")
             .get(0)
+    }
+
+    /// Calls the admin API as `token`: the status and the JSON body (Null when there is none),
+    /// whatever the status, so tests can look at refusals.
+    pub async fn call_as(&self, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self.admin.http.request(method, format!("{}{path}", self.base)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("admin call");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// [`Self::call_as`] the tenant's owner.
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(&self.admin.token, method, path, body).await
+    }
+
+    /// Creates "Ads Hub", a business hub on [`ADS_BUSINESS`] (whose owner it seeds in the
+    /// emulator) with the given ladders and assets (id, kind, name; seed them in the emulator
+    /// first); returns the integration as the API answered.
+    pub async fn ads_hub(&self, roles: &[&str], asset_roles: &[&str], assets: &[(&str, &str, &str)]) -> Value {
+        self.emulator.seed(ADS_BUSINESS, "owner@example.com", "ADMIN").await.expect("seed the hub's owner");
+        let assets: Vec<Value> =
+            assets.iter().map(|(id, kind, name)| json!({"asset_id": id, "kind": kind, "name": name})).collect();
+        let (status, v) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/tenants/{}/integrations", self.tenant),
+                Some(json!({
+                    "name": "Ads Hub",
+                    "app_kind": "business_hub",
+                    "base_url": self.emulator_url,
+                    "roles": roles,
+                    "asset_roles": asset_roles,
+                    "assets": assets,
+                    "settings": {"business_id": ADS_BUSINESS},
+                    "credential": "emulator-token",
+                })),
+            )
+            .await;
+        assert_eq!(status, 201, "create the ads hub: {v}");
+        v
+    }
+
+    /// Who holds which Graph tasks on `asset` of [`ADS_BUSINESS`] in the emulator, by email.
+    pub async fn asset_holders(&self, asset: &str) -> BTreeMap<String, BTreeSet<String>> {
+        self.emulator.asset_tasks(ADS_BUSINESS).await.expect("emulator assets").remove(asset).unwrap_or_default()
     }
 
     pub async fn admin_get(&self, path: &str) -> Value {

@@ -4,27 +4,14 @@
 
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use unseat_tests::{spawn_app, TestApp};
+use unseat_tests::{spawn_app, TestApp, ADS_BUSINESS};
 use uuid::Uuid;
-
-const ADS_BUSINESS: &str = "6006";
 
 /// A bad request: what it is, method, path, body, the status it gets, a word of its error.
 type BadCall = (&'static str, reqwest::Method, String, Option<Value>, u16, &'static str);
 
-async fn call(app: &TestApp, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = app.admin.http.request(method, format!("{}{path}", app.base)).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("admin call");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn admin(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    call(app, &app.admin.token, method, path, body).await
+    app.call(method, path, body).await
 }
 
 async fn desired(app: &TestApp, integration: Uuid, user: Uuid) -> (Option<String>, Value) {
@@ -43,34 +30,13 @@ fn tasks(list: &[&str]) -> BTreeSet<String> {
     list.iter().map(|t| t.to_string()).collect()
 }
 
-/// Who holds which Graph tasks on `asset` in the emulator, by email.
-async fn holders(app: &TestApp, asset: &str) -> BTreeMap<String, BTreeSet<String>> {
-    app.emulator.asset_tasks(ADS_BUSINESS).await.expect("emulator assets").remove(asset).unwrap_or_default()
-}
-
 #[tokio::test]
 async fn assets_added_after_creation_are_granted_and_removing_one_takes_it_away_in_the_app() {
     let app = spawn_app().await;
-    app.emulator.seed(ADS_BUSINESS, "owner@example.com", "ADMIN").await.unwrap();
+    let v = app.ads_hub(&["ADMIN", "EMPLOYEE"], &["MANAGE", "ADVERTISE", "ANALYZE"], &[]).await;
+    assert_eq!(v["assets"], json!([]));
     let act = app.emulator.seed_asset(ADS_BUSINESS, "ad_account", "Brand ads").await.unwrap();
     let page = app.emulator.seed_asset(ADS_BUSINESS, "page", "Brand page").await.unwrap();
-    let (status, v) = admin(
-        &app,
-        reqwest::Method::POST,
-        &format!("/api/v1/tenants/{}/integrations", app.tenant),
-        Some(json!({
-            "name": "Ads Hub",
-            "app_kind": "business_hub",
-            "base_url": app.emulator_url,
-            "roles": ["ADMIN", "EMPLOYEE"],
-            "asset_roles": ["MANAGE", "ADVERTISE", "ANALYZE"],
-            "settings": {"business_id": ADS_BUSINESS},
-            "credential": "emulator-token",
-        })),
-    )
-    .await;
-    assert_eq!(status, 201, "{v}");
-    assert_eq!(v["assets"], json!([]));
     let ads: Uuid = v["id"].as_str().unwrap().parse().unwrap();
     let assets = format!("/api/v1/tenants/{}/integrations/{ads}/assets", app.tenant);
 
@@ -113,14 +79,14 @@ async fn assets_added_after_creation_are_granted_and_removing_one_takes_it_away_
     assert_eq!(status, 201, "{v}");
     let before = app.settle(2).await.len();
     assert_eq!(
-        holders(&app, &act).await,
+        app.asset_holders(&act).await,
         [
             ("alice@example.com".to_string(), tasks(&["ANALYZE"])),
             ("bob@example.com".to_string(), tasks(&["MANAGE", "ADVERTISE", "ANALYZE"]))
         ]
         .into()
     );
-    assert_eq!(holders(&app, &page).await, [("bob@example.com".to_string(), tasks(&["ANALYZE"]))].into());
+    assert_eq!(app.asset_holders(&page).await, [("bob@example.com".to_string(), tasks(&["ANALYZE"]))].into());
 
     // Renaming changes nobody's access and announces nothing.
     let outbox = app.outbox_count().await;
@@ -237,7 +203,7 @@ async fn assets_added_after_creation_are_granted_and_removing_one_takes_it_away_
         (reqwest::Method::PATCH, format!("{assets}/{page}"), Some(json!({"name": "mine"}))),
         (reqwest::Method::DELETE, format!("{assets}/{act}"), None),
     ] {
-        let (status, v) = call(&app, &viewer, method, &path, body).await;
+        let (status, v) = app.call_as(&viewer, method, &path, body).await;
         assert_eq!(status, 403, "a viewer may not change assets: {v}");
     }
     let (_, v) = admin(&app, reqwest::Method::GET, &assets, None).await;
@@ -267,8 +233,8 @@ async fn assets_added_after_creation_are_granted_and_removing_one_takes_it_away_
     assert_eq!(grant_assets["Staff"], json!({page.clone(): "ANALYZE"}));
     assert_eq!(desired(&app, ads, alice).await, (Some("ADMIN".into()), json!({})));
     assert_eq!(desired(&app, ads, bob).await, (Some("ADMIN".into()), json!({page.clone(): "ANALYZE"})));
-    assert_eq!(holders(&app, &act).await, BTreeMap::new());
-    assert_eq!(holders(&app, &page).await, [("bob@example.com".to_string(), tasks(&["ANALYZE"]))].into());
+    assert_eq!(app.asset_holders(&act).await, BTreeMap::new());
+    assert_eq!(app.asset_holders(&page).await, [("bob@example.com".to_string(), tasks(&["ANALYZE"]))].into());
     let hub: BTreeSet<(String, String)> = app.emulator.users(ADS_BUSINESS).await.unwrap().into_iter().collect();
     assert!(hub.contains(&("alice@example.com".into(), "ADMIN".into())), "{hub:?}");
     assert!(hub.contains(&("bob@example.com".into(), "ADMIN".into())), "{hub:?}");
@@ -445,24 +411,8 @@ async fn seat_only_integrations_give_a_seat_while_any_grant_still_reaches_the_us
 #[tokio::test]
 async fn an_asset_removed_while_a_grant_is_given_it_ends_with_nobody() {
     let app = spawn_app().await;
-    app.emulator.seed(ADS_BUSINESS, "owner@example.com", "ADMIN").await.unwrap();
     let act = app.emulator.seed_asset(ADS_BUSINESS, "ad_account", "Brand ads").await.unwrap();
-    let v = app
-        .admin
-        .post(
-            &format!("/api/v1/tenants/{}/integrations", app.tenant),
-            &json!({
-                "name": "Ads Hub",
-                "app_kind": "business_hub",
-                "base_url": app.emulator_url,
-                "roles": ["EMPLOYEE"],
-                "asset_roles": ["MANAGE", "ANALYZE"],
-                "settings": {"business_id": ADS_BUSINESS},
-                "credential": "emulator-token",
-            }),
-        )
-        .await
-        .unwrap();
+    let v = app.ads_hub(&["EMPLOYEE"], &["MANAGE", "ANALYZE"], &[]).await;
     let ads: Uuid = v["id"].as_str().unwrap().parse().unwrap();
     let assets = format!("/api/v1/tenants/{}/integrations/{ads}/assets", app.tenant);
     let alice = app.scim.create_user("alice@example.com").await.unwrap();
@@ -492,7 +442,7 @@ async fn an_asset_removed_while_a_grant_is_given_it_ends_with_nobody() {
     }
     app.settle(1).await;
     assert_eq!(desired(&app, ads, alice).await, (Some("EMPLOYEE".into()), json!({})));
-    assert_eq!(holders(&app, &act).await, BTreeMap::new());
+    assert_eq!(app.asset_holders(&act).await, BTreeMap::new());
     assert!(app.emulator.users(ADS_BUSINESS).await.unwrap().contains(&("alice@example.com".into(), "EMPLOYEE".into())));
     app.stop().await;
 }

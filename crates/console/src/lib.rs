@@ -72,6 +72,7 @@ fn table() -> Vec<Route> {
         route(Method::POST, "/api/v1/tenants/{tenant}/integrations", post(integrations::create)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations", get(integrations::list)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}", get(integrations::get)),
+        route(Method::PATCH, "/api/v1/tenants/{tenant}/integrations/{integration}", patch(integrations::update)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}/activity", get(log::activity)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}/assets", get(assets::list)),
         route(Method::POST, "/api/v1/tenants/{tenant}/integrations/{integration}/assets", post(assets::add)),

@@ -676,19 +676,22 @@ pub async fn enqueue_many(tx: &Transaction<'_>, tenant_id: Uuid, messages: &[Out
     Ok(())
 }
 
-/// A directory change an admin asks about without making it (a preview).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A directory or console change an admin asks about without making it (a preview).
+/// `RemoveAsset` is made the way the console's asset removal makes it: the same store
+/// functions under the same integration lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Supposition {
     DeleteGroup { group_id: Uuid },
     LeaveGroup { user_id: Uuid, group_id: Uuid },
     Deactivate { user_id: Uuid },
+    RemoveAsset { integration_id: Uuid, asset_id: String },
 }
 
 /// Makes the supposed change in the caller's transaction, which the caller then rolls back,
-/// and returns the users it concerns (sorted). [`StoreError::NotFound`] when the group, user or
-/// membership does not exist.
-pub async fn suppose(tx: &Transaction<'_>, tenant_id: Uuid, supposition: Supposition) -> Result<Vec<Uuid>> {
-    let users: Vec<Uuid> = match supposition {
+/// and returns the users it concerns (sorted). [`StoreError::NotFound`] when the group, user,
+/// membership, integration or asset does not exist.
+pub async fn suppose(tx: &Transaction<'_>, tenant_id: Uuid, supposition: &Supposition) -> Result<Vec<Uuid>> {
+    let users: Vec<Uuid> = match *supposition {
         Supposition::DeleteGroup { group_id } => {
             let exists = tx
                 .query_opt("select 1 from scim_groups where tenant_id = $1 and id = $2", &[&tenant_id, &group_id])
@@ -728,6 +731,18 @@ pub async fn suppose(tx: &Transaction<'_>, tenant_id: Uuid, supposition: Supposi
                 return Err(StoreError::NotFound);
             }
             vec![user_id]
+        }
+        Supposition::RemoveAsset { integration_id, ref asset_id } => {
+            let integration = crate::admin::integration_for_update(tx, tenant_id, integration_id)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            if !integration.assets.iter().any(|a| &a.asset_id == asset_id) {
+                return Err(StoreError::NotFound);
+            }
+            let grants = crate::admin::grants_naming_asset(tx, tenant_id, integration_id, asset_id).await?;
+            let users = crate::admin::users_of_asset(tx, tenant_id, integration_id, asset_id, &grants).await?;
+            crate::admin::delete_asset(tx, tenant_id, integration_id, asset_id).await?;
+            users
         }
     };
     Ok(users)

@@ -338,16 +338,7 @@ impl Store {
     /// The integration's grants, teams first, then by name.
     pub async fn grants(&self, tenant_id: Uuid, integration_id: Uuid) -> Result<Vec<GrantRow>> {
         let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "{GRANT_SELECT} where g.tenant_id = $1 and g.integration_id = $2
-                     order by g.subject_kind, 5, g.id"
-                ),
-                &[&tenant_id, &integration_id],
-            )
-            .await?;
-        Ok(rows.iter().map(grant_from_row).collect())
+        integration_grants(&**client, tenant_id, integration_id).await
     }
 
     /// The workspace's teams by name, at most `limit` (an integration's pushed groups are its
@@ -414,6 +405,25 @@ impl Store {
 
 fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+/// The integration's grants, teams first, then by name (in the caller's transaction when it
+/// holds the integration's lock, so that no grant changes meanwhile).
+pub async fn integration_grants<C: tokio_postgres::GenericClient>(
+    client: &C,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+) -> Result<Vec<GrantRow>> {
+    let rows = client
+        .query(
+            &format!(
+                "{GRANT_SELECT} where g.tenant_id = $1 and g.integration_id = $2
+                 order by g.subject_kind, 5, g.id"
+            ),
+            &[&tenant_id, &integration_id],
+        )
+        .await?;
+    Ok(rows.iter().map(grant_from_row).collect())
 }
 
 /// The integration, read in the caller's transaction with a share lock so that it cannot be
@@ -702,4 +712,182 @@ pub async fn users_of_asset(
         )
         .await?;
     Ok(rows.into_iter().map(|r| r.get(0)).collect())
+}
+
+/// Replaces an integration's role ladder, asset-role ladder and default role. The caller
+/// validated them and holds [`integration_for_update`]'s lock; grants keep the roles they name
+/// (a role or asset role off the new ladder gives nothing) and the caller announces the users
+/// of the integration ([`users_of_integration`]). [`StoreError::NotFound`] when there is no
+/// such integration.
+pub async fn update_ladders(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    roles: &[String],
+    asset_roles: &[String],
+    default_role: Option<&str>,
+) -> Result<()> {
+    let n = tx
+        .execute(
+            "update integrations set roles = $3, asset_roles = $4, default_role = $5 where tenant_id = $1 and id = $2",
+            &[&tenant_id, &integration_id, &roles, &asset_roles, &default_role],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
+/// The users whose access on an integration depends on its configuration, by the directory
+/// their access comes from: the resolver recomputes each in the scope of that directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IntegrationUsers {
+    /// Users of the workspace directory: everyone a grant on the integration reaches (a team's
+    /// members, an individual grant's user) and everyone with a desired state on it. A user
+    /// gone from every directory is counted here (the workspace flow then removes what they
+    /// still hold).
+    pub workspace: Vec<Uuid>,
+    /// Users of the integration's own directory (the IdLCM flow), whose assignments are its
+    /// grants.
+    pub own_directory: Vec<Uuid>,
+}
+
+/// Everyone whose access on the integration a change of its ladders may alter (see
+/// [`IntegrationUsers`]). Sorted and without repeats, so that announcements are deterministic.
+pub async fn users_of_integration(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+) -> Result<IntegrationUsers> {
+    let scope = integration_id.to_string();
+    let rows = tx
+        .query(
+            "with reached as (
+               select m.user_id from grants g
+                 join group_members m on m.tenant_id = g.tenant_id and m.group_id = g.subject_id
+                where g.tenant_id = $1 and g.integration_id = $2 and g.subject_kind = 'team'
+               union
+               select u.id from grants g
+                 join scim_users u on u.tenant_id = g.tenant_id and u.id = g.subject_id
+                where g.tenant_id = $1 and g.integration_id = $2 and g.subject_kind = 'user'
+               union
+               select user_id from access_state where tenant_id = $1 and integration_id = $2
+               union
+               select id from scim_users where tenant_id = $1 and scope = $3
+             )
+             select r.user_id, coalesce(u.scope = $3, false)
+               from reached r left join scim_users u on u.tenant_id = $1 and u.id = r.user_id
+              order by 1",
+            &[&tenant_id, &integration_id, &scope],
+        )
+        .await?;
+    let mut users = IntegrationUsers::default();
+    for r in rows {
+        if r.get(1) {
+            users.own_directory.push(r.get(0));
+        } else {
+            users.workspace.push(r.get(0));
+        }
+    }
+    Ok(users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::fresh_database;
+
+    /// A ladder change reaches: team members and individual grantees of the integration, users
+    /// with a desired state on it (a grant gone since), and the users of its own directory;
+    /// not users reached only by grants on another integration.
+    #[tokio::test]
+    async fn users_of_integration_are_every_grantee_holder_and_own_directory_user() {
+        let (_url, store) = fresh_database().await.unwrap();
+        let mut c = store.client().await.unwrap();
+        let t = Uuid::new_v4();
+        let (hub, other) = (Uuid::new_v4(), Uuid::new_v4());
+        c.execute("insert into tenants (id, name) values ($1, 'T')", &[&t]).await.unwrap();
+        for i in [hub, other] {
+            c.execute(
+                "insert into integrations (tenant_id, id, name, app_kind, base_url, roles, default_role)
+                 values ($1, $2, 'i', 'business_hub', 'http://x', '{ADMIN,EMPLOYEE}', 'EMPLOYEE')",
+                &[&t, &i],
+            )
+            .await
+            .unwrap();
+        }
+        let mut ids: Vec<Uuid> = (0..6).map(|_| Uuid::new_v4()).collect();
+        ids.sort();
+        let [member, individual, holder, elsewhere, own, unrelated] = ids[..] else { unreachable!() };
+        for (u, scope) in [
+            (member, "workspace".to_string()),
+            (individual, "workspace".to_string()),
+            (holder, "workspace".to_string()),
+            (elsewhere, "workspace".to_string()),
+            (own, hub.to_string()),
+            (unrelated, "workspace".to_string()),
+        ] {
+            c.execute(
+                "insert into scim_users (tenant_id, id, user_name, resource, scope) values ($1, $2, $3, '{}', $4)",
+                &[&t, &u, &u.to_string(), &scope],
+            )
+            .await
+            .unwrap();
+        }
+        let (team, other_team) = (Uuid::new_v4(), Uuid::new_v4());
+        for (g, members) in [(team, vec![member]), (other_team, vec![elsewhere])] {
+            c.execute(
+                "insert into scim_groups (tenant_id, id, display_name, resource) values ($1, $2, $3, '{}')",
+                &[&t, &g, &g.to_string()],
+            )
+            .await
+            .unwrap();
+            for m in members {
+                c.execute(
+                    "insert into group_members (tenant_id, group_id, user_id) values ($1, $2, $3)",
+                    &[&t, &g, &m],
+                )
+                .await
+                .unwrap();
+            }
+        }
+        for (integration, kind, subject) in
+            [(hub, "team", team), (hub, "user", individual), (other, "team", other_team)]
+        {
+            c.execute(
+                "insert into grants (tenant_id, id, integration_id, subject_kind, subject_id, role)
+                 values ($1, $2, $3, $4, $5, 'ADMIN')",
+                &[&t, &Uuid::new_v4(), &integration, &kind, &subject],
+            )
+            .await
+            .unwrap();
+        }
+        c.execute(
+            "insert into access_state (tenant_id, integration_id, user_id, email, desired_role, desired_version)
+             values ($1, $2, $3, 'h@x.io', 'ADMIN', 1)",
+            &[&t, &hub, &holder],
+        )
+        .await
+        .unwrap();
+
+        let tx = c.transaction().await.unwrap();
+        let users = users_of_integration(&tx, t, hub).await.unwrap();
+        assert_eq!(users, IntegrationUsers { workspace: vec![member, individual, holder], own_directory: vec![own] });
+        assert_eq!(
+            users_of_integration(&tx, t, other).await.unwrap(),
+            IntegrationUsers { workspace: vec![elsewhere], own_directory: vec![] }
+        );
+        assert_eq!(users_of_integration(&tx, Uuid::new_v4(), hub).await.unwrap(), IntegrationUsers::default());
+
+        update_ladders(&tx, t, hub, &["OWNER".into(), "ADMIN".into()], &["MANAGE".into()], Some("ADMIN"))
+            .await
+            .unwrap();
+        let i = integration_for_update(&tx, t, hub).await.unwrap().unwrap();
+        assert_eq!(
+            (i.roles, i.asset_roles, i.default_role.as_deref()),
+            (vec!["OWNER".to_string(), "ADMIN".to_string()], vec!["MANAGE".to_string()], Some("ADMIN"))
+        );
+        assert!(matches!(update_ladders(&tx, t, Uuid::new_v4(), &[], &[], None).await, Err(StoreError::NotFound)));
+    }
 }

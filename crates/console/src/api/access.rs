@@ -132,6 +132,7 @@ enum PreviewRequest {
     DeleteGroup { group_id: String },
     LeaveGroup { user_id: String, group_id: String },
     DeactivateUser { user_id: String },
+    RemoveAsset { integration_id: String, asset_id: String },
 }
 
 impl PreviewRequest {
@@ -146,6 +147,9 @@ impl PreviewRequest {
             },
             PreviewRequest::DeactivateUser { user_id } => {
                 Supposition::Deactivate { user_id: parse_id(&user_id, "user_id")? }
+            }
+            PreviewRequest::RemoveAsset { integration_id, asset_id } => {
+                Supposition::RemoveAsset { integration_id: parse_id(&integration_id, "integration_id")?, asset_id }
             }
         })
     }
@@ -165,9 +169,10 @@ fn outcome_json(plan: &Plan, item: &Planned, d: &Decision) -> Value {
 }
 
 /// `POST /tenants/{t}/access/preview`: what would happen if a group were deleted, a user left
-/// a group or a user were deactivated. The change is made in a transaction that is always
-/// rolled back, and the resolver's planning runs inside it, batch by batch; nothing is
-/// written, announced or sent to an app.
+/// a group, a user were deactivated or an asset were removed from an integration (as the asset
+/// removal makes it: out of every grant, everyone who could hold it looked at). The change is
+/// made in a transaction that is always rolled back, and the resolver's planning runs inside
+/// it, batch by batch; nothing is written, announced or sent to an app.
 pub async fn preview(
     caller: Caller,
     State(app): State<Arc<App>>,
@@ -179,13 +184,20 @@ pub async fn preview(
     let supposition = req.parse()?;
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
-    let users = match access::suppose(&tx, tenant_id, supposition).await {
+    let users = match access::suppose(&tx, tenant_id, &supposition).await {
         Ok(users) => users,
         Err(StoreError::NotFound) => {
-            return Err(ApiError::not_found(match supposition {
-                Supposition::DeleteGroup { .. } => "no such group in this tenant's directory",
-                Supposition::LeaveGroup { .. } => "the user is not a member of that group",
-                Supposition::Deactivate { .. } => "no such user in this tenant's directory",
+            return Err(ApiError::not_found(match &supposition {
+                Supposition::DeleteGroup { .. } => "no such group in this tenant's directory".to_string(),
+                Supposition::LeaveGroup { .. } => "the user is not a member of that group".to_string(),
+                Supposition::Deactivate { .. } => "no such user in this tenant's directory".to_string(),
+                Supposition::RemoveAsset { integration_id, asset_id } => {
+                    drop(tx);
+                    match app.state.store.integration(tenant_id, *integration_id).await? {
+                        None => "no such integration".to_string(),
+                        Some(_) => format!("the integration has no asset {asset_id:?}"),
+                    }
+                }
             }))
         }
         Err(e) => return Err(e.into()),

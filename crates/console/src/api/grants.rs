@@ -85,11 +85,28 @@ async fn announce(
 }
 
 /// Writes, in the caller's transaction, the outbox row asking the resolver to look at `users`
-/// again (none when `users` is empty): the same resolve-and-apply path as an IdP change.
+/// of the workspace directory again (none when `users` is empty): the same resolve-and-apply
+/// path as an IdP change.
 pub(crate) async fn announce_users(
     app: &App,
     tx: &Transaction<'_>,
     tenant_id: Uuid,
+    users: Vec<Uuid>,
+    request: &Request,
+    summary: String,
+    may_revoke: bool,
+) -> Result<(), ApiError> {
+    announce_users_in(app, tx, tenant_id, unseat_store::directory::WORKSPACE, users, request, summary, may_revoke).await
+}
+
+/// [`announce_users`] for the users of one directory, `scope`: `workspace` or an integration's
+/// id (its own directory, whose assignments the resolver turns into that integration's grants).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn announce_users_in(
+    app: &App,
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    scope: &str,
     users: Vec<Uuid>,
     request: &Request,
     summary: String,
@@ -103,7 +120,7 @@ pub(crate) async fn announce_users(
         v: MESSAGE_VERSION,
         message_id,
         tenant_id,
-        scope: "workspace".into(),
+        scope: scope.to_string(),
         trigger: Trigger {
             method: request.method.to_string(),
             path: request.path.clone(),

@@ -2,20 +2,24 @@
 //! never comes out: answers say only `has_credential`, and nothing logs it. A plain secret is
 //! encrypted under the deployment's credential key before it is stored (`env:`/`file:`
 //! references stay references); without a key it is refused with 400 unless plaintext was
-//! explicitly allowed (see `unseat_store::credentials::Sealing`).
+//! explicitly allowed (see `unseat_store::credentials::Sealing`). The role ladder, asset-role
+//! ladder and default role can change after creation ([`update`]); since that changes what
+//! existing grants give, the change re-resolves everyone the integration's grants and own
+//! directory reach, like a grant change.
 
+use super::grants::{announce_users, announce_users_in, subject_label, Request};
 use super::{authorize, parse_body, parse_id, required_text, Body};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use unseat_domain::{AssetLadder, RoleLadder, MAX_ASSET_ID_CHARS};
-use unseat_store::admin::{Asset, NewIntegration};
+use unseat_domain::{AssetLadder, AssetMap, RoleLadder, MAX_ASSET_ID_CHARS};
+use unseat_store::admin::{self, Asset, GrantRow, NewIntegration};
 use unseat_store::credentials::Sealing;
 
 /// App kinds a connector exists for.
@@ -57,8 +61,14 @@ struct NewAssetBody {
 /// Most assets one integration may list (bounded input).
 const MAX_ASSETS: usize = 1000;
 
+/// The asset-role ladder to store: possibly empty (an app without assets), no blank names, no
+/// duplicates.
+fn asset_ladder(asset_roles: Vec<String>) -> Result<AssetLadder, ApiError> {
+    AssetLadder::parse(asset_roles).map_err(|e| ApiError::bad_request(format!("asset_roles: {e}")))
+}
+
 fn validate_assets(asset_roles: Vec<String>, assets: Vec<NewAssetBody>) -> Result<(Vec<String>, Vec<Asset>), ApiError> {
-    let ladder = AssetLadder::parse(asset_roles).map_err(|e| ApiError::bad_request(format!("asset_roles: {e}")))?;
+    let ladder = asset_ladder(asset_roles)?;
     if !assets.is_empty() && ladder.roles().is_empty() {
         return Err(ApiError::bad_request("assets need an asset_roles ladder"));
     }
@@ -103,6 +113,10 @@ fn role_ladder(app_kind: &str, roles: Vec<String>) -> Result<(Vec<String>, RoleL
     Ok((stored, ladder))
 }
 
+fn check_default_role(ladder: &RoleLadder, role: &str) -> Result<(), ApiError> {
+    ladder.check(role).map_err(|e| ApiError::bad_request(format!("default_role: {e}")))
+}
+
 /// Checks a create request; nothing is written unless all of it is valid.
 fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration, ApiError> {
     let name = required_text(&req.name, "name", 200)?;
@@ -119,7 +133,7 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
         .ok_or_else(|| ApiError::bad_request("base_url must be an absolute http or https URL"))?;
     let (roles, ladder) = role_ladder(&req.app_kind, req.roles)?;
     if let Some(role) = &req.default_role {
-        ladder.check(role).map_err(|e| ApiError::bad_request(format!("default_role: {e}")))?;
+        check_default_role(&ladder, role)?;
     }
     let settings = req.settings.unwrap_or_else(|| json!({}));
     let Some(fields) = settings.as_object() else {
@@ -184,4 +198,154 @@ pub async fn get(
     let integration =
         app.state.store.integration(tenant_id, id).await?.ok_or_else(|| ApiError::not_found("no such integration"))?;
     Ok(Json(json!(integration)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LadderChange {
+    /// The new role ladder, highest first; empty for a seat-only app (see [`role_ladder`]).
+    roles: Option<Vec<String>>,
+    /// The new asset-role ladder, highest first.
+    asset_roles: Option<Vec<String>>,
+    default_role: Option<String>,
+}
+
+/// "ADMIN, EMPLOYEE", or "none" for an empty ladder.
+fn ladder_words(roles: &[String]) -> String {
+    if roles.is_empty() {
+        "none".to_string()
+    } else {
+        roles.join(", ")
+    }
+}
+
+/// The grants that name a role or an asset role the ladders do not have: such a grant gives
+/// nothing (role off the ladder) or nothing on those assets (asset role off the asset ladder).
+fn grants_without_effect(grants: &[GrantRow], roles: &RoleLadder, asset_roles: &AssetLadder) -> Vec<Value> {
+    grants
+        .iter()
+        .filter_map(|g| {
+            let role_off = roles.rank(&g.role).is_none();
+            let assets_off: AssetMap = g
+                .assets
+                .iter()
+                .filter(|(_, r)| asset_roles.rank(r).is_none())
+                .map(|(a, r)| (a.clone(), r.clone()))
+                .collect();
+            (role_off || !assets_off.is_empty()).then(|| {
+                json!({
+                    "id": g.id,
+                    "subject_kind": g.subject.kind(),
+                    "subject_id": g.subject.id(),
+                    "subject": subject_label(g.subject, &g.subject_name),
+                    "role": role_off.then_some(&g.role),
+                    "asset_roles": assets_off,
+                })
+            })
+        })
+        .collect()
+}
+
+/// `PATCH …/integrations/{i}`: a new role ladder, asset-role ladder or default role, checked
+/// as at creation. Under the integration row lock (the one asset removal takes, so no grant
+/// changes meanwhile) the ladders change and everyone whose access they may alter is
+/// announced: a grant naming a role or asset role off the new ladder gives nothing for it, and
+/// a new order changes which role is highest. The answer lists those grants.
+pub async fn update(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path((tenant, integration_id)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    let integration_id = parse_id(&integration_id, "integration id")?;
+    let req: LadderChange = parse_body(body)?;
+    if req.roles.is_none() && req.asset_roles.is_none() && req.default_role.is_none() {
+        return Err(ApiError::bad_request("give roles, asset_roles, default_role or several of them"));
+    }
+    let request = Request::new("PATCH", &uri, &headers);
+
+    let mut client = app.state.store.client().await?;
+    let tx = client.transaction().await?;
+    let mut integration = admin::integration_for_update(&tx, tenant_id, integration_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such integration"))?;
+    let (roles, ladder) = role_ladder(&integration.app_kind, req.roles.unwrap_or_else(|| integration.roles.clone()))?;
+    let asset_roles = asset_ladder(req.asset_roles.unwrap_or_else(|| integration.asset_roles.clone()))?;
+    if asset_roles.roles().is_empty() && !integration.assets.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "asset_roles must not be empty while the integration has assets ({}); remove the assets first",
+            integration.assets.len()
+        )));
+    }
+    let default_role = match (req.default_role, &integration.default_role) {
+        (Some(role), _) => {
+            check_default_role(&ladder, &role)?;
+            Some(role)
+        }
+        (None, Some(current)) if ladder.check(current).is_err() => {
+            return Err(ApiError::bad_request(format!(
+                "the new role ladder drops the default_role {current:?}; give a default_role on it"
+            )))
+        }
+        (None, current) => current.clone(),
+    };
+    let roles_changed = roles != integration.roles;
+    let asset_roles_changed = asset_roles.roles() != integration.asset_roles.as_slice();
+    let default_changed = default_role != integration.default_role;
+    if roles_changed || asset_roles_changed || default_changed {
+        admin::update_ladders(&tx, tenant_id, integration_id, &roles, asset_roles.roles(), default_role.as_deref())
+            .await?;
+        let mut changes = Vec::new();
+        if roles_changed {
+            changes.push(format!(
+                "role ladder of {} changed: {} → {}",
+                integration.name,
+                ladder_words(&integration.roles),
+                ladder_words(&roles)
+            ));
+        }
+        if asset_roles_changed {
+            changes.push(format!(
+                "asset-role ladder of {} changed: {} → {}",
+                integration.name,
+                ladder_words(&integration.asset_roles),
+                ladder_words(asset_roles.roles())
+            ));
+        }
+        if default_changed {
+            changes.push(format!(
+                "default role of {} changed: {} → {}",
+                integration.name,
+                integration.default_role.as_deref().unwrap_or("none"),
+                default_role.as_deref().unwrap_or("none")
+            ));
+        }
+        let summary = changes.join("; ");
+        // Workspace grants depend on both ladders; the integration's own directory (whose
+        // assignments are grants without assets) on the role ladder and the default role. Any
+        // change may take access away (a role gone, or another one now highest).
+        let users = admin::users_of_integration(&tx, tenant_id, integration_id).await?;
+        let mut announced = 0;
+        if roles_changed || asset_roles_changed {
+            announced += users.workspace.len();
+            announce_users(&app, &tx, tenant_id, users.workspace, &request, summary.clone(), true).await?;
+        }
+        if roles_changed || default_changed {
+            announced += users.own_directory.len();
+            let scope = integration_id.to_string();
+            announce_users_in(&app, &tx, tenant_id, &scope, users.own_directory, &request, summary, true).await?;
+        }
+        tracing::info!(tenant = %tenant_id, integration = %integration_id, users = announced, "integration ladders changed");
+    }
+    let grants = admin::integration_grants(&*tx, tenant_id, integration_id).await?;
+    tx.commit().await?;
+    integration.roles = roles;
+    integration.asset_roles = asset_roles.roles().to_vec();
+    integration.default_role = default_role;
+    let mut answer = json!(integration);
+    answer["grants_without_effect"] = json!(grants_without_effect(&grants, &ladder, &asset_roles));
+    Ok(Json(answer))
 }

@@ -1,0 +1,432 @@
+//! Changing an integration's ladders after it was created, and previewing an asset removal,
+//! through the real admin API and pipeline (PostgreSQL + outbox, RabbitMQ, resolver, connector)
+//! into the app emulator: what an admin does and what the app ends up holding.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use unseat_tests::{spawn_app, TaskRow, TestApp, ADS_BUSINESS};
+use uuid::Uuid;
+
+fn tasks(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|t| t.to_string()).collect()
+}
+
+fn integration_path(app: &TestApp, integration: impl std::fmt::Display) -> String {
+    format!("/api/v1/tenants/{}/integrations/{integration}", app.tenant)
+}
+
+async fn patch(app: &TestApp, integration: Uuid, body: Value) -> (u16, Value) {
+    app.call(Method::PATCH, &integration_path(app, integration), Some(body)).await
+}
+
+/// The trigger summary of the job a task belongs to.
+async fn summary(app: &TestApp, task: &TaskRow) -> String {
+    let job = app.admin_get(&format!("/api/v1/tenants/{}/jobs/{}", app.tenant, task.job_id)).await;
+    job["job"]["summary"].as_str().map(str::to_string).unwrap_or_else(|| panic!("job without summary: {job}"))
+}
+
+async fn jobs(app: &TestApp) -> usize {
+    app.admin_get(&format!("/api/v1/tenants/{}/jobs", app.tenant)).await["jobs"].as_array().map_or(0, Vec::len)
+}
+
+fn one<'a>(tasks: &'a [TaskRow], email: &str) -> &'a TaskRow {
+    let mine: Vec<&TaskRow> = tasks.iter().filter(|t| t.email == email).collect();
+    assert_eq!(mine.len(), 1, "one task for {email}: {tasks:#?}");
+    mine[0]
+}
+
+#[tokio::test]
+async fn dropping_an_asset_role_takes_the_asset_away_and_previewing_an_asset_removal_changes_nothing() {
+    let app = spawn_app().await;
+    let act = app.emulator.seed_asset(ADS_BUSINESS, "ad_account", "Brand ads").await.unwrap();
+    let page = app.emulator.seed_asset(ADS_BUSINESS, "page", "Brand page").await.unwrap();
+    let v = app
+        .ads_hub(
+            &["ADMIN", "EMPLOYEE"],
+            &["MANAGE", "ADVERTISE", "ANALYZE"],
+            &[(&act, "ad_account", "Brand ads"), (&page, "page", "Brand page")],
+        )
+        .await;
+    let ads: Uuid = v["id"].as_str().unwrap().parse().unwrap();
+
+    // Alice manages the ad account through team Ads; Bob analyzes it by his own grant.
+    let alice = app.scim.create_user("alice@example.com").await.unwrap();
+    let bob = app.scim.create_user("bob@example.com").await.unwrap();
+    let team = app.scim.create_group("Ads", &[alice]).await.unwrap();
+    let grants = format!("{}/grants", integration_path(&app, ads));
+    let (status, v) = app
+        .call(
+            Method::POST,
+            &grants,
+            Some(json!({"team_id": team, "role": "EMPLOYEE", "assets": {act.clone(): "MANAGE", page.clone(): "ANALYZE"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let team_grant = v["id"].clone();
+    let (status, v) = app
+        .call(
+            Method::POST,
+            &grants,
+            Some(json!({"user_id": bob, "role": "EMPLOYEE", "assets": {act.clone(): "ANALYZE"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let granted = app.settle(2).await.len();
+    let act_holders: BTreeMap<String, BTreeSet<String>> = [
+        ("alice@example.com".to_string(), tasks(&["MANAGE", "ADVERTISE", "ANALYZE"])),
+        ("bob@example.com".to_string(), tasks(&["ANALYZE"])),
+    ]
+    .into();
+    let page_holders: BTreeMap<String, BTreeSet<String>> =
+        [("alice@example.com".to_string(), tasks(&["ANALYZE"]))].into();
+    assert_eq!(app.asset_holders(&act).await, act_holders);
+    assert_eq!(app.asset_holders(&page).await, page_holders);
+
+    // Preview: removing the ad account would take it from both, and nothing else.
+    let (_, grants_before) = app.call(Method::GET, &grants, None).await;
+    let (_, integration_before) = app.call(Method::GET, &integration_path(&app, ads), None).await;
+    let outbox = app.outbox_count().await;
+    let preview = format!("/api/v1/tenants/{}/access/preview", app.tenant);
+    let (status, v) = app
+        .call(Method::POST, &preview, Some(json!({"change": "remove_asset", "integration_id": ads, "asset_id": act})))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["users"], 2, "{v}");
+    assert_eq!(v["counts"], json!({"update": 2}), "{v}");
+    let outcomes: BTreeMap<&str, &Value> =
+        v["outcomes"].as_array().unwrap().iter().map(|o| (o["email"].as_str().unwrap(), o)).collect();
+    let a = outcomes["alice@example.com"];
+    assert_eq!(a["outcome"], "update", "{a}");
+    assert_eq!(a["integration"], "Ads Hub", "{a}");
+    assert_eq!(a["from"], json!({"role": "EMPLOYEE", "assets": {act.clone(): "MANAGE", page.clone(): "ANALYZE"}}));
+    assert_eq!(a["to"], json!({"role": "EMPLOYEE", "assets": {page.clone(): "ANALYZE"}}));
+    assert!(a["reason"].as_str().unwrap().starts_with(&format!("{act} removed")), "{a}");
+    let b = outcomes["bob@example.com"];
+    assert_eq!((&b["outcome"], &b["to"]), (&json!("update"), &json!({"role": "EMPLOYEE", "assets": {}})), "{b}");
+    for (body, want, needle) in [
+        (json!({"change": "remove_asset", "integration_id": ads, "asset_id": "act_404"}), 404, "no asset \"act_404\""),
+        (
+            json!({"change": "remove_asset", "integration_id": Uuid::new_v4(), "asset_id": act}),
+            404,
+            "no such integration",
+        ),
+        (json!({"change": "remove_asset", "integration_id": "nope", "asset_id": act}), 400, "not a UUID"),
+        (json!({"change": "remove_asset", "integration_id": ads}), 400, "asset_id"),
+        (json!({"change": "remove_asset", "integration_id": ads, "asset_id": act, "role": "X"}), 400, "unknown field"),
+    ] {
+        let (status, v) = app.call(Method::POST, &preview, Some(body.clone())).await;
+        assert_eq!(status, want, "{body}: {v}");
+        assert!(v["error"].as_str().unwrap_or_default().contains(needle), "{body}: {v}");
+    }
+    // Nothing happened: grants, integration, outbox, log and app as they were.
+    assert_eq!(app.call(Method::GET, &grants, None).await.1, grants_before);
+    assert_eq!(app.call(Method::GET, &integration_path(&app, ads), None).await.1, integration_before);
+    assert_eq!(app.outbox_count().await, outbox);
+    assert_eq!(app.tasks().await.len(), granted);
+    assert_eq!(app.asset_holders(&act).await, act_holders);
+    assert_eq!(app.asset_holders(&page).await, page_holders);
+
+    // MANAGE leaves the asset-role ladder: team Ads's grant still names it but gives nothing on
+    // the ad account, so Alice loses it in the app; Bob's ANALYZE stays.
+    let (status, v) = patch(&app, ads, json!({"asset_roles": ["ADVERTISE", "ANALYZE"]})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["asset_roles"], json!(["ADVERTISE", "ANALYZE"]));
+    assert_eq!(v["roles"], json!(["ADMIN", "EMPLOYEE"]));
+    assert_eq!(v["assets"], integration_before["assets"]);
+    assert_eq!(
+        v["grants_without_effect"],
+        json!([{
+            "id": team_grant,
+            "subject_kind": "team",
+            "subject_id": team,
+            "subject": "team Ads",
+            "role": null,
+            "asset_roles": {act.clone(): "MANAGE"},
+        }])
+    );
+    let all = app.settle(granted + 2).await;
+    let new = &all[granted..];
+    assert!(new.iter().all(|t| t.status == "succeeded" || t.status == "kept"), "{new:#?}");
+    assert_eq!(app.asset_holders(&act).await, [("bob@example.com".to_string(), tasks(&["ANALYZE"]))].into());
+    assert_eq!(app.asset_holders(&page).await, page_holders);
+    let hub: BTreeSet<(String, String)> = app.emulator.users(ADS_BUSINESS).await.unwrap().into_iter().collect();
+    assert!(hub.contains(&("alice@example.com".into(), "EMPLOYEE".into())), "{hub:?}");
+    let alice_task = one(new, "alice@example.com");
+    assert_eq!(alice_task.outcome, "update", "{alice_task:#?}");
+    assert!(alice_task.reason.starts_with(&format!("{act} removed: ")), "{}", alice_task.reason);
+    assert_eq!(one(new, "bob@example.com").outcome, "keep");
+    assert_eq!(
+        summary(&app, alice_task).await,
+        "asset-role ladder of Ads Hub changed: MANAGE, ADVERTISE, ANALYZE → ADVERTISE, ANALYZE"
+    );
+    // The grant keeps what it names (the admin decides what to do with it).
+    let (_, v) = app.call(Method::GET, &grants, None).await;
+    let team_assets = v["grants"].as_array().unwrap().iter().find(|g| g["id"] == team_grant).unwrap()["assets"].clone();
+    assert_eq!(team_assets, json!({act.clone(): "MANAGE", page.clone(): "ANALYZE"}));
+
+    // The same ladder again changes nothing and announces nothing.
+    let outbox = app.outbox_count().await;
+    let (status, v) = patch(&app, ads, json!({"asset_roles": ["ADVERTISE", "ANALYZE"]})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["grants_without_effect"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(app.outbox_count().await, outbox);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_role_order_makes_another_role_highest_and_a_dropped_role_gives_nothing() {
+    let app = spawn_app().await;
+    // Carol is in Admins and Staff, Dave only in Admins, Erin only in Staff.
+    let carol = app.person("carol@example.com", "ADMIN").await;
+    let dave = app.person("dave@example.com", "ADMIN").await;
+    let erin = app.person("erin@example.com", "EMPLOYEE").await;
+    let admins = app.team("Admins", &[carol, dave], "ADMIN").await;
+    app.team("Staff", &[carol, erin], "EMPLOYEE").await;
+    let before = app.settle(3).await.len();
+    let role = |email: &str, role: &str| (email.to_string(), role.to_string());
+    assert_eq!(
+        app.app_users().await,
+        vec![
+            role("carol@example.com", "ADMIN"),
+            role("dave@example.com", "ADMIN"),
+            role("erin@example.com", "EMPLOYEE")
+        ]
+    );
+
+    // EMPLOYEE becomes the highest role: Carol's team Staff now gives her the highest role.
+    let (status, v) = patch(&app, app.integration, json!({"roles": ["EMPLOYEE", "ADMIN"]})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["roles"], json!(["EMPLOYEE", "ADMIN"]));
+    assert_eq!(v["grants_without_effect"], json!([]));
+    let all = app.settle(before + 3).await;
+    let new = &all[before..];
+    assert_eq!(
+        app.app_users().await,
+        vec![
+            role("carol@example.com", "EMPLOYEE"),
+            role("dave@example.com", "ADMIN"),
+            role("erin@example.com", "EMPLOYEE")
+        ]
+    );
+    let carol_task = one(new, "carol@example.com");
+    assert_eq!((carol_task.outcome.as_str(), carol_task.status.as_str()), ("update", "succeeded"), "{carol_task:#?}");
+    assert!(carol_task.reason.starts_with("ADMIN → EMPLOYEE"), "{}", carol_task.reason);
+    assert_eq!(one(new, "dave@example.com").outcome, "keep");
+    assert_eq!(one(new, "erin@example.com").outcome, "keep");
+    assert_eq!(
+        summary(&app, carol_task).await,
+        "role ladder of Meta Business changed: ADMIN, EMPLOYEE → EMPLOYEE, ADMIN"
+    );
+
+    // ADMIN leaves the ladder: the Admins grant gives nothing, so Dave, who had only that, is
+    // removed from the app; the answer names the grant.
+    let before = all.len();
+    let (status, v) = patch(&app, app.integration, json!({"roles": ["EMPLOYEE"]})).await;
+    assert_eq!(status, 200, "{v}");
+    let without = v["grants_without_effect"].as_array().unwrap();
+    assert_eq!(without.len(), 1, "{v}");
+    assert_eq!(
+        (&without[0]["subject"], &without[0]["subject_id"], &without[0]["role"], &without[0]["asset_roles"]),
+        (&json!("team Admins"), &json!(admins), &json!("ADMIN"), &json!({}))
+    );
+    let all = app.settle(before + 3).await;
+    let new = &all[before..];
+    assert_eq!(
+        app.app_users().await,
+        vec![role("carol@example.com", "EMPLOYEE"), role("erin@example.com", "EMPLOYEE")]
+    );
+    let dave_task = one(new, "dave@example.com");
+    assert_eq!((dave_task.outcome.as_str(), dave_task.status.as_str()), ("remove", "succeeded"), "{dave_task:#?}");
+    assert_eq!(summary(&app, dave_task).await, "role ladder of Meta Business changed: EMPLOYEE, ADMIN → EMPLOYEE");
+    assert_eq!(one(new, "carol@example.com").outcome, "keep");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_ladder_changes_are_refused_and_change_nothing() {
+    let app = spawn_app().await;
+    let act = app.emulator.seed_asset(ADS_BUSINESS, "ad_account", "Brand ads").await.unwrap();
+    let v = app.ads_hub(&["ADMIN", "EMPLOYEE"], &["MANAGE", "ANALYZE"], &[(&act, "ad_account", "Brand ads")]).await;
+    let ads: Uuid = v["id"].as_str().unwrap().parse().unwrap();
+    let alice = app.scim.create_user("alice@example.com").await.unwrap();
+    let team = app.scim.create_group("Ads", &[alice]).await.unwrap();
+    let (status, v) = app
+        .call(
+            Method::POST,
+            &format!("{}/grants", integration_path(&app, ads)),
+            Some(json!({"team_id": team, "role": "EMPLOYEE", "assets": {act.clone(): "MANAGE"}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    app.settle(1).await;
+    // A default role changes only what the integration's own directory gives (it has none
+    // here), so nothing is announced.
+    let outbox = app.outbox_count().await;
+    let (status, v) = patch(&app, ads, json!({"default_role": "EMPLOYEE"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["default_role"], "EMPLOYEE");
+    assert_eq!(app.outbox_count().await, outbox);
+
+    let (_, before) = app.call(Method::GET, &integration_path(&app, ads), None).await;
+    let (jobs_before, tasks_before) = (jobs(&app).await, app.tasks().await.len());
+    let viewer = app
+        .admin
+        .post(&format!("/api/v1/tenants/{}/admin-tokens", app.tenant), &json!({"role": "viewer"}))
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = app.operator.create_tenant("Other tenant").await.unwrap();
+    let here = integration_path(&app, ads);
+    let cases: Vec<(&str, String, Value, u16, &str)> = vec![
+        (
+            "drops the default role",
+            here.clone(),
+            json!({"roles": ["ADMIN"]}),
+            400,
+            "drops the default_role \"EMPLOYEE\"",
+        ),
+        (
+            "empty asset ladder with assets",
+            here.clone(),
+            json!({"asset_roles": []}),
+            400,
+            "while the integration has assets",
+        ),
+        ("unknown field", here.clone(), json!({"roles": ["ADMIN", "EMPLOYEE"], "assets": []}), 400, "unknown field"),
+        ("nothing asked", here.clone(), json!({}), 400, "give roles, asset_roles, default_role"),
+        ("duplicate role", here.clone(), json!({"roles": ["ADMIN", "ADMIN", "EMPLOYEE"]}), 400, "twice"),
+        ("blank role", here.clone(), json!({"roles": ["ADMIN", " ", "EMPLOYEE"]}), 400, "roles"),
+        ("duplicate asset role", here.clone(), json!({"asset_roles": ["MANAGE", "MANAGE"]}), 400, "asset_roles"),
+        ("default off the ladder", here.clone(), json!({"default_role": "OWNER"}), 400, "default_role"),
+        (
+            "default off the new ladder",
+            here.clone(),
+            json!({"roles": ["OWNER", "ADMIN"], "default_role": "EMPLOYEE"}),
+            400,
+            "default_role",
+        ),
+        ("not an object", here.clone(), json!("roles"), 400, "invalid JSON body"),
+        ("wrong type", here.clone(), json!({"roles": "ADMIN"}), 400, "invalid JSON body"),
+        ("bad id", integration_path(&app, "nope"), json!({"roles": ["ADMIN"]}), 400, "not a UUID"),
+        (
+            "no integration",
+            integration_path(&app, Uuid::new_v4()),
+            json!({"roles": ["ADMIN"]}),
+            404,
+            "no such integration",
+        ),
+        (
+            "another tenant",
+            format!("/api/v1/tenants/{}/integrations/{ads}", other.id),
+            json!({"roles": ["ADMIN"]}),
+            403,
+            "",
+        ),
+    ];
+    for (what, path, body, want, needle) in cases {
+        let (status, v) = app.call(Method::PATCH, &path, Some(body)).await;
+        assert_eq!(status, want, "{what}: {v}");
+        assert!(v["error"].as_str().unwrap_or_default().contains(needle), "{what}: {v}");
+    }
+    let (status, v) = app.call_as(&viewer, Method::PATCH, &here, Some(json!({"roles": ["EMPLOYEE"]}))).await;
+    assert_eq!(status, 403, "a viewer may not change ladders: {v}");
+    // Nothing changed, nothing was announced, no job was opened.
+    assert_eq!(app.call(Method::GET, &here, None).await.1, before);
+    assert_eq!(app.outbox_count().await, outbox);
+    assert_eq!(jobs(&app).await, jobs_before);
+    assert_eq!(app.tasks().await.len(), tasks_before);
+
+    // A seat-only SCIM app stays seat-only: no roles stored, and SEAT the only default.
+    let (status, v) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/integrations", app.tenant),
+            Some(json!({"name": "Wiki", "app_kind": "scim", "base_url": format!("{}/scim/v2", app.emulator_url)})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let wiki: Uuid = v["id"].as_str().unwrap().parse().unwrap();
+    let (status, v) = patch(&app, wiki, json!({"roles": []})).await;
+    assert_eq!((status, &v["roles"]), (200, &json!([])), "{v}");
+    let (status, v) = patch(&app, wiki, json!({"default_role": "ADMIN"})).await;
+    assert_eq!(status, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("default_role"), "{v}");
+    assert_eq!(app.outbox_count().await, outbox);
+    app.stop().await;
+}
+
+/// The integration's own directory (the IdLCM flow) is looked at again in its own scope: its
+/// users' assignments are its grants, so a ladder change updates them and never mistakes them
+/// for workspace users without grants.
+#[tokio::test]
+async fn the_integration_directory_follows_a_ladder_and_default_role_change() {
+    let app = spawn_app().await;
+    let v = app
+        .admin
+        .post(
+            &format!("/api/v1/tenants/{}/scim-tokens", app.tenant),
+            &json!({"integration_id": app.integration, "label": "Okta app"}),
+        )
+        .await
+        .unwrap();
+    let idp = unseat::client::ScimClient::new(format!("{}/scim/v2", app.base), v["token"].as_str().unwrap());
+    // Ida is assigned with the app role Admin, Finn with none (the lowest role, EMPLOYEE).
+    for (user, roles) in
+        [("ida@example.com", json!([{"value": "Admin", "primary": true}])), ("finn@example.com", json!([]))]
+    {
+        let body = json!({
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": user,
+            "active": true,
+            "emails": [{"primary": true, "value": user}],
+            "roles": roles,
+        });
+        let resp = idp.send(Method::POST, "/Users", Some(&body)).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap());
+    }
+    // Wes has the app through the workspace: team Admins.
+    let wes = app.scim.create_user("wes@example.com").await.unwrap();
+    app.team("Admins", &[wes], "ADMIN").await;
+    let before = app.settle(3).await.len();
+    let role = |email: &str, role: &str| (email.to_string(), role.to_string());
+    assert_eq!(
+        app.app_users().await,
+        vec![role("finn@example.com", "EMPLOYEE"), role("ida@example.com", "ADMIN"), role("wes@example.com", "ADMIN")]
+    );
+
+    // ADMIN leaves the ladder: Ida's assignment now gives EMPLOYEE; Wes's team grant nothing.
+    let (status, v) = patch(&app, app.integration, json!({"roles": ["EMPLOYEE"]})).await;
+    assert_eq!(status, 200, "{v}");
+    let all = app.settle(before + 3).await;
+    let new = &all[before..];
+    assert_eq!(app.app_users().await, vec![role("finn@example.com", "EMPLOYEE"), role("ida@example.com", "EMPLOYEE")]);
+    assert_eq!(one(new, "ida@example.com").outcome, "update");
+    assert_eq!(one(new, "finn@example.com").outcome, "keep");
+    assert_eq!(one(new, "wes@example.com").outcome, "remove");
+    // Each directory's users were resolved in their own scope, as their IdP changes are.
+    let c = app.store.client().await.unwrap();
+    let scope_of = |task: &TaskRow| {
+        let (c, job) = (&c, task.job_id);
+        async move { c.query_one("select scope from jobs where id = $1", &[&job]).await.unwrap().get::<_, String>(0) }
+    };
+    assert_eq!(scope_of(one(new, "ida@example.com")).await, app.integration.to_string());
+    assert_eq!(scope_of(one(new, "wes@example.com")).await, "workspace");
+
+    // ADMIN back on top, and the default: Finn, assigned without a role, now gets ADMIN; so
+    // does Wes again, through his team.
+    let before = all.len();
+    let (status, v) =
+        patch(&app, app.integration, json!({"roles": ["ADMIN", "EMPLOYEE"], "default_role": "ADMIN"})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["default_role"], "ADMIN");
+    let all = app.settle(before + 3).await;
+    assert_eq!(
+        app.app_users().await,
+        vec![role("finn@example.com", "ADMIN"), role("ida@example.com", "ADMIN"), role("wes@example.com", "ADMIN")]
+    );
+    assert!(all[before..].iter().all(|t| t.status == "succeeded"), "{:#?}", &all[before..]);
+    app.stop().await;
+}
