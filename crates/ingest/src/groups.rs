@@ -2,12 +2,13 @@
 //! by row; every member added or removed, and every group deleted, is announced to the
 //! resolver with the users concerned.
 
+use crate::removals::Removal;
 use crate::response::{check_if_match, group_location, no_content, render_group, resource_response, scim_response};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::Value;
@@ -251,6 +252,19 @@ pub(crate) async fn patch(
     let id = parse_id(&id)?;
     let req = PatchRequest::parse(&json_body(&headers, body)?)?;
     let change = group_patch(&req, &id.to_string())?;
+    let shape = Shape::from_params(&params);
+    // The IdPs' member removal, answered 204: written together with the removals that arrive
+    // with it (see `removals`). Anything else takes the general path below.
+    let remove_only = change.add.is_empty()
+        && change.replace_all.is_none()
+        && change.display_name.is_none()
+        && change.external_id.is_none()
+        && !change.remove.is_empty();
+    if remove_only && shape.is_default() && headers.get(header::IF_MATCH).is_none() {
+        let removal = Removal { ctx: ctx.clone(), group_id: id, users: removable(&change.remove) };
+        let version = state.removals.submit(removal).await?;
+        return Ok(no_content(version));
+    }
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
     let old = dir::lock_group(&tx, ctx.dir, id).await?.ok_or_else(|| not_found(id))?;
@@ -292,7 +306,6 @@ pub(crate) async fn patch(
         rec = dir::touch_group(&tx, ctx.dir, id).await?;
     }
     announce_members(&tx, &state, &ctx, &rec.display_name, added, removed).await?;
-    let shape = Shape::from_params(&params);
     if shape.is_default() {
         // RFC 7644 §3.5.2 lets a PATCH answer 204 unless the client asked for attributes; Okta
         // and Entra expect it for groups. The full group would carry every member: a one-member

@@ -6,9 +6,12 @@
 //! commit. SCIM semantics (parsing, PATCH, filters) live in `unseat-scim`; the relay
 //! (`unseat-relay`) publishes the outbox.
 
+mod activations;
+mod coalesce;
 mod error;
 mod groups;
 mod limit;
+mod removals;
 mod response;
 mod users;
 
@@ -69,11 +72,15 @@ pub struct IngestState {
     pub body_limit: usize,
     limiter: Arc<RateLimiter>,
     tokens: Arc<TokenCache>,
+    activations: activations::Activations,
+    removals: removals::Removals,
 }
 
 impl IngestState {
     pub fn new(store: Store, metrics: Arc<Metrics>, directory_exchange: String, config: IngestConfig) -> Self {
         Self {
+            activations: activations::Activations::new(store.clone(), directory_exchange.clone()),
+            removals: removals::Removals::new(store.clone(), directory_exchange.clone()),
             store,
             metrics,
             directory_exchange,

@@ -2,6 +2,7 @@
 //! `active` and a delete are announced to the resolver; other attribute changes are not,
 //! since they cannot change anyone's access.
 
+use crate::activations::Activation;
 use crate::response::{check_if_match, render_user, resource_response, user_location};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
@@ -235,21 +236,14 @@ pub(crate) async fn patch(
     let shape = Shape::from_params(&Params::from_query(query)?);
     let id = parse_id(&id)?;
     let req = PatchRequest::parse(&json_body(&headers, body)?)?;
-    // The IdPs' (de)activation: one statement that updates the user and writes the outbox row,
-    // no read first, no explicit transaction. Anything else (and this when it changes nothing,
-    // or names no user) takes the general path below.
+    // The IdPs' (de)activation: no read first, no explicit transaction; concurrent ones are
+    // written together, each user with its outbox row, in one statement. Anything else (and
+    // this when it changes nothing, or names no user) takes the general path below.
     if let (Some(active), None) = (only_active(&req), headers.get(header::IF_MATCH)) {
         let verb = active_verb(&ctx, active);
         let (message_id, payload) = crate::directory_message(&ctx, String::new(), vec![id], !active)?;
-        let announcement = dir::Announcement {
-            message_id,
-            exchange: &state.directory_exchange,
-            routing_key: unseat_bus::DIRECTORY_ROUTING_KEY,
-            payload: &payload,
-            verb,
-        };
-        let client = state.store.client().await?;
-        if let Some(rec) = dir::set_active_announced(&client, ctx.dir, id, active, &announcement).await? {
+        let activation = Activation { dir: ctx.dir, id, active, message_id, payload, verb };
+        if let Some(rec) = state.activations.submit(activation).await? {
             tracing::info!(tenant = %ctx.tenant_id, %message_id, user = %rec.id, "user {verb}: directory change recorded");
             return Ok(resource_response(
                 StatusCode::OK,

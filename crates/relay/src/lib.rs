@@ -37,6 +37,11 @@ enum RelayError {
     Db(#[from] unseat_store::tokio_postgres::Error),
 }
 
+/// How long a published row stays in the outbox (to look a message up), and how often a relay
+/// deletes older ones; without this the table would only grow.
+const KEEP_SENT: Duration = Duration::from_secs(24 * 3600);
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
 /// Runs until `shutdown` fires.
 pub async fn run(store: Store, metrics: Arc<Metrics>, config: RelayConfig, shutdown: CancellationToken) {
     let mut pause = Duration::from_millis(200);
@@ -65,10 +70,19 @@ async fn run_connected(
     let conn = unseat_bus::connect(&config.amqp_url, "relay").await?;
     let publisher = Publisher::new(&conn).await?;
     tracing::info!(prefix = %config.exchange_prefix, "relay connected");
+    let mut purged_at: Option<std::time::Instant> = None;
     loop {
         if shutdown.is_cancelled() {
             let _ = conn.close(200, "bye".into()).await;
             return Ok(());
+        }
+        if purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+            purged_at = Some(std::time::Instant::now());
+            match store.purge_sent_outbox(KEEP_SENT).await {
+                Ok(n) if n > 0 => tracing::info!(rows = n, "purged sent outbox rows"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(error = %error, "purging sent outbox rows failed; will retry"),
+            }
         }
         let sent = publish_batch(store, &publisher, config).await?;
         metrics.outbox_published.inc_by(sent as u64);

@@ -657,23 +657,17 @@ pub type OutboxMessage<'a> = (Uuid, &'a str, &'a str, serde_json::Value);
 
 /// Adds a batch of messages to the outbox in one statement (the relay publishes them in order).
 pub async fn enqueue_many(tx: &Transaction<'_>, tenant_id: Uuid, messages: &[OutboxMessage<'_>]) -> Result<()> {
-    if messages.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Uuid> = messages.iter().map(|m| m.0).collect();
-    let exchanges: Vec<&str> = messages.iter().map(|m| m.1).collect();
-    let keys: Vec<&str> = messages.iter().map(|m| m.2).collect();
-    let payloads: Vec<&serde_json::Value> = messages.iter().map(|m| &m.3).collect();
-    let stmt = tx
-        .prepare_cached(
-            "insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
-             select $1, m, e, k, p from unnest($2::uuid[], $3::text[], $4::text[], $5::jsonb[])
-                    with ordinality as t(m, e, k, p, n)
-              order by n",
-        )
-        .await?;
-    tx.execute(&stmt, &[&tenant_id, &ids, &exchanges, &keys, &payloads]).await?;
-    Ok(())
+    let rows: Vec<crate::outbox::NewRow<'_>> = messages
+        .iter()
+        .map(|(message_id, exchange, routing_key, payload)| crate::outbox::NewRow {
+            tenant_id,
+            message_id: *message_id,
+            exchange,
+            routing_key,
+            payload,
+        })
+        .collect();
+    crate::outbox::enqueue_many(tx, &rows).await
 }
 
 /// A directory or console change an admin asks about without making it (a preview).

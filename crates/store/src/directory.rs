@@ -219,47 +219,75 @@ pub async fn update_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'
 
 /// The outbox row that announces a change made by a single statement: the message, whose
 /// `trigger.summary` the statement fills in as `user <email or userName> <verb>`.
-pub struct Announcement<'a> {
+/// One (de)activation for [`set_active_announced`]: the user, the value, and the outbox row
+/// announcing it (its summary is completed with the user's name and `verb`).
+pub struct ActiveChange<'a> {
+    pub dir: Dir,
+    pub id: Uuid,
+    pub active: bool,
     pub message_id: Uuid,
-    pub exchange: &'a str,
-    pub routing_key: &'a str,
     pub payload: &'a serde_json::Value,
     pub verb: &'a str,
 }
 
-/// The IdPs' (de)activation in one statement and one round trip, outside any explicit
-/// transaction: sets `active` and writes the outbox row announcing it, atomically (one
-/// statement commits or fails as a whole). `None` when there is no such user or it already had
-/// that value; nothing is written then.
+/// The IdPs' (de)activations, any number of them, in one statement and one round trip outside
+/// any explicit transaction: each sets `active` and writes the outbox row announcing it, and
+/// the statement commits or fails as a whole. Concurrent requests are written together this
+/// way, so a burst of deactivations costs the database one commit per batch instead of one per
+/// user. Per change, in order: the stored user, or `None` when there is no such user in that
+/// directory, it already had that value, or the same user came earlier in `changes` (the
+/// caller then takes its general path, which sees the earlier change); nothing is written for
+/// a `None`.
 pub async fn set_active_announced(
     client: &Client,
-    d: Dir,
-    id: Uuid,
-    active: bool,
-    a: &Announcement<'_>,
-) -> Result<Option<UserRecord>> {
+    exchange: &str,
+    routing_key: &str,
+    changes: &[ActiveChange<'_>],
+) -> Result<Vec<Option<UserRecord>>> {
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let cols: Vec<String> = USER_COLS.split(", ").map(|c| format!("s.{c}")).collect();
     let sql = format!(
-        "with u as (
-             update scim_users set active = $4, resource = jsonb_set(resource, '{{active}}', to_jsonb($4::boolean)),
-                    version = version + 1, updated_at = now()
-              where tenant_id = $1 and scope = $2 and id = $3 and active <> $4
-          returning {USER_COLS}),
+        "with i as (
+             select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::bool[], $5::uuid[], $6::jsonb[], $7::text[],
+                                  $8::int[]) as i(tenant_id, scope, id, active, message_id, payload, verb, n)),
+         u as (
+             update scim_users s set active = i.active,
+                    resource = jsonb_set(s.resource, '{{active}}', to_jsonb(i.active)),
+                    version = s.version + 1, updated_at = now()
+               from i
+              where s.tenant_id = i.tenant_id and s.scope = i.scope and s.id = i.id and s.active <> i.active
+          returning i.n, i.message_id, i.payload, i.verb, s.tenant_id as owner, {}),
          o as (
              insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
-             select $1, $5, $6, $7,
-                    jsonb_set($8::jsonb, '{{trigger,summary}}',
-                              to_jsonb('user ' || coalesce(u.email, u.user_name) || ' ' || $9::text))
+             select u.owner, u.message_id, $9, $10,
+                    jsonb_set(u.payload, '{{trigger,summary}}',
+                              to_jsonb('user ' || coalesce(u.email, u.user_name) || ' ' || u.verb))
                from u)
-         select {USER_COLS} from u"
+         select {USER_COLS}, n from u",
+        cols.join(", ")
     );
     let stmt = client.prepare_cached(&sql).await?;
-    let row = client
-        .query_opt(
-            &stmt,
-            &[&d.tenant_id, &d.scope(), &id, &active, &a.message_id, &a.exchange, &a.routing_key, a.payload, &a.verb],
-        )
+    let tenants: Vec<Uuid> = changes.iter().map(|c| c.dir.tenant_id).collect();
+    let scopes: Vec<String> = changes.iter().map(|c| c.dir.scope()).collect();
+    let ids: Vec<Uuid> = changes.iter().map(|c| c.id).collect();
+    let actives: Vec<bool> = changes.iter().map(|c| c.active).collect();
+    let messages: Vec<Uuid> = changes.iter().map(|c| c.message_id).collect();
+    let payloads: Vec<&serde_json::Value> = changes.iter().map(|c| c.payload).collect();
+    let verbs: Vec<&str> = changes.iter().map(|c| c.verb).collect();
+    let ns: Vec<i32> = (0..changes.len() as i32).collect();
+    let rows = client
+        .query(&stmt, &[&tenants, &scopes, &ids, &actives, &messages, &payloads, &verbs, &ns, &exchange, &routing_key])
         .await?;
-    Ok(row.as_ref().map(user_row))
+    let mut out = vec![None; changes.len()];
+    for r in &rows {
+        let n: i32 = r.get(9);
+        if let Some(slot) = usize::try_from(n).ok().and_then(|n| out.get_mut(n)) {
+            *slot = Some(user_row(r));
+        }
+    }
+    Ok(out)
 }
 
 /// Deletes a user (and so its memberships); returns the ids of the groups it was in, whose
@@ -649,6 +677,96 @@ pub async fn remove_members(tx: &Transaction<'_>, d: Dir, group_id: Uuid, user_i
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// Locks the groups named by `keys` (each a directory and a group id) in id order, the order
+/// every writer locks groups in; returns the ones that exist.
+pub async fn lock_groups(tx: &Transaction<'_>, keys: &[(Dir, Uuid)]) -> Result<HashMap<(Dir, Uuid), GroupRecord>> {
+    let tenants: Vec<Uuid> = keys.iter().map(|(d, _)| d.tenant_id).collect();
+    let scopes: Vec<String> = keys.iter().map(|(d, _)| d.scope()).collect();
+    let ids: Vec<Uuid> = keys.iter().map(|(_, g)| *g).collect();
+    let cols: Vec<String> = GROUP_COLS.split(", ").map(|c| format!("g.{c}")).collect();
+    let rows = tx
+        .query(
+            &stmt(
+                tx,
+                &format!(
+                    "select {}, g.tenant_id, g.scope from scim_groups g
+                      where (g.tenant_id, g.scope, g.id) in
+                            (select * from unnest($1::uuid[], $2::text[], $3::uuid[]))
+                      order by g.id for no key update",
+                    cols.join(", ")
+                ),
+            )
+            .await?,
+            &[&tenants, &scopes, &ids],
+        )
+        .await?;
+    let mut found = HashMap::new();
+    for r in &rows {
+        let rec = group_row(r);
+        let tenant_id: Uuid = r.get(7);
+        let scope: String = r.get(8);
+        if let Some((d, _)) = keys.iter().find(|(d, g)| *g == rec.id && d.tenant_id == tenant_id && d.scope() == scope)
+        {
+            found.insert((*d, rec.id), rec);
+        }
+    }
+    Ok(found)
+}
+
+/// Deletes the memberships `(tenant, group, user)` that exist; returns the removed ones (tenant,
+/// group, and the member with its name and email, for the log).
+pub async fn remove_memberships(
+    tx: &Transaction<'_>,
+    pairs: &[(Uuid, Uuid, Uuid)],
+) -> Result<Vec<(Uuid, Uuid, Member)>> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tenants: Vec<Uuid> = pairs.iter().map(|p| p.0).collect();
+    let groups: Vec<Uuid> = pairs.iter().map(|p| p.1).collect();
+    let users: Vec<Uuid> = pairs.iter().map(|p| p.2).collect();
+    let rows = tx
+        .query(
+            &stmt(
+                tx,
+                "with d as (
+                     delete from group_members m using unnest($1::uuid[], $2::uuid[], $3::uuid[]) as i(t, g, u)
+                      where m.tenant_id = i.t and m.group_id = i.g and m.user_id = i.u
+                  returning m.tenant_id, m.group_id, m.user_id)
+                 select d.tenant_id, d.group_id, d.user_id, u.user_name, u.email
+                   from d join scim_users u on u.tenant_id = d.tenant_id and u.id = d.user_id",
+            )
+            .await?,
+            &[&tenants, &groups, &users],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), Member { user_id: r.get(2), user_name: r.get(3), email: r.get(4) }))
+        .collect())
+}
+
+/// Bumps the version of each group named (already locked) by its count of changes, as if
+/// the changes had been written one after another.
+pub async fn touch_groups(tx: &Transaction<'_>, bumps: &[((Dir, Uuid), i64)]) -> Result<()> {
+    let tenants: Vec<Uuid> = bumps.iter().map(|((d, _), _)| d.tenant_id).collect();
+    let scopes: Vec<String> = bumps.iter().map(|((d, _), _)| d.scope()).collect();
+    let ids: Vec<Uuid> = bumps.iter().map(|((_, g), _)| *g).collect();
+    let by: Vec<i64> = bumps.iter().map(|(_, n)| *n).collect();
+    tx.execute(
+        &stmt(
+            tx,
+            "update scim_groups g set version = version + i.n, updated_at = now()
+               from unnest($1::uuid[], $2::text[], $3::uuid[], $4::bigint[]) as i(t, s, id, n)
+              where g.tenant_id = i.t and g.scope = i.s and g.id = i.id",
+        )
+        .await?,
+        &[&tenants, &scopes, &ids, &by],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Makes the member list exactly `user_ids` by touching only the rows that differ (a set
 /// difference computed by PostgreSQL, so a list of 100,000 costs two statements); returns
 /// (added, removed).
@@ -945,26 +1063,53 @@ mod scope_tests {
         tx.commit().await.unwrap();
 
         let payload = json!({"trigger": {"summary": ""}});
-        let a = Announcement {
+        let change = |dir, id, active, verb| ActiveChange {
+            dir,
+            id,
+            active,
             message_id: Uuid::new_v4(),
-            exchange: "t.directory",
-            routing_key: "changed",
             payload: &payload,
-            verb: "unassigned",
+            verb,
         };
-        let off = set_active_announced(&c, it, u_it, false, &a).await.unwrap().unwrap();
-        assert_eq!((off.active, off.version, off.resource["active"].clone()), (false, 2, json!(false)));
-        let summary: String = c
-            .query_one("select payload->'trigger'->>'summary' from outbox where message_id = $1", &[&a.message_id])
+        let batch = [
+            change(it, u_it, false, "unassigned"),
+            change(ws, u_ws, false, "deactivated"),
+            change(it, u_it, true, "assigned"),
+            change(ws, u_it, false, "deactivated"),
+            change(it, Uuid::new_v4(), false, "unassigned"),
+        ];
+        let out = set_active_announced(&c, "t.directory", "changed", &batch).await.unwrap();
+        let off = out[0].as_ref().expect("the first change of the integration's user is written");
+        assert_eq!((off.id, off.active, off.version, off.resource["active"].clone()), (u_it, false, 2, json!(false)));
+        assert_eq!(out[1].as_ref().map(|u| (u.id, u.active)), Some((u_ws, false)), "another directory, same statement");
+        assert!(out[2].is_none(), "the same user again waits for the general path");
+        assert!(out[3].is_none(), "no such user in that scope");
+        assert!(out[4].is_none(), "no such user");
+        let written: Vec<(Uuid, String, String, String)> = c
+            .query(
+                "select message_id, exchange, routing_key, payload->'trigger'->>'summary' from outbox
+                  where message_id = any($1) order by payload->'trigger'->>'summary'",
+                &[&batch.iter().map(|b| b.message_id).collect::<Vec<_>>()],
+            )
             .await
             .unwrap()
-            .get(0);
-        assert_eq!(summary, "user a@x.io unassigned", "the outbox row is written by the same statement");
-        let again = Announcement { message_id: Uuid::new_v4(), ..a };
-        assert!(set_active_announced(&c, it, u_it, false, &again).await.unwrap().is_none(), "already inactive");
-        assert!(set_active_announced(&c, ws, u_it, false, &again).await.unwrap().is_none(), "other scope");
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect();
+        let expected = |m: Uuid, s: &str| (m, "t.directory".to_string(), "changed".to_string(), s.to_string());
+        assert_eq!(
+            written,
+            vec![
+                expected(batch[1].message_id, "user a@x.io deactivated"),
+                expected(batch[0].message_id, "user a@x.io unassigned"),
+            ],
+            "one outbox row per written change, by the same statement"
+        );
+        let again = [change(it, u_it, false, "unassigned")];
+        let out = set_active_announced(&c, "t.directory", "changed", &again).await.unwrap();
+        assert!(out[0].is_none(), "already inactive");
         let announced: i64 = c
-            .query_one("select count(*) from outbox where message_id = $1", &[&again.message_id])
+            .query_one("select count(*) from outbox where message_id = $1", &[&again[0].message_id])
             .await
             .unwrap()
             .get(0);

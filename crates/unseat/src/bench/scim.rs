@@ -230,6 +230,9 @@ async fn seed(
         groups.push(g);
     }
     tx.commit().await?;
+    // What autovacuum would do soon after a bulk load: without statistics the planner may read
+    // a user by its creation-order index instead of its key.
+    client.batch_execute("analyze scim_users; analyze scim_groups; analyze group_members").await?;
     Ok((users, groups))
 }
 

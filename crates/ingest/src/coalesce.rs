@@ -1,0 +1,197 @@
+//! Group commit for writes that arrive together.
+//!
+//! An IdP deprovisioning a department sends many small changes at once. Each one written in its
+//! own statement costs the database a commit and a round trip; written together they cost one.
+//! A [`Coalescer`] queues what callers submit; when no write is in flight the first caller's
+//! item starts one at once (a lone request waits for nothing), and whatever arrives while it
+//! runs goes together in the next. Every caller still gets its own answer only after the write
+//! holding its item returned, so a 2xx still means committed.
+//!
+//! The writes run in a task of their own, not in the request's future: a client that hangs up
+//! cannot strand the callers whose items were in the same batch.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::oneshot;
+
+/// Queues items of type `T` and writes them in batches of at most `max`, one batch at a time,
+/// with `write`, which returns one answer per item, in order.
+pub struct Coalescer<T, R, W> {
+    queue: Mutex<Queue<T, R>>,
+    max: usize,
+    write: W,
+}
+
+struct Queue<T, R> {
+    items: VecDeque<(T, oneshot::Sender<R>)>,
+    writing: bool,
+}
+
+impl<T, R, W, Fut> Coalescer<T, R, W>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+    W: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Vec<R>> + Send + 'static,
+{
+    pub fn new(max: usize, write: W) -> Arc<Self> {
+        Arc::new(Self { queue: Mutex::new(Queue { items: VecDeque::new(), writing: false }), max: max.max(1), write })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue<T, R>> {
+        // The queue is only pushed to and drained under the lock, never left half-changed.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `item` and waits for its answer; `None` if the write holding it never answered
+    /// (it panicked), in which case nothing is known about the item.
+    pub async fn submit(self: &Arc<Self>, item: T) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut q = self.lock();
+            q.items.push_back((item, tx));
+            !std::mem::replace(&mut q.writing, true)
+        };
+        if start {
+            tokio::spawn(self.clone().drain());
+        }
+        rx.await.ok()
+    }
+
+    /// Writes batches until the queue is empty.
+    async fn drain(self: Arc<Self>) {
+        let _writing = Writing(&self);
+        loop {
+            let batch: Vec<(T, oneshot::Sender<R>)> = {
+                let mut q = self.lock();
+                if q.items.is_empty() {
+                    q.writing = false;
+                    return;
+                }
+                let n = q.items.len().min(self.max);
+                q.items.drain(..n).collect()
+            };
+            let (items, answers): (Vec<T>, Vec<oneshot::Sender<R>>) = batch.into_iter().unzip();
+            let results = (self.write)(items).await;
+            for (answer, result) in answers.into_iter().zip(results) {
+                // A caller that went away no longer needs its answer; the write stands.
+                let _ = answer.send(result);
+            }
+        }
+    }
+}
+
+/// Should a write panic, the callers still queued are answered `None` (their senders drop)
+/// and the next submit starts a fresh writer instead of waiting for a dead one.
+struct Writing<'a, T, R, W>(&'a Coalescer<T, R, W>);
+
+impl<T, R, W> Drop for Writing<'_, T, R, W> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut q = self.0.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            q.items.clear();
+            q.writing = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn items_that_arrive_during_a_write_go_together_in_the_next() {
+        let batches = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+        let seen = batches.clone();
+        let c = Coalescer::new(100, move |items: Vec<u32>| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                seen.lock().unwrap().push(items.clone());
+                items.into_iter().map(|i| i * 10).collect()
+            }
+        });
+        let first = tokio::spawn({
+            let c = c.clone();
+            async move { c.submit(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let rest: Vec<_> = (2..=5)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move { c.submit(i).await })
+            })
+            .collect();
+        assert_eq!(first.await.unwrap(), Some(10), "a lone item is written at once");
+        for (i, h) in (2..=5).zip(rest) {
+            assert_eq!(h.await.unwrap(), Some(i * 10), "each caller gets its own answer");
+        }
+        let batches = batches.lock().unwrap().clone();
+        assert_eq!(batches[0], vec![1]);
+        let mut later: Vec<u32> = batches[1..].concat();
+        later.sort();
+        assert_eq!(later, vec![2, 3, 4, 5]);
+        assert!(batches.len() <= 3, "the four queued during the first write share a batch or two: {batches:?}");
+    }
+
+    #[tokio::test]
+    async fn batches_are_bounded() {
+        let largest = Arc::new(AtomicUsize::new(0));
+        let l = largest.clone();
+        let c = Coalescer::new(3, move |items: Vec<u32>| {
+            let l = l.clone();
+            async move {
+                l.fetch_max(items.len(), Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                items
+            }
+        });
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move { c.submit(i).await })
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            assert_eq!(h.await.unwrap(), Some(i as u32));
+        }
+        assert_eq!(largest.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_hangs_up_does_not_strand_the_others() {
+        let c = Coalescer::new(10, |items: Vec<u32>| async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            items
+        });
+        let leader = tokio::spawn({
+            let c = c.clone();
+            async move { c.submit(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let follower = tokio::spawn({
+            let c = c.clone();
+            async move { c.submit(2).await }
+        });
+        leader.abort();
+        assert_eq!(follower.await.unwrap(), Some(2));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_answers_none_and_the_next_submit_writes_again() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let n = calls.clone();
+        let c = Coalescer::new(10, move |items: Vec<u32>| {
+            let first = n.fetch_add(1, Ordering::SeqCst) == 0;
+            async move {
+                assert!(!first, "the first write fails");
+                items
+            }
+        });
+        assert_eq!(c.submit(1).await, None);
+        assert_eq!(c.submit(2).await, Some(2));
+    }
+}
