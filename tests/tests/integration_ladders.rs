@@ -360,7 +360,8 @@ async fn bad_ladder_changes_are_refused_and_change_nothing() {
 
 /// The integration's own directory (the IdLCM flow) is looked at again in its own scope: its
 /// users' assignments are its grants, so a ladder change updates them and never mistakes them
-/// for workspace users without grants.
+/// for workspace users without grants. (Such an integration cannot also be shared in the
+/// console: its access has one source.)
 #[tokio::test]
 async fn the_integration_directory_follows_a_ladder_and_default_role_change() {
     let app = spawn_app().await;
@@ -387,46 +388,34 @@ async fn the_integration_directory_follows_a_ladder_and_default_role_change() {
         let resp = idp.send(Method::POST, "/Users", Some(&body)).await.unwrap();
         assert_eq!(resp.status().as_u16(), 201, "{}", resp.text().await.unwrap());
     }
-    // Wes has the app through the workspace: team Admins.
-    let wes = app.scim.create_user("wes@example.com").await.unwrap();
-    app.team("Admins", &[wes], "ADMIN").await;
-    let before = app.settle(3).await.len();
+    let before = app.settle(2).await.len();
     let role = |email: &str, role: &str| (email.to_string(), role.to_string());
-    assert_eq!(
-        app.app_users().await,
-        vec![role("finn@example.com", "EMPLOYEE"), role("ida@example.com", "ADMIN"), role("wes@example.com", "ADMIN")]
-    );
+    assert_eq!(app.app_users().await, vec![role("finn@example.com", "EMPLOYEE"), role("ida@example.com", "ADMIN")]);
 
-    // ADMIN leaves the ladder: Ida's assignment now gives EMPLOYEE; Wes's team grant nothing.
+    // ADMIN leaves the ladder: Ida's assignment now gives EMPLOYEE.
     let (status, v) = patch(&app, app.integration, json!({"roles": ["EMPLOYEE"]})).await;
     assert_eq!(status, 200, "{v}");
-    let all = app.settle(before + 3).await;
+    let all = app.settle(before + 2).await;
     let new = &all[before..];
     assert_eq!(app.app_users().await, vec![role("finn@example.com", "EMPLOYEE"), role("ida@example.com", "EMPLOYEE")]);
     assert_eq!(one(new, "ida@example.com").outcome, "update");
     assert_eq!(one(new, "finn@example.com").outcome, "keep");
-    assert_eq!(one(new, "wes@example.com").outcome, "remove");
-    // Each directory's users were resolved in their own scope, as their IdP changes are.
+    // The directory's users were resolved in its own scope, as its IdP changes are.
     let c = app.store.client().await.unwrap();
     let scope_of = |task: &TaskRow| {
         let (c, job) = (&c, task.job_id);
         async move { c.query_one("select scope from jobs where id = $1", &[&job]).await.unwrap().get::<_, String>(0) }
     };
     assert_eq!(scope_of(one(new, "ida@example.com")).await, app.integration.to_string());
-    assert_eq!(scope_of(one(new, "wes@example.com")).await, "workspace");
 
-    // ADMIN back on top, and the default: Finn, assigned without a role, now gets ADMIN; so
-    // does Wes again, through his team.
+    // ADMIN back on top, and the default: Finn, assigned without a role, now gets ADMIN.
     let before = all.len();
     let (status, v) =
         patch(&app, app.integration, json!({"roles": ["ADMIN", "EMPLOYEE"], "default_role": "ADMIN"})).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["default_role"], "ADMIN");
-    let all = app.settle(before + 3).await;
-    assert_eq!(
-        app.app_users().await,
-        vec![role("finn@example.com", "ADMIN"), role("ida@example.com", "ADMIN"), role("wes@example.com", "ADMIN")]
-    );
+    let all = app.settle(before + 2).await;
+    assert_eq!(app.app_users().await, vec![role("finn@example.com", "ADMIN"), role("ida@example.com", "ADMIN")]);
     assert!(all[before..].iter().all(|t| t.status == "succeeded"), "{:#?}", &all[before..]);
     app.stop().await;
 }

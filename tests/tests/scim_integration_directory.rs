@@ -174,3 +174,51 @@ async fn leaving_a_pushed_group_lowers_the_role_and_deactivation_removes() {
     assert!(app.app_users().await.is_empty());
     app.stop().await;
 }
+
+/// An integration takes its users from its own SCIM endpoint or from console shares, never
+/// both: otherwise one person would be two users of one app account, and unassigning them in
+/// the IdP would remove access a team still grants (or the other way round). Each side refuses
+/// with 409 once the other is in use, and the refusal changes nothing.
+#[tokio::test]
+async fn an_integration_is_shared_in_the_console_or_fed_by_its_own_scim_endpoint_not_both() {
+    let app = spawn_app().await;
+    let tokens = format!("/api/v1/tenants/{}/scim-tokens", app.tenant);
+    let grants = format!("/api/v1/tenants/{}/integrations/{}/grants", app.tenant, app.integration);
+    let count = |sql: &'static str| {
+        let store = app.store.clone();
+        let tenant = app.tenant;
+        async move { store.client().await.unwrap().query_one(sql, &[&tenant]).await.unwrap().get::<_, i64>(0) }
+    };
+    let token_count = || count("select count(*) from tokens where tenant_id = $1");
+    let grant_count = || count("select count(*) from grants where tenant_id = $1");
+
+    // Shared with a team first: the integration's own endpoint is refused.
+    let ann = app.scim.create_user("ann@example.com").await.unwrap();
+    let team = app.team("Ads", &[ann], "EMPLOYEE").await;
+    let tokens_before = token_count().await;
+    let (status, v) =
+        app.call(Method::POST, &tokens, Some(json!({"integration_id": app.integration, "label": "Okta app"}))).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("remove its grants"), "{v}");
+    assert_eq!(token_count().await, tokens_before, "no token was minted");
+
+    // Once the share is gone, the endpoint can be connected; then shares are refused.
+    let listed = app.admin_get(&grants).await;
+    let grant_id = listed["grants"][0]["id"].as_str().unwrap().to_string();
+    let (status, v) = app.call(Method::DELETE, &format!("{grants}/{grant_id}"), None).await;
+    assert!(status == 204 || status == 200, "{status} {v}");
+    let scim = integration_scim(&app).await;
+    let outbox_before = app.outbox_count().await;
+    let grants_before = grant_count().await;
+    let (status, v) = app.call(Method::POST, &grants, Some(json!({"team_id": team, "role": "EMPLOYEE"}))).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("own SCIM endpoint"), "{v}");
+    let (status, v) = app.call(Method::POST, &grants, Some(json!({"user_id": ann, "role": "EMPLOYEE"}))).await;
+    assert_eq!(status, 409, "{v}");
+    assert_eq!((grant_count().await, app.outbox_count().await), (grants_before, outbox_before), "nothing changed");
+
+    // The endpoint itself works as before.
+    let id = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "ida@example.com", "active": true})).await;
+    assert!(!id.is_nil());
+    app.stop().await;
+}

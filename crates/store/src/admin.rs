@@ -592,6 +592,35 @@ pub async fn delete_grant(tx: &Transaction<'_>, tenant_id: Uuid, integration_id:
     Ok(())
 }
 
+/// Where an integration's users get their access: console shares to teams and users (the
+/// workspace flow) or the integration's own SCIM directory (the IdLCM flow). One integration
+/// takes one of them, never both: the same person would otherwise be two users of one app
+/// account, and one flow's removal would undo what the other still grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessSources {
+    /// Grants on the integration exist.
+    pub shares: usize,
+    /// A SCIM token for the integration's own directory exists, or that directory holds users
+    /// or groups.
+    pub own_directory: bool,
+}
+
+/// What the integration's access comes from now (see [`AccessSources`]). The caller holds the
+/// integration's lock, so this cannot change before its transaction ends.
+pub async fn access_sources(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid) -> Result<AccessSources> {
+    let scope = integration_id.to_string();
+    let row = tx
+        .query_one(
+            "select (select count(*) from grants where tenant_id = $1 and integration_id = $2),
+                    exists(select 1 from tokens where tenant_id = $1 and scope_integration = $2)
+                    or exists(select 1 from scim_users where tenant_id = $1 and scope = $3)
+                    or exists(select 1 from scim_groups where tenant_id = $1 and scope = $3)",
+            &[&tenant_id, &integration_id, &scope],
+        )
+        .await?;
+    Ok(AccessSources { shares: row.get::<_, i64>(0) as usize, own_directory: row.get(1) })
+}
+
 /// The integration, locked for the rest of the caller's transaction: asset changes take this
 /// lock, grant changes a share lock ([`integration_for_grant`]), so a grant cannot name an
 /// asset that is being removed.

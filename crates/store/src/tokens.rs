@@ -43,13 +43,7 @@ impl Store {
         label: &str,
     ) -> Result<()> {
         let client = self.client().await?;
-        client
-            .execute(
-                "insert into tokens (hash, tenant_id, kind, scope_integration, role, label) values ($1, $2, $3, $4, $5, $6)",
-                &[&hash(token), &tenant_id, &kind, &scope_integration, &role, &label],
-            )
-            .await?;
-        Ok(())
+        insert_token(&**client, tenant_id, token, kind, scope_integration, role, label).await
     }
 
     /// Who holds `token`, if anyone.
@@ -72,4 +66,23 @@ impl Store {
             }
         }))
     }
+}
+
+/// Stores `token`'s hash, with the caller's client or transaction (see [`Store::insert_token`]).
+pub async fn insert_token<C: tokio_postgres::GenericClient>(
+    client: &C,
+    tenant_id: Uuid,
+    token: &str,
+    kind: &str,
+    scope_integration: Option<Uuid>,
+    role: Option<&str>,
+    label: &str,
+) -> Result<()> {
+    client
+        .execute(
+            "insert into tokens (hash, tenant_id, kind, scope_integration, role, label) values ($1, $2, $3, $4, $5, $6)",
+            &[&hash(token), &tenant_id, &kind, &scope_integration, &role, &label],
+        )
+        .await?;
+    Ok(())
 }

@@ -235,6 +235,16 @@ pub async fn create(
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
     let (integration, model) = integration(&tx, tenant_id, integration_id).await?;
+    if admin::access_sources(&tx, tenant_id, integration_id).await?.own_directory {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "{} takes its users from its own SCIM endpoint (the app's assignments in the IdP); \
+                 assign people there instead of sharing it here",
+                integration.name
+            ),
+        ));
+    }
     let role = grant_role(&model, req.role)?;
     check_grant(&model, &role, &req.assets)?;
     let name = admin::subject_name(&tx, tenant_id, subject)

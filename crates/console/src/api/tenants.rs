@@ -11,7 +11,8 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use unseat_store::tokens::generate;
+use unseat_store::admin;
+use unseat_store::tokens::{self, generate};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -98,18 +99,37 @@ pub async fn create_scim_token(
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let req: NewScimToken = parse_body(body)?;
     let label = label(req.label)?;
+    let token = generate("scim");
     let scope = match req.integration_id.as_deref() {
-        None => None,
+        None => {
+            app.state.store.insert_token(tenant_id, &token, "scim", None, None, &label).await?;
+            None
+        }
         Some(raw) => {
             let id = parse_id(raw, "integration_id")?;
-            if app.state.store.integration(tenant_id, id).await?.is_none() {
-                return Err(ApiError::not_found("no such integration in this tenant"));
+            // Under the integration's lock, which grant changes wait for: an integration takes
+            // its users from its own directory or from console shares, never both.
+            let mut client = app.state.store.client().await?;
+            let tx = client.transaction().await?;
+            let integration = admin::integration_for_update(&tx, tenant_id, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("no such integration in this tenant"))?;
+            let sources = admin::access_sources(&tx, tenant_id, id).await?;
+            if sources.shares > 0 {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{} is shared in the console ({} grants); remove its grants before giving it its own \
+                         SCIM endpoint",
+                        integration.name, sources.shares
+                    ),
+                ));
             }
+            tokens::insert_token(&*tx, tenant_id, &token, "scim", Some(id), None, &label).await?;
+            tx.commit().await?;
             Some(id)
         }
     };
-    let token = generate("scim");
-    app.state.store.insert_token(tenant_id, &token, "scim", scope, None, &label).await?;
     tracing::info!(tenant = %tenant_id, scope = ?scope, "SCIM token created");
     let scope = scope.map_or_else(|| json!("workspace"), |i| json!(i));
     Ok((StatusCode::CREATED, Json(json!({ "token": token, "scope": scope, "label": label }))))
