@@ -6,48 +6,39 @@
 
 mod common;
 
-use common::{eventually, Desire, Fixture, Setup};
+use common::{eventually, quick_config, Desire, Fixture, Setup};
 use serde_json::json;
 use std::time::Duration;
 use unseat_bus::messages::ConnectorTask;
 use unseat_connector::ConnectorConfig;
+use unseat_emulator::FaultRule;
 use unseat_store::Store;
 
 const BIZ: &str = "4200000001";
 const TOKEN: &str = "hub-credential-do-not-log";
 
-async fn spawn_app() -> Fixture {
-    Setup::new(BIZ, TOKEN).build().await
-}
-
+/// Backoffs shorter still than `quick_config`'s, so that retries do not slow these tests down.
 fn config() -> ConnectorConfig {
     ConnectorConfig {
         min_backoff: Duration::from_millis(20),
         max_backoff: Duration::from_millis(100),
-        request_timeout: Duration::from_secs(5),
         grace: Duration::from_secs(5),
-        ..ConnectorConfig::default()
+        ..quick_config()
     }
 }
 
-/// Stores a desired state for `email` (role, versions) and its queued task.
-async fn desire(
-    app: &Fixture,
-    email: &str,
-    desired_role: Option<&str>,
-    desired_version: i64,
-    applied_version: i64,
-    task_version: i64,
-) -> (uuid::Uuid, uuid::Uuid) {
-    app.desire(Desire { desired_role, desired_version, applied_version, task_version, ..Desire::removal(email) }).await
+/// The hub answers every DELETE with 403: the credential lacks a permission.
+fn refuse_deletes(app: &Fixture) {
+    app.emu
+        .add_fault(FaultRule { method: Some("DELETE".into()), status: Some(403), ..Default::default() })
+        .expect("fault");
 }
 
 #[tokio::test]
 async fn removes_a_user_from_the_business() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.seed_user(BIZ, "alice@example.com", "EMPLOYEE", None).expect("seed");
-    let (user, task) = desire(&app, "alice@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (user, task) = app.queue(Desire::removal("alice@example.com")).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -65,10 +56,17 @@ async fn removes_a_user_from_the_business() {
 
 #[tokio::test]
 async fn changes_a_role_to_employee() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     let bob = app.emu.seed_user(BIZ, "bob@example.com", "ADMIN", None).expect("seed");
-    let (user, task) = desire(&app, "Bob@Example.com", Some("EMPLOYEE"), 5, 4, 5).await;
-    app.publish(user, task, 5).await;
+    let (user, task) = app
+        .queue(Desire {
+            desired_role: Some("EMPLOYEE"),
+            desired_version: 5,
+            applied_version: 4,
+            task_version: 5,
+            ..Desire::removal("Bob@Example.com")
+        })
+        .await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -84,13 +82,12 @@ async fn changes_a_role_to_employee() {
 
 #[tokio::test]
 async fn removing_someone_already_absent_succeeds_without_a_delete() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     // Enough users for the lookup to page through several pages.
     for i in 0..130 {
         app.emu.seed_user(BIZ, &format!("person{i}@example.com"), "EMPLOYEE", None).expect("seed");
     }
-    let (user, task) = desire(&app, "ghost@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (user, task) = app.queue(Desire::removal("ghost@example.com")).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -105,18 +102,12 @@ async fn removing_someone_already_absent_succeeds_without_a_delete() {
 
 #[tokio::test]
 async fn retries_through_two_503s_then_succeeds() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.seed_user(BIZ, "carol@example.com", "EMPLOYEE", None).expect("seed");
     app.emu
-        .add_fault(unseat_emulator::FaultRule {
-            method: Some("DELETE".into()),
-            status: Some(503),
-            times: Some(2),
-            ..Default::default()
-        })
+        .add_fault(FaultRule { method: Some("DELETE".into()), status: Some(503), times: Some(2), ..Default::default() })
         .expect("fault");
-    let (user, task) = desire(&app, "carol@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (_, task) = app.queue(Desire::removal("carol@example.com")).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -151,17 +142,10 @@ async fn retries_through_two_503s_then_succeeds() {
 
 #[tokio::test]
 async fn a_403_fails_the_task_dead_letters_it_and_flags_the_integration() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.seed_user(BIZ, "dave@example.com", "EMPLOYEE", None).expect("seed");
-    app.emu
-        .add_fault(unseat_emulator::FaultRule {
-            method: Some("DELETE".into()),
-            status: Some(403),
-            ..Default::default()
-        })
-        .expect("fault");
-    let (user, task) = desire(&app, "dave@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    refuse_deletes(&app);
+    let (user, task) = app.queue(Desire::removal("dave@example.com")).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -185,11 +169,18 @@ async fn a_403_fails_the_task_dead_letters_it_and_flags_the_integration() {
 
 #[tokio::test]
 async fn a_stale_task_is_superseded_without_an_app_call() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.seed_user(BIZ, "erin@example.com", "EMPLOYEE", None).expect("seed");
     // The stored desire is version 3 (keep EMPLOYEE); the task carries version 2 (remove).
-    let (user, task) = desire(&app, "erin@example.com", Some("EMPLOYEE"), 3, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (user, task) = app
+        .queue(Desire {
+            desired_role: Some("EMPLOYEE"),
+            desired_version: 3,
+            applied_version: 1,
+            task_version: 2,
+            ..Desire::removal("erin@example.com")
+        })
+        .await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -203,11 +194,10 @@ async fn a_stale_task_is_superseded_without_an_app_call() {
 
 #[tokio::test]
 async fn a_duplicate_delivery_makes_no_second_app_call() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.seed_user(BIZ, "frank@example.com", "EMPLOYEE", None).expect("seed");
-    let (user, task) = desire(&app, "frank@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
-    app.publish(user, task, 2).await;
+    let (user, task) = app.queue(Desire::removal("frank@example.com")).await;
+    app.publish(user, task, 2).await; // the same task a second time
     app.start(config());
 
     eventually("both deliveries to be handled", || async {
@@ -225,7 +215,7 @@ async fn a_duplicate_delivery_makes_no_second_app_call() {
 
 #[tokio::test]
 async fn an_unreadable_message_goes_to_the_dead_letter_queue() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.publisher
         .publish(&app.topology.connector_exchange(), "business_hub", "junk-1", b"{\"v\": 99}")
         .await
@@ -238,9 +228,16 @@ async fn an_unreadable_message_goes_to_the_dead_letter_queue() {
 
 #[tokio::test]
 async fn invites_someone_the_hub_does_not_have_yet() {
-    let mut app = spawn_app().await;
-    let (user, task) = desire(&app, "grace@example.com", Some("EMPLOYEE"), 1, 0, 1).await;
-    app.publish(user, task, 1).await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
+    let (user, task) = app
+        .queue(Desire {
+            desired_role: Some("EMPLOYEE"),
+            desired_version: 1,
+            applied_version: 0,
+            task_version: 1,
+            ..Desire::removal("grace@example.com")
+        })
+        .await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -254,10 +251,10 @@ async fn invites_someone_the_hub_does_not_have_yet() {
 
 #[tokio::test]
 async fn a_delete_answered_with_object_not_found_counts_as_already_removed() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.seed_user(BIZ, "heidi@example.com", "EMPLOYEE", None).expect("seed");
     app.emu
-        .add_fault(unseat_emulator::FaultRule {
+        .add_fault(FaultRule {
             method: Some("DELETE".into()),
             status: Some(400),
             graph_code: Some(100),
@@ -266,8 +263,7 @@ async fn a_delete_answered_with_object_not_found_counts_as_already_removed() {
             ..Default::default()
         })
         .expect("fault");
-    let (user, task) = desire(&app, "heidi@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (user, task) = app.queue(Desire::removal("heidi@example.com")).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -279,10 +275,10 @@ async fn a_delete_answered_with_object_not_found_counts_as_already_removed() {
 
 #[tokio::test]
 async fn throttling_waits_at_least_as_long_as_retry_after() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.seed_user(BIZ, "ivan@example.com", "EMPLOYEE", None).expect("seed");
     app.emu
-        .add_fault(unseat_emulator::FaultRule {
+        .add_fault(FaultRule {
             method: Some("GET".into()),
             status: Some(429),
             retry_after_s: Some(1),
@@ -290,8 +286,7 @@ async fn throttling_waits_at_least_as_long_as_retry_after() {
             ..Default::default()
         })
         .expect("fault");
-    let (user, task) = desire(&app, "ivan@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (_, task) = app.queue(Desire::removal("ivan@example.com")).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -310,17 +305,12 @@ async fn throttling_waits_at_least_as_long_as_retry_after() {
 
 #[tokio::test]
 async fn gives_up_after_max_attempts_and_dead_letters() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.seed_user(BIZ, "judy@example.com", "EMPLOYEE", None).expect("seed");
     app.emu
-        .add_fault(unseat_emulator::FaultRule {
-            method: Some("DELETE".into()),
-            status: Some(502),
-            ..Default::default()
-        })
+        .add_fault(FaultRule { method: Some("DELETE".into()), status: Some(502), ..Default::default() })
         .expect("fault");
-    let (user, task) = desire(&app, "judy@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (_, task) = app.queue(Desire::removal("judy@example.com")).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -343,11 +333,10 @@ async fn gives_up_after_max_attempts_and_dead_letters() {
 
 #[tokio::test]
 async fn a_wrong_credential_fails_with_code_190_and_never_leaks_the_token() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.require_token(BIZ, "a-different-token").expect("token");
     app.emu.seed_user(BIZ, "ken@example.com", "EMPLOYEE", None).expect("seed");
-    let (user, task) = desire(&app, "ken@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (_, task) = app.queue(Desire::removal("ken@example.com")).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -362,10 +351,9 @@ async fn a_wrong_credential_fails_with_code_190_and_never_leaks_the_token() {
 
 #[tokio::test]
 async fn without_a_database_the_message_is_requeued_until_the_delivery_limit() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.emu.seed_user(BIZ, "liam@example.com", "EMPLOYEE", None).expect("seed");
-    let (user, task) = desire(&app, "liam@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (_, task) = app.queue(Desire::removal("liam@example.com")).await;
     // Nothing listens on port 1: every store call fails as if the database were down.
     let unreachable = Store::connect("postgres://postgres@127.0.0.1:1/unseat", 2).expect("pool");
     app.start_with(unreachable, config());
@@ -404,8 +392,7 @@ fn held_by(app: &Fixture, user: &str) -> Vec<String> {
 #[tokio::test]
 async fn a_removal_takes_the_user_off_assets_on_every_page() {
     let (mut app, paula, accounts) = hub_with_ad_accounts(250).await;
-    let (user, task) = desire(&app, "paula@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    let (_, task) = app.queue(Desire::removal("paula@example.com")).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -434,8 +421,8 @@ async fn an_update_sees_assets_beyond_the_first_page() {
     // Keep only the last account; everything before it goes.
     let last = accounts.last().expect("accounts").id.clone();
     let desired = json!({ last.clone(): "ANALYZE" });
-    let (user, task) = app
-        .desire(Desire {
+    let (_, task) = app
+        .queue(Desire {
             desired_role: Some("EMPLOYEE"),
             desired_assets: desired,
             desired_version: 2,
@@ -444,7 +431,6 @@ async fn an_update_sees_assets_beyond_the_first_page() {
             ..Desire::removal("paula@example.com")
         })
         .await;
-    app.publish(user, task, 2).await;
     app.start(config());
 
     let t = app.finished(task).await;
@@ -459,21 +445,14 @@ async fn an_update_sees_assets_beyond_the_first_page() {
 
 #[tokio::test]
 async fn picking_up_a_redriven_task_sweeps_only_its_stale_copy_out_of_the_dead_letter_queue() {
-    let mut app = spawn_app().await;
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
     app.publisher
         .publish(&app.topology.connector_exchange(), "business_hub", "junk-2", b"not a task")
         .await
         .expect("publish");
     app.emu.seed_user(BIZ, "rita@example.com", "EMPLOYEE", None).expect("seed");
-    app.emu
-        .add_fault(unseat_emulator::FaultRule {
-            method: Some("DELETE".into()),
-            status: Some(403),
-            ..Default::default()
-        })
-        .expect("fault");
-    let (user, task) = desire(&app, "rita@example.com", None, 2, 1, 2).await;
-    app.publish(user, task, 2).await;
+    refuse_deletes(&app);
+    let (user, task) = app.queue(Desire::removal("rita@example.com")).await;
     app.start(config());
     assert_eq!(app.finished(task).await.status, "failed");
     eventually("both messages in the dead-letter queue", || async {
@@ -487,25 +466,7 @@ async fn picking_up_a_redriven_task_sweeps_only_its_stale_copy_out_of_the_dead_l
     let exchange = app.topology.connector_exchange();
     let outcome = app
         .store
-        .redrive_task(app.tenant, task, "a test", |t| {
-            let message = ConnectorTask {
-                v: unseat_bus::messages::MESSAGE_VERSION,
-                message_id: uuid::Uuid::new_v4(),
-                tenant_id: t.tenant_id,
-                job_id: t.job_id,
-                task_id: t.task_id,
-                integration_id: t.integration_id,
-                user_id: t.user_id,
-                app_kind: t.app_kind.clone(),
-                desired_version: t.desired_version,
-            };
-            unseat_store::apply::RedriveMessage {
-                message_id: message.message_id,
-                exchange: exchange.clone(),
-                routing_key: t.app_kind.clone(),
-                payload: serde_json::to_value(&message).expect("json"),
-            }
-        })
+        .redrive_task(app.tenant, task, "a test", |t| unseat_console::redrive_message(t, &exchange))
         .await
         .expect("redrive");
     assert!(matches!(outcome, unseat_store::apply::Redrive::Requeued { desired_version: 2 }), "{outcome:?}");

@@ -292,15 +292,23 @@ impl Fixture {
             .expect("publish");
     }
 
+    /// Stores a desired state and its queued task and publishes the task's message for the
+    /// task's version, as the resolver would; returns (user id, task id).
+    pub async fn queue(&self, d: Desire<'_>) -> (Uuid, Uuid) {
+        let version = d.task_version;
+        let (user, task) = self.desire(d).await;
+        self.publish(user, task, version).await;
+        (user, task)
+    }
+
     /// Seeds each of `emails` in the hub (EMPLOYEE), stores a removal for it (with the hub's
     /// id remembered when `remember`, as after an earlier task) and publishes it.
     pub async fn removals(&self, emails: &[String], remember: bool) -> Vec<Uuid> {
         let mut tasks = Vec::new();
         for email in emails {
             let hub_id = self.emu.seed_user(self.business, email, "EMPLOYEE", None).expect("seed").id;
-            let desire = Desire { app_account_id: remember.then_some(hub_id), ..Desire::removal(email) };
-            let (user, task) = self.desire(desire).await;
-            self.publish(user, task, 2).await;
+            let (_, task) =
+                self.queue(Desire { app_account_id: remember.then_some(hub_id), ..Desire::removal(email) }).await;
             tasks.push(task);
         }
         tasks

@@ -9,6 +9,8 @@ pub mod scim;
 pub mod soak;
 
 use clap::Subcommand;
+use lapin::options::QueueDeleteOptions;
+use unseat_bus::Topology;
 
 use crate::Settings;
 
@@ -40,4 +42,22 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         BenchCommand::Resolver(args) => resolver::run(settings, args).await,
         BenchCommand::Scim(args) => scim::run(settings, args).await,
     }
+}
+
+/// Deletes the work queues of `topology` (the resolver's and each app kind's connector queue)
+/// and their dead-letter queues, messages included. A bench's queues hold only what the bench
+/// itself sent, and it has printed its figures by then: a queue that cannot be deleted (the
+/// broker gone, say) is left behind rather than failing the run.
+pub(crate) async fn delete_queues(amqp_url: &str, topology: &Topology) {
+    let Ok(conn) = unseat_bus::connect(amqp_url, "bench").await else { return };
+    if let Ok(ch) = conn.create_channel().await {
+        let mut queues = vec![topology.resolver_queue()];
+        queues.extend(topology.app_kinds.iter().map(|k| topology.connector_queue(k)));
+        for q in queues {
+            for name in [Topology::dead_letter_queue(&q), q] {
+                let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
+            }
+        }
+    }
+    let _ = conn.close(200, "bye".into()).await;
 }

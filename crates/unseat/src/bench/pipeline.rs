@@ -11,7 +11,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use futures_util::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -254,15 +254,8 @@ async fn broker_ceiling(url: &str, n: usize) -> anyhow::Result<f64> {
     }
     let seen = consume.await?;
     let elapsed = started.elapsed();
-    for q in [
-        queue.clone(),
-        unseat_bus::Topology::dead_letter_queue(&queue),
-        topology.resolver_queue(),
-        unseat_bus::Topology::dead_letter_queue(&topology.resolver_queue()),
-    ] {
-        let _ = ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default()).await;
-    }
     let _ = conn.close(200, "bye".into()).await;
+    super::delete_queues(url, &topology).await;
     anyhow::ensure!(seen == n, "broker probe consumed {seen} of {n}");
     Ok(n as f64 / elapsed.as_secs_f64())
 }

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use futures_util::StreamExt;
-use lapin::options::QueueDeleteOptions;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -85,7 +84,8 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         store.client().await?.query_one("select count(*) from outbox where tenant_id = $1", &[&tenant]).await?.get(0);
     shutdown.cancel();
     running.wait().await;
-    delete_queues(&settings).await;
+    // The bench's queues hold the changes it announced (no resolver runs).
+    super::delete_queues(&settings.amqp_url, &settings.topology()).await;
 
     println!();
     println!(
@@ -250,20 +250,4 @@ async fn drop_database(base_url: &str, name: &str) -> anyhow::Result<()> {
     tokio::spawn(conn);
     client.batch_execute(&format!("drop database if exists \"{}\" with (force)", name.replace('"', ""))).await?;
     Ok(())
-}
-
-/// The bench's queues hold the changes it announced (no resolver runs): delete them.
-async fn delete_queues(settings: &Settings) {
-    let topology = settings.topology();
-    let Ok(conn) = unseat_bus::connect(&settings.amqp_url, "bench").await else { return };
-    if let Ok(ch) = conn.create_channel().await {
-        let mut queues = vec![topology.resolver_queue()];
-        queues.extend(crate::APP_KINDS.iter().map(|k| topology.connector_queue(k)));
-        for q in queues {
-            for name in [unseat_bus::Topology::dead_letter_queue(&q), q] {
-                let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
-            }
-        }
-    }
-    let _ = conn.close(200, "bye".into()).await;
 }
