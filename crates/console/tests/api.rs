@@ -653,8 +653,8 @@ async fn the_automation_log_pages_newest_first_and_stays_stable() {
     let t2 = add_task(&app, tenant, first, integration, "failed", "2026-01-01T00:00:02Z").await;
     let t3 = add_task(&app, tenant, first, other_integration, "failed", "2026-01-01T00:00:03Z").await;
     let client = app.store.client().await.unwrap();
-    for (kind, detail) in [("decided", "removed: no grant"), ("attempt", "500 from app"), ("dead_lettered", "gave up")]
-    {
+    // The first event, `decided`, is the reason the task was stored with.
+    for (kind, detail) in [("attempt", "500 from app"), ("dead_lettered", "gave up")] {
         client
             .execute(
                 "insert into task_events (tenant_id, task_id, kind, detail) values ($1, $2, $3, $4)",
@@ -740,6 +740,7 @@ async fn the_automation_log_pages_newest_first_and_stays_stable() {
     assert_eq!(a.status, StatusCode::OK);
     let kinds: Vec<&str> = a.body["events"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds, vec!["decided", "attempt", "dead_lettered"]);
+    assert_eq!(a.body["events"][0]["detail"], "removed: no grant", "the decision's reason, as the task holds it");
 
     // An integration's Activity.
     client

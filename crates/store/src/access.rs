@@ -581,13 +581,15 @@ pub struct NewTask<'a> {
     pub status: &'a str,
 }
 
-/// Inserts one task and its first event; false if it existed already.
+/// Inserts one task; false if it existed already.
 pub async fn insert_task(tx: &Transaction<'_>, t: &NewTask<'_>) -> Result<bool> {
     Ok(insert_tasks(tx, std::slice::from_ref(t)).await? == 1)
 }
 
-/// Inserts tasks (all of one tenant) and their `decided` events in one statement; tasks that
-/// exist already are skipped. Returns how many were new.
+/// Inserts tasks (all of one tenant) in one statement; tasks that exist already are skipped.
+/// Returns how many were new. A task's first event, `decided` with its reason, is not a row of
+/// its own: the log reads it from the task (see `Store::task_events`), which saves the
+/// resolver a row per decision.
 pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result<u64> {
     let Some(first) = tasks.first() else { return Ok(0) };
     let tenant = first.tenant_id;
@@ -620,10 +622,7 @@ pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result
                       with ordinality as t(id, j, i, u, e, o, fr, tr, fa, ta, r, v, s, n)
                 order by n
                on conflict do nothing
-               returning id, reason
-             ), events as (
-               insert into task_events (tenant_id, task_id, kind, detail)
-               select $1, id, 'decided', reason from new
+               returning id
              )
              select count(*) from new",
         )

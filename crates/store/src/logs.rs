@@ -245,13 +245,21 @@ impl Store {
         Ok(row.as_ref().map(task_from_row))
     }
 
-    /// A task's progress events in the order they happened, at most `limit`.
+    /// A task's progress events in the order they happened, at most `limit`. The first is
+    /// always `decided`, with the reason the resolver stored on the task (id 0: it is read from
+    /// the task, not stored as an event row).
     pub async fn task_events(&self, tenant_id: Uuid, task_id: Uuid, limit: i64) -> Result<Vec<TaskEvent>> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "select id, at, kind, attempt, status_code, detail from task_events
-                  where tenant_id = $1 and task_id = $2 order by id limit $3",
+                "select * from (
+                   select 0::bigint as id, created_at as at, 'decided' as kind, null::int as attempt,
+                          null::int as status_code, reason as detail
+                     from tasks where tenant_id = $1 and id = $2
+                   union all
+                   select id, at, kind, attempt, status_code, detail from task_events
+                    where tenant_id = $1 and task_id = $2
+                 ) e order by id limit $3",
                 &[&tenant_id, &task_id, &limit],
             )
             .await?;

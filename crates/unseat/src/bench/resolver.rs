@@ -13,7 +13,7 @@
 //!   (read from `/proc`, so PostgreSQL must run on the same host for those figures);
 //! - the resolver process's resident memory before and at its peak during the resolve;
 //! - the write ceiling measured in the same run: the rows 10,000 decisions write (desired
-//!   states, tasks, their events, outbox rows) written by PostgreSQL alone, with
+//!   states, tasks, outbox rows) written by PostgreSQL alone, with
 //!   `insert … select` inside the server (no client, no reads, no decisions), rolled back.
 //!
 //! It prints; it asserts nothing.
@@ -384,8 +384,6 @@ async fn write_ceiling(store: &Store, tenant: Uuid, job: Uuid) -> anyhow::Result
                                 from_assets, to_assets, reason, desired_version, status)
              select tenant_id, gen_random_uuid(), job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
                     from_assets, to_assets, reason, desired_version + 1, status from ceiling_tasks;
-             insert into task_events (tenant_id, task_id, kind, detail)
-             select tenant_id, id, 'decided', reason from ceiling_tasks;
              insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
              select tenant_id, gen_random_uuid(), exchange, routing_key, payload from ceiling_outbox;",
         )
