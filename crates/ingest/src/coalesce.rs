@@ -104,12 +104,20 @@ mod tests {
 
     #[tokio::test]
     async fn items_that_arrive_during_a_write_go_together_in_the_next() {
+        // The first write waits until the test lets it go, so the others surely arrive while it
+        // is in flight.
         let batches = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
-        let seen = batches.clone();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let (seen, gate) = (batches.clone(), release.clone());
         let c = Coalescer::new(100, move |items: Vec<u32>| {
-            let seen = seen.clone();
+            let (seen, gate, started) = (seen.clone(), gate.clone(), started_tx.lock().unwrap().take());
             async move {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                if let Some(started) = started {
+                    let _ = started.send(());
+                    gate.notified().await;
+                }
                 seen.lock().unwrap().push(items.clone());
                 items.into_iter().map(|i| i * 10).collect()
             }
@@ -118,23 +126,23 @@ mod tests {
             let c = c.clone();
             async move { c.submit(1).await }
         });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        started_rx.await.unwrap();
         let rest: Vec<_> = (2..=5)
             .map(|i| {
                 let c = c.clone();
                 tokio::spawn(async move { c.submit(i).await })
             })
             .collect();
+        // Let the four queue up behind the first write, then let it finish.
+        while c.lock().items.len() < 4 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_one();
         assert_eq!(first.await.unwrap(), Some(10), "a lone item is written at once");
         for (i, h) in (2..=5).zip(rest) {
             assert_eq!(h.await.unwrap(), Some(i * 10), "each caller gets its own answer");
         }
-        let batches = batches.lock().unwrap().clone();
-        assert_eq!(batches[0], vec![1]);
-        let mut later: Vec<u32> = batches[1..].concat();
-        later.sort();
-        assert_eq!(later, vec![2, 3, 4, 5]);
-        assert!(batches.len() <= 3, "the four queued during the first write share a batch or two: {batches:?}");
+        assert_eq!(*batches.lock().unwrap(), vec![vec![1], vec![2, 3, 4, 5]]);
     }
 
     #[tokio::test]

@@ -65,11 +65,12 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A pool of connections to unseat's database.
+/// A pool of connections to unseat's database. Cloning it is cheap (every handler's state
+/// holds one, and a web framework clones that state per request).
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
-    config: tokio_postgres::Config,
+    config: std::sync::Arc<tokio_postgres::Config>,
 }
 
 impl Store {
@@ -85,14 +86,14 @@ impl Store {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        Ok(Self { pool, config })
+        Ok(Self { pool, config: std::sync::Arc::new(config) })
     }
 
     /// A connection of its own, outside the pool, for a long-lived user that must never wait
     /// behind the pool's other users (the connectors' shared rate-limit schedule, asked while
     /// each attempt holds a pooled connection).
     pub async fn dedicated_client(&self) -> Result<tokio_postgres::Client> {
-        let mut config = self.config.clone();
+        let mut config = (*self.config).clone();
         config.connect_timeout(std::time::Duration::from_secs(5));
         let (client, connection) = config.connect(NoTls).await?;
         tokio::spawn(async move {
