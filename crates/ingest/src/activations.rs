@@ -2,11 +2,8 @@
 //! concurrent (de)activations go to the database together, in one statement that updates
 //! every user and writes every outbox row (`unseat-store` `set_active_announced`).
 
-use crate::coalesce::Coalescer;
+use crate::coalesce::{failed_batch, Writers};
 use serde_json::Value;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use unseat_scim::ScimError;
 use unseat_store::directory::{self as dir, ActiveChange, Dir, UserRecord};
 use unseat_store::Store;
@@ -29,34 +26,23 @@ pub(crate) struct Activation {
 /// that value, or the same user earlier in the batch), or why the batch failed.
 pub(crate) type Written = Result<Option<UserRecord>, ScimError>;
 
-type Write = Box<dyn Fn(Vec<Activation>) -> Pin<Box<dyn Future<Output = Vec<Written>> + Send>> + Send + Sync>;
-
 /// Writers working at once, each on its own share of the users (a user always goes to the
-/// same one, so two changes of one user are never written out of order by two writers): the
-/// database commits one batch while the next is being built.
+/// same one, so two changes of one user are never written out of order by two writers).
 const WRITERS: usize = 2;
 
 #[derive(Clone)]
-pub(crate) struct Activations(Arc<[Arc<Coalescer<Activation, Written, Write>>]>);
+pub(crate) struct Activations(Writers<Activation, Written>);
 
 impl Activations {
     pub fn new(store: Store, exchange: String) -> Self {
-        let writers = (0..WRITERS)
-            .map(|_| {
-                let (store, exchange) = (store.clone(), exchange.clone());
-                let write: Write = Box::new(move |batch| {
-                    let (store, exchange) = (store.clone(), exchange.clone());
-                    Box::pin(async move { write(&store, &exchange, &batch).await })
-                });
-                Coalescer::new(MAX_BATCH, write)
-            })
-            .collect();
-        Self(writers)
+        Self(Writers::new(WRITERS, MAX_BATCH, move |batch: Vec<Activation>| {
+            let (store, exchange) = (store.clone(), exchange.clone());
+            async move { write(&store, &exchange, &batch).await }
+        }))
     }
 
     pub async fn submit(&self, a: Activation) -> Written {
-        let writer = &self.0[(a.id.as_u128() % self.0.len() as u128) as usize];
-        writer.submit(a).await.unwrap_or_else(|| Err(ScimError::internal("internal error")))
+        self.0.submit(a.id, a).await
     }
 }
 
@@ -78,13 +64,6 @@ async fn write(store: &Store, exchange: &str, batch: &[Activation]) -> Vec<Writt
     };
     match written.await {
         Ok(users) => users.into_iter().map(Ok).collect(),
-        Err(e) => {
-            let err = crate::ApiError::Store(e);
-            let scim = err.to_scim();
-            if scim.status >= 500 {
-                tracing::error!(error = %err, changes = batch.len(), "writing (de)activations failed");
-            }
-            batch.iter().map(|_| Err(scim.clone())).collect()
-        }
+        Err(e) => failed_batch(e.into(), batch.len(), "(de)activations"),
     }
 }

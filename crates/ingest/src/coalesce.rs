@@ -10,10 +10,14 @@
 //! The writes run in a task of their own, not in the request's future: a client that hangs up
 //! cannot strand the callers whose items were in the same batch.
 
+use crate::ApiError;
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
+use unseat_scim::ScimError;
+use uuid::Uuid;
 
 /// Queues items of type `T` and writes them in batches of at most `max`, one batch at a time,
 /// with `write`, which returns one answer per item, in order.
@@ -80,6 +84,58 @@ where
             }
         }
     }
+}
+
+type BoxedWrite<T, R> = Box<dyn Fn(Vec<T>) -> Pin<Box<dyn Future<Output = Vec<R>> + Send>> + Send + Sync>;
+
+/// Several coalescers writing at once, each item going to the one its key picks: items with
+/// one key are written in the order they came, never by two writers at a time, while the
+/// database commits one batch the next is being built.
+pub(crate) struct Writers<T, R>(Arc<[Shard<T, R>]>);
+
+type Shard<T, R> = Arc<Coalescer<T, R, BoxedWrite<T, R>>>;
+
+impl<T, R> Clone for Writers<T, R> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T: Send + 'static, R: Send + 'static> Writers<T, R> {
+    pub fn new<F, Fut>(writers: usize, max: usize, write: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
+    {
+        let write = Arc::new(write);
+        let shards = (0..writers.max(1))
+            .map(|_| {
+                let write = write.clone();
+                let boxed: BoxedWrite<T, R> = Box::new(move |batch| Box::pin(write(batch)));
+                Coalescer::new(max, boxed)
+            })
+            .collect();
+        Self(shards)
+    }
+}
+
+impl<T: Send + 'static, X: Send + 'static> Writers<T, Result<X, ScimError>> {
+    /// Queues `item` with the writer `key` picks and waits for its answer (see
+    /// [`Coalescer::submit`]); a write that never answered is a 500.
+    pub async fn submit(&self, key: Uuid, item: T) -> Result<X, ScimError> {
+        let shard = &self.0[(key.as_u128() % self.0.len() as u128) as usize];
+        shard.submit(item).await.unwrap_or_else(|| Err(ScimError::internal("internal error")))
+    }
+}
+
+/// The answer for every item of a batch whose write failed: the same error for each, logged
+/// once when it is the server's fault.
+pub(crate) fn failed_batch<T>(err: ApiError, items: usize, what: &str) -> Vec<Result<T, ScimError>> {
+    let scim = err.to_scim();
+    if scim.status >= 500 {
+        tracing::error!(error = %err, items, "writing {what} failed");
+    }
+    (0..items).map(|_| Err(scim.clone())).collect()
 }
 
 /// Should a write panic, the callers still queued are answered `None` (their senders drop)

@@ -6,12 +6,9 @@
 //! someone, each naming only the users that request removed (a user two requests name is
 //! removed by the first). Each request's answer is its group's version after the commit.
 
-use crate::coalesce::Coalescer;
+use crate::coalesce::{failed_batch, Writers};
 use crate::{ApiError, Ctx};
 use std::collections::{HashMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use unseat_scim::ScimError;
 use unseat_store::directory::{self as dir, Dir, Member};
 use unseat_store::outbox::{self, NewRow};
@@ -33,41 +30,24 @@ pub(crate) struct Removal {
 /// The group's version after the commit, or why not: 404 when there is no such group.
 pub(crate) type Removed = Result<i64, ScimError>;
 
-type Write = Box<dyn Fn(Vec<Removal>) -> Pin<Box<dyn Future<Output = Vec<Removed>> + Send>> + Send + Sync>;
-
 #[derive(Clone)]
-pub(crate) struct Removals(Arc<[Arc<Coalescer<Removal, Removed, Write>>]>);
+pub(crate) struct Removals(Writers<Removal, Removed>);
 
 impl Removals {
     pub fn new(store: Store, exchange: String) -> Self {
-        let writers = (0..WRITERS)
-            .map(|_| {
-                let (store, exchange) = (store.clone(), exchange.clone());
-                let write: Write = Box::new(move |batch| {
-                    let (store, exchange) = (store.clone(), exchange.clone());
-                    Box::pin(async move {
-                        let n = batch.len();
-                        match write(&store, &exchange, &batch).await {
-                            Ok(answers) => answers,
-                            Err(err) => {
-                                let scim = err.to_scim();
-                                if scim.status >= 500 {
-                                    tracing::error!(error = %err, requests = n, "writing member removals failed");
-                                }
-                                (0..n).map(|_| Err(scim.clone())).collect()
-                            }
-                        }
-                    })
-                });
-                Coalescer::new(MAX_BATCH, write)
-            })
-            .collect();
-        Self(writers)
+        Self(Writers::new(WRITERS, MAX_BATCH, move |batch: Vec<Removal>| {
+            let (store, exchange) = (store.clone(), exchange.clone());
+            async move {
+                match write(&store, &exchange, &batch).await {
+                    Ok(answers) => answers,
+                    Err(err) => failed_batch(err, batch.len(), "member removals"),
+                }
+            }
+        }))
     }
 
     pub async fn submit(&self, r: Removal) -> Removed {
-        let writer = &self.0[(r.group_id.as_u128() % self.0.len() as u128) as usize];
-        writer.submit(r).await.unwrap_or_else(|| Err(ScimError::internal("internal error")))
+        self.0.submit(r.group_id, r).await
     }
 }
 
