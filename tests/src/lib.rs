@@ -196,6 +196,31 @@ impl TestApp {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// A new viewer admin token of the tenant (reads only).
+    pub async fn viewer_token(&self) -> String {
+        let v = self
+            .admin
+            .post(&format!("/api/v1/tenants/{}/admin-tokens", self.tenant), &json!({"role": "viewer"}))
+            .await
+            .expect("mint a viewer token");
+        v["token"].as_str().expect("token").to_string()
+    }
+
+    /// A SCIM client holding a new token for the test integration's own directory (the IdLCM
+    /// flow), as the IdP's app for that integration would.
+    pub async fn integration_scim(&self) -> ScimClient {
+        let v = self
+            .admin
+            .post(
+                &format!("/api/v1/tenants/{}/scim-tokens", self.tenant),
+                &json!({"integration_id": self.integration, "label": "Okta app"}),
+            )
+            .await
+            .expect("mint an integration SCIM token");
+        assert_eq!(v["scope"], json!(self.integration));
+        ScimClient::new(format!("{}/scim/v2", self.base), v["token"].as_str().expect("token"))
+    }
+
     /// [`Self::call_as`] the tenant's owner.
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call_as(&self.admin.token, method, path, body).await

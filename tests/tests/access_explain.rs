@@ -68,17 +68,6 @@ async fn company() -> (TestApp, Company) {
     (app, Company { alice, bob, admins, staff, ads, staff_ads_grant })
 }
 
-async fn call(app: &TestApp, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = app.admin.http.request(method, format!("{}{path}", app.base)).bearer_auth(&app.admin.token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("admin call");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn desired(app: &TestApp, integration: Uuid, user: Uuid) -> (Option<String>, Value) {
     let client = app.store.client().await.unwrap();
     let row = client
@@ -116,13 +105,9 @@ async fn explain_names_the_grants_behind_each_role_and_asset() {
     assert_eq!(ads["desired"]["assets"], json!({"act_1": "MANAGE", "page_9": "ANALYZE"}));
 
     // Unknown user: 404; another tenant's admin: 403.
-    let (status, _) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("/api/v1/tenants/{}/users/{}/access", app.tenant, Uuid::new_v4()),
-        None,
-    )
-    .await;
+    let (status, _) = app
+        .call(reqwest::Method::GET, &format!("/api/v1/tenants/{}/users/{}/access", app.tenant, Uuid::new_v4()), None)
+        .await;
     assert_eq!(status, 404);
     let other = app.operator.create_tenant("Other").await.unwrap();
     let resp = app
@@ -145,7 +130,7 @@ async fn preview_says_what_would_happen_and_changes_nothing() {
     let path = format!("/api/v1/tenants/{}/access/preview", app.tenant);
 
     let (status, v) =
-        call(&app, reqwest::Method::POST, &path, Some(json!({"change": "delete_group", "group_id": c.admins}))).await;
+        app.call(reqwest::Method::POST, &path, Some(json!({"change": "delete_group", "group_id": c.admins}))).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["users"], 2);
     let outcome = |email: &str, integration: &str| {
@@ -165,13 +150,13 @@ async fn preview_says_what_would_happen_and_changes_nothing() {
     assert_eq!(bob_ads["outcome"], "update");
     assert_eq!(bob_ads["to"], json!({"role": "EMPLOYEE", "assets": {"act_1": "MANAGE", "page_9": "ANALYZE"}}));
 
-    let (_, v) = call(
-        &app,
-        reqwest::Method::POST,
-        &path,
-        Some(json!({"change": "leave_group", "user_id": c.bob, "group_id": c.staff})),
-    )
-    .await;
+    let (_, v) = app
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"change": "leave_group", "user_id": c.bob, "group_id": c.staff})),
+        )
+        .await;
     let ads = v["outcomes"].as_array().unwrap().iter().find(|o| o["integration"] == "Ads Hub").cloned().unwrap();
     assert_eq!(ads["outcome"], "update");
     assert_eq!(ads["to"], json!({"role": "ADMIN", "assets": {"act_1": "ANALYZE"}}));
@@ -180,19 +165,19 @@ async fn preview_says_what_would_happen_and_changes_nothing() {
     assert_eq!(hub["reason"], "kept: team Admins grants ADMIN");
 
     let (_, v) =
-        call(&app, reqwest::Method::POST, &path, Some(json!({"change": "deactivate_user", "user_id": c.alice}))).await;
+        app.call(reqwest::Method::POST, &path, Some(json!({"change": "deactivate_user", "user_id": c.alice}))).await;
     assert_eq!(v["counts"], json!({"remove": 2}));
 
     // Bad input gets a clear error.
-    let (status, v) = call(&app, reqwest::Method::POST, &path, Some(json!({"change": "explode"}))).await;
+    let (status, v) = app.call(reqwest::Method::POST, &path, Some(json!({"change": "explode"}))).await;
     assert_eq!(status, 400, "{v}");
-    let (status, _) = call(
-        &app,
-        reqwest::Method::POST,
-        &path,
-        Some(json!({"change": "leave_group", "user_id": c.alice, "group_id": c.staff})),
-    )
-    .await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            &path,
+            Some(json!({"change": "leave_group", "user_id": c.alice, "group_id": c.staff})),
+        )
+        .await;
     assert_eq!(status, 404);
 
     // Nothing happened: the group and memberships are there, no job, no task, no message.
@@ -212,7 +197,7 @@ async fn removing_an_asset_from_a_share_goes_through_the_resolver() {
     let (app, c) = company().await;
     let before = app.tasks().await.len();
     let grant = format!("/api/v1/tenants/{}/integrations/{}/grants/{}", app.tenant, c.ads, c.staff_ads_grant);
-    let (status, v) = call(&app, reqwest::Method::PATCH, &grant, Some(json!({"assets": {"act_1": "ANALYZE"}}))).await;
+    let (status, v) = app.call(reqwest::Method::PATCH, &grant, Some(json!({"assets": {"act_1": "ANALYZE"}}))).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["role"], "EMPLOYEE");
     let tasks = app.settle(before + 1).await;
@@ -241,11 +226,11 @@ async fn removing_an_asset_from_a_share_goes_through_the_resolver() {
         (json!({"user_id": c.alice, "role": "EMPLOYEE", "assets": {"act_1": "OWN"}}), "asset-role ladder"),
         (json!({"user_id": c.alice, "role": "OWNER"}), "role ladder"),
     ] {
-        let (status, v) = call(&app, reqwest::Method::POST, &grants, Some(body)).await;
+        let (status, v) = app.call(reqwest::Method::POST, &grants, Some(body)).await;
         assert_eq!(status, 400, "{v}");
         assert!(v["error"].as_str().unwrap_or_default().contains(needle), "{v}");
     }
-    let (status, _) = call(&app, reqwest::Method::PATCH, &grant, Some(json!({"assets": {"page_1": "MANAGE"}}))).await;
+    let (status, _) = app.call(reqwest::Method::PATCH, &grant, Some(json!({"assets": {"page_1": "MANAGE"}}))).await;
     assert_eq!(status, 400);
     let list = app.admin_get(&grants).await;
     assert_eq!(list["grants"].as_array().unwrap().len(), 2);
@@ -256,16 +241,16 @@ async fn removing_an_asset_from_a_share_goes_through_the_resolver() {
 #[tokio::test]
 async fn integrations_refuse_assets_without_an_asset_ladder() {
     let app = spawn_app().await;
-    let (status, v) = call(
-        &app,
-        reqwest::Method::POST,
-        &format!("/api/v1/tenants/{}/integrations", app.tenant),
-        Some(json!({
-            "name": "Bad", "app_kind": "business_hub", "base_url": app.emulator_url, "roles": ["ADMIN"],
-            "settings": {"business_id": "1"}, "assets": [{"asset_id": "a", "kind": "page"}]
-        })),
-    )
-    .await;
+    let (status, v) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/tenants/{}/integrations", app.tenant),
+            Some(json!({
+                "name": "Bad", "app_kind": "business_hub", "base_url": app.emulator_url, "roles": ["ADMIN"],
+                "settings": {"business_id": "1"}, "assets": [{"asset_id": "a", "kind": "page"}]
+            })),
+        )
+        .await;
     assert_eq!(status, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("asset_roles"), "{v}");
     let list = app.admin_get(&format!("/api/v1/tenants/{}/integrations", app.tenant)).await;

@@ -97,14 +97,7 @@ async fn assets_added_after_creation_are_granted_and_removing_one_takes_it_away_
     assert_eq!(v, json!({"asset_id": page, "kind": "page", "name": "Brand page (EU)"}));
 
     // Bad input: a clear 4xx, and nothing changes.
-    let viewer = app
-        .admin
-        .post(&format!("/api/v1/tenants/{}/admin-tokens", app.tenant), &json!({"role": "viewer"}))
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let viewer = app.viewer_token().await;
     let no_ladder = format!("/api/v1/tenants/{}/integrations/{}/assets", app.tenant, app.integration);
     let unknown_integration = format!("/api/v1/tenants/{}/integrations/{}/assets", app.tenant, Uuid::new_v4());
     let long = "x".repeat(201);

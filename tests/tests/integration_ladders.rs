@@ -270,14 +270,7 @@ async fn bad_ladder_changes_are_refused_and_change_nothing() {
 
     let (_, before) = app.call(Method::GET, &integration_path(&app, ads), None).await;
     let (jobs_before, tasks_before) = (jobs(&app).await, app.tasks().await.len());
-    let viewer = app
-        .admin
-        .post(&format!("/api/v1/tenants/{}/admin-tokens", app.tenant), &json!({"role": "viewer"}))
-        .await
-        .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let viewer = app.viewer_token().await;
     let other = app.operator.create_tenant("Other tenant").await.unwrap();
     let here = integration_path(&app, ads);
     let cases: Vec<(&str, String, Value, u16, &str)> = vec![
@@ -365,15 +358,7 @@ async fn bad_ladder_changes_are_refused_and_change_nothing() {
 #[tokio::test]
 async fn the_integration_directory_follows_a_ladder_and_default_role_change() {
     let app = spawn_app().await;
-    let v = app
-        .admin
-        .post(
-            &format!("/api/v1/tenants/{}/scim-tokens", app.tenant),
-            &json!({"integration_id": app.integration, "label": "Okta app"}),
-        )
-        .await
-        .unwrap();
-    let idp = unseat::client::ScimClient::new(format!("{}/scim/v2", app.base), v["token"].as_str().unwrap());
+    let idp = app.integration_scim().await;
     // Ida is assigned with the app role Admin, Finn with none (the lowest role, EMPLOYEE).
     for (user, roles) in
         [("ida@example.com", json!([{"value": "Admin", "primary": true}])), ("finn@example.com", json!([]))]

@@ -10,20 +10,6 @@ use uuid::Uuid;
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
-/// A SCIM client holding a token scoped to the test integration.
-async fn integration_scim(app: &TestApp) -> ScimClient {
-    let v = app
-        .admin
-        .post(
-            &format!("/api/v1/tenants/{}/scim-tokens", app.tenant),
-            &json!({"integration_id": app.integration, "label": "Okta app"}),
-        )
-        .await
-        .expect("mint an integration SCIM token");
-    assert_eq!(v["scope"], json!(app.integration));
-    ScimClient::new(format!("{}/scim/v2", app.base), v["token"].as_str().unwrap())
-}
-
 async fn provision(scim: &ScimClient, body: Value) -> Uuid {
     let resp = scim.send(Method::POST, "/Users", Some(&body)).await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
@@ -70,7 +56,7 @@ fn pair(email: &str, role: &str) -> (String, String) {
 #[tokio::test]
 async fn okta_unassignment_removes_the_user_and_shows_in_the_activity() {
     let app = spawn_app().await;
-    let scim = integration_scim(&app).await;
+    let scim = app.integration_scim().await;
     app.emulator.seed(unseat_tests::BUSINESS, "okta.user@example.com", "EMPLOYEE").await.unwrap();
     // Okta's create, with the app role Okta maps into `roles`.
     let id = provision(
@@ -109,7 +95,7 @@ async fn okta_unassignment_removes_the_user_and_shows_in_the_activity() {
 #[tokio::test]
 async fn entra_unassignment_then_delete_removes_the_user_once() {
     let app = spawn_app().await;
-    let scim = integration_scim(&app).await;
+    let scim = app.integration_scim().await;
     app.emulator.seed(unseat_tests::BUSINESS, "entra.user@example.com", "EMPLOYEE").await.unwrap();
     // Entra's create: no role attribute, so the integration's lowest role (EMPLOYEE here).
     let id = provision(
@@ -145,7 +131,7 @@ async fn entra_unassignment_then_delete_removes_the_user_once() {
 #[tokio::test]
 async fn leaving_a_pushed_group_lowers_the_role_and_deactivation_removes() {
     let app = spawn_app().await;
-    let scim = integration_scim(&app).await;
+    let scim = app.integration_scim().await;
     app.emulator.seed(unseat_tests::BUSINESS, "pat@example.com", "ADMIN").await.unwrap();
     let id = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "pat@example.com", "active": true})).await;
     // A pushed group named after a role on the ladder gives that role.
@@ -207,7 +193,7 @@ async fn an_integration_is_shared_in_the_console_or_fed_by_its_own_scim_endpoint
     let grant_id = listed["grants"][0]["id"].as_str().unwrap().to_string();
     let (status, v) = app.call(Method::DELETE, &format!("{grants}/{grant_id}"), None).await;
     assert!(status == 204 || status == 200, "{status} {v}");
-    let scim = integration_scim(&app).await;
+    let scim = app.integration_scim().await;
     let outbox_before = app.outbox_count().await;
     let grants_before = grant_count().await;
     let (status, v) = app.call(Method::POST, &grants, Some(json!({"team_id": team, "role": "EMPLOYEE"}))).await;
