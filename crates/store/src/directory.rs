@@ -12,6 +12,7 @@ use crate::{Client, Transaction};
 use crate::{Result, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
@@ -110,6 +111,11 @@ pub struct Member {
 
 const USER_COLS: &str = "id, user_name, external_id, active, email, resource, version, created_at, updated_at";
 const GROUP_COLS: &str = "id, display_name, external_id, resource, version, created_at, updated_at";
+
+/// `cols` (a column list) with every column qualified by `alias`.
+fn qualified(cols: &str, alias: &str) -> String {
+    cols.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+}
 
 fn user_row(r: &Row) -> UserRecord {
     UserRecord {
@@ -219,6 +225,30 @@ pub async fn update_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'
 
 /// The outbox row that announces a change made by a single statement: the message, whose
 /// `trigger.summary` the statement fills in as `user <email or userName> <verb>`.
+/// [`set_active_announced`]'s statement, built once.
+static SET_ACTIVE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "with i as (
+             select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::bool[], $5::uuid[], $6::jsonb[], $7::text[],
+                                  $8::int[]) as i(tenant_id, scope, id, active, message_id, payload, verb, n)),
+         u as (
+             update scim_users s set active = i.active,
+                    resource = jsonb_set(s.resource, '{{active}}', to_jsonb(i.active)),
+                    version = s.version + 1, updated_at = now()
+               from i
+              where s.tenant_id = i.tenant_id and s.scope = i.scope and s.id = i.id and s.active <> i.active
+          returning i.n, i.message_id, i.payload, i.verb, s.tenant_id as owner, {}),
+         o as (
+             insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
+             select u.owner, u.message_id, $9, $10,
+                    jsonb_set(u.payload, '{{trigger,summary}}',
+                              to_jsonb('user ' || coalesce(u.email, u.user_name) || ' ' || u.verb))
+               from u)
+         select {USER_COLS}, n from u",
+        qualified(USER_COLS, "s")
+    )
+});
+
 /// One (de)activation for [`set_active_announced`]: the user, the value, and the outbox row
 /// announcing it (its summary is completed with the user's name and `verb`).
 pub struct ActiveChange<'a> {
@@ -247,28 +277,7 @@ pub async fn set_active_announced(
     if changes.is_empty() {
         return Ok(Vec::new());
     }
-    let cols: Vec<String> = USER_COLS.split(", ").map(|c| format!("s.{c}")).collect();
-    let sql = format!(
-        "with i as (
-             select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::bool[], $5::uuid[], $6::jsonb[], $7::text[],
-                                  $8::int[]) as i(tenant_id, scope, id, active, message_id, payload, verb, n)),
-         u as (
-             update scim_users s set active = i.active,
-                    resource = jsonb_set(s.resource, '{{active}}', to_jsonb(i.active)),
-                    version = s.version + 1, updated_at = now()
-               from i
-              where s.tenant_id = i.tenant_id and s.scope = i.scope and s.id = i.id and s.active <> i.active
-          returning i.n, i.message_id, i.payload, i.verb, s.tenant_id as owner, {}),
-         o as (
-             insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
-             select u.owner, u.message_id, $9, $10,
-                    jsonb_set(u.payload, '{{trigger,summary}}',
-                              to_jsonb('user ' || coalesce(u.email, u.user_name) || ' ' || u.verb))
-               from u)
-         select {USER_COLS}, n from u",
-        cols.join(", ")
-    );
-    let stmt = client.prepare_cached(&sql).await?;
+    let stmt = client.prepare_cached(&SET_ACTIVE_SQL).await?;
     let tenants: Vec<Uuid> = changes.iter().map(|c| c.dir.tenant_id).collect();
     let scopes: Vec<String> = changes.iter().map(|c| c.dir.scope()).collect();
     let ids: Vec<Uuid> = changes.iter().map(|c| c.id).collect();
@@ -677,36 +686,29 @@ pub async fn remove_members(tx: &Transaction<'_>, d: Dir, group_id: Uuid, user_i
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
+/// [`lock_groups`]'s statement, built once.
+static LOCK_GROUPS_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "select {}, g.tenant_id, g.scope from scim_groups g
+          where (g.tenant_id, g.scope, g.id) in (select * from unnest($1::uuid[], $2::text[], $3::uuid[]))
+          order by g.id for no key update",
+        qualified(GROUP_COLS, "g")
+    )
+});
+
 /// Locks the groups named by `keys` (each a directory and a group id) in id order, the order
 /// every writer locks groups in; returns the ones that exist.
 pub async fn lock_groups(tx: &Transaction<'_>, keys: &[(Dir, Uuid)]) -> Result<HashMap<(Dir, Uuid), GroupRecord>> {
     let tenants: Vec<Uuid> = keys.iter().map(|(d, _)| d.tenant_id).collect();
     let scopes: Vec<String> = keys.iter().map(|(d, _)| d.scope()).collect();
     let ids: Vec<Uuid> = keys.iter().map(|(_, g)| *g).collect();
-    let cols: Vec<String> = GROUP_COLS.split(", ").map(|c| format!("g.{c}")).collect();
-    let rows = tx
-        .query(
-            &stmt(
-                tx,
-                &format!(
-                    "select {}, g.tenant_id, g.scope from scim_groups g
-                      where (g.tenant_id, g.scope, g.id) in
-                            (select * from unnest($1::uuid[], $2::text[], $3::uuid[]))
-                      order by g.id for no key update",
-                    cols.join(", ")
-                ),
-            )
-            .await?,
-            &[&tenants, &scopes, &ids],
-        )
-        .await?;
+    let rows = tx.query(&stmt(tx, &LOCK_GROUPS_SQL).await?, &[&tenants, &scopes, &ids]).await?;
+    let asked: HashMap<(Uuid, String, Uuid), Dir> =
+        keys.iter().zip(scopes).map(|((d, g), scope)| ((d.tenant_id, scope, *g), *d)).collect();
     let mut found = HashMap::new();
     for r in &rows {
         let rec = group_row(r);
-        let tenant_id: Uuid = r.get(7);
-        let scope: String = r.get(8);
-        if let Some((d, _)) = keys.iter().find(|(d, g)| *g == rec.id && d.tenant_id == tenant_id && d.scope() == scope)
-        {
+        if let Some(d) = asked.get(&(r.get(7), r.get(8), rec.id)) {
             found.insert((*d, rec.id), rec);
         }
     }
