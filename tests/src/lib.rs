@@ -45,21 +45,30 @@ pub struct TestApp {
 /// Starts unseat (all roles) and the emulator; creates a tenant and a business-hub integration
 /// (roles ADMIN > EMPLOYEE) pointing at the emulator, whose business already has an owner.
 pub async fn spawn_app() -> TestApp {
-    try_spawn_app().await.expect("spawn unseat for a test")
+    spawn_app_with(|_| {}).await
 }
 
-async fn try_spawn_app() -> anyhow::Result<TestApp> {
+/// [`spawn_app`] with `configure` applied to the test settings before unseat starts.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    try_spawn_app(configure).await.expect("spawn unseat for a test")
+}
+
+async fn try_spawn_app(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<TestApp> {
     let (database_url, _) = unseat_store::testing::fresh_database().await?;
     let mut settings = Settings::new(&database_url, amqp_url());
     settings.amqp_prefix = format!("t{}", Uuid::new_v4().simple());
     let operator_token = unseat_store::tokens::generate("op");
     settings.admin_token = Some(operator_token.clone());
     settings.pool_size = 12;
+    // Tests look at what was published (and at what a refused request did not publish): keep
+    // published rows. tests/pipeline.rs runs the default too, which deletes them.
+    settings.outbox_keep_sent = Duration::from_secs(3600);
     settings.resolver.grace = Duration::from_secs(2);
     settings.connector.grace = Duration::from_secs(2);
     settings.connector.min_backoff = Duration::from_millis(50);
     settings.connector.max_backoff = Duration::from_millis(400);
     settings.connector.max_attempts = 5;
+    configure(&mut settings);
     let shutdown = CancellationToken::new();
     let running = unseat::start(settings.clone(), Roles::ALL, shutdown.clone()).await?;
     let (emu_addr, _) =

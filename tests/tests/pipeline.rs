@@ -2,7 +2,7 @@
 //! business-hub emulator. Each test checks the app's final state and the Automation Log.
 
 use serde_json::json;
-use unseat_tests::{spawn_app, TestApp};
+use unseat_tests::{spawn_app, spawn_app_with, TestApp};
 
 fn pair(email: &str, role: &str) -> (String, String) {
     (email.to_string(), role.to_string())
@@ -168,5 +168,22 @@ async fn malformed_scim_and_bad_tokens_change_nothing_and_publish_nothing() {
     assert_eq!(list["totalResults"], 0);
     assert_eq!(app.outbox_count().await, outbox, "nothing published");
     assert_eq!(app.app_users().await, users);
+    app.stop().await;
+}
+
+/// By default the relay deletes each outbox row once the broker confirmed it (the other tests
+/// keep them, to look at what was published): the deactivation still reaches the app, and the
+/// outbox ends empty.
+#[tokio::test]
+async fn published_outbox_rows_are_deleted_by_default_and_the_change_still_arrives() {
+    let app = spawn_app_with(|s| s.outbox_keep_sent = std::time::Duration::ZERO).await;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    app.team("Admins", &[alice], "ADMIN").await;
+    app.settle(1).await;
+    app.scim.deactivate(alice).await.unwrap();
+    let tasks = app.settle(2).await;
+    assert!(tasks.iter().any(|t| t.outcome == "remove" && t.status == "succeeded"), "{tasks:#?}");
+    assert!(!app.app_users().await.iter().any(|(email, _)| email == "alice@example.com"));
+    assert_eq!(app.outbox_count().await, 0, "published rows are gone");
     app.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The outbox relay: publishes rows that ingest, the console and the resolver wrote to the
-//! outbox in their transactions, waits for the broker's confirms, then marks them sent.
+//! outbox in their transactions, waits for the broker's confirms, then deletes them (or, when
+//! configured to keep published rows for a while, marks them sent and purges them later).
 //!
 //! Rows are claimed with `for update skip locked`, so relays in several processes compete
 //! without publishing the same row twice while both are healthy. If a relay dies between
@@ -25,6 +26,10 @@ pub struct RelayConfig {
     pub batch: i64,
     /// Pause when the outbox is empty.
     pub idle: Duration,
+    /// How long a published row stays in the outbox, marked sent, to look a message up. Zero
+    /// (the default) deletes it in the transaction that claimed it, once the broker confirmed
+    /// it: one write less per message than marking it sent and purging it later.
+    pub keep_sent: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,9 +42,8 @@ enum RelayError {
     Db(#[from] unseat_store::tokio_postgres::Error),
 }
 
-/// How long a published row stays in the outbox (to look a message up), and how often a relay
-/// deletes older ones; without this the table would only grow.
-const KEEP_SENT: Duration = Duration::from_secs(24 * 3600);
+/// How often a relay that keeps published rows deletes those older than `keep_sent`; without
+/// this the table would only grow.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs until `shutdown` fires.
@@ -76,9 +80,9 @@ async fn run_connected(
             let _ = conn.close(200, "bye".into()).await;
             return Ok(());
         }
-        if purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+        if !config.keep_sent.is_zero() && purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
             purged_at = Some(std::time::Instant::now());
-            match store.purge_sent_outbox(KEEP_SENT).await {
+            match store.purge_sent_outbox(config.keep_sent).await {
                 Ok(n) if n > 0 => tracing::info!(rows = n, "purged sent outbox rows"),
                 Ok(_) => {}
                 Err(error) => tracing::warn!(error = %error, "purging sent outbox rows failed; will retry"),
@@ -95,12 +99,18 @@ async fn run_connected(
     }
 }
 
-/// Claims a batch, publishes every row with confirms in flight together, and marks the
-/// confirmed rows sent in the same transaction. Returns how many were sent.
+/// Claims a batch (deleting it, or locking it when published rows are kept), publishes every
+/// row with confirms in flight together, and commits once all are confirmed (marking them sent
+/// first when they are kept). Returns how many were sent.
 async fn publish_batch(store: &Store, publisher: &Publisher, config: &RelayConfig) -> Result<usize, RelayError> {
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
-    let rows = outbox::claim_pending(&tx, &config.exchange_prefix, config.batch).await?;
+    let keep = !config.keep_sent.is_zero();
+    let rows = if keep {
+        outbox::claim_pending(&tx, &config.exchange_prefix, config.batch).await?
+    } else {
+        outbox::take_pending(&tx, &config.exchange_prefix, config.batch).await?
+    };
     if rows.is_empty() {
         return Ok(0);
     }
@@ -114,7 +124,9 @@ async fn publish_batch(store: &Store, publisher: &Publisher, config: &RelayConfi
         confirm.await?;
         ids.push(row.id);
     }
-    outbox::mark_sent(&tx, &ids).await?;
+    if keep {
+        outbox::mark_sent(&tx, &ids).await?;
+    }
     tx.commit().await?;
     Ok(ids.len())
 }

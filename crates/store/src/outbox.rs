@@ -68,29 +68,67 @@ pub async fn enqueue_many(tx: &crate::Transaction<'_>, rows: &[NewRow<'_>]) -> R
     Ok(())
 }
 
-/// Locks up to `limit` unsent rows whose exchange starts with `exchange_prefix.`, oldest first,
-/// skipping rows another relay holds: relays compete without publishing the same row twice.
-/// The caller publishes them, then [`mark_sent`] in the same transaction.
+/// The rows a relay may publish next: unsent, exchange under its prefix, oldest first, skipping
+/// rows another relay holds (relays compete without publishing the same row twice).
+const PENDING: &str = "select id from outbox
+     where sent_at is null and exchange like $1 order by id limit $2 for update skip locked";
+
+/// Keeps a claim proportional to the batch, not to the backlog. Locking rows (`for update`)
+/// sits between the `limit` and the scan, so a plan that sorts sorts every pending row, and
+/// PostgreSQL picks that plan whenever it misjudges how many rows match the prefix (always on a
+/// table not yet analyzed): after a broker outage each claim of 200 rows sorted the whole
+/// backlog (with payloads, spilling to disk). Without sorts the claim walks `outbox_pending`,
+/// which is in id order, and stops after `limit` rows.
+async fn forbid_sorts(tx: &crate::Transaction<'_>) -> Result<()> {
+    tx.batch_execute("set local enable_sort = off").await?;
+    Ok(())
+}
+
+fn like_prefix(exchange_prefix: &str) -> String {
+    format!("{}.%", exchange_prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
+}
+
+fn outbox_row(r: &tokio_postgres::Row) -> OutboxRow {
+    OutboxRow {
+        id: r.get(0),
+        message_id: r.get(1),
+        exchange: r.get(2),
+        routing_key: r.get(3),
+        payload: r.get(4),
+        created_at: r.get(5),
+    }
+}
+
+/// Locks up to `limit` pending rows (see [`PENDING`]) and returns them oldest first. The caller
+/// publishes them, then [`mark_sent`] in the same transaction.
 pub async fn claim_pending(tx: &crate::Transaction<'_>, exchange_prefix: &str, limit: i64) -> Result<Vec<OutboxRow>> {
-    let pattern = format!("{}.%", exchange_prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    forbid_sorts(tx).await?;
     let stmt = tx
-        .prepare_cached(
+        .prepare_cached(&format!(
             "select id, message_id, exchange, routing_key, payload, created_at from outbox
-             where sent_at is null and exchange like $1 order by id limit $2 for update skip locked",
-        )
+              where id = any(array({PENDING})) order by id"
+        ))
         .await?;
-    let rows = tx.query(&stmt, &[&pattern, &limit]).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| OutboxRow {
-            id: r.get(0),
-            message_id: r.get(1),
-            exchange: r.get(2),
-            routing_key: r.get(3),
-            payload: r.get(4),
-            created_at: r.get(5),
-        })
-        .collect())
+    let rows = tx.query(&stmt, &[&like_prefix(exchange_prefix), &limit]).await?;
+    Ok(rows.iter().map(outbox_row).collect())
+}
+
+/// Deletes up to `limit` pending rows (see [`PENDING`]) and returns them oldest first: a claim
+/// that keeps nothing once the caller's transaction commits. The caller publishes them and
+/// commits only after the broker confirmed every one; if it fails first, the transaction rolls
+/// back and the rows are pending again.
+pub async fn take_pending(tx: &crate::Transaction<'_>, exchange_prefix: &str, limit: i64) -> Result<Vec<OutboxRow>> {
+    forbid_sorts(tx).await?;
+    let stmt = tx
+        .prepare_cached(&format!(
+            "delete from outbox where id = any(array({PENDING}))
+             returning id, message_id, exchange, routing_key, payload, created_at"
+        ))
+        .await?;
+    let mut rows: Vec<OutboxRow> =
+        tx.query(&stmt, &[&like_prefix(exchange_prefix), &limit]).await?.iter().map(outbox_row).collect();
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
 }
 
 /// Marks rows as confirmed by the broker.
@@ -153,5 +191,89 @@ mod tests {
         let left: Vec<Uuid> =
             c.query("select message_id from outbox order by id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
         assert_eq!(left, ids[1..].to_vec(), "a recently sent row and an unsent one stay");
+    }
+
+    async fn tenant_with_rows(store: &Store, exchanges: &[&str]) -> (Uuid, Vec<Uuid>) {
+        let mut c = store.client().await.unwrap();
+        let t = Uuid::new_v4();
+        c.execute("insert into tenants (id, name) values ($1, 'T')", &[&t]).await.unwrap();
+        let payload = serde_json::json!({"n": 1});
+        let rows: Vec<NewRow<'_>> = exchanges
+            .iter()
+            .map(|e| NewRow {
+                tenant_id: t,
+                message_id: Uuid::new_v4(),
+                exchange: e,
+                routing_key: "changed",
+                payload: &payload,
+            })
+            .collect();
+        let tx = c.transaction().await.unwrap();
+        enqueue_many(&tx, &rows).await.unwrap();
+        tx.commit().await.unwrap();
+        (t, rows.iter().map(|r| r.message_id).collect())
+    }
+
+    async fn left(store: &Store) -> Vec<Uuid> {
+        let c = store.client().await.unwrap();
+        c.query("select message_id from outbox order by id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
+    }
+
+    /// The relay's default claim: rows under its prefix only (`_` in a prefix is no wildcard),
+    /// oldest first; a concurrent claim skips them; they leave with the claiming transaction's
+    /// commit and are pending again after a rollback.
+    #[tokio::test]
+    async fn taken_rows_go_with_the_commit_and_come_back_after_a_rollback() {
+        let (_url, store) = fresh_database().await.unwrap();
+        let (_t, ids) = tenant_with_rows(&store, &["a_x.d", "a_x.d", "aYx.d", "a_x.c", "b.d", "a_x.d", "a_x.d"]).await;
+        let mut c1 = store.client().await.unwrap();
+        let tx1 = c1.transaction().await.unwrap();
+        let first: Vec<Uuid> = take_pending(&tx1, "a_x", 3).await.unwrap().iter().map(|r| r.message_id).collect();
+        assert_eq!(first, vec![ids[0], ids[1], ids[3]], "oldest first, only the prefix's exchanges");
+
+        let mut c2 = store.client().await.unwrap();
+        let tx2 = c2.transaction().await.unwrap();
+        let second: Vec<Uuid> = take_pending(&tx2, "a_x", 10).await.unwrap().iter().map(|r| r.message_id).collect();
+        assert_eq!(second, vec![ids[5], ids[6]], "rows another claim holds are skipped");
+        tx2.rollback().await.unwrap();
+        tx1.commit().await.unwrap();
+
+        assert_eq!(left(&store).await, vec![ids[2], ids[4], ids[5], ids[6]]);
+        assert_eq!(store.outbox_backlog().await.unwrap(), 4, "the rolled-back claim's rows are pending again");
+    }
+
+    /// A claim walks the pending index in id order and stops after the batch, even on an outbox
+    /// PostgreSQL has no statistics for yet: it never sorts the backlog.
+    #[tokio::test]
+    async fn a_claim_never_sorts_the_backlog() {
+        let (_url, store) = fresh_database().await.unwrap();
+        let (t, _) = tenant_with_rows(&store, &["p.d"]).await;
+        let mut c = store.client().await.unwrap();
+        c.execute(
+            "insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
+             select $1, gen_random_uuid(), 'p.d', 'changed', jsonb_build_object('pad', repeat('x', 500))
+               from generate_series(1, 20000)",
+            &[&t],
+        )
+        .await
+        .unwrap();
+        for query in [
+            format!("delete from outbox where id = any(array({PENDING})) returning id"),
+            format!("select id from outbox where id = any(array({PENDING})) order by id"),
+        ] {
+            let tx = c.transaction().await.unwrap();
+            forbid_sorts(&tx).await.unwrap();
+            let plan: Vec<String> = tx
+                .query(&format!("explain {query}"), &[&like_prefix("p"), &200i64])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            let plan = plan.join("\n");
+            assert!(plan.contains("Index Scan using outbox_pending"), "{plan}");
+            assert!(!plan.lines().any(|l| l.trim_start().trim_start_matches("->  ").starts_with("Sort")), "{plan}");
+            tx.rollback().await.unwrap();
+        }
     }
 }

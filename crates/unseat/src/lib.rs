@@ -42,6 +42,9 @@ pub struct Settings {
     pub scim_rate_limit: u32,
     pub scim_rate_burst: u32,
     pub pool_size: usize,
+    /// How long the relay keeps a published outbox row, marked sent (zero: deleted once the
+    /// broker confirmed it).
+    pub outbox_keep_sent: Duration,
     /// The key app credentials are sealed under: the console encrypts plain secrets with it
     /// and the connector decrypts them. [`Settings::new`] makes a random one for this process
     /// (roles started together, as in tests and the demo, agree on it); the binary sets
@@ -66,6 +69,7 @@ impl Settings {
             scim_rate_limit: unseat_ingest::IngestConfig::default().rate_limit,
             scim_rate_burst: unseat_ingest::IngestConfig::default().rate_burst,
             pool_size: 32,
+            outbox_keep_sent: Duration::ZERO,
             credential_key: Some(unseat_store::credentials::CredentialKey::generate()),
             allow_plaintext_credentials: false,
             resolver: ResolverConfig::default(),
@@ -169,6 +173,7 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
             exchange_prefix: settings.amqp_prefix.clone(),
             batch: 200,
             idle: Duration::from_millis(20),
+            keep_sent: settings.outbox_keep_sent,
         };
         tasks.spawn(unseat_relay::run(store.clone(), metrics.clone(), config, shutdown.clone()));
     }

@@ -474,6 +474,8 @@ pub async fn start_target(
     operator_token: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<(Target, Vec<crate::Running>)> {
+    // The soak replays directory messages it reads back from the outbox: keep published rows.
+    let settings = &Settings { outbox_keep_sent: std::time::Duration::from_secs(3600), ..settings.clone() };
     let running = crate::start(settings.clone(), Roles::ALL, shutdown.clone()).await?;
     let second =
         crate::start(settings.clone(), Roles { resolver: true, ..Default::default() }, shutdown.clone()).await?;
