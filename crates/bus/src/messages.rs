@@ -9,6 +9,24 @@ use uuid::Uuid;
 /// The version every message of this build carries; receivers reject others.
 pub const MESSAGE_VERSION: u32 = 1;
 
+/// A new message id: time-ordered (UUIDv7), so the rows keyed by it (the outbox, the job a
+/// directory message becomes, its tasks) are added at the end of their indexes rather than at
+/// random places in them.
+pub fn new_message_id() -> Uuid {
+    Uuid::now_v7()
+}
+
+/// The id of the task `message` makes for (integration, user): the same on every delivery of
+/// the message, so a redelivery names the same tasks. It starts with the message id's first
+/// 48 bits (a time-ordered id's millisecond timestamp), so one job's tasks are written next to
+/// each other in the task indexes; the rest is a name-based hash (UUIDv5) of the pair.
+pub fn task_id(message_id: Uuid, integration_id: Uuid, user_id: Uuid) -> Uuid {
+    let hashed = Uuid::new_v5(&message_id, format!("{integration_id}/{user_id}").as_bytes());
+    let mut bytes = *hashed.as_bytes();
+    bytes[..6].copy_from_slice(&message_id.as_bytes()[..6]);
+    Uuid::new_v8(bytes)
+}
+
 /// What the IdP (or an admin) did that caused a change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trigger {
@@ -50,4 +68,23 @@ pub struct ConnectorTask {
     pub user_id: Uuid,
     pub app_kind: String,
     pub desired_version: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_id_is_fixed_by_its_message_and_pair_and_sorts_with_its_message() {
+        let (m, i, u) = (new_message_id(), Uuid::new_v4(), Uuid::new_v4());
+        let id = task_id(m, i, u);
+        assert_eq!(id, task_id(m, i, u), "a redelivery names the same task");
+        assert_ne!(id, task_id(m, i, Uuid::new_v4()));
+        assert_ne!(id, task_id(m, Uuid::new_v4(), u));
+        assert_ne!(id, task_id(new_message_id(), i, u));
+        assert_eq!(id.as_bytes()[..6], m.as_bytes()[..6], "the message's timestamp leads");
+        assert_eq!(id.get_version_num(), 8);
+        let later = new_message_id();
+        assert!(m.as_bytes()[..6] <= later.as_bytes()[..6], "message ids are time-ordered");
+    }
 }

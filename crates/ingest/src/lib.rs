@@ -406,7 +406,7 @@ pub(crate) fn directory_message(
     users: Vec<Uuid>,
     may_revoke: bool,
 ) -> Result<(Uuid, Value), ApiError> {
-    let message_id = Uuid::new_v4();
+    let message_id = unseat_bus::messages::new_message_id();
     let msg = DirectoryChanged {
         v: MESSAGE_VERSION,
         message_id,

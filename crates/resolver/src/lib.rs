@@ -464,7 +464,7 @@ async fn write_plan(
             expected.insert((item.integration_id, item.user_id), version);
             version
         };
-        let task_id = Uuid::new_v5(&message.message_id, format!("{}/{}", item.integration_id, item.user_id).as_bytes());
+        let task_id = unseat_bus::messages::task_id(message.message_id, item.integration_id, item.user_id);
         tasks.push(NewTask {
             tenant_id: tenant,
             id: task_id,
@@ -484,7 +484,7 @@ async fn write_plan(
         if !keep {
             let connector_task = ConnectorTask {
                 v: MESSAGE_VERSION,
-                message_id: Uuid::new_v4(),
+                message_id: unseat_bus::messages::new_message_id(),
                 tenant_id: tenant,
                 job_id: message.message_id,
                 task_id,

@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../../schemas/sql/0007_shared_rate_limits.sql")),
     (8, include_str!("../../../schemas/sql/0008_resolver_throughput.sql")),
     (9, include_str!("../../../schemas/sql/0009_hot_user_updates.sql")),
+    (10, include_str!("../../../schemas/sql/0010_outbox_message_index.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

@@ -115,7 +115,7 @@ pub(crate) async fn announce_users_in(
     if users.is_empty() {
         return Ok(());
     }
-    let message_id = Uuid::new_v4();
+    let message_id = unseat_bus::messages::new_message_id();
     let msg = DirectoryChanged {
         v: MESSAGE_VERSION,
         message_id,

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use unseat_bus::messages::{ConnectorTask, MESSAGE_VERSION};
 use unseat_bus::Topology;
 use unseat_store::apply::{Redrive, RedriveMessage, RedriveTarget};
-use uuid::Uuid;
 
 /// The connector exchange of the deployment whose directory exchange the console announces
 /// grant changes on (both share the topology prefix).
@@ -32,7 +31,7 @@ fn connector_exchange(directory_exchange: &str) -> String {
 pub fn message(target: &RedriveTarget, exchange: &str) -> RedriveMessage {
     let task = ConnectorTask {
         v: MESSAGE_VERSION,
-        message_id: Uuid::new_v4(),
+        message_id: unseat_bus::messages::new_message_id(),
         tenant_id: target.tenant_id,
         job_id: target.job_id,
         task_id: target.task_id,

@@ -271,7 +271,7 @@ async fn resolve_group_deletion(
     drop(client);
     let message = DirectoryChanged {
         v: MESSAGE_VERSION,
-        message_id: Uuid::new_v4(),
+        message_id: unseat_bus::messages::new_message_id(),
         tenant_id: tenant,
         scope: "workspace".into(),
         trigger: Trigger {
