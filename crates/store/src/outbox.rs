@@ -163,24 +163,9 @@ mod tests {
     #[tokio::test]
     async fn many_rows_in_one_statement_and_only_old_sent_rows_are_purged() {
         let (_url, store) = fresh_database().await.unwrap();
-        let mut c = store.client().await.unwrap();
-        let t = Uuid::new_v4();
-        c.execute("insert into tenants (id, name) values ($1, 'T')", &[&t]).await.unwrap();
-        let payload = serde_json::json!({"n": 1});
-        let rows: Vec<NewRow<'_>> = (0..3)
-            .map(|_| NewRow {
-                tenant_id: t,
-                message_id: Uuid::new_v4(),
-                exchange: "x.directory",
-                routing_key: "changed",
-                payload: &payload,
-            })
-            .collect();
-        let tx = c.transaction().await.unwrap();
-        enqueue_many(&tx, &rows).await.unwrap();
-        tx.commit().await.unwrap();
+        let (_t, ids) = tenant_with_rows(&store, &["x.directory"; 3]).await;
         assert_eq!(store.outbox_backlog().await.unwrap(), 3);
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.message_id).collect();
+        let c = store.client().await.unwrap();
         c.execute("update outbox set sent_at = now() - interval '25 hours' where message_id = $1", &[&ids[0]])
             .await
             .unwrap();
@@ -188,11 +173,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.purge_sent_outbox(Duration::from_secs(24 * 3600)).await.unwrap(), 1);
-        let left: Vec<Uuid> =
-            c.query("select message_id from outbox order by id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
-        assert_eq!(left, ids[1..].to_vec(), "a recently sent row and an unsent one stay");
+        assert_eq!(left(&store).await, ids[1..].to_vec(), "a recently sent row and an unsent one stay");
     }
 
+    /// A tenant and one outbox row per exchange, written in one statement; their message ids.
     async fn tenant_with_rows(store: &Store, exchanges: &[&str]) -> (Uuid, Vec<Uuid>) {
         let mut c = store.client().await.unwrap();
         let t = Uuid::new_v4();
