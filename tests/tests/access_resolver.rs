@@ -363,3 +363,76 @@ async fn a_redelivered_large_change_resumes_after_the_last_committed_batch() {
     assert!(!again.fresh);
     assert_eq!(again.decisions(), 0);
 }
+
+/// Batches may be worked on two at a time, but commit in order: when one fails, the batch after
+/// it (already locked and decided) writes nothing, the progress stops before the failed one,
+/// and the redelivery finishes the message with exactly one task per user.
+#[tokio::test]
+async fn a_failed_batch_stops_the_message_there_and_the_redelivery_finishes_it_once() {
+    let (_url, store) = unseat_store::testing::fresh_database().await.expect("database");
+    let n = 6;
+    let s = Scenario {
+        seed: 0,
+        integrations: vec![scenario::IntegrationSpec {
+            roles: vec!["ADMIN".into()],
+            asset_roles: vec![],
+            assets: vec![],
+        }],
+        users: n,
+        teams: 1,
+        initial: Directory {
+            active: vec![true; n],
+            deleted: vec![false; n],
+            team_deleted: vec![false],
+            members: (0..n).map(|u| (0, u)).collect(),
+            grants: [((0, Subject::Team(0)), ("ADMIN".to_string(), Assets::new()))].into_iter().collect(),
+        },
+        steps: vec![],
+    };
+    let ids = seed_store(&store, &s).await.expect("seed");
+    let grant_all = message(&ids, ids.users.clone(), false, "granted");
+    unseat_resolver::resolve(&store, CONNECTOR_EXCHANGE, &grant_all).await.expect("grant");
+    apply(&store, &ids, &Step::DeleteTeam { team: 0 }).await.expect("delete team");
+    let mut users = ids.users.clone();
+    users.sort();
+    let deleted = message(&ids, users.clone(), true, "team deleted");
+    let client = store.client().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "create function fail_for_user() returns trigger language plpgsql as $$
+             begin if new.user_id = '{}' then raise exception 'injected failure'; end if; return new; end $$;
+             create trigger fail_task before insert on tasks for each row execute function fail_for_user();",
+            users[3]
+        ))
+        .await
+        .unwrap();
+    let removed = || async {
+        client
+            .query(
+                "select user_id from tasks where tenant_id = $1 and job_id = $2 and outcome = 'remove' order by user_id",
+                &[&ids.tenant, &deleted.message_id],
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.get::<_, Uuid>(0))
+            .collect::<Vec<_>>()
+    };
+    let failed = unseat_resolver::resolve_in_batches(&store, CONNECTOR_EXCHANGE, &deleted, 1).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(removed().await, users[..3].to_vec(), "the batches before the failed one, and none after it");
+    let done: i64 = client
+        .query_one(
+            "select users_done from resolver_progress where tenant_id = $1 and message_id = $2",
+            &[&ids.tenant, &deleted.message_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 3);
+
+    client.batch_execute("drop trigger fail_task on tasks").await.unwrap();
+    let r = unseat_resolver::resolve_in_batches(&store, CONNECTOR_EXCHANGE, &deleted, 1).await.expect("redelivery");
+    assert_eq!(r.decisions(), 3);
+    assert_eq!(removed().await, users, "one removal per user");
+}

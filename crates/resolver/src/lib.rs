@@ -4,7 +4,8 @@
 //! entries, and queues one connector task per change through the outbox.
 //!
 //! A message's users are worked through in batches of [`BATCH_USERS`], one PostgreSQL
-//! transaction each, with the progress mark committed in the same transaction; the delivery is
+//! transaction each (two in flight when the pool has a connection to spare, committing in
+//! order), with the progress mark committed in the same transaction; the delivery is
 //! acked only after the last batch commits (invariant 2). A redelivered message resumes after
 //! the last committed batch, and a finished one changes nothing. The job id is the message id:
 //! one job per trigger however many batches it takes. A batch costs a fixed number of
@@ -20,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio_util::sync::CancellationToken;
 use unseat_bus::messages::{ConnectorTask, DirectoryChanged, MESSAGE_VERSION};
@@ -29,7 +31,7 @@ use unseat_domain::{
     RoleLadder, UserStatus,
 };
 use unseat_store::access::{self, NewJob, NewTask, Progress};
-use unseat_store::{Store, StoreError, Transaction};
+use unseat_store::{Client, Store, StoreError, Transaction};
 use unseat_telemetry::{Metrics, OutcomeLabels};
 use uuid::Uuid;
 
@@ -103,6 +105,14 @@ impl Resolved {
         if let Some(i) = Self::OUTCOMES.iter().position(|o| *o == outcome) {
             self.outcomes[i] += 1;
         }
+    }
+
+    /// Adds a batch's counts.
+    fn add(&mut self, batch: &Resolved) {
+        for (total, n) in self.outcomes.iter_mut().zip(batch.outcomes) {
+            *total += n;
+        }
+        self.tasks_queued += batch.tasks_queued;
     }
 
     /// Every decision logged.
@@ -220,31 +230,105 @@ pub async fn resolve(
 
 /// [`resolve`] with a chosen batch size (tests use small batches to cross batch boundaries).
 ///
-/// Per batch, in one transaction: the progress row (one upsert that locks it), the job and the
-/// per-user locks (together), the reads of [`plan`] (four statements together, then the
-/// integrations), the writes of the plan (at most four statements together: desired states,
-/// grants behind unchanged states, tasks with their first events, outbox rows), the progress
-/// mark, the commit. Statements are prepared once per connection.
+/// Per batch, in one transaction: the job and the per-user locks (together), the reads of
+/// [`plan`] (four statements together, then the integrations), the decisions, then the
+/// progress row (one upsert that locks it and says whether this batch is the next one), the
+/// writes of the plan (at most four statements together: desired states, grants behind
+/// unchanged states, tasks with their first events, outbox rows), the progress mark, the
+/// commit. Statements are prepared once per connection.
+///
+/// With a second connection free in the pool, two batches are in flight: while one writes
+/// and commits, the next locks its users, reads and is decided, so neither the resolver nor
+/// PostgreSQL waits for the other. Batches still commit in order: each takes the progress row
+/// only before it writes, and the one before holds it until it commits; a batch that then
+/// finds the progress somewhere else (its predecessor failed, or another resolver moved on)
+/// rolls back, and the message continues from the progress as it is.
 pub async fn resolve_in_batches(
     store: &Store,
     connector_exchange: &str,
     message: &DirectoryChanged,
     batch: usize,
 ) -> Result<Resolved, StoreError> {
-    let tenant = message.tenant_id;
     let users: Vec<Uuid> = message.users.iter().copied().collect::<BTreeSet<Uuid>>().into_iter().collect();
-    let batch = batch.max(1);
+    let run = Batches { connector_exchange, message, users: &users, size: batch.max(1) };
     let mut resolved = Resolved::default();
-    let mut client = store.client().await?;
+    let mut clients = vec![store.client().await?];
     loop {
-        let tx = client.transaction().await?;
-        let progress = access::lock_progress(&tx, tenant, message.message_id).await?;
+        let progress = access::read_progress(&clients[0], message.tenant_id, message.message_id).await?;
         if progress.finished {
-            tx.commit().await?;
             return Ok(resolved);
         }
         resolved.fresh = true;
         let done = usize::try_from(progress.users_done).unwrap_or(usize::MAX).min(users.len());
+        if clients.len() < 2 && users.len() - done > run.size {
+            clients.extend(store.spare_client().await);
+        }
+        if run.from(done, &mut clients, &mut resolved).await? {
+            return Ok(resolved);
+        }
+    }
+}
+
+/// One message's users, worked through in batches of `size`.
+struct Batches<'a> {
+    connector_exchange: &'a str,
+    message: &'a DirectoryChanged,
+    users: &'a [Uuid],
+    size: usize,
+}
+
+/// How one batch ended.
+enum Batch {
+    /// Committed; `finished` when it was the message's last.
+    Committed { finished: bool, counts: Resolved },
+    /// Not the next batch after all: rolled back, nothing written.
+    Stale,
+}
+
+impl Batches<'_> {
+    /// Works through the batches from user `start`, one in flight per client. True when the
+    /// message is finished; false when a batch found the progress elsewhere (read it again).
+    async fn from(&self, start: usize, clients: &mut Vec<Client>, resolved: &mut Resolved) -> Result<bool, StoreError> {
+        let mut in_flight = futures_util::stream::FuturesOrdered::new();
+        let (mut next, mut stop, mut finished, mut failed) = (start, false, false, None);
+        loop {
+            while !stop {
+                let Some(client) = clients.pop() else { break };
+                let end = (next + self.size).min(self.users.len());
+                in_flight.push_back(self.one(client, next, end));
+                stop = end == self.users.len();
+                next = end;
+            }
+            let Some((client, result)) = in_flight.next().await else { break };
+            clients.push(client);
+            match result {
+                Ok(Batch::Committed { finished: last, counts }) => {
+                    resolved.add(&counts);
+                    finished |= last;
+                }
+                // Whatever is still in flight finds the same (or rolls back after the error).
+                Ok(Batch::Stale) => stop = true,
+                Err(error) => {
+                    stop = true;
+                    failed.get_or_insert(error);
+                }
+            }
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => Ok(finished),
+        }
+    }
+
+    async fn one(&self, mut client: Client, start: usize, end: usize) -> (Client, Result<Batch, StoreError>) {
+        let result = self.run(&mut client, start, end).await;
+        (client, result)
+    }
+
+    async fn run(&self, client: &mut Client, start: usize, end: usize) -> Result<Batch, StoreError> {
+        let message = self.message;
+        let tenant = message.tenant_id;
+        let tx = client.transaction().await?;
         // Every batch makes sure the job exists (the first one creates it), so a batch's tasks
         // always have their job.
         let job = NewJob {
@@ -257,25 +341,32 @@ pub async fn resolve_in_batches(
             summary: &message.trigger.summary,
             received_at: message.trigger.received_at,
         };
-        let end = (done + batch).min(users.len());
-        let chunk = &users[done..end];
+        let chunk = &self.users[start..end];
         futures_util::future::try_join(access::insert_job(&tx, &job), access::lock_users(&tx, tenant, chunk)).await?;
         let plan = if message.scope == unseat_store::directory::WORKSPACE {
             plan(&tx, tenant, chunk).await?
         } else {
             assignments::plan(&tx, tenant, &message.scope, chunk).await?
         };
-        write_plan(&tx, connector_exchange, message, &plan, &mut resolved).await?;
-        let finished = end == users.len();
+        let mut counts = Resolved::default();
+        let writes = Writes::of(self.connector_exchange, message, &plan, &mut counts)?;
+        // The batch before holds the progress row until it commits.
+        let progress = access::lock_progress(&tx, tenant, message.message_id).await?;
+        let done = usize::try_from(progress.users_done).unwrap_or(usize::MAX).min(self.users.len());
+        if progress.finished || done != start {
+            tx.rollback().await?;
+            return Ok(Batch::Stale);
+        }
+        writes.write(&tx, tenant).await?;
+        counts.tasks_queued = writes.outbox.len();
+        let finished = end == self.users.len();
         if finished {
             // Nothing to show when the change touched nobody's access.
             access::delete_job_if_empty(&tx, tenant, message.message_id).await?;
         }
         access::save_progress(&tx, tenant, message.message_id, Progress { users_done: end as i64, finished }).await?;
         tx.commit().await?;
-        if finished {
-            return Ok(resolved);
-        }
+        Ok(Batch::Committed { finished, counts })
     }
 }
 
@@ -415,110 +506,124 @@ pub fn access_model(i: &access::IntegrationFacts) -> Result<AccessModel, unseat_
     })
 }
 
-/// Writes a batch's decisions: new desired states (with versions), tasks and their first
-/// events, connector tasks in the outbox, and the grants behind unchanged states. Four
-/// statements at most, issued together; nothing is written for a (user, integration) whose
-/// state and grants did not change (unless the change could revoke, when a keep is logged).
-async fn write_plan(
-    tx: &Transaction<'_>,
-    connector_exchange: &str,
-    message: &DirectoryChanged,
-    plan: &Plan,
-    resolved: &mut Resolved,
-) -> Result<(), StoreError> {
-    let tenant = message.tenant_id;
-    let empty = AssetMap::new();
-    let mut desired = Vec::new();
-    let mut sources = Vec::new();
-    let mut tasks = Vec::new();
-    let mut outbox = Vec::new();
-    // The version each new desired state gets: one more than the stored one. The per-user
-    // locks make this resolver the only writer of these rows until it commits; the statement
-    // returns the versions it wrote and they are checked below.
-    let mut expected: HashMap<(Uuid, Uuid), i64> = HashMap::new();
-    for item in &plan.items {
-        let Some(decision) = &item.decision else { continue };
-        let Some(email) = item.email.as_deref() else { continue };
-        let Some(integration) = plan.integrations.get(&item.integration_id) else { continue };
-        let keep = decision.outcome == Outcome::Keep;
-        let version = if keep {
-            if item.row.as_ref().is_some_and(|r| r.desired_sources != item.grants) {
-                sources.push((item.integration_id, item.user_id, item.grants.as_slice()));
-            }
-            // A change that only adds cannot take access away: an unchanged user is not news.
-            if !message.trigger.may_revoke {
-                continue;
-            }
-            item.row.as_ref().map(|r| r.desired_version).unwrap_or(0)
-        } else {
-            let to = decision.to.as_ref();
-            desired.push(access::NewDesired {
-                integration_id: item.integration_id,
-                user_id: item.user_id,
-                email,
-                role: to.map(|h| h.role.as_str()),
-                assets: to.map(|h| &h.assets).unwrap_or(&empty),
-                sources: if to.is_some() { item.grants.as_slice() } else { &[] },
-            });
-            let version = item.row.as_ref().map(|r| r.desired_version).unwrap_or(0) + 1;
-            expected.insert((item.integration_id, item.user_id), version);
-            version
-        };
-        let task_id = unseat_bus::messages::task_id(message.message_id, item.integration_id, item.user_id);
-        tasks.push(NewTask {
-            tenant_id: tenant,
-            id: task_id,
-            job_id: message.message_id,
-            integration_id: item.integration_id,
-            user_id: item.user_id,
-            user_email: email,
-            outcome: decision.outcome.as_str(),
-            from_role: decision.from_role(),
-            to_role: decision.to_role(),
-            from_assets: decision.from.as_ref().map(|h| &h.assets),
-            to_assets: decision.to.as_ref().map(|h| &h.assets),
-            reason: &decision.reason,
-            desired_version: version,
-            status: if keep { "kept" } else { "queued" },
-        });
-        if !keep {
-            let connector_task = ConnectorTask {
-                v: MESSAGE_VERSION,
-                message_id: unseat_bus::messages::new_message_id(),
-                tenant_id: tenant,
-                job_id: message.message_id,
-                task_id,
-                integration_id: item.integration_id,
-                user_id: item.user_id,
-                app_kind: integration.app_kind.clone(),
-                desired_version: version,
+/// A batch's decisions as rows: new desired states (with versions), tasks and their first
+/// events, connector tasks for the outbox, and the grants behind unchanged states. Nothing is
+/// written for a (user, integration) whose state and grants did not change (unless the change
+/// could revoke, when a keep is logged).
+struct Writes<'a> {
+    desired: Vec<access::NewDesired<'a>>,
+    sources: Vec<(Uuid, Uuid, &'a [Grant])>,
+    tasks: Vec<NewTask<'a>>,
+    outbox: Vec<access::OutboxMessage<'a>>,
+    /// The version each new desired state gets: one more than the stored one. The per-user
+    /// locks make this resolver the only writer of these rows until it commits; the statement
+    /// returns the versions it wrote and they are checked.
+    expected: HashMap<(Uuid, Uuid), i64>,
+}
+
+impl<'a> Writes<'a> {
+    fn of(
+        connector_exchange: &'a str,
+        message: &'a DirectoryChanged,
+        plan: &'a Plan,
+        resolved: &mut Resolved,
+    ) -> Result<Self, StoreError> {
+        let tenant = message.tenant_id;
+        static EMPTY: AssetMap = AssetMap::new();
+        let empty: &AssetMap = &EMPTY;
+        let mut desired = Vec::new();
+        let mut sources = Vec::new();
+        let mut tasks = Vec::new();
+        let mut outbox = Vec::new();
+        let mut expected: HashMap<(Uuid, Uuid), i64> = HashMap::new();
+        for item in &plan.items {
+            let Some(decision) = &item.decision else { continue };
+            let Some(email) = item.email.as_deref() else { continue };
+            let Some(integration) = plan.integrations.get(&item.integration_id) else { continue };
+            let keep = decision.outcome == Outcome::Keep;
+            let version = if keep {
+                if item.row.as_ref().is_some_and(|r| r.desired_sources != item.grants) {
+                    sources.push((item.integration_id, item.user_id, item.grants.as_slice()));
+                }
+                // A change that only adds cannot take access away: an unchanged user is not news.
+                if !message.trigger.may_revoke {
+                    continue;
+                }
+                item.row.as_ref().map(|r| r.desired_version).unwrap_or(0)
+            } else {
+                let to = decision.to.as_ref();
+                desired.push(access::NewDesired {
+                    integration_id: item.integration_id,
+                    user_id: item.user_id,
+                    email,
+                    role: to.map(|h| h.role.as_str()),
+                    assets: to.map(|h| &h.assets).unwrap_or(empty),
+                    sources: if to.is_some() { item.grants.as_slice() } else { &[] },
+                });
+                let version = item.row.as_ref().map(|r| r.desired_version).unwrap_or(0) + 1;
+                expected.insert((item.integration_id, item.user_id), version);
+                version
             };
-            let payload = serde_json::to_value(&connector_task).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            outbox.push((connector_task.message_id, connector_exchange, integration.app_kind.as_str(), payload));
+            let task_id = unseat_bus::messages::task_id(message.message_id, item.integration_id, item.user_id);
+            tasks.push(NewTask {
+                tenant_id: tenant,
+                id: task_id,
+                job_id: message.message_id,
+                integration_id: item.integration_id,
+                user_id: item.user_id,
+                user_email: email,
+                outcome: decision.outcome.as_str(),
+                from_role: decision.from_role(),
+                to_role: decision.to_role(),
+                from_assets: decision.from.as_ref().map(|h| &h.assets),
+                to_assets: decision.to.as_ref().map(|h| &h.assets),
+                reason: &decision.reason,
+                desired_version: version,
+                status: if keep { "kept" } else { "queued" },
+            });
+            if !keep {
+                let connector_task = ConnectorTask {
+                    v: MESSAGE_VERSION,
+                    message_id: unseat_bus::messages::new_message_id(),
+                    tenant_id: tenant,
+                    job_id: message.message_id,
+                    task_id,
+                    integration_id: item.integration_id,
+                    user_id: item.user_id,
+                    app_kind: integration.app_kind.clone(),
+                    desired_version: version,
+                };
+                let payload = serde_json::to_value(&connector_task).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                outbox.push((connector_task.message_id, connector_exchange, integration.app_kind.as_str(), payload));
+            }
+            // Every decision is in the Automation Log (the task and its event); this is for
+            // debugging only, so a large change does not flood the process log.
+            tracing::debug!(
+                tenant = %tenant,
+                integration = %item.integration_id,
+                outcome = decision.outcome.as_str(),
+                reason = %decision.reason,
+                "access decided"
+            );
+            resolved.count(decision.outcome);
         }
-        // Every decision is in the Automation Log (the task and its event); this is for
-        // debugging only, so a large change does not flood the process log.
-        tracing::debug!(
-            tenant = %tenant,
-            integration = %item.integration_id,
-            outcome = decision.outcome.as_str(),
-            reason = %decision.reason,
-            "access decided"
-        );
-        resolved.count(decision.outcome);
+        Ok(Self { desired, sources, tasks, outbox, expected })
     }
-    let (versions, (), _, ()) = futures_util::future::try_join4(
-        access::set_desired_many(tx, tenant, &desired),
-        access::set_sources(tx, tenant, &sources),
-        access::insert_tasks(tx, &tasks),
-        access::enqueue_many(tx, tenant, &outbox),
-    )
-    .await?;
-    if versions != expected {
-        // Only possible if something wrote desired states without the per-user lock; the
-        // transaction rolls back and the message is tried again.
-        return Err(StoreError::Conflict("desired versions moved while the batch was being decided".into()));
+
+    /// Four statements at most, issued together.
+    async fn write(&self, tx: &Transaction<'_>, tenant: Uuid) -> Result<(), StoreError> {
+        let (versions, (), _, ()) = futures_util::future::try_join4(
+            access::set_desired_many(tx, tenant, &self.desired),
+            access::set_sources(tx, tenant, &self.sources),
+            access::insert_tasks(tx, &self.tasks),
+            access::enqueue_many(tx, tenant, &self.outbox),
+        )
+        .await?;
+        if versions != self.expected {
+            // Only possible if something wrote desired states without the per-user lock; the
+            // transaction rolls back and the message is tried again.
+            return Err(StoreError::Conflict("desired versions moved while the batch was being decided".into()));
+        }
+        Ok(())
     }
-    resolved.tasks_queued += outbox.len();
-    Ok(())
 }

@@ -439,6 +439,21 @@ pub async fn lock_progress(tx: &Transaction<'_>, tenant_id: Uuid, message_id: Uu
     Ok(Progress { users_done: row.get(0), finished: row.get(1) })
 }
 
+/// How far the resolver got through a message, without locking anything ((0, unfinished) for a
+/// message not seen before). A batch confirms it with [`lock_progress`] before it writes.
+pub async fn read_progress(client: &crate::Client, tenant_id: Uuid, message_id: Uuid) -> Result<Progress> {
+    let stmt = client
+        .prepare_cached(
+            "select users_done, finished_at is not null from resolver_progress
+              where tenant_id = $1 and message_id = $2",
+        )
+        .await?;
+    Ok(match client.query_opt(&stmt, &[&tenant_id, &message_id]).await? {
+        Some(row) => Progress { users_done: row.get(0), finished: row.get(1) },
+        None => Progress { users_done: 0, finished: false },
+    })
+}
+
 pub async fn save_progress(tx: &Transaction<'_>, tenant_id: Uuid, message_id: Uuid, progress: Progress) -> Result<()> {
     let stmt = tx
         .prepare_cached(

@@ -108,6 +108,18 @@ impl Store {
         Ok(self.pool.get().await?)
     }
 
+    /// A connection if the pool can give one without waiting, for work that goes faster with a
+    /// second connection but must not hold one while waiting for another (two such callers
+    /// could each hold the pool's last connections and wait for each other).
+    pub async fn spare_client(&self) -> Option<Client> {
+        let timeouts = deadpool_postgres::Timeouts {
+            wait: Some(std::time::Duration::ZERO),
+            create: Some(std::time::Duration::from_secs(5)),
+            recycle: Some(std::time::Duration::from_secs(5)),
+        };
+        self.pool.timeout_get(&timeouts).await.ok()
+    }
+
     pub fn pool(&self) -> &Pool {
         &self.pool
     }
