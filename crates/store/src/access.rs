@@ -306,7 +306,7 @@ pub async fn access_rows_many(tx: &Transaction<'_>, tenant_id: Uuid, user_ids: &
     let stmt = tx
         .prepare_cached(
             "select user_id, integration_id, email, desired_role, desired_assets::text, desired_version,
-                    desired_sources::text, applied_version, applied_role
+                    desired_sources, applied_version, applied_role
                from access_state where tenant_id = $1 and user_id = any($2)",
         )
         .await?;
@@ -382,7 +382,7 @@ pub async fn set_desired_many(
         .prepare_cached(
             "insert into access_state (tenant_id, integration_id, user_id, email, desired_role, desired_assets,
                                        desired_sources, desired_version)
-             select $1, i, u, e, r, a::jsonb, s::jsonb, 1
+             select $1, i, u, e, r, a::jsonb, s, 1
                from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[], $7::text[]) as t(i, u, e, r, a, s)
              on conflict (tenant_id, integration_id, user_id) do update
                set desired_role = excluded.desired_role,
@@ -408,7 +408,7 @@ pub async fn set_sources(tx: &Transaction<'_>, tenant_id: Uuid, batch: &[(Uuid, 
     let sources = batch.iter().map(|d| encode_sources(d.2)).collect::<Result<Vec<_>>>()?;
     let stmt = tx
         .prepare_cached(
-            "update access_state a set desired_sources = t.s::jsonb
+            "update access_state a set desired_sources = t.s
                from unnest($2::uuid[], $3::uuid[], $4::text[]) as t(i, u, s)
               where a.tenant_id = $1 and a.integration_id = t.i and a.user_id = t.u",
         )
