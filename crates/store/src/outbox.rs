@@ -139,6 +139,20 @@ pub async fn mark_sent(tx: &crate::Transaction<'_>, ids: &[i64]) -> Result<()> {
 }
 
 impl Store {
+    /// Rows under `exchange_prefix` not yet published, and how many seconds the oldest of them
+    /// has waited (0 when there is none).
+    pub async fn pending_under(&self, exchange_prefix: &str) -> Result<(i64, f64)> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8
+                   from outbox where sent_at is null and exchange like $1",
+            )
+            .await?;
+        let row = client.query_one(&stmt, &[&like_prefix(exchange_prefix)]).await?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     /// Number of rows not yet sent.
     pub async fn outbox_backlog(&self) -> Result<i64> {
         let client = self.client().await?;

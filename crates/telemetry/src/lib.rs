@@ -64,6 +64,7 @@ pub struct Metrics {
     pub outbox_published: Counter,
     pub outbox_publish_errors: Counter,
     pub outbox_pending: Gauge,
+    pub outbox_oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub resolver_decisions: Family<OutcomeLabels, Counter>,
     pub resolver_messages: Family<OutcomeLabels, Counter>,
     pub connector_attempts: Family<AppResultLabels, Counter>,
@@ -88,6 +89,7 @@ impl Metrics {
             outbox_published: Counter::default(),
             outbox_publish_errors: Counter::default(),
             outbox_pending: Gauge::default(),
+            outbox_oldest_pending_seconds: Gauge::default(),
             resolver_decisions: Family::default(),
             resolver_messages: Family::default(),
             connector_attempts: Family::default(),
@@ -109,6 +111,11 @@ impl Metrics {
             "outbox_pending",
             "Outbox messages not yet confirmed, as last seen by the relay",
             m.outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_oldest_pending_seconds",
+            "How long the oldest outbox message not yet confirmed has waited, as last seen by the relay",
+            m.outbox_oldest_pending_seconds.clone(),
         );
         registry.register(
             "resolver_decisions",
