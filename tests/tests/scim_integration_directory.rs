@@ -181,6 +181,7 @@ async fn an_integration_is_shared_in_the_console_or_fed_by_its_own_scim_endpoint
     // Shared with a team first: the integration's own endpoint is refused.
     let ann = app.scim.create_user("ann@example.com").await.unwrap();
     let team = app.team("Ads", &[ann], "EMPLOYEE").await;
+    app.settle(1).await;
     let tokens_before = token_count().await;
     let (status, v) =
         app.call(Method::POST, &tokens, Some(json!({"integration_id": app.integration, "label": "Okta app"}))).await;
@@ -193,6 +194,9 @@ async fn an_integration_is_shared_in_the_console_or_fed_by_its_own_scim_endpoint
     let grant_id = listed["grants"][0]["id"].as_str().unwrap().to_string();
     let (status, v) = app.call(Method::DELETE, &format!("{grants}/{grant_id}"), None).await;
     assert!(status == 204 || status == 200, "{status} {v}");
+    // With the share gone Ann loses the app: wait for it, so the counts below see only what
+    // the refused requests could write.
+    app.settle(2).await;
     let scim = app.integration_scim().await;
     let outbox_before = app.outbox_count().await;
     let grants_before = grant_count().await;
