@@ -308,31 +308,7 @@ async fn desired_state_equals_the_model_under_duplicates_reordering_and_concurre
 #[tokio::test]
 async fn a_redelivered_large_change_resumes_after_the_last_committed_batch() {
     let (_url, store) = unseat_store::testing::fresh_database().await.expect("database");
-    let s = Scenario {
-        seed: 0,
-        integrations: vec![scenario::IntegrationSpec {
-            roles: vec!["ADMIN".into()],
-            asset_roles: vec![],
-            assets: vec![],
-        }],
-        users: 3,
-        teams: 1,
-        initial: Directory {
-            active: vec![true; 3],
-            deleted: vec![false; 3],
-            team_deleted: vec![false],
-            members: [(0, 0), (0, 1), (0, 2)].into_iter().collect(),
-            grants: [((0, Subject::Team(0)), ("ADMIN".to_string(), Assets::new()))].into_iter().collect(),
-        },
-        steps: vec![],
-    };
-    let ids = seed_store(&store, &s).await.expect("seed");
-    let grant_all = message(&ids, ids.users.clone(), false, "granted");
-    unseat_resolver::resolve(&store, CONNECTOR_EXCHANGE, &grant_all).await.expect("grant");
-    apply(&store, &ids, &Step::DeleteTeam { team: 0 }).await.expect("delete team");
-    let mut users = ids.users.clone();
-    users.sort();
-    let deleted = message(&ids, users.clone(), true, "team deleted");
+    let (ids, users, deleted) = admins_whose_team_is_deleted(&store, 3).await;
     // The first delivery committed its first batch (one user) and died.
     {
         let client = store.client().await.unwrap();
@@ -347,18 +323,7 @@ async fn a_redelivered_large_change_resumes_after_the_last_committed_batch() {
     let r = unseat_resolver::resolve_in_batches(&store, CONNECTOR_EXCHANGE, &deleted, 1).await.expect("resume");
     assert!(r.fresh);
     assert_eq!(r.decisions(), 2, "only the users after the committed batch are decided again");
-    let client = store.client().await.unwrap();
-    let removed: Vec<Uuid> = client
-        .query(
-            "select user_id from tasks where tenant_id = $1 and job_id = $2 and outcome = 'remove' order by user_id",
-            &[&ids.tenant, &deleted.message_id],
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(removed, users[1..].to_vec());
+    assert_eq!(removed(&store, &ids, &deleted).await, users[1..].to_vec());
     let again = unseat_resolver::resolve_in_batches(&store, CONNECTOR_EXCHANGE, &deleted, 1).await.expect("again");
     assert!(!again.fresh);
     assert_eq!(again.decisions(), 0);
@@ -370,7 +335,44 @@ async fn a_redelivered_large_change_resumes_after_the_last_committed_batch() {
 #[tokio::test]
 async fn a_failed_batch_stops_the_message_there_and_the_redelivery_finishes_it_once() {
     let (_url, store) = unseat_store::testing::fresh_database().await.expect("database");
-    let n = 6;
+    let (ids, users, deleted) = admins_whose_team_is_deleted(&store, 6).await;
+    let client = store.client().await.unwrap();
+    client
+        .batch_execute(&format!(
+            "create function fail_for_user() returns trigger language plpgsql as $$
+             begin if new.user_id = '{}' then raise exception 'injected failure'; end if; return new; end $$;
+             create trigger fail_task before insert on tasks for each row execute function fail_for_user();",
+            users[3]
+        ))
+        .await
+        .unwrap();
+    let failed = unseat_resolver::resolve_in_batches(&store, CONNECTOR_EXCHANGE, &deleted, 1).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(
+        removed(&store, &ids, &deleted).await,
+        users[..3].to_vec(),
+        "the batches before the failed one, and none after it"
+    );
+    let done: i64 = client
+        .query_one(
+            "select users_done from resolver_progress where tenant_id = $1 and message_id = $2",
+            &[&ids.tenant, &deleted.message_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(done, 3);
+
+    client.batch_execute("drop trigger fail_task on tasks").await.unwrap();
+    let r = unseat_resolver::resolve_in_batches(&store, CONNECTOR_EXCHANGE, &deleted, 1).await.expect("redelivery");
+    assert_eq!(r.decisions(), 3);
+    assert_eq!(removed(&store, &ids, &deleted).await, users, "one removal per user");
+}
+
+/// `n` users in one team granting ADMIN on one integration, resolved so each holds it; then the
+/// team is deleted. Returns the ids, the users in the order the resolver works through them,
+/// and the (not yet resolved) message announcing the deletion.
+async fn admins_whose_team_is_deleted(store: &Store, n: usize) -> (Ids, Vec<Uuid>, DirectoryChanged) {
     let s = Scenario {
         seed: 0,
         integrations: vec![scenario::IntegrationSpec {
@@ -389,50 +391,27 @@ async fn a_failed_batch_stops_the_message_there_and_the_redelivery_finishes_it_o
         },
         steps: vec![],
     };
-    let ids = seed_store(&store, &s).await.expect("seed");
+    let ids = seed_store(store, &s).await.expect("seed");
     let grant_all = message(&ids, ids.users.clone(), false, "granted");
-    unseat_resolver::resolve(&store, CONNECTOR_EXCHANGE, &grant_all).await.expect("grant");
-    apply(&store, &ids, &Step::DeleteTeam { team: 0 }).await.expect("delete team");
+    unseat_resolver::resolve(store, CONNECTOR_EXCHANGE, &grant_all).await.expect("grant");
+    apply(store, &ids, &Step::DeleteTeam { team: 0 }).await.expect("delete team");
     let mut users = ids.users.clone();
     users.sort();
     let deleted = message(&ids, users.clone(), true, "team deleted");
+    (ids, users, deleted)
+}
+
+/// The users `message`'s job removes, in id order.
+async fn removed(store: &Store, ids: &Ids, message: &DirectoryChanged) -> Vec<Uuid> {
     let client = store.client().await.unwrap();
     client
-        .batch_execute(&format!(
-            "create function fail_for_user() returns trigger language plpgsql as $$
-             begin if new.user_id = '{}' then raise exception 'injected failure'; end if; return new; end $$;
-             create trigger fail_task before insert on tasks for each row execute function fail_for_user();",
-            users[3]
-        ))
-        .await
-        .unwrap();
-    let removed = || async {
-        client
-            .query(
-                "select user_id from tasks where tenant_id = $1 and job_id = $2 and outcome = 'remove' order by user_id",
-                &[&ids.tenant, &deleted.message_id],
-            )
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|r| r.get::<_, Uuid>(0))
-            .collect::<Vec<_>>()
-    };
-    let failed = unseat_resolver::resolve_in_batches(&store, CONNECTOR_EXCHANGE, &deleted, 1).await;
-    assert!(failed.is_err(), "{failed:?}");
-    assert_eq!(removed().await, users[..3].to_vec(), "the batches before the failed one, and none after it");
-    let done: i64 = client
-        .query_one(
-            "select users_done from resolver_progress where tenant_id = $1 and message_id = $2",
-            &[&ids.tenant, &deleted.message_id],
+        .query(
+            "select user_id from tasks where tenant_id = $1 and job_id = $2 and outcome = 'remove' order by user_id",
+            &[&ids.tenant, &message.message_id],
         )
         .await
         .unwrap()
-        .get(0);
-    assert_eq!(done, 3);
-
-    client.batch_execute("drop trigger fail_task on tasks").await.unwrap();
-    let r = unseat_resolver::resolve_in_batches(&store, CONNECTOR_EXCHANGE, &deleted, 1).await.expect("redelivery");
-    assert_eq!(r.decisions(), 3);
-    assert_eq!(removed().await, users, "one removal per user");
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect()
 }
