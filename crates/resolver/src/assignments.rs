@@ -10,8 +10,8 @@
 //! - a deactivated (Okta `active:false`, Entra `"False"`) or deleted user has nothing.
 //!
 //! [`plan`] turns that into the same [`Plan`] the workspace flow builds, so the decisions,
-//! desired states, tasks and connector tasks are written by the same code (`write_plan`), and
-//! the job carries the integration's scope for its Activity.
+//! desired states, tasks and connector tasks are written by the same code (the resolver's
+//! batch writes), and the job carries the integration's scope for its Activity.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

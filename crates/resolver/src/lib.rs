@@ -348,8 +348,7 @@ impl Batches<'_> {
         } else {
             assignments::plan(&tx, tenant, &message.scope, chunk).await?
         };
-        let mut counts = Resolved::default();
-        let writes = Writes::of(self.connector_exchange, message, &plan, &mut counts)?;
+        let writes = Writes::of(self.connector_exchange, message, &plan)?;
         // The batch before holds the progress row until it commits.
         let progress = access::lock_progress(&tx, tenant, message.message_id).await?;
         let done = usize::try_from(progress.users_done).unwrap_or(usize::MAX).min(self.users.len());
@@ -358,7 +357,6 @@ impl Batches<'_> {
             return Ok(Batch::Stale);
         }
         writes.write(&tx, tenant).await?;
-        counts.tasks_queued = writes.outbox.len();
         let finished = end == self.users.len();
         if finished {
             // Nothing to show when the change touched nobody's access.
@@ -366,7 +364,7 @@ impl Batches<'_> {
         }
         access::save_progress(&tx, tenant, message.message_id, Progress { users_done: end as i64, finished }).await?;
         tx.commit().await?;
-        Ok(Batch::Committed { finished, counts })
+        Ok(Batch::Committed { finished, counts: writes.counts })
     }
 }
 
@@ -519,15 +517,13 @@ struct Writes<'a> {
     /// locks make this resolver the only writer of these rows until it commits; the statement
     /// returns the versions it wrote and they are checked.
     expected: HashMap<(Uuid, Uuid), i64>,
+    /// The decisions by outcome and the connector tasks these rows queue.
+    counts: Resolved,
 }
 
 impl<'a> Writes<'a> {
-    fn of(
-        connector_exchange: &'a str,
-        message: &'a DirectoryChanged,
-        plan: &'a Plan,
-        resolved: &mut Resolved,
-    ) -> Result<Self, StoreError> {
+    fn of(connector_exchange: &'a str, message: &'a DirectoryChanged, plan: &'a Plan) -> Result<Self, StoreError> {
+        let mut counts = Resolved::default();
         let tenant = message.tenant_id;
         static EMPTY: AssetMap = AssetMap::new();
         let empty: &AssetMap = &EMPTY;
@@ -605,9 +601,10 @@ impl<'a> Writes<'a> {
                 reason = %decision.reason,
                 "access decided"
             );
-            resolved.count(decision.outcome);
+            counts.count(decision.outcome);
         }
-        Ok(Self { desired, sources, tasks, outbox, expected })
+        counts.tasks_queued = outbox.len();
+        Ok(Self { desired, sources, tasks, outbox, expected, counts })
     }
 
     /// Four statements at most, issued together.

@@ -112,11 +112,7 @@ impl Store {
     /// second connection but must not hold one while waiting for another (two such callers
     /// could each hold the pool's last connections and wait for each other).
     pub async fn spare_client(&self) -> Option<Client> {
-        let timeouts = deadpool_postgres::Timeouts {
-            wait: Some(std::time::Duration::ZERO),
-            create: Some(std::time::Duration::from_secs(5)),
-            recycle: Some(std::time::Duration::from_secs(5)),
-        };
+        let timeouts = deadpool_postgres::Timeouts { wait: Some(std::time::Duration::ZERO), ..self.pool.timeouts() };
         self.pool.timeout_get(&timeouts).await.ok()
     }
 
