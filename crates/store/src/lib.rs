@@ -28,9 +28,9 @@ pub use tokio_postgres;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {0}")]
-    Db(#[from] tokio_postgres::Error),
+    Db(tokio_postgres::Error),
     #[error("database pool: {0}")]
-    Pool(#[from] deadpool_postgres::PoolError),
+    Pool(deadpool_postgres::PoolError),
     #[error("bad database url: {0}")]
     Config(String),
     #[error("not found")]
@@ -57,9 +57,83 @@ impl StoreError {
         }
     }
 
+    /// True when a connection was lost or could not be made (not for a query that failed on a
+    /// live connection, such as a statement timeout or a conversion error).
+    fn is_connection_lost(&self) -> bool {
+        match self {
+            StoreError::Pool(_) => true,
+            StoreError::Db(e) => {
+                let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+                let code = e.as_db_error().map(|db| db.code().code());
+                // 08: connection exception; 57P01-03: terminated by the administrator, a crash,
+                // or a server that cannot take connections yet.
+                e.is_closed()
+                    || io
+                    || code.is_some_and(|c| c.starts_with("08") || ["57P01", "57P02", "57P03"].contains(&c))
+            }
+            _ => false,
+        }
+    }
+
     /// True for a unique-constraint violation.
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        StoreError::Db(e).noted()
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        StoreError::Pool(e).noted()
+    }
+}
+
+impl StoreError {
+    /// Remembers when the database was last found unreachable, so that connections opened
+    /// before then are not handed out again (see [`Store::client`]).
+    fn noted(self) -> Self {
+        if self.is_connection_lost() {
+            connection_failures::note();
+        }
+        self
+    }
+}
+
+/// When a connection to the database last failed. A terminated backend or a restarted server
+/// takes every connection of its time with it, but a pooled connection only learns that its
+/// server is gone when its socket is next read, which may be after the pool hands it out
+/// again: the first request after an outage would fail on a connection that died during it.
+/// So a connection opened before the last failure is closed and replaced instead of being
+/// reused. One failure costs every pool in the process one reconnect per connection.
+mod connection_failures {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::LazyLock;
+    use std::time::Instant;
+
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    /// Nanoseconds from START to the last failure, plus one; 0 for none yet.
+    static LAST: AtomicU64 = AtomicU64::new(0);
+
+    pub(crate) fn note() {
+        LAST.fetch_max(since_start(Instant::now()), Ordering::Relaxed);
+    }
+
+    /// True when a connection opened at `created` may have died in a failure since.
+    pub(crate) fn predates_last(created: Instant) -> bool {
+        match LAST.load(Ordering::Relaxed) {
+            0 => false,
+            last => since_start(created) <= last,
+        }
+    }
+
+    /// Nanoseconds from START plus one (an instant before START counts as START).
+    fn since_start(at: Instant) -> u64 {
+        at.saturating_duration_since(*START).as_nanos() as u64 + 1
     }
 }
 
@@ -104,8 +178,24 @@ impl Store {
         Ok(client)
     }
 
+    /// A pooled connection, never one opened before the database last failed (see
+    /// [`connection_failures`]).
     pub async fn client(&self) -> Result<Client> {
-        Ok(self.pool.get().await?)
+        loop {
+            if let Some(client) = Self::fresh(self.pool.get().await?) {
+                return Ok(client);
+            }
+        }
+    }
+
+    /// The connection, unless it was opened before the last failure: then it is taken out of
+    /// the pool and closed.
+    fn fresh(client: Client) -> Option<Client> {
+        if connection_failures::predates_last(deadpool_postgres::Object::metrics(&client).created) {
+            drop(deadpool_postgres::Object::take(client));
+            return None;
+        }
+        Some(client)
     }
 
     /// A connection if the pool can give one without waiting, for work that goes faster with a
@@ -113,10 +203,45 @@ impl Store {
     /// could each hold the pool's last connections and wait for each other).
     pub async fn spare_client(&self) -> Option<Client> {
         let timeouts = deadpool_postgres::Timeouts { wait: Some(std::time::Duration::ZERO), ..self.pool.timeouts() };
-        self.pool.timeout_get(&timeouts).await.ok()
+        loop {
+            if let Some(client) = Self::fresh(self.pool.timeout_get(&timeouts).await.ok()?) {
+                return Some(client);
+            }
+        }
     }
 
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn backend(client: &Client) -> i32 {
+        client.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0)
+    }
+
+    #[tokio::test]
+    async fn after_a_connection_fails_no_connection_opened_before_it_is_handed_out() {
+        let (_, store) = testing::fresh_database().await.unwrap();
+        let (failing, idle) = (store.client().await.unwrap(), store.client().await.unwrap());
+        let idle_backend = backend(&idle).await;
+        drop(idle);
+        let error = failing
+            .batch_execute("select pg_terminate_backend(pg_backend_pid())")
+            .await
+            .map_err(StoreError::from)
+            .unwrap_err();
+        assert!(error.is_unavailable(), "{error}");
+        drop(failing);
+
+        // The idle connection's backend is alive, but it dates from before the failure.
+        let (a, b) = (store.client().await.unwrap(), store.client().await.unwrap());
+        let now = [backend(&a).await, backend(&b).await];
+        assert!(!now.contains(&idle_backend), "{now:?} reuses {idle_backend}");
+        let spare = store.spare_client().await.expect("a third connection is free");
+        assert!(!now.contains(&backend(&spare).await));
     }
 }
