@@ -237,10 +237,10 @@ pub async fn resolve(
 /// unchanged states, tasks with their first events, outbox rows), the progress mark, the
 /// commit. Statements are prepared once per connection.
 ///
-/// With a second connection free in the pool, two batches are in flight: while one writes
-/// and commits, the next locks its users, reads and is decided, so neither the resolver nor
-/// PostgreSQL waits for the other. Batches still commit in order: each takes the progress row
-/// only before it writes, and the one before holds it until it commits; a batch that then
+/// With a second connection free in the pool, two batches are in flight on two PostgreSQL
+/// backends: both read, are decided and write at the same time (their users differ, and
+/// each holds its users' locks). Batches still commit in order: each takes the progress row
+/// only after it wrote, and the one before holds it until it commits; a batch that then
 /// finds the progress somewhere else (its predecessor failed, or another resolver moved on)
 /// rolls back, and the message continues from the progress as it is.
 pub async fn resolve_in_batches(
@@ -349,6 +349,7 @@ impl Batches<'_> {
             assignments::plan(&tx, tenant, &message.scope, chunk).await?
         };
         let writes = Writes::of(self.connector_exchange, message, &plan)?;
+        writes.write(&tx, tenant).await?;
         // The batch before holds the progress row until it commits.
         let progress = access::lock_progress(&tx, tenant, message.message_id).await?;
         let done = usize::try_from(progress.users_done).unwrap_or(usize::MAX).min(self.users.len());
@@ -356,7 +357,6 @@ impl Batches<'_> {
             tx.rollback().await?;
             return Ok(Batch::Stale);
         }
-        writes.write(&tx, tenant).await?;
         let finished = end == self.users.len();
         if finished {
             // Nothing to show when the change touched nobody's access.
