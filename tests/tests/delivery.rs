@@ -39,7 +39,8 @@ async fn outbox_payloads(app: &TestApp, exchange: &str) -> Vec<Value> {
     let client = app.store.client().await.unwrap();
     client
         .query(
-            "select payload from outbox where tenant_id = $1 and exchange = $2 order by id",
+            "select m::jsonb from outbox, unnest(coalesce(payloads, array[payload::text])) with ordinality as t(m, n)
+              where tenant_id = $1 and exchange = $2 order by id, n",
             &[&app.tenant, &exchange],
         )
         .await

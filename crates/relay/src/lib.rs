@@ -1,6 +1,8 @@
 //! The outbox relay: publishes rows that ingest, the console and the resolver wrote to the
-//! outbox in their transactions, waits for the broker's confirms, then deletes them (or, when
-//! configured to keep published rows for a while, marks them sent and purges them later).
+//! outbox in their transactions (one message each, or a resolver batch's connector tasks, up
+//! to a hundred per row, published one by one), waits for the broker's confirms, then deletes
+//! the rows (or, when configured to keep published rows for a while, marks them sent and
+//! purges them later).
 //!
 //! Rows are claimed with `for update skip locked`, so relays in several processes compete
 //! without publishing the same row twice while both are healthy. If a relay dies between
@@ -22,7 +24,8 @@ pub struct RelayConfig {
     pub amqp_url: String,
     /// Only rows for exchanges under this prefix (the deployment's topology prefix).
     pub exchange_prefix: String,
-    /// Rows claimed and published per round.
+    /// About how many messages are published per round: this many rows of one message, or
+    /// fewer rows of a resolver's batches (up to a hundred messages each).
     pub batch: i64,
     /// Pause when the outbox is empty.
     pub idle: Duration,
@@ -104,6 +107,9 @@ async fn run_connected(
     let publisher = Publisher::new(&conn).await?;
     tracing::info!(prefix = %config.exchange_prefix, "relay connected");
     let mut purged_at: Option<std::time::Instant> = None;
+    // Rows to claim next: a resolver's rows carry up to a hundred messages each, so the claim
+    // follows the messages per row last seen to publish about `batch` messages a round.
+    let mut rows = config.batch;
     loop {
         if shutdown.is_cancelled() {
             let _ = conn.close(200, "bye".into()).await;
@@ -117,9 +123,13 @@ async fn run_connected(
                 Err(error) => tracing::warn!(error = %error, "purging sent outbox rows failed; will retry"),
             }
         }
-        let sent = publish_batch(store, &publisher, config).await?;
-        metrics.outbox_published.inc_by(sent as u64);
-        if (sent as i64) < config.batch {
+        let sent = publish_batch(store, &publisher, config, rows).await?;
+        metrics.outbox_published.inc_by(sent.messages as u64);
+        let caught_up = sent.rows < rows;
+        if sent.rows > 0 {
+            rows = (config.batch * sent.rows / sent.messages.max(1)).clamp(1, config.batch.max(1));
+        }
+        if caught_up {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tokio::time::sleep(config.idle) => {}
@@ -128,34 +138,47 @@ async fn run_connected(
     }
 }
 
-/// Claims a batch (deleting it, or locking it when published rows are kept), publishes every
-/// row with confirms in flight together, and commits once all are confirmed (marking them sent
-/// first when they are kept). Returns how many were sent.
-async fn publish_batch(store: &Store, publisher: &Publisher, config: &RelayConfig) -> Result<usize, RelayError> {
+/// What one round published.
+struct Sent {
+    rows: i64,
+    messages: i64,
+}
+
+/// Claims up to `limit` rows (deleting them, or locking them when published rows are kept),
+/// publishes every message of every row with confirms in flight together, and commits once all
+/// are confirmed (marking the rows sent first when they are kept).
+async fn publish_batch(
+    store: &Store,
+    publisher: &Publisher,
+    config: &RelayConfig,
+    limit: i64,
+) -> Result<Sent, RelayError> {
     let mut client = store.client().await?;
     let tx = client.transaction().await?;
     let keep = !config.keep_sent.is_zero();
     let rows = if keep {
-        outbox::claim_pending(&tx, &config.exchange_prefix, config.batch).await?
+        outbox::claim_pending(&tx, &config.exchange_prefix, limit).await?
     } else {
-        outbox::take_pending(&tx, &config.exchange_prefix, config.batch).await?
+        outbox::take_pending(&tx, &config.exchange_prefix, limit).await?
     };
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Sent { rows: 0, messages: 0 });
     }
-    let mut confirms = Vec::with_capacity(rows.len());
+    let mut confirms = Vec::new();
     for row in &rows {
-        let payload = serde_json::to_vec(&row.payload).unwrap_or_default();
-        confirms.push(publisher.start(&row.exchange, &row.routing_key, &row.message_id.to_string(), &payload).await?);
+        for message in &row.messages {
+            let id = message.id.to_string();
+            confirms.push(publisher.start(&row.exchange, &row.routing_key, &id, message.body.as_bytes()).await?);
+        }
     }
-    let mut ids = Vec::with_capacity(rows.len());
-    for (row, confirm) in rows.iter().zip(confirms) {
+    let messages = confirms.len() as i64;
+    for confirm in confirms {
         confirm.await?;
-        ids.push(row.id);
     }
     if keep {
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         outbox::mark_sent(&tx, &ids).await?;
     }
     tx.commit().await?;
-    Ok(ids.len())
+    Ok(Sent { rows: rows.len() as i64, messages })
 }

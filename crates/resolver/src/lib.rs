@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use unseat_bus::messages::{ConnectorTask, DirectoryChanged, MESSAGE_VERSION};
 use unseat_bus::{ConsumerSettings, Delivery, Topology};
@@ -31,7 +32,7 @@ use unseat_domain::{
     RoleLadder, UserStatus,
 };
 use unseat_store::access::{self, NewJob, NewTask, Progress};
-use unseat_store::{Client, Store, StoreError, Transaction};
+use unseat_store::{outbox, Client, Store, StoreError, Transaction};
 use unseat_telemetry::{Metrics, OutcomeLabels};
 use uuid::Uuid;
 
@@ -277,6 +278,14 @@ struct Batches<'a> {
     size: usize,
 }
 
+/// Where a batch stands among those in flight: it may take the progress row once `after`
+/// resolves (the batch before took it, or ended), and tells the batch after through
+/// `took_progress` (dropping it, on any early return, tells it too).
+struct Order {
+    after: Option<oneshot::Receiver<()>>,
+    took_progress: oneshot::Sender<()>,
+}
+
 /// How one batch ended.
 enum Batch {
     /// Committed; `finished` when it was the message's last.
@@ -291,15 +300,23 @@ impl Batches<'_> {
     async fn from(&self, start: usize, clients: &mut Vec<Client>, resolved: &mut Resolved) -> Result<bool, StoreError> {
         let mut in_flight = futures_util::stream::FuturesOrdered::new();
         let (mut next, mut stop, mut finished, mut failed) = (start, false, false, None);
+        // Each batch takes the progress row only after the batch before it has (see `run`).
+        let mut turn: Option<oneshot::Receiver<()>> = None;
+        // The first batch runs alone: it may create the job row, and a batch beside it would
+        // wait for that row's commit while the first waits for it to take its turn.
+        let mut alone = true;
         loop {
-            while !stop {
+            while !stop && (!alone || in_flight.is_empty()) {
                 let Some(client) = clients.pop() else { break };
                 let end = (next + self.size).min(self.users.len());
-                in_flight.push_back(self.one(client, next, end));
+                let (took_progress, successor_turn) = oneshot::channel();
+                let order = Order { after: turn.replace(successor_turn), took_progress };
+                in_flight.push_back(self.one(client, next, end, order));
                 stop = end == self.users.len();
                 next = end;
             }
             let Some((client, result)) = in_flight.next().await else { break };
+            alone = false;
             clients.push(client);
             match result {
                 Ok(Batch::Committed { finished: last, counts }) => {
@@ -320,12 +337,18 @@ impl Batches<'_> {
         }
     }
 
-    async fn one(&self, mut client: Client, start: usize, end: usize) -> (Client, Result<Batch, StoreError>) {
-        let result = self.run(&mut client, start, end).await;
+    async fn one(
+        &self,
+        mut client: Client,
+        start: usize,
+        end: usize,
+        order: Order,
+    ) -> (Client, Result<Batch, StoreError>) {
+        let result = self.run(&mut client, start, end, order).await;
         (client, result)
     }
 
-    async fn run(&self, client: &mut Client, start: usize, end: usize) -> Result<Batch, StoreError> {
+    async fn run(&self, client: &mut Client, start: usize, end: usize, order: Order) -> Result<Batch, StoreError> {
         let message = self.message;
         let tenant = message.tenant_id;
         let tx = client.transaction().await?;
@@ -350,8 +373,14 @@ impl Batches<'_> {
         };
         let writes = Writes::of(self.connector_exchange, message, &plan)?;
         writes.write(&tx, tenant).await?;
-        // The batch before holds the progress row until it commits.
+        // The batch before holds the progress row until it commits. Were this batch to take
+        // the row first (its writes may finish sooner), it would find the progress short of it
+        // and throw its work away; so it waits until the batch before has the row (or ended).
+        if let Some(after) = order.after {
+            let _ = after.await;
+        }
         let progress = access::lock_progress(&tx, tenant, message.message_id).await?;
+        let _ = order.took_progress.send(());
         let done = usize::try_from(progress.users_done).unwrap_or(usize::MAX).min(self.users.len());
         if progress.finished || done != start {
             tx.rollback().await?;
@@ -512,7 +541,9 @@ struct Writes<'a> {
     desired: Vec<access::NewDesired<'a>>,
     sources: Vec<(Uuid, Uuid, &'a [Grant])>,
     tasks: Vec<NewTask<'a>>,
-    outbox: Vec<access::OutboxMessage<'a>>,
+    /// Connector tasks, published to this exchange.
+    exchange: &'a str,
+    outbox: Vec<outbox::BatchMessage<'a>>,
     /// The version each new desired state gets: one more than the stored one. The per-user
     /// locks make this resolver the only writer of these rows until it commits; the statement
     /// returns the versions it wrote and they are checked.
@@ -589,8 +620,12 @@ impl<'a> Writes<'a> {
                     app_kind: integration.app_kind.clone(),
                     desired_version: version,
                 };
-                let payload = serde_json::to_value(&connector_task).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                outbox.push((connector_task.message_id, connector_exchange, integration.app_kind.as_str(), payload));
+                let body = serde_json::to_string(&connector_task).map_err(|e| StoreError::Invalid(e.to_string()))?;
+                outbox.push(outbox::BatchMessage {
+                    id: connector_task.message_id,
+                    routing_key: integration.app_kind.as_str(),
+                    body,
+                });
             }
             // Every decision is in the Automation Log (the task and its event); this is for
             // debugging only, so a large change does not flood the process log.
@@ -604,7 +639,7 @@ impl<'a> Writes<'a> {
             counts.count(decision.outcome);
         }
         counts.tasks_queued = outbox.len();
-        Ok(Self { desired, sources, tasks, outbox, expected, counts })
+        Ok(Self { desired, sources, tasks, exchange: connector_exchange, outbox, expected, counts })
     }
 
     /// Four statements at most, issued together.
@@ -613,7 +648,7 @@ impl<'a> Writes<'a> {
             access::set_desired_many(tx, tenant, &self.desired),
             access::set_sources(tx, tenant, &self.sources),
             access::insert_tasks(tx, &self.tasks),
-            access::enqueue_many(tx, tenant, &self.outbox),
+            outbox::enqueue_batch(tx, tenant, self.exchange, &self.outbox),
         )
         .await?;
         if versions != self.expected {

@@ -666,24 +666,6 @@ pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-/// One outbox message of a batch: (message id, exchange, routing key, payload).
-pub type OutboxMessage<'a> = (Uuid, &'a str, &'a str, serde_json::Value);
-
-/// Adds a batch of messages to the outbox in one statement (the relay publishes them in order).
-pub async fn enqueue_many(tx: &Transaction<'_>, tenant_id: Uuid, messages: &[OutboxMessage<'_>]) -> Result<()> {
-    let rows: Vec<crate::outbox::NewRow<'_>> = messages
-        .iter()
-        .map(|(message_id, exchange, routing_key, payload)| crate::outbox::NewRow {
-            tenant_id,
-            message_id: *message_id,
-            exchange,
-            routing_key,
-            payload,
-        })
-        .collect();
-    crate::outbox::enqueue_many(tx, &rows).await
-}
-
 /// A directory or console change an admin asks about without making it (a preview).
 /// `RemoveAsset` is made the way the console's asset removal makes it: the same store
 /// functions under the same integration lock.

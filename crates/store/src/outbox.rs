@@ -6,15 +6,22 @@ use crate::{Result, Store};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-/// One message waiting to be published.
+/// A row waiting to be published: one message, or up to [`MESSAGES_PER_ROW`] of a batch.
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
-    pub message_id: Uuid,
     pub exchange: String,
     pub routing_key: String,
-    pub payload: serde_json::Value,
+    /// In publishing order.
+    pub messages: Vec<Message>,
     pub created_at: DateTime<Utc>,
+}
+
+/// One message: its id (the AMQP message id) and its JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub id: Uuid,
+    pub body: String,
 }
 
 /// Adds a message to the outbox in the caller's transaction. The relay polls for it (no
@@ -68,6 +75,61 @@ pub async fn enqueue_many(tx: &crate::Transaction<'_>, rows: &[NewRow<'_>]) -> R
     Ok(())
 }
 
+/// Most messages one row of [`enqueue_batch`] carries. A relay sizes its claims by the
+/// messages per row it last saw, so a claim publishes about its batch of messages either way.
+pub const MESSAGES_PER_ROW: usize = 100;
+
+/// One message for [`enqueue_batch`].
+#[derive(Debug, Clone)]
+pub struct BatchMessage<'a> {
+    pub id: Uuid,
+    pub routing_key: &'a str,
+    /// The message's JSON text, published as it is.
+    pub body: String,
+}
+
+/// Writes many messages to one exchange, in the caller's transaction, in one statement and as
+/// few rows as their routing keys and [`MESSAGES_PER_ROW`] allow (see the 0012 migration).
+/// Messages with the same routing key are published in the order given.
+pub async fn enqueue_batch(
+    tx: &crate::Transaction<'_>,
+    tenant_id: Uuid,
+    exchange: &str,
+    messages: &[BatchMessage<'_>],
+) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut by_key: Vec<(&str, Vec<&BatchMessage<'_>>)> = Vec::new();
+    for m in messages {
+        match by_key.iter_mut().find(|(key, _)| *key == m.routing_key) {
+            Some((_, list)) => list.push(m),
+            None => by_key.push((m.routing_key, vec![m])),
+        }
+    }
+    let (mut rows, mut keys, mut ids, mut bodies) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let chunks = by_key.iter().flat_map(|(key, list)| list.chunks(MESSAGES_PER_ROW).map(move |c| (*key, c)));
+    for (row, (key, chunk)) in (0i32..).zip(chunks) {
+        for m in chunk {
+            rows.push(row);
+            keys.push(key);
+            ids.push(m.id);
+            bodies.push(m.body.as_str());
+        }
+    }
+    let stmt = tx
+        .prepare_cached(
+            "insert into outbox (tenant_id, exchange, routing_key, message_ids, payloads)
+             select $1, $2, min(k), array_agg(m order by n), array_agg(p order by n)
+               from unnest($3::int4[], $4::text[], $5::uuid[], $6::text[]) with ordinality as t(r, k, m, p, n)
+              group by r
+              order by r",
+        )
+        .await?;
+    tx.execute(&stmt, &[&tenant_id, &exchange, &rows, &keys, &ids, &bodies]).await?;
+    Ok(())
+}
+
 /// The rows a relay may publish next: unsent, exchange under its prefix, oldest first, skipping
 /// rows another relay holds (relays compete without publishing the same row twice).
 const PENDING: &str = "select id from outbox
@@ -88,14 +150,19 @@ fn like_prefix(exchange_prefix: &str) -> String {
     format!("{}.%", exchange_prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"))
 }
 
+/// The columns [`outbox_row`] reads: a single message as a one-element batch.
+const ROW_COLUMNS: &str = "id, exchange, routing_key, created_at,
+    coalesce(message_ids, array[message_id]), coalesce(payloads, array[payload::text])";
+
 fn outbox_row(r: &tokio_postgres::Row) -> OutboxRow {
+    let ids: Vec<Uuid> = r.get(4);
+    let bodies: Vec<String> = r.get(5);
     OutboxRow {
         id: r.get(0),
-        message_id: r.get(1),
-        exchange: r.get(2),
-        routing_key: r.get(3),
-        payload: r.get(4),
-        created_at: r.get(5),
+        exchange: r.get(1),
+        routing_key: r.get(2),
+        created_at: r.get(3),
+        messages: ids.into_iter().zip(bodies).map(|(id, body)| Message { id, body }).collect(),
     }
 }
 
@@ -104,10 +171,7 @@ fn outbox_row(r: &tokio_postgres::Row) -> OutboxRow {
 pub async fn claim_pending(tx: &crate::Transaction<'_>, exchange_prefix: &str, limit: i64) -> Result<Vec<OutboxRow>> {
     forbid_sorts(tx).await?;
     let stmt = tx
-        .prepare_cached(&format!(
-            "select id, message_id, exchange, routing_key, payload, created_at from outbox
-              where id = any(array({PENDING})) order by id"
-        ))
+        .prepare_cached(&format!("select {ROW_COLUMNS} from outbox where id = any(array({PENDING})) order by id"))
         .await?;
     let rows = tx.query(&stmt, &[&like_prefix(exchange_prefix), &limit]).await?;
     Ok(rows.iter().map(outbox_row).collect())
@@ -120,10 +184,7 @@ pub async fn claim_pending(tx: &crate::Transaction<'_>, exchange_prefix: &str, l
 pub async fn take_pending(tx: &crate::Transaction<'_>, exchange_prefix: &str, limit: i64) -> Result<Vec<OutboxRow>> {
     forbid_sorts(tx).await?;
     let stmt = tx
-        .prepare_cached(&format!(
-            "delete from outbox where id = any(array({PENDING}))
-             returning id, message_id, exchange, routing_key, payload, created_at"
-        ))
+        .prepare_cached(&format!("delete from outbox where id = any(array({PENDING})) returning {ROW_COLUMNS}"))
         .await?;
     let mut rows: Vec<OutboxRow> =
         tx.query(&stmt, &[&like_prefix(exchange_prefix), &limit]).await?.iter().map(outbox_row).collect();
@@ -139,24 +200,28 @@ pub async fn mark_sent(tx: &crate::Transaction<'_>, ids: &[i64]) -> Result<()> {
 }
 
 impl Store {
-    /// Rows under `exchange_prefix` not yet published, and how many seconds the oldest of them
-    /// has waited (0 when there is none).
+    /// Messages under `exchange_prefix` not yet published, and how many seconds the oldest of
+    /// them has waited (0 when there is none).
     pub async fn pending_under(&self, exchange_prefix: &str) -> Result<(i64, f64)> {
+        self.pending_like(&like_prefix(exchange_prefix)).await
+    }
+
+    /// Messages not yet sent, under every prefix.
+    pub async fn outbox_backlog(&self) -> Result<i64> {
+        Ok(self.pending_like("%").await?.0)
+    }
+
+    async fn pending_like(&self, exchange_pattern: &str) -> Result<(i64, f64)> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "select count(*), coalesce(extract(epoch from now() - min(created_at)), 0)::float8
+                "select coalesce(sum(coalesce(cardinality(message_ids), 1)), 0)::int8,
+                        coalesce(extract(epoch from now() - min(created_at)), 0)::float8
                    from outbox where sent_at is null and exchange like $1",
             )
             .await?;
-        let row = client.query_one(&stmt, &[&like_prefix(exchange_prefix)]).await?;
+        let row = client.query_one(&stmt, &[&exchange_pattern]).await?;
         Ok((row.get(0), row.get(1)))
-    }
-
-    /// Number of rows not yet sent.
-    pub async fn outbox_backlog(&self) -> Result<i64> {
-        let client = self.client().await?;
-        Ok(client.query_one("select count(*) from outbox where sent_at is null", &[]).await?.get(0))
     }
 
     /// Deletes sent rows older than `keep`.
@@ -212,6 +277,10 @@ mod tests {
         (t, rows.iter().map(|r| r.message_id).collect())
     }
 
+    fn ids_of(rows: Vec<OutboxRow>) -> Vec<Uuid> {
+        rows.into_iter().flat_map(|r| r.messages).map(|m| m.id).collect()
+    }
+
     async fn left(store: &Store) -> Vec<Uuid> {
         let c = store.client().await.unwrap();
         c.query("select message_id from outbox order by id", &[]).await.unwrap().iter().map(|r| r.get(0)).collect()
@@ -226,12 +295,12 @@ mod tests {
         let (_t, ids) = tenant_with_rows(&store, &["a_x.d", "a_x.d", "aYx.d", "a_x.c", "b.d", "a_x.d", "a_x.d"]).await;
         let mut c1 = store.client().await.unwrap();
         let tx1 = c1.transaction().await.unwrap();
-        let first: Vec<Uuid> = take_pending(&tx1, "a_x", 3).await.unwrap().iter().map(|r| r.message_id).collect();
+        let first: Vec<Uuid> = ids_of(take_pending(&tx1, "a_x", 3).await.unwrap());
         assert_eq!(first, vec![ids[0], ids[1], ids[3]], "oldest first, only the prefix's exchanges");
 
         let mut c2 = store.client().await.unwrap();
         let tx2 = c2.transaction().await.unwrap();
-        let second: Vec<Uuid> = take_pending(&tx2, "a_x", 10).await.unwrap().iter().map(|r| r.message_id).collect();
+        let second: Vec<Uuid> = ids_of(take_pending(&tx2, "a_x", 10).await.unwrap());
         assert_eq!(second, vec![ids[5], ids[6]], "rows another claim holds are skipped");
         tx2.rollback().await.unwrap();
         tx1.commit().await.unwrap();
@@ -273,5 +342,57 @@ mod tests {
             assert!(!plan.lines().any(|l| l.trim_start().trim_start_matches("->  ").starts_with("Sort")), "{plan}");
             tx.rollback().await.unwrap();
         }
+    }
+
+    /// A batch goes in as one row per routing key and MESSAGES_PER_ROW messages, comes out
+    /// (after the single row written before it) with every message in the order given, and
+    /// counts as its messages in the backlog. A row is one message or a batch, never both.
+    #[tokio::test]
+    async fn a_batch_is_a_few_rows_and_comes_out_message_by_message_in_order() {
+        let (_url, store) = fresh_database().await.unwrap();
+        let (t, single) = tenant_with_rows(&store, &["q.connector"]).await;
+        let keys = ["hub", "seat"];
+        let messages: Vec<BatchMessage<'_>> = (0..MESSAGES_PER_ROW + 30)
+            .map(|n| BatchMessage {
+                id: Uuid::now_v7(),
+                routing_key: keys[usize::from(n % 5 == 0)],
+                body: format!("{{\"n\":{n}}}"),
+            })
+            .collect();
+        let mut c = store.client().await.unwrap();
+        let tx = c.transaction().await.unwrap();
+        enqueue_batch(&tx, t, "q.connector", &messages).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(store.pending_under("q").await.unwrap().0, 1 + messages.len() as i64);
+        assert_eq!(store.outbox_backlog().await.unwrap(), 1 + messages.len() as i64);
+
+        let tx = c.transaction().await.unwrap();
+        let rows = take_pending(&tx, "q", 10).await.unwrap();
+        tx.commit().await.unwrap();
+        let shape: Vec<(&str, usize)> = rows.iter().map(|r| (r.routing_key.as_str(), r.messages.len())).collect();
+        // Keys in the order they first appear (message 0 is for "seat").
+        assert_eq!(shape, vec![("changed", 1), ("seat", 26), ("hub", MESSAGES_PER_ROW), ("hub", 4)]);
+        assert_eq!(rows[0].messages[0].id, single[0]);
+        assert_eq!(rows[0].messages[0].body, r#"{"n": 1}"#, "a single message's jsonb as text");
+        for key in keys {
+            let published: Vec<Message> =
+                rows.iter().filter(|r| r.routing_key == key).flat_map(|r| r.messages.clone()).collect();
+            let given: Vec<Message> = messages
+                .iter()
+                .filter(|m| m.routing_key == key)
+                .map(|m| Message { id: m.id, body: m.body.clone() })
+                .collect();
+            assert_eq!(published, given, "{key}: every message, in order");
+        }
+        assert_eq!(store.outbox_backlog().await.unwrap(), 0);
+
+        let mixed = c
+            .execute(
+                "insert into outbox (tenant_id, message_id, exchange, routing_key, payload, message_ids, payloads)
+                 values ($1, $2, 'q.connector', 'hub', '{}', array[$2], array['{}'])",
+                &[&t, &Uuid::now_v7()],
+            )
+            .await;
+        assert!(mixed.is_err(), "one message or a batch, not both");
     }
 }

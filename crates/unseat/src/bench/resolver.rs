@@ -377,7 +377,9 @@ async fn write_ceiling(store: &Store, tenant: Uuid, job: Uuid) -> anyhow::Result
         .await?;
         tx.execute(
             "create temp table ceiling_outbox on commit drop as
-             select * from outbox where tenant_id = $1 and exchange = 'bench.connector' limit 10000",
+             select * from (select o.*, sum(cardinality(o.message_ids)) over (order by o.id) as upto from outbox o
+                             where o.tenant_id = $1 and o.exchange = 'bench.connector') r
+              where upto <= 10000",
             &[&tenant],
         )
         .await?;
@@ -392,8 +394,8 @@ async fn write_ceiling(store: &Store, tenant: Uuid, job: Uuid) -> anyhow::Result
                                 from_assets, to_assets, reason, desired_version, status)
              select tenant_id, gen_random_uuid(), job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
                     from_assets, to_assets, reason, desired_version + 1, status from ceiling_tasks;
-             insert into outbox (tenant_id, message_id, exchange, routing_key, payload)
-             select tenant_id, gen_random_uuid(), exchange, routing_key, payload from ceiling_outbox;",
+             insert into outbox (tenant_id, exchange, routing_key, message_ids, payloads)
+             select tenant_id, exchange, routing_key, message_ids, payloads from ceiling_outbox;",
         )
         .await?;
         let took = started.elapsed();
