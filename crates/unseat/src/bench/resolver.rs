@@ -7,8 +7,8 @@
 //!
 //! - decisions/s of the decision rules alone (`unseat-domain`), on one core: the CPU ceiling;
 //! - the time to resolve "G deleted" (one message naming every member) with the real resolver
-//!   and store, on a single-threaded runtime with two PostgreSQL connections (one batch is
-//!   written while the next is read and decided), the decisions/s that makes, and where the
+//!   and store, on a single-threaded runtime with two PostgreSQL connections (two batches
+//!   read, are decided and write at once, committing in order), the decisions/s that makes, and where the
 //!   CPU went: the resolver's thread, the two PostgreSQL backends serving its connections,
 //!   PostgreSQL's background processes and everything else on the machine
 //!   (read from `/proc`, so PostgreSQL must run on the same host for those figures);
