@@ -365,7 +365,11 @@ impl Batches<'_> {
             received_at: message.trigger.received_at,
         };
         let chunk = &self.users[start..end];
-        futures_util::future::try_join(access::insert_job(&tx, &job), access::lock_users(&tx, tenant, chunk)).await?;
+        // Users first, then the job: a second delivery of the message (another resolver) may
+        // have inserted the job and not committed yet, and waiting for it while holding users
+        // it waits for is a deadlock (the soak saw PostgreSQL break a few, each a requeue).
+        access::lock_users(&tx, tenant, chunk).await?;
+        access::insert_job(&tx, &job).await?;
         let plan = if message.scope == unseat_store::directory::WORKSPACE {
             plan(&tx, tenant, chunk).await?
         } else {
