@@ -375,8 +375,8 @@ impl Batches<'_> {
         } else {
             assignments::plan(&tx, tenant, &message.scope, chunk).await?
         };
-        let writes = Writes::of(self.connector_exchange, message, &plan)?;
-        writes.write(&tx, tenant).await?;
+        let writes = Writes::of(message, &plan)?;
+        writes.write(&tx, tenant, self.connector_exchange).await?;
         // The batch before holds the progress row until it commits. Were this batch to take
         // the row first (its writes may finish sooner), it would find the progress short of it
         // and throw its work away; so it waits until the batch before has the row (or ended).
@@ -545,8 +545,7 @@ struct Writes<'a> {
     desired: Vec<access::NewDesired<'a>>,
     sources: Vec<(Uuid, Uuid, &'a [Grant])>,
     tasks: Vec<NewTask<'a>>,
-    /// Connector tasks, published to this exchange.
-    exchange: &'a str,
+    /// Connector tasks for the outbox.
     outbox: Vec<outbox::BatchMessage<'a>>,
     /// The version each new desired state gets: one more than the stored one. The per-user
     /// locks make this resolver the only writer of these rows until it commits; the statement
@@ -557,7 +556,7 @@ struct Writes<'a> {
 }
 
 impl<'a> Writes<'a> {
-    fn of(connector_exchange: &'a str, message: &'a DirectoryChanged, plan: &'a Plan) -> Result<Self, StoreError> {
+    fn of(message: &'a DirectoryChanged, plan: &'a Plan) -> Result<Self, StoreError> {
         let mut counts = Resolved::default();
         let tenant = message.tenant_id;
         static EMPTY: AssetMap = AssetMap::new();
@@ -643,16 +642,16 @@ impl<'a> Writes<'a> {
             counts.count(decision.outcome);
         }
         counts.tasks_queued = outbox.len();
-        Ok(Self { desired, sources, tasks, exchange: connector_exchange, outbox, expected, counts })
+        Ok(Self { desired, sources, tasks, outbox, expected, counts })
     }
 
-    /// Four statements at most, issued together.
-    async fn write(&self, tx: &Transaction<'_>, tenant: Uuid) -> Result<(), StoreError> {
+    /// Four statements at most, issued together; connector tasks go to `connector_exchange`.
+    async fn write(&self, tx: &Transaction<'_>, tenant: Uuid, connector_exchange: &str) -> Result<(), StoreError> {
         let (versions, (), _, ()) = futures_util::future::try_join4(
             access::set_desired_many(tx, tenant, &self.desired),
             access::set_sources(tx, tenant, &self.sources),
             access::insert_tasks(tx, &self.tasks),
-            outbox::enqueue_batch(tx, tenant, self.exchange, &self.outbox),
+            outbox::enqueue_batch(tx, tenant, connector_exchange, &self.outbox),
         )
         .await?;
         if versions != self.expected {
