@@ -28,7 +28,7 @@ pub(crate) type Written = Result<Option<UserRecord>, ScimError>;
 
 /// Writers working at once, each on its own share of the users (a user always goes to the
 /// same one, so two changes of one user are never written out of order by two writers).
-const WRITERS: usize = 2;
+pub(crate) const WRITERS: usize = 2;
 
 #[derive(Clone)]
 pub(crate) struct Activations(Writers<Activation, Written>);

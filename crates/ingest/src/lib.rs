@@ -78,9 +78,15 @@ pub struct IngestState {
 
 impl IngestState {
     pub fn new(store: Store, metrics: Arc<Metrics>, directory_exchange: String, config: IngestConfig) -> Self {
+        // The group-commit writers send parameter arrays: on connections of their own that
+        // plan such a statement once (see `Store::generic_plans`), one per writer at most.
+        let writers = store.generic_plans(activations::WRITERS + removals::WRITERS).unwrap_or_else(|error| {
+            tracing::warn!(%error, "group-commit writers share the main pool");
+            store.clone()
+        });
         Self {
-            activations: activations::Activations::new(store.clone(), directory_exchange.clone()),
-            removals: removals::Removals::new(store.clone(), directory_exchange.clone()),
+            activations: activations::Activations::new(writers.clone(), directory_exchange.clone()),
+            removals: removals::Removals::new(writers, directory_exchange.clone()),
             store,
             metrics,
             directory_exchange,

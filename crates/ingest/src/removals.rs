@@ -18,7 +18,7 @@ use uuid::Uuid;
 /// Most requests one transaction takes.
 const MAX_BATCH: usize = 256;
 /// Writers working at once; a group always goes to the same one.
-const WRITERS: usize = 2;
+pub(crate) const WRITERS: usize = 2;
 
 /// One PATCH that only removes members, from a group of the caller's directory.
 pub(crate) struct Removal {
