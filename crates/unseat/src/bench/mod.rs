@@ -9,7 +9,6 @@ pub mod scim;
 pub mod soak;
 
 use clap::Subcommand;
-use lapin::options::QueueDeleteOptions;
 use unseat_bus::Topology;
 
 use crate::Settings;
@@ -44,20 +43,19 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
     }
 }
 
-/// Deletes the work queues of `topology` (the resolver's and each app kind's connector queue)
-/// and their dead-letter queues, messages included. A bench's queues hold only what the bench
-/// itself sent, and it has printed its figures by then: a queue that cannot be deleted (the
-/// broker gone, say) is left behind rather than failing the run.
+/// Deletes every queue and exchange of `topology` (work, dead-letter and delay queues),
+/// messages included. A bench's topology holds only what the bench itself sent, and it has
+/// printed its figures by then: what cannot be deleted (the broker gone, say) is left behind,
+/// with a warning, rather than failing the run.
 pub(crate) async fn delete_queues(amqp_url: &str, topology: &Topology) {
-    let Ok(conn) = unseat_bus::connect(amqp_url, "bench").await else { return };
-    if let Ok(ch) = conn.create_channel().await {
-        let mut queues = vec![topology.resolver_queue()];
-        queues.extend(topology.app_kinds.iter().map(|k| topology.connector_queue(k)));
-        for q in queues {
-            for name in [Topology::dead_letter_queue(&q), q] {
-                let _ = ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await;
-            }
-        }
+    let deleted = async {
+        let conn = unseat_bus::connect(amqp_url, "bench").await?;
+        let ch = conn.create_channel().await.map_err(unseat_bus::BusError::from)?;
+        let deleted = topology.delete(&ch).await;
+        let _ = conn.close(200, "bye".into()).await;
+        deleted
+    };
+    if let Err(error) = deleted.await {
+        tracing::warn!(%error, "the bench's queues and exchanges were not all deleted");
     }
-    let _ = conn.close(200, "bye".into()).await;
 }
