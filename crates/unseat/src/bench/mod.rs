@@ -47,7 +47,7 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
 /// messages included. A bench's topology holds only what the bench itself sent, and it has
 /// printed its figures by then: what cannot be deleted (the broker gone, say) is left behind,
 /// with a warning, rather than failing the run.
-pub(crate) async fn delete_queues(amqp_url: &str, topology: &Topology) {
+pub(crate) async fn delete_topology(amqp_url: &str, topology: &Topology) {
     let deleted = async {
         let conn = unseat_bus::connect(amqp_url, "bench").await?;
         let ch = conn.create_channel().await.map_err(unseat_bus::BusError::from)?;

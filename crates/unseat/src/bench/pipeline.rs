@@ -255,7 +255,7 @@ async fn broker_ceiling(url: &str, n: usize) -> anyhow::Result<f64> {
     let seen = consume.await?;
     let elapsed = started.elapsed();
     let _ = conn.close(200, "bye".into()).await;
-    super::delete_queues(url, &topology).await;
+    super::delete_topology(url, &topology).await;
     anyhow::ensure!(seen == n, "broker probe consumed {seen} of {n}");
     Ok(n as f64 / elapsed.as_secs_f64())
 }

@@ -91,7 +91,7 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     shutdown.cancel();
     running.wait().await;
     // The bench's queues hold the changes it announced (no resolver runs).
-    super::delete_queues(&settings.amqp_url, &settings.topology()).await;
+    super::delete_topology(&settings.amqp_url, &settings.topology()).await;
 
     println!();
     println!(

@@ -521,7 +521,7 @@ pub async fn run(mut settings: Settings, args: SoakArgs) -> anyhow::Result<()> {
     for r in running {
         r.wait().await;
     }
-    super::delete_queues(&settings.amqp_url, &settings.topology()).await;
+    super::delete_topology(&settings.amqp_url, &settings.topology()).await;
     if tally.disagreed > 0 {
         anyhow::bail!("{} of {} cases disagreed with the model", tally.disagreed, tally.ran);
     }
