@@ -283,11 +283,7 @@ impl TestApp {
 
 /// Deletes a test's own queues and exchanges so quorum queues do not pile up on the broker.
 async fn delete_topology(topology: &unseat_bus::Topology) {
-    let Ok(conn) = unseat_bus::connect(&amqp_url(), "test-cleanup").await else { return };
-    if let Ok(ch) = conn.create_channel().await {
-        let _ = topology.delete(&ch).await;
-    }
-    let _ = conn.close(200, "bye".into()).await;
+    let _ = topology.delete_at(&amqp_url(), "test-cleanup").await;
 }
 
 impl Drop for TestApp {

@@ -164,6 +164,19 @@ impl Topology {
         }
         Ok(())
     }
+
+    /// [`Topology::delete`] over a connection of its own to `url` (named `unseat-{name}`),
+    /// closed afterwards: for whoever tears a topology down without a connection at hand (a
+    /// finished benchmark, a test's cleanup).
+    pub async fn delete_at(&self, url: &str, name: &str) -> Result<(), BusError> {
+        let conn = connect(url, name).await?;
+        let deleted = match conn.create_channel().await {
+            Ok(ch) => self.delete(&ch).await,
+            Err(e) => Err(e.into()),
+        };
+        let _ = conn.close(200, "bye".into()).await;
+        deleted
+    }
 }
 
 fn durable_queue() -> QueueDeclareOptions {
@@ -440,6 +453,44 @@ fn death_time(properties: &BasicProperties) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The real broker the test suite runs against.
+    fn amqp_url() -> String {
+        std::env::var("UNSEAT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    }
+
+    /// Whether `queue` exists on the broker (a passive declare fails, and closes its channel,
+    /// when it does not).
+    async fn exists(conn: &Connection, queue: &str) -> bool {
+        let ch = conn.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        ch.queue_declare(queue.into(), passive, FieldTable::default()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn delete_at_removes_every_queue_of_the_topology_and_nothing_else() {
+        let url = amqp_url();
+        let conn = connect(&url, "bus-test").await.unwrap();
+        let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+        let (gone, kept) =
+            (Topology::new(prefix.clone(), vec!["scim".into()]), Topology::new(format!("{prefix}-other"), vec![]));
+        let ch = conn.create_channel().await.unwrap();
+        gone.declare(&ch).await.unwrap();
+        kept.declare(&ch).await.unwrap();
+        assert!(gone.queues().iter().any(|q| q.contains(".delay.")), "{:?}", gone.queues());
+        for q in gone.queues() {
+            assert!(exists(&conn, &q).await, "{q} declared");
+        }
+
+        gone.delete_at(&url, "bus-test-cleanup").await.unwrap();
+        for q in gone.queues() {
+            assert!(!exists(&conn, &q).await, "{q} still there");
+        }
+        for q in kept.queues() {
+            assert!(exists(&conn, &q).await, "{q} of another topology deleted");
+        }
+        kept.delete(&conn.create_channel().await.unwrap()).await.unwrap();
+    }
 
     #[test]
     fn a_wait_goes_to_the_smallest_tier_that_holds_it() {

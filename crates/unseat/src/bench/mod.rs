@@ -48,14 +48,7 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
 /// printed its figures by then: what cannot be deleted (the broker gone, say) is left behind,
 /// with a warning, rather than failing the run.
 pub(crate) async fn delete_topology(amqp_url: &str, topology: &Topology) {
-    let deleted = async {
-        let conn = unseat_bus::connect(amqp_url, "bench").await?;
-        let ch = conn.create_channel().await.map_err(unseat_bus::BusError::from)?;
-        let deleted = topology.delete(&ch).await;
-        let _ = conn.close(200, "bye".into()).await;
-        deleted
-    };
-    if let Err(error) = deleted.await {
+    if let Err(error) = topology.delete_at(amqp_url, "bench").await {
         tracing::warn!(%error, "the bench's queues and exchanges were not all deleted");
     }
 }
