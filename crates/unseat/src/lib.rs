@@ -45,6 +45,9 @@ pub struct Settings {
     /// How long the relay keeps a published outbox row, marked sent (zero: deleted once the
     /// broker confirmed it).
     pub outbox_keep_sent: Duration,
+    /// Whether the roles that write the outbox run its relay in this process (the benchmark
+    /// runs its own, to hold it while the ingest alone is measured).
+    pub relay: bool,
     /// The key app credentials are sealed under: the console encrypts plain secrets with it
     /// and the connector decrypts them. [`Settings::new`] makes a random one for this process
     /// (roles started together, as in tests and the demo, agree on it); the binary sets
@@ -70,6 +73,7 @@ impl Settings {
             scim_rate_burst: unseat_ingest::IngestConfig::default().rate_burst,
             pool_size: 32,
             outbox_keep_sent: Duration::ZERO,
+            relay: true,
             credential_key: Some(unseat_store::credentials::CredentialKey::generate()),
             allow_plaintext_credentials: false,
             resolver: ResolverConfig::default(),
@@ -167,15 +171,8 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
             }
         });
     }
-    if roles.writes_outbox() {
-        let config = unseat_relay::RelayConfig {
-            amqp_url: settings.amqp_url.clone(),
-            exchange_prefix: settings.amqp_prefix.clone(),
-            batch: 200,
-            idle: Duration::from_millis(20),
-            keep_sent: settings.outbox_keep_sent,
-        };
-        tasks.spawn(unseat_relay::run(store.clone(), metrics.clone(), config, shutdown.clone()));
+    if roles.writes_outbox() && settings.relay {
+        tasks.spawn(unseat_relay::run(store.clone(), metrics.clone(), relay_config(&settings), shutdown.clone()));
     }
     if roles.resolver {
         tasks.spawn(unseat_resolver::run(
@@ -200,6 +197,17 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
         ));
     }
     Ok(Running { addr, store, metrics, tasks })
+}
+
+/// The outbox relay of a process with these settings.
+pub fn relay_config(settings: &Settings) -> unseat_relay::RelayConfig {
+    unseat_relay::RelayConfig {
+        amqp_url: settings.amqp_url.clone(),
+        exchange_prefix: settings.amqp_prefix.clone(),
+        batch: 200,
+        idle: Duration::from_millis(20),
+        keep_sent: settings.outbox_keep_sent,
+    }
 }
 
 /// Declares exchanges and queues before any role publishes, waiting up to 30 s for a broker

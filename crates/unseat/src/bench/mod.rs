@@ -2,6 +2,7 @@
 //! They assert nothing; README records what they printed on a named machine.
 
 pub mod connector;
+mod load;
 pub mod pipeline;
 pub mod resolver;
 pub mod scenario;

@@ -2,18 +2,22 @@
 //! row committed before the 2xx), with only the ingest role and its outbox relay running:
 //! deactivations/s and group member removals/s with latency p50/p99 at 1, 16 and 64
 //! concurrent clients, next to this PostgreSQL's single-row commit rate measured in the same
-//! run at the same concurrency. It prints; it asserts nothing.
+//! run at the same concurrency. Each kind is measured twice per level: with the relay
+//! publishing to RabbitMQ alongside (as one process runs it, all on the same cores), and with
+//! the relay held until the measurement ended, as the ceiling is measured; the relay then
+//! publishes the held backlog alone, and its rate is printed too. It prints; it asserts
+//! nothing.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::client::ScimClient;
+use super::load::{self, Answer, Figures, Prepared};
 use crate::{Roles, Settings};
 
 #[derive(Args, Debug, Clone)]
@@ -29,13 +33,6 @@ pub struct BenchArgs {
     pub database: String,
 }
 
-/// One measurement: rate and latency percentiles.
-struct Figures {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
 pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     let base_url = settings.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).context("database url")?;
     settings.database_url = format!("{base_url}/{}", args.database);
@@ -43,50 +40,46 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     settings.amqp_prefix = format!("unseat-bench-scim-{}", Uuid::new_v4().simple());
     // The ingest keeps its configured pool (UNSEAT_DB_POOL): more clients than connections
     // queue for one, as they would in production.
+    // The bench runs the relay itself, to hold it during the second measurement of each kind.
+    settings.relay = false;
     let shutdown = CancellationToken::new();
     let roles = Roles { ingest: true, ..Default::default() };
     let running = crate::start(settings.clone(), roles, shutdown.clone()).await?;
     let store = running.store.clone();
+    let mut relay = Relay { settings: settings.clone(), running: &running, now: None };
     let token = unseat_store::tokens::generate("scim");
     let tenant = store.create_tenant("Bench", &token, &unseat_store::tokens::generate("adm")).await?.id;
-    let scim = ScimClient::new(format!("http://{}/scim/v2", running.addr), &token);
+    let requests = Requests { addr: running.addr, token };
 
     let per_level = args.requests;
-    let levels = args.concurrency.len();
-    println!("seeding {} users and {levels} groups of {per_level} members with SQL ...", per_level * levels);
-    let (users, groups) = seed(&store, tenant, per_level, levels).await?;
+    let sets = args.concurrency.len() * 2;
+    println!("seeding {} users and {sets} groups of {per_level} members with SQL ...", per_level * sets);
+    let (users, groups) = seed(&store, tenant, per_level, sets).await?;
 
     let mut rows = Vec::new();
     for (i, &c) in args.concurrency.iter().enumerate() {
-        let chunk = &users[i * per_level..(i + 1) * per_level];
-        let deactivations = measure(c, chunk.to_vec(), {
-            let scim = scim.clone();
-            move |u| {
-                let scim = scim.clone();
-                async move { scim.deactivate(u).await }
-            }
-        })
-        .await?;
-        let group = groups[i];
-        let removals = measure(c, chunk.to_vec(), {
-            let scim = scim.clone();
-            move |u| {
-                let scim = scim.clone();
-                async move { scim.remove_member(group, u).await }
-            }
-        })
-        .await?;
-        let (commits, connections) = commit_ceiling(&settings.database_url, c, per_level).await?;
-        rows.push((c, deactivations, removals, commits, connections));
+        // Each measurement changes users and a group of its own.
+        let set = |k: usize| (&users[k * per_level..(k + 1) * per_level], groups[k]);
+        relay.start();
+        let (users, group) = set(2 * i);
+        let alongside = Measured {
+            deactivations: load::run(requests.addr, c, requests.deactivations(users)).await.context("deactivations")?,
+            removals: load::run(requests.addr, c, requests.removals(group, users)).await.context("member removals")?,
+        };
+        drain(&store).await?;
+        relay.stop().await;
+        let (users, group) = set(2 * i + 1);
+        let held = Measured {
+            deactivations: load::run(requests.addr, c, requests.deactivations(users)).await.context("deactivations")?,
+            removals: load::run(requests.addr, c, requests.removals(group, users)).await.context("member removals")?,
+        };
+        let backlog = store.outbox_backlog().await?;
+        relay.start();
+        let (left, drained) = drain(&store).await?;
+        let (ceiling, connections) = commit_ceiling(&settings.database_url, c, per_level).await?;
+        rows.push(Row { clients: c, alongside, held, relay: (backlog - left, drained), ceiling, connections });
     }
-    // The relay publishes (and deletes) what the clients' changes wrote; how far behind it is.
-    let done = Instant::now();
-    let mut backlog = store.outbox_backlog().await?;
-    while backlog > 0 && done.elapsed() < Duration::from_secs(120) {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        backlog = store.outbox_backlog().await?;
-    }
-    let drained = done.elapsed();
+    relay.stop().await;
     let published = running.metrics.outbox_published.get();
     shutdown.cancel();
     running.wait().await;
@@ -104,13 +97,56 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         settings.pool_size
     );
     println!();
+    println!("the outbox relay publishing to RabbitMQ alongside, on the same cores (as one process runs it):");
+    print_table(&rows, |r| &r.alongside);
+    println!();
+    println!("the relay held until the measurement ended (as the ceiling is measured: nothing else running):");
+    print_table(&rows, |r| &r.held);
+    for r in rows.iter().filter(|r| r.connections < r.clients) {
+        println!(
+            "PG ceiling at {} clients measured over {} connections (the server's max_connections)",
+            r.clients, r.connections
+        );
+    }
+    println!();
+    for Row { clients, relay: (messages, took), .. } in &rows {
+        println!(
+            "relay alone, after the held measurements at {clients} clients: {messages} directory changes published \
+             in {took:.1?} ({:.0}/s)",
+            *messages as f64 / took.as_secs_f64()
+        );
+    }
+    println!("directory changes published in all: {published}");
+    Ok(())
+}
+
+/// What one concurrency level measured.
+struct Row {
+    clients: usize,
+    alongside: Measured,
+    held: Measured,
+    /// Messages the relay published after the held measurements, and how long it took.
+    relay: (i64, Duration),
+    ceiling: Figures,
+    connections: usize,
+}
+
+struct Measured {
+    deactivations: Figures,
+    removals: Figures,
+}
+
+fn print_table(rows: &[Row], pick: impl Fn(&Row) -> &Measured) {
     println!(
         "{:>7} | {:>22} | {:>22} | {:>24} | {:>8}",
         "clients", "deactivations/s p50/p99", "member removals/s p50/p99", "PG 1-row commits/s p50/p99", "deact/PG"
     );
-    for (c, d, r, p, _) in &rows {
+    for row in rows {
+        let (m, p) = (pick(row), &row.ceiling);
+        let (d, r) = (&m.deactivations, &m.removals);
         println!(
-            "{c:>7} | {:>7.0} {:>6.1?} {:>6.1?} | {:>7.0} {:>6.1?} {:>6.1?} | {:>9.0} {:>6.1?} {:>6.1?} | {:>8.2}",
+            "{:>7} | {:>7.0} {:>6.1?} {:>6.1?} | {:>7.0} {:>6.1?} {:>6.1?} | {:>9.0} {:>6.1?} {:>6.1?} | {:>8.2}",
+            row.clients,
             d.rate,
             d.p50,
             d.p99,
@@ -123,48 +159,100 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
             d.rate / p.rate
         );
     }
-    for (c, _, _, _, connections) in rows.iter().filter(|(c, _, _, _, n)| n < c) {
-        println!("PG ceiling at {c} clients measured over {connections} connections (the server's max_connections)");
+}
+
+/// The SCIM requests the clients send.
+struct Requests {
+    addr: std::net::SocketAddr,
+    token: String,
+}
+
+impl Requests {
+    /// Okta's deactivation of each of `users`.
+    fn deactivations(&self, users: &[Uuid]) -> Vec<Prepared> {
+        let body = r#"{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{"op":"replace","path":"active","value":false}]}"#;
+        users
+            .iter()
+            .map(|u| {
+                Prepared::new("PATCH", self.addr, &format!("/scim/v2/Users/{u}"), &self.token, Some(body), deactivated)
+            })
+            .collect()
     }
-    println!();
-    println!(
-        "directory changes published by the relay: {published}; its backlog after the last measurement \
-         drained in {drained:.1?} (left: {backlog})"
-    );
+
+    /// The removal of each of `users` from `group`, one request each.
+    fn removals(&self, group: Uuid, users: &[Uuid]) -> Vec<Prepared> {
+        let path = format!("/scim/v2/Groups/{group}");
+        users
+            .iter()
+            .map(|u| {
+                let body = format!(
+                    r#"{{"schemas":["urn:ietf:params:scim:api:messages:2.0:PatchOp"],"Operations":[{{"op":"remove","path":"members[value eq \"{u}\"]"}}]}}"#
+                );
+                Prepared::new("PATCH", self.addr, &path, &self.token, Some(&body), removed)
+            })
+            .collect()
+    }
+}
+
+/// The bench's outbox relay, started and stopped between measurements.
+struct Relay<'a> {
+    settings: Settings,
+    running: &'a crate::Running,
+    now: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+}
+
+impl Relay<'_> {
+    fn start(&mut self) {
+        if self.now.is_none() {
+            let stop = CancellationToken::new();
+            let (store, metrics) = (self.running.store.clone(), self.running.metrics.clone());
+            let task =
+                tokio::spawn(unseat_relay::run(store, metrics, crate::relay_config(&self.settings), stop.clone()));
+            self.now = Some((stop, task));
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some((stop, task)) = self.now.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+    }
+}
+
+/// Waits (up to two minutes) until the relay has published every outbox row; returns what is
+/// left and how long it took.
+async fn drain(store: &unseat_store::Store) -> anyhow::Result<(i64, Duration)> {
+    let started = Instant::now();
+    let mut backlog = store.outbox_backlog().await?;
+    while backlog > 0 && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        backlog = store.outbox_backlog().await?;
+    }
+    Ok((backlog, started.elapsed()))
+}
+
+/// A deactivation's answer: 200 with the user, now inactive.
+fn deactivated(a: &Answer) -> anyhow::Result<()> {
+    let inactive = br#""active":false"#;
+    if a.status != 200 || !a.body.windows(inactive.len()).any(|w| w == inactive) {
+        anyhow::bail!("deactivation answered {}: {}", a.status, String::from_utf8_lossy(&a.body));
+    }
     Ok(())
 }
 
-/// Runs `op` over `items` with `concurrency` clients; rate over the whole run and latencies.
-async fn measure<F, Fut>(concurrency: usize, items: Vec<Uuid>, op: F) -> anyhow::Result<Figures>
-where
-    F: Fn(Uuid) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<()>>,
-{
-    let n = items.len();
-    let op = Arc::new(op);
-    let started = Instant::now();
-    let results: Vec<anyhow::Result<Duration>> = futures_util::stream::iter(items)
-        .map(|u| {
-            let op = op.clone();
-            async move {
-                let t = Instant::now();
-                op(u).await?;
-                Ok(t.elapsed())
-            }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    let mut latencies = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
-    latencies.sort();
-    Ok(Figures { rate: n as f64 / elapsed.as_secs_f64(), p50: pct(&latencies, 50), p99: pct(&latencies, 99) })
+/// A member removal's answer: 204, as Okta and Entra expect for groups.
+fn removed(a: &Answer) -> anyhow::Result<()> {
+    if a.status != 204 {
+        anyhow::bail!("member removal answered {}: {}", a.status, String::from_utf8_lossy(&a.body));
+    }
+    Ok(())
 }
 
 /// The server's ceiling for what a SCIM change must do at least once: commit one row. `n`
-/// one-row `insert` transactions (autocommit) from `concurrency` clients over as many
-/// connections as the server has left (the ingest's pool holds some); returns the figures and
-/// the connections used.
+/// one-row `insert` transactions (autocommit) from `concurrency` clients, each on a connection
+/// of its own (prepared before the clock starts), over as many connections as the server has
+/// left (the ingest's pool holds some); returns the figures and the clients used.
 async fn commit_ceiling(database_url: &str, concurrency: usize, n: usize) -> anyhow::Result<(Figures, usize)> {
     let probe = unseat_store::Store::connect(database_url, 1)?;
     let free: i64 = probe
@@ -185,18 +273,35 @@ async fn commit_ceiling(database_url: &str, concurrency: usize, n: usize) -> any
         .await?
         .batch_execute("create table if not exists bench_commit (id bigserial primary key, at timestamptz not null default now(), body text)")
         .await?;
-    let store = Arc::new(store);
-    let figures = measure(concurrency, (0..n).map(|_| Uuid::new_v4()).collect(), move |u| {
-        let store = store.clone();
-        async move {
-            let client = store.client().await?;
-            let stmt = client.prepare_cached("insert into bench_commit (body) values ($1)").await?;
-            client.execute(&stmt, &[&u.to_string()]).await?;
-            Ok(())
-        }
-    })
-    .await?;
-    Ok((figures, connections))
+    let mut clients = Vec::new();
+    for _ in 0..connections {
+        let client = store.client().await?;
+        let insert = client.prepare_cached("insert into bench_commit (body) values ($1)").await?;
+        clients.push((client, insert));
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|(client, insert)| {
+            let next = next.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    let body = Uuid::new_v4().to_string();
+                    let t = Instant::now();
+                    client.execute(&insert, &[&body]).await?;
+                    latencies.push(t.elapsed());
+                }
+                anyhow::Ok(latencies)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    for worker in workers {
+        latencies.extend(worker.await.context("a ceiling client stopped")??);
+    }
+    Ok((Figures::of(n, started.elapsed(), latencies), connections))
 }
 
 /// `users_per_level * levels` active users and `levels` groups, group `i` holding the users of
@@ -243,13 +348,6 @@ async fn seed(
     // a user by its creation-order index instead of its key.
     client.batch_execute("analyze scim_users; analyze scim_groups; analyze group_members").await?;
     Ok((users, groups))
-}
-
-fn pct(sorted: &[Duration], p: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) * p) / 100]
 }
 
 async fn drop_database(base_url: &str, name: &str) -> anyhow::Result<()> {
