@@ -295,6 +295,37 @@ async fn user_lifecycle_with_outbox_rows_only_for_access_changes() {
 }
 
 #[tokio::test]
+async fn deactivations_are_written_on_the_generic_plan_connections() {
+    let app = spawn_app().await;
+    let new_user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "gen@example.com"});
+    let (status, user, _) = app.call(Method::POST, "/Users", Some(new_user)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let path = format!("/Users/{}", user["id"].as_str().unwrap());
+    let deactivate =
+        json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    let (status, body, _) = app.call(Method::PATCH, &path, Some(deactivate)).await;
+    assert_eq!((status, &body["active"]), (StatusCode::OK, &json!(false)));
+    // The writer's session is the only one of that pool, and the last thing it ran was the
+    // group-commit statement (its plan mode is the pool's, checked in unseat-store).
+    let last: Vec<String> = app
+        .store
+        .client()
+        .await
+        .unwrap()
+        .query(
+            "select query from pg_stat_activity where datname = current_database() and application_name = $1",
+            &[&unseat_store::GENERIC_PLANS_APP],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(last.len(), 1, "{last:?}");
+    assert!(last[0].contains("update scim_users s set active"), "{last:?}");
+}
+
+#[tokio::test]
 async fn duplicate_user_name_is_409_uniqueness_ignoring_case() {
     let app = spawn_app().await;
     app.create_user("Bob@Example.com").await;

@@ -139,6 +139,9 @@ mod connection_failures {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The `application_name` of the sessions of a [`Store::generic_plans`] pool.
+pub const GENERIC_PLANS_APP: &str = "unseat-generic-plans";
+
 /// A pool of connections to unseat's database. Cloning it is cheap (every handler's state
 /// holds one, and a web framework clones that state per request).
 #[derive(Clone)]
@@ -173,9 +176,15 @@ impl Store {
     /// rows, so the generic plan looks dearer than a plan made for the one or few elements
     /// actually sent and the server plans such a statement anew on every call (measured: a
     /// tenth of a millisecond or more of a one-user deactivation). Any `options` the URL
-    /// gives are kept.
+    /// gives are kept. Its sessions show in `pg_stat_activity` as [`GENERIC_PLANS_APP`] (after
+    /// the URL's own `application_name`, when it gives one).
     pub fn generic_plans(&self, max_size: usize) -> Result<Self> {
         let mut config = (*self.config).clone();
+        let name = match config.get_application_name() {
+            Some(given) if !given.is_empty() => format!("{given} {GENERIC_PLANS_APP}"),
+            _ => GENERIC_PLANS_APP.to_string(),
+        };
+        config.application_name(&name);
         let options = match config.get_options() {
             Some(given) if !given.trim().is_empty() => format!("{given} -c plan_cache_mode=force_generic_plan"),
             _ => "-c plan_cache_mode=force_generic_plan".to_string(),
@@ -279,6 +288,8 @@ mod tests {
         assert_eq!(setting(&plain, "plan_cache_mode").await, "auto");
         assert_eq!(setting(&forced, "plan_cache_mode").await, "force_generic_plan");
         assert_eq!(setting(&forced, "statement_timeout").await, "4321ms");
+        assert_eq!(setting(&forced, "application_name").await, GENERIC_PLANS_APP);
+        assert_eq!(setting(&plain, "application_name").await, "");
 
         // What it is for: a statement over a parameter array is planned once, not per call.
         let stmt = forced.prepare("select count(*) from unnest($1::uuid[]) as i(id)").await.unwrap();
