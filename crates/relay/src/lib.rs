@@ -126,9 +126,7 @@ async fn run_connected(
         let sent = publish_batch(store, &publisher, config, rows).await?;
         metrics.outbox_published.inc_by(sent.messages as u64);
         let caught_up = sent.rows < rows;
-        if sent.rows > 0 {
-            rows = (config.batch * sent.rows / sent.messages.max(1)).clamp(1, config.batch.max(1));
-        }
+        rows = sent.next_claim(config.batch, rows);
         if caught_up {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
@@ -142,6 +140,19 @@ async fn run_connected(
 struct Sent {
     rows: i64,
     messages: i64,
+}
+
+impl Sent {
+    /// Rows to claim next round so that it publishes about `batch` messages: as many rows as
+    /// carried `batch` messages this round (rows of one message: `batch` rows; a resolver's
+    /// rows of a hundred: two), at least one and never more than `batch`. A round that found
+    /// nothing keeps the `last` claim.
+    fn next_claim(&self, batch: i64, last: i64) -> i64 {
+        if self.rows == 0 {
+            return last;
+        }
+        (batch * self.rows / self.messages.max(1)).clamp(1, batch.max(1))
+    }
 }
 
 /// Claims up to `limit` rows (deleting them, or locking them when published rows are kept),
@@ -181,4 +192,41 @@ async fn publish_batch(
     }
     tx.commit().await?;
     Ok(Sent { rows: rows.len() as i64, messages })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sent;
+
+    fn next(rows: i64, messages: i64, batch: i64, last: i64) -> i64 {
+        Sent { rows, messages }.next_claim(batch, last)
+    }
+
+    #[test]
+    fn the_claim_follows_the_messages_per_row_to_publish_about_a_batch() {
+        // Rows of one message each (the ingest's, the console's): a batch of rows.
+        assert_eq!(next(200, 200, 200, 200), 200);
+        // A resolver's rows of a hundred messages: two rows make the batch.
+        assert_eq!(next(200, 20_000, 200, 200), 2);
+        // Mixed: 10 rows carried 505 messages, about 50 a row: 3.96 rows, rounded down.
+        assert_eq!(next(10, 505, 200, 2), 3);
+        // Back to rows of one message: the claim grows again, up to the batch.
+        assert_eq!(next(2, 2, 200, 2), 200);
+    }
+
+    #[test]
+    fn the_claim_stays_between_one_row_and_the_batch() {
+        // Rows larger than the batch: still one row a round, never none.
+        assert_eq!(next(1, 1_000, 200, 200), 1);
+        // Rows that carried no message (cannot come from the outbox, but never a zero claim or a
+        // division by zero): at most the batch.
+        assert_eq!(next(3, 0, 200, 200), 200);
+        // A batch configured at zero still claims a row.
+        assert_eq!(next(5, 5, 0, 5), 1);
+    }
+
+    #[test]
+    fn an_empty_round_keeps_the_last_claim() {
+        assert_eq!(next(0, 0, 200, 2), 2);
+    }
 }
