@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use unseat::{Roles, Settings};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "unseat", version, about = "Takes people out of the apps they should no longer be in")]
 struct Cli {
