@@ -171,7 +171,11 @@ impl Topology {
     pub async fn delete_at(&self, url: &str, name: &str) -> Result<(), BusError> {
         let conn = connect(url, name).await?;
         let deleted = match conn.create_channel().await {
-            Ok(ch) => self.delete(&ch).await,
+            Ok(ch) => {
+                let deleted = self.delete(&ch).await;
+                let _ = ch.close(200, "bye".into()).await;
+                deleted
+            }
             Err(e) => Err(e.into()),
         };
         let _ = conn.close(200, "bye".into()).await;
