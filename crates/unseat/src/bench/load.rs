@@ -4,6 +4,7 @@
 //! (connection pool, URL parsing, JSON built and parsed per request) took a good part of
 //! them. Every answer is still read whole and checked.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -140,25 +141,48 @@ fn pct(sorted: &[Duration], p: usize) -> Duration {
 /// last one was answered. Fails on the first answer its check refuses.
 pub async fn run(addr: SocketAddr, clients: usize, requests: Vec<Prepared>) -> anyhow::Result<Figures> {
     let n = requests.len();
-    let requests = Arc::new(requests);
-    let next = Arc::new(AtomicUsize::new(0));
     let mut connections = Vec::new();
     for _ in 0..clients.clamp(1, n.max(1)) {
         connections.push(Connection::open(addr).await?);
     }
+    let requests = Arc::new(requests);
+    drive(connections, n, move |mut conn, i| {
+        let requests = requests.clone();
+        async move {
+            let request = &requests[i];
+            let answer = conn.call(&request.bytes).await?;
+            (request.check)(&answer).with_context(|| format!("request {i}"))?;
+            Ok(conn)
+        }
+    })
+    .await
+}
+
+/// Runs operations `0..n` over `clients` at once (each ready before the clock starts, each in
+/// a task of its own), every client taking the next operation as soon as its last one is done;
+/// `op` gets the client back with the operation's index and returns it. Rate over the whole
+/// run and each operation's latency; fails on the first operation that fails.
+pub async fn drive<C, F, Fut>(clients: Vec<C>, n: usize, op: F) -> anyhow::Result<Figures>
+where
+    C: Send + 'static,
+    F: Fn(C, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<C>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = connections
+    let workers: Vec<_> = clients
         .into_iter()
-        .map(|mut conn| {
-            let (requests, next) = (requests.clone(), next.clone());
+        .map(|mut client| {
+            let (next, op) = (next.clone(), op.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(request) = requests.get(i) else { return anyhow::Ok(latencies) };
+                    if i >= n {
+                        return anyhow::Ok(latencies);
+                    }
                     let t = Instant::now();
-                    let answer = conn.call(&request.bytes).await?;
-                    (request.check)(&answer).with_context(|| format!("request {i}"))?;
+                    client = op(client, i).await?;
                     latencies.push(t.elapsed());
                 }
             })

@@ -8,8 +8,6 @@
 //! publishes the held backlog alone, and its rate is printed too. It prints; it asserts
 //! nothing.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -46,7 +44,12 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     let roles = Roles { ingest: true, ..Default::default() };
     let running = crate::start(settings.clone(), roles, shutdown.clone()).await?;
     let store = running.store.clone();
-    let mut relay = Relay { settings: settings.clone(), running: &running, now: None };
+    let mut relay = Relay {
+        store: store.clone(),
+        metrics: running.metrics.clone(),
+        config: crate::relay_config(&settings),
+        now: None,
+    };
     let token = unseat_store::tokens::generate("scim");
     let tenant = store.create_tenant("Bench", &token, &unseat_store::tokens::generate("adm")).await?.id;
     let requests = Requests { addr: running.addr, token };
@@ -195,20 +198,19 @@ impl Requests {
 }
 
 /// The bench's outbox relay, started and stopped between measurements.
-struct Relay<'a> {
-    settings: Settings,
-    running: &'a crate::Running,
+struct Relay {
+    store: unseat_store::Store,
+    metrics: std::sync::Arc<unseat_telemetry::Metrics>,
+    config: unseat_relay::RelayConfig,
     now: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
 
-impl Relay<'_> {
+impl Relay {
     fn start(&mut self) {
         if self.now.is_none() {
             let stop = CancellationToken::new();
-            let (store, metrics) = (self.running.store.clone(), self.running.metrics.clone());
-            let task =
-                tokio::spawn(unseat_relay::run(store, metrics, crate::relay_config(&self.settings), stop.clone()));
-            self.now = Some((stop, task));
+            let run = unseat_relay::run(self.store.clone(), self.metrics.clone(), self.config.clone(), stop.clone());
+            self.now = Some((stop, tokio::spawn(run)));
         }
     }
 
@@ -279,29 +281,12 @@ async fn commit_ceiling(database_url: &str, concurrency: usize, n: usize) -> any
         let insert = client.prepare_cached("insert into bench_commit (body) values ($1)").await?;
         clients.push((client, insert));
     }
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let workers: Vec<_> = clients
-        .into_iter()
-        .map(|(client, insert)| {
-            let next = next.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                while next.fetch_add(1, Ordering::Relaxed) < n {
-                    let body = Uuid::new_v4().to_string();
-                    let t = Instant::now();
-                    client.execute(&insert, &[&body]).await?;
-                    latencies.push(t.elapsed());
-                }
-                anyhow::Ok(latencies)
-            })
-        })
-        .collect();
-    let mut latencies = Vec::with_capacity(n);
-    for worker in workers {
-        latencies.extend(worker.await.context("a ceiling client stopped")??);
-    }
-    Ok((Figures::of(n, started.elapsed(), latencies), connections))
+    let figures = load::drive(clients, n, |(client, insert), _| async move {
+        client.execute(&insert, &[&Uuid::new_v4().to_string()]).await?;
+        Ok((client, insert))
+    })
+    .await?;
+    Ok((figures, connections))
 }
 
 /// `users_per_level * levels` active users and `levels` groups, group `i` holding the users of
