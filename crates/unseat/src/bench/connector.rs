@@ -16,7 +16,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use futures_util::StreamExt;
 use serde_json::json;
@@ -70,9 +69,7 @@ struct Bench {
 }
 
 pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
-    let base_url = settings.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).context("database url")?;
-    let database_url = format!("{base_url}/{}", args.database);
-    drop_database(&base_url, &args.database).await?;
+    let database_url = super::fresh_database(&settings.database_url, &args.database).await?;
     unseat_store::migrate::migrate(&database_url).await?;
     let store = Store::connect(&database_url, 16)?;
     let emu = Emulator::new();
@@ -285,13 +282,4 @@ fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
-}
-
-async fn drop_database(base_url: &str, name: &str) -> anyhow::Result<()> {
-    let (client, conn) =
-        unseat_store::tokio_postgres::connect(&format!("{base_url}/postgres"), unseat_store::tokio_postgres::NoTls)
-            .await?;
-    tokio::spawn(conn);
-    client.batch_execute(&format!("drop database if exists \"{}\" with (force)", name.replace('"', ""))).await?;
-    Ok(())
 }

@@ -129,7 +129,8 @@ impl Figures {
     }
 }
 
-fn pct(sorted: &[Duration], p: usize) -> Duration {
+/// The `p`th percentile of `sorted` (zero when empty).
+pub(crate) fn pct(sorted: &[Duration], p: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

@@ -9,6 +9,7 @@ pub mod scenario;
 pub mod scim;
 pub mod soak;
 
+use anyhow::Context;
 use clap::Subcommand;
 use unseat_bus::Topology;
 
@@ -52,4 +53,18 @@ pub(crate) async fn delete_topology(amqp_url: &str, topology: &Topology) {
     if let Err(error) = topology.delete_at(amqp_url, "bench").await {
         tracing::warn!(%error, "the bench's queues and exchanges were not all deleted");
     }
+}
+
+/// The URL of database `name` on the server `database_url` points at, after dropping that
+/// database if it exists: a benchmark's own database, empty at each run (migrating it creates
+/// it again).
+pub(crate) async fn fresh_database(database_url: &str, name: &str) -> anyhow::Result<String> {
+    let base = database_url.rsplit_once('/').map(|(b, _)| b).context("database url")?;
+    let (client, conn) =
+        unseat_store::tokio_postgres::connect(&format!("{base}/postgres"), unseat_store::tokio_postgres::NoTls).await?;
+    let conn = tokio::spawn(conn);
+    client.batch_execute(&format!("drop database if exists \"{}\" with (force)", name.replace('"', ""))).await?;
+    drop(client);
+    let _ = conn.await;
+    Ok(format!("{base}/{name}"))
 }

@@ -35,9 +35,7 @@ pub struct BenchArgs {
 const BUSINESS: &str = "2001";
 
 pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
-    let base_url = settings.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).context("database url")?;
-    settings.database_url = format!("{base_url}/{}", args.database);
-    recreate_database(&base_url, &args.database).await?;
+    settings.database_url = super::fresh_database(&settings.database_url, &args.database).await?;
     settings.amqp_prefix = format!("unseat-bench-{}", Uuid::new_v4().simple());
     let operator = unseat_store::tokens::generate("op");
     settings.admin_token = Some(operator.clone());
@@ -142,30 +140,18 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     println!("deactivations:                      {}", args.users);
     println!(
         "SCIM accepted (durable):            {scim_rate:.0} req/s  (p50 {:?}, p99 {:?})",
-        pct(&latencies, 50),
-        pct(&latencies, 99)
+        super::load::pct(&latencies, 50),
+        super::load::pct(&latencies, 99)
     );
     println!("removed from the app (end to end):  {e2e_rate:.0} users/s");
-    println!("SCIM 2xx → app removal latency:     p50 {:?}, p99 {:?}", pct(&e2e, 50), pct(&e2e, 99));
+    println!(
+        "SCIM 2xx → app removal latency:     p50 {:?}, p99 {:?}",
+        super::load::pct(&e2e, 50),
+        super::load::pct(&e2e, 99)
+    );
     println!("broker ceiling (quorum, persistent, confirms, manual acks): {broker:.0} msg/s");
     println!("ratio end-to-end / broker ceiling:  {:.2}", e2e_rate / broker);
     println!("app accounts left (owner only expected): {remaining}");
-    Ok(())
-}
-
-fn pct(sorted: &[Duration], p: usize) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) * p) / 100]
-}
-
-async fn recreate_database(base_url: &str, name: &str) -> anyhow::Result<()> {
-    let (client, conn) =
-        unseat_store::tokio_postgres::connect(&format!("{base_url}/postgres"), unseat_store::tokio_postgres::NoTls)
-            .await?;
-    tokio::spawn(conn);
-    client.batch_execute(&format!("drop database if exists \"{}\" with (force)", name.replace('"', ""))).await?;
     Ok(())
 }
 

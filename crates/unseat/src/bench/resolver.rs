@@ -21,7 +21,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::Utc;
 use clap::Args;
 use unseat_bus::messages::{DirectoryChanged, Trigger, MESSAGE_VERSION};
@@ -51,17 +50,7 @@ pub struct ResolverBenchArgs {
 const TEAMS: i64 = 60;
 
 pub async fn run(settings: Settings, args: ResolverBenchArgs) -> anyhow::Result<()> {
-    let base_url = settings.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).context("database url")?;
-    let (client, conn) =
-        unseat_store::tokio_postgres::connect(&format!("{base_url}/postgres"), unseat_store::tokio_postgres::NoTls)
-            .await?;
-    let conn = tokio::spawn(conn);
-    client
-        .batch_execute(&format!("drop database if exists \"{}\" with (force)", args.database.replace('"', "")))
-        .await?;
-    drop(client);
-    let _ = conn.await;
-    let url = format!("{base_url}/{}", args.database);
+    let url = super::fresh_database(&settings.database_url, &args.database).await?;
     unseat_store::migrate::migrate(&url).await?;
     let store = Store::connect(&url, 4)?;
 

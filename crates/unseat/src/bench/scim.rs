@@ -32,9 +32,7 @@ pub struct BenchArgs {
 }
 
 pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
-    let base_url = settings.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).context("database url")?;
-    settings.database_url = format!("{base_url}/{}", args.database);
-    drop_database(&base_url, &args.database).await?;
+    settings.database_url = super::fresh_database(&settings.database_url, &args.database).await?;
     settings.amqp_prefix = format!("unseat-bench-scim-{}", Uuid::new_v4().simple());
     // The ingest keeps its configured pool (UNSEAT_DB_POOL): more clients than connections
     // queue for one, as they would in production.
@@ -333,13 +331,4 @@ async fn seed(
     // a user by its creation-order index instead of its key.
     client.batch_execute("analyze scim_users; analyze scim_groups; analyze group_members").await?;
     Ok((users, groups))
-}
-
-async fn drop_database(base_url: &str, name: &str) -> anyhow::Result<()> {
-    let (client, conn) =
-        unseat_store::tokio_postgres::connect(&format!("{base_url}/postgres"), unseat_store::tokio_postgres::NoTls)
-            .await?;
-    tokio::spawn(conn);
-    client.batch_execute(&format!("drop database if exists \"{}\" with (force)", name.replace('"', ""))).await?;
-    Ok(())
 }

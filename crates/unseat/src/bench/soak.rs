@@ -493,15 +493,7 @@ pub async fn start_target(
 }
 
 pub async fn run(mut settings: Settings, args: SoakArgs) -> anyhow::Result<()> {
-    let base_url = settings.database_url.rsplit_once('/').map(|(b, _)| b.to_string()).context("database url")?;
-    let (client, conn) =
-        unseat_store::tokio_postgres::connect(&format!("{base_url}/postgres"), unseat_store::tokio_postgres::NoTls)
-            .await?;
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("drop database if exists \"{}\" with (force)", args.database.replace('"', "")))
-        .await?;
-    settings.database_url = format!("{base_url}/{}", args.database);
+    settings.database_url = super::fresh_database(&settings.database_url, &args.database).await?;
     settings.amqp_prefix = format!("unseat-soak-{}", Uuid::new_v4().simple());
     let operator = unseat_store::tokens::generate("op");
     settings.admin_token = Some(operator.clone());
