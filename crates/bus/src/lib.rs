@@ -223,18 +223,23 @@ impl Publisher {
 
     /// Starts a persistent, mandatory publish and returns once the broker has it in its
     /// buffer; await the returned future for the confirm. Splitting the two lets a caller keep
-    /// many publishes in flight.
+    /// many publishes in flight. `kind`, when given, is the message's AMQP `type` (say, that it
+    /// carries several messages: [`messages::DIRECTORY_CHANGES_TYPE`]).
     pub async fn start(
         &self,
         exchange: &str,
         routing_key: &str,
         message_id: &str,
+        kind: Option<&str>,
         payload: &[u8],
     ) -> Result<impl Future<Output = Result<(), BusError>> + use<>, BusError> {
-        let props = BasicProperties::default()
+        let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type(ShortString::from("application/json"))
             .with_message_id(ShortString::from(message_id));
+        if let Some(kind) = kind {
+            props = props.with_type(ShortString::from(kind));
+        }
         let confirm = self
             .channel
             .basic_publish(
@@ -301,7 +306,7 @@ impl Publisher {
         message_id: &str,
         payload: &[u8],
     ) -> Result<(), BusError> {
-        self.start(exchange, routing_key, message_id, payload).await?.await
+        self.start(exchange, routing_key, message_id, None, payload).await?.await
     }
 }
 

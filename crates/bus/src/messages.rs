@@ -55,6 +55,35 @@ pub struct DirectoryChanged {
     pub users: Vec<Uuid>,
 }
 
+/// The AMQP `type` of a message carrying several directory changes ([`DirectoryChanges`]). A
+/// message without a `type` is one [`DirectoryChanged`].
+pub const DIRECTORY_CHANGES_TYPE: &str = "directory-changes.v1";
+
+/// Relay → resolver: directory changes that were waiting in the outbox together, in one AMQP
+/// message (`schemas/messages/directory-changes.v1.json`). Each change keeps its own message id
+/// (its job, its redelivery check) and is handled as if it had come alone; packing them only
+/// spares the broker one persistent message per change. Changes stay raw JSON here, so one that
+/// cannot be read does not hide the others.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DirectoryChanges {
+    pub v: u32,
+    pub changes: Vec<serde_json::Value>,
+}
+
+/// The body of a [`DirectoryChanges`] message around `changes`, each the JSON text of one
+/// [`DirectoryChanged`] as the outbox holds it (not parsed again here).
+pub fn pack_directory_changes<'a>(changes: impl IntoIterator<Item = &'a str>) -> String {
+    let mut body = format!("{{\"v\":{MESSAGE_VERSION},\"changes\":[");
+    for (i, change) in changes.into_iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(change);
+    }
+    body.push_str("]}");
+    body
+}
+
 /// Resolver → connector (routed by app kind): converge the app for one (integration, user)
 /// to the desired state stored with `desired_version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +102,35 @@ pub struct ConnectorTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_changes_read_back_as_the_changes_they_were() {
+        let change = |user: Uuid| DirectoryChanged {
+            v: MESSAGE_VERSION,
+            message_id: new_message_id(),
+            tenant_id: Uuid::new_v4(),
+            scope: "workspace".into(),
+            trigger: Trigger {
+                method: "PATCH".into(),
+                path: "/scim/v2/Users/x".into(),
+                user_agent: "Okta SCIM Client 1.0.0".into(),
+                received_at: Utc::now(),
+                summary: "user \"a\" deactivated".into(),
+                may_revoke: true,
+            },
+            users: vec![user],
+        };
+        let changes = [change(Uuid::new_v4()), change(Uuid::new_v4())];
+        let texts: Vec<String> = changes.iter().map(|c| serde_json::to_string(c).unwrap()).collect();
+        let packed: DirectoryChanges =
+            serde_json::from_str(&pack_directory_changes(texts.iter().map(String::as_str))).unwrap();
+        assert_eq!(packed.v, MESSAGE_VERSION);
+        let back: Vec<DirectoryChanged> =
+            packed.changes.into_iter().map(|c| serde_json::from_value(c).unwrap()).collect();
+        assert_eq!(back, changes);
+        let empty: DirectoryChanges = serde_json::from_str(&pack_directory_changes([])).unwrap();
+        assert!(empty.changes.is_empty());
+    }
 
     #[test]
     fn a_task_id_is_fixed_by_its_message_and_pair_and_sorts_with_its_message() {

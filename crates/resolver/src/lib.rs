@@ -25,7 +25,9 @@ use futures_util::StreamExt;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use unseat_bus::messages::{ConnectorTask, DirectoryChanged, MESSAGE_VERSION};
+use unseat_bus::messages::{
+    ConnectorTask, DirectoryChanged, DirectoryChanges, DIRECTORY_CHANGES_TYPE, MESSAGE_VERSION,
+};
 use unseat_bus::{ConsumerSettings, Delivery, Topology};
 use unseat_domain::{
     decide, lost_grants, Access, AccessModel, AssetLadder, AssetMap, Decision, Grant, GrantSource, Held, Outcome,
@@ -161,21 +163,88 @@ pub async fn run(
     sweep.abort();
 }
 
+/// What became of a delivery's change(s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Handled {
+    /// Committed (or found handled before): ack.
+    Done,
+    /// Can never be handled (unreadable, another version): dead-letter, kept for a person.
+    Rejected,
+    /// Failed and rolled back: requeue, to try again.
+    Retry,
+}
+
+/// Changes of one packed delivery resolved at the same time.
+const PACKED_CONCURRENCY: usize = 4;
+
 async fn handle_delivery(store: &Store, connector_exchange: &str, metrics: &Metrics, delivery: Delivery) {
-    let message: DirectoryChanged = match serde_json::from_slice(&delivery.data) {
+    let packed = delivery.properties.kind().as_ref().is_some_and(|k| k.as_str() == DIRECTORY_CHANGES_TYPE);
+    let handled = if packed {
+        handle_packed(store, connector_exchange, metrics, &delivery.data).await
+    } else {
+        handle_change(store, connector_exchange, metrics, serde_json::from_slice(&delivery.data)).await
+    };
+    match handled {
+        Handled::Done => {
+            if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+                tracing::warn!(%error, "ack failed after commit; the redelivery will be recognised as a duplicate");
+            }
+        }
+        // The queue's delivery limit dead-letters a message that keeps failing.
+        Handled::Retry => {
+            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        }
+        Handled::Rejected => {
+            let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+        }
+    }
+}
+
+/// A delivery of several changes ([`unseat_bus::messages::DirectoryChanges`], packed by the
+/// relay): each is handled as if it had come alone, a few at a time. If any failed, the
+/// delivery is requeued (the changes already committed are recognised as handled when it
+/// comes back); if none failed but one could not be read, it is dead-lettered after the others
+/// were handled, so the unreadable one is kept.
+async fn handle_packed(store: &Store, connector_exchange: &str, metrics: &Metrics, data: &[u8]) -> Handled {
+    let packed: DirectoryChanges = match serde_json::from_slice(data) {
+        Ok(p) => p,
+        Err(error) => {
+            tracing::error!(%error, "unreadable packed directory message; dead-lettering it");
+            count(metrics, "rejected");
+            return Handled::Rejected;
+        }
+    };
+    if packed.v != MESSAGE_VERSION {
+        tracing::error!(v = packed.v, "unsupported packed message version; dead-lettering it");
+        count(metrics, "rejected");
+        return Handled::Rejected;
+    }
+    futures_util::stream::iter(packed.changes)
+        .map(|change| handle_change(store, connector_exchange, metrics, serde_json::from_value(change)))
+        .buffer_unordered(PACKED_CONCURRENCY)
+        .fold(Handled::Done, |worst, handled| async move { worst.max(handled) })
+        .await
+}
+
+/// Resolves one change, counting and logging what happened.
+async fn handle_change(
+    store: &Store,
+    connector_exchange: &str,
+    metrics: &Metrics,
+    message: serde_json::Result<DirectoryChanged>,
+) -> Handled {
+    let message = match message {
         Ok(m) => m,
         Err(error) => {
             tracing::error!(%error, "unreadable directory message; dead-lettering it");
             count(metrics, "rejected");
-            let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
-            return;
+            return Handled::Rejected;
         }
     };
     if message.v != MESSAGE_VERSION {
         tracing::error!(v = message.v, message_id = %message.message_id, "unsupported message version; dead-lettering it");
         count(metrics, "rejected");
-        let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
-        return;
+        return Handled::Rejected;
     }
     match resolve(store, connector_exchange, &message).await {
         Ok(resolved) => {
@@ -194,16 +263,13 @@ async fn handle_delivery(store: &Store, connector_exchange: &str, metrics: &Metr
                 fresh = resolved.fresh,
                 "directory change resolved"
             );
-            if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(%error, "ack failed after commit; the redelivery will be recognised as a duplicate");
-            }
+            Handled::Done
         }
         Err(error) => {
-            // The transaction rolled back; requeue so it is tried again (the queue's delivery
-            // limit dead-letters a message that keeps failing).
+            // The transaction rolled back; the delivery is requeued so it is tried again.
             tracing::warn!(error = %error, message_id = %message.message_id, "resolving failed; requeueing");
             count(metrics, "retried");
-            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            Handled::Retry
         }
     }
 }

@@ -101,7 +101,7 @@ impl Metrics {
         };
         registry.register("scim_requests", "SCIM requests answered", m.scim_requests.clone());
         registry.register("scim_request_duration_seconds", "SCIM request latency", m.scim_request_duration.clone());
-        registry.register("outbox_published", "Outbox messages confirmed by the broker", m.outbox_published.clone());
+        registry.register("outbox_published", "Outbox messages confirmed by the broker (each directory change counts once, packed or not)", m.outbox_published.clone());
         registry.register(
             "outbox_publish_errors",
             "Outbox publishes that failed and will be retried",
@@ -124,7 +124,7 @@ impl Metrics {
         );
         registry.register(
             "resolver_messages",
-            "Directory messages handled by the resolver by result",
+            "Directory changes handled by the resolver by result (each change of a packed message counts)",
             m.resolver_messages.clone(),
         );
         registry.register(

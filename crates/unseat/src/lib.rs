@@ -207,6 +207,7 @@ pub fn relay_config(settings: &Settings) -> unseat_relay::RelayConfig {
         batch: 200,
         idle: Duration::from_millis(20),
         keep_sent: settings.outbox_keep_sent,
+        directory_exchange: Some(settings.topology().directory_exchange()),
     }
 }
 

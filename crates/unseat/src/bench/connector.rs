@@ -222,7 +222,7 @@ impl Bench {
                     async move {
                         let payload = serde_json::to_vec(&message)?;
                         let id = message.message_id.to_string();
-                        self.publisher.start(&exchange, "business_hub", &id, &payload).await?.await?;
+                        self.publisher.start(&exchange, "business_hub", &id, None, &payload).await?.await?;
                         Ok(())
                     }
                 })

@@ -232,7 +232,8 @@ async fn broker_ceiling(url: &str, n: usize) -> anyhow::Result<f64> {
     for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
         let mut confirms = Vec::with_capacity(chunk.len());
         for i in chunk {
-            confirms.push(publisher.start(&topology.connector_exchange(), "probe", &i.to_string(), &payload).await?);
+            confirms
+                .push(publisher.start(&topology.connector_exchange(), "probe", &i.to_string(), None, &payload).await?);
         }
         for c in confirms {
             c.await?;
