@@ -101,7 +101,11 @@ impl Metrics {
         };
         registry.register("scim_requests", "SCIM requests answered", m.scim_requests.clone());
         registry.register("scim_request_duration_seconds", "SCIM request latency", m.scim_request_duration.clone());
-        registry.register("outbox_published", "Outbox messages confirmed by the broker (each directory change counts once, packed or not)", m.outbox_published.clone());
+        registry.register(
+            "outbox_published",
+            "Outbox messages confirmed by the broker (each directory change counts once, packed or not)",
+            m.outbox_published.clone(),
+        );
         registry.register(
             "outbox_publish_errors",
             "Outbox publishes that failed and will be retried",
