@@ -67,7 +67,9 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
             deactivations: load::run(requests.addr, c, requests.deactivations(users)).await.context("deactivations")?,
             removals: load::run(requests.addr, c, requests.removals(group, users)).await.context("member removals")?,
         };
-        drain(&store).await?;
+        // What the relay has not published by now would be counted as the held backlog's.
+        let (left, waited) = drain(&store).await?;
+        anyhow::ensure!(left == 0, "the relay left {left} changes unpublished after {waited:.0?}: is RabbitMQ up?");
         relay.stop().await;
         let (users, group) = set(2 * i + 1);
         let held = Measured {
