@@ -146,7 +146,12 @@ pub async fn run(
         grace: config.grace,
         name: "resolver".into(),
     };
-    let connector_exchange = Arc::new(topology.connector_exchange());
+    let worker = Arc::new(Worker {
+        store: store.clone(),
+        connector_exchange: topology.connector_exchange(),
+        metrics,
+        slots: tokio::sync::Semaphore::new(usize::from(config.prefetch.max(1))),
+    });
     let sweep = tokio::spawn(sweep_loop(
         store.clone(),
         config.progress_retention,
@@ -154,10 +159,8 @@ pub async fn run(
         shutdown.clone(),
     ));
     unseat_bus::consume(settings, shutdown, move |delivery: Delivery| {
-        let store = store.clone();
-        let metrics = metrics.clone();
-        let exchange = connector_exchange.clone();
-        async move { handle_delivery(&store, &exchange, &metrics, delivery).await }
+        let worker = worker.clone();
+        async move { worker.handle_delivery(delivery).await }
     })
     .await;
     sweep.abort();
@@ -177,99 +180,110 @@ enum Handled {
 /// Changes of one packed delivery resolved at the same time.
 const PACKED_CONCURRENCY: usize = 4;
 
-async fn handle_delivery(store: &Store, connector_exchange: &str, metrics: &Metrics, delivery: Delivery) {
-    let packed = delivery.properties.kind().as_ref().is_some_and(|k| k.as_str() == DIRECTORY_CHANGES_TYPE);
-    let handled = if packed {
-        handle_packed(store, connector_exchange, metrics, &delivery.data).await
-    } else {
-        handle_change(store, connector_exchange, metrics, serde_json::from_slice(&delivery.data)).await
-    };
-    match handled {
-        Handled::Done => {
-            if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
-                tracing::warn!(%error, "ack failed after commit; the redelivery will be recognised as a duplicate");
-            }
-        }
-        // The queue's delivery limit dead-letters a message that keeps failing.
-        Handled::Retry => {
-            let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-        }
-        Handled::Rejected => {
-            let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
-        }
-    }
+/// What every delivery of one resolver needs.
+struct Worker {
+    store: Store,
+    connector_exchange: String,
+    metrics: Arc<Metrics>,
+    /// Changes resolved at once, packed or not: the prefetch, as when every change came alone,
+    /// so packed deliveries do not take more of the pool than single ones did.
+    slots: tokio::sync::Semaphore,
 }
 
-/// A delivery of several changes ([`unseat_bus::messages::DirectoryChanges`], packed by the
-/// relay): each is handled as if it had come alone, a few at a time. If any failed, the
-/// delivery is requeued (the changes already committed are recognised as handled when it
-/// comes back); if none failed but one could not be read, it is dead-lettered after the others
-/// were handled, so the unreadable one is kept.
-async fn handle_packed(store: &Store, connector_exchange: &str, metrics: &Metrics, data: &[u8]) -> Handled {
-    let packed: DirectoryChanges = match serde_json::from_slice(data) {
-        Ok(p) => p,
-        Err(error) => {
-            tracing::error!(%error, "unreadable packed directory message; dead-lettering it");
+impl Worker {
+    async fn handle_delivery(&self, delivery: Delivery) {
+        let packed = delivery.properties.kind().as_ref().is_some_and(|k| k.as_str() == DIRECTORY_CHANGES_TYPE);
+        let handled = if packed {
+            self.handle_packed(&delivery.data).await
+        } else {
+            self.handle_change(serde_json::from_slice(&delivery.data)).await
+        };
+        match handled {
+            Handled::Done => {
+                if let Err(error) = delivery.acker.ack(BasicAckOptions::default()).await {
+                    tracing::warn!(%error, "ack failed after commit; the redelivery will be recognised as a duplicate");
+                }
+            }
+            // The queue's delivery limit dead-letters a message that keeps failing.
+            Handled::Retry => {
+                let _ = delivery.acker.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            }
+            Handled::Rejected => {
+                let _ = delivery.acker.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+            }
+        }
+    }
+
+    /// A delivery of several changes ([`unseat_bus::messages::DirectoryChanges`], packed by the
+    /// relay): each is handled as if it had come alone, a few at a time. If any failed, the
+    /// delivery is requeued (the changes already committed are recognised as handled when it
+    /// comes back); if none failed but one could not be read, it is dead-lettered after the others
+    /// were handled, so the unreadable one is kept.
+    async fn handle_packed(&self, data: &[u8]) -> Handled {
+        let metrics = &self.metrics;
+        let packed: DirectoryChanges = match serde_json::from_slice(data) {
+            Ok(p) => p,
+            Err(error) => {
+                tracing::error!(%error, "unreadable packed directory message; dead-lettering it");
+                count(metrics, "rejected");
+                return Handled::Rejected;
+            }
+        };
+        if packed.v != MESSAGE_VERSION {
+            tracing::error!(v = packed.v, "unsupported packed message version; dead-lettering it");
             count(metrics, "rejected");
             return Handled::Rejected;
         }
-    };
-    if packed.v != MESSAGE_VERSION {
-        tracing::error!(v = packed.v, "unsupported packed message version; dead-lettering it");
-        count(metrics, "rejected");
-        return Handled::Rejected;
+        futures_util::stream::iter(packed.changes)
+            .map(|change| self.handle_change(serde_json::from_value(change)))
+            .buffer_unordered(PACKED_CONCURRENCY)
+            .fold(Handled::Done, |worst, handled| async move { worst.max(handled) })
+            .await
     }
-    futures_util::stream::iter(packed.changes)
-        .map(|change| handle_change(store, connector_exchange, metrics, serde_json::from_value(change)))
-        .buffer_unordered(PACKED_CONCURRENCY)
-        .fold(Handled::Done, |worst, handled| async move { worst.max(handled) })
-        .await
-}
 
-/// Resolves one change, counting and logging what happened.
-async fn handle_change(
-    store: &Store,
-    connector_exchange: &str,
-    metrics: &Metrics,
-    message: serde_json::Result<DirectoryChanged>,
-) -> Handled {
-    let message = match message {
-        Ok(m) => m,
-        Err(error) => {
-            tracing::error!(%error, "unreadable directory message; dead-lettering it");
+    /// Resolves one change, counting and logging what happened.
+    async fn handle_change(&self, message: serde_json::Result<DirectoryChanged>) -> Handled {
+        let metrics = &self.metrics;
+        let message = match message {
+            Ok(m) => m,
+            Err(error) => {
+                tracing::error!(%error, "unreadable directory message; dead-lettering it");
+                count(metrics, "rejected");
+                return Handled::Rejected;
+            }
+        };
+        if message.v != MESSAGE_VERSION {
+            tracing::error!(v = message.v, message_id = %message.message_id, "unsupported message version; dead-lettering it");
             count(metrics, "rejected");
             return Handled::Rejected;
         }
-    };
-    if message.v != MESSAGE_VERSION {
-        tracing::error!(v = message.v, message_id = %message.message_id, "unsupported message version; dead-lettering it");
-        count(metrics, "rejected");
-        return Handled::Rejected;
-    }
-    match resolve(store, connector_exchange, &message).await {
-        Ok(resolved) => {
-            for (outcome, n) in resolved.by_outcome() {
-                metrics
-                    .resolver_decisions
-                    .get_or_create(&OutcomeLabels { outcome: outcome.as_str().into() })
-                    .inc_by(n as u64);
+        // Never closed, so the permit always comes.
+        let _slot = self.slots.acquire().await;
+        match resolve(&self.store, &self.connector_exchange, &message).await {
+            Ok(resolved) => {
+                for (outcome, n) in resolved.by_outcome() {
+                    metrics
+                        .resolver_decisions
+                        .get_or_create(&OutcomeLabels { outcome: outcome.as_str().into() })
+                        .inc_by(n as u64);
+                }
+                count(metrics, if resolved.fresh { "resolved" } else { "duplicate" });
+                tracing::debug!(
+                    message_id = %message.message_id,
+                    users = message.users.len(),
+                    decisions = resolved.decisions(),
+                    queued = resolved.tasks_queued,
+                    fresh = resolved.fresh,
+                    "directory change resolved"
+                );
+                Handled::Done
             }
-            count(metrics, if resolved.fresh { "resolved" } else { "duplicate" });
-            tracing::debug!(
-                message_id = %message.message_id,
-                users = message.users.len(),
-                decisions = resolved.decisions(),
-                queued = resolved.tasks_queued,
-                fresh = resolved.fresh,
-                "directory change resolved"
-            );
-            Handled::Done
-        }
-        Err(error) => {
-            // The transaction rolled back; the delivery is requeued so it is tried again.
-            tracing::warn!(error = %error, message_id = %message.message_id, "resolving failed; requeueing");
-            count(metrics, "retried");
-            Handled::Retry
+            Err(error) => {
+                // The transaction rolled back; the delivery is requeued so it is tried again.
+                tracing::warn!(error = %error, message_id = %message.message_id, "resolving failed; requeueing");
+                count(metrics, "retried");
+                Handled::Retry
+            }
         }
     }
 }
