@@ -112,6 +112,47 @@ pub struct Member {
 const USER_COLS: &str = "id, user_name, external_id, active, email, resource, version, created_at, updated_at";
 const GROUP_COLS: &str = "id, display_name, external_id, resource, version, created_at, updated_at";
 
+/// The reads users and groups share: the same queries on their own table and columns.
+struct Kind<R> {
+    /// `scim_users` or `scim_groups`.
+    table: &'static str,
+    cols: &'static str,
+    row: fn(&Row) -> R,
+}
+
+const USERS: Kind<UserRecord> = Kind { table: "scim_users", cols: USER_COLS, row: user_row };
+const GROUPS: Kind<GroupRecord> = Kind { table: "scim_groups", cols: GROUP_COLS, row: group_row };
+
+impl<R> Kind<R> {
+    async fn by_external_id(&self, tx: &Transaction<'_>, d: Dir, external_id: &str) -> Result<Vec<R>> {
+        let (cols, table) = (self.cols, self.table);
+        let sql = format!(
+            "select {cols} from {table} where tenant_id = $1 and scope = $2 and external_id = $3 order by created_at, id"
+        );
+        let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &external_id]).await?;
+        Ok(rows.iter().map(self.row).collect())
+    }
+
+    async fn page(&self, tx: &Transaction<'_>, d: Dir, offset: i64, limit: i64) -> Result<(i64, Vec<R>)> {
+        let (cols, table) = (self.cols, self.table);
+        let count = format!("select count(*) from {table} where tenant_id = $1 and scope = $2");
+        let total: i64 = tx.query_one(&stmt(tx, &count).await?, &[&d.tenant_id, &d.scope()]).await?.get(0);
+        let sql = format!(
+            "select {cols} from {table} where tenant_id = $1 and scope = $2 order by created_at, id offset $3 limit $4"
+        );
+        let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &offset, &limit]).await?;
+        Ok((total, rows.iter().map(self.row).collect()))
+    }
+
+    async fn scan(&self, tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<R>> {
+        let (cols, table) = (self.cols, self.table);
+        let sql =
+            format!("select {cols} from {table} where tenant_id = $1 and scope = $2 order by created_at, id limit $3");
+        let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &limit]).await?;
+        Ok(rows.iter().map(self.row).collect())
+    }
+}
+
 /// `cols` (a column list) with every column qualified by `alias`.
 fn qualified(cols: &str, alias: &str) -> String {
     cols.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
@@ -342,58 +383,17 @@ pub async fn user_by_user_name(tx: &Transaction<'_>, d: Dir, user_name: &str) ->
 
 /// Users whose externalId equals `external_id` exactly.
 pub async fn users_by_external_id(tx: &Transaction<'_>, d: Dir, external_id: &str) -> Result<Vec<UserRecord>> {
-    let rows = tx
-        .query(
-            &stmt(
-                tx,
-                &format!(
-                    "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 and external_id = $3
-                 order by created_at, id"
-                ),
-            )
-            .await?,
-            &[&d.tenant_id, &d.scope(), &external_id],
-        )
-        .await?;
-    Ok(rows.iter().map(user_row).collect())
+    USERS.by_external_id(tx, d, external_id).await
 }
 
 /// A page of users in creation order, and the directory's total.
 pub async fn list_users(tx: &Transaction<'_>, d: Dir, offset: i64, limit: i64) -> Result<(i64, Vec<UserRecord>)> {
-    let total: i64 = tx
-        .query_one(
-            &stmt(tx, "select count(*) from scim_users where tenant_id = $1 and scope = $2").await?,
-            &[&d.tenant_id, &d.scope()],
-        )
-        .await?
-        .get(0);
-    let rows = tx
-        .query(
-            &stmt(
-                tx,
-                &format!(
-                    "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2
-                 order by created_at, id offset $3 limit $4"
-                ),
-            )
-            .await?,
-            &[&d.tenant_id, &d.scope(), &offset, &limit],
-        )
-        .await?;
-    Ok((total, rows.iter().map(user_row).collect()))
+    USERS.page(tx, d, offset, limit).await
 }
 
 /// Up to `limit` users in creation order, for filters evaluated in memory.
 pub async fn scan_users(tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<UserRecord>> {
-    let rows = tx
-        .query(
-            &stmt(tx, &format!(
-                "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 order by created_at, id limit $3"
-            )).await?,
-            &[&d.tenant_id, &d.scope(), &limit],
-        )
-        .await?;
-    Ok(rows.iter().map(user_row).collect())
+    USERS.scan(tx, d, limit).await
 }
 
 /// Which of `ids` are users of the directory, with their names.
@@ -536,58 +536,17 @@ pub async fn groups_by_display_name(tx: &Transaction<'_>, d: Dir, name: &str) ->
 
 /// Groups whose externalId equals `external_id` exactly.
 pub async fn groups_by_external_id(tx: &Transaction<'_>, d: Dir, external_id: &str) -> Result<Vec<GroupRecord>> {
-    let rows = tx
-        .query(
-            &stmt(
-                tx,
-                &format!(
-                    "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 and external_id = $3
-                 order by created_at, id"
-                ),
-            )
-            .await?,
-            &[&d.tenant_id, &d.scope(), &external_id],
-        )
-        .await?;
-    Ok(rows.iter().map(group_row).collect())
+    GROUPS.by_external_id(tx, d, external_id).await
 }
 
 /// A page of groups in creation order, and the directory's total.
 pub async fn list_groups(tx: &Transaction<'_>, d: Dir, offset: i64, limit: i64) -> Result<(i64, Vec<GroupRecord>)> {
-    let total: i64 = tx
-        .query_one(
-            &stmt(tx, "select count(*) from scim_groups where tenant_id = $1 and scope = $2").await?,
-            &[&d.tenant_id, &d.scope()],
-        )
-        .await?
-        .get(0);
-    let rows = tx
-        .query(
-            &stmt(
-                tx,
-                &format!(
-                    "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2
-                 order by created_at, id offset $3 limit $4"
-                ),
-            )
-            .await?,
-            &[&d.tenant_id, &d.scope(), &offset, &limit],
-        )
-        .await?;
-    Ok((total, rows.iter().map(group_row).collect()))
+    GROUPS.page(tx, d, offset, limit).await
 }
 
 /// Up to `limit` groups in creation order, for filters evaluated in memory.
 pub async fn scan_groups(tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<GroupRecord>> {
-    let rows = tx
-        .query(
-            &stmt(tx, &format!(
-                "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 order by created_at, id limit $3"
-            )).await?,
-            &[&d.tenant_id, &d.scope(), &limit],
-        )
-        .await?;
-    Ok(rows.iter().map(group_row).collect())
+    GROUPS.scan(tx, d, limit).await
 }
 
 /// Groups that have `user_id` as a member, for filters on `members.value`.
