@@ -5,7 +5,7 @@
 //! purges them later).
 //!
 //! Directory changes waiting together are packed: the changes a round claims for the directory
-//! exchange go out as one message of up to [`PACK_CHANGES`] of them
+//! exchange go out, per tenant, as one message of up to [`PACK_CHANGES`] of them
 //! ([`unseat_bus::messages::DirectoryChanges`]), which the resolver unpacks and handles one by
 //! one, each under its own message id. The broker then stores one persistent message where it
 //! stored a hundred: under a burst of deactivations that was a fifth of the machine. A change
@@ -240,7 +240,8 @@ impl<'a> Publication<'a> {
 
 /// What a round publishes for the rows it claimed: every message as it is, except those for
 /// the directory exchange, which go in packs of up to [`PACK_CHANGES`] changes and [`PACK_BYTES`]
-/// per routing key (a pack of one is sent as the change itself). Other messages keep their
+/// per routing key and tenant (a pack of one is sent as the change itself; a pack never mixes
+/// tenants, so a dead-lettered one holds one tenant's changes). Other messages keep their
 /// order.
 fn publications<'a>(rows: &'a [OutboxRow], directory_exchange: Option<&str>) -> Vec<Publication<'a>> {
     let mut out = Vec::new();
@@ -251,7 +252,10 @@ fn publications<'a>(rows: &'a [OutboxRow], directory_exchange: Option<&str>) -> 
                 out.push(Publication::single(row, message));
                 continue;
             }
-            match packs.iter_mut().find(|(first, _)| first.routing_key == row.routing_key) {
+            match packs
+                .iter_mut()
+                .find(|(first, _)| first.routing_key == row.routing_key && first.tenant_id == row.tenant_id)
+            {
                 Some((_, list)) => list.push(message),
                 None => packs.push((row, vec![message])),
             }
@@ -326,9 +330,12 @@ mod tests {
 
     const DIRECTORY: &str = "p.directory";
 
+    const TENANT: uuid::Uuid = uuid::Uuid::from_u128(1);
+
     fn row(id: i64, exchange: &str, key: &str, bodies: &[String]) -> OutboxRow {
         OutboxRow {
             id,
+            tenant_id: TENANT,
             exchange: exchange.into(),
             routing_key: key.into(),
             messages: bodies.iter().map(|b| Message { id: uuid::Uuid::now_v7(), body: b.clone() }).collect(),
@@ -403,6 +410,18 @@ mod tests {
         assert_eq!((out[3].routing_key, unpack(&out[3])), ("other", vec![change(1), change(2)]));
         assert_eq!(out.len(), 4);
         assert!(out.iter().all(|p| p.body.len() <= PACK_BYTES + 32 || p.kind.is_none()));
+    }
+
+    #[test]
+    fn a_pack_holds_one_tenants_changes() {
+        let other = uuid::Uuid::from_u128(2);
+        let mut rows: Vec<OutboxRow> = (0..4).map(|n| row(n as i64, DIRECTORY, "directory", &[change(n)])).collect();
+        rows[1].tenant_id = other;
+        rows[3].tenant_id = other;
+        let out = publications(&rows, Some(DIRECTORY));
+        assert_eq!(out.len(), 2);
+        assert_eq!(unpack(&out[0]), vec![change(0), change(2)]);
+        assert_eq!(unpack(&out[1]), vec![change(1), change(3)]);
     }
 
     #[test]

@@ -10,6 +10,8 @@ use uuid::Uuid;
 #[derive(Debug, Clone)]
 pub struct OutboxRow {
     pub id: i64,
+    /// Whose change it announces (every message of a row is one tenant's).
+    pub tenant_id: Uuid,
     pub exchange: String,
     pub routing_key: String,
     /// In publishing order.
@@ -152,13 +154,14 @@ fn like_prefix(exchange_prefix: &str) -> String {
 
 /// The columns [`outbox_row`] reads: a single message as a one-element batch.
 const ROW_COLUMNS: &str = "id, exchange, routing_key, created_at,
-    coalesce(message_ids, array[message_id]), coalesce(payloads, array[payload::text])";
+    coalesce(message_ids, array[message_id]), coalesce(payloads, array[payload::text]), tenant_id";
 
 fn outbox_row(r: &tokio_postgres::Row) -> OutboxRow {
     let ids: Vec<Uuid> = r.get(4);
     let bodies: Vec<String> = r.get(5);
     OutboxRow {
         id: r.get(0),
+        tenant_id: r.get(6),
         exchange: r.get(1),
         routing_key: r.get(2),
         created_at: r.get(3),
