@@ -43,8 +43,8 @@ fn directory_changes(delivery: &Delivery) -> Vec<Value> {
     changes
 }
 
-/// A tap on `exchange`: an exclusive queue bound like the real consumers, so it sees copies of
-/// every message published there with `key`.
+/// A tap: an exclusive queue bound like the real consumers to each (exchange, routing key) of
+/// `bindings`, so it sees copies of every message published there.
 async fn tap(bindings: &[(String, String)]) -> (lapin::Connection, lapin::Consumer) {
     let conn = unseat_bus::connect(&amqp_url(), "tap").await.unwrap();
     let ch = conn.create_channel().await.unwrap();
