@@ -118,12 +118,14 @@ async fn messages_on_the_wire_match_their_schemas() {
     app.stop().await;
 }
 
-/// Runs a relay of `app`'s settings until the returned token is cancelled.
-fn start_relay(app: &TestApp) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+/// Runs a relay of `app`'s settings, with metrics of its own, until the returned token is
+/// cancelled.
+fn start_relay(app: &TestApp) -> (CancellationToken, tokio::task::JoinHandle<()>, Arc<unseat_telemetry::Metrics>) {
     let stop = CancellationToken::new();
     let metrics = Arc::new(unseat_telemetry::Metrics::new());
-    let relay = unseat_relay::run(app.store.clone(), metrics, unseat::relay_config(&app.settings), stop.clone());
-    (stop, tokio::spawn(relay))
+    let relay =
+        unseat_relay::run(app.store.clone(), metrics.clone(), unseat::relay_config(&app.settings), stop.clone());
+    (stop, tokio::spawn(relay), metrics)
 }
 
 #[tokio::test]
@@ -134,7 +136,7 @@ async fn changes_that_waited_together_travel_in_one_message_and_each_is_resolved
         s.connector.business_hub_rate = 1000.0;
     })
     .await;
-    let (stop, relay) = start_relay(&app);
+    let (stop, relay, _) = start_relay(&app);
     let mut people = Vec::new();
     for n in 0..PEOPLE {
         people.push(app.person(&format!("p{n}@example.com"), "ADMIN").await);
@@ -161,7 +163,7 @@ async fn changes_that_waited_together_travel_in_one_message_and_each_is_resolved
         .map(|r| r.get(0))
         .collect();
     assert_eq!(waiting.len(), PEOPLE, "one change per deactivation");
-    let (stop, relay) = start_relay(&app);
+    let (stop, relay, metrics) = start_relay(&app);
     let tasks = app.settle(2 * PEOPLE).await;
 
     let mut deliveries = Vec::new();
@@ -174,6 +176,7 @@ async fn changes_that_waited_together_travel_in_one_message_and_each_is_resolved
     assert_eq!(deliveries[0].properties.kind().as_ref().map(|k| k.to_string()), Some(DIRECTORY_CHANGES_TYPE.into()));
     let carried: BTreeSet<Uuid> = changes.iter().map(|c| c["message_id"].as_str().unwrap().parse().unwrap()).collect();
     assert_eq!((carried.len(), &carried), (PEOPLE, &waiting), "every waiting change once, under its own id");
+    assert_eq!(metrics.outbox_packs.get(), 1, "the relay counts the pack");
 
     // Each change was resolved as if it had come alone: its own job with its removal, done.
     let removals: Vec<_> = tasks.iter().filter(|t| t.outcome == "remove").collect();
@@ -196,7 +199,7 @@ async fn a_packed_change_that_cannot_be_read_does_not_hold_back_the_others_and_i
         s.connector.business_hub_rate = 1000.0;
     })
     .await;
-    let (stop, relay) = start_relay(&app);
+    let (stop, relay, _) = start_relay(&app);
     let alice = app.person("alice@example.com", "ADMIN").await;
     let bob = app.person("bob@example.com", "ADMIN").await;
     app.team("Admins", &[alice, bob], "ADMIN").await;
@@ -236,7 +239,7 @@ async fn a_packed_change_that_cannot_be_read_does_not_hold_back_the_others_and_i
         .unwrap();
 
     // The two readable changes are resolved and carried out...
-    let (stop, relay) = start_relay(&app);
+    let (stop, relay, _) = start_relay(&app);
     let tasks = app.settle(4).await;
     let removed: BTreeSet<&str> =
         tasks.iter().filter(|t| t.outcome == "remove" && t.status == "succeeded").map(|t| t.email.as_str()).collect();

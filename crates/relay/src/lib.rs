@@ -145,6 +145,7 @@ async fn run_connected(
         }
         let sent = publish_batch(store, &publisher, config, rows).await?;
         metrics.outbox_published.inc_by(sent.messages as u64);
+        metrics.outbox_packs.inc_by(sent.packs as u64);
         let caught_up = sent.rows < rows;
         rows = sent.next_claim(config.batch, rows);
         if caught_up {
@@ -160,6 +161,8 @@ async fn run_connected(
 struct Sent {
     rows: i64,
     messages: i64,
+    /// Packed AMQP messages among them.
+    packs: i64,
 }
 
 impl Sent {
@@ -193,12 +196,13 @@ async fn publish_batch(
         outbox::take_pending(&tx, &config.exchange_prefix, limit).await?
     };
     if rows.is_empty() {
-        return Ok(Sent { rows: 0, messages: 0 });
+        return Ok(Sent { rows: 0, messages: 0, packs: 0 });
     }
     let mut confirms = Vec::new();
-    let mut messages = 0;
+    let (mut messages, mut packs) = (0, 0);
     for p in publications(&rows, config.directory_exchange.as_deref()) {
         messages += p.carries as i64;
+        packs += i64::from(p.kind.is_some());
         confirms.push(publisher.start(p.exchange, p.routing_key, &p.id, p.kind, p.body.as_bytes()).await?);
     }
     for confirm in confirms {
@@ -209,7 +213,7 @@ async fn publish_batch(
         outbox::mark_sent(&tx, &ids).await?;
     }
     tx.commit().await?;
-    Ok(Sent { rows: rows.len() as i64, messages })
+    Ok(Sent { rows: rows.len() as i64, messages, packs })
 }
 
 /// One AMQP message of a round.
@@ -297,7 +301,7 @@ mod tests {
     use super::*;
 
     fn next(rows: i64, messages: i64, batch: i64, last: i64) -> i64 {
-        Sent { rows, messages }.next_claim(batch, last)
+        Sent { rows, messages, packs: 0 }.next_claim(batch, last)
     }
 
     #[test]

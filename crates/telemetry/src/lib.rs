@@ -62,6 +62,8 @@ pub struct Metrics {
     pub scim_requests: Family<ScimLabels, Counter>,
     pub scim_request_duration: Family<ScimLabels, Histogram, fn() -> Histogram>,
     pub outbox_published: Counter,
+    /// Packed messages among them (each carrying several directory changes).
+    pub outbox_packs: Counter,
     pub outbox_publish_errors: Counter,
     pub outbox_pending: Gauge,
     pub outbox_oldest_pending_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -87,6 +89,7 @@ impl Metrics {
             scim_requests: Family::default(),
             scim_request_duration: Family::new_with_constructor(latency),
             outbox_published: Counter::default(),
+            outbox_packs: Counter::default(),
             outbox_publish_errors: Counter::default(),
             outbox_pending: Gauge::default(),
             outbox_oldest_pending_seconds: Gauge::default(),
@@ -105,6 +108,11 @@ impl Metrics {
             "outbox_published",
             "Outbox messages confirmed by the broker (each directory change counts once, packed or not)",
             m.outbox_published.clone(),
+        );
+        registry.register(
+            "outbox_packs",
+            "Packed AMQP messages the relay published, each carrying several directory changes",
+            m.outbox_packs.clone(),
         );
         registry.register(
             "outbox_publish_errors",
