@@ -62,12 +62,12 @@ pub const DIRECTORY_CHANGES_TYPE: &str = "directory-changes.v1";
 /// Relay → resolver: directory changes that were waiting in the outbox together, in one AMQP
 /// message (`schemas/messages/directory-changes.v1.json`). Each change keeps its own message id
 /// (its job, its redelivery check) and is handled as if it had come alone; packing them only
-/// spares the broker one persistent message per change. Changes stay raw JSON here, so one that
-/// cannot be read does not hide the others.
-#[derive(Debug, Clone, Deserialize)]
+/// spares the broker one persistent message per change. Changes stay raw JSON text here (read
+/// once, by whoever handles each), so one that cannot be read does not hide the others.
+#[derive(Debug, Deserialize)]
 pub struct DirectoryChanges {
     pub v: u32,
-    pub changes: Vec<serde_json::Value>,
+    pub changes: Vec<Box<serde_json::value::RawValue>>,
 }
 
 /// The body of a [`DirectoryChanges`] message around `changes`, each the JSON text of one
@@ -126,7 +126,7 @@ mod tests {
             serde_json::from_str(&pack_directory_changes(texts.iter().map(String::as_str))).unwrap();
         assert_eq!(packed.v, MESSAGE_VERSION);
         let back: Vec<DirectoryChanged> =
-            packed.changes.into_iter().map(|c| serde_json::from_value(c).unwrap()).collect();
+            packed.changes.iter().map(|c| serde_json::from_str(c.get()).unwrap()).collect();
         assert_eq!(back, changes);
         let empty: DirectoryChanges = serde_json::from_str(&pack_directory_changes([])).unwrap();
         assert!(empty.changes.is_empty());

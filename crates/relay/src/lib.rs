@@ -356,7 +356,7 @@ mod tests {
         assert_eq!(p.kind, Some(DIRECTORY_CHANGES_TYPE));
         let packed: unseat_bus::messages::DirectoryChanges = serde_json::from_str(&p.body).unwrap();
         assert_eq!(packed.v, unseat_bus::messages::MESSAGE_VERSION);
-        packed.changes.iter().map(|c| c.to_string()).collect()
+        packed.changes.iter().map(|c| c.get().to_string()).collect()
     }
 
     #[test]

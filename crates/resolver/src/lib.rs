@@ -220,43 +220,40 @@ impl Worker {
     /// comes back); if none failed but one could not be read, it is dead-lettered after the others
     /// were handled, so the unreadable one is kept.
     async fn handle_packed(&self, data: &[u8]) -> Handled {
-        let metrics = &self.metrics;
-        let packed: DirectoryChanges = match serde_json::from_slice(data) {
-            Ok(p) => p,
-            Err(error) => {
-                tracing::error!(%error, "unreadable packed directory message; dead-lettering it");
-                count(metrics, "rejected");
-                return Handled::Rejected;
-            }
-        };
-        if packed.v != MESSAGE_VERSION {
-            tracing::error!(v = packed.v, "unsupported packed message version; dead-lettering it");
-            count(metrics, "rejected");
-            return Handled::Rejected;
-        }
+        let packed: DirectoryChanges =
+            match self.accept("packed directory message", serde_json::from_slice(data), |p: &DirectoryChanges| p.v) {
+                Ok(p) => p,
+                Err(handled) => return handled,
+            };
         futures_util::stream::iter(packed.changes)
-            .map(|change| self.handle_change(serde_json::from_value(change)))
+            .map(|change| self.handle_change(serde_json::from_str(change.get())))
             .buffer_unordered(PACKED_CONCURRENCY)
             .fold(Handled::Done, |worst, handled| async move { worst.max(handled) })
             .await
     }
 
+    /// `parsed` when it is a message this build handles; otherwise it is logged and counted as
+    /// rejected (to be dead-lettered, kept for a person).
+    fn accept<T>(&self, what: &str, parsed: serde_json::Result<T>, version: impl Fn(&T) -> u32) -> Result<T, Handled> {
+        let rejected = |error: &dyn std::fmt::Display| {
+            tracing::error!(%error, "{what} not handled; dead-lettering it");
+            count(&self.metrics, "rejected");
+            Handled::Rejected
+        };
+        let message = parsed.map_err(|error| rejected(&format_args!("unreadable: {error}")))?;
+        match version(&message) {
+            MESSAGE_VERSION => Ok(message),
+            v => Err(rejected(&format_args!("unsupported version {v}"))),
+        }
+    }
+
     /// Resolves one change, counting and logging what happened.
     async fn handle_change(&self, message: serde_json::Result<DirectoryChanged>) -> Handled {
         let metrics = &self.metrics;
-        let message = match message {
+        let message = match self.accept("directory message", message, |m| m.v) {
             Ok(m) => m,
-            Err(error) => {
-                tracing::error!(%error, "unreadable directory message; dead-lettering it");
-                count(metrics, "rejected");
-                return Handled::Rejected;
-            }
+            Err(handled) => return handled,
         };
-        if message.v != MESSAGE_VERSION {
-            tracing::error!(v = message.v, message_id = %message.message_id, "unsupported message version; dead-lettering it");
-            count(metrics, "rejected");
-            return Handled::Rejected;
-        }
         // Never closed, so the permit always comes.
         let _slot = self.slots.acquire().await;
         match resolve(&self.store, &self.connector_exchange, &message).await {
