@@ -62,10 +62,23 @@ impl Default for IngestConfig {
     }
 }
 
-/// What the SCIM service needs: the store, the metrics registry, the exchange directory
-/// changes are announced on, its limits, and the per-process rate buckets and token cache.
+/// What the SCIM service needs (see [`Shared`]). axum clones the state for every middleware
+/// and handler a request passes through, so it is one reference to what they share: a single
+/// counter to bump, not one per field and a copy of the exchange's name.
 #[derive(Clone)]
-pub struct IngestState {
+pub struct IngestState(Arc<Shared>);
+
+impl std::ops::Deref for IngestState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// The store, the metrics registry, the exchange directory changes are announced on, the
+/// service's limits, and the per-process rate buckets and token cache.
+pub struct Shared {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub directory_exchange: String,
@@ -84,7 +97,7 @@ impl IngestState {
             tracing::warn!(%error, "group-commit writers share the main pool");
             store.clone()
         });
-        Self {
+        Self(Arc::new(Shared {
             activations: activations::Activations::new(writers.clone(), directory_exchange.clone()),
             removals: removals::Removals::new(writers, directory_exchange.clone()),
             store,
@@ -93,7 +106,7 @@ impl IngestState {
             body_limit: config.body_limit,
             limiter: Arc::new(RateLimiter::new(config.rate_limit, config.rate_burst)),
             tokens: Arc::new(TokenCache::new(config.token_cache)),
-        }
+        }))
     }
 }
 
