@@ -221,7 +221,9 @@ impl Worker {
     /// were handled, so the unreadable one is kept.
     async fn handle_packed(&self, data: &[u8]) -> Handled {
         let packed: DirectoryChanges =
-            match self.accept("packed directory message", serde_json::from_slice(data), |p: &DirectoryChanges| p.v) {
+            match self
+                .accept("packed directory message", serde_json::from_slice(data), |p: &DirectoryChanges| (p.v, None))
+            {
                 Ok(p) => p,
                 Err(handled) => return handled,
             };
@@ -233,24 +235,33 @@ impl Worker {
     }
 
     /// `parsed` when it is a message this build handles; otherwise it is logged and counted as
-    /// rejected (to be dead-lettered, kept for a person).
-    fn accept<T>(&self, what: &str, parsed: serde_json::Result<T>, version: impl Fn(&T) -> u32) -> Result<T, Handled> {
-        let rejected = |error: &dyn std::fmt::Display| {
-            tracing::error!(%error, "{what} not handled; dead-lettering it");
+    /// rejected (to be dead-lettered, kept for a person). `version` reads the message's version
+    /// and, where it has one, its message id, which the log then names.
+    fn accept<T>(
+        &self,
+        what: &str,
+        parsed: serde_json::Result<T>,
+        version: impl Fn(&T) -> (u32, Option<Uuid>),
+    ) -> Result<T, Handled> {
+        let rejected = |error: &dyn std::fmt::Display, message_id: Option<Uuid>| {
+            match message_id {
+                Some(message_id) => tracing::error!(%error, %message_id, "{what} not handled; dead-lettering it"),
+                None => tracing::error!(%error, "{what} not handled; dead-lettering it"),
+            }
             count(&self.metrics, "rejected");
             Handled::Rejected
         };
-        let message = parsed.map_err(|error| rejected(&format_args!("unreadable: {error}")))?;
+        let message = parsed.map_err(|error| rejected(&format_args!("unreadable: {error}"), None))?;
         match version(&message) {
-            MESSAGE_VERSION => Ok(message),
-            v => Err(rejected(&format_args!("unsupported version {v}"))),
+            (MESSAGE_VERSION, _) => Ok(message),
+            (v, message_id) => Err(rejected(&format_args!("unsupported version {v}"), message_id)),
         }
     }
 
     /// Resolves one change, counting and logging what happened.
     async fn handle_change(&self, message: serde_json::Result<DirectoryChanged>) -> Handled {
         let metrics = &self.metrics;
-        let message = match self.accept("directory message", message, |m| m.v) {
+        let message = match self.accept("directory message", message, |m| (m.v, Some(m.message_id))) {
             Ok(m) => m,
             Err(handled) => return handled,
         };
