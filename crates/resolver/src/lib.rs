@@ -244,10 +244,8 @@ impl Worker {
         version: impl Fn(&T) -> (u32, Option<Uuid>),
     ) -> Result<T, Handled> {
         let rejected = |error: &dyn std::fmt::Display, message_id: Option<Uuid>| {
-            match message_id {
-                Some(message_id) => tracing::error!(%error, %message_id, "{what} not handled; dead-lettering it"),
-                None => tracing::error!(%error, "{what} not handled; dead-lettering it"),
-            }
+            let message_id = message_id.map(tracing::field::display);
+            tracing::error!(%error, message_id, "{what} not handled; dead-lettering it");
             count(&self.metrics, "rejected");
             Handled::Rejected
         };
