@@ -164,3 +164,48 @@ async fn a_permanent_failure_is_failed_dead_lettered_and_explained() {
     assert!(!integration["needs_attention"].is_null(), "the integration is flagged: {integration}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_directory_message_of_a_version_this_build_does_not_know_is_kept_and_changes_nothing() {
+    let app = spawn_app().await;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    app.team("Admins", &[alice], "ADMIN").await;
+    let tasks = app.settle(1).await;
+    // Alice is deactivated without a message of this version saying so; one of another version
+    // claims it. Were it handled anyway, she would be removed from the app.
+    let client = app.store.client().await.unwrap();
+    client.execute("update scim_users set active = false where id = $1", &[&alice]).await.unwrap();
+    let topology = app.settings.topology();
+    let mut message =
+        outbox_payloads(&app, &topology.directory_exchange()).await.pop().expect("a directory message to copy");
+    let message_id = uuid::Uuid::new_v4();
+    message["v"] = json!(2);
+    message["message_id"] = json!(message_id);
+    message["users"] = json!([alice]);
+    republish(&topology.directory_exchange(), unseat_bus::DIRECTORY_ROUTING_KEY, &message).await;
+    wait_metric(&app, "unseat_resolver_messages_total{outcome=\"rejected\"}", 1.0).await;
+
+    // Kept for a person in the resolver's dead-letter queue, as it came.
+    let conn = unseat_bus::connect(&amqp_url(), "test").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let dlq = unseat_bus::Topology::dead_letter_queue(&topology.resolver_queue());
+    let mut kept = None;
+    for _ in 0..100 {
+        kept = ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap();
+        if kept.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kept: Value =
+        serde_json::from_slice(&kept.expect("the message in the dead-letter queue").delivery.data).unwrap();
+    assert_eq!(kept, message);
+    let _ = conn.close(200, "bye".into()).await;
+
+    // Nothing was decided or carried out on its account.
+    let after = app.settle(1).await;
+    assert_eq!(after.len(), tasks.len(), "no new task");
+    assert!(after.iter().all(|t| t.job_id != message_id), "no job for it: {after:?}");
+    assert_eq!(app.app_users().await, vec![("alice@example.com".to_string(), "ADMIN".to_string())]);
+    app.stop().await;
+}
