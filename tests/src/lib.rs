@@ -26,6 +26,25 @@ pub fn amqp_url() -> String {
     std::env::var("UNSEAT_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
+/// The body of the first message in `queue`'s dead-letter queue, taken off it, waiting up to
+/// five seconds for one to arrive; `None` if none did.
+pub async fn dead_lettered(queue: &str) -> Option<Vec<u8>> {
+    let conn = unseat_bus::connect(&amqp_url(), "test").await.expect("broker");
+    let ch = conn.create_channel().await.expect("channel");
+    let dlq = unseat_bus::Topology::dead_letter_queue(queue);
+    let mut got = None;
+    for _ in 0..100 {
+        let options = lapin::options::BasicGetOptions { no_ack: true };
+        if let Some(m) = ch.basic_get(dlq.as_str().into(), options).await.expect("basic.get") {
+            got = Some(m.delivery.data);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = conn.close(200, "bye".into()).await;
+    got
+}
+
 pub struct TestApp {
     pub base: String,
     pub emulator_url: String,

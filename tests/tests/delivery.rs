@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use lapin::options::BasicGetOptions;
 use serde_json::{json, Value};
-use unseat_tests::{amqp_url, spawn_app, TestApp};
+use unseat_tests::{amqp_url, dead_lettered, spawn_app, TestApp};
 
 async fn metric(app: &TestApp, name_and_labels: &str) -> f64 {
     let text = reqwest::get(format!("{}/metrics", app.base)).await.unwrap().text().await.unwrap();
@@ -147,14 +146,9 @@ async fn a_permanent_failure_is_failed_dead_lettered_and_explained() {
 
     // The message sits in the dead-letter queue.
     let queue = app.settings.topology().connector_queue("business_hub");
-    let conn = unseat_bus::connect(&amqp_url(), "test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let dlq = unseat_bus::Topology::dead_letter_queue(&queue);
-    let got = ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap();
-    let got = got.expect("a dead-lettered message");
-    let body: Value = serde_json::from_slice(&got.delivery.data).unwrap();
+    let got = dead_lettered(&queue).await.expect("a dead-lettered message");
+    let body: Value = serde_json::from_slice(&got).unwrap();
     assert_eq!(body["task_id"], json!(t.id));
-    let _ = conn.close(200, "bye".into()).await;
 
     // The log says why, through the admin API.
     let detail = app.admin_get(&format!("/api/v1/tenants/{}/tasks/{}", app.tenant, t.id)).await;
@@ -186,21 +180,8 @@ async fn a_directory_message_of_a_version_this_build_does_not_know_is_kept_and_c
     wait_metric(&app, "unseat_resolver_messages_total{outcome=\"rejected\"}", 1.0).await;
 
     // Kept for a person in the resolver's dead-letter queue, as it came.
-    let conn = unseat_bus::connect(&amqp_url(), "test").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let dlq = unseat_bus::Topology::dead_letter_queue(&topology.resolver_queue());
-    let mut kept = None;
-    for _ in 0..100 {
-        kept = ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap();
-        if kept.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let kept: Value =
-        serde_json::from_slice(&kept.expect("the message in the dead-letter queue").delivery.data).unwrap();
-    assert_eq!(kept, message);
-    let _ = conn.close(200, "bye".into()).await;
+    let kept = dead_lettered(&topology.resolver_queue()).await.expect("the message in the dead-letter queue");
+    assert_eq!(serde_json::from_slice::<Value>(&kept).unwrap(), message);
 
     // Nothing was decided or carried out on its account.
     let after = app.settle(1).await;

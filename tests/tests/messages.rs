@@ -11,7 +11,7 @@ use lapin::types::FieldTable;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use unseat_bus::messages::DIRECTORY_CHANGES_TYPE;
-use unseat_tests::{amqp_url, spawn_app, spawn_app_with, TestApp};
+use unseat_tests::{amqp_url, dead_lettered, spawn_app, spawn_app_with, TestApp};
 use uuid::Uuid;
 
 fn validator(file: &str) -> jsonschema::Validator {
@@ -21,6 +21,11 @@ fn validator(file: &str) -> jsonschema::Validator {
     jsonschema::options().should_validate_formats(true).build(&schema).expect("schema compiles")
 }
 
+fn assert_valid(schema: &jsonschema::Validator, message: &Value) {
+    let errors: Vec<String> = schema.iter_errors(message).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{message} does not match its schema: {errors:?}");
+}
+
 /// The directory changes a delivery carries, each checked against directory-changed.v1.json; a
 /// packed delivery (AMQP type `directory-changes.v1`) is first checked against
 /// directory-changes.v1.json.
@@ -28,17 +33,14 @@ fn directory_changes(delivery: &Delivery) -> Vec<Value> {
     let body: Value = serde_json::from_slice(&delivery.data).expect("message is JSON");
     let packed = delivery.properties.kind().as_ref().is_some_and(|k| k.as_str() == DIRECTORY_CHANGES_TYPE);
     let changes = if packed {
-        let errors: Vec<String> =
-            validator("directory-changes.v1.json").iter_errors(&body).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{body} does not match its schema: {errors:?}");
+        assert_valid(&validator("directory-changes.v1.json"), &body);
         body["changes"].as_array().unwrap().clone()
     } else {
         vec![body]
     };
     let directory = validator("directory-changed.v1.json");
     for change in &changes {
-        let errors: Vec<String> = directory.iter_errors(change).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{change} does not match its schema: {errors:?}");
+        assert_valid(&directory, change);
     }
     changes
 }
@@ -103,8 +105,7 @@ async fn messages_on_the_wire_match_their_schemas() {
             continue;
         }
         let body: Value = serde_json::from_slice(&delivery.data).expect("message is JSON");
-        let errors: Vec<String> = task.iter_errors(&body).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{body} does not match its schema: {errors:?}");
+        assert_valid(&task, &body);
         seen_task += 1;
     }
     // grant (team share), member removal, deactivation; two grants and two removals.
@@ -246,18 +247,8 @@ async fn a_packed_change_that_cannot_be_read_does_not_hold_back_the_others_and_i
     assert_eq!(removed, BTreeSet::from(["alice@example.com", "bob@example.com"]));
     assert!(app.app_users().await.is_empty());
     // ...and the message that held the unreadable one is dead-lettered whole, kept for a person.
-    let ch = conn.create_channel().await.unwrap();
-    let dlq = unseat_bus::Topology::dead_letter_queue(&topology.resolver_queue());
-    let mut kept = None;
-    for _ in 0..100 {
-        kept = ch.basic_get(dlq.as_str().into(), lapin::options::BasicGetOptions { no_ack: true }).await.unwrap();
-        if kept.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let kept = kept.expect("the packed message in the dead-letter queue");
-    assert_eq!(kept.delivery.data, body.as_bytes());
+    let kept = dead_lettered(&topology.resolver_queue()).await.expect("the packed message in the dead-letter queue");
+    assert_eq!(kept, body.as_bytes());
 
     stop.cancel();
     relay.await.unwrap();
