@@ -369,6 +369,74 @@ async fn a_failed_batch_stops_the_message_there_and_the_redelivery_finishes_it_o
     assert_eq!(removed(&store, &ids, &deleted).await, users, "one removal per user");
 }
 
+/// Two deliveries of one message at once (a redelivery reaching a second resolver while the
+/// first still works on it) must not deadlock: a resolver locks the message's users before it
+/// inserts the job, so one that waits for a user holds nothing another resolver needs. The
+/// test holds a user's lock itself, so what a waiting resolver holds can be looked at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_waiting_for_a_user_has_written_nothing_and_both_deliveries_finish() {
+    let (_url, store) = unseat_store::testing::fresh_database().await.expect("database");
+    let (ids, users, deleted) = admins_whose_team_is_deleted(&store, 2).await;
+    let holder = store.client().await.unwrap();
+    let user_lock = [ids.tenant.to_string(), users[0].to_string()];
+    holder
+        .execute("select pg_advisory_lock(hashtext($1::text), hashtext($2::text))", &[&user_lock[0], &user_lock[1]])
+        .await
+        .unwrap();
+    let deliver = || {
+        let (store, message) = (store.clone(), deleted.clone());
+        tokio::spawn(async move { unseat_resolver::resolve(&store, CONNECTOR_EXCHANGE, &message).await })
+    };
+    // The backends of this database waiting for an advisory lock.
+    let waiting = || async {
+        let rows = holder
+            .query(
+                "select pid from pg_locks where locktype = 'advisory' and not granted
+                  and database = (select oid from pg_database where datname = current_database())",
+                &[],
+            )
+            .await
+            .unwrap();
+        rows.iter().map(|r| r.get::<_, i32>(0)).collect::<Vec<_>>()
+    };
+    let until_waiting = |n: usize| async move {
+        for _ in 0..1000 {
+            let pids = waiting().await;
+            if pids.len() >= n {
+                return pids;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{n} resolvers never waited for the user's lock");
+    };
+
+    let first = deliver();
+    let pid = until_waiting(1).await[0];
+    let written: i64 = holder
+        .query_one(
+            "select count(*) from pg_locks l join pg_class c on c.oid = l.relation
+              where l.pid = $1 and l.mode = 'RowExclusiveLock' and c.relname in ('jobs', 'tasks', 'resolver_progress')",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(written, 0, "the resolver waiting for a user has already written (the job) in its transaction");
+
+    let second = deliver();
+    until_waiting(2).await;
+    holder
+        .execute("select pg_advisory_unlock(hashtext($1::text), hashtext($2::text))", &[&user_lock[0], &user_lock[1]])
+        .await
+        .unwrap();
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    let (a, b) = (a.expect("first delivery"), b.expect("second delivery"));
+    let mut decided = [a.decisions(), b.decisions()];
+    decided.sort();
+    assert_eq!(decided, [0, 2], "one delivery decides both users, the other finds them decided");
+    assert_eq!(removed(&store, &ids, &deleted).await, users, "one removal per user");
+}
+
 /// `n` users in one team granting ADMIN on one integration, resolved so each holds it; then the
 /// team is deleted. Returns the ids, the users in the order the resolver works through them,
 /// and the (not yet resolved) message announcing the deletion.
