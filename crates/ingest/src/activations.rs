@@ -26,16 +26,18 @@ pub(crate) struct Activation {
 /// that value, or the same user earlier in the batch), or why the batch failed.
 pub(crate) type Written = Result<Option<UserRecord>, ScimError>;
 
-/// Writers working at once, each on its own share of the users (a user always goes to the
-/// same one, so two changes of one user are never written out of order by two writers).
-pub(crate) const WRITERS: usize = 2;
+/// Most writes in flight at once; a second starts only while [`SPILL`] changes wait (see
+/// `coalesce`). Two writes never hold changes of one user, so those are written in order.
+pub(crate) const WRITES: usize = 2;
+/// Waiting changes that start a second write beside the one in flight.
+const SPILL: usize = 32;
 
 #[derive(Clone)]
 pub(crate) struct Activations(Writers<Activation, Written>);
 
 impl Activations {
     pub fn new(store: Store, exchange: String) -> Self {
-        Self(Writers::new(WRITERS, MAX_BATCH, move |batch: Vec<Activation>| {
+        Self(Writers::new(WRITES, SPILL, MAX_BATCH, move |batch: Vec<Activation>| {
             let (store, exchange) = (store.clone(), exchange.clone());
             async move { write(&store, &exchange, &batch).await }
         }))

@@ -7,11 +7,18 @@
 //! runs goes together in the next. Every caller still gets its own answer only after the write
 //! holding its item returned, so a 2xx still means committed.
 //!
-//! The writes run in a task of their own, not in the request's future: a client that hangs up
+//! One write at a time makes the largest batches, and so the fewest statements and commits per
+//! change, which is what counts while the database is busy. A second write starts beside it
+//! only when the queue has grown long (`spill` items) during a write: then the database would
+//! otherwise sit waiting for the one commit's flush with a full batch ready. Items carry a key
+//! (a user, a group); two writes in flight never hold items with the same key, so changes with
+//! one key are written in the order they came.
+//!
+//! The writes run in tasks of their own, not in the request's future: a client that hangs up
 //! cannot strand the callers whose items were in the same batch.
 
 use crate::ApiError;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,17 +26,52 @@ use tokio::sync::oneshot;
 use unseat_scim::ScimError;
 use uuid::Uuid;
 
-/// Queues items of type `T` and writes them in batches of at most `max`, one batch at a time,
-/// with `write`, which returns one answer per item, in order.
+/// Queues items of type `T` and writes them in batches of at most `max` with `write`, which
+/// returns one answer per item, in order: one write at a time, or up to `writes` while at
+/// least `spill` items wait.
 pub struct Coalescer<T, R, W> {
     queue: Mutex<Queue<T, R>>,
     max: usize,
+    writes: usize,
+    spill: usize,
     write: W,
 }
 
 struct Queue<T, R> {
-    items: VecDeque<(T, oneshot::Sender<R>)>,
-    writing: bool,
+    items: VecDeque<Pending<T, R>>,
+    /// Writes in flight (tasks draining the queue).
+    writing: usize,
+    /// The keys of the items in flight.
+    busy: HashSet<Uuid>,
+}
+
+struct Pending<T, R> {
+    key: Uuid,
+    item: T,
+    answer: oneshot::Sender<R>,
+}
+
+impl<T, R> Queue<T, R> {
+    /// Up to `max` items, oldest first, none with a key in flight (those stay queued, in
+    /// order); their keys are in flight from now on.
+    fn take(&mut self, max: usize) -> Vec<Pending<T, R>> {
+        let mut batch = Vec::new();
+        if self.busy.is_empty() {
+            batch.extend(self.items.drain(..self.items.len().min(max)));
+        } else {
+            let mut kept = VecDeque::with_capacity(self.items.len());
+            for p in self.items.drain(..) {
+                if batch.len() < max && !self.busy.contains(&p.key) {
+                    batch.push(p);
+                } else {
+                    kept.push_back(p);
+                }
+            }
+            self.items = kept;
+        }
+        self.busy.extend(batch.iter().map(|p| p.key));
+        batch
+    }
 }
 
 impl<T, R, W, Fut> Coalescer<T, R, W>
@@ -39,23 +81,26 @@ where
     W: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Vec<R>> + Send + 'static,
 {
-    pub fn new(max: usize, write: W) -> Arc<Self> {
-        Arc::new(Self { queue: Mutex::new(Queue { items: VecDeque::new(), writing: false }), max: max.max(1), write })
+    pub fn new(max: usize, writes: usize, spill: usize, write: W) -> Arc<Self> {
+        let queue = Queue { items: VecDeque::new(), writing: 0, busy: HashSet::new() };
+        Arc::new(Self { queue: Mutex::new(queue), max: max.max(1), writes: writes.max(1), spill: spill.max(1), write })
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue<T, R>> {
-        // The queue is only pushed to and drained under the lock, never left half-changed.
+        // The queue is only changed under the lock, never left half-changed.
         self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `item` and waits for its answer; `None` if the write holding it never answered
-    /// (it panicked), in which case nothing is known about the item.
-    pub async fn submit(self: &Arc<Self>, item: T) -> Option<R> {
-        let (tx, rx) = oneshot::channel();
+    /// Queues `item` under `key` and waits for its answer; `None` if the write holding it
+    /// never answered (it panicked), in which case nothing is known about the item.
+    pub async fn submit(self: &Arc<Self>, key: Uuid, item: T) -> Option<R> {
+        let (answer, rx) = oneshot::channel();
         let start = {
             let mut q = self.lock();
-            q.items.push_back((item, tx));
-            !std::mem::replace(&mut q.writing, true)
+            q.items.push_back(Pending { key, item, answer });
+            let start = q.writing == 0 || (q.writing < self.writes && q.items.len() >= self.spill);
+            q.writing += usize::from(start);
+            start
         };
         if start {
             tokio::spawn(self.clone().drain());
@@ -63,21 +108,29 @@ where
         rx.await.ok()
     }
 
-    /// Writes batches until the queue is empty.
+    /// Writes batches until the queue is empty, or, beside another write, until it is short.
     async fn drain(self: Arc<Self>) {
-        let _writing = Writing(&self);
+        let mut writing = Writing { coalescer: &self, keys: Vec::new() };
         loop {
-            let batch: Vec<(T, oneshot::Sender<R>)> = {
+            let batch = {
                 let mut q = self.lock();
-                if q.items.is_empty() {
-                    q.writing = false;
+                let batch = if q.writing > 1 && q.items.len() < self.spill { Vec::new() } else { q.take(self.max) };
+                if batch.is_empty() {
+                    // Whatever is still queued waits for a key in flight: its write goes on.
+                    q.writing -= 1;
                     return;
                 }
-                let n = q.items.len().min(self.max);
-                q.items.drain(..n).collect()
+                batch
             };
-            let (items, answers): (Vec<T>, Vec<oneshot::Sender<R>>) = batch.into_iter().unzip();
+            let mut items = Vec::with_capacity(batch.len());
+            let mut answers = Vec::with_capacity(batch.len());
+            for p in batch {
+                writing.keys.push(p.key);
+                items.push(p.item);
+                answers.push(p.answer);
+            }
             let results = (self.write)(items).await;
+            writing.done();
             for (answer, result) in answers.into_iter().zip(results) {
                 // A caller that went away no longer needs its answer; the write stands.
                 let _ = answer.send(result);
@@ -88,12 +141,8 @@ where
 
 type BoxedWrite<T, R> = Box<dyn Fn(Vec<T>) -> Pin<Box<dyn Future<Output = Vec<R>> + Send>> + Send + Sync>;
 
-/// Several coalescers writing at once, each item going to the one its key picks: items with
-/// one key are written in the order they came, never by two writers at a time, while the
-/// database commits one batch the next is being built.
-pub(crate) struct Writers<T, R>(Arc<[Shard<T, R>]>);
-
-type Shard<T, R> = Arc<Coalescer<T, R, BoxedWrite<T, R>>>;
+/// A [`Coalescer`] behind a type-erased write, shared by the requests of one kind of change.
+pub(crate) struct Writers<T, R>(Arc<Coalescer<T, R, BoxedWrite<T, R>>>);
 
 impl<T, R> Clone for Writers<T, R> {
     fn clone(&self) -> Self {
@@ -102,29 +151,22 @@ impl<T, R> Clone for Writers<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Writers<T, R> {
-    pub fn new<F, Fut>(writers: usize, max: usize, write: F) -> Self
+    /// At most `writes` writes in flight, the second and later only while `spill` items wait.
+    pub fn new<F, Fut>(writes: usize, spill: usize, max: usize, write: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send + 'static,
     {
-        let write = Arc::new(write);
-        let shards = (0..writers.max(1))
-            .map(|_| {
-                let write = write.clone();
-                let boxed: BoxedWrite<T, R> = Box::new(move |batch| Box::pin(write(batch)));
-                Coalescer::new(max, boxed)
-            })
-            .collect();
-        Self(shards)
+        let boxed: BoxedWrite<T, R> = Box::new(move |batch| Box::pin(write(batch)));
+        Self(Coalescer::new(max, writes, spill, boxed))
     }
 }
 
 impl<T: Send + 'static, X: Send + 'static> Writers<T, Result<X, ScimError>> {
-    /// Queues `item` with the writer `key` picks and waits for its answer (see
-    /// [`Coalescer::submit`]); a write that never answered is a 500.
+    /// Queues `item` under `key` and waits for its answer (see [`Coalescer::submit`]); a write
+    /// that never answered is a 500.
     pub async fn submit(&self, key: Uuid, item: T) -> Result<X, ScimError> {
-        let shard = &self.0[(key.as_u128() % self.0.len() as u128) as usize];
-        shard.submit(item).await.unwrap_or_else(|| Err(ScimError::internal("internal error")))
+        self.0.submit(key, item).await.unwrap_or_else(|| Err(ScimError::internal("internal error")))
     }
 }
 
@@ -138,16 +180,30 @@ pub(crate) fn failed_batch<T>(err: ApiError, items: usize, what: &str) -> Vec<Re
     (0..items).map(|_| Err(scim.clone())).collect()
 }
 
-/// Should a write panic, the callers still queued are answered `None` (their senders drop)
-/// and the next submit starts a fresh writer instead of waiting for a dead one.
-struct Writing<'a, T, R, W>(&'a Coalescer<T, R, W>);
+/// A write in flight: its keys are released when it returns. Should it panic, the keys are
+/// released too, the callers still queued are answered `None` (their senders drop) and the
+/// next submit starts a fresh write instead of waiting for a dead one.
+struct Writing<'a, T, R, W> {
+    coalescer: &'a Coalescer<T, R, W>,
+    keys: Vec<Uuid>,
+}
+
+impl<T, R, W> Writing<'_, T, R, W> {
+    fn done(&mut self) {
+        let mut q = self.coalescer.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for key in self.keys.drain(..) {
+            q.busy.remove(&key);
+        }
+    }
+}
 
 impl<T, R, W> Drop for Writing<'_, T, R, W> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let mut q = self.0.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            self.done();
+            let mut q = self.coalescer.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             q.items.clear();
-            q.writing = false;
+            q.writing -= 1;
         }
     }
 }
@@ -157,6 +213,94 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
+    use tokio::sync::Notify;
+
+    fn key(i: u32) -> Uuid {
+        Uuid::from_u128(i.into())
+    }
+
+    type Gated = Arc<Coalescer<u32, u32, BoxedWrite<u32, u32>>>;
+    type Batches = Arc<Mutex<Vec<Vec<u32>>>>;
+
+    /// A coalescer whose first write waits for `release` (after saying so on the returned
+    /// receiver), recording each batch when its write ends.
+    fn gated(writes: usize, spill: usize) -> (Gated, Batches, oneshot::Receiver<()>, Arc<Notify>) {
+        let batches = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+        let (started_tx, started_rx) = oneshot::channel::<()>();
+        let started_tx = Arc::new(Mutex::new(Some(started_tx)));
+        let release = Arc::new(Notify::new());
+        let (seen, gate) = (batches.clone(), release.clone());
+        let write: BoxedWrite<u32, u32> = Box::new(move |items: Vec<u32>| {
+            let (seen, gate, started) = (seen.clone(), gate.clone(), started_tx.lock().unwrap().take());
+            Box::pin(async move {
+                if let Some(started) = started {
+                    let _ = started.send(());
+                    gate.notified().await;
+                }
+                seen.lock().unwrap().push(items.clone());
+                items
+            })
+        });
+        (Coalescer::new(100, writes, spill, write), batches, started_rx, release)
+    }
+
+    async fn queued(c: &Gated, n: usize) {
+        while c.lock().items.len() < n {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// The answer of a write that must finish while the first is held (a bound, so a missing
+    /// second write fails the test instead of hanging it).
+    async fn beside(h: tokio::task::JoinHandle<Option<u32>>) -> Option<u32> {
+        tokio::time::timeout(Duration::from_secs(10), h).await.expect("no second write beside the held one").unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_second_write_starts_only_once_the_queue_is_long() {
+        let (c, batches, started, release) = gated(2, 3);
+        let submit = |k: u32, i: u32| {
+            let c = c.clone();
+            tokio::spawn(async move { c.submit(key(k), i).await })
+        };
+        let first = submit(1, 1);
+        started.await.unwrap();
+        let (two, three) = (submit(2, 2), submit(3, 3));
+        queued(&c, 2).await;
+        assert_eq!(c.lock().writing, 1, "two waiting items start no second write");
+        let four = submit(4, 4);
+        // The fourth makes three waiting: a second write takes them while the first is held.
+        for (i, h) in [(2, two), (3, three), (4, four)] {
+            assert_eq!(beside(h).await, Some(i));
+        }
+        assert_eq!(*batches.lock().unwrap(), vec![vec![2, 3, 4]]);
+        release.notify_one();
+        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(*batches.lock().unwrap(), vec![vec![2, 3, 4], vec![1]]);
+    }
+
+    #[tokio::test]
+    async fn two_writes_never_hold_items_with_one_key() {
+        let (c, batches, started, release) = gated(2, 2);
+        let submit = |k: u32, i: u32| {
+            let c = c.clone();
+            tokio::spawn(async move { c.submit(key(k), i).await })
+        };
+        let first = submit(7, 1);
+        started.await.unwrap();
+        // Item 2 has the held write's key: the second write, started by item 3, leaves it.
+        let two = submit(7, 2);
+        queued(&c, 1).await;
+        let three = submit(8, 3);
+        assert_eq!(beside(three).await, Some(3));
+        assert_eq!(*batches.lock().unwrap(), vec![vec![3]]);
+        assert_eq!(c.lock().items.len(), 1, "the item with the held key waits");
+        release.notify_one();
+        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(two.await.unwrap(), Some(2));
+        assert_eq!(*batches.lock().unwrap(), vec![vec![3], vec![1], vec![2]], "one key's items in the order they came");
+        assert_eq!(c.lock().writing, 0);
+    }
 
     #[tokio::test]
     async fn items_that_arrive_during_a_write_go_together_in_the_next() {
@@ -167,7 +311,7 @@ mod tests {
         let started_tx = Arc::new(Mutex::new(Some(started_tx)));
         let release = Arc::new(tokio::sync::Notify::new());
         let (seen, gate) = (batches.clone(), release.clone());
-        let c = Coalescer::new(100, move |items: Vec<u32>| {
+        let c = Coalescer::new(100, 1, 1, move |items: Vec<u32>| {
             let (seen, gate, started) = (seen.clone(), gate.clone(), started_tx.lock().unwrap().take());
             async move {
                 if let Some(started) = started {
@@ -180,13 +324,13 @@ mod tests {
         });
         let first = tokio::spawn({
             let c = c.clone();
-            async move { c.submit(1).await }
+            async move { c.submit(key(1), 1).await }
         });
         started_rx.await.unwrap();
         let rest: Vec<_> = (2..=5)
             .map(|i| {
                 let c = c.clone();
-                tokio::spawn(async move { c.submit(i).await })
+                tokio::spawn(async move { c.submit(key(i), i).await })
             })
             .collect();
         // Let the four queue up behind the first write, then let it finish.
@@ -205,7 +349,7 @@ mod tests {
     async fn batches_are_bounded() {
         let largest = Arc::new(AtomicUsize::new(0));
         let l = largest.clone();
-        let c = Coalescer::new(3, move |items: Vec<u32>| {
+        let c = Coalescer::new(3, 1, 1, move |items: Vec<u32>| {
             let l = l.clone();
             async move {
                 l.fetch_max(items.len(), Ordering::SeqCst);
@@ -216,7 +360,7 @@ mod tests {
         let handles: Vec<_> = (0..20)
             .map(|i| {
                 let c = c.clone();
-                tokio::spawn(async move { c.submit(i).await })
+                tokio::spawn(async move { c.submit(key(i), i).await })
             })
             .collect();
         for (i, h) in handles.into_iter().enumerate() {
@@ -227,18 +371,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_hangs_up_does_not_strand_the_others() {
-        let c = Coalescer::new(10, |items: Vec<u32>| async move {
+        let c = Coalescer::new(10, 1, 1, |items: Vec<u32>| async move {
             tokio::time::sleep(Duration::from_millis(30)).await;
             items
         });
         let leader = tokio::spawn({
             let c = c.clone();
-            async move { c.submit(1).await }
+            async move { c.submit(key(1), 1).await }
         });
         tokio::time::sleep(Duration::from_millis(5)).await;
         let follower = tokio::spawn({
             let c = c.clone();
-            async move { c.submit(2).await }
+            async move { c.submit(key(2), 2).await }
         });
         leader.abort();
         assert_eq!(follower.await.unwrap(), Some(2));
@@ -248,14 +392,14 @@ mod tests {
     async fn a_panicking_write_answers_none_and_the_next_submit_writes_again() {
         let calls = Arc::new(AtomicUsize::new(0));
         let n = calls.clone();
-        let c = Coalescer::new(10, move |items: Vec<u32>| {
+        let c = Coalescer::new(10, 1, 1, move |items: Vec<u32>| {
             let first = n.fetch_add(1, Ordering::SeqCst) == 0;
             async move {
                 assert!(!first, "the first write fails");
                 items
             }
         });
-        assert_eq!(c.submit(1).await, None);
-        assert_eq!(c.submit(2).await, Some(2));
+        assert_eq!(c.submit(key(1), 1).await, None);
+        assert_eq!(c.submit(key(2), 2).await, Some(2));
     }
 }

@@ -92,8 +92,8 @@ pub struct Shared {
 impl IngestState {
     pub fn new(store: Store, metrics: Arc<Metrics>, directory_exchange: String, config: IngestConfig) -> Self {
         // The group-commit writers send parameter arrays: on connections of their own that
-        // plan such a statement once (see `Store::generic_plans`), one per writer at most.
-        let writers = store.generic_plans(activations::WRITERS + removals::WRITERS).unwrap_or_else(|error| {
+        // plan such a statement once (see `Store::generic_plans`), one per write in flight at most.
+        let writers = store.generic_plans(activations::WRITES + removals::WRITES).unwrap_or_else(|error| {
             tracing::warn!(%error, "group-commit writers share the main pool");
             store.clone()
         });

@@ -17,8 +17,11 @@ use uuid::Uuid;
 
 /// Most requests one transaction takes.
 const MAX_BATCH: usize = 256;
-/// Writers working at once; a group always goes to the same one.
-pub(crate) const WRITERS: usize = 2;
+/// Most writes in flight at once; a second starts only while [`SPILL`] requests wait, and
+/// never with a group the first holds (see `coalesce`).
+pub(crate) const WRITES: usize = 2;
+/// Waiting requests that start a second write beside the one in flight.
+const SPILL: usize = 32;
 
 /// One PATCH that only removes members, from a group of the caller's directory.
 pub(crate) struct Removal {
@@ -35,7 +38,7 @@ pub(crate) struct Removals(Writers<Removal, Removed>);
 
 impl Removals {
     pub fn new(store: Store, exchange: String) -> Self {
-        Self(Writers::new(WRITERS, MAX_BATCH, move |batch: Vec<Removal>| {
+        Self(Writers::new(WRITES, SPILL, MAX_BATCH, move |batch: Vec<Removal>| {
             let (store, exchange) = (store.clone(), exchange.clone());
             async move {
                 match write(&store, &exchange, &batch).await {
