@@ -30,7 +30,7 @@ pub(crate) type Written = Result<Option<UserRecord>, ScimError>;
 /// `coalesce`). Two writes never hold changes of one user, so those are written in order.
 pub(crate) const WRITES: usize = 2;
 /// Waiting changes that start a second write beside the one in flight.
-const SPILL: usize = 32;
+const SPILL: usize = 16;
 
 #[derive(Clone)]
 pub(crate) struct Activations(Writers<Activation, Written>);

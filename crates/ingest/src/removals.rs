@@ -21,7 +21,7 @@ const MAX_BATCH: usize = 256;
 /// never with a group the first holds (see `coalesce`).
 pub(crate) const WRITES: usize = 2;
 /// Waiting requests that start a second write beside the one in flight.
-const SPILL: usize = 32;
+const SPILL: usize = 16;
 
 /// One PATCH that only removes members, from a group of the caller's directory.
 pub(crate) struct Removal {
