@@ -223,7 +223,7 @@ mod tests {
     type Batches = Arc<Mutex<Vec<Vec<u32>>>>;
 
     /// A coalescer whose first write waits for `release` (after saying so on the returned
-    /// receiver), recording each batch when its write ends.
+    /// receiver), recording each batch when its write ends; it answers each item times ten.
     fn gated(writes: usize, spill: usize) -> (Gated, Batches, oneshot::Receiver<()>, Arc<Notify>) {
         let batches = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
         let (started_tx, started_rx) = oneshot::channel::<()>();
@@ -238,10 +238,16 @@ mod tests {
                     gate.notified().await;
                 }
                 seen.lock().unwrap().push(items.clone());
-                items
+                items.into_iter().map(|i| i * 10).collect()
             })
         });
         (Coalescer::new(100, writes, spill, write), batches, started_rx, release)
+    }
+
+    /// Submits item `i` under key `k` from a task of its own.
+    fn submit(c: &Gated, k: u32, i: u32) -> tokio::task::JoinHandle<Option<u32>> {
+        let c = c.clone();
+        tokio::spawn(async move { c.submit(key(k), i).await })
     }
 
     async fn queued(c: &Gated, n: usize) {
@@ -259,45 +265,37 @@ mod tests {
     #[tokio::test]
     async fn a_second_write_starts_only_once_the_queue_is_long() {
         let (c, batches, started, release) = gated(2, 3);
-        let submit = |k: u32, i: u32| {
-            let c = c.clone();
-            tokio::spawn(async move { c.submit(key(k), i).await })
-        };
-        let first = submit(1, 1);
+        let first = submit(&c, 1, 1);
         started.await.unwrap();
-        let (two, three) = (submit(2, 2), submit(3, 3));
+        let (two, three) = (submit(&c, 2, 2), submit(&c, 3, 3));
         queued(&c, 2).await;
         assert_eq!(c.lock().writing, 1, "two waiting items start no second write");
-        let four = submit(4, 4);
+        let four = submit(&c, 4, 4);
         // The fourth makes three waiting: a second write takes them while the first is held.
         for (i, h) in [(2, two), (3, three), (4, four)] {
-            assert_eq!(beside(h).await, Some(i));
+            assert_eq!(beside(h).await, Some(i * 10));
         }
         assert_eq!(*batches.lock().unwrap(), vec![vec![2, 3, 4]]);
         release.notify_one();
-        assert_eq!(first.await.unwrap(), Some(1));
+        assert_eq!(first.await.unwrap(), Some(10));
         assert_eq!(*batches.lock().unwrap(), vec![vec![2, 3, 4], vec![1]]);
     }
 
     #[tokio::test]
     async fn two_writes_never_hold_items_with_one_key() {
         let (c, batches, started, release) = gated(2, 2);
-        let submit = |k: u32, i: u32| {
-            let c = c.clone();
-            tokio::spawn(async move { c.submit(key(k), i).await })
-        };
-        let first = submit(7, 1);
+        let first = submit(&c, 7, 1);
         started.await.unwrap();
         // Item 2 has the held write's key: the second write, started by item 3, leaves it.
-        let two = submit(7, 2);
+        let two = submit(&c, 7, 2);
         queued(&c, 1).await;
-        let three = submit(8, 3);
-        assert_eq!(beside(three).await, Some(3));
+        let three = submit(&c, 8, 3);
+        assert_eq!(beside(three).await, Some(30));
         assert_eq!(*batches.lock().unwrap(), vec![vec![3]]);
         assert_eq!(c.lock().items.len(), 1, "the item with the held key waits");
         release.notify_one();
-        assert_eq!(first.await.unwrap(), Some(1));
-        assert_eq!(two.await.unwrap(), Some(2));
+        assert_eq!(first.await.unwrap(), Some(10));
+        assert_eq!(two.await.unwrap(), Some(20));
         assert_eq!(*batches.lock().unwrap(), vec![vec![3], vec![1], vec![2]], "one key's items in the order they came");
         assert_eq!(c.lock().writing, 0);
     }
@@ -306,37 +304,12 @@ mod tests {
     async fn items_that_arrive_during_a_write_go_together_in_the_next() {
         // The first write waits until the test lets it go, so the others surely arrive while it
         // is in flight.
-        let batches = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
-        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
-        let started_tx = Arc::new(Mutex::new(Some(started_tx)));
-        let release = Arc::new(tokio::sync::Notify::new());
-        let (seen, gate) = (batches.clone(), release.clone());
-        let c = Coalescer::new(100, 1, 1, move |items: Vec<u32>| {
-            let (seen, gate, started) = (seen.clone(), gate.clone(), started_tx.lock().unwrap().take());
-            async move {
-                if let Some(started) = started {
-                    let _ = started.send(());
-                    gate.notified().await;
-                }
-                seen.lock().unwrap().push(items.clone());
-                items.into_iter().map(|i| i * 10).collect()
-            }
-        });
-        let first = tokio::spawn({
-            let c = c.clone();
-            async move { c.submit(key(1), 1).await }
-        });
-        started_rx.await.unwrap();
-        let rest: Vec<_> = (2..=5)
-            .map(|i| {
-                let c = c.clone();
-                tokio::spawn(async move { c.submit(key(i), i).await })
-            })
-            .collect();
+        let (c, batches, started, release) = gated(1, 1);
+        let first = submit(&c, 1, 1);
+        started.await.unwrap();
+        let rest: Vec<_> = (2..=5).map(|i| submit(&c, i, i)).collect();
         // Let the four queue up behind the first write, then let it finish.
-        while c.lock().items.len() < 4 {
-            tokio::task::yield_now().await;
-        }
+        queued(&c, 4).await;
         release.notify_one();
         assert_eq!(first.await.unwrap(), Some(10), "a lone item is written at once");
         for (i, h) in (2..=5).zip(rest) {
