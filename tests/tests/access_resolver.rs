@@ -431,9 +431,9 @@ async fn a_resolver_waiting_for_a_user_has_written_nothing_and_both_deliveries_f
         .unwrap();
     let (a, b) = (first.await.unwrap(), second.await.unwrap());
     let (a, b) = (a.expect("first delivery"), b.expect("second delivery"));
-    let mut decided = [a.decisions(), b.decisions()];
+    let mut decided = [(a.fresh, a.decisions()), (b.fresh, b.decisions())];
     decided.sort();
-    assert_eq!(decided, [0, 2], "one delivery decides both users, the other finds them decided");
+    assert_eq!(decided, [(false, 0), (true, 2)], "one delivery decides both users, the other is a duplicate");
     assert_eq!(removed(&store, &ids, &deleted).await, users, "one removal per user");
 }
 

@@ -94,7 +94,8 @@ async fn sweep_loop(store: Store, keep: Duration, every: Duration, shutdown: Can
 /// What handling one message did (counts only: a large change must not be held in memory).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    /// False when the message had been handled before.
+    /// False when this delivery committed nothing: the message had been handled before, or
+    /// another delivery of it handled it meanwhile.
     pub fresh: bool,
     /// Decisions logged, by outcome: remove, keep, update, grant.
     pub outcomes: [usize; 4],
@@ -345,7 +346,6 @@ pub async fn resolve_in_batches(
         if progress.finished {
             return Ok(resolved);
         }
-        resolved.fresh = true;
         let done = usize::try_from(progress.users_done).unwrap_or(usize::MAX).min(users.len());
         if clients.len() < 2 && users.len() - done > run.size {
             clients.extend(store.spare_client().await);
@@ -406,6 +406,9 @@ impl Batches<'_> {
             clients.push(client);
             match result {
                 Ok(Batch::Committed { finished: last, counts }) => {
+                    // This delivery did some of the work; one that only found batches
+                    // committed by another (a redelivery racing it) stays a duplicate.
+                    resolved.fresh = true;
                     resolved.add(&counts);
                     finished |= last;
                 }
