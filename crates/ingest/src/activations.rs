@@ -7,6 +7,7 @@ use serde_json::Value;
 use unseat_scim::ScimError;
 use unseat_store::directory::{self as dir, ActiveChange, Dir, UserRecord};
 use unseat_store::Store;
+use unseat_telemetry::{KindLabels, Metrics};
 use uuid::Uuid;
 
 /// Most (de)activations one statement writes.
@@ -36,8 +37,9 @@ const SPILL: usize = 16;
 pub(crate) struct Activations(Writers<Activation, Written>);
 
 impl Activations {
-    pub fn new(store: Store, exchange: String) -> Self {
-        Self(Writers::new(WRITES, SPILL, MAX_BATCH, move |batch: Vec<Activation>| {
+    pub fn new(store: Store, exchange: String, metrics: &Metrics) -> Self {
+        let sizes = metrics.scim_group_commit_changes.get_or_create(&KindLabels { kind: "activations".into() }).clone();
+        Self(Writers::new(WRITES, SPILL, MAX_BATCH, sizes, move |batch: Vec<Activation>| {
             let (store, exchange) = (store.clone(), exchange.clone());
             async move { write(&store, &exchange, &batch).await }
         }))

@@ -24,6 +24,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::oneshot;
 use unseat_scim::ScimError;
+use unseat_telemetry::Histogram;
 use uuid::Uuid;
 
 /// Queues items of type `T` and writes them in batches of at most `max` with `write`, which
@@ -151,13 +152,17 @@ impl<T, R> Clone for Writers<T, R> {
 }
 
 impl<T: Send + 'static, R: Send + 'static> Writers<T, R> {
-    /// At most `writes` writes in flight, the second and later only while `spill` items wait.
-    pub fn new<F, Fut>(writes: usize, spill: usize, max: usize, write: F) -> Self
+    /// At most `writes` writes in flight, the second and later only while `spill` items wait;
+    /// each write's number of items is observed in `sizes`.
+    pub fn new<F, Fut>(writes: usize, spill: usize, max: usize, sizes: Histogram, write: F) -> Self
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Vec<R>> + Send + 'static,
     {
-        let boxed: BoxedWrite<T, R> = Box::new(move |batch| Box::pin(write(batch)));
+        let boxed: BoxedWrite<T, R> = Box::new(move |batch| {
+            sizes.observe(batch.len() as f64);
+            Box::pin(write(batch))
+        });
         Self(Coalescer::new(max, writes, spill, boxed))
     }
 }

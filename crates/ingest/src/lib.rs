@@ -98,8 +98,8 @@ impl IngestState {
             store.clone()
         });
         Self(Arc::new(Shared {
-            activations: activations::Activations::new(writers.clone(), directory_exchange.clone()),
-            removals: removals::Removals::new(writers, directory_exchange.clone()),
+            activations: activations::Activations::new(writers.clone(), directory_exchange.clone(), &metrics),
+            removals: removals::Removals::new(writers, directory_exchange.clone(), &metrics),
             store,
             metrics,
             directory_exchange,

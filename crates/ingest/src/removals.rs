@@ -13,6 +13,7 @@ use unseat_scim::ScimError;
 use unseat_store::directory::{self as dir, Dir, Member};
 use unseat_store::outbox::{self, NewRow};
 use unseat_store::Store;
+use unseat_telemetry::{KindLabels, Metrics};
 use uuid::Uuid;
 
 /// Most requests one transaction takes.
@@ -37,8 +38,10 @@ pub(crate) type Removed = Result<i64, ScimError>;
 pub(crate) struct Removals(Writers<Removal, Removed>);
 
 impl Removals {
-    pub fn new(store: Store, exchange: String) -> Self {
-        Self(Writers::new(WRITES, SPILL, MAX_BATCH, move |batch: Vec<Removal>| {
+    pub fn new(store: Store, exchange: String, metrics: &Metrics) -> Self {
+        let sizes =
+            metrics.scim_group_commit_changes.get_or_create(&KindLabels { kind: "member_removals".into() }).clone();
+        Self(Writers::new(WRITES, SPILL, MAX_BATCH, sizes, move |batch: Vec<Removal>| {
             let (store, exchange) = (store.clone(), exchange.clone());
             async move {
                 match write(&store, &exchange, &batch).await {

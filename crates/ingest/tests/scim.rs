@@ -16,6 +16,7 @@ struct App {
     token: String,
     tenant: Uuid,
     store: Store,
+    metrics: Arc<unseat_telemetry::Metrics>,
     http: reqwest::Client,
 }
 
@@ -39,14 +40,14 @@ async fn spawn_app_with(config: IngestConfig) -> App {
         .unwrap();
     let token = unseat_store::tokens::generate("scim");
     store.insert_token(tenant, &token, "scim", None, None, "test").await.unwrap();
-    let state =
-        IngestState::new(store.clone(), Arc::new(unseat_telemetry::Metrics::new()), EXCHANGE.to_string(), config);
+    let metrics = Arc::new(unseat_telemetry::Metrics::new());
+    let state = IngestState::new(store.clone(), metrics.clone(), EXCHANGE.to_string(), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         axum::serve(listener, router(state)).await.unwrap();
     });
-    App { base: format!("http://{addr}/scim/v2"), token, tenant, store, http: reqwest::Client::new() }
+    App { base: format!("http://{addr}/scim/v2"), token, tenant, store, metrics, http: reqwest::Client::new() }
 }
 
 impl App {
@@ -323,6 +324,58 @@ async fn deactivations_are_written_on_the_generic_plan_connections() {
         .collect();
     assert_eq!(last.len(), 1, "{last:?}");
     assert!(last[0].contains("update scim_users s set active"), "{last:?}");
+}
+
+/// Concurrent deactivations are all carried out, each announced once, and the group-commit
+/// metric accounts for every one of them (however they were batched).
+#[tokio::test]
+async fn concurrent_deactivations_all_take_effect_and_the_group_commit_metric_counts_each() {
+    let app = Arc::new(spawn_app().await);
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(app.create_user(&format!("c{i}@example.com")).await);
+    }
+    let deactivate =
+        json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]});
+    let requests: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (app, path, body) = (app.clone(), format!("/Users/{id}"), deactivate.clone());
+            tokio::spawn(async move { app.call(Method::PATCH, &path, Some(body)).await })
+        })
+        .collect();
+    for request in requests {
+        let (status, body, _) = request.await.unwrap();
+        assert_eq!((status, &body["active"]), (StatusCode::OK, &json!(false)), "{body}");
+    }
+    let client = app.store.client().await.unwrap();
+    let inactive: i64 = client
+        .query_one("select count(*) from scim_users where tenant_id = $1 and not active", &[&app.tenant])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(inactive, 40);
+    let announced: i64 = client
+        .query_one(
+            "select count(*) from outbox where tenant_id = $1 and payload->'trigger'->>'summary' like '%deactivated'",
+            &[&app.tenant],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(announced, 40, "one directory change per deactivation");
+    let text = app.metrics.encode();
+    let value = |name: &str| -> f64 {
+        let prefix = format!("{name}{{kind=\"activations\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("unseat_scim_group_commit_changes_sum"), 40.0, "every deactivation written once");
+    let writes = value("unseat_scim_group_commit_changes_count");
+    assert!((1.0..=40.0).contains(&writes), "{writes} writes for 40 changes");
 }
 
 #[tokio::test]

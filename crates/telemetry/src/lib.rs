@@ -14,7 +14,8 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
+pub use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,12 @@ pub struct ScimLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `activations` or `member_removals`.
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -56,11 +63,18 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+/// 1, 2, 4 … 256: a group-commit write holds at most 256 changes.
+fn batch_sizes() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 9))
+}
+
 /// Every metric unseat exports. Cheap to clone through `Arc`.
 pub struct Metrics {
     registry: Registry,
     pub scim_requests: Family<ScimLabels, Counter>,
     pub scim_request_duration: Family<ScimLabels, Histogram, fn() -> Histogram>,
+    /// Changes per group-commit write of the ingest, by kind.
+    pub scim_group_commit_changes: Family<KindLabels, Histogram, fn() -> Histogram>,
     pub outbox_published: Counter,
     /// Packed messages among them (each carrying several directory changes).
     pub outbox_packs: Counter,
@@ -88,6 +102,7 @@ impl Metrics {
         let m = Self {
             scim_requests: Family::default(),
             scim_request_duration: Family::new_with_constructor(latency),
+            scim_group_commit_changes: Family::new_with_constructor(batch_sizes),
             outbox_published: Counter::default(),
             outbox_packs: Counter::default(),
             outbox_publish_errors: Counter::default(),
@@ -104,6 +119,11 @@ impl Metrics {
         };
         registry.register("scim_requests", "SCIM requests answered", m.scim_requests.clone());
         registry.register("scim_request_duration_seconds", "SCIM request latency", m.scim_request_duration.clone());
+        registry.register(
+            "scim_group_commit_changes",
+            "Changes the ingest wrote per group-commit statement (concurrent requests written together), by kind",
+            m.scim_group_commit_changes.clone(),
+        );
         registry.register(
             "outbox_published",
             "Outbox messages confirmed by the broker (each directory change counts once, packed or not)",
