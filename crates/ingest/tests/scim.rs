@@ -83,6 +83,15 @@ impl App {
         (status, body, headers)
     }
 
+    /// `n` users named `{prefix}{i}@example.com`, their ids in order.
+    async fn create_users(&self, prefix: &str, n: usize) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        for i in 0..n {
+            ids.push(self.create_user(&format!("{prefix}{i}@example.com")).await);
+        }
+        ids
+    }
+
     async fn create_user(&self, user_name: &str) -> String {
         let (s, b, _) = self
             .call(
@@ -331,10 +340,7 @@ async fn deactivations_are_written_on_the_generic_plan_connections() {
 #[tokio::test]
 async fn concurrent_deactivations_all_take_effect_and_the_group_commit_metric_counts_each() {
     let app = Arc::new(spawn_app().await);
-    let mut ids = Vec::new();
-    for i in 0..40 {
-        ids.push(app.create_user(&format!("c{i}@example.com")).await);
-    }
+    let ids = app.create_users("c", 40).await;
     let deactivate =
         json!({"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active", "value": false}]});
     let requests: Vec<_> = ids
@@ -771,10 +777,7 @@ async fn group_put_get_list_and_delete() {
 #[tokio::test]
 async fn concurrent_member_removals_all_take_effect() {
     let app = Arc::new(spawn_app().await);
-    let mut ids = Vec::new();
-    for i in 0..8 {
-        ids.push(app.create_user(&format!("u{i}@example.com")).await);
-    }
+    let ids = app.create_users("u", 8).await;
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let g = app.create_group("Everyone", &refs).await;
     let mut tasks = Vec::new();
