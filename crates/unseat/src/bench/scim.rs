@@ -5,8 +5,8 @@
 //! run at the same concurrency. Each kind is measured twice per level: with the relay
 //! publishing to RabbitMQ alongside (as one process runs it, all on the same cores), and with
 //! the relay held until the measurement ended, as the ceiling is measured; the relay then
-//! publishes the held backlog alone, and its rate is printed too. It prints; it asserts
-//! nothing.
+//! publishes the held backlog alone, and its rate is printed too, as is how many changes each
+//! group-commit statement carried. It prints; it asserts nothing.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use super::load::{self, Answer, Figures, Prepared};
 use crate::{Roles, Settings};
+use unseat_telemetry::Metrics;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -63,19 +64,13 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         let set = |k: usize| (&users[k * per_level..(k + 1) * per_level], groups[k]);
         relay.start();
         let (users, group) = set(2 * i);
-        let alongside = Measured {
-            deactivations: load::run(requests.addr, c, requests.deactivations(users)).await.context("deactivations")?,
-            removals: load::run(requests.addr, c, requests.removals(group, users)).await.context("member removals")?,
-        };
+        let alongside = measure(&requests, &running.metrics, c, users, group).await?;
         // What the relay has not published by now would be counted as the held backlog's.
         let (left, waited) = drain(&store).await?;
         anyhow::ensure!(left == 0, "the relay left {left} changes unpublished after {waited:.0?}: is RabbitMQ up?");
         relay.stop().await;
         let (users, group) = set(2 * i + 1);
-        let held = Measured {
-            deactivations: load::run(requests.addr, c, requests.deactivations(users)).await.context("deactivations")?,
-            removals: load::run(requests.addr, c, requests.removals(group, users)).await.context("member removals")?,
-        };
+        let held = measure(&requests, &running.metrics, c, users, group).await?;
         let backlog = store.outbox_backlog().await?;
         relay.start();
         let (left, drained) = drain(&store).await?;
@@ -137,18 +132,49 @@ struct Row {
 struct Measured {
     deactivations: Figures,
     removals: Figures,
+    /// Changes per group-commit write: deactivations, member removals.
+    per_write: (f64, f64),
+}
+
+/// Deactivations of `users`, then their removals from `group`, from `clients` clients.
+async fn measure(
+    requests: &Requests,
+    metrics: &Metrics,
+    clients: usize,
+    users: &[Uuid],
+    group: Uuid,
+) -> anyhow::Result<Measured> {
+    // The ingest's own count of its group-commit statements, per kind, as /metrics shows it.
+    let writes = |kind: &str| -> u64 {
+        let count = format!("unseat_scim_group_commit_changes_count{{kind=\"{kind}\"}} ");
+        metrics.encode().lines().find_map(|l| l.strip_prefix(count.as_str())?.trim().parse().ok()).unwrap_or(0)
+    };
+    let per_write = |kind: &str, before: u64| users.len() as f64 / writes(kind).saturating_sub(before).max(1) as f64;
+    let before = writes("activations");
+    let deactivations =
+        load::run(requests.addr, clients, requests.deactivations(users)).await.context("deactivations")?;
+    let deactivations_per_write = per_write("activations", before);
+    let before = writes("member_removals");
+    let removals =
+        load::run(requests.addr, clients, requests.removals(group, users)).await.context("member removals")?;
+    Ok(Measured { deactivations, removals, per_write: (deactivations_per_write, per_write("member_removals", before)) })
 }
 
 fn print_table(rows: &[Row], pick: impl Fn(&Row) -> &Measured) {
     println!(
-        "{:>7} | {:>22} | {:>22} | {:>24} | {:>8}",
-        "clients", "deactivations/s p50/p99", "member removals/s p50/p99", "PG 1-row commits/s p50/p99", "deact/PG"
+        "{:>7} | {:>22} | {:>22} | {:>24} | {:>8} | {:>15}",
+        "clients",
+        "deactivations/s p50/p99",
+        "member removals/s p50/p99",
+        "PG 1-row commits/s p50/p99",
+        "deact/PG",
+        "per write d / r"
     );
     for row in rows {
         let (m, p) = (pick(row), &row.ceiling);
         let (d, r) = (&m.deactivations, &m.removals);
         println!(
-            "{:>7} | {:>7.0} {:>6.1?} {:>6.1?} | {:>7.0} {:>6.1?} {:>6.1?} | {:>9.0} {:>6.1?} {:>6.1?} | {:>8.2}",
+            "{:>7} | {:>7.0} {:>6.1?} {:>6.1?} | {:>7.0} {:>6.1?} {:>6.1?} | {:>9.0} {:>6.1?} {:>6.1?} | {:>8.2} | {:>6.1} / {:>6.1}",
             row.clients,
             d.rate,
             d.p50,
@@ -159,7 +185,9 @@ fn print_table(rows: &[Row], pick: impl Fn(&Row) -> &Measured) {
             p.rate,
             p.p50,
             p.p99,
-            d.rate / p.rate
+            d.rate / p.rate,
+            m.per_write.0,
+            m.per_write.1
         );
     }
 }
