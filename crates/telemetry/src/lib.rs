@@ -183,6 +183,12 @@ impl Metrics {
         Self { registry, ..m }
     }
 
+    /// The value of one series as `/metrics` shows it, named with its labels exactly as
+    /// exposed (`unseat_x_count{kind="y"}`); `None` when it has not been exposed yet.
+    pub fn sample(&self, series: &str) -> Option<f64> {
+        self.encode().lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -235,4 +241,23 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sample_is_read_by_its_whole_series_name() {
+        let m = Metrics::new();
+        m.outbox_published.inc_by(3);
+        let kind = KindLabels { kind: "activations".into() };
+        m.scim_group_commit_changes.get_or_create(&kind).observe(5.0);
+        m.scim_group_commit_changes.get_or_create(&kind).observe(2.0);
+        assert_eq!(m.sample("unseat_outbox_published_total"), Some(3.0));
+        assert_eq!(m.sample(r#"unseat_scim_group_commit_changes_sum{kind="activations"}"#), Some(7.0));
+        assert_eq!(m.sample(r#"unseat_scim_group_commit_changes_count{kind="activations"}"#), Some(2.0));
+        assert_eq!(m.sample("unseat_outbox_published"), None, "a prefix of a series is not the series");
+        assert_eq!(m.sample(r#"unseat_scim_group_commit_changes_sum{kind="member_removals"}"#), None);
+    }
 }

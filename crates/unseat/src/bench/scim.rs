@@ -144,20 +144,24 @@ async fn measure(
     users: &[Uuid],
     group: Uuid,
 ) -> anyhow::Result<Measured> {
-    // The ingest's own count of its group-commit statements, per kind, as /metrics shows it.
-    let writes = |kind: &str| -> u64 {
-        let count = format!("unseat_scim_group_commit_changes_count{{kind=\"{kind}\"}} ");
-        metrics.encode().lines().find_map(|l| l.strip_prefix(count.as_str())?.trim().parse().ok()).unwrap_or(0)
+    // The ingest's own changes and group-commit statements so far, per kind.
+    let written = |kind: &str| {
+        let series =
+            |part: &str| metrics.sample(&format!("unseat_scim_group_commit_changes_{part}{{kind=\"{kind}\"}}"));
+        (series("sum").unwrap_or(0.0), series("count").unwrap_or(0.0))
     };
-    let per_write = |kind: &str, before: u64| users.len() as f64 / writes(kind).saturating_sub(before).max(1) as f64;
-    let before = writes("activations");
+    let per_write = |(changes, writes): (f64, f64), (changes_then, writes_then): (f64, f64)| {
+        (changes - changes_then) / (writes - writes_then).max(1.0)
+    };
+    let before = written("activations");
     let deactivations =
         load::run(requests.addr, clients, requests.deactivations(users)).await.context("deactivations")?;
-    let deactivations_per_write = per_write("activations", before);
-    let before = writes("member_removals");
+    let deactivations_per_write = per_write(written("activations"), before);
+    let before = written("member_removals");
     let removals =
         load::run(requests.addr, clients, requests.removals(group, users)).await.context("member removals")?;
-    Ok(Measured { deactivations, removals, per_write: (deactivations_per_write, per_write("member_removals", before)) })
+    let removals_per_write = per_write(written("member_removals"), before);
+    Ok(Measured { deactivations, removals, per_write: (deactivations_per_write, removals_per_write) })
 }
 
 fn print_table(rows: &[Row], pick: impl Fn(&Row) -> &Measured) {
