@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use unseat_scim::{group_patch, list_response, Filter, Group, PatchRequest, ScimError};
+use unseat_scim::{group_patch, list_response, Elements, Filter, Group, PatchRequest, ScimError};
 use unseat_store::directory::{self as dir, Dir, GroupFields, GroupRecord, Member};
 use unseat_store::Transaction;
 use uuid::Uuid;
@@ -188,56 +188,106 @@ pub(crate) async fn render_all(
     rows: &[GroupRecord],
     with_members: bool,
 ) -> Result<Vec<Value>, ApiError> {
-    let mut members: HashMap<Uuid, Vec<Member>> = HashMap::new();
-    if with_members && !rows.is_empty() {
+    let members = if with_members && !rows.is_empty() {
         let ids: Vec<Uuid> = rows.iter().map(|g| g.id).collect();
-        for (g, m) in dir::members_of_groups(tx, ctx.dir, &ids).await? {
-            members.entry(g).or_default().push(m);
-        }
-    }
-    Ok(rows
-        .iter()
-        .map(|g| {
-            let m = with_members.then(|| members.get(&g.id).map(Vec::as_slice).unwrap_or(&[]));
-            render_group(&ctx.base, g, m)
-        })
-        .collect())
+        by_group(dir::members_of_groups(tx, ctx.dir, &ids).await?)
+    } else {
+        HashMap::new()
+    };
+    Ok(rows.iter().map(|g| render_group(&ctx.base, g, with_members.then(|| members_in(&members, g.id)))).collect())
 }
 
-/// Every group `filter` selects (all groups without one), in creation order. `members.value eq`
-/// alone is answered from the member rows; other filters on members are not evaluated
-/// (members are not loaded for filtering).
+/// (group id, member) rows, per group.
+fn by_group(rows: Vec<(Uuid, Member)>) -> HashMap<Uuid, Vec<Member>> {
+    let mut members: HashMap<Uuid, Vec<Member>> = HashMap::new();
+    for (g, m) in rows {
+        members.entry(g).or_default().push(m);
+    }
+    members
+}
+
+fn members_in(members: &HashMap<Uuid, Vec<Member>>, group: Uuid) -> &[Member] {
+    members.get(&group).map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// Every group `filter` selects (all groups without one), in creation order. When a term that
+/// must hold can be looked up (`displayName`, `externalId` or `id` eq; a member's value eq, as
+/// in `members[value eq "…"]`, from the member rows) only the groups it finds are read; any
+/// other filter scans the directory, up to [`dir::MAX_SCAN`] groups. The filter is evaluated on
+/// each group with the members it tests: when it names them (Entra's `id eq "…" and
+/// members[value eq "…"]`) just those, whatever the group's size; otherwise all of them, up to
+/// [`dir::MAX_SCAN`] members over the groups read.
 pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,
     filter: Option<&Filter>,
 ) -> Result<Vec<GroupRecord>, ApiError> {
-    Ok(match filter.and_then(Filter::equality) {
-        Some((p, v)) if p.is("displayName") => dir::groups_by_display_name(tx, ctx.dir, v).await?,
-        Some((p, v)) if p.is("externalId") => dir::groups_by_external_id(tx, ctx.dir, v).await?,
-        // "Which groups is this user in": answered from the member rows, not by loading members.
-        Some((p, v)) if p.is_sub("members", "value") => match Uuid::parse_str(v) {
-            Ok(user) => dir::groups_with_member(tx, ctx.dir, user).await?,
-            Err(_) => Vec::new(),
-        },
-        Some((p, v)) if p.is("id") => match Uuid::parse_str(v) {
-            Ok(id) => dir::get_group(tx, ctx.dir, id).await?.into_iter().collect(),
-            Err(_) => Vec::new(),
-        },
-        _ => {
+    let candidates = match filter {
+        Some(f) => looked_up(tx, ctx, f).await?,
+        None => None,
+    };
+    let candidates = match candidates {
+        Some(groups) => groups,
+        None => {
             let all = dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN + 1).await?;
             if all.len() as i64 > dir::MAX_SCAN {
                 return Err(ScimError::too_many(
-                    "this search needs a scan of too many groups; filter on displayName eq",
+                    "this search needs a scan of too many groups; filter on displayName, externalId or a member eq",
                 )
                 .into());
             }
-            match filter {
-                Some(f) => all.into_iter().filter(|g| f.matches(&render_group(&ctx.base, g, None))).collect(),
-                None => all,
-            }
+            all
         }
-    })
+    };
+    let Some(filter) = filter else { return Ok(candidates) };
+    let ids: Vec<Uuid> = candidates.iter().map(|g| g.id).collect();
+    let members = match filter.elements("members", "value") {
+        Elements::Named(values) if values.is_empty() => None,
+        Elements::Named(values) => {
+            let users: Vec<Uuid> = values.iter().filter_map(|v| Uuid::parse_str(v).ok()).collect();
+            Some(by_group(dir::named_members_of_groups(tx, ctx.dir, &ids, &users).await?))
+        }
+        Elements::All => {
+            if dir::count_members(tx, ctx.dir, &ids).await? > dir::MAX_SCAN {
+                return Err(ScimError::too_many(
+                    "this filter tests the members of groups too large to load; name the member (members[value eq \"…\"])",
+                )
+                .into());
+            }
+            Some(by_group(dir::members_of_groups(tx, ctx.dir, &ids).await?))
+        }
+    };
+    Ok(candidates
+        .into_iter()
+        .filter(|g| filter.matches(&render_group(&ctx.base, g, members.as_ref().map(|m| members_in(m, g.id)))))
+        .collect())
+}
+
+/// The groups a term of `filter` that must hold looks up, when it has one.
+async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<Option<Vec<GroupRecord>>, ApiError> {
+    let terms = filter.conjuncts();
+    for (p, v) in terms.iter().filter_map(|t| t.equality()) {
+        if p.is("displayName") {
+            return Ok(Some(dir::groups_by_display_name(tx, ctx.dir, v).await?));
+        }
+        if p.is("externalId") {
+            return Ok(Some(dir::groups_by_external_id(tx, ctx.dir, v).await?));
+        }
+        if p.is("id") {
+            return Ok(Some(match Uuid::parse_str(v) {
+                Ok(id) => dir::get_group(tx, ctx.dir, id).await?.into_iter().collect(),
+                Err(_) => Vec::new(),
+            }));
+        }
+    }
+    // "Which groups is this user in": answered from the member rows, not by loading members.
+    match terms.iter().find_map(|t| t.element_equality("members", "value")) {
+        Some(member) => Ok(Some(match Uuid::parse_str(member) {
+            Ok(user) => dir::groups_with_member(tx, ctx.dir, user).await?,
+            Err(_) => Vec::new(),
+        })),
+        None => Ok(None),
+    }
 }
 
 pub(crate) async fn patch(

@@ -121,33 +121,64 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
     v
 }
 
-/// Every user `filter` selects (all users without one), in creation order.
+/// Every user `filter` selects (all users without one), in creation order. When a term that
+/// must hold can be looked up (`userName`, `externalId` or `id` eq, through their indexes; an
+/// email's value eq, such as Entra's `emails[type eq "work"].value eq "…"`, read in the
+/// database), only the users it finds are read and the whole filter is evaluated on them; any
+/// other filter scans the directory, up to [`dir::MAX_SCAN`] users.
 pub(crate) async fn matching(
     tx: &unseat_store::Transaction<'_>,
     ctx: &Ctx,
     filter: Option<&Filter>,
 ) -> Result<Vec<UserRecord>, ApiError> {
-    Ok(match filter.and_then(Filter::equality) {
-        // The IdPs' "does this user exist" lookup: one indexed query.
-        Some((p, v)) if p.is("userName") => dir::user_by_user_name(tx, ctx.dir, v).await?.into_iter().collect(),
-        Some((p, v)) if p.is("externalId") => dir::users_by_external_id(tx, ctx.dir, v).await?,
-        Some((p, v)) if p.is("id") => match Uuid::parse_str(v) {
-            Ok(id) => dir::get_user(tx, ctx.dir, id).await?.into_iter().collect(),
-            Err(_) => Vec::new(),
-        },
-        _ => {
+    let candidates = match filter {
+        Some(f) => looked_up(tx, ctx, f).await?,
+        None => None,
+    };
+    let candidates = match candidates {
+        Some(users) => users,
+        None => {
             let all = dir::scan_users(tx, ctx.dir, dir::MAX_SCAN + 1).await?;
             if all.len() as i64 > dir::MAX_SCAN {
-                return Err(
-                    ScimError::too_many("this search needs a scan of too many users; filter on userName eq").into()
-                );
+                return Err(ScimError::too_many(
+                    "this search needs a scan of too many users; filter on userName, externalId or an email eq",
+                )
+                .into());
             }
-            match filter {
-                Some(f) => all.into_iter().filter(|u| f.matches(&filterable(&ctx.base, u))).collect(),
-                None => all,
-            }
+            all
         }
+    };
+    Ok(match filter {
+        Some(f) => candidates.into_iter().filter(|u| f.matches(&filterable(&ctx.base, u))).collect(),
+        None => candidates,
     })
+}
+
+/// The users a term of `filter` that must hold looks up, when it has one; indexed terms first.
+async fn looked_up(
+    tx: &unseat_store::Transaction<'_>,
+    ctx: &Ctx,
+    filter: &Filter,
+) -> Result<Option<Vec<UserRecord>>, ApiError> {
+    let terms = filter.conjuncts();
+    for (p, v) in terms.iter().filter_map(|t| t.equality()) {
+        if p.is("userName") {
+            return Ok(Some(dir::user_by_user_name(tx, ctx.dir, v).await?.into_iter().collect()));
+        }
+        if p.is("externalId") {
+            return Ok(Some(dir::users_by_external_id(tx, ctx.dir, v).await?));
+        }
+        if p.is("id") {
+            return Ok(Some(match Uuid::parse_str(v) {
+                Ok(id) => dir::get_user(tx, ctx.dir, id).await?.into_iter().collect(),
+                Err(_) => Vec::new(),
+            }));
+        }
+    }
+    match terms.iter().find_map(|t| t.element_equality("emails", "value")) {
+        Some(email) => Ok(Some(dir::users_by_email(tx, ctx.dir, email).await?)),
+        None => Ok(None),
+    }
 }
 
 /// How a change of `active` reads in the log: in an integration's directory it is an

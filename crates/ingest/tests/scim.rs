@@ -978,7 +978,7 @@ async fn every_scim_type_is_answered_where_the_rfc_says() {
     let c = app.store.client().await.unwrap();
     c.execute(
         "insert into scim_users (tenant_id, id, user_name, resource)
-         select $1, gen_random_uuid(), 'bulk' || i, '{}'::jsonb from generate_series(1, 20001) i",
+         select $1, gen_random_uuid(), 'bulk' || i, jsonb_build_object('userName', 'bulk' || i) from generate_series(1, 20001) i",
         &[&app.tenant],
     )
     .await
@@ -993,4 +993,93 @@ async fn every_scim_type_is_answered_where_the_rfc_says() {
     // Nothing above changed the user.
     let (_, b, _) = app.call(Method::GET, &user, None).await;
     assert_eq!(b["meta"]["version"], "W/\"1\"");
+}
+
+/// A filter as a query parameter.
+fn filter_query(filter: &str) -> String {
+    filter.replace(' ', "%20").replace('"', "%22").replace('[', "%5B").replace(']', "%5D").replace('@', "%40")
+}
+
+fn ids_of(list: &Value) -> Vec<String> {
+    let mut ids: Vec<String> =
+        list["Resources"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan() {
+    let app = spawn_app().await;
+    let alice = app.create_user("alice@corp.example").await;
+    let (s, b, _) = app
+        .call(
+            Method::POST,
+            "/Users",
+            Some(json!({"userName": "other@example.com",
+                        "emails": [{"value": "ALICE@corp.example", "type": "home"}]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let other = b["id"].as_str().unwrap().to_string();
+    let bob = app.create_user("bob@corp.example").await;
+    let g = app.create_group("Admins", &[&alice]).await;
+    let announced = app.outbox().await.len();
+    // More users, and more members in the group, than the service scans or loads for a filter.
+    let c = app.store.client().await.unwrap();
+    c.execute(
+        "insert into scim_users (tenant_id, id, user_name, resource)
+         select $1, gen_random_uuid(), 'bulk' || i, jsonb_build_object('userName', 'bulk' || i) from generate_series(1, 20001) i",
+        &[&app.tenant],
+    )
+    .await
+    .unwrap();
+    c.execute(
+        "insert into group_members (tenant_id, group_id, user_id)
+         select $1, $2, id from scim_users where tenant_id = $1 and user_name like 'bulk%'",
+        &[&app.tenant, &Uuid::parse_str(&g).unwrap()],
+    )
+    .await
+    .unwrap();
+    let get = |path: String| {
+        let app = &app;
+        async move {
+            let (s, b, _) = app.call(Method::GET, &path, None).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {b}");
+            b
+        }
+    };
+
+    // Entra's lookup by work email, ignoring case: the user whose work address it is, not the
+    // one who has it as a home address; any email's value finds both.
+    let users = |f: &str| get(format!("/Users?filter={}", filter_query(f)));
+    assert_eq!(ids_of(&users(r#"emails[type eq "work"].value eq "Alice@Corp.example""#).await), sorted(&[&alice]));
+    assert_eq!(ids_of(&users(r#"emails.value eq "alice@corp.example""#).await), sorted(&[&alice, &other]));
+    assert_eq!(ids_of(&users(r#"emails[type eq "home"].value eq "alice@corp.example""#).await), sorted(&[&other]));
+    assert_eq!(ids_of(&users(r#"emails[type eq "work"].value eq "nobody@corp.example""#).await), sorted(&[]));
+    assert_eq!(
+        ids_of(&users(r#"emails[type eq "work"].value eq "bob@corp.example" and active eq false"#).await),
+        sorted(&[]),
+        "the rest of the filter still applies"
+    );
+
+    // Entra's membership check, on a group of 20,002 members: only the member named is read.
+    let groups = |f: &str| get(format!("/Groups?excludedAttributes=members&filter={}", filter_query(f)));
+    let found = groups(&format!(r#"id eq "{g}" and members[value eq "{alice}"]"#)).await;
+    assert_eq!(ids_of(&found), sorted(&[&g]));
+    assert!(found["Resources"][0].get("members").is_none(), "{found}");
+    assert_eq!(ids_of(&groups(&format!(r#"id eq "{g}" and members[value eq "{bob}"]"#)).await), sorted(&[]));
+    assert_eq!(
+        ids_of(&groups(&format!(r#"members[value eq "{alice}"] and displayName eq "admins""#)).await),
+        sorted(&[&g])
+    );
+    assert_eq!(ids_of(&groups(&format!(r#"id eq "{g}" and not (members.value eq "{bob}")"#)).await), sorted(&[&g]));
+    assert_eq!(ids_of(&groups(&format!(r#"id eq "{g}" and members eq "{other}""#)).await), sorted(&[]));
+
+    // A filter that needs every member of a group larger than the service loads: tooMany.
+    let (s, b, _) = app
+        .call(Method::GET, &format!("/Groups?filter={}", filter_query(&format!(r#"id eq "{g}" and members pr"#))), None)
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_scim_error(&b, "400", Some("tooMany"));
+    assert_eq!(app.outbox().await.len(), announced, "lookups change nothing");
 }

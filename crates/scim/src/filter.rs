@@ -157,6 +157,88 @@ impl Filter {
         }
     }
 
+    /// The terms of a top-level conjunction, each of which must hold (the filter itself when it
+    /// is no `and`).
+    pub fn conjuncts(&self) -> Vec<&Filter> {
+        match self {
+            Filter::And(a, b) => {
+                let mut terms = a.conjuncts();
+                terms.extend(b.conjuncts());
+                terms
+            }
+            other => vec![other],
+        }
+    }
+
+    /// `Some(v)` when this term holds only for a resource with an element of multi-valued core
+    /// attribute `name` whose `sub` is the string `v`: `name.sub eq "v"` (`name eq "v"` when
+    /// `sub` is `value`), or `name[…]` whose bracket requires `sub eq "v"`, as in
+    /// `emails[type eq "work"].value eq "v"`. A lookup by that element finds every resource the
+    /// term can select.
+    pub fn element_equality(&self, name: &str, sub: &str) -> Option<&str> {
+        match self {
+            Filter::Compare { path, op: CompareOp::Eq, value: Value::String(v) } if names_sub(path, name, sub) => {
+                Some(v)
+            }
+            Filter::ValuePath { path, filter } if path.is(name) => {
+                filter.conjuncts().into_iter().find_map(|t| match t {
+                    Filter::Compare { path, op: CompareOp::Eq, value: Value::String(v) } if path.is(sub) => {
+                        Some(v.as_str())
+                    }
+                    _ => None,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Which elements of multi-valued core attribute `name` decide the filter, by their `sub`.
+    /// [`Elements::Named`] when only elements whose `sub` is one of the listed values can change
+    /// the result (`members[value eq "…"]`, `members.value eq "…"`, any combination of them with
+    /// `and`, `or` and `not`, and filters that do not mention `name`): a resource carrying just
+    /// those of its elements is evaluated exactly as if it carried all. [`Elements::All`]
+    /// otherwise (`members pr`, `members[display co "a"]`).
+    pub fn elements(&self, name: &str, sub: &str) -> Elements<'_> {
+        let mut named = Vec::new();
+        if self.collect_elements(name, sub, &mut named) {
+            Elements::Named(named)
+        } else {
+            Elements::All
+        }
+    }
+
+    fn collect_elements<'a>(&'a self, name: &str, sub: &str, named: &mut Vec<&'a str>) -> bool {
+        let refers = |path: &AttrPath| path.urn.is_none() && path.name.eq_ignore_ascii_case(name);
+        match self {
+            Filter::And(a, b) | Filter::Or(a, b) => {
+                a.collect_elements(name, sub, named) && b.collect_elements(name, sub, named)
+            }
+            Filter::Not(f) => f.collect_elements(name, sub, named),
+            Filter::Present(path) => !refers(path),
+            // `ne` is evaluated as "no element equals", so it too depends on that element alone.
+            Filter::Compare { path, op, value } => match (op, value) {
+                _ if !refers(path) => true,
+                (CompareOp::Eq | CompareOp::Ne, Value::String(v)) if names_sub(path, name, sub) => {
+                    named.push(v);
+                    true
+                }
+                _ => false,
+            },
+            Filter::ValuePath { path, filter } => {
+                if !refers(path) {
+                    return true;
+                }
+                match anchored(filter, sub) {
+                    Some(values) => {
+                        named.extend(values);
+                        true
+                    }
+                    None => false,
+                }
+            }
+        }
+    }
+
     /// Evaluates the filter against a resource's JSON representation.
     pub fn matches(&self, resource: &Value) -> bool {
         match self {
@@ -184,6 +266,36 @@ impl Filter {
                 _ => false,
             },
         }
+    }
+}
+
+/// What [`Filter::elements`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Elements<'a> {
+    /// Only the elements whose sub-attribute is one of these can change the result.
+    Named(Vec<&'a str>),
+    /// Any element can.
+    All,
+}
+
+/// True when `path` is `name.sub`, or `name` alone when `sub` is `value` (a multi-valued
+/// attribute compares by its elements' `value`).
+fn names_sub(path: &AttrPath, name: &str, sub: &str) -> bool {
+    path.is_sub(name, sub) || (sub.eq_ignore_ascii_case("value") && path.is(name))
+}
+
+/// The `sub` values an element must have to satisfy a bracket's filter, when it names them:
+/// `sub eq "v"`, either side of an `and` that does, both sides of an `or` that do.
+fn anchored<'a>(filter: &'a Filter, sub: &str) -> Option<Vec<&'a str>> {
+    match filter {
+        Filter::Compare { path, op: CompareOp::Eq, value: Value::String(v) } if path.is(sub) => Some(vec![v]),
+        Filter::And(a, b) => anchored(a, sub).or_else(|| anchored(b, sub)),
+        Filter::Or(a, b) => {
+            let mut values = anchored(a, sub)?;
+            values.extend(anchored(b, sub)?);
+            Some(values)
+        }
+        _ => None,
     }
 }
 
@@ -465,8 +577,30 @@ impl Parser {
             let inner = self.or()?;
             self.expect(Token::RBracket)?;
             self.depth -= 1;
-            return Ok(Filter::ValuePath { path, filter: Box::new(inner) });
+            // `emails[type eq "work"].value eq "…"` (Entra's lookup by work email): an element
+            // that matches the bracket and whose sub-attribute compares.
+            let sub = match self.peek() {
+                Some(Token::Word(w)) if w.starts_with('.') => Some(w[1..].to_string()),
+                _ => None,
+            };
+            let filter = match sub {
+                None => inner,
+                Some(sub) => {
+                    if !valid_name(&sub) {
+                        return Err(ScimError::invalid_filter(format!("{sub:?} is not a sub-attribute name")));
+                    }
+                    self.pos += 1;
+                    let term = self.comparison(AttrPath { urn: None, name: sub, sub: None })?;
+                    Filter::And(Box::new(inner), Box::new(term))
+                }
+            };
+            return Ok(Filter::ValuePath { path, filter: Box::new(filter) });
         }
+        self.comparison(path)
+    }
+
+    /// What follows an attribute path: `pr`, or an operator and a value.
+    fn comparison(&mut self, path: AttrPath) -> Result<Filter, ScimError> {
         let op = match self.peek() {
             Some(Token::Word(w)) if w.eq_ignore_ascii_case("pr") => {
                 self.pos += 1;
@@ -605,6 +739,68 @@ mod tests {
     fn escaped_quotes_in_values() {
         let f = Filter::parse(r#"displayName eq "say \"hi\"""#).unwrap();
         assert_eq!(f.equality().unwrap().1, "say \"hi\"");
+    }
+
+    #[test]
+    fn a_sub_attribute_after_a_bracket_compares_the_element_the_bracket_selects() {
+        let f = Filter::parse(r#"emails[type eq "work"].value eq "ALICE@example.com""#).unwrap();
+        assert!(f.matches(&user()));
+        let home = json!({"emails": [{"value": "alice@example.com", "type": "home"},
+                                     {"value": "other@example.com", "type": "work"}]});
+        assert!(!f.matches(&home), "the work element must be the one with that value");
+        assert!(Filter::parse(r#"emails[type eq "work"].value pr"#).unwrap().matches(&user()));
+        assert!(!Filter::parse(r#"emails[type eq "other"].value pr"#).unwrap().matches(&user()));
+        assert!(Filter::parse(r#"emails[type eq "work"].value sw "alice" and active eq true"#)
+            .unwrap()
+            .matches(&user()));
+        for bad in [
+            r#"emails[type eq "work"].9 eq "a""#,
+            r#"emails[type eq "work"]. eq "a""#,
+            r#"emails[type eq "work"].value"#,
+        ] {
+            assert_eq!(Filter::parse(bad).unwrap_err().scim_type, Some("invalidFilter"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn element_equality_finds_the_element_a_term_requires() {
+        let eq =
+            |f: &str, name: &str, sub: &str| Filter::parse(f).unwrap().element_equality(name, sub).map(str::to_string);
+        assert_eq!(eq(r#"emails[type eq "work"].value eq "a@x""#, "emails", "value").as_deref(), Some("a@x"));
+        assert_eq!(eq(r#"emails.value eq "a@x""#, "emails", "value").as_deref(), Some("a@x"));
+        assert_eq!(eq(r#"members eq "u1""#, "members", "value").as_deref(), Some("u1"));
+        assert_eq!(eq(r#"members[value eq "u1" and type eq "User"]"#, "members", "value").as_deref(), Some("u1"));
+        assert_eq!(eq(r#"members[value eq "u1" or value eq "u2"]"#, "members", "value"), None);
+        assert_eq!(eq(r#"emails.value co "a@x""#, "emails", "value"), None);
+        assert_eq!(eq(r#"emails[type eq "work"].display eq "a@x""#, "emails", "value"), None);
+        let both = Filter::parse(r#"id eq "g1" and members[value eq "u1"]"#).unwrap();
+        let terms = both.conjuncts();
+        assert_eq!(terms.len(), 2);
+        assert_eq!(terms[1].element_equality("members", "value"), Some("u1"));
+    }
+
+    #[test]
+    fn elements_names_the_members_that_decide_a_filter() {
+        let elements = |f: &str| match Filter::parse(f).unwrap().elements("members", "value") {
+            Elements::Named(v) => Some(v.into_iter().map(str::to_string).collect::<Vec<_>>()),
+            Elements::All => None,
+        };
+        let named = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(elements(r#"displayName eq "Admins""#), named(&[]));
+        assert_eq!(elements(r#"id eq "g1" and members[value eq "u1"]"#), named(&["u1"]));
+        assert_eq!(elements(r#"not (members.value eq "u1") or members ne "u2""#), named(&["u1", "u2"]));
+        assert_eq!(elements(r#"members[value eq "u1" or value eq "u2"]"#), named(&["u1", "u2"]));
+        assert_eq!(elements(r#"members[type eq "User" and value eq "u1"]"#), named(&["u1"]));
+        for all in [
+            "members pr",
+            r#"members[display co "a"]"#,
+            r#"members[not (value eq "u1")]"#,
+            r#"members[value eq "u1" or display eq "b"]"#,
+            r#"members.display eq "u1""#,
+            r#"members.value co "u1""#,
+        ] {
+            assert_eq!(elements(all), None, "{all}");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod text;
 pub mod user;
 
 pub use error::ScimError;
-pub use filter::{AttrPath, CompareOp, Filter};
+pub use filter::{AttrPath, CompareOp, Elements, Filter};
 pub use group::Group;
 pub use list::{list_response, Page};
 pub use patch::{apply_user_patch, group_patch, MemberChange, OpKind, PatchOperation, PatchPath, PatchRequest};

@@ -1,7 +1,8 @@
-//! Property tests: no input makes the parsers panic, and a Group PATCH folds its operations
-//! the way a plain set model of the member list says.
+//! Property tests: no input makes the parsers panic, a Group PATCH folds its operations the
+//! way a plain set model of the member list says, and a group filter whose deciding members are
+//! named reads the same on a group carrying only those members as on the whole group.
 
-use crate::{group_patch, Filter, PatchPath, PatchRequest, User};
+use crate::{group_patch, Elements, Filter, PatchPath, PatchRequest, User};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -166,7 +167,9 @@ fn filter_text() -> impl Strategy<Value = String> {
         Just("xx"),
     ];
     let atom = prop_oneof![
-        (attr_path(), op, literal()).prop_map(|(a, o, v)| format!("{a} {o} {v}")),
+        (attr_path(), op.clone(), literal()).prop_map(|(a, o, v)| format!("{a} {o} {v}")),
+        (attr_path(), attr_path(), attr_path(), op, literal())
+            .prop_map(|(a, s, t, o, v)| format!("{a}[{s} eq {v}].{t} {o} {v}")),
         attr_path().prop_map(|a| format!("{a} pr")),
         attr_path().prop_map(|a| format!("{a} eq")),
     ];
@@ -225,7 +228,12 @@ proptest! {
     #[test]
     fn fuzz_filter_parser_gives_results_or_invalid_filter(f in filter_text()) {
         match Filter::parse(&f) {
-            Ok(parsed) => { let _ = parsed.matches(&resource()); let _ = parsed.equality(); }
+            Ok(parsed) => {
+                let _ = parsed.matches(&resource());
+                let _ = parsed.equality();
+                let _ = parsed.elements("members", "value");
+                let _ = parsed.conjuncts().iter().filter_map(|t| t.element_equality("emails", "value")).count();
+            }
             Err(e) => prop_assert!(is_client_error(&e) && e.scim_type == Some("invalidFilter"), "{f:?}: {e:?}"),
         }
     }
@@ -246,6 +254,52 @@ proptest! {
                 }
             }
             Err(e) => prop_assert!(is_client_error(&e), "{body}: {e:?}"),
+        }
+    }
+}
+
+/// Filters on a group's members of the shapes IdPs send and a few that need every member.
+fn member_filter() -> impl Strategy<Value = String> {
+    let member = (0..5u8).prop_map(|i| format!("\"m{i}\""));
+    let atom = prop_oneof![
+        member.clone().prop_map(|m| format!("members[value eq {m}]")),
+        member.clone().prop_map(|m| format!("members.value eq {m}")),
+        member.clone().prop_map(|m| format!("members ne {m}")),
+        (member.clone(), member.clone()).prop_map(|(a, b)| format!("members[value eq {a} or value eq {b}]")),
+        member.clone().prop_map(|m| format!("members[type eq \"User\" and value eq {m}]")),
+        member.clone().prop_map(|m| format!("members[not (value eq {m})]")),
+        member.prop_map(|m| format!("members[value eq {m} or display eq \"d1\"]")),
+        Just("members pr".to_string()),
+        Just("members[display co \"d\"]".to_string()),
+        Just("displayName eq \"G\"".to_string()),
+        Just("id eq \"g1\"".to_string()),
+    ];
+    atom.prop_recursive(3, 12, 2, |inner| {
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} and {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) or ({b})")),
+            inner.prop_map(|a| format!("not ({a})")),
+        ]
+    })
+}
+
+fn group_with(members: &[u8]) -> Value {
+    let members: Vec<Value> =
+        members.iter().map(|i| json!({"value": format!("m{i}"), "display": format!("d{i}"), "type": "User"})).collect();
+    json!({"id": "g1", "displayName": "G", "members": members})
+}
+
+proptest! {
+    #[test]
+    fn a_filter_reads_the_same_on_a_group_carrying_only_the_members_it_names(
+        f in member_filter(),
+        members in prop::collection::btree_set(0..5u8, 0..5),
+    ) {
+        let filter = Filter::parse(&f).expect("generated filters are valid");
+        let members: Vec<u8> = members.into_iter().collect();
+        if let Elements::Named(named) = filter.elements("members", "value") {
+            let kept: Vec<u8> = members.iter().copied().filter(|i| named.contains(&format!("m{i}").as_str())).collect();
+            prop_assert_eq!(filter.matches(&group_with(&members)), filter.matches(&group_with(&kept)), "{}", f);
         }
     }
 }

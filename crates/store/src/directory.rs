@@ -381,6 +381,29 @@ pub async fn user_by_user_name(tx: &Transaction<'_>, d: Dir, user_name: &str) ->
     Ok(row.as_ref().map(user_row))
 }
 
+/// Users with an email whose `value` is `email`, ignoring case, in creation order: the
+/// candidates for Entra's `emails[type eq "work"].value eq "…"` lookup (the caller evaluates
+/// the whole filter on them). The directory's rows are read in the database, not loaded.
+pub async fn users_by_email(tx: &Transaction<'_>, d: Dir, email: &str) -> Result<Vec<UserRecord>> {
+    let rows = tx
+        .query(
+            &stmt(
+                tx,
+                &format!(
+                    "select {USER_COLS} from scim_users u
+                 where tenant_id = $1 and scope = $2 and jsonb_typeof(resource -> 'emails') = 'array'
+                   and exists (select 1 from jsonb_array_elements(resource -> 'emails') e
+                                where lower(e ->> 'value') = lower($3))
+                 order by created_at, id"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &email],
+        )
+        .await?;
+    Ok(rows.iter().map(user_row).collect())
+}
+
 /// Users whose externalId equals `external_id` exactly.
 pub async fn users_by_external_id(tx: &Transaction<'_>, d: Dir, external_id: &str) -> Result<Vec<UserRecord>> {
     USERS.by_external_id(tx, d, external_id).await
@@ -563,6 +586,44 @@ pub async fn groups_with_member(tx: &Transaction<'_>, d: Dir, user_id: Uuid) -> 
         )
         .await?;
     Ok(rows.iter().map(group_row).collect())
+}
+
+/// Which of `user_ids` are members of which of `group_ids`: (group id, member), for filters
+/// that name the members they test.
+pub async fn named_members_of_groups(
+    tx: &Transaction<'_>,
+    d: Dir,
+    group_ids: &[Uuid],
+    user_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Member)>> {
+    if group_ids.is_empty() || user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = tx
+        .query(
+            &stmt(
+                tx,
+                "select m.group_id, u.id, u.user_name, u.email from group_members m
+             join scim_users u on u.tenant_id = m.tenant_id and u.id = m.user_id
+             where m.tenant_id = $1 and m.group_id = any($2) and m.user_id = any($3)
+             order by m.group_id, lower(u.user_name), u.id",
+            )
+            .await?,
+            &[&d.tenant_id, &group_ids, &user_ids],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), Member { user_id: r.get(1), user_name: r.get(2), email: r.get(3) })).collect())
+}
+
+/// How many members `group_ids` have together.
+pub async fn count_members(tx: &Transaction<'_>, d: Dir, group_ids: &[Uuid]) -> Result<i64> {
+    let row = tx
+        .query_one(
+            &stmt(tx, "select count(*) from group_members where tenant_id = $1 and group_id = any($2)").await?,
+            &[&d.tenant_id, &group_ids],
+        )
+        .await?;
+    Ok(row.get(0))
 }
 
 // ---- members ----------------------------------------------------------------------------
