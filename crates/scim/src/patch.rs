@@ -743,6 +743,15 @@ mod tests {
     }
 
     #[test]
+    fn entra_sets_the_manager_by_id() {
+        let u = patch_user(json!([
+            {"op": "Add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": "m1"}
+        ]))
+        .unwrap();
+        assert_eq!(u.enterprise.unwrap()["manager"], json!({"value": "m1"}));
+    }
+
+    #[test]
     fn enterprise_paths() {
         let u = patch_user(json!([
             {"op": "add", "path": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager", "value": {"value": "m1"}},

@@ -4,7 +4,7 @@
 use crate::error::ScimError;
 use crate::filter::get_ci;
 use crate::schema::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
 /// Longest userName, externalId or displayName accepted, in bytes of UTF-8: names are
 /// indexed, and an index entry must fit PostgreSQL's limit (about 2,700 bytes) whatever the
@@ -115,6 +115,23 @@ pub(crate) fn strip_nulls(v: Value) -> Value {
     }
 }
 
+/// Entra sends the enterprise extension's `manager` as the manager's id alone (`"manager":
+/// "…"`, also as a PATCH value); RFC 7643 §4.3 and this service's `/Schemas` make it complex.
+/// An id becomes `{"value": id}`; an empty one means no manager.
+fn normalise_manager(ext: &mut Map<String, Value>) {
+    let Some(key) = ext.keys().find(|k| k.eq_ignore_ascii_case("manager")).cloned() else { return };
+    match ext.remove(&key) {
+        Some(Value::String(id)) if id.trim().is_empty() => {}
+        Some(Value::String(id)) => {
+            ext.insert("manager".into(), json!({ "value": id }));
+        }
+        Some(other) => {
+            ext.insert("manager".into(), other);
+        }
+        None => {}
+    }
+}
+
 impl User {
     /// Parses a User from a POST/PUT body or from a stored/patched representation.
     pub fn parse(body: &Value) -> Result<Self, ScimError> {
@@ -188,9 +205,12 @@ impl User {
             Some(other) => return Err(ScimError::invalid_value(format!("emails must be an array, got {other}"))),
         }
 
-        let enterprise = match res.get(ENTERPRISE_USER_SCHEMA) {
+        let enterprise = match res.get_mut(ENTERPRISE_USER_SCHEMA) {
             None => None,
-            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(Value::Object(ext)) => {
+                normalise_manager(ext);
+                Some(Value::Object(ext.clone()))
+            }
             Some(_) => return Err(ScimError::invalid_value("the enterprise extension must be an object")),
         };
 
@@ -300,6 +320,19 @@ mod tests {
         assert_eq!(u.external_id.as_deref(), Some("e"));
         assert_eq!(u.primary_email(), Some("b@x.io"));
         assert_eq!(u.resource["emails"][0]["value"], "b@x.io");
+    }
+
+    #[test]
+    fn a_manager_sent_as_an_id_is_stored_as_the_complex_attribute() {
+        let ext = |manager: Value| {
+            let u =
+                User::parse(&json!({"userName": "u", ENTERPRISE_USER_SCHEMA: {"Manager": manager, "department": "D"}}))
+                    .unwrap();
+            u.resource[ENTERPRISE_USER_SCHEMA].clone()
+        };
+        assert_eq!(ext(json!("m1")), json!({"manager": {"value": "m1"}, "department": "D"}));
+        assert_eq!(ext(json!({"value": "m1"})), json!({"manager": {"value": "m1"}, "department": "D"}));
+        assert_eq!(ext(json!("")), json!({"department": "D"}), "an empty id is no manager");
     }
 
     #[test]
