@@ -113,6 +113,19 @@ impl App {
         b["id"].as_str().unwrap().to_string()
     }
 
+    /// `n` users `bulk1`, `bulk2`, … written straight into the directory, announcing nothing.
+    async fn add_bulk_users(&self, n: i32) {
+        let c = self.store.client().await.unwrap();
+        c.execute(
+            "insert into scim_users (tenant_id, id, user_name, resource)
+             select $1, gen_random_uuid(), 'bulk' || i, jsonb_build_object('userName', 'bulk' || i)
+               from generate_series(1, $2) i",
+            &[&self.tenant, &n],
+        )
+        .await
+        .unwrap();
+    }
+
     /// Every outbox row of the tenant, oldest first: (exchange, routing key, payload).
     async fn outbox(&self) -> Vec<(String, String, Value)> {
         let c = self.store.client().await.unwrap();
@@ -975,14 +988,7 @@ async fn every_scim_type_is_answered_where_the_rfc_says() {
     let (_, b, _) = app.call(Method::GET, &format!("/Groups?filter=members.value%20eq%20%22{other}%22"), None).await;
     assert_eq!(b["totalResults"], 0);
     // A filter that needs a scan of more users than the service evaluates in memory: tooMany.
-    let c = app.store.client().await.unwrap();
-    c.execute(
-        "insert into scim_users (tenant_id, id, user_name, resource)
-         select $1, gen_random_uuid(), 'bulk' || i, jsonb_build_object('userName', 'bulk' || i) from generate_series(1, 20001) i",
-        &[&app.tenant],
-    )
-    .await
-    .unwrap();
+    app.add_bulk_users(20_001).await;
     let (s, b, _) = app.call(Method::GET, "/Users?filter=title%20pr", None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_scim_error(&b, "400", Some("tooMany"));
@@ -1025,14 +1031,8 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
     let g = app.create_group("Admins", &[&alice]).await;
     let announced = app.outbox().await.len();
     // More users, and more members in the group, than the service scans or loads for a filter.
+    app.add_bulk_users(20_001).await;
     let c = app.store.client().await.unwrap();
-    c.execute(
-        "insert into scim_users (tenant_id, id, user_name, resource)
-         select $1, gen_random_uuid(), 'bulk' || i, jsonb_build_object('userName', 'bulk' || i) from generate_series(1, 20001) i",
-        &[&app.tenant],
-    )
-    .await
-    .unwrap();
     c.execute(
         "insert into group_members (tenant_id, group_id, user_id)
          select $1, $2, id from scim_users where tenant_id = $1 and user_name like 'bulk%'",

@@ -588,33 +588,6 @@ pub async fn groups_with_member(tx: &Transaction<'_>, d: Dir, user_id: Uuid) -> 
     Ok(rows.iter().map(group_row).collect())
 }
 
-/// Which of `user_ids` are members of which of `group_ids`: (group id, member), for filters
-/// that name the members they test.
-pub async fn named_members_of_groups(
-    tx: &Transaction<'_>,
-    d: Dir,
-    group_ids: &[Uuid],
-    user_ids: &[Uuid],
-) -> Result<Vec<(Uuid, Member)>> {
-    if group_ids.is_empty() || user_ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = tx
-        .query(
-            &stmt(
-                tx,
-                "select m.group_id, u.id, u.user_name, u.email from group_members m
-             join scim_users u on u.tenant_id = m.tenant_id and u.id = m.user_id
-             where m.tenant_id = $1 and m.group_id = any($2) and m.user_id = any($3)
-             order by m.group_id, lower(u.user_name), u.id",
-            )
-            .await?,
-            &[&d.tenant_id, &group_ids, &user_ids],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), Member { user_id: r.get(1), user_name: r.get(2), email: r.get(3) })).collect())
-}
-
 /// How many members `group_ids` have together.
 pub async fn count_members(tx: &Transaction<'_>, d: Dir, group_ids: &[Uuid]) -> Result<i64> {
     let row = tx
@@ -648,21 +621,40 @@ pub async fn group_members(tx: &Transaction<'_>, d: Dir, group_id: Uuid) -> Resu
     Ok(rows.iter().map(|r| Member { user_id: r.get(0), user_name: r.get(1), email: r.get(2) }).collect())
 }
 
+/// A (group id, member) read: the member rows joined to their users.
+const GROUP_MEMBERS_FROM: &str = "select m.group_id, u.id, u.user_name, u.email from group_members m
+             join scim_users u on u.tenant_id = m.tenant_id and u.id = m.user_id";
+
+fn group_member_row(r: &Row) -> (Uuid, Member) {
+    (r.get(0), Member { user_id: r.get(1), user_name: r.get(2), email: r.get(3) })
+}
+
 /// Members of several groups at once (for a page of groups): (group id, member).
 pub async fn members_of_groups(tx: &Transaction<'_>, d: Dir, group_ids: &[Uuid]) -> Result<Vec<(Uuid, Member)>> {
-    let rows = tx
-        .query(
-            &stmt(
-                tx,
-                "select m.group_id, u.id, u.user_name, u.email from group_members m
-             join scim_users u on u.tenant_id = m.tenant_id and u.id = m.user_id
-             where m.tenant_id = $1 and m.group_id = any($2) order by m.group_id, lower(u.user_name), u.id",
-            )
-            .await?,
-            &[&d.tenant_id, &group_ids],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), Member { user_id: r.get(1), user_name: r.get(2), email: r.get(3) })).collect())
+    let sql = format!(
+        "{GROUP_MEMBERS_FROM} where m.tenant_id = $1 and m.group_id = any($2) order by m.group_id, lower(u.user_name), u.id"
+    );
+    let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &group_ids]).await?;
+    Ok(rows.iter().map(group_member_row).collect())
+}
+
+/// Which of `user_ids` are members of which of `group_ids`: (group id, member), for filters
+/// that name the members they test.
+pub async fn named_members_of_groups(
+    tx: &Transaction<'_>,
+    d: Dir,
+    group_ids: &[Uuid],
+    user_ids: &[Uuid],
+) -> Result<Vec<(Uuid, Member)>> {
+    if group_ids.is_empty() || user_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "{GROUP_MEMBERS_FROM} where m.tenant_id = $1 and m.group_id = any($2) and m.user_id = any($3)
+         order by m.group_id, lower(u.user_name), u.id"
+    );
+    let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &group_ids, &user_ids]).await?;
+    Ok(rows.iter().map(group_member_row).collect())
 }
 
 /// Adds members; returns those that were not members before. Ids that are not users of the
