@@ -214,7 +214,7 @@ fn members_in(members: &HashMap<Uuid, Vec<Member>>, group: Uuid) -> &[Member] {
 /// must hold can be looked up (`displayName`, `externalId` or `id` eq; a member's value eq, as
 /// in `members[value eq "…"]`, from the member rows) only the groups it finds are read; any
 /// other filter scans the directory, up to [`dir::MAX_SCAN`] groups. The filter is evaluated on
-/// each group with the members it tests: when it names them (Entra's `id eq "…" and
+/// each group with the members it tests: when it names them (a membership check, `id eq "…" and
 /// members[value eq "…"]`) just those, whatever the group's size; otherwise all of them, up to
 /// [`dir::MAX_SCAN`] members over the groups read.
 pub(crate) async fn matching(

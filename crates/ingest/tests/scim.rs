@@ -1062,7 +1062,7 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
         "the rest of the filter still applies"
     );
 
-    // Entra's membership check, on a group of 20,002 members: only the member named is read.
+    // A membership check, on a group of 20,002 members: only the member named is read.
     let groups = |f: &str| get(format!("/Groups?excludedAttributes=members&filter={}", filter_query(f)));
     let found = groups(&format!(r#"id eq "{g}" and members[value eq "{alice}"]"#)).await;
     assert_eq!(ids_of(&found), sorted(&[&g]));
