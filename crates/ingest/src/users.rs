@@ -122,10 +122,10 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
 }
 
 /// Every user `filter` selects (all users without one), in creation order. When a term that
-/// must hold can be looked up (`userName`, `externalId` or `id` eq, through their indexes; an
-/// email's value eq, such as Entra's `emails[type eq "work"].value eq "…"`, read in the
-/// database), only the users it finds are read and the whole filter is evaluated on them; any
-/// other filter scans the directory, up to [`dir::MAX_SCAN`] users.
+/// must hold can be looked up (`userName`, `externalId` or `id` eq; an email's value eq, such
+/// as Entra's `emails[type eq "work"].value eq "…"`; all through indexes), only the users it
+/// finds are read and the whole filter is evaluated on them; any other filter scans the
+/// directory, up to [`dir::MAX_SCAN`] users.
 pub(crate) async fn matching(
     tx: &unseat_store::Transaction<'_>,
     ctx: &Ctx,

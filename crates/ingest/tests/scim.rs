@@ -1082,4 +1082,17 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_scim_error(&b, "400", Some("tooMany"));
     assert_eq!(app.outbox().await.len(), announced, "lookups change nothing");
+
+    // A PATCH of the work address moves the lookup with it.
+    let work = r#"emails[type eq "work"].value"#;
+    let (s, b, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{alice}"),
+            patch(json!([{"op": "replace", "path": work, "value": "alice@new.example"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(ids_of(&users(&format!(r#"{work} eq "alice@corp.example""#)).await), sorted(&[]));
+    assert_eq!(ids_of(&users(&format!(r#"{work} eq "Alice@New.example""#)).await), sorted(&[&alice]));
 }

@@ -213,7 +213,26 @@ pub async fn insert_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'
         )
         .await
         .map_err(|e| user_conflict(e, f.user_name))?;
+    write_emails(tx, d, id, f.resource).await?;
     Ok(user_row(&row))
+}
+
+/// Makes the user's rows in `scim_user_emails` those of `resource`'s `emails` (schemas/sql/0013):
+/// the addresses no longer there go, the new ones come.
+async fn write_emails(tx: &Transaction<'_>, d: Dir, id: Uuid, resource: &serde_json::Value) -> Result<()> {
+    let sql = "with new as (
+                   select distinct lower(e ->> 'value') as email
+                     from jsonb_array_elements(case when jsonb_typeof($3::jsonb -> 'emails') = 'array'
+                                                    then $3::jsonb -> 'emails' else '[]'::jsonb end) e
+                    where jsonb_typeof(e -> 'value') = 'string' and octet_length(lower(e ->> 'value')) <= 1024),
+               gone as (
+                   delete from scim_user_emails
+                    where tenant_id = $1 and user_id = $2 and email not in (select email from new))
+               insert into scim_user_emails (tenant_id, user_id, email)
+               select $1, $2, email from new
+               on conflict do nothing";
+    tx.execute(&stmt(tx, sql).await?, &[&d.tenant_id, &id, resource]).await?;
+    Ok(())
 }
 
 pub async fn get_user(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<UserRecord>> {
@@ -261,7 +280,9 @@ pub async fn update_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'
         )
         .await
         .map_err(|e| user_conflict(e, f.user_name))?;
-    row.as_ref().map(user_row).ok_or(StoreError::NotFound)
+    let user = row.as_ref().map(user_row).ok_or(StoreError::NotFound)?;
+    write_emails(tx, d, id, f.resource).await?;
+    Ok(user)
 }
 
 /// The outbox row that announces a change made by a single statement: the message, whose
@@ -383,24 +404,29 @@ pub async fn user_by_user_name(tx: &Transaction<'_>, d: Dir, user_name: &str) ->
 
 /// Users with an email whose `value` is `email`, ignoring case, in creation order: the
 /// candidates for Entra's `emails[type eq "work"].value eq "…"` lookup (the caller evaluates
-/// the whole filter on them). The directory's rows are read in the database, not loaded.
+/// the whole filter on them). Found through `scim_user_emails`; an address too long to have
+/// rows there is matched in the users' JSON, in the database.
 pub async fn users_by_email(tx: &Transaction<'_>, d: Dir, email: &str) -> Result<Vec<UserRecord>> {
-    let rows = tx
-        .query(
-            &stmt(
-                tx,
-                &format!(
-                    "select {USER_COLS} from scim_users u
-                 where tenant_id = $1 and scope = $2 and jsonb_typeof(resource -> 'emails') = 'array'
-                   and exists (select 1 from jsonb_array_elements(resource -> 'emails') e
-                                where lower(e ->> 'value') = lower($3))
-                 order by created_at, id"
-                ),
-            )
-            .await?,
-            &[&d.tenant_id, &d.scope(), &email],
+    // Rows exist for addresses of at most 1,024 bytes lower-cased; lower-casing a character
+    // makes it at most half as long again in UTF-8, so an address of 682 bytes or fewer has
+    // its rows whatever its case.
+    let sql = if email.len() <= 682 {
+        format!(
+            "select {USER_COLS} from scim_users
+              where tenant_id = $1 and scope = $2
+                and id in (select user_id from scim_user_emails where tenant_id = $1 and email = lower($3))
+              order by created_at, id"
         )
-        .await?;
+    } else {
+        format!(
+            "select {USER_COLS} from scim_users
+              where tenant_id = $1 and scope = $2 and jsonb_typeof(resource -> 'emails') = 'array'
+                and exists (select 1 from jsonb_array_elements(resource -> 'emails') e
+                             where lower(e ->> 'value') = lower($3))
+              order by created_at, id"
+        )
+    };
+    let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &email]).await?;
     Ok(rows.iter().map(user_row).collect())
 }
 
@@ -932,6 +958,88 @@ mod tests {
 
     fn fields<'a>(name: &'a str, res: &'a serde_json::Value) -> UserFields<'a> {
         UserFields { user_name: name, external_id: None, active: true, email: None, resource: res }
+    }
+
+    /// The ids `users_by_email` finds, sorted.
+    async fn by_email(store: &crate::Store, d: Dir, email: &str) -> Vec<Uuid> {
+        let mut c = store.client().await.unwrap();
+        let tx = c.transaction().await.unwrap();
+        let mut ids: Vec<Uuid> = users_by_email(&tx, d, email).await.unwrap().iter().map(|u| u.id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[tokio::test]
+    async fn email_lookups_follow_every_write_of_a_user() {
+        let (_url, store) = fresh_database().await.unwrap();
+        let (d, other) = (tenant(&store).await, tenant(&store).await);
+        let long = format!("{}@corp.example", "x".repeat(1100));
+        let (a, b, o) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut c = store.client().await.unwrap();
+        let tx = c.transaction().await.unwrap();
+        let res_a = json!({"emails": [{"value": "Ann@Corp.example", "type": "work"}, {"value": "ann@home.example"},
+                                      {"value": long}, {"value": 7}]});
+        insert_user(&tx, d, a, fields("ann", &res_a)).await.unwrap();
+        insert_user(&tx, d, b, fields("bea", &json!({"emails": [{"value": "ann@corp.example", "type": "home"}]})))
+            .await
+            .unwrap();
+        insert_user(&tx, other, o, fields("ann", &res_a)).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(by_email(&store, d, "ANN@corp.example").await, both);
+        assert_eq!(by_email(&store, d, "ann@home.example").await, vec![a]);
+        assert_eq!(by_email(&store, d, &long.to_uppercase()).await, vec![a], "an address too long for a row");
+        assert_eq!(by_email(&store, other, "ann@corp.example").await, vec![o], "tenants never see each other");
+
+        // A new representation replaces the addresses; a (de)activation leaves them.
+        let tx = c.transaction().await.unwrap();
+        let res_a = json!({"emails": [{"value": "ann@new.example"}, {"value": "ann@home.example"}]});
+        update_user(&tx, d, a, fields("ann", &res_a)).await.unwrap();
+        tx.commit().await.unwrap();
+        let change = ActiveChange {
+            dir: d,
+            id: a,
+            active: false,
+            message_id: Uuid::new_v4(),
+            payload: &json!({"trigger": {}}),
+            verb: "deactivated",
+        };
+        set_active_announced(&c, "x", "y", &[change]).await.unwrap();
+        assert_eq!(by_email(&store, d, "ann@corp.example").await, vec![b]);
+        assert_eq!(by_email(&store, d, "ann@new.example").await, vec![a]);
+        assert_eq!(by_email(&store, d, "ann@home.example").await, vec![a]);
+        assert_eq!(by_email(&store, d, &long).await, Vec::<Uuid>::new());
+
+        let tx = c.transaction().await.unwrap();
+        delete_user(&tx, d, a).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(by_email(&store, d, "ann@new.example").await, Vec::<Uuid>::new());
+    }
+
+    #[tokio::test]
+    async fn the_email_migration_indexes_the_users_already_stored() {
+        let (url, store) = fresh_database().await.unwrap();
+        let d = tenant(&store).await;
+        let a = Uuid::new_v4();
+        let c = store.client().await.unwrap();
+        c.batch_execute("drop table scim_user_emails; delete from schema_migrations where version = 13").await.unwrap();
+        c.execute(
+            "insert into scim_users (tenant_id, id, user_name, resource) values ($1, $2, 'ann', $3)",
+            &[&d.tenant_id, &a, &json!({"emails": [{"value": "Ann@Corp.example"}, {"value": "ann@corp.example"}]})],
+        )
+        .await
+        .unwrap();
+        assert_eq!(crate::migrate::migrate(&url).await.unwrap(), vec![13]);
+        let rows: Vec<String> = c
+            .query("select email from scim_user_emails where user_id = $1", &[&a])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(rows, vec!["ann@corp.example".to_string()]);
+        assert_eq!(by_email(&store, d, "ANN@corp.example").await, vec![a]);
     }
 
     #[tokio::test]
