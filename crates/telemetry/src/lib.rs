@@ -156,7 +156,7 @@ impl Metrics {
         );
         registry.register(
             "resolver_messages",
-            "Directory changes handled by the resolver by result (each change of a packed message counts)",
+            "Directory changes handled by the resolver by result, per delivery (each change of a packed message counts; a requeued message counts again when it comes back)",
             m.resolver_messages.clone(),
         );
         registry.register(
