@@ -222,23 +222,16 @@ pub(crate) async fn matching(
     ctx: &Ctx,
     filter: Option<&Filter>,
 ) -> Result<Vec<GroupRecord>, ApiError> {
-    let candidates = match filter {
+    let found = match filter {
         Some(f) => looked_up(tx, ctx, f).await?,
         None => None,
     };
-    let candidates = match candidates {
-        Some(groups) => groups,
-        None => {
-            let all = dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN + 1).await?;
-            if all.len() as i64 > dir::MAX_SCAN {
-                return Err(ScimError::too_many(
-                    "this search needs a scan of too many groups; filter on displayName, externalId or a member eq",
-                )
-                .into());
-            }
-            all
-        }
-    };
+    let candidates = crate::found_or_scanned(
+        found,
+        dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN + 1),
+        "this search needs a scan of too many groups; filter on displayName, externalId or a member eq",
+    )
+    .await?;
     let Some(filter) = filter else { return Ok(candidates) };
     let ids: Vec<Uuid> = candidates.iter().map(|g| g.id).collect();
     let members = match filter.elements("members", "value") {

@@ -131,23 +131,16 @@ pub(crate) async fn matching(
     ctx: &Ctx,
     filter: Option<&Filter>,
 ) -> Result<Vec<UserRecord>, ApiError> {
-    let candidates = match filter {
+    let found = match filter {
         Some(f) => looked_up(tx, ctx, f).await?,
         None => None,
     };
-    let candidates = match candidates {
-        Some(users) => users,
-        None => {
-            let all = dir::scan_users(tx, ctx.dir, dir::MAX_SCAN + 1).await?;
-            if all.len() as i64 > dir::MAX_SCAN {
-                return Err(ScimError::too_many(
-                    "this search needs a scan of too many users; filter on userName, externalId or an email eq",
-                )
-                .into());
-            }
-            all
-        }
-    };
+    let candidates = crate::found_or_scanned(
+        found,
+        dir::scan_users(tx, ctx.dir, dir::MAX_SCAN + 1),
+        "this search needs a scan of too many users; filter on userName, externalId or an email eq",
+    )
+    .await?;
     Ok(match filter {
         Some(f) => candidates.into_iter().filter(|u| f.matches(&filterable(&ctx.base, u))).collect(),
         None => candidates,
