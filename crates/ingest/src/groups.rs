@@ -212,11 +212,12 @@ fn members_in(members: &HashMap<Uuid, Vec<Member>>, group: Uuid) -> &[Member] {
 
 /// Every group `filter` selects (all groups without one), in creation order. When a term that
 /// must hold can be looked up (`displayName`, `externalId` or `id` eq; a member's value eq, as
-/// in `members[value eq "…"]`, from the member rows) only the groups it finds are read; any
-/// other filter scans the directory, up to [`dir::MAX_SCAN`] groups. The filter is evaluated on
-/// each group with the members it tests: when it names them (a membership check, `id eq "…" and
-/// members[value eq "…"]`) just those, whatever the group's size; otherwise all of them, up to
-/// [`dir::MAX_SCAN`] members over the groups read.
+/// in `members[value eq "…"]`, from the member rows; else any attribute eq a text, searched in
+/// the database) only the groups it finds are read; any other filter scans the directory;
+/// either way at most [`dir::MAX_SCAN`] groups are read, else the answer is `tooMany`. The
+/// filter is evaluated on each group with the members it tests: when it names them (a
+/// membership check, `id eq "…" and members[value eq "…"]`) just those, whatever the group's
+/// size; otherwise all of them, up to [`dir::MAX_SCAN`] members over the groups read.
 pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,
@@ -229,7 +230,7 @@ pub(crate) async fn matching(
     let candidates = crate::found_or_scanned(
         found,
         dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN + 1),
-        "this search needs a scan of too many groups; filter on displayName, externalId or a member eq",
+        "this search reads too many groups; filter on displayName, externalId, a member or another attribute eq",
     )
     .await?;
     let Some(filter) = filter else { return Ok(candidates) };
@@ -274,14 +275,20 @@ async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<O
         }
     }
     // "Which groups is this user in": answered from the member rows, not by loading members.
-    match terms.iter().find_map(|t| t.element_equality("members", "value")) {
-        Some(member) => Ok(Some(match Uuid::parse_str(member) {
+    if let Some(member) = terms.iter().find_map(|t| t.element_equality("members", "value")) {
+        return Ok(Some(match Uuid::parse_str(member) {
             Ok(user) => dir::groups_with_member(tx, ctx.dir, user).await?,
             Err(_) => Vec::new(),
-        })),
+        }));
+    }
+    match terms.iter().find_map(|t| t.required_text(COMPUTED)) {
+        Some(text) => Ok(Some(dir::groups_containing(tx, ctx.dir, text, dir::MAX_SCAN + 1).await?)),
         None => Ok(None),
     }
 }
+
+/// What a group's representation carries that its stored JSON may not: added when rendered.
+const COMPUTED: &[&str] = &["id", "meta", "displayName", "members"];
 
 pub(crate) async fn patch(
     State(state): State<IngestState>,

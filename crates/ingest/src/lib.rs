@@ -272,21 +272,21 @@ async fn count_requests(State(state): State<IngestState>, req: Request, next: Ne
 /// Reads a JSON request body: a body over the limit is 413, a body that is not JSON (or sent
 /// as something other than JSON) is 400 invalidSyntax.
 /// A filter's candidates: what a lookup found, else the whole directory as `scan` reads it (up
-/// to one row over [`MAX_SCAN`](unseat_store::directory::MAX_SCAN)); a directory larger than
-/// that is `tooMany`, with `hint` saying which filters are looked up instead.
+/// to one row over [`MAX_SCAN`](unseat_store::directory::MAX_SCAN)). More candidates than
+/// that are `tooMany`, with `hint` saying which filters narrow them.
 pub(crate) async fn found_or_scanned<R>(
     found: Option<Vec<R>>,
     scan: impl std::future::Future<Output = unseat_store::Result<Vec<R>>>,
     hint: &str,
 ) -> Result<Vec<R>, ApiError> {
-    if let Some(rows) = found {
-        return Ok(rows);
-    }
-    let all = scan.await?;
-    if all.len() as i64 > unseat_store::directory::MAX_SCAN {
+    let rows = match found {
+        Some(rows) => rows,
+        None => scan.await?,
+    };
+    if rows.len() as i64 > unseat_store::directory::MAX_SCAN {
         return Err(ScimError::too_many(hint.to_string()).into());
     }
-    Ok(all)
+    Ok(rows)
 }
 
 pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ScimError> {

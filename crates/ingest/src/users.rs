@@ -123,9 +123,10 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
 
 /// Every user `filter` selects (all users without one), in creation order. When a term that
 /// must hold can be looked up (`userName`, `externalId` or `id` eq; an email's value eq, such
-/// as Entra's `emails[type eq "work"].value eq "…"`; all through indexes), only the users it
-/// finds are read and the whole filter is evaluated on them; any other filter scans the
-/// directory, up to [`dir::MAX_SCAN`] users.
+/// as Entra's `emails[type eq "work"].value eq "…"`; all through indexes; else any attribute eq
+/// a text, searched in the database), only the users it finds are read and the whole filter is
+/// evaluated on them; any other filter scans the directory. Either way at most
+/// [`dir::MAX_SCAN`] users are read, else the answer is `tooMany`.
 pub(crate) async fn matching(
     tx: &unseat_store::Transaction<'_>,
     ctx: &Ctx,
@@ -138,7 +139,7 @@ pub(crate) async fn matching(
     let candidates = crate::found_or_scanned(
         found,
         dir::scan_users(tx, ctx.dir, dir::MAX_SCAN + 1),
-        "this search needs a scan of too many users; filter on userName, externalId or an email eq",
+        "this search reads too many users; filter on userName, externalId, an email or another attribute eq",
     )
     .await?;
     Ok(match filter {
@@ -168,11 +169,19 @@ async fn looked_up(
             }));
         }
     }
-    match terms.iter().find_map(|t| t.element_equality("emails", "value")) {
-        Some(email) => Ok(Some(dir::users_by_email(tx, ctx.dir, email).await?)),
+    if let Some(email) = terms.iter().find_map(|t| t.element_equality("emails", "value")) {
+        return Ok(Some(dir::users_by_email(tx, ctx.dir, email).await?));
+    }
+    // Any other attribute equal to a text (an IdP matching users on a custom attribute): the
+    // users whose stored JSON contains it, searched in the database.
+    match terms.iter().find_map(|t| t.required_text(COMPUTED)) {
+        Some(text) => Ok(Some(dir::users_containing(tx, ctx.dir, text, dir::MAX_SCAN + 1).await?)),
         None => Ok(None),
     }
 }
+
+/// What a user's representation carries that its stored JSON may not: added when rendered.
+const COMPUTED: &[&str] = &["id", "meta", "active"];
 
 /// How a change of `active` reads in the log: in an integration's directory it is an
 /// assignment.

@@ -1001,9 +1001,15 @@ async fn every_scim_type_is_answered_where_the_rfc_says() {
     assert_eq!(b["meta"]["version"], "W/\"1\"");
 }
 
-/// A filter as a query parameter.
+/// A filter as a query parameter: every byte but letters, digits and `-._~` percent-encoded.
 fn filter_query(filter: &str) -> String {
-    filter.replace(' ', "%20").replace('"', "%22").replace('[', "%5B").replace(']', "%5D").replace('@', "%40")
+    filter
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn ids_of(list: &Value) -> Vec<String> {
@@ -1095,4 +1101,71 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(ids_of(&users(&format!(r#"{work} eq "alice@corp.example""#)).await), sorted(&[]));
     assert_eq!(ids_of(&users(&format!(r#"{work} eq "Alice@New.example""#)).await), sorted(&[&alice]));
+}
+
+#[tokio::test]
+async fn a_filter_on_any_attribute_selects_what_it_selects_evaluated_on_every_user() {
+    let app = spawn_app().await;
+    let values =
+        ["Engineer", "ENGINEER", "engineer ii", "a\"b", "a\\b", "50%", "5_0", "50x", "2026-01-01T00:00:00.000Z", "x"];
+    let n = values.len();
+    for i in 0..n {
+        let (s, b, _) = app
+            .call(
+                Method::POST,
+                "/Users",
+                Some(json!({"userName": format!("u{i}@example.com"), "title": values[i],
+                            "phoneNumbers": [{"type": "work", "value": values[(i + 1) % n]},
+                                             {"type": "home", "value": values[(i + 2) % n]}],
+                            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"department": values[(i + 3) % n]}})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+    }
+    let (_, all, _) = app.call(Method::GET, "/Users?count=200", None).await;
+    let all = all["Resources"].as_array().unwrap().clone();
+    assert_eq!(all.len(), n);
+    let mut probes: Vec<&str> = values.to_vec();
+    probes.extend(["engineer", "A\"B", "50_", "5%0", "2026-01-01T00:00:00Z", "a", "ii"]);
+    for probe in probes {
+        let v = serde_json::to_string(probe).unwrap();
+        for filter in [
+            format!("title eq {v}"),
+            format!(r#"phoneNumbers[type eq "work"].value eq {v}"#),
+            format!("phoneNumbers.value eq {v} and title ne {v}"),
+            format!("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq {v}"),
+            format!(r#"title eq {v} or title eq "x""#),
+        ] {
+            let parsed = unseat_scim::Filter::parse(&filter).unwrap();
+            let mut expected: Vec<String> =
+                all.iter().filter(|u| parsed.matches(u)).map(|u| u["id"].as_str().unwrap().to_string()).collect();
+            expected.sort();
+            let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(&filter)), None).await;
+            assert_eq!(s, StatusCode::OK, "{filter}: {b}");
+            assert_eq!(ids_of(&b), expected, "{filter}");
+        }
+    }
+
+    // Groups are searched the same way.
+    let g = app.create_group("Ops", &[]).await;
+    let (s, b, _) = app
+        .call(
+            Method::GET,
+            &format!("/Groups?filter={}", filter_query(r#"schemas eq "urn:ietf:params:scim:schemas:core:2.0:group""#)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(ids_of(&b), sorted(&[&g]));
+
+    // In a directory larger than the service scans, a text found in few users is still looked
+    // up; one found in too many is tooMany.
+    app.add_bulk_users(20_001).await;
+    let (s, b, _) =
+        app.call(Method::GET, &format!("/Users?filter={}", filter_query(r#"title eq "engineer""#)), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["totalResults"], 2, "{b}");
+    let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(r#"title eq "bulk""#)), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_scim_error(&b, "400", Some("tooMany"));
 }

@@ -192,6 +192,32 @@ impl Filter {
         }
     }
 
+    /// Some text this term holds only for a resource whose stored representation contains,
+    /// ignoring case: the string of `attr eq "…"`, or of an `eq` that a bracket requires
+    /// (`phoneNumbers[type eq "work"]`), when the attribute is stored as sent, not one of the
+    /// `computed` ones the service adds when it renders (`id`, `meta`, …). A search for the text
+    /// then finds every resource the term can select. Only printable ASCII that is not a
+    /// date-time qualifies: date-times compare as instants, whatever their spelling.
+    pub fn required_text(&self, computed: &[&str]) -> Option<&str> {
+        let stored = |p: &AttrPath| p.urn.is_some() || !computed.iter().any(|c| p.name.eq_ignore_ascii_case(c));
+        let text = |v: &'_ str| {
+            let printable = !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b));
+            (printable && date_time(v).is_none()).then_some(())
+        };
+        match self {
+            Filter::Compare { path, op: CompareOp::Eq, value: Value::String(v) } if stored(path) => {
+                text(v).map(|()| v.as_str())
+            }
+            Filter::ValuePath { path, filter } if stored(path) => {
+                filter.conjuncts().into_iter().find_map(|t| match t {
+                    Filter::Compare { op: CompareOp::Eq, value: Value::String(v), .. } => text(v).map(|()| v.as_str()),
+                    _ => None,
+                })
+            }
+            _ => None,
+        }
+    }
+
     /// Which elements of multi-valued core attribute `name` decide the filter, by their `sub`.
     /// [`Elements::Named`] when only elements whose `sub` is one of the listed values can change
     /// the result (`members[value eq "…"]`, `members.value eq "…"`, any combination of them with
@@ -777,6 +803,31 @@ mod tests {
         let terms = both.conjuncts();
         assert_eq!(terms.len(), 2);
         assert_eq!(terms[1].element_equality("members", "value"), Some("u1"));
+    }
+
+    #[test]
+    fn required_text_is_a_stored_string_an_eq_needs() {
+        let text = |f: &str| Filter::parse(f).unwrap().required_text(&["id", "meta"]).map(str::to_string);
+        assert_eq!(text(r#"title eq "Lead \"A\"""#).as_deref(), Some("Lead \"A\""));
+        assert_eq!(text(r#"emails[type eq "work"]"#).as_deref(), Some("work"));
+        assert_eq!(text(r#"phoneNumbers[type eq "work"].value eq "555""#).as_deref(), Some("work"));
+        assert_eq!(
+            text(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "D""#).as_deref(),
+            Some("D")
+        );
+        for none in [
+            r#"id eq "x""#,
+            r#"meta.created eq "x""#,
+            r#"meta[created eq "x"]"#,
+            r#"title eq "2026-01-01T00:00:00Z""#,
+            r#"title eq "é""#,
+            r#"title eq """#,
+            r#"title co "x""#,
+            r#"title ne "x""#,
+            "active eq true",
+        ] {
+            assert_eq!(text(none), None, "{none}");
+        }
     }
 
     #[test]

@@ -232,6 +232,7 @@ proptest! {
                 let _ = parsed.matches(&resource());
                 let _ = parsed.equality();
                 let _ = parsed.elements("members", "value");
+                let _ = parsed.conjuncts().iter().filter_map(|t| t.required_text(&["id", "meta"])).count();
                 let _ = parsed.conjuncts().iter().filter_map(|t| t.element_equality("emails", "value")).count();
             }
             Err(e) => prop_assert!(is_client_error(&e) && e.scim_type == Some("invalidFilter"), "{f:?}: {e:?}"),

@@ -151,6 +151,52 @@ impl<R> Kind<R> {
         let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &limit]).await?;
         Ok(rows.iter().map(self.row).collect())
     }
+
+    /// Up to `limit` rows, in creation order, whose stored representation contains the JSON
+    /// string `text` ignoring case: a superset of those with an attribute equal to `text`,
+    /// searched in the database instead of loaded.
+    async fn containing(&self, tx: &Transaction<'_>, d: Dir, text: &str, limit: i64) -> Result<Vec<R>> {
+        let (cols, table) = (self.cols, self.table);
+        let sql = format!(
+            "select {cols} from {table} where tenant_id = $1 and scope = $2 and resource::text ilike $3
+              order by created_at, id limit $4"
+        );
+        let pattern = format!("%{}%", like_escaped(&json_escaped(text)));
+        let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &pattern, &limit]).await?;
+        Ok(rows.iter().map(self.row).collect())
+    }
+}
+
+/// `text` as it stands inside a JSON string in PostgreSQL's printing of a `jsonb`: quotes and
+/// backslashes escaped, control characters as PostgreSQL writes them.
+fn json_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text` matched literally by `like`/`ilike` (whose escape character is the backslash).
+fn like_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `cols` (a column list) with every column qualified by `alias`.
@@ -443,6 +489,18 @@ pub async fn list_users(tx: &Transaction<'_>, d: Dir, offset: i64, limit: i64) -
 /// Up to `limit` users in creation order, for filters evaluated in memory.
 pub async fn scan_users(tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<UserRecord>> {
     USERS.scan(tx, d, limit).await
+}
+
+/// Up to `limit` users, in creation order, whose representation contains the JSON string
+/// `text` ignoring case: the candidates for a filter that requires an attribute to equal it.
+pub async fn users_containing(tx: &Transaction<'_>, d: Dir, text: &str, limit: i64) -> Result<Vec<UserRecord>> {
+    USERS.containing(tx, d, text, limit).await
+}
+
+/// Up to `limit` groups, in creation order, whose representation (without members) contains
+/// the JSON string `text` ignoring case.
+pub async fn groups_containing(tx: &Transaction<'_>, d: Dir, text: &str, limit: i64) -> Result<Vec<GroupRecord>> {
+    GROUPS.containing(tx, d, text, limit).await
 }
 
 /// Which of `ids` are users of the directory, with their names.
