@@ -212,8 +212,8 @@ fn members_in(members: &HashMap<Uuid, Vec<Member>>, group: Uuid) -> &[Member] {
 
 /// Every group `filter` selects (all groups without one), in creation order. When a term that
 /// must hold can be looked up (`displayName`, `externalId` or `id` eq; a member's value eq, as
-/// in `members[value eq "…"]`, from the member rows; else any attribute eq a text, searched in
-/// the database) only the groups it finds are read; any other filter scans the directory;
+/// in `members[value eq "…"]`, from the member rows; else any attribute eq, sw, ew or co a
+/// text, searched in the database) only the groups it finds are read; any other filter scans the directory;
 /// either way at most [`dir::MAX_SCAN`] groups are read, else the answer is `tooMany`. The
 /// filter is evaluated on each group with the members it tests: when it names them (a
 /// membership check, `id eq "…" and members[value eq "…"]`) just those, whatever the group's
@@ -282,7 +282,9 @@ async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<O
         }));
     }
     match terms.iter().find_map(|t| t.required_text(COMPUTED)) {
-        Some(text) => Ok(Some(dir::groups_containing(tx, ctx.dir, text, dir::MAX_SCAN + 1).await?)),
+        Some((text, op)) => {
+            Ok(Some(dir::groups_containing(tx, ctx.dir, text, crate::within(op), dir::MAX_SCAN + 1).await?))
+        }
         None => Ok(None),
     }
 }

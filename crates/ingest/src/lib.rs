@@ -289,6 +289,18 @@ pub(crate) async fn found_or_scanned<R>(
     Ok(rows)
 }
 
+/// Where a filter's text stands in the JSON string it is compared with, for the database search.
+pub(crate) fn within(op: unseat_scim::CompareOp) -> unseat_store::directory::Within {
+    use unseat_scim::CompareOp;
+    use unseat_store::directory::Within;
+    match op {
+        CompareOp::Eq => Within::Whole,
+        CompareOp::Sw => Within::Start,
+        CompareOp::Ew => Within::End,
+        _ => Within::Anywhere,
+    }
+}
+
 pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ScimError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {

@@ -123,8 +123,8 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
 
 /// Every user `filter` selects (all users without one), in creation order. When a term that
 /// must hold can be looked up (`userName`, `externalId` or `id` eq; an email's value eq, such
-/// as Entra's `emails[type eq "work"].value eq "…"`; all through indexes; else any attribute eq
-/// a text, searched in the database), only the users it finds are read and the whole filter is
+/// as Entra's `emails[type eq "work"].value eq "…"`; all through indexes; else any attribute eq,
+/// sw, ew or co a text, searched in the database), only the users it finds are read and the whole filter is
 /// evaluated on them; any other filter scans the directory. Either way at most
 /// [`dir::MAX_SCAN`] users are read, else the answer is `tooMany`.
 pub(crate) async fn matching(
@@ -172,10 +172,12 @@ async fn looked_up(
     if let Some(email) = terms.iter().find_map(|t| t.element_equality("emails", "value")) {
         return Ok(Some(dir::users_by_email(tx, ctx.dir, email).await?));
     }
-    // Any other attribute equal to a text (an IdP matching users on a custom attribute): the
-    // users whose stored JSON contains it, searched in the database.
+    // Any other attribute compared with a text (an IdP matching users on a custom attribute):
+    // the users whose stored JSON holds it, searched in the database.
     match terms.iter().find_map(|t| t.required_text(COMPUTED)) {
-        Some(text) => Ok(Some(dir::users_containing(tx, ctx.dir, text, dir::MAX_SCAN + 1).await?)),
+        Some((text, op)) => {
+            Ok(Some(dir::users_containing(tx, ctx.dir, text, crate::within(op), dir::MAX_SCAN + 1).await?))
+        }
         None => Ok(None),
     }
 }

@@ -1126,7 +1126,7 @@ async fn a_filter_on_any_attribute_selects_what_it_selects_evaluated_on_every_us
     let all = all["Resources"].as_array().unwrap().clone();
     assert_eq!(all.len(), n);
     let mut probes: Vec<&str> = values.to_vec();
-    probes.extend(["engineer", "A\"B", "50_", "5%0", "2026-01-01T00:00:00Z", "a", "ii"]);
+    probes.extend(["engineer", "A\"B", "50_", "5%0", "2026-01-01T00:00:00Z", "a", "ii", "\"", "\\", "0", "NG"]);
     for probe in probes {
         let v = serde_json::to_string(probe).unwrap();
         for filter in [
@@ -1135,6 +1135,9 @@ async fn a_filter_on_any_attribute_selects_what_it_selects_evaluated_on_every_us
             format!("phoneNumbers.value eq {v} and title ne {v}"),
             format!("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq {v}"),
             format!(r#"title eq {v} or title eq "x""#),
+            format!("title sw {v}"),
+            format!(r#"phoneNumbers[type eq "home"].value ew {v}"#),
+            format!("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department co {v}"),
         ] {
             let parsed = unseat_scim::Filter::parse(&filter).unwrap();
             let mut expected: Vec<String> =
@@ -1165,7 +1168,11 @@ async fn a_filter_on_any_attribute_selects_what_it_selects_evaluated_on_every_us
         app.call(Method::GET, &format!("/Users?filter={}", filter_query(r#"title eq "engineer""#)), None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["totalResults"], 2, "{b}");
-    let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(r#"title eq "bulk""#)), None).await;
+    // An eq searches for a whole JSON string: "u" is in every bulk user's JSON, but not as one.
+    let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(r#"title eq "u""#)), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["totalResults"], 0, "{b}");
+    let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(r#"title co "bulk""#)), None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_scim_error(&b, "400", Some("tooMany"));
 }

@@ -192,25 +192,31 @@ impl Filter {
         }
     }
 
-    /// Some text this term holds only for a resource whose stored representation contains,
-    /// ignoring case: the string of `attr eq "…"`, or of an `eq` that a bracket requires
-    /// (`phoneNumbers[type eq "work"]`), when the attribute is stored as sent, not one of the
-    /// `computed` ones the service adds when it renders (`id`, `meta`, …). A search for the text
-    /// then finds every resource the term can select. Only printable ASCII that is not a
-    /// date-time qualifies: date-times compare as instants, whatever their spelling.
-    pub fn required_text(&self, computed: &[&str]) -> Option<&str> {
+    /// A text this term holds only for a resource whose stored representation contains,
+    /// ignoring case, as a JSON string (`attr eq "…"`), the start of one (`sw`), the end of one
+    /// (`ew`) or anywhere in one (`co`), with that operator; also for such a comparison that a
+    /// bracket requires (`phoneNumbers[type eq "work"]`). Only attributes stored as sent
+    /// qualify, not the `computed` ones the service adds when it renders (`id`, `meta`, …); only
+    /// printable ASCII; and for `eq` no date-time (date-times compare as instants, whatever their
+    /// spelling). A search for the text then finds every resource the term can select.
+    pub fn required_text(&self, computed: &[&str]) -> Option<(&str, CompareOp)> {
         let stored = |p: &AttrPath| p.urn.is_some() || !computed.iter().any(|c| p.name.eq_ignore_ascii_case(c));
-        let text = |v: &'_ str| {
+        let text = |op: CompareOp, v: &'_ str| {
             let printable = !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b));
-            (printable && date_time(v).is_none()).then_some(())
+            let textual = match op {
+                CompareOp::Eq => date_time(v).is_none(),
+                CompareOp::Sw | CompareOp::Ew | CompareOp::Co => true,
+                _ => false,
+            };
+            (printable && textual).then_some(op)
         };
         match self {
-            Filter::Compare { path, op: CompareOp::Eq, value: Value::String(v) } if stored(path) => {
-                text(v).map(|()| v.as_str())
+            Filter::Compare { path, op, value: Value::String(v) } if stored(path) => {
+                text(*op, v).map(|op| (v.as_str(), op))
             }
             Filter::ValuePath { path, filter } if stored(path) => {
                 filter.conjuncts().into_iter().find_map(|t| match t {
-                    Filter::Compare { op: CompareOp::Eq, value: Value::String(v), .. } => text(v).map(|()| v.as_str()),
+                    Filter::Compare { op, value: Value::String(v), .. } => text(*op, v).map(|op| (v.as_str(), op)),
                     _ => None,
                 })
             }
@@ -806,14 +812,19 @@ mod tests {
     }
 
     #[test]
-    fn required_text_is_a_stored_string_an_eq_needs() {
-        let text = |f: &str| Filter::parse(f).unwrap().required_text(&["id", "meta"]).map(str::to_string);
-        assert_eq!(text(r#"title eq "Lead \"A\"""#).as_deref(), Some("Lead \"A\""));
-        assert_eq!(text(r#"emails[type eq "work"]"#).as_deref(), Some("work"));
-        assert_eq!(text(r#"phoneNumbers[type eq "work"].value eq "555""#).as_deref(), Some("work"));
+    fn required_text_is_a_stored_string_a_comparison_needs() {
+        let text =
+            |f: &str| Filter::parse(f).unwrap().required_text(&["id", "meta"]).map(|(t, op)| (t.to_string(), op));
+        let some = |t: &str, op| Some((t.to_string(), op));
+        assert_eq!(text(r#"title eq "Lead \"A\"""#), some("Lead \"A\"", CompareOp::Eq));
+        assert_eq!(text(r#"title sw "Lead""#), some("Lead", CompareOp::Sw));
+        assert_eq!(text(r#"title ew "2026-01-01T00:00:00Z""#), some("2026-01-01T00:00:00Z", CompareOp::Ew));
+        assert_eq!(text(r#"title co "ea""#), some("ea", CompareOp::Co));
+        assert_eq!(text(r#"emails[type eq "work"]"#), some("work", CompareOp::Eq));
+        assert_eq!(text(r#"phoneNumbers[type eq "work"].value eq "555""#), some("work", CompareOp::Eq));
         assert_eq!(
-            text(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "D""#).as_deref(),
-            Some("D")
+            text(r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department eq "D""#),
+            some("D", CompareOp::Eq)
         );
         for none in [
             r#"id eq "x""#,
@@ -822,8 +833,8 @@ mod tests {
             r#"title eq "2026-01-01T00:00:00Z""#,
             r#"title eq "é""#,
             r#"title eq """#,
-            r#"title co "x""#,
             r#"title ne "x""#,
+            r#"title gt "x""#,
             "active eq true",
         ] {
             assert_eq!(text(none), None, "{none}");

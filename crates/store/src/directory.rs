@@ -152,19 +152,38 @@ impl<R> Kind<R> {
         Ok(rows.iter().map(self.row).collect())
     }
 
-    /// Up to `limit` rows, in creation order, whose stored representation contains the JSON
-    /// string `text` ignoring case: a superset of those with an attribute equal to `text`,
-    /// searched in the database instead of loaded.
-    async fn containing(&self, tx: &Transaction<'_>, d: Dir, text: &str, limit: i64) -> Result<Vec<R>> {
+    /// Up to `limit` rows, in creation order, whose stored representation contains `text`,
+    /// ignoring case, `within` a JSON string: a superset of those with an attribute that equals,
+    /// starts with, ends with or contains `text`, searched in the database instead of loaded.
+    async fn containing(&self, tx: &Transaction<'_>, d: Dir, text: &str, within: Within, limit: i64) -> Result<Vec<R>> {
         let (cols, table) = (self.cols, self.table);
         let sql = format!(
             "select {cols} from {table} where tenant_id = $1 and scope = $2 and resource::text ilike $3
               order by created_at, id limit $4"
         );
-        let pattern = format!("%{}%", like_escaped(&json_escaped(text)));
+        let text = like_escaped(&json_escaped(text));
+        let pattern = match within {
+            Within::Whole => format!("%\"{text}\"%"),
+            Within::Start => format!("%\"{text}%"),
+            Within::End => format!("%{text}\"%"),
+            Within::Anywhere => format!("%{text}%"),
+        };
         let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &pattern, &limit]).await?;
         Ok(rows.iter().map(self.row).collect())
     }
+}
+
+/// Where in a JSON string a searched text stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Within {
+    /// The whole string.
+    Whole,
+    /// Its start.
+    Start,
+    /// Its end.
+    End,
+    /// Anywhere in it.
+    Anywhere,
 }
 
 /// `text` as it stands inside a JSON string in PostgreSQL's printing of a `jsonb`: quotes and
@@ -491,16 +510,28 @@ pub async fn scan_users(tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<
     USERS.scan(tx, d, limit).await
 }
 
-/// Up to `limit` users, in creation order, whose representation contains the JSON string
-/// `text` ignoring case: the candidates for a filter that requires an attribute to equal it.
-pub async fn users_containing(tx: &Transaction<'_>, d: Dir, text: &str, limit: i64) -> Result<Vec<UserRecord>> {
-    USERS.containing(tx, d, text, limit).await
+/// Up to `limit` users, in creation order, whose representation contains `text` ignoring case,
+/// `within` a JSON string: the candidates for a filter that compares an attribute with it.
+pub async fn users_containing(
+    tx: &Transaction<'_>,
+    d: Dir,
+    text: &str,
+    within: Within,
+    limit: i64,
+) -> Result<Vec<UserRecord>> {
+    USERS.containing(tx, d, text, within, limit).await
 }
 
 /// Up to `limit` groups, in creation order, whose representation (without members) contains
-/// the JSON string `text` ignoring case.
-pub async fn groups_containing(tx: &Transaction<'_>, d: Dir, text: &str, limit: i64) -> Result<Vec<GroupRecord>> {
-    GROUPS.containing(tx, d, text, limit).await
+/// `text` ignoring case, `within` a JSON string.
+pub async fn groups_containing(
+    tx: &Transaction<'_>,
+    d: Dir,
+    text: &str,
+    within: Within,
+    limit: i64,
+) -> Result<Vec<GroupRecord>> {
+    GROUPS.containing(tx, d, text, within, limit).await
 }
 
 /// Which of `ids` are users of the directory, with their names.
