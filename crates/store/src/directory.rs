@@ -1080,6 +1080,13 @@ mod tests {
         assert_eq!(by_email(&store, d, "ann@home.example").await, vec![a]);
         assert_eq!(by_email(&store, d, &long.to_uppercase()).await, vec![a], "an address too long for a row");
         assert_eq!(by_email(&store, other, "ann@corp.example").await, vec![o], "tenants never see each other");
+        // An integration's own directory of the same tenant is a directory of its own.
+        let (own, i) = (Dir::integration(d.tenant_id, Uuid::new_v4()), Uuid::new_v4());
+        let tx = c.transaction().await.unwrap();
+        insert_user(&tx, own, i, fields("ann", &json!({"emails": [{"value": "ann@corp.example"}]}))).await.unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(by_email(&store, own, "ann@corp.example").await, vec![i]);
+        assert_eq!(by_email(&store, d, "ann@corp.example").await, both);
 
         // A new representation replaces the addresses; a (de)activation leaves them.
         let tx = c.transaction().await.unwrap();
