@@ -124,6 +124,16 @@ const USERS: Kind<UserRecord> = Kind { table: "scim_users", cols: USER_COLS, row
 const GROUPS: Kind<GroupRecord> = Kind { table: "scim_groups", cols: GROUP_COLS, row: group_row };
 
 impl<R> Kind<R> {
+    /// The row with `id`; with `lock`, locked until the transaction ends (`for no key update`),
+    /// so writers of one row queue there.
+    async fn get(&self, tx: &Transaction<'_>, d: Dir, id: Uuid, lock: bool) -> Result<Option<R>> {
+        let (cols, table) = (self.cols, self.table);
+        let lock = if lock { " for no key update" } else { "" };
+        let sql = format!("select {cols} from {table} where tenant_id = $1 and scope = $2 and id = $3{lock}");
+        let row = tx.query_opt(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &id]).await?;
+        Ok(row.as_ref().map(self.row))
+    }
+
     async fn by_external_id(&self, tx: &Transaction<'_>, d: Dir, external_id: &str) -> Result<Vec<R>> {
         let (cols, table) = (self.cols, self.table);
         let sql = format!(
@@ -301,31 +311,12 @@ async fn write_emails(tx: &Transaction<'_>, d: Dir, id: Uuid, resource: &serde_j
 }
 
 pub async fn get_user(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<UserRecord>> {
-    let row = tx
-        .query_opt(
-            &stmt(tx, &format!("select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 and id = $3"))
-                .await?,
-            &[&d.tenant_id, &d.scope(), &id],
-        )
-        .await?;
-    Ok(row.as_ref().map(user_row))
+    USERS.get(tx, d, id, false).await
 }
 
 /// Reads a user and locks its row until the transaction ends.
 pub async fn lock_user(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<UserRecord>> {
-    let row = tx
-        .query_opt(
-            &stmt(
-                tx,
-                &format!(
-                "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 and id = $3 for no key update"
-            ),
-            )
-            .await?,
-            &[&d.tenant_id, &d.scope(), &id],
-        )
-        .await?;
-    Ok(row.as_ref().map(user_row))
+    USERS.get(tx, d, id, true).await
 }
 
 /// Replaces a user's fields and bumps its version.
@@ -570,32 +561,13 @@ pub async fn insert_group(tx: &Transaction<'_>, d: Dir, id: Uuid, f: GroupFields
 }
 
 pub async fn get_group(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<GroupRecord>> {
-    let row = tx
-        .query_opt(
-            &stmt(tx, &format!("select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 and id = $3"))
-                .await?,
-            &[&d.tenant_id, &d.scope(), &id],
-        )
-        .await?;
-    Ok(row.as_ref().map(group_row))
+    GROUPS.get(tx, d, id, false).await
 }
 
 /// Reads a group and locks its row until the transaction ends: writers of one group's
 /// members queue here, so the version they bump counts every change.
 pub async fn lock_group(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<GroupRecord>> {
-    let row = tx
-        .query_opt(
-            &stmt(
-                tx,
-                &format!(
-                "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 and id = $3 for no key update"
-            ),
-            )
-            .await?,
-            &[&d.tenant_id, &d.scope(), &id],
-        )
-        .await?;
-    Ok(row.as_ref().map(group_row))
+    GROUPS.get(tx, d, id, true).await
 }
 
 /// Replaces a group's fields and bumps its version.
