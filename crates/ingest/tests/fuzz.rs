@@ -1,6 +1,7 @@
 //! No client input makes the SCIM service answer 5xx: generated bodies, PATCH operations and
-//! filters are sent over real HTTP to a service on a fresh database, and every answer must be
-//! a success or a SCIM client error. The corpus of past crashers (`crates/scim/tests/corpus/`)
+//! filters (arbitrary text, and well-formed filters of every shape the service looks up in the
+//! database, with arbitrary values) are sent over real HTTP to a service on a fresh database,
+//! and every answer must be a success or a SCIM client error. The corpus of past crashers (`crates/scim/tests/corpus/`)
 //! is replayed the same way. `PROPTEST_CASES=2000 cargo test -p unseat-ingest --test fuzz`
 //! runs it longer.
 
@@ -122,6 +123,42 @@ fn path() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Well-formed filters of the shapes the service looks up (indexed terms, emails, members, text
+/// searches with every operator) with arbitrary values, alone or combined.
+fn structured_filter() -> impl Strategy<Value = String> {
+    let attr = prop_oneof![
+        Just("userName"),
+        Just("externalId"),
+        Just("id"),
+        Just("title"),
+        Just("displayName"),
+        Just("emails.value"),
+        Just("emails[type eq \"work\"].value"),
+        Just("phoneNumbers[type eq \"work\"].value"),
+        Just("members.value"),
+        Just("meta.lastModified"),
+        Just("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
+    ];
+    let op = prop_oneof![Just("eq"), Just("sw"), Just("ew"), Just("co"), Just("ne"), Just("gt")];
+    let value = prop_oneof![
+        1 => "\\PC{0,12}",
+        3 => "[%_\\\\\"a-zA-Z0-9 ]{1,8}",
+        1 => Just("2026-01-01T00:00:00Z".to_string()),
+    ];
+    let term =
+        (attr, op, value).prop_map(|(a, o, v)| format!("{a} {o} {}", serde_json::to_string(&v).unwrap_or_default()));
+    let member =
+        "\\PC{0,8}".prop_map(|v| format!("members[value eq {}]", serde_json::to_string(&v).unwrap_or_default()));
+    let atom = prop_oneof![3 => term, 1 => member, 1 => Just("members pr".to_string())];
+    atom.prop_recursive(2, 6, 2, |inner| {
+        prop_oneof![
+            3 => (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} and {b}")),
+            1 => (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) or ({b})")),
+            1 => inner.prop_map(|a| format!("not ({a})")),
+        ]
+    })
+}
+
 fn patch_body() -> impl Strategy<Value = String> {
     let op = (
         prop_oneof![Just("add"), Just("Replace"), Just("remove"), Just("x")],
@@ -153,20 +190,22 @@ async fn generated_requests_never_get_a_server_error() {
     let handle = tokio::runtime::Handle::current();
     let a = app.clone();
     tokio::task::spawn_blocking(move || {
-        let mut runner = runner(64);
-        let strategy = (0u8..5, patch_body(), json_value(), "\\PC{0,40}");
+        let mut runner = runner(400);
+        let strategy = (0u8..7, patch_body(), json_value(), "\\PC{0,40}", structured_filter());
         runner
-            .run(&strategy, |(kind, patch, value, filter)| {
+            .run(&strategy, |(kind, patch, value, filter, structured)| {
                 let r = handle.block_on(async {
                     match kind {
                         0 => a.check(Method::PATCH, &format!("/Users/{}", a.user), Some(patch)).await,
                         1 => a.check(Method::PATCH, &format!("/Groups/{}", a.group), Some(patch)).await,
                         2 => a.check(Method::POST, "/Users", Some(value.to_string())).await,
                         3 => a.check(Method::PUT, &format!("/Groups/{}", a.group), Some(value.to_string())).await,
-                        _ => {
+                        4 => {
                             let q: String = url_encode(&filter);
                             a.check(Method::GET, &format!("/Users?filter={q}&startIndex={}", filter.len()), None).await
                         }
+                        5 => a.check(Method::GET, &format!("/Users?filter={}", url_encode(&structured)), None).await,
+                        _ => a.check(Method::GET, &format!("/Groups?filter={}", url_encode(&structured)), None).await,
                     }
                 });
                 r.map_err(TestCaseError::fail)
