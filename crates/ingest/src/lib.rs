@@ -269,8 +269,6 @@ async fn count_requests(State(state): State<IngestState>, req: Request, next: Ne
     resp
 }
 
-/// Reads a JSON request body: a body over the limit is 413, a body that is not JSON (or sent
-/// as something other than JSON) is 400 invalidSyntax.
 /// A filter's candidates: what a lookup found, else the whole directory as `scan` reads it (up
 /// to one row over [`MAX_SCAN`](unseat_store::directory::MAX_SCAN)). More candidates than
 /// that are `tooMany`, with `hint` saying which filters narrow them.
@@ -301,6 +299,8 @@ pub(crate) fn within(op: unseat_scim::CompareOp) -> unseat_store::directory::Wit
     }
 }
 
+/// Reads a JSON request body: a body over the limit is 413, a body that is not JSON (or sent
+/// as something other than JSON) is 400 invalidSyntax.
 pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ScimError> {
     let body = body.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
