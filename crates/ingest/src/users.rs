@@ -170,7 +170,7 @@ async fn looked_up(
         }
     }
     if let Some(email) = terms.iter().find_map(|t| t.element_equality("emails", "value")) {
-        return Ok(Some(dir::users_by_email(tx, ctx.dir, email).await?));
+        return Ok(Some(dir::users_by_email(tx, ctx.dir, email, dir::MAX_SCAN + 1).await?));
     }
     // Any other attribute compared with a text (an IdP matching users on a custom attribute):
     // the users whose stored JSON holds it, searched in the database.

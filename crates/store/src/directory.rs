@@ -295,11 +295,7 @@ pub async fn insert_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'
 /// Makes the user's rows in `scim_user_emails` those of `resource`'s `emails` (schemas/sql/0013):
 /// the addresses no longer there go, the new ones come.
 async fn write_emails(tx: &Transaction<'_>, d: Dir, id: Uuid, resource: &serde_json::Value) -> Result<()> {
-    let sql = "with new as (
-                   select distinct lower(e ->> 'value') as email
-                     from jsonb_array_elements(case when jsonb_typeof($3::jsonb -> 'emails') = 'array'
-                                                    then $3::jsonb -> 'emails' else '[]'::jsonb end) e
-                    where jsonb_typeof(e -> 'value') = 'string' and octet_length(lower(e ->> 'value')) <= 1024),
+    let sql = "with new as (select email from scim_user_email_rows($3::jsonb) as e(email)),
                gone as (
                    delete from scim_user_emails
                     where tenant_id = $1 and user_id = $2 and email not in (select email from new))
@@ -461,27 +457,21 @@ pub async fn user_by_user_name(tx: &Transaction<'_>, d: Dir, user_name: &str) ->
 /// Users with an email whose `value` is `email`, ignoring case, in creation order: the
 /// candidates for Entra's `emails[type eq "work"].value eq "…"` lookup (the caller evaluates
 /// the whole filter on them). Found through `scim_user_emails`; an address too long to have
-/// rows there is matched in the users' JSON, in the database.
-pub async fn users_by_email(tx: &Transaction<'_>, d: Dir, email: &str) -> Result<Vec<UserRecord>> {
+/// rows there (schemas/sql/0013) through a search of the users' JSON for it as a whole string,
+/// up to `limit` users.
+pub async fn users_by_email(tx: &Transaction<'_>, d: Dir, email: &str, limit: i64) -> Result<Vec<UserRecord>> {
     // Rows exist for addresses of at most 1,024 bytes lower-cased; lower-casing a character
     // makes it at most half as long again in UTF-8, so an address of 682 bytes or fewer has
     // its rows whatever its case.
-    let sql = if email.len() <= 682 {
-        format!(
-            "select {USER_COLS} from scim_users
-              where tenant_id = $1 and scope = $2
-                and id in (select user_id from scim_user_emails where tenant_id = $1 and email = lower($3))
-              order by created_at, id"
-        )
-    } else {
-        format!(
-            "select {USER_COLS} from scim_users
-              where tenant_id = $1 and scope = $2 and jsonb_typeof(resource -> 'emails') = 'array'
-                and exists (select 1 from jsonb_array_elements(resource -> 'emails') e
-                             where lower(e ->> 'value') = lower($3))
-              order by created_at, id"
-        )
-    };
+    if email.len() > 682 {
+        return USERS.containing(tx, d, email, Within::Whole, limit).await;
+    }
+    let sql = format!(
+        "select {USER_COLS} from scim_users
+          where tenant_id = $1 and scope = $2
+            and id in (select user_id from scim_user_emails where tenant_id = $1 and email = lower($3))
+          order by created_at, id"
+    );
     let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &email]).await?;
     Ok(rows.iter().map(user_row).collect())
 }
@@ -1025,7 +1015,8 @@ mod tests {
     async fn by_email(store: &crate::Store, d: Dir, email: &str) -> Vec<Uuid> {
         let mut c = store.client().await.unwrap();
         let tx = c.transaction().await.unwrap();
-        let mut ids: Vec<Uuid> = users_by_email(&tx, d, email).await.unwrap().iter().map(|u| u.id).collect();
+        let mut ids: Vec<Uuid> =
+            users_by_email(&tx, d, email, MAX_SCAN + 1).await.unwrap().iter().map(|u| u.id).collect();
         ids.sort();
         ids
     }
@@ -1091,7 +1082,11 @@ mod tests {
         let d = tenant(&store).await;
         let a = Uuid::new_v4();
         let c = store.client().await.unwrap();
-        c.batch_execute("drop table scim_user_emails; delete from schema_migrations where version = 13").await.unwrap();
+        c.batch_execute(
+            "drop table scim_user_emails; drop function scim_user_email_rows; delete from schema_migrations where version = 13",
+        )
+        .await
+        .unwrap();
         c.execute(
             "insert into scim_users (tenant_id, id, user_name, resource) values ($1, $2, 'ann', $3)",
             &[&d.tenant_id, &a, &json!({"emails": [{"value": "Ann@Corp.example"}, {"value": "ann@corp.example"}]})],
