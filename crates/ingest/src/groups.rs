@@ -3,7 +3,9 @@
 //! resolver with the users concerned.
 
 use crate::removals::Removal;
-use crate::response::{check_if_match, group_location, no_content, render_group, resource_response, scim_response};
+use crate::response::{
+    check_if_match, group_location, no_content, render_group, resource_response, scim_response, stamp_range,
+};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -213,7 +215,8 @@ fn members_in(members: &HashMap<Uuid, Vec<Member>>, group: Uuid) -> &[Member] {
 /// Every group `filter` selects (all groups without one), in creation order. When a term that
 /// must hold can be looked up (`displayName`, `externalId` or `id` eq; a member's value eq, as
 /// in `members[value eq "…"]`, from the member rows; else any attribute eq, sw, ew or co a
-/// text, searched in the database) only the groups it finds are read; any other filter scans the directory;
+/// text, or a `meta` date compared with a date-time, searched in the database) only the groups
+/// it finds are read; any other filter scans the directory;
 /// either way at most [`dir::MAX_SCAN`] groups are read, else the answer is `tooMany`. The
 /// filter is evaluated on each group with the members it tests: when it names them (a
 /// membership check, `id eq "…" and members[value eq "…"]`) just those, whatever the group's
@@ -230,7 +233,7 @@ pub(crate) async fn matching(
     let candidates = crate::found_or_scanned(
         found,
         dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN + 1),
-        "this search reads too many groups; filter on displayName, externalId, a member or another attribute eq",
+        "this search reads too many groups; filter on displayName, externalId, a member, meta.lastModified or another attribute eq",
     )
     .await?;
     let Some(filter) = filter else { return Ok(candidates) };
@@ -281,10 +284,13 @@ async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<O
             Err(_) => Vec::new(),
         }));
     }
-    match terms.iter().find_map(|t| t.required_text(COMPUTED)) {
-        Some((text, op)) => {
-            Ok(Some(dir::groups_containing(tx, ctx.dir, text, crate::within(op), dir::MAX_SCAN + 1).await?))
-        }
+    if let Some((text, op)) = terms.iter().find_map(|t| t.required_text(COMPUTED)) {
+        return Ok(Some(dir::groups_containing(tx, ctx.dir, text, crate::within(op), dir::MAX_SCAN + 1).await?));
+    }
+    // A delta read (`meta.lastModified gt "…"`): the groups stamped in its range, searched in the
+    // database.
+    match terms.iter().find_map(|t| stamp_range(t)) {
+        Some(range) => Ok(Some(dir::groups_stamped(tx, ctx.dir, &range, dir::MAX_SCAN + 1).await?)),
         None => Ok(None),
     }
 }

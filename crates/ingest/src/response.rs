@@ -2,9 +2,10 @@
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use serde_json::{json, Value};
-use unseat_scim::ScimError;
-use unseat_store::directory::{GroupRecord, Member, UserRecord};
+use unseat_scim::{CompareOp, Filter, ScimError};
+use unseat_store::directory::{GroupRecord, Member, Stamp, StampRange, UserRecord};
 use uuid::Uuid;
 
 pub const SCIM_MEDIA_TYPE: &str = "application/scim+json";
@@ -58,13 +59,30 @@ pub fn check_if_match(headers: &HeaderMap, version: i64) -> Result<(), ScimError
     }
 }
 
-fn meta(
-    kind: &str,
-    location: &str,
-    created: chrono::DateTime<chrono::Utc>,
-    modified: chrono::DateTime<chrono::Utc>,
-    version: i64,
-) -> Value {
+/// A filter term on `meta.created` or `meta.lastModified` (`meta.lastModified gt "…"`) as the
+/// range of the stored timestamp it selects. [`meta`] renders a timestamp truncated to the millisecond, so both ends are
+/// whole milliseconds and a timestamp lies in the range exactly when its rendering satisfies
+/// the term.
+pub(crate) fn stamp_range(term: &Filter) -> Option<StampRange> {
+    let (stamp, (op, t)) = [(Stamp::Created, "created"), (Stamp::Modified, "lastModified")]
+        .into_iter()
+        .find_map(|(stamp, sub)| term.instant_comparison("meta", sub).map(|c| (stamp, c)))?;
+    let t = t.with_timezone(&Utc);
+    let floor = t.checked_sub_signed(TimeDelta::nanoseconds(i64::from(t.nanosecond() % 1_000_000)))?;
+    let next = floor.checked_add_signed(TimeDelta::milliseconds(1))?;
+    let ceil = if floor == t { floor } else { next };
+    let (from, until) = match op {
+        CompareOp::Gt => (Some(next), None),
+        CompareOp::Ge => (Some(ceil), None),
+        CompareOp::Lt => (None, Some(ceil)),
+        CompareOp::Le => (None, Some(next)),
+        CompareOp::Eq => (Some(ceil), Some(next)),
+        CompareOp::Ne | CompareOp::Co | CompareOp::Sw | CompareOp::Ew => return None,
+    };
+    Some(StampRange { stamp, from, until })
+}
+
+fn meta(kind: &str, location: &str, created: DateTime<Utc>, modified: DateTime<Utc>, version: i64) -> Value {
     json!({
         "resourceType": kind,
         "created": created.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -115,4 +133,39 @@ pub fn render_group(base: &str, g: &GroupRecord, members: Option<&[Member]>) -> 
         obj.insert("meta".into(), meta("Group", &group_location(base, g.id), g.created_at, g.updated_at, g.version));
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_range_holds_the_timestamps_whose_rendering_satisfies_the_term() {
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let rendered = |t: DateTime<Utc>| meta("User", "", t, t, 1)["lastModified"].as_str().unwrap().to_string();
+        let base = at("2026-11-25T10:30:00.123Z");
+        // Stored timestamps around the probes, to the microsecond.
+        let stored: Vec<DateTime<Utc>> =
+            (-2500..=2500).step_by(250).map(|us| base + TimeDelta::microseconds(us)).collect();
+        for probe in ["2026-11-25T10:30:00.123Z", "2026-11-25T11:30:00.1235+01:00", "2026-11-25T10:30:00.1219999Z"] {
+            for op in ["eq", "gt", "ge", "lt", "le"] {
+                let term = Filter::parse(&format!(r#"meta.lastModified {op} "{probe}""#)).unwrap();
+                let range = stamp_range(&term).unwrap();
+                assert_eq!(range.stamp, Stamp::Modified);
+                for &t in &stored {
+                    let in_range = range.from.is_none_or(|f| t >= f) && range.until.is_none_or(|u| t < u);
+                    let selected = term.matches(&json!({"meta": {"lastModified": rendered(t)}}));
+                    assert_eq!(in_range, selected, "{op} {probe} at {t:?}");
+                }
+            }
+        }
+        let created = Filter::parse(r#"meta.created ge "2026-01-01T00:00:00Z""#).unwrap();
+        assert_eq!(
+            stamp_range(&created),
+            Some(StampRange { stamp: Stamp::Created, from: Some(at("2026-01-01T00:00:00Z")), until: None })
+        );
+        for none in [r#"meta.lastModified ne "2026-01-01T00:00:00Z""#, r#"meta.version eq "2026-01-01T00:00:00Z""#] {
+            assert_eq!(stamp_range(&Filter::parse(none).unwrap()), None, "{none}");
+        }
+    }
 }

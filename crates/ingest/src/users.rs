@@ -3,7 +3,7 @@
 //! since they cannot change anyone's access.
 
 use crate::activations::Activation;
-use crate::response::{check_if_match, render_user, resource_response, user_location};
+use crate::response::{check_if_match, render_user, resource_response, stamp_range, user_location};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -124,7 +124,8 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
 /// Every user `filter` selects (all users without one), in creation order. When a term that
 /// must hold can be looked up (`userName`, `externalId` or `id` eq; an email's value eq, such
 /// as Entra's `emails[type eq "work"].value eq "…"`; all through indexes; else any attribute eq,
-/// sw, ew or co a text, searched in the database), only the users it finds are read and the whole filter is
+/// sw, ew or co a text, or `meta.created`/`meta.lastModified` compared with a date-time,
+/// searched in the database), only the users it finds are read and the whole filter is
 /// evaluated on them; any other filter scans the directory. Either way at most
 /// [`dir::MAX_SCAN`] users are read, else the answer is `tooMany`.
 pub(crate) async fn matching(
@@ -139,7 +140,7 @@ pub(crate) async fn matching(
     let candidates = crate::found_or_scanned(
         found,
         dir::scan_users(tx, ctx.dir, dir::MAX_SCAN + 1),
-        "this search reads too many users; filter on userName, externalId, an email or another attribute eq",
+        "this search reads too many users; filter on userName, externalId, an email, meta.lastModified or another attribute eq",
     )
     .await?;
     Ok(match filter {
@@ -174,10 +175,13 @@ async fn looked_up(
     }
     // Any other attribute compared with a text (an IdP matching users on a custom attribute):
     // the users whose stored JSON holds it, searched in the database.
-    match terms.iter().find_map(|t| t.required_text(COMPUTED)) {
-        Some((text, op)) => {
-            Ok(Some(dir::users_containing(tx, ctx.dir, text, crate::within(op), dir::MAX_SCAN + 1).await?))
-        }
+    if let Some((text, op)) = terms.iter().find_map(|t| t.required_text(COMPUTED)) {
+        return Ok(Some(dir::users_containing(tx, ctx.dir, text, crate::within(op), dir::MAX_SCAN + 1).await?));
+    }
+    // A delta read (`meta.lastModified gt "…"`): the users stamped in its range, searched in the
+    // database.
+    match terms.iter().find_map(|t| stamp_range(t)) {
+        Some(range) => Ok(Some(dir::users_stamped(tx, ctx.dir, &range, dir::MAX_SCAN + 1).await?)),
         None => Ok(None),
     }
 }

@@ -124,7 +124,7 @@ fn path() -> impl Strategy<Value = String> {
 }
 
 /// Well-formed filters of the shapes the service looks up (indexed terms, emails, members, text
-/// searches with every operator) with arbitrary values, alone or combined.
+/// searches with every operator, `meta` dates) with arbitrary values, alone or combined.
 fn structured_filter() -> impl Strategy<Value = String> {
     let attr = prop_oneof![
         Just("userName"),
@@ -137,13 +137,23 @@ fn structured_filter() -> impl Strategy<Value = String> {
         Just("phoneNumbers[type eq \"work\"].value"),
         Just("members.value"),
         Just("meta.lastModified"),
+        Just("meta.created"),
         Just("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department"),
     ];
-    let op = prop_oneof![Just("eq"), Just("sw"), Just("ew"), Just("co"), Just("ne"), Just("gt")];
+    let op = prop_oneof![Just("eq"), Just("sw"), Just("ew"), Just("co"), Just("ne"), Just("gt"), Just("le")];
+    // Date-times at the edges of what parses: years 0000 and 9999, offsets of a day, a leap
+    // second, more fractional digits than a microsecond holds.
+    let date_time = (
+        prop_oneof![Just("0000"), Just("1969"), Just("2026"), Just("9999")],
+        prop_oneof![Just("01-01T00:00:00"), Just("12-31T23:59:60"), Just("06-30T23:59:59.999999999")],
+        prop_oneof![Just("Z"), Just("+23:59"), Just("-23:59"), Just("+00:00")],
+    )
+        .prop_map(|(y, rest, offset)| format!("{y}-{rest}{offset}"));
     let value = prop_oneof![
         1 => "\\PC{0,12}",
         3 => "[%_\\\\\"a-zA-Z0-9 ]{1,8}",
         1 => Just("2026-01-01T00:00:00Z".to_string()),
+        1 => date_time,
     ];
     let term =
         (attr, op, value).prop_map(|(a, o, v)| format!("{a} {o} {}", serde_json::to_string(&v).unwrap_or_default()));

@@ -1176,3 +1176,127 @@ async fn a_filter_on_any_attribute_selects_what_it_selects_evaluated_on_every_us
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_scim_error(&b, "400", Some("tooMany"));
 }
+
+/// Date-time spellings of `t` moved by `micros`: in UTC and at +01:00.
+fn instants_near(t: &str, micros: i64) -> [String; 2] {
+    let t = chrono::DateTime::parse_from_rfc3339(t).unwrap() + chrono::TimeDelta::microseconds(micros);
+    let plus_one = chrono::FixedOffset::east_opt(3600).unwrap();
+    [
+        t.to_utc().to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        t.with_timezone(&plus_one).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+    ]
+}
+
+#[tokio::test]
+async fn a_filter_on_meta_dates_reads_only_the_resources_stamped_in_its_range() {
+    let app = spawn_app().await;
+    // More users than the service scans, all stamped at one instant; then three more, each
+    // change at least a few milliseconds after the one before.
+    app.add_bulk_users(20_001).await;
+    let pause = || tokio::time::sleep(std::time::Duration::from_millis(3));
+    pause().await;
+    let a = app.create_user("a@corp.example").await;
+    pause().await;
+    let b = app.create_user("b@corp.example").await;
+    pause().await;
+    let (s, body, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{a}"),
+            patch(json!([{"op": "replace", "path": "title", "value": "Lead"}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let get = |path: String| {
+        let app = &app;
+        async move {
+            let (s, b, _) = app.call(Method::GET, &path, None).await;
+            assert_eq!(s, StatusCode::OK, "{path}: {b}");
+            b
+        }
+    };
+    let bulk = get(format!("/Users?filter={}", filter_query(r#"userName eq "bulk1""#))).await["Resources"][0].clone();
+    let known = [get(format!("/Users/{a}")).await, get(format!("/Users/{b}")).await];
+    assert_ne!(known[0]["meta"]["created"], known[0]["meta"]["lastModified"]);
+
+    // Around every stamp, a millisecond before and half of one after, each operator on each date:
+    // the answer is what the filter selects evaluated on every user; tooMany when that takes
+    // in the bulk users.
+    let mut stamps: Vec<&str> = Vec::new();
+    for user in known.iter().chain([&bulk]) {
+        stamps.push(user["meta"]["created"].as_str().unwrap());
+        stamps.push(user["meta"]["lastModified"].as_str().unwrap());
+    }
+    stamps.sort();
+    stamps.dedup();
+    for stamp in stamps {
+        for micros in [-1000, 0, 500] {
+            for (i, t) in instants_near(stamp, micros).iter().enumerate() {
+                for attr in ["meta.created", "meta.lastModified"] {
+                    for op in ["eq", "gt", "ge", "lt", "le"] {
+                        if i == 1 && (op != "eq" || micros != 0) {
+                            continue; // the +01:00 spelling for the stamp itself
+                        }
+                        let filter = format!(r#"{attr} {op} "{t}""#);
+                        let parsed = unseat_scim::Filter::parse(&filter).unwrap();
+                        let (s, found, _) =
+                            app.call(Method::GET, &format!("/Users?filter={}", filter_query(&filter)), None).await;
+                        if parsed.matches(&bulk) {
+                            assert_eq!(s, StatusCode::BAD_REQUEST, "{filter}: {found}");
+                            assert_scim_error(&found, "400", Some("tooMany"));
+                        } else {
+                            let mut expected: Vec<String> = known
+                                .iter()
+                                .filter(|u| parsed.matches(u))
+                                .map(|u| u["id"].as_str().unwrap().to_string())
+                                .collect();
+                            expected.sort();
+                            assert_eq!(s, StatusCode::OK, "{filter}: {found}");
+                            assert_eq!(ids_of(&found), expected, "{filter}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The rest of the filter still applies.
+    let since = known[1]["meta"]["created"].as_str().unwrap();
+    let filter = format!(r#"meta.lastModified ge "{since}" and title eq "Lead""#);
+    assert_eq!(ids_of(&get(format!("/Users?filter={}", filter_query(&filter))).await), sorted(&[&a]));
+
+    // Groups the same way.
+    let c = app.store.client().await.unwrap();
+    c.execute(
+        "insert into scim_groups (tenant_id, id, display_name, resource)
+         select $1, gen_random_uuid(), 'bulk' || i, jsonb_build_object('displayName', 'bulk' || i)
+           from generate_series(1, 20001) i",
+        &[&app.tenant],
+    )
+    .await
+    .unwrap();
+    pause().await;
+    let g = app.create_group("Ops", &[]).await;
+    let created = get(format!("/Groups/{g}")).await["meta"]["created"].as_str().unwrap().to_string();
+    pause().await;
+    let (s, body, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{g}"),
+            patch(json!([{"op": "add", "path": "members", "value": [{"value": b}]}])),
+        )
+        .await;
+    assert!(s.is_success(), "{body}");
+    let groups = |f: String| get(format!("/Groups?excludedAttributes=members&filter={}", filter_query(&f)));
+    assert_eq!(ids_of(&groups(format!(r#"meta.lastModified gt "{created}""#)).await), sorted(&[&g]));
+    assert_eq!(ids_of(&groups(format!(r#"meta.created gt "{created}""#)).await), sorted(&[]));
+    assert_eq!(ids_of(&groups(format!(r#"meta.created eq "{created}""#)).await), sorted(&[&g]));
+    let (s, body, _) = app
+        .call(
+            Method::GET,
+            &format!("/Groups?filter={}", filter_query(&format!(r#"meta.created lt "{created}""#))),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    assert_scim_error(&body, "400", Some("tooMany"));
+}

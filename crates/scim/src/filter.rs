@@ -224,6 +224,25 @@ impl Filter {
         }
     }
 
+    /// `Some((op, instant))` when this term compares core attribute `name.sub` with a date-time
+    /// by `eq`, `gt`, `ge`, `lt` or `le` (`meta.lastModified gt "2026-01-01T00:00:00Z"`): it
+    /// holds only for a resource whose `name.sub` is an instant standing so to `instant`.
+    pub fn instant_comparison(
+        &self,
+        name: &str,
+        sub: &str,
+    ) -> Option<(CompareOp, chrono::DateTime<chrono::FixedOffset>)> {
+        match self {
+            Filter::Compare { path, op, value: Value::String(v) }
+                if path.is_sub(name, sub)
+                    && matches!(op, CompareOp::Eq | CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le) =>
+            {
+                date_time(v).map(|t| (*op, t))
+            }
+            _ => None,
+        }
+    }
+
     /// Which elements of multi-valued core attribute `name` decide the filter, by their `sub`.
     /// [`Elements::Named`] when only elements whose `sub` is one of the listed values can change
     /// the result (`members[value eq "…"]`, `members.value eq "…"`, any combination of them with
@@ -838,6 +857,36 @@ mod tests {
             "active eq true",
         ] {
             assert_eq!(text(none), None, "{none}");
+        }
+    }
+
+    #[test]
+    fn instant_comparison_is_a_date_time_order_a_term_needs() {
+        let at = |f: &str| Filter::parse(f).unwrap().instant_comparison("meta", "lastModified");
+        let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+        assert_eq!(
+            at(r#"meta.lastModified gt "2026-01-01T00:00:00Z""#),
+            Some((CompareOp::Gt, t("2026-01-01T00:00:00Z")))
+        );
+        assert_eq!(
+            at(r#"META.LASTMODIFIED le "2026-01-01T01:00:00.5+01:00""#),
+            Some((CompareOp::Le, t("2026-01-01T00:00:00.5Z")))
+        );
+        assert_eq!(
+            at(r#"urn:ietf:params:scim:schemas:core:2.0:User:meta.lastModified eq "2026-01-01T00:00:00Z""#),
+            Some((CompareOp::Eq, t("2026-01-01T00:00:00Z")))
+        );
+        for none in [
+            r#"meta.lastModified ne "2026-01-01T00:00:00Z""#,
+            r#"meta.lastModified sw "2026-01-01T00:00:00Z""#,
+            r#"meta.lastModified gt "yesterday""#,
+            r#"meta.created gt "2026-01-01T00:00:00Z""#,
+            r#"lastModified gt "2026-01-01T00:00:00Z""#,
+            r#"meta[lastModified gt "2026-01-01T00:00:00Z"]"#,
+            r#"meta.lastModified gt "2026-01-01T00:00:00Z" or title eq "x""#,
+            "meta.lastModified pr",
+        ] {
+            assert_eq!(at(none), None, "{none}");
         }
     }
 

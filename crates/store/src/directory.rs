@@ -181,6 +181,44 @@ impl<R> Kind<R> {
         let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &pattern, &limit]).await?;
         Ok(rows.iter().map(self.row).collect())
     }
+
+    /// Up to `limit` rows, in creation order, stamped in `range`.
+    async fn stamped(&self, tx: &Transaction<'_>, d: Dir, range: &StampRange, limit: i64) -> Result<Vec<R>> {
+        let (cols, table, at) = (self.cols, self.table, range.stamp.column());
+        let sql = format!(
+            "select {cols} from {table}
+              where tenant_id = $1 and scope = $2 and ($3::timestamptz is null or {at} >= $3)
+                and ($4::timestamptz is null or {at} < $4)
+              order by created_at, id limit $5"
+        );
+        let rows =
+            tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &range.from, &range.until, &limit]).await?;
+        Ok(rows.iter().map(self.row).collect())
+    }
+}
+
+/// A resource's timestamp, rendered as `meta.created` or `meta.lastModified`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stamp {
+    Created,
+    Modified,
+}
+
+/// The rows whose `stamp` is at or after `from` and before `until` (either open when `None`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StampRange {
+    pub stamp: Stamp,
+    pub from: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl Stamp {
+    fn column(self) -> &'static str {
+        match self {
+            Stamp::Created => "created_at",
+            Stamp::Modified => "updated_at",
+        }
+    }
 }
 
 /// Where in a JSON string a searched text stands.
@@ -513,6 +551,17 @@ pub async fn groups_containing(
     limit: i64,
 ) -> Result<Vec<GroupRecord>> {
     GROUPS.containing(tx, d, text, within, limit).await
+}
+
+/// Up to `limit` users, in creation order, stamped in `range`: the candidates for a filter on
+/// `meta.created` or `meta.lastModified`.
+pub async fn users_stamped(tx: &Transaction<'_>, d: Dir, range: &StampRange, limit: i64) -> Result<Vec<UserRecord>> {
+    USERS.stamped(tx, d, range, limit).await
+}
+
+/// Up to `limit` groups, in creation order, stamped in `range`.
+pub async fn groups_stamped(tx: &Transaction<'_>, d: Dir, range: &StampRange, limit: i64) -> Result<Vec<GroupRecord>> {
+    GROUPS.stamped(tx, d, range, limit).await
 }
 
 /// Which of `ids` are users of the directory, with their names.
