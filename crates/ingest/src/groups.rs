@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use unseat_scim::{group_patch, list_response, Elements, Filter, Group, PatchRequest, ScimError};
-use unseat_store::directory::{self as dir, Dir, GroupFields, GroupRecord, Member};
+use unseat_scim::{group_patch, list_response, CompareOp, Elements, Filter, Group, PatchRequest, ScimError};
+use unseat_store::directory::{self as dir, Dir, GroupFields, GroupRecord, Member, StampRange};
 use unseat_store::Transaction;
 use uuid::Uuid;
 
@@ -215,12 +215,12 @@ fn members_in(members: &HashMap<Uuid, Vec<Member>>, group: Uuid) -> &[Member] {
 /// Every group `filter` selects (all groups without one), in creation order. When a term that
 /// must hold can be looked up (`displayName`, `externalId` or `id` eq; a member's value eq, as
 /// in `members[value eq "…"]`, from the member rows; else any attribute eq, sw, ew or co a
-/// text, or a `meta` date compared with a date-time, searched in the database) only the groups
-/// it finds are read; any other filter scans the directory;
-/// either way at most [`dir::MAX_SCAN`] groups are read, else the answer is `tooMany`. The
-/// filter is evaluated on each group with the members it tests: when it names them (a
-/// membership check, `id eq "…" and members[value eq "…"]`) just those, whatever the group's
-/// size; otherwise all of them, up to [`dir::MAX_SCAN`] members over the groups read.
+/// text, or a `meta` date compared with a date-time, searched in the database; or such terms on
+/// every side of an `or`) only the groups they find are read; any other filter scans the
+/// directory; either way at most [`dir::MAX_SCAN`] groups are read, else the answer is
+/// `tooMany`. The filter is evaluated on each group with the members it tests: when it names
+/// them (a membership check, `id eq "…" and members[value eq "…"]`) just those, whatever the
+/// group's size; otherwise all of them, up to [`dir::MAX_SCAN`] members over the groups read.
 pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,
@@ -260,39 +260,64 @@ pub(crate) async fn matching(
         .collect())
 }
 
-/// The groups a term of `filter` that must hold looks up, when it has one.
+/// The groups the lookups of `filter`'s [plan](crate::plan) find, when it has one.
 async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<Option<Vec<GroupRecord>>, ApiError> {
-    let terms = filter.conjuncts();
-    for (p, v) in terms.iter().filter_map(|t| t.equality()) {
+    let Some(plan) = crate::plan(filter, &lookup) else { return Ok(None) };
+    let d = ctx.dir;
+    let run = |lookup| async move {
+        let limit = dir::MAX_SCAN + 1;
+        let id = |v: &str| Uuid::parse_str(v).ok();
+        match lookup {
+            Lookup::DisplayName(v) => dir::groups_by_display_name(tx, d, v).await,
+            Lookup::ExternalId(v) => dir::groups_by_external_id(tx, d, v).await,
+            Lookup::Id(v) => match id(v) {
+                Some(id) => Ok(dir::get_group(tx, d, id).await?.into_iter().collect()),
+                None => Ok(Vec::new()),
+            },
+            Lookup::Member(v) => match id(v) {
+                Some(user) => dir::groups_with_member(tx, d, user).await,
+                None => Ok(Vec::new()),
+            },
+            Lookup::Text(text, op) => dir::groups_containing(tx, d, text, crate::within(op), limit).await,
+            Lookup::Stamped(range) => dir::groups_stamped(tx, d, &range, limit).await,
+        }
+    };
+    Ok(Some(crate::gathered(plan, run, |g| g.id, |g| (g.created_at, g.id)).await?))
+}
+
+/// A way to find the groups a term can select.
+enum Lookup<'f> {
+    DisplayName(&'f str),
+    ExternalId(&'f str),
+    Id(&'f str),
+    /// "Which groups is this user in": from the member rows, not by loading members.
+    Member(&'f str),
+    /// Any other attribute compared with a text, searched in the database.
+    Text(&'f str, CompareOp),
+    /// A delta read (`meta.lastModified gt "…"`), searched in the database.
+    Stamped(StampRange),
+}
+
+/// How `term` is looked up, ranked: indexes first.
+fn lookup(term: &Filter) -> Option<(u8, Lookup<'_>)> {
+    if let Some((p, v)) = term.equality() {
         if p.is("displayName") {
-            return Ok(Some(dir::groups_by_display_name(tx, ctx.dir, v).await?));
+            return Some((0, Lookup::DisplayName(v)));
         }
         if p.is("externalId") {
-            return Ok(Some(dir::groups_by_external_id(tx, ctx.dir, v).await?));
+            return Some((0, Lookup::ExternalId(v)));
         }
         if p.is("id") {
-            return Ok(Some(match Uuid::parse_str(v) {
-                Ok(id) => dir::get_group(tx, ctx.dir, id).await?.into_iter().collect(),
-                Err(_) => Vec::new(),
-            }));
+            return Some((0, Lookup::Id(v)));
         }
     }
-    // "Which groups is this user in": answered from the member rows, not by loading members.
-    if let Some(member) = terms.iter().find_map(|t| t.element_equality("members", "value")) {
-        return Ok(Some(match Uuid::parse_str(member) {
-            Ok(user) => dir::groups_with_member(tx, ctx.dir, user).await?,
-            Err(_) => Vec::new(),
-        }));
+    if let Some(member) = term.element_equality("members", "value") {
+        return Some((1, Lookup::Member(member)));
     }
-    if let Some((text, op)) = terms.iter().find_map(|t| t.required_text(COMPUTED)) {
-        return Ok(Some(dir::groups_containing(tx, ctx.dir, text, crate::within(op), dir::MAX_SCAN + 1).await?));
+    if let Some((text, op)) = term.required_text(COMPUTED) {
+        return Some((crate::SEARCH, Lookup::Text(text, op)));
     }
-    // A delta read (`meta.lastModified gt "…"`): the groups stamped in its range, searched in the
-    // database.
-    match terms.iter().find_map(|t| stamp_range(t)) {
-        Some(range) => Ok(Some(dir::groups_stamped(tx, ctx.dir, &range, dir::MAX_SCAN + 1).await?)),
-        None => Ok(None),
-    }
+    stamp_range(term).map(|range| (crate::SEARCH, Lookup::Stamped(range)))
 }
 
 /// What a group's representation carries that its stored JSON may not: added when rendered.

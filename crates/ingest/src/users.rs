@@ -12,8 +12,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use unseat_scim::patch::only_active;
-use unseat_scim::{apply_user_patch, list_response, Filter, PatchRequest, ScimError, User};
-use unseat_store::directory::{self as dir, UserFields, UserRecord};
+use unseat_scim::{apply_user_patch, list_response, CompareOp, Filter, PatchRequest, ScimError, User};
+use unseat_store::directory::{self as dir, StampRange, UserFields, UserRecord};
 use uuid::Uuid;
 
 fn fields(u: &User) -> UserFields<'_> {
@@ -125,9 +125,9 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
 /// must hold can be looked up (`userName`, `externalId` or `id` eq; an email's value eq, such
 /// as Entra's `emails[type eq "work"].value eq "…"`; all through indexes; else any attribute eq,
 /// sw, ew or co a text, or `meta.created`/`meta.lastModified` compared with a date-time,
-/// searched in the database), only the users it finds are read and the whole filter is
-/// evaluated on them; any other filter scans the directory. Either way at most
-/// [`dir::MAX_SCAN`] users are read, else the answer is `tooMany`.
+/// searched in the database; or such terms on every side of an `or`), only the users they find
+/// are read and the whole filter is evaluated on them; any other filter scans the directory.
+/// Either way at most [`dir::MAX_SCAN`] users are read, else the answer is `tooMany`.
 pub(crate) async fn matching(
     tx: &unseat_store::Transaction<'_>,
     ctx: &Ctx,
@@ -149,41 +149,66 @@ pub(crate) async fn matching(
     })
 }
 
-/// The users a term of `filter` that must hold looks up, when it has one; indexed terms first.
+/// The users the lookups of `filter`'s [plan](crate::plan) find, when it has one.
 async fn looked_up(
     tx: &unseat_store::Transaction<'_>,
     ctx: &Ctx,
     filter: &Filter,
 ) -> Result<Option<Vec<UserRecord>>, ApiError> {
-    let terms = filter.conjuncts();
-    for (p, v) in terms.iter().filter_map(|t| t.equality()) {
+    let Some(plan) = crate::plan(filter, &lookup) else { return Ok(None) };
+    let d = ctx.dir;
+    let run = |lookup| async move {
+        let limit = dir::MAX_SCAN + 1;
+        match lookup {
+            Lookup::UserName(v) => Ok(dir::user_by_user_name(tx, d, v).await?.into_iter().collect()),
+            Lookup::ExternalId(v) => dir::users_by_external_id(tx, d, v).await,
+            Lookup::Id(v) => match Uuid::parse_str(v) {
+                Ok(id) => Ok(dir::get_user(tx, d, id).await?.into_iter().collect()),
+                Err(_) => Ok(Vec::new()),
+            },
+            Lookup::Email(v) => dir::users_by_email(tx, d, v, limit).await,
+            Lookup::Text(text, op) => dir::users_containing(tx, d, text, crate::within(op), limit).await,
+            Lookup::Stamped(range) => dir::users_stamped(tx, d, &range, limit).await,
+        }
+    };
+    Ok(Some(crate::gathered(plan, run, |u| u.id, |u| (u.created_at, u.id)).await?))
+}
+
+/// A way to find the users a term can select.
+enum Lookup<'f> {
+    UserName(&'f str),
+    ExternalId(&'f str),
+    Id(&'f str),
+    /// An email's value (Entra's `emails[type eq "work"].value eq "…"`), from its table.
+    Email(&'f str),
+    /// Any other attribute compared with a text (an IdP matching users on a custom
+    /// attribute): the users whose stored JSON holds it, searched in the database.
+    Text(&'f str, CompareOp),
+    /// A delta read (`meta.lastModified gt "…"`): the users stamped in its range, searched in
+    /// the database.
+    Stamped(StampRange),
+}
+
+/// How `term` is looked up, ranked: indexes first.
+fn lookup(term: &Filter) -> Option<(u8, Lookup<'_>)> {
+    if let Some((p, v)) = term.equality() {
         if p.is("userName") {
-            return Ok(Some(dir::user_by_user_name(tx, ctx.dir, v).await?.into_iter().collect()));
+            return Some((0, Lookup::UserName(v)));
         }
         if p.is("externalId") {
-            return Ok(Some(dir::users_by_external_id(tx, ctx.dir, v).await?));
+            return Some((0, Lookup::ExternalId(v)));
         }
         if p.is("id") {
-            return Ok(Some(match Uuid::parse_str(v) {
-                Ok(id) => dir::get_user(tx, ctx.dir, id).await?.into_iter().collect(),
-                Err(_) => Vec::new(),
-            }));
+            return Some((0, Lookup::Id(v)));
         }
     }
-    if let Some(email) = terms.iter().find_map(|t| t.element_equality("emails", "value")) {
-        return Ok(Some(dir::users_by_email(tx, ctx.dir, email, dir::MAX_SCAN + 1).await?));
+    if let Some(email) = term.element_equality("emails", "value") {
+        return Some((1, Lookup::Email(email)));
     }
-    // Any other attribute compared with a text (an IdP matching users on a custom attribute):
-    // the users whose stored JSON holds it, searched in the database.
-    if let Some((text, op)) = terms.iter().find_map(|t| t.required_text(COMPUTED)) {
-        return Ok(Some(dir::users_containing(tx, ctx.dir, text, crate::within(op), dir::MAX_SCAN + 1).await?));
+    if let Some((text, op)) = term.required_text(COMPUTED) {
+        return Some((crate::SEARCH, Lookup::Text(text, op)));
     }
-    // A delta read (`meta.lastModified gt "…"`): the users stamped in its range, searched in the
-    // database.
-    match terms.iter().find_map(|t| stamp_range(t)) {
-        Some(range) => Ok(Some(dir::users_stamped(tx, ctx.dir, &range, dir::MAX_SCAN + 1).await?)),
-        None => Ok(None),
-    }
+    stamp_range(term).map(|range| (crate::SEARCH, Lookup::Stamped(range)))
 }
 
 /// What a user's representation carries that its stored JSON may not: added when rendered.

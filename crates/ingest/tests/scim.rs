@@ -1081,6 +1081,45 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
     assert_eq!(ids_of(&groups(&format!(r#"id eq "{g}" and not (members.value eq "{bob}")"#)).await), sorted(&[&g]));
     assert_eq!(ids_of(&groups(&format!(r#"id eq "{g}" and members eq "{other}""#)).await), sorted(&[]));
 
+    // Lookups joined by `or` (a client matching several users in one request): each side's
+    // lookup, together; a side with none leaves the filter to the scan, tooMany here.
+    let (alice_name, bob_name) = ("alice@corp.example", "bob@corp.example");
+    assert_eq!(
+        ids_of(&users(&format!(r#"userName eq "{alice_name}" or userName eq "{bob_name}""#)).await),
+        sorted(&[&alice, &bob])
+    );
+    let found = users(&format!(r#"userName eq "{alice_name}" or emails.value eq "{alice_name}""#)).await;
+    assert_eq!(ids_of(&found), sorted(&[&alice, &other]), "each user once");
+    assert_eq!(found["totalResults"], 2, "{found}");
+    assert_eq!(
+        ids_of(
+            &users(&format!(
+                r#"(userName eq "{alice_name}" or emails.value eq "{alice_name}") and not (userName eq "{alice_name}")"#
+            ))
+            .await
+        ),
+        sorted(&[&other])
+    );
+    assert_eq!(
+        ids_of(&users(&format!(r#"externalId eq "none" or id eq "{bob}" or id eq "x" or title eq "y""#)).await),
+        sorted(&[&bob])
+    );
+    let (s, b, _) = app
+        .call(
+            Method::GET,
+            &format!("/Users?filter={}", filter_query(&format!(r#"userName eq "{bob_name}" or title ne "y""#))),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert_scim_error(&b, "400", Some("tooMany"));
+    assert_eq!(ids_of(&groups(r#"displayName eq "Admins" or displayName eq "None""#).await), sorted(&[&g]));
+    assert_eq!(
+        ids_of(&groups(&format!(r#"members[value eq "{bob}"] or members[value eq "{alice}"]"#)).await),
+        sorted(&[&g])
+    );
+    assert_eq!(ids_of(&groups(&format!(r#"members[value eq "{bob}"] or displayName eq "x""#)).await), sorted(&[]));
+
     // A filter that needs every member of a group larger than the service loads: tooMany.
     let (s, b, _) = app
         .call(Method::GET, &format!("/Groups?filter={}", filter_query(&format!(r#"id eq "{g}" and members pr"#))), None)
