@@ -2,10 +2,9 @@
 //! by row; every member added or removed, and every group deleted, is announced to the
 //! resolver with the users concerned.
 
+use crate::lookup::{self, Keys, Lookup};
 use crate::removals::Removal;
-use crate::response::{
-    check_if_match, group_location, no_content, render_group, resource_response, scim_response, stamp_range,
-};
+use crate::response::{check_if_match, group_location, no_content, render_group, resource_response, scim_response};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -15,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use unseat_scim::{group_patch, list_response, CompareOp, Elements, Filter, Group, PatchRequest, ScimError};
-use unseat_store::directory::{self as dir, Dir, GroupFields, GroupRecord, Member, StampRange};
+use unseat_scim::{group_patch, list_response, Elements, Filter, Group, PatchRequest, ScimError};
+use unseat_store::directory::{self as dir, Dir, GroupFields, GroupRecord, Member};
 use unseat_store::Transaction;
 use uuid::Uuid;
 
@@ -230,7 +229,7 @@ pub(crate) async fn matching(
         Some(f) => looked_up(tx, ctx, f).await?,
         None => None,
     };
-    let candidates = crate::found_or_scanned(
+    let candidates = lookup::found_or_scanned(
         found,
         dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN + 1),
         "this search reads too many groups; filter on displayName, externalId, a member, meta.lastModified or another attribute eq",
@@ -260,68 +259,33 @@ pub(crate) async fn matching(
         .collect())
 }
 
-/// The groups the lookups of `filter`'s [plan](crate::plan) find, when it has one.
+/// What groups are looked up by.
+const KEYS: Keys =
+    Keys { name: "displayName", elements: "members", computed: &["id", "meta", "displayName", "members"] };
+
+/// The groups the lookups of `filter`'s [plan](Keys::plan) find, when it has one.
 async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<Option<Vec<GroupRecord>>, ApiError> {
-    let Some(plan) = crate::plan(filter, &lookup) else { return Ok(None) };
+    let Some(plan) = KEYS.plan(filter) else { return Ok(None) };
     let d = ctx.dir;
     let run = |lookup| async move {
         let limit = dir::MAX_SCAN + 1;
-        let id = |v: &str| Uuid::parse_str(v).ok();
         match lookup {
-            Lookup::DisplayName(v) => dir::groups_by_display_name(tx, d, v).await,
+            Lookup::Name(v) => dir::groups_by_display_name(tx, d, v).await,
             Lookup::ExternalId(v) => dir::groups_by_external_id(tx, d, v).await,
-            Lookup::Id(v) => match id(v) {
-                Some(id) => Ok(dir::get_group(tx, d, id).await?.into_iter().collect()),
-                None => Ok(Vec::new()),
+            Lookup::Id(v) => match Uuid::parse_str(v) {
+                Ok(id) => Ok(dir::get_group(tx, d, id).await?.into_iter().collect()),
+                Err(_) => Ok(Vec::new()),
             },
-            Lookup::Member(v) => match id(v) {
-                Some(user) => dir::groups_with_member(tx, d, user).await,
-                None => Ok(Vec::new()),
+            Lookup::Element(v) => match Uuid::parse_str(v) {
+                Ok(user) => dir::groups_with_member(tx, d, user).await,
+                Err(_) => Ok(Vec::new()),
             },
-            Lookup::Text(text, op) => dir::groups_containing(tx, d, text, crate::within(op), limit).await,
+            Lookup::Text(text, within) => dir::groups_containing(tx, d, text, within, limit).await,
             Lookup::Stamped(range) => dir::groups_stamped(tx, d, &range, limit).await,
         }
     };
-    Ok(Some(crate::gathered(plan, run, |g| g.id, |g| (g.created_at, g.id)).await?))
+    Ok(Some(lookup::gathered(plan, run, |r| r.id, |r| (r.created_at, r.id)).await?))
 }
-
-/// A way to find the groups a term can select.
-enum Lookup<'f> {
-    DisplayName(&'f str),
-    ExternalId(&'f str),
-    Id(&'f str),
-    /// "Which groups is this user in": from the member rows, not by loading members.
-    Member(&'f str),
-    /// Any other attribute compared with a text, searched in the database.
-    Text(&'f str, CompareOp),
-    /// A delta read (`meta.lastModified gt "…"`), searched in the database.
-    Stamped(StampRange),
-}
-
-/// How `term` is looked up, ranked: indexes first.
-fn lookup(term: &Filter) -> Option<(u8, Lookup<'_>)> {
-    if let Some((p, v)) = term.equality() {
-        if p.is("displayName") {
-            return Some((0, Lookup::DisplayName(v)));
-        }
-        if p.is("externalId") {
-            return Some((0, Lookup::ExternalId(v)));
-        }
-        if p.is("id") {
-            return Some((0, Lookup::Id(v)));
-        }
-    }
-    if let Some(member) = term.element_equality("members", "value") {
-        return Some((1, Lookup::Member(member)));
-    }
-    if let Some((text, op)) = term.required_text(COMPUTED) {
-        return Some((crate::SEARCH, Lookup::Text(text, op)));
-    }
-    stamp_range(term).map(|range| (crate::SEARCH, Lookup::Stamped(range)))
-}
-
-/// What a group's representation carries that its stored JSON may not: added when rendered.
-const COMPUTED: &[&str] = &["id", "meta", "displayName", "members"];
 
 pub(crate) async fn patch(
     State(state): State<IngestState>,

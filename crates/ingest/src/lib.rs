@@ -11,6 +11,7 @@ mod coalesce;
 mod error;
 mod groups;
 mod limit;
+mod lookup;
 mod removals;
 mod response;
 mod users;
@@ -269,91 +270,6 @@ async fn count_requests(State(state): State<IngestState>, req: Request, next: Ne
     resp
 }
 
-/// A filter's candidates: what a lookup found, else the whole directory as `scan` reads it (up
-/// to one row over [`MAX_SCAN`](unseat_store::directory::MAX_SCAN)). More candidates than
-/// that are `tooMany`, with `hint` saying which filters narrow them.
-pub(crate) async fn found_or_scanned<R>(
-    found: Option<Vec<R>>,
-    scan: impl std::future::Future<Output = unseat_store::Result<Vec<R>>>,
-    hint: &str,
-) -> Result<Vec<R>, ApiError> {
-    let rows = match found {
-        Some(rows) => rows,
-        None => scan.await?,
-    };
-    if rows.len() as i64 > unseat_store::directory::MAX_SCAN {
-        return Err(ScimError::too_many(hint.to_string()).into());
-    }
-    Ok(rows)
-}
-
-/// Rank of a lookup that searches the tenant's rows in the database rather than reading an
-/// index (a text in the stored JSON, a `meta` date); indexed lookups rank below it.
-pub(crate) const SEARCH: u8 = 2;
-
-/// Most lookups one filter's candidates may take (`userName eq "a" or userName eq "b" or …`),
-/// and most of them that search rather than read an index; a filter needing more is scanned.
-const MAX_LOOKUPS: usize = 100;
-const MAX_SEARCHES: usize = 4;
-
-/// Lookups that together find every resource `filter` can select, each with its rank, when
-/// there are such: a term's own lookup (`term` ranks it, or has none), the best ranked of an
-/// `and`'s terms (the first of equals), every lookup of both sides of an `or`. `None` when some
-/// part has none (`not (…)`, `title gt "x"`) or they would be too many.
-pub(crate) fn plan<'f, L>(filter: &'f Filter, term: &impl Fn(&'f Filter) -> Option<(u8, L)>) -> Option<Vec<(u8, L)>> {
-    let plan = match filter {
-        Filter::And(..) => filter
-            .conjuncts()
-            .into_iter()
-            .filter_map(|t| plan(t, term))
-            .min_by_key(|p| p.iter().map(|(rank, _)| *rank).max())?,
-        Filter::Or(a, b) => {
-            let mut p = plan(a, term)?;
-            p.extend(plan(b, term)?);
-            p
-        }
-        _ => vec![term(filter)?],
-    };
-    let searches = plan.iter().filter(|(rank, _)| *rank >= SEARCH).count();
-    (plan.len() <= MAX_LOOKUPS && searches <= MAX_SEARCHES).then_some(plan)
-}
-
-/// Runs a plan's lookups and gathers what they find, each resource once (by `id`), in the order
-/// of `order` (creation). Stops once more than [`MAX_SCAN`](unseat_store::directory::MAX_SCAN)
-/// are found: the answer is then `tooMany`.
-pub(crate) async fn gathered<L, R, Fut, K: Ord>(
-    plan: Vec<(u8, L)>,
-    mut run: impl FnMut(L) -> Fut,
-    id: impl Fn(&R) -> Uuid,
-    order: impl Fn(&R) -> K,
-) -> Result<Vec<R>, ApiError>
-where
-    Fut: std::future::Future<Output = unseat_store::Result<Vec<R>>>,
-{
-    let mut seen = std::collections::HashSet::new();
-    let mut found = Vec::new();
-    for (_, lookup) in plan {
-        found.extend(run(lookup).await?.into_iter().filter(|r| seen.insert(id(r))));
-        if found.len() as i64 > unseat_store::directory::MAX_SCAN {
-            break;
-        }
-    }
-    found.sort_by_key(|r| order(r));
-    Ok(found)
-}
-
-/// Where a filter's text stands in the JSON string it is compared with, for the database search.
-pub(crate) fn within(op: unseat_scim::CompareOp) -> unseat_store::directory::Within {
-    use unseat_scim::CompareOp;
-    use unseat_store::directory::Within;
-    match op {
-        CompareOp::Eq => Within::Whole,
-        CompareOp::Sw => Within::Start,
-        CompareOp::Ew => Within::End,
-        _ => Within::Anywhere,
-    }
-}
-
 /// Reads a JSON request body: a body over the limit is 413, a body that is not JSON (or sent
 /// as something other than JSON) is 400 invalidSyntax.
 pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Value, ScimError> {
@@ -588,53 +504,5 @@ async fn schema_by_id(
     {
         Some(r) => scim_response(StatusCode::OK, &r),
         None => scim_error_response(&ScimError::not_found(format!("no schema {id:?}"))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Ranks `a`… terms 0, `b`… terms 1 and `s`… terms as searches; others have no lookup.
-    fn rank(term: &Filter) -> Option<(u8, String)> {
-        let (path, _) = term.equality()?;
-        let rank = match path.name.chars().next()? {
-            'a' => 0,
-            'b' => 1,
-            's' => SEARCH,
-            _ => return None,
-        };
-        Some((rank, path.name.clone()))
-    }
-
-    fn names(f: &str) -> Option<Vec<String>> {
-        plan(&Filter::parse(f).unwrap(), &rank).map(|p| p.into_iter().map(|(_, n)| n).collect())
-    }
-
-    #[test]
-    fn a_plan_finds_every_resource_a_filter_can_select() {
-        let some = |n: &[&str]| Some(n.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(names(r#"a1 eq "x""#), some(&["a1"]));
-        // An and: its best ranked term, the first of equals.
-        assert_eq!(names(r#"s1 eq "x" and b1 eq "x" and a1 eq "x" and a2 eq "x""#), some(&["a1"]));
-        assert_eq!(names(r#"z eq "x" and b1 eq "x""#), some(&["b1"]));
-        // An or: both sides, each side by its own best term.
-        assert_eq!(names(r#"a1 eq "x" or b1 eq "x""#), some(&["a1", "b1"]));
-        assert_eq!(names(r#"(b1 eq "x" and a1 eq "x") or (s1 eq "x" and b2 eq "x")"#), some(&["a1", "b2"]));
-        // An and of ors takes its cheapest or.
-        assert_eq!(names(r#"(s1 eq "x" or a1 eq "x") and (b1 eq "x" or b2 eq "x")"#), some(&["b1", "b2"]));
-        assert_eq!(names(r#"z eq "x" and (a1 eq "x" or a2 eq "x")"#), some(&["a1", "a2"]));
-        // A part with no lookup leaves the filter to the scan.
-        for none in [r#"z eq "x""#, r#"a1 eq "x" or z eq "x""#, r#"not (a1 eq "x")"#, r#"a1 ne "x""#] {
-            assert_eq!(names(none), None, "{none}");
-        }
-        // Too many lookups, or too many searches, are scanned instead.
-        let ors = |term: &str, n: usize| vec![term; n].join(" or ");
-        assert_eq!(names(&ors(r#"a1 eq "x""#, MAX_LOOKUPS)).map(|p| p.len()), Some(MAX_LOOKUPS));
-        assert_eq!(names(&ors(r#"a1 eq "x""#, MAX_LOOKUPS + 1)), None);
-        assert_eq!(names(&ors(r#"s1 eq "x""#, MAX_SEARCHES)).map(|p| p.len()), Some(MAX_SEARCHES));
-        assert_eq!(names(&ors(r#"s1 eq "x""#, MAX_SEARCHES + 1)), None);
-        // … unless another term of an and can be looked up within the bounds.
-        assert_eq!(names(&format!(r#"({}) and b1 eq "x""#, ors(r#"s1 eq "x""#, MAX_SEARCHES + 1))), some(&["b1"]));
     }
 }

@@ -3,7 +3,8 @@
 //! since they cannot change anyone's access.
 
 use crate::activations::Activation;
-use crate::response::{check_if_match, render_user, resource_response, stamp_range, user_location};
+use crate::lookup::{self, Keys, Lookup};
+use crate::response::{check_if_match, render_user, resource_response, user_location};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -12,8 +13,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
 use unseat_scim::patch::only_active;
-use unseat_scim::{apply_user_patch, list_response, CompareOp, Filter, PatchRequest, ScimError, User};
-use unseat_store::directory::{self as dir, StampRange, UserFields, UserRecord};
+use unseat_scim::{apply_user_patch, list_response, Filter, PatchRequest, ScimError, User};
+use unseat_store::directory::{self as dir, UserFields, UserRecord};
+use unseat_store::Transaction;
 use uuid::Uuid;
 
 fn fields(u: &User) -> UserFields<'_> {
@@ -129,7 +131,7 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
 /// are read and the whole filter is evaluated on them; any other filter scans the directory.
 /// Either way at most [`dir::MAX_SCAN`] users are read, else the answer is `tooMany`.
 pub(crate) async fn matching(
-    tx: &unseat_store::Transaction<'_>,
+    tx: &Transaction<'_>,
     ctx: &Ctx,
     filter: Option<&Filter>,
 ) -> Result<Vec<UserRecord>, ApiError> {
@@ -137,7 +139,7 @@ pub(crate) async fn matching(
         Some(f) => looked_up(tx, ctx, f).await?,
         None => None,
     };
-    let candidates = crate::found_or_scanned(
+    let candidates = lookup::found_or_scanned(
         found,
         dir::scan_users(tx, ctx.dir, dir::MAX_SCAN + 1),
         "this search reads too many users; filter on userName, externalId, an email, meta.lastModified or another attribute eq",
@@ -149,70 +151,29 @@ pub(crate) async fn matching(
     })
 }
 
-/// The users the lookups of `filter`'s [plan](crate::plan) find, when it has one.
-async fn looked_up(
-    tx: &unseat_store::Transaction<'_>,
-    ctx: &Ctx,
-    filter: &Filter,
-) -> Result<Option<Vec<UserRecord>>, ApiError> {
-    let Some(plan) = crate::plan(filter, &lookup) else { return Ok(None) };
+/// What users are looked up by.
+const KEYS: Keys = Keys { name: "userName", elements: "emails", computed: &["id", "meta", "active"] };
+
+/// The users the lookups of `filter`'s [plan](Keys::plan) find, when it has one.
+async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<Option<Vec<UserRecord>>, ApiError> {
+    let Some(plan) = KEYS.plan(filter) else { return Ok(None) };
     let d = ctx.dir;
     let run = |lookup| async move {
         let limit = dir::MAX_SCAN + 1;
         match lookup {
-            Lookup::UserName(v) => Ok(dir::user_by_user_name(tx, d, v).await?.into_iter().collect()),
+            Lookup::Name(v) => Ok(dir::user_by_user_name(tx, d, v).await?.into_iter().collect()),
             Lookup::ExternalId(v) => dir::users_by_external_id(tx, d, v).await,
             Lookup::Id(v) => match Uuid::parse_str(v) {
                 Ok(id) => Ok(dir::get_user(tx, d, id).await?.into_iter().collect()),
                 Err(_) => Ok(Vec::new()),
             },
-            Lookup::Email(v) => dir::users_by_email(tx, d, v, limit).await,
-            Lookup::Text(text, op) => dir::users_containing(tx, d, text, crate::within(op), limit).await,
+            Lookup::Element(v) => dir::users_by_email(tx, d, v, limit).await,
+            Lookup::Text(text, within) => dir::users_containing(tx, d, text, within, limit).await,
             Lookup::Stamped(range) => dir::users_stamped(tx, d, &range, limit).await,
         }
     };
-    Ok(Some(crate::gathered(plan, run, |u| u.id, |u| (u.created_at, u.id)).await?))
+    Ok(Some(lookup::gathered(plan, run, |r| r.id, |r| (r.created_at, r.id)).await?))
 }
-
-/// A way to find the users a term can select.
-enum Lookup<'f> {
-    UserName(&'f str),
-    ExternalId(&'f str),
-    Id(&'f str),
-    /// An email's value (Entra's `emails[type eq "work"].value eq "…"`), from its table.
-    Email(&'f str),
-    /// Any other attribute compared with a text (an IdP matching users on a custom
-    /// attribute): the users whose stored JSON holds it, searched in the database.
-    Text(&'f str, CompareOp),
-    /// A delta read (`meta.lastModified gt "…"`): the users stamped in its range, searched in
-    /// the database.
-    Stamped(StampRange),
-}
-
-/// How `term` is looked up, ranked: indexes first.
-fn lookup(term: &Filter) -> Option<(u8, Lookup<'_>)> {
-    if let Some((p, v)) = term.equality() {
-        if p.is("userName") {
-            return Some((0, Lookup::UserName(v)));
-        }
-        if p.is("externalId") {
-            return Some((0, Lookup::ExternalId(v)));
-        }
-        if p.is("id") {
-            return Some((0, Lookup::Id(v)));
-        }
-    }
-    if let Some(email) = term.element_equality("emails", "value") {
-        return Some((1, Lookup::Email(email)));
-    }
-    if let Some((text, op)) = term.required_text(COMPUTED) {
-        return Some((crate::SEARCH, Lookup::Text(text, op)));
-    }
-    stamp_range(term).map(|range| (crate::SEARCH, Lookup::Stamped(range)))
-}
-
-/// What a user's representation carries that its stored JSON may not: added when rendered.
-const COMPUTED: &[&str] = &["id", "meta", "active"];
 
 /// How a change of `active` reads in the log: in an integration's directory it is an
 /// assignment.
@@ -227,7 +188,7 @@ fn active_verb(ctx: &Ctx, active: bool) -> &'static str {
 
 /// Announces that a user's `active` changed.
 async fn announce_active(
-    tx: &unseat_store::Transaction<'_>,
+    tx: &Transaction<'_>,
     state: &IngestState,
     ctx: &Ctx,
     rec: &UserRecord,
@@ -244,7 +205,7 @@ fn role_attributes(resource: &serde_json::Value) -> (Option<&serde_json::Value>,
 /// Writes `new` over `old` (already locked) unless nothing changed, announcing a change of
 /// `active`. Returns the stored user.
 async fn store_change(
-    tx: &unseat_store::Transaction<'_>,
+    tx: &Transaction<'_>,
     state: &IngestState,
     ctx: &Ctx,
     old: UserRecord,
