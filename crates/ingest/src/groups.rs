@@ -142,26 +142,12 @@ pub(crate) async fn get_one(
     respond(tx, &ctx, &rec, &Shape::from_params(&params), StatusCode::OK).await
 }
 
+/// `GET /Groups` and `POST /Groups/.search`: a page of the groups the filter selects.
 pub(crate) async fn list(
     State(state): State<IngestState>,
     Extension(ctx): Extension<Ctx>,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    q: ListQuery,
 ) -> Result<Response, ApiError> {
-    let q = ListQuery::from_params(&Params::from_query(query)?)?;
-    run_list(&state, &ctx, q).await
-}
-
-pub(crate) async fn search(
-    State(state): State<IngestState>,
-    Extension(ctx): Extension<Ctx>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
-    let q = ListQuery::from_search(&json_body(&headers, body)?)?;
-    run_list(&state, &ctx, q).await
-}
-
-async fn run_list(state: &IngestState, ctx: &Ctx, q: ListQuery) -> Result<Response, ApiError> {
     let page = q.page;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
@@ -171,12 +157,12 @@ async fn run_list(state: &IngestState, ctx: &Ctx, q: ListQuery) -> Result<Respon
             (total as usize, rows)
         }
         Some(f) => {
-            let matched = matching(&tx, ctx, Some(f)).await?;
+            let matched = matching(&tx, &ctx, Some(f)).await?;
             let total = matched.len();
             (total, matched.into_iter().skip(page.offset()).take(page.count).collect::<Vec<_>>())
         }
     };
-    let resources = render_all(&tx, ctx, &rows, q.shape.wants("members")).await?;
+    let resources = render_all(&tx, &ctx, &rows, q.shape.wants("members")).await?;
     tx.commit().await?;
     let resources = resources.into_iter().map(|g| q.shape.apply(g)).collect();
     Ok(scim_response(StatusCode::OK, &list_response(total, page, resources)))

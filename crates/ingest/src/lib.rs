@@ -116,10 +116,10 @@ impl IngestState {
 pub fn router(state: IngestState) -> Router {
     let scim = Router::new()
         .route("/Users", get(users::list).post(users::create))
-        .route("/Users/.search", post(users::search))
+        .route("/Users/.search", post(users::list))
         .route("/Users/{id}", get(users::get_one).put(users::replace).patch(users::patch).delete(users::delete))
         .route("/Groups", get(groups::list).post(groups::create))
-        .route("/Groups/.search", post(groups::search))
+        .route("/Groups/.search", post(groups::list))
         .route("/Groups/{id}", get(groups::get_one).put(groups::replace).patch(groups::patch).delete(groups::delete))
         .route("/.search", post(search_all))
         .route("/ServiceProviderConfig", get(service_provider_config))
@@ -352,6 +352,21 @@ pub(crate) struct ListQuery {
     pub shape: Shape,
 }
 
+/// Read from the query string of a GET, from the body of a POST.
+impl<S: Send + Sync> axum::extract::FromRequest<S> for ListQuery {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if req.method() == axum::http::Method::POST {
+            let headers = req.headers().clone();
+            let body = Bytes::from_request(req, state).await;
+            Ok(Self::from_search(&json_body(&headers, body)?)?)
+        } else {
+            Ok(Self::from_params(&Params::from_query(Query::try_from_uri(req.uri()))?)?)
+        }
+    }
+}
+
 impl ListQuery {
     pub fn from_params(p: &Params) -> Result<Self, ScimError> {
         Ok(Self {
@@ -450,10 +465,8 @@ pub(crate) fn directory_message(
 async fn search_all(
     State(state): State<IngestState>,
     Extension(ctx): Extension<Ctx>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    q: ListQuery,
 ) -> Result<Response, ApiError> {
-    let q = ListQuery::from_search(&json_body(&headers, body)?)?;
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
     let users = users::matching(&tx, &ctx, q.filter.as_ref()).await?;

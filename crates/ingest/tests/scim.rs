@@ -503,6 +503,26 @@ async fn oversized_body_is_413() {
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
     assert_scim_error(&b, "413", None);
     assert_eq!(app.count("scim_users").await, 0);
+    // Search requests are bodies too.
+    for path in ["/Users/.search", "/Groups/.search", "/.search"] {
+        let (s, b, _) =
+            app.call(Method::POST, path, Some(json!({"filter": format!("title eq \"{}\"", "x".repeat(4000))}))).await;
+        assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_scim_error(&b, "413", None);
+        let resp = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(&app.token)
+            .header("content-type", "text/plain")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{path}");
+        let (s, b, _) = app.call(Method::POST, path, Some(json!(["filter"]))).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {b}");
+        assert_scim_error(&b, "400", Some("invalidSyntax"));
+    }
 }
 
 #[tokio::test]
@@ -924,6 +944,11 @@ async fn attribute_selection_and_search_requests() {
     let (s, b, _) = app.call(Method::POST, "/Users/.search", Some(json!({"filter": "userName eq"}))).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_scim_error(&b, "400", Some("invalidFilter"));
+    for path in ["/Users?count=ten", "/Groups?startIndex=x", "/Users?filter=userName%20eq"] {
+        let (s, b, _) = app.call(Method::GET, path, None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {b}");
+        assert_scim_error(&b, "400", Some(if path.contains("filter") { "invalidFilter" } else { "invalidValue" }));
+    }
     assert!(app.outbox().await.len() == 1, "searches change nothing");
 }
 
