@@ -157,7 +157,7 @@ pub(crate) async fn list(
             (total as usize, rows)
         }
         Some(f) => {
-            let matched = matching(&tx, &ctx, Some(f)).await?;
+            let matched = matching(&tx, &ctx, &state.metrics, Some(f)).await?;
             let total = matched.len();
             (total, matched.into_iter().skip(page.offset()).take(page.count).collect::<Vec<_>>())
         }
@@ -209,6 +209,7 @@ fn members_in(members: &HashMap<Uuid, Vec<Member>>, group: Uuid) -> &[Member] {
 pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,
+    metrics: &unseat_telemetry::Metrics,
     filter: Option<&Filter>,
 ) -> Result<Vec<GroupRecord>, ApiError> {
     let found = match filter {
@@ -216,6 +217,8 @@ pub(crate) async fn matching(
         None => None,
     };
     let candidates = lookup::found_or_scanned(
+        metrics,
+        "Groups",
         found,
         dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN + 1),
         "this search reads too many groups; filter on displayName, externalId, a member, meta.lastModified or another attribute eq",

@@ -469,8 +469,8 @@ async fn search_all(
 ) -> Result<Response, ApiError> {
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let users = users::matching(&tx, &ctx, q.filter.as_ref()).await?;
-    let groups = groups::matching(&tx, &ctx, q.filter.as_ref()).await?;
+    let users = users::matching(&tx, &ctx, &state.metrics, q.filter.as_ref()).await?;
+    let groups = groups::matching(&tx, &ctx, &state.metrics, q.filter.as_ref()).await?;
     let total = users.len() + groups.len();
     let (offset, count) = (q.page.offset(), q.page.count);
     let page_users: Vec<_> = users.iter().skip(offset).take(count).collect();

@@ -6,6 +6,7 @@ use crate::response::stamp_range;
 use crate::ApiError;
 use unseat_scim::{CompareOp, Filter, ScimError};
 use unseat_store::directory::{StampRange, Within, MAX_SCAN};
+use unseat_telemetry::{FilterLabels, Metrics};
 use uuid::Uuid;
 
 /// Most lookups one filter's candidates may take (`userName eq "a" or userName eq "b" or …`),
@@ -132,13 +133,18 @@ where
 }
 
 /// A filter's candidates: what a plan found, else the whole directory as `scan` reads it (up to
-/// one row over [`MAX_SCAN`]). More candidates than that are `tooMany`, with `hint` saying which
-/// filters narrow them.
+/// one row over [`MAX_SCAN`]), counted by how in `unseat_scim_filter_reads_total` for
+/// `resource` (`Users`, `Groups`). More candidates than that are `tooMany`, with `hint` saying
+/// which filters narrow them.
 pub(crate) async fn found_or_scanned<R>(
+    metrics: &Metrics,
+    resource: &str,
     found: Option<Vec<R>>,
     scan: impl std::future::Future<Output = unseat_store::Result<Vec<R>>>,
     hint: &str,
 ) -> Result<Vec<R>, ApiError> {
+    let read = if found.is_some() { "lookup" } else { "scan" };
+    metrics.scim_filter_reads.get_or_create(&FilterLabels { resource: resource.into(), read: read.into() }).inc();
     let rows = match found {
         Some(rows) => rows,
         None => scan.await?,

@@ -89,7 +89,7 @@ pub(crate) async fn list(
             (total as usize, rows)
         }
         Some(f) => {
-            let matched = matching(&tx, &ctx, Some(f)).await?;
+            let matched = matching(&tx, &ctx, &state.metrics, Some(f)).await?;
             let total = matched.len();
             (total, matched.into_iter().skip(page.offset()).take(page.count).collect())
         }
@@ -119,6 +119,7 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
 pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,
+    metrics: &unseat_telemetry::Metrics,
     filter: Option<&Filter>,
 ) -> Result<Vec<UserRecord>, ApiError> {
     let found = match filter {
@@ -126,6 +127,8 @@ pub(crate) async fn matching(
         None => None,
     };
     let candidates = lookup::found_or_scanned(
+        metrics,
+        "Users",
         found,
         dir::scan_users(tx, ctx.dir, dir::MAX_SCAN + 1),
         "this search reads too many users; filter on userName, externalId, an email, meta.lastModified or another attribute eq",

@@ -1129,6 +1129,13 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
         ids_of(&users(&format!(r#"externalId eq "none" or id eq "{bob}" or id eq "x" or title eq "y""#)).await),
         sorted(&[&bob])
     );
+    // Operators see how filters were read.
+    let reads = |read: &str| {
+        app.metrics
+            .sample(&format!("unseat_scim_filter_reads_total{{resource=\"Users\",read=\"{read}\"}}"))
+            .unwrap_or(0.0)
+    };
+    let (lookups, scans) = (reads("lookup"), reads("scan"));
     let (s, b, _) = app
         .call(
             Method::GET,
@@ -1138,6 +1145,9 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     assert_scim_error(&b, "400", Some("tooMany"));
+    assert_eq!((reads("lookup"), reads("scan")), (lookups, scans + 1.0));
+    users(&format!(r#"userName eq "{bob_name}""#)).await;
+    assert_eq!((reads("lookup"), reads("scan")), (lookups + 1.0, scans + 1.0));
     assert_eq!(ids_of(&groups(r#"displayName eq "Admins" or displayName eq "None""#).await), sorted(&[&g]));
     assert_eq!(
         ids_of(&groups(&format!(r#"members[value eq "{bob}"] or members[value eq "{alice}"]"#)).await),

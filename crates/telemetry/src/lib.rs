@@ -30,6 +30,14 @@ pub struct ScimLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FilterLabels {
+    /// `Users` or `Groups`.
+    pub resource: String,
+    /// How the filter's candidates were read: `lookup` or `scan`.
+    pub read: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
     pub outcome: String,
 }
@@ -75,6 +83,8 @@ pub struct Metrics {
     pub scim_request_duration: Family<ScimLabels, Histogram, fn() -> Histogram>,
     /// Changes per group-commit write of the ingest, by kind.
     pub scim_group_commit_changes: Family<KindLabels, Histogram, fn() -> Histogram>,
+    /// Filtered lists and searches, by how their candidates were read.
+    pub scim_filter_reads: Family<FilterLabels, Counter>,
     pub outbox_published: Counter,
     /// Packed messages among them (each carrying several directory changes).
     pub outbox_packs: Counter,
@@ -103,6 +113,7 @@ impl Metrics {
             scim_requests: Family::default(),
             scim_request_duration: Family::new_with_constructor(latency),
             scim_group_commit_changes: Family::new_with_constructor(batch_sizes),
+            scim_filter_reads: Family::default(),
             outbox_published: Counter::default(),
             outbox_packs: Counter::default(),
             outbox_publish_errors: Counter::default(),
@@ -123,6 +134,13 @@ impl Metrics {
             "scim_group_commit_changes",
             "Changes the ingest wrote per group-commit statement (concurrent requests written together), by kind",
             m.scim_group_commit_changes.clone(),
+        );
+        registry.register(
+            "scim_filter_reads",
+            "SCIM filters evaluated (filtered lists, /.search) by how their candidates were read: lookup (terms of \
+             the filter looked up, only what they find) or scan (the directory in creation order, up to 20,000 rows, \
+             else tooMany)",
+            m.scim_filter_reads.clone(),
         );
         registry.register(
             "outbox_published",
