@@ -1,7 +1,19 @@
 //! Test support: a fresh, migrated database per test on the local PostgreSQL, so tests run in
 //! parallel without seeing each other. Used by the crates' own tests and `tests/`.
+//!
+//! A test's database outlives it (a failed test's state can be read afterwards); the first
+//! [`fresh_database`] of each test process drops those left by runs more than
+//! [`STALE_AFTER`] ago, so a machine that runs the suite every day does not fill its disk.
 
 use crate::{migrate::migrate, Result, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio_postgres::NoTls;
+
+/// Test databases created longer ago than this are dropped; no test run lasts that long.
+pub const STALE_AFTER: Duration = Duration::from_secs(6 * 3600);
+
+const PREFIX: &str = "unseat_t_";
 
 /// The server tests use; `UNSEAT_TEST_DATABASE_URL` overrides it (a URL without a database
 /// name, or with `postgres`).
@@ -9,13 +21,93 @@ pub fn server_url() -> String {
     std::env::var("UNSEAT_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
 }
 
-/// Creates and migrates a database with a unique name; returns its URL and a pool.
+/// Creates and migrates a database with a unique name (carrying its creation time); returns its
+/// URL and a pool.
 pub async fn fresh_database() -> Result<(String, Store)> {
-    let name = format!("unseat_t_{}", uuid::Uuid::new_v4().simple());
     let base = server_url();
     let base = base.trim_end_matches('/').trim_end_matches("/postgres");
+    static SWEPT: AtomicBool = AtomicBool::new(false);
+    if !SWEPT.swap(true, Ordering::SeqCst) {
+        drop_stale_databases(base).await;
+    }
+    let name = format!("{PREFIX}{}_{}", now_secs(), uuid::Uuid::new_v4().simple());
     let url = format!("{base}/{name}");
     migrate(&url).await?;
     let store = Store::connect(&url, 16)?;
     Ok((url, store))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// True for a test database created more than [`STALE_AFTER`] before `now` (seconds since the
+/// epoch), or named before names carried their creation time.
+fn stale(name: &str, now: u64) -> bool {
+    let Some(rest) = name.strip_prefix(PREFIX) else { return false };
+    match rest.split_once('_').and_then(|(created, _)| created.parse::<u64>().ok()) {
+        Some(created) => now.saturating_sub(created) > STALE_AFTER.as_secs(),
+        None => true,
+    }
+}
+
+/// Drops stale test databases, best effort: one still in use (a test process running longer
+/// than [`STALE_AFTER`]) stays, as does everything when the server cannot be reached.
+async fn drop_stale_databases(base: &str) {
+    let Ok((client, conn)) = tokio_postgres::connect(&format!("{base}/postgres"), NoTls).await else { return };
+    let conn = tokio::spawn(conn);
+    let like = format!("{}%", PREFIX.replace('_', "\\_"));
+    let names: Vec<String> = match client.query("select datname from pg_database where datname like $1", &[&like]).await
+    {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(_) => Vec::new(),
+    };
+    let now = now_secs();
+    for name in names.iter().filter(|n| stale(n, now)) {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        if let Err(e) = client.batch_execute(&format!("drop database if exists {quoted}")).await {
+            tracing::debug!(database = %name, error = %e, "stale test database kept");
+        }
+    }
+    drop(client);
+    let _ = conn.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_old_test_databases_are_stale() {
+        let now = 1_800_000_000;
+        let hours_ago = |h: u64| format!("{PREFIX}{}_0123456789abcdef0123456789abcdef", now - h * 3600);
+        assert!(!stale(&hours_ago(0), now));
+        assert!(!stale(&hours_ago(5), now));
+        assert!(stale(&hours_ago(7), now));
+        assert!(stale("unseat_t_0123456789abcdef0123456789abcdef", now), "named before names carried a time");
+        for other in ["unseat", "unseat_bench", "unseat_soak", "postgres", "unseat_t"] {
+            assert!(!stale(other, now), "{other}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_test_database_is_dropped_and_a_fresh_one_kept() {
+        let base = server_url();
+        let base = base.trim_end_matches('/').trim_end_matches("/postgres");
+        let (client, conn) = tokio_postgres::connect(&format!("{base}/postgres"), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let old = format!("{PREFIX}{}_{}", now_secs() - STALE_AFTER.as_secs() - 60, uuid::Uuid::new_v4().simple());
+        client.batch_execute(&format!("create database {old}")).await.unwrap();
+        let (fresh, _store) = fresh_database().await.unwrap();
+        let fresh = fresh.rsplit('/').next().unwrap().to_string();
+        drop_stale_databases(base).await;
+        let exists = |name: String| {
+            let client = &client;
+            async move {
+                client.query_opt("select 1 from pg_database where datname = $1", &[&name]).await.unwrap().is_some()
+            }
+        };
+        assert!(!exists(old).await, "the stale database is dropped");
+        assert!(exists(fresh).await, "the fresh one is kept");
+    }
 }
