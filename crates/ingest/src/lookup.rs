@@ -50,8 +50,8 @@ pub(crate) struct Keys {
 
 impl Keys {
     /// Lookups that together find every resource `filter` can select, when there are such: a
-    /// term's own, the best ranked of an `and`'s terms (the first of equals, indexes first),
-    /// both sides' of an `or`. `None` when some part has none (`not (…)`, `title gt "x"`) or
+    /// term's own, the best ranked of an `and`'s terms (indexes first, then the fewest lookups,
+    /// then the first), both sides' of an `or`. `None` when some part has none (`not (…)`, `title gt "x"`) or
     /// they would be too many.
     pub(crate) fn plan<'f>(&self, filter: &'f Filter) -> Option<Vec<Lookup<'f>>> {
         Some(self.ranked(filter)?.into_iter().map(|(_, lookup)| lookup).collect())
@@ -63,7 +63,7 @@ impl Keys {
                 .conjuncts()
                 .into_iter()
                 .filter_map(|t| self.ranked(t))
-                .min_by_key(|p| p.iter().map(|(rank, _)| *rank).max())?,
+                .min_by_key(|p| (p.iter().map(|(rank, _)| *rank).max(), p.len()))?,
             Filter::Or(a, b) => {
                 let mut p = self.ranked(a)?;
                 p.extend(self.ranked(b)?);
@@ -200,7 +200,11 @@ mod tests {
             plan(r#"(title eq "t" and userName eq "a") or (title co "u" and emails.value eq "e")"#),
             some(&["userName a", "email e"])
         );
-        // An and of ors takes its cheapest or.
+        // An and of ors takes its cheapest or, and of equals the one with fewest lookups.
+        assert_eq!(
+            plan(r#"(userName eq "a" or userName eq "b") and externalId eq "x" and id eq "y""#),
+            some(&["externalId x"])
+        );
         assert_eq!(
             plan(r#"(title eq "t" or userName eq "a") and (emails.value eq "e" or emails.value eq "f")"#),
             some(&["email e", "email f"])
