@@ -68,6 +68,9 @@ pub(crate) fn stamp_range(term: &Filter) -> Option<StampRange> {
         .into_iter()
         .find_map(|(stamp, sub)| term.instant_comparison("meta", sub).map(|c| (stamp, c)))?;
     let t = t.with_timezone(&Utc);
+    if t.nanosecond() >= 1_000_000_000 {
+        return None; // a leap second (`23:59:60`), which no stored timestamp renders as: scanned
+    }
     let floor = t.checked_sub_signed(TimeDelta::nanoseconds(i64::from(t.nanosecond() % 1_000_000)))?;
     let next = floor.checked_add_signed(TimeDelta::milliseconds(1))?;
     let ceil = if floor == t { floor } else { next };
@@ -164,7 +167,11 @@ mod tests {
             stamp_range(&created),
             Some(StampRange { stamp: Stamp::Created, from: Some(at("2026-01-01T00:00:00Z")), until: None })
         );
-        for none in [r#"meta.lastModified ne "2026-01-01T00:00:00Z""#, r#"meta.version eq "2026-01-01T00:00:00Z""#] {
+        for none in [
+            r#"meta.lastModified ne "2026-01-01T00:00:00Z""#,
+            r#"meta.version eq "2026-01-01T00:00:00Z""#,
+            r#"meta.lastModified gt "2016-12-31T23:59:60.5Z""#,
+        ] {
             assert_eq!(stamp_range(&Filter::parse(none).unwrap()), None, "{none}");
         }
     }
