@@ -209,7 +209,7 @@ async fn store_change(
     if unchanged {
         return Ok(old);
     }
-    let rec = dir::update_user(tx, ctx.dir, old.id, f).await?;
+    let rec = dir::update_user(tx, ctx.dir, &old, f).await?;
     if old.active != rec.active {
         announce_active(tx, state, ctx, &rec).await?;
     } else if ctx.dir.integration.is_some() && role_attributes(&old.resource) != role_attributes(&rec.resource) {
