@@ -157,7 +157,7 @@ pub(crate) async fn list(
             (total as usize, rows)
         }
         Some(f) => {
-            let matched = matching(&tx, &ctx, &state.metrics, Some(f)).await?;
+            let matched = matching(&tx, &ctx, &state.metrics, f).await?;
             let total = matched.len();
             (total, matched.into_iter().skip(page.offset()).take(page.count).collect::<Vec<_>>())
         }
@@ -197,7 +197,7 @@ fn members_in(members: &HashMap<Uuid, Vec<Member>>, group: Uuid) -> &[Member] {
     members.get(&group).map(Vec::as_slice).unwrap_or(&[])
 }
 
-/// Every group `filter` selects (all groups without one), in creation order. When a term that
+/// Every group `filter` selects, in creation order. When a term that
 /// must hold can be looked up (`displayName`, `externalId` or `id` eq; a member's value eq, as
 /// in `members[value eq "…"]`, from the member rows; else any attribute eq, sw, ew or co a
 /// text, or a `meta` date compared with a date-time, searched in the database; or such terms on
@@ -210,12 +210,9 @@ pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,
     metrics: &unseat_telemetry::Metrics,
-    filter: Option<&Filter>,
+    filter: &Filter,
 ) -> Result<Vec<GroupRecord>, ApiError> {
-    let found = match filter {
-        Some(f) => looked_up(tx, ctx, f).await?,
-        None => None,
-    };
+    let found = looked_up(tx, ctx, filter).await?;
     let candidates = lookup::found_or_scanned(
         metrics,
         "Groups",
@@ -224,7 +221,6 @@ pub(crate) async fn matching(
         "this search reads too many groups; filter on displayName, externalId, a member, meta.lastModified or another attribute eq",
     )
     .await?;
-    let Some(filter) = filter else { return Ok(candidates) };
     let ids: Vec<Uuid> = candidates.iter().map(|g| g.id).collect();
     let members = match filter.elements("members", "value") {
         Elements::Named(values) if values.is_empty() => None,

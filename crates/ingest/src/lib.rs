@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use unseat_bus::messages::{DirectoryChanged, Trigger, MESSAGE_VERSION};
 use unseat_scim::{schema, AttrList, Filter, Page, ScimError};
-use unseat_store::directory::Dir;
+use unseat_store::directory::{self as dir, Dir};
 use unseat_store::tokens::{ScimScope, TokenOwner};
 use unseat_store::Store;
 use unseat_telemetry::{Metrics, ScimLabels};
@@ -462,6 +462,8 @@ pub(crate) fn directory_message(
 }
 
 /// `POST /.search`: Users and Groups together (RFC 7644 §3.4.3), users first.
+/// `POST /.search`: users, then groups. Without a filter, the page is read from both tables by
+/// offset, whatever the directory's size; with one, both are filtered.
 async fn search_all(
     State(state): State<IngestState>,
     Extension(ctx): Extension<Ctx>,
@@ -469,13 +471,25 @@ async fn search_all(
 ) -> Result<Response, ApiError> {
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
-    let users = users::matching(&tx, &ctx, &state.metrics, q.filter.as_ref()).await?;
-    let groups = groups::matching(&tx, &ctx, &state.metrics, q.filter.as_ref()).await?;
-    let total = users.len() + groups.len();
     let (offset, count) = (q.page.offset(), q.page.count);
-    let page_users: Vec<_> = users.iter().skip(offset).take(count).collect();
-    let group_offset = offset.saturating_sub(users.len());
-    let page_groups: Vec<_> = groups.into_iter().skip(group_offset).take(count - page_users.len()).collect();
+    let (total, page_users, page_groups) = match &q.filter {
+        None => {
+            let (users_total, users) = dir::list_users(&tx, ctx.dir, offset as i64, count as i64).await?;
+            let group_offset = (offset as i64).saturating_sub(users_total).max(0);
+            let rest = count.saturating_sub(users.len()) as i64;
+            let (groups_total, groups) = dir::list_groups(&tx, ctx.dir, group_offset, rest).await?;
+            ((users_total + groups_total) as usize, users, groups)
+        }
+        Some(f) => {
+            let users = users::matching(&tx, &ctx, &state.metrics, f).await?;
+            let groups = groups::matching(&tx, &ctx, &state.metrics, f).await?;
+            let total = users.len() + groups.len();
+            let group_offset = offset.saturating_sub(users.len());
+            let page_users: Vec<_> = users.into_iter().skip(offset).take(count).collect();
+            let page_groups = groups.into_iter().skip(group_offset).take(count - page_users.len()).collect();
+            (total, page_users, page_groups)
+        }
+    };
     let mut resources: Vec<Value> = page_users.iter().map(|u| response::render_user(&ctx.base, u)).collect();
     resources.extend(groups::render_all(&tx, &ctx, &page_groups, q.shape.wants("members")).await?);
     tx.commit().await?;

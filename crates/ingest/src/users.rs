@@ -89,7 +89,7 @@ pub(crate) async fn list(
             (total as usize, rows)
         }
         Some(f) => {
-            let matched = matching(&tx, &ctx, &state.metrics, Some(f)).await?;
+            let matched = matching(&tx, &ctx, &state.metrics, f).await?;
             let total = matched.len();
             (total, matched.into_iter().skip(page.offset()).take(page.count).collect())
         }
@@ -109,7 +109,7 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
     v
 }
 
-/// Every user `filter` selects (all users without one), in creation order. When a term that
+/// Every user `filter` selects, in creation order. When a term that
 /// must hold can be looked up (`userName`, `externalId` or `id` eq; an email's value eq, such
 /// as Entra's `emails[type eq "work"].value eq "…"`; all through indexes; else any attribute eq,
 /// sw, ew or co a text, or `meta.created`/`meta.lastModified` compared with a date-time,
@@ -120,12 +120,9 @@ pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,
     metrics: &unseat_telemetry::Metrics,
-    filter: Option<&Filter>,
+    filter: &Filter,
 ) -> Result<Vec<UserRecord>, ApiError> {
-    let found = match filter {
-        Some(f) => looked_up(tx, ctx, f).await?,
-        None => None,
-    };
+    let found = looked_up(tx, ctx, filter).await?;
     let candidates = lookup::found_or_scanned(
         metrics,
         "Users",
@@ -134,10 +131,7 @@ pub(crate) async fn matching(
         "this search reads too many users; filter on userName, externalId, an email, meta.lastModified or another attribute eq",
     )
     .await?;
-    Ok(match filter {
-        Some(f) => candidates.into_iter().filter(|u| f.matches(&filterable(&ctx.base, u))).collect(),
-        None => candidates,
-    })
+    Ok(candidates.into_iter().filter(|u| filter.matches(&filterable(&ctx.base, u))).collect())
 }
 
 /// What users are looked up by.

@@ -1155,6 +1155,26 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
     );
     assert_eq!(ids_of(&groups(&format!(r#"members[value eq "{bob}"] or displayName eq "x""#)).await), sorted(&[]));
 
+    // A search of the whole directory without a filter pages through users, then groups.
+    let search = |start: i64, count: i64| {
+        let app = &app;
+        async move {
+            let body = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                              "startIndex": start, "count": count, "excludedAttributes": ["members"]});
+            let (s, b, _) = app.call(Method::POST, "/.search", Some(body)).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            assert_eq!(b["totalResults"], 20_005, "{b}");
+            b["Resources"].as_array().unwrap().clone()
+        }
+    };
+    let first = search(1, 2).await;
+    assert_eq!((first[0]["id"].as_str(), first[1]["id"].as_str()), (Some(alice.as_str()), Some(other.as_str())));
+    let last = search(20_004, 5).await;
+    assert_eq!(last.len(), 2, "{last:?}");
+    assert!(last[0]["userName"].as_str().unwrap().starts_with("bulk"), "{last:?}");
+    assert_eq!(last[1]["id"], g.as_str());
+    assert!(search(20_006, 5).await.is_empty());
+
     // A filter that needs every member of a group larger than the service loads: tooMany.
     let (s, b, _) = app
         .call(Method::GET, &format!("/Groups?filter={}", filter_query(&format!(r#"id eq "{g}" and members pr"#))), None)
