@@ -197,15 +197,15 @@ fn members_in(members: &HashMap<Uuid, Vec<Member>>, group: Uuid) -> &[Member] {
     members.get(&group).map(Vec::as_slice).unwrap_or(&[])
 }
 
-/// Every group `filter` selects, in creation order. When a term that
-/// must hold can be looked up (`displayName`, `externalId` or `id` eq; a member's value eq, as
-/// in `members[value eq "…"]`, from the member rows; else any attribute eq, sw, ew or co a
-/// text, or a `meta` date compared with a date-time, searched in the database; or such terms on
-/// every side of an `or`) only the groups they find are read; any other filter scans the
-/// directory; either way at most [`dir::MAX_SCAN`] groups are read, else the answer is
-/// `tooMany`. The filter is evaluated on each group with the members it tests: when it names
-/// them (a membership check, `id eq "…" and members[value eq "…"]`) just those, whatever the
-/// group's size; otherwise all of them, up to [`dir::MAX_SCAN`] members over the groups read.
+/// Every group `filter` selects, in creation order. When a term that must hold can be looked up
+/// (`displayName`, `externalId` or `id` eq; a member's value eq, as in `members[value eq "…"]`,
+/// from the member rows; else any attribute eq, sw, ew or co a text, or a `meta` date compared with
+/// a date-time, searched in the database; or such terms on every side of an `or`) only the groups
+/// they find are read; any other filter scans the directory; either way at most [`dir::MAX_SCAN`]
+/// groups are read, else the answer is `tooMany`. The filter is evaluated on each group with the
+/// members it tests: when it names them (a membership check, `id eq "…" and members[value eq "…"]`)
+/// just those, whatever the group's size; otherwise all of them, up to [`dir::MAX_SCAN`] members
+/// over the groups read.
 pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,

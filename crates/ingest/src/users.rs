@@ -109,13 +109,13 @@ fn filterable(base: &str, u: &UserRecord) -> serde_json::Value {
     v
 }
 
-/// Every user `filter` selects, in creation order. When a term that
-/// must hold can be looked up (`userName`, `externalId` or `id` eq; an email's value eq, such
-/// as Entra's `emails[type eq "work"].value eq "…"`; all through indexes; else any attribute eq,
-/// sw, ew or co a text, or `meta.created`/`meta.lastModified` compared with a date-time,
-/// searched in the database; or such terms on every side of an `or`), only the users they find
-/// are read and the whole filter is evaluated on them; any other filter scans the directory.
-/// Either way at most [`dir::MAX_SCAN`] users are read, else the answer is `tooMany`.
+/// Every user `filter` selects, in creation order. When a term that must hold can be looked up
+/// (`userName`, `externalId` or `id` eq; an email's value eq, such as Entra's `emails[type eq
+/// "work"].value eq "…"`; all through indexes; else any attribute eq, sw, ew or co a text, or
+/// `meta.created`/`meta.lastModified` compared with a date-time, searched in the database; or such
+/// terms on every side of an `or`), only the users they find are read and the whole filter is
+/// evaluated on them; any other filter scans the directory. Either way at most [`dir::MAX_SCAN`]
+/// users are read, else the answer is `tooMany`.
 pub(crate) async fn matching(
     tx: &Transaction<'_>,
     ctx: &Ctx,
