@@ -159,7 +159,8 @@ pub(crate) async fn found_or_scanned<R>(
 mod tests {
     use super::*;
 
-    const USERS: Keys = Keys { name: "userName", elements: "emails", computed: &["id", "meta", "active"] };
+    // The users' own keys, as the service looks users up.
+    use crate::users::KEYS as USERS;
 
     /// The plan for `f`, each lookup by the attribute or value it reads.
     fn plan(f: &str) -> Option<Vec<String>> {

@@ -135,7 +135,7 @@ pub(crate) async fn matching(
 }
 
 /// What users are looked up by.
-const KEYS: Keys = Keys { name: "userName", elements: "emails", computed: &["id", "meta", "active"] };
+pub(crate) const KEYS: Keys = Keys { name: "userName", elements: "emails", computed: &["id", "meta", "active"] };
 
 /// The users the lookups of `filter`'s [plan](Keys::plan) find, when it has one.
 async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<Option<Vec<UserRecord>>, ApiError> {
