@@ -217,7 +217,7 @@ pub(crate) async fn matching(
         metrics,
         "Groups",
         found,
-        dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN + 1),
+        dir::scan_groups(tx, ctx.dir, dir::MAX_SCAN),
         "this search reads too many groups; filter on displayName, externalId, a member, meta.lastModified or another attribute eq",
     )
     .await?;

@@ -132,27 +132,27 @@ where
     Ok(found)
 }
 
-/// A filter's candidates: what a plan found, else the whole directory as `scan` reads it (up to
-/// one row over [`MAX_SCAN`]), counted by how in `unseat_scim_filter_reads_total` for
-/// `resource` (`Users`, `Groups`). More candidates than that are `tooMany`, with `hint` saying
-/// which filters narrow them.
+/// A filter's candidates: what a plan found, else the whole directory as `scan` reads it (`None`
+/// when it holds more than [`MAX_SCAN`], found without reading them), counted by how in
+/// `unseat_scim_filter_reads_total` for `resource` (`Users`, `Groups`). More than [`MAX_SCAN`]
+/// candidates are `tooMany`, with `hint` saying which filters narrow them.
 pub(crate) async fn found_or_scanned<R>(
     metrics: &Metrics,
     resource: &str,
     found: Option<Vec<R>>,
-    scan: impl std::future::Future<Output = unseat_store::Result<Vec<R>>>,
+    scan: impl std::future::Future<Output = unseat_store::Result<Option<Vec<R>>>>,
     hint: &str,
 ) -> Result<Vec<R>, ApiError> {
     let read = if found.is_some() { "lookup" } else { "scan" };
     metrics.scim_filter_reads.get_or_create(&FilterLabels { resource: resource.into(), read: read.into() }).inc();
     let rows = match found {
-        Some(rows) => rows,
+        Some(rows) => Some(rows),
         None => scan.await?,
     };
-    if rows.len() as i64 > MAX_SCAN {
-        return Err(ScimError::too_many(hint.to_string()).into());
+    match rows {
+        Some(rows) if rows.len() as i64 <= MAX_SCAN => Ok(rows),
+        _ => Err(ScimError::too_many(hint.to_string()).into()),
     }
-    Ok(rows)
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ pub(crate) async fn matching(
         metrics,
         "Users",
         found,
-        dir::scan_users(tx, ctx.dir, dir::MAX_SCAN + 1),
+        dir::scan_users(tx, ctx.dir, dir::MAX_SCAN),
         "this search reads too many users; filter on userName, externalId, an email, meta.lastModified or another attribute eq",
     )
     .await?;

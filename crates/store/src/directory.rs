@@ -154,12 +154,21 @@ impl<R> Kind<R> {
         Ok((total, rows.iter().map(self.row).collect()))
     }
 
-    async fn scan(&self, tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<R>> {
+    /// The whole directory in creation order when it holds at most `max` rows, else `None`,
+    /// found by counting index entries (up to one over `max`) before any row is read.
+    async fn scan(&self, tx: &Transaction<'_>, d: Dir, max: i64) -> Result<Option<Vec<R>>> {
         let (cols, table) = (self.cols, self.table);
+        let count =
+            format!("select count(*) from (select 1 from {table} where tenant_id = $1 and scope = $2 limit $3) s");
+        let over = max.saturating_add(1);
+        let n: i64 = tx.query_one(&stmt(tx, &count).await?, &[&d.tenant_id, &d.scope(), &over]).await?.get(0);
+        if n > max {
+            return Ok(None);
+        }
         let sql =
             format!("select {cols} from {table} where tenant_id = $1 and scope = $2 order by created_at, id limit $3");
-        let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &limit]).await?;
-        Ok(rows.iter().map(self.row).collect())
+        let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &max]).await?;
+        Ok(Some(rows.iter().map(self.row).collect()))
     }
 
     /// Up to `limit` rows, in creation order, whose stored representation contains `text`,
@@ -529,9 +538,10 @@ pub async fn list_users(tx: &Transaction<'_>, d: Dir, offset: i64, limit: i64) -
     USERS.page(tx, d, offset, limit).await
 }
 
-/// Up to `limit` users in creation order, for filters evaluated in memory.
-pub async fn scan_users(tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<UserRecord>> {
-    USERS.scan(tx, d, limit).await
+/// Every user of the directory in creation order, for a filter evaluated in memory, when there
+/// are at most `max` (else `None`, without reading them).
+pub async fn scan_users(tx: &Transaction<'_>, d: Dir, max: i64) -> Result<Option<Vec<UserRecord>>> {
+    USERS.scan(tx, d, max).await
 }
 
 /// Up to `limit` users, in creation order, whose representation contains `text` ignoring case,
@@ -698,9 +708,10 @@ pub async fn list_groups(tx: &Transaction<'_>, d: Dir, offset: i64, limit: i64) 
     GROUPS.page(tx, d, offset, limit).await
 }
 
-/// Up to `limit` groups in creation order, for filters evaluated in memory.
-pub async fn scan_groups(tx: &Transaction<'_>, d: Dir, limit: i64) -> Result<Vec<GroupRecord>> {
-    GROUPS.scan(tx, d, limit).await
+/// Every group of the directory (without members) in creation order, for a filter evaluated in
+/// memory, when there are at most `max` (else `None`, without reading them).
+pub async fn scan_groups(tx: &Transaction<'_>, d: Dir, max: i64) -> Result<Option<Vec<GroupRecord>>> {
+    GROUPS.scan(tx, d, max).await
 }
 
 /// Groups that have `user_id` as a member, for filters on `members.value`.
@@ -1163,6 +1174,41 @@ mod tests {
             .collect();
         assert_eq!(rows, vec!["ann@corp.example".to_string()]);
         assert_eq!(by_email(&store, d, "ANN@corp.example").await, vec![a]);
+    }
+
+    #[tokio::test]
+    async fn a_scan_reads_a_directory_only_when_it_holds_no_more_than_its_bound() {
+        let (_url, store) = fresh_database().await.unwrap();
+        let (d, other) = (tenant(&store).await, tenant(&store).await);
+        let mut c = store.client().await.unwrap();
+        let mut ids = Vec::new();
+        // One transaction each, so that they are stamped in this order.
+        for name in ["ann", "bea", "cy"] {
+            let tx = c.transaction().await.unwrap();
+            let id = Uuid::new_v4();
+            insert_user(&tx, d, id, fields(name, &json!({}))).await.unwrap();
+            tx.commit().await.unwrap();
+            ids.push(id);
+        }
+        let tx = c.transaction().await.unwrap();
+        for name in ["dee", "eve"] {
+            insert_user(&tx, other, Uuid::new_v4(), fields(name, &json!({}))).await.unwrap();
+        }
+        let g = Uuid::new_v4();
+        insert_group(&tx, d, g, GroupFields { display_name: "Staff", external_id: None, resource: &json!({}) })
+            .await
+            .unwrap();
+        let scanned = |users: Option<Vec<UserRecord>>| users.map(|us| us.iter().map(|u| u.id).collect::<Vec<_>>());
+        assert_eq!(scanned(scan_users(&tx, d, 3).await.unwrap()), Some(ids.clone()), "every user, in creation order");
+        assert_eq!(scanned(scan_users(&tx, d, 2).await.unwrap()), None, "one over the bound");
+        assert_eq!(
+            scanned(scan_users(&tx, other, 2).await.unwrap()).map(|v| v.len()),
+            Some(2),
+            "the other tenant's own"
+        );
+        let groups = scan_groups(&tx, d, 1).await.unwrap().map(|gs| gs.iter().map(|g| g.id).collect::<Vec<_>>());
+        assert_eq!(groups, Some(vec![g]));
+        assert!(scan_groups(&tx, d, 0).await.unwrap().is_none());
     }
 
     #[tokio::test]
