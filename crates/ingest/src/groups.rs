@@ -2,7 +2,7 @@
 //! by row; every member added or removed, and every group deleted, is announced to the
 //! resolver with the users concerned.
 
-use crate::lookup::{self, Keys, Lookup};
+use crate::lookup::{self, Found, Keys, Lookup};
 use crate::removals::Removal;
 use crate::response::{check_if_match, group_location, no_content, render_group, resource_response, scim_response};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
@@ -249,27 +249,29 @@ const KEYS: Keys =
     Keys { name: "displayName", elements: "members", computed: &["id", "meta", "displayName", "members"] };
 
 /// The groups the lookups of `filter`'s [plan](Keys::plan) find, when it has one.
-async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<Option<Vec<GroupRecord>>, ApiError> {
-    let Some(plan) = KEYS.plan(filter) else { return Ok(None) };
+async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<Found<GroupRecord>, ApiError> {
+    let Some(plan) = KEYS.plan(filter) else { return Ok(Found::Unplanned) };
     let d = ctx.dir;
+    // Indexed lookups read what they find; searches read nothing when they find too many.
     let run = |lookup| async move {
-        let limit = dir::MAX_SCAN + 1;
-        match lookup {
-            Lookup::Name(v) => dir::groups_by_display_name(tx, d, v).await,
-            Lookup::ExternalId(v) => dir::groups_by_external_id(tx, d, v).await,
+        let max = dir::MAX_SCAN;
+        let found = match lookup {
+            Lookup::Name(v) => dir::groups_by_display_name(tx, d, v).await?,
+            Lookup::ExternalId(v) => dir::groups_by_external_id(tx, d, v).await?,
             Lookup::Id(v) => match Uuid::parse_str(v) {
-                Ok(id) => Ok(dir::get_group(tx, d, id).await?.into_iter().collect()),
-                Err(_) => Ok(Vec::new()),
+                Ok(id) => dir::get_group(tx, d, id).await?.into_iter().collect(),
+                Err(_) => Vec::new(),
             },
             Lookup::Element(v) => match Uuid::parse_str(v) {
-                Ok(user) => dir::groups_with_member(tx, d, user).await,
-                Err(_) => Ok(Vec::new()),
+                Ok(user) => dir::groups_with_member(tx, d, user).await?,
+                Err(_) => Vec::new(),
             },
-            Lookup::Text(text, within) => dir::groups_containing(tx, d, text, within, limit).await,
-            Lookup::Stamped(range) => dir::groups_stamped(tx, d, &range, limit).await,
-        }
+            Lookup::Text(text, within) => return dir::groups_containing(tx, d, text, within, max).await,
+            Lookup::Stamped(range) => return dir::groups_stamped(tx, d, &range, max).await,
+        };
+        Ok(Some(found))
     };
-    Ok(Some(lookup::gathered(plan, run, |r| r.id, |r| (r.created_at, r.id)).await?))
+    lookup::gathered(plan, run, |r| r.id, |r| (r.created_at, r.id)).await
 }
 
 pub(crate) async fn patch(

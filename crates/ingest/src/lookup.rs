@@ -108,46 +108,58 @@ fn within(op: CompareOp) -> Within {
     }
 }
 
+/// How a filter's candidates were read by its lookups.
+pub(crate) enum Found<R> {
+    /// The filter has no plan: the directory is to be scanned.
+    Unplanned,
+    /// What its lookups found, each resource once, in creation order.
+    Rows(Vec<R>),
+    /// More than [`MAX_SCAN`] (not all read): the answer is `tooMany`.
+    TooMany,
+}
+
 /// Runs a plan's lookups and gathers what they find, each resource once (by `id`), in the order
-/// of `order` (creation). Stops once more than [`MAX_SCAN`] are found: the answer is then
-/// `tooMany`.
+/// of `order` (creation). A lookup answers `None` when it finds more than [`MAX_SCAN`] (without
+/// reading them); so does the plan once more than that are found together.
 pub(crate) async fn gathered<'f, R, Fut, K: Ord>(
     plan: Vec<Lookup<'f>>,
     mut run: impl FnMut(Lookup<'f>) -> Fut,
     id: impl Fn(&R) -> Uuid,
     order: impl Fn(&R) -> K,
-) -> Result<Vec<R>, ApiError>
+) -> Result<Found<R>, ApiError>
 where
-    Fut: std::future::Future<Output = unseat_store::Result<Vec<R>>>,
+    Fut: std::future::Future<Output = unseat_store::Result<Option<Vec<R>>>>,
 {
     let mut seen = std::collections::HashSet::new();
     let mut found = Vec::new();
     for lookup in plan {
-        found.extend(run(lookup).await?.into_iter().filter(|r| seen.insert(id(r))));
+        let Some(rows) = run(lookup).await? else { return Ok(Found::TooMany) };
+        found.extend(rows.into_iter().filter(|r| seen.insert(id(r))));
         if found.len() as i64 > MAX_SCAN {
-            break;
+            return Ok(Found::TooMany);
         }
     }
     found.sort_by_key(|r| order(r));
-    Ok(found)
+    Ok(Found::Rows(found))
 }
 
-/// A filter's candidates: what a plan found, else the whole directory as `scan` reads it (`None`
-/// when it holds more than [`MAX_SCAN`], found without reading them), counted by how in
+/// A filter's candidates: what its lookups found, else the whole directory as `scan` reads it
+/// (`None` when it holds more than [`MAX_SCAN`], found without reading them), counted by how in
 /// `unseat_scim_filter_reads_total` for `resource` (`Users`, `Groups`). More than [`MAX_SCAN`]
 /// candidates are `tooMany`, with `hint` saying which filters narrow them.
 pub(crate) async fn found_or_scanned<R>(
     metrics: &Metrics,
     resource: &str,
-    found: Option<Vec<R>>,
+    found: Found<R>,
     scan: impl std::future::Future<Output = unseat_store::Result<Option<Vec<R>>>>,
     hint: &str,
 ) -> Result<Vec<R>, ApiError> {
-    let read = if found.is_some() { "lookup" } else { "scan" };
+    let read = if matches!(found, Found::Unplanned) { "scan" } else { "lookup" };
     metrics.scim_filter_reads.get_or_create(&FilterLabels { resource: resource.into(), read: read.into() }).inc();
     let rows = match found {
-        Some(rows) => Some(rows),
-        None => scan.await?,
+        Found::Rows(rows) => Some(rows),
+        Found::TooMany => None,
+        Found::Unplanned => scan.await?,
     };
     match rows {
         Some(rows) if rows.len() as i64 <= MAX_SCAN => Ok(rows),

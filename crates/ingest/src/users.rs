@@ -3,7 +3,7 @@
 //! since they cannot change anyone's access.
 
 use crate::activations::Activation;
-use crate::lookup::{self, Keys, Lookup};
+use crate::lookup::{self, Found, Keys, Lookup};
 use crate::response::{check_if_match, render_user, resource_response, user_location};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
@@ -138,24 +138,26 @@ pub(crate) async fn matching(
 pub(crate) const KEYS: Keys = Keys { name: "userName", elements: "emails", computed: &["id", "meta", "active"] };
 
 /// The users the lookups of `filter`'s [plan](Keys::plan) find, when it has one.
-async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<Option<Vec<UserRecord>>, ApiError> {
-    let Some(plan) = KEYS.plan(filter) else { return Ok(None) };
+async fn looked_up(tx: &Transaction<'_>, ctx: &Ctx, filter: &Filter) -> Result<Found<UserRecord>, ApiError> {
+    let Some(plan) = KEYS.plan(filter) else { return Ok(Found::Unplanned) };
     let d = ctx.dir;
+    // Indexed lookups read what they find; searches read nothing when they find too many.
     let run = |lookup| async move {
-        let limit = dir::MAX_SCAN + 1;
-        match lookup {
-            Lookup::Name(v) => Ok(dir::user_by_user_name(tx, d, v).await?.into_iter().collect()),
-            Lookup::ExternalId(v) => dir::users_by_external_id(tx, d, v).await,
+        let max = dir::MAX_SCAN;
+        let found = match lookup {
+            Lookup::Name(v) => dir::user_by_user_name(tx, d, v).await?.into_iter().collect(),
+            Lookup::ExternalId(v) => dir::users_by_external_id(tx, d, v).await?,
             Lookup::Id(v) => match Uuid::parse_str(v) {
-                Ok(id) => Ok(dir::get_user(tx, d, id).await?.into_iter().collect()),
-                Err(_) => Ok(Vec::new()),
+                Ok(id) => dir::get_user(tx, d, id).await?.into_iter().collect(),
+                Err(_) => Vec::new(),
             },
-            Lookup::Element(v) => dir::users_by_email(tx, d, v, limit).await,
-            Lookup::Text(text, within) => dir::users_containing(tx, d, text, within, limit).await,
-            Lookup::Stamped(range) => dir::users_stamped(tx, d, &range, limit).await,
-        }
+            Lookup::Element(v) => return dir::users_by_email(tx, d, v, max).await,
+            Lookup::Text(text, within) => return dir::users_containing(tx, d, text, within, max).await,
+            Lookup::Stamped(range) => return dir::users_stamped(tx, d, &range, max).await,
+        };
+        Ok(Some(found))
     };
-    Ok(Some(lookup::gathered(plan, run, |r| r.id, |r| (r.created_at, r.id)).await?))
+    lookup::gathered(plan, run, |r| r.id, |r| (r.created_at, r.id)).await
 }
 
 /// How a change of `active` reads in the log: in an integration's directory it is an

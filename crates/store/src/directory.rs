@@ -171,15 +171,18 @@ impl<R> Kind<R> {
         Ok(Some(rows.iter().map(self.row).collect()))
     }
 
-    /// Up to `limit` rows, in creation order, whose stored representation contains `text`,
-    /// ignoring case, `within` a JSON string: a superset of those with an attribute that equals,
-    /// starts with, ends with or contains `text`, searched in the database instead of loaded.
-    async fn containing(&self, tx: &Transaction<'_>, d: Dir, text: &str, within: Within, limit: i64) -> Result<Vec<R>> {
-        let (cols, table) = (self.cols, self.table);
-        let sql = format!(
-            "select {cols} from {table} where tenant_id = $1 and scope = $2 and resource::text ilike $3
-              order by created_at, id limit $4"
-        );
+    /// The rows, in creation order, whose stored representation contains `text`, ignoring case,
+    /// `within` a JSON string (a superset of those with an attribute that equals, starts with,
+    /// ends with or contains `text`, searched in the database instead of loaded), when there
+    /// are at most `max` (see [`Kind::bounded`]).
+    async fn containing(
+        &self,
+        tx: &Transaction<'_>,
+        d: Dir,
+        text: &str,
+        within: Within,
+        max: i64,
+    ) -> Result<Option<Vec<R>>> {
         let text = like_escaped(&json_escaped(text));
         let pattern = match within {
             Within::Whole => format!("%\"{text}\"%"),
@@ -187,22 +190,48 @@ impl<R> Kind<R> {
             Within::End => format!("%{text}\"%"),
             Within::Anywhere => format!("%{text}%"),
         };
-        let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &pattern, &limit]).await?;
-        Ok(rows.iter().map(self.row).collect())
+        self.bounded(tx, d, "resource::text ilike $3", &[&pattern], max).await
     }
 
-    /// Up to `limit` rows, in creation order, stamped in `range`.
-    async fn stamped(&self, tx: &Transaction<'_>, d: Dir, range: &StampRange, limit: i64) -> Result<Vec<R>> {
-        let (cols, table, at) = (self.cols, self.table, range.stamp.column());
+    /// The rows, in creation order, stamped in `range`, when there are at most `max`.
+    async fn stamped(&self, tx: &Transaction<'_>, d: Dir, range: &StampRange, max: i64) -> Result<Option<Vec<R>>> {
+        let at = range.stamp.column();
+        let cond = format!("($3::timestamptz is null or {at} >= $3) and ($4::timestamptz is null or {at} < $4)");
+        self.bounded(tx, d, &cond, &[&range.from, &range.until], max).await
+    }
+
+    /// The rows, in creation order, for which `cond` holds (its parameters `$3`… are `params`),
+    /// when there are at most `max`, else `None`. The search finds their ids first, so that a
+    /// search that finds too many reads none of their representations.
+    async fn bounded(
+        &self,
+        tx: &Transaction<'_>,
+        d: Dir,
+        cond: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        max: i64,
+    ) -> Result<Option<Vec<R>>> {
+        let (cols, table) = (self.cols, self.table);
+        let (scope, over) = (d.scope(), max.saturating_add(1));
+        let limit = params.len() + 3;
         let sql = format!(
-            "select {cols} from {table}
-              where tenant_id = $1 and scope = $2 and ($3::timestamptz is null or {at} >= $3)
-                and ($4::timestamptz is null or {at} < $4)
-              order by created_at, id limit $5"
+            "select id from {table} where tenant_id = $1 and scope = $2 and {cond} order by created_at, id limit ${limit}"
         );
-        let rows =
-            tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &range.from, &range.until, &limit]).await?;
-        Ok(rows.iter().map(self.row).collect())
+        let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&d.tenant_id, &scope];
+        args.extend_from_slice(params);
+        args.push(&over);
+        let ids: Vec<Uuid> = tx.query(&stmt(tx, &sql).await?, &args).await?.iter().map(|r| r.get(0)).collect();
+        if ids.len() as i64 > max {
+            return Ok(None);
+        }
+        if ids.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let sql = format!(
+            "select {cols} from {table} where tenant_id = $1 and scope = $2 and id = any($3) order by created_at, id"
+        );
+        let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &scope, &ids]).await?;
+        Ok(Some(rows.iter().map(self.row).collect()))
     }
 }
 
@@ -508,24 +537,25 @@ pub async fn user_by_user_name(tx: &Transaction<'_>, d: Dir, user_name: &str) ->
 
 /// Users with an email whose `value` is `email`, ignoring case, in creation order: the
 /// candidates for Entra's `emails[type eq "work"].value eq "…"` lookup (the caller evaluates
-/// the whole filter on them). Found through `scim_user_emails`; an address too long to have
-/// rows there (schemas/sql/0013) through a search of the users' JSON for it as a whole string,
-/// up to `limit` users.
-pub async fn users_by_email(tx: &Transaction<'_>, d: Dir, email: &str, limit: i64) -> Result<Vec<UserRecord>> {
+/// the whole filter on them), when there are at most `max` (else `None`). Found through
+/// `scim_user_emails`; an address too long to have rows there (schemas/sql/0013) through a
+/// search of the users' JSON for it as a whole string.
+pub async fn users_by_email(tx: &Transaction<'_>, d: Dir, email: &str, max: i64) -> Result<Option<Vec<UserRecord>>> {
     // Rows exist for addresses of at most 1,024 bytes lower-cased; lower-casing a character
     // makes it at most half as long again in UTF-8, so an address of 682 bytes or fewer has
     // its rows whatever its case.
     if email.len() > 682 {
-        return USERS.containing(tx, d, email, Within::Whole, limit).await;
+        return USERS.containing(tx, d, email, Within::Whole, max).await;
     }
     let sql = format!(
         "select {USER_COLS} from scim_users
           where tenant_id = $1 and scope = $2
             and id in (select user_id from scim_user_emails where tenant_id = $1 and email = lower($3))
-          order by created_at, id"
+          order by created_at, id limit $4"
     );
-    let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &email]).await?;
-    Ok(rows.iter().map(user_row).collect())
+    let over = max.saturating_add(1);
+    let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &email, &over]).await?;
+    Ok((rows.len() as i64 <= max).then(|| rows.iter().map(user_row).collect()))
 }
 
 /// Users whose externalId equals `external_id` exactly.
@@ -544,39 +574,50 @@ pub async fn scan_users(tx: &Transaction<'_>, d: Dir, max: i64) -> Result<Option
     USERS.scan(tx, d, max).await
 }
 
-/// Up to `limit` users, in creation order, whose representation contains `text` ignoring case,
-/// `within` a JSON string: the candidates for a filter that compares an attribute with it.
+/// The users, in creation order, whose representation contains `text` ignoring case, `within` a
+/// JSON string (the candidates for a filter that compares an attribute with it), when there are
+/// at most `max` (else `None`, without reading them).
 pub async fn users_containing(
     tx: &Transaction<'_>,
     d: Dir,
     text: &str,
     within: Within,
-    limit: i64,
-) -> Result<Vec<UserRecord>> {
-    USERS.containing(tx, d, text, within, limit).await
+    max: i64,
+) -> Result<Option<Vec<UserRecord>>> {
+    USERS.containing(tx, d, text, within, max).await
 }
 
-/// Up to `limit` groups, in creation order, whose representation (without members) contains
-/// `text` ignoring case, `within` a JSON string.
+/// The groups, in creation order, whose representation (without members) contains `text`
+/// ignoring case, `within` a JSON string, when there are at most `max`.
 pub async fn groups_containing(
     tx: &Transaction<'_>,
     d: Dir,
     text: &str,
     within: Within,
-    limit: i64,
-) -> Result<Vec<GroupRecord>> {
-    GROUPS.containing(tx, d, text, within, limit).await
+    max: i64,
+) -> Result<Option<Vec<GroupRecord>>> {
+    GROUPS.containing(tx, d, text, within, max).await
 }
 
-/// Up to `limit` users, in creation order, stamped in `range`: the candidates for a filter on
-/// `meta.created` or `meta.lastModified`.
-pub async fn users_stamped(tx: &Transaction<'_>, d: Dir, range: &StampRange, limit: i64) -> Result<Vec<UserRecord>> {
-    USERS.stamped(tx, d, range, limit).await
+/// The users, in creation order, stamped in `range` (the candidates for a filter on
+/// `meta.created` or `meta.lastModified`), when there are at most `max`.
+pub async fn users_stamped(
+    tx: &Transaction<'_>,
+    d: Dir,
+    range: &StampRange,
+    max: i64,
+) -> Result<Option<Vec<UserRecord>>> {
+    USERS.stamped(tx, d, range, max).await
 }
 
-/// Up to `limit` groups, in creation order, stamped in `range`.
-pub async fn groups_stamped(tx: &Transaction<'_>, d: Dir, range: &StampRange, limit: i64) -> Result<Vec<GroupRecord>> {
-    GROUPS.stamped(tx, d, range, limit).await
+/// The groups, in creation order, stamped in `range`, when there are at most `max`.
+pub async fn groups_stamped(
+    tx: &Transaction<'_>,
+    d: Dir,
+    range: &StampRange,
+    max: i64,
+) -> Result<Option<Vec<GroupRecord>>> {
+    GROUPS.stamped(tx, d, range, max).await
 }
 
 /// Which of `ids` are users of the directory, with their names.
@@ -1081,7 +1122,7 @@ mod tests {
         let mut c = store.client().await.unwrap();
         let tx = c.transaction().await.unwrap();
         let mut ids: Vec<Uuid> =
-            users_by_email(&tx, d, email, MAX_SCAN + 1).await.unwrap().iter().map(|u| u.id).collect();
+            users_by_email(&tx, d, email, MAX_SCAN).await.unwrap().unwrap().iter().map(|u| u.id).collect();
         ids.sort();
         ids
     }
@@ -1209,6 +1250,39 @@ mod tests {
         let groups = scan_groups(&tx, d, 1).await.unwrap().map(|gs| gs.iter().map(|g| g.id).collect::<Vec<_>>());
         assert_eq!(groups, Some(vec![g]));
         assert!(scan_groups(&tx, d, 0).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_search_reads_what_it_finds_only_when_no_more_than_its_bound() {
+        let (_url, store) = fresh_database().await.unwrap();
+        let d = tenant(&store).await;
+        let mut c = store.client().await.unwrap();
+        let mut engineers = Vec::new();
+        // One transaction each, so that they are stamped in this order.
+        for (name, title) in [("ann", "Engineer"), ("bea", "Sales"), ("cy", "engineer"), ("dee", "Engineering lead")] {
+            let tx = c.transaction().await.unwrap();
+            let id = Uuid::new_v4();
+            let res = json!({"title": title, "emails": [{"value": "team@corp.example"}]});
+            insert_user(&tx, d, id, fields(name, &res)).await.unwrap();
+            tx.commit().await.unwrap();
+            if title.to_lowercase().starts_with("engineer") {
+                engineers.push(id);
+            }
+        }
+        let tx = c.transaction().await.unwrap();
+        let ids = |users: Option<Vec<UserRecord>>| users.map(|us| us.iter().map(|u| u.id).collect::<Vec<_>>());
+        let search = |text: &'static str, within, max| users_containing(&tx, d, text, within, max);
+        assert_eq!(ids(search("ENGINEER", Within::Start, 3).await.unwrap()), Some(engineers.clone()));
+        assert_eq!(ids(search("engineer", Within::Start, 2).await.unwrap()), None, "one over the bound");
+        assert_eq!(ids(search("engineer", Within::Whole, 2).await.unwrap()), Some(vec![engineers[0], engineers[1]]));
+        assert_eq!(ids(search("nobody", Within::Anywhere, 0).await.unwrap()), Some(vec![]));
+        let all = StampRange { stamp: Stamp::Created, from: None, until: None };
+        assert_eq!(ids(users_stamped(&tx, d, &all, 4).await.unwrap()).map(|v| v.len()), Some(4));
+        assert_eq!(ids(users_stamped(&tx, d, &all, 3).await.unwrap()), None);
+        assert_eq!(ids(users_by_email(&tx, d, "TEAM@corp.example", 4).await.unwrap()).map(|v| v.len()), Some(4));
+        assert_eq!(ids(users_by_email(&tx, d, "team@corp.example", 3).await.unwrap()), None);
+        let long = format!("{}@corp.example", "x".repeat(700));
+        assert_eq!(ids(users_by_email(&tx, d, &long, 0).await.unwrap()), Some(vec![]), "searched, found none");
     }
 
     #[tokio::test]
