@@ -4,7 +4,9 @@
 
 use crate::lookup::{self, Found, Keys, Lookup};
 use crate::removals::Removal;
-use crate::response::{check_if_match, group_location, no_content, render_group, resource_response, scim_response};
+use crate::response::{
+    check_if_match, group_location, no_content, not_modified, render_group, resource_response, scim_response,
+};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -132,6 +134,7 @@ pub(crate) async fn get_one(
     State(state): State<IngestState>,
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let params = Params::from_query(query)?;
@@ -139,6 +142,11 @@ pub(crate) async fn get_one(
     let mut client = state.store.client().await?;
     let tx = client.transaction().await?;
     let rec = dir::get_group(&tx, ctx.dir, id).await?.ok_or_else(|| not_found(id))?;
+    // Its members are not read when the client holds this version.
+    if let Some(unchanged) = not_modified(&headers, rec.version) {
+        tx.commit().await?;
+        return Ok(unchanged);
+    }
     respond(tx, &ctx, &rec, &Shape::from_params(&params), StatusCode::OK).await
 }
 

@@ -47,16 +47,35 @@ pub fn check_if_match(headers: &HeaderMap, version: i64) -> Result<(), ScimError
         return Ok(());
     };
     let v = v.to_str().map_err(|_| ScimError::precondition_failed("If-Match is not readable"))?;
-    let want = version.to_string();
-    let ok = v.split(',').map(str::trim).any(|tag| {
-        let tag = tag.strip_prefix("W/").unwrap_or(tag);
-        tag == "*" || tag.trim_matches('"') == want
-    });
-    if ok {
+    if names_version(v, version) {
         Ok(())
     } else {
         Err(ScimError::precondition_failed(format!("the resource is at version {}, not {v}", etag(version))))
     }
+}
+
+/// For a GET: when `If-None-Match` names the current version (or is `*`), the answer is
+/// `304 Not Modified` with the `ETag` and no body, so a client that holds the resource does
+/// not read it again (RFC 7644 §3.14; tags compared weakly, RFC 7232 §3.2). An unreadable
+/// header is ignored: the resource is sent.
+pub fn not_modified(headers: &HeaderMap, version: i64) -> Option<Response> {
+    let v = headers.get(header::IF_NONE_MATCH)?.to_str().ok()?;
+    names_version(v, version).then(|| {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(v) = HeaderValue::from_str(&etag(version)) {
+            resp.headers_mut().insert(header::ETAG, v);
+        }
+        resp
+    })
+}
+
+/// True when an `If-Match`/`If-None-Match` value is `*` or lists `version`'s tag, weak or not.
+fn names_version(value: &str, version: i64) -> bool {
+    let want = version.to_string();
+    value.split(',').map(str::trim).any(|tag| {
+        let tag = tag.strip_prefix("W/").unwrap_or(tag);
+        tag == "*" || tag.trim_matches('"') == want
+    })
 }
 
 /// A filter term on `meta.created` or `meta.lastModified` (`meta.lastModified gt "…"`) as the

@@ -4,7 +4,7 @@
 
 use crate::activations::Activation;
 use crate::lookup::{self, Found, Keys, Lookup};
-use crate::response::{check_if_match, render_user, resource_response, user_location};
+use crate::response::{check_if_match, not_modified, render_user, resource_response, user_location};
 use crate::{announce, json_body, ApiError, Ctx, IngestState, ListQuery, Params, Shape};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -63,6 +63,7 @@ pub(crate) async fn get_one(
     State(state): State<IngestState>,
     Extension(ctx): Extension<Ctx>,
     Path(id): Path<String>,
+    headers: HeaderMap,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let shape = Shape::from_params(&Params::from_query(query)?);
@@ -71,6 +72,9 @@ pub(crate) async fn get_one(
     let tx = client.transaction().await?;
     let rec = dir::get_user(&tx, ctx.dir, id).await?.ok_or_else(|| ScimError::not_found(format!("no user {id}")))?;
     tx.commit().await?;
+    if let Some(unchanged) = not_modified(&headers, rec.version) {
+        return Ok(unchanged);
+    }
     Ok(resource_response(StatusCode::OK, &shape.apply(render_user(&ctx.base, &rec)), rec.version, None))
 }
 

@@ -598,6 +598,38 @@ async fn if_match_with_a_stale_version_is_412() {
 }
 
 #[tokio::test]
+async fn if_none_match_with_the_current_version_is_304_without_a_body() {
+    let app = spawn_app().await;
+    let id = app.create_user("erin@example.com").await;
+    let user = format!("/Users/{id}");
+    let (s, _, h) = app.call(Method::GET, &user, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let tag = h["etag"].to_str().unwrap().to_string();
+    for held in [tag.as_str(), "*", &tag.replace("W/", ""), &format!("W/\"99\", {tag}")] {
+        let (s, b, h) = app.call_with(Method::GET, &user, None, &[("if-none-match", held)]).await;
+        assert_eq!((s, &b), (StatusCode::NOT_MODIFIED, &Value::Null), "{held}");
+        assert_eq!(h["etag"], tag.as_str());
+    }
+    // Changed since: the client reads it again.
+    let deactivate = patch(json!([{"op": "replace", "path": "active", "value": false}]));
+    app.call(Method::PATCH, &user, deactivate).await;
+    let (s, b, h) = app.call_with(Method::GET, &user, None, &[("if-none-match", &tag)]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["active"], false);
+    assert_ne!(h["etag"], tag.as_str());
+
+    let group = app.create_group("Staff", &[id.as_str()]).await;
+    let path = format!("/Groups/{group}");
+    let (_, _, h) = app.call(Method::GET, &path, None).await;
+    let tag = h["etag"].to_str().unwrap().to_string();
+    let (s, b, _) = app.call_with(Method::GET, &path, None, &[("if-none-match", &tag)]).await;
+    assert_eq!((s, b), (StatusCode::NOT_MODIFIED, Value::Null));
+    let (s, b, _) = app.call_with(Method::GET, &path, None, &[("if-none-match", "W/\"0\"")]).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["members"][0]["value"], id.as_str());
+}
+
+#[tokio::test]
 async fn group_membership_changes_in_every_form() {
     let app = spawn_app().await;
     let a = app.create_user("a@example.com").await;
