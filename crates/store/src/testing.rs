@@ -30,11 +30,18 @@ pub async fn fresh_database() -> Result<(String, Store)> {
     if !SWEPT.swap(true, Ordering::SeqCst) {
         drop_stale_databases(base).await;
     }
-    let name = format!("{PREFIX}{}_{}", now_secs(), uuid::Uuid::new_v4().simple());
-    let url = format!("{base}/{name}");
+    let url = new_database_url();
     migrate(&url).await?;
     let store = Store::connect(&url, 16)?;
     Ok((url, store))
+}
+
+/// The URL of a test database with a unique name that does not exist yet (for a test of what
+/// creates it; the sweep of [`fresh_database`] drops it in time like the others).
+pub fn new_database_url() -> String {
+    let base = server_url();
+    let base = base.trim_end_matches('/').trim_end_matches("/postgres");
+    format!("{base}/{PREFIX}{}_{}", now_secs(), uuid::Uuid::new_v4().simple())
 }
 
 fn now_secs() -> u64 {

@@ -39,6 +39,10 @@ struct Common {
     /// Log filter (tracing's EnvFilter syntax).
     #[arg(long, global = true, env = "UNSEAT_LOG", default_value = "info")]
     log: String,
+    /// Log line format on stderr: `text` for people, `json` (one object per line) for a log
+    /// pipeline.
+    #[arg(long, global = true, env = "UNSEAT_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Key of app credentials at rest (64 hex digits): the console encrypts submitted secrets
     /// under it, connectors decrypt them. Without it the console refuses plain secrets.
     #[arg(long, global = true, env = "UNSEAT_CREDENTIAL_KEY", hide_env_values = true, value_parser = credential_key)]
@@ -263,6 +267,12 @@ fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w:
     s
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -272,10 +282,13 @@ async fn main() -> anyhow::Result<()> {
     if !filter.contains("tokio_postgres") {
         filter.push_str(",tokio_postgres=info");
     }
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.common.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
     let shutdown = CancellationToken::new();
     unseat_telemetry::cancel_on_signal(shutdown.clone());
     let c = &cli.common;
