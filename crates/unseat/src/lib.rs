@@ -132,7 +132,7 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
     let metrics = Arc::new(Metrics::new());
     let tasks = TaskTracker::new();
 
-    let mut router = unseat_telemetry::ops_router(metrics.clone());
+    let mut router = unseat_telemetry::ops_router(metrics.clone()).merge(readiness(store.clone()));
     if roles.ingest {
         router = router.merge(unseat_ingest::router(unseat_ingest::IngestState::new(
             store.clone(),
@@ -197,6 +197,26 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
         ));
     }
     Ok(Running { addr, store, metrics, tasks })
+}
+
+/// `GET /readyz` of a process: ready while it reaches PostgreSQL (every role needs it to do any
+/// work) within 2 s.
+fn readiness(store: Store) -> unseat_telemetry::ReadyRouter {
+    unseat_telemetry::readiness(move || {
+        let store = store.clone();
+        async move {
+            let check = async {
+                let client = store.client().await?;
+                client.simple_query("select 1").await?;
+                Ok::<_, unseat_store::StoreError>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(2), check).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(format!("PostgreSQL unreachable: {error}")),
+                Err(_) => Err("PostgreSQL did not answer within 2 s".to_string()),
+            }
+        }
+    })
 }
 
 /// The outbox relay of a process with these settings.
