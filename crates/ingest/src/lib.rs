@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 use chrono::{DateTime, Utc};
 use error::scim_error_response;
@@ -127,6 +127,12 @@ pub fn router(state: IngestState) -> Router {
         .route("/ResourceTypes/{name}", get(resource_type))
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema_by_id))
+        // Features /ServiceProviderConfig says are not supported (RFC 7644 §3.7, §3.11: 501).
+        .route("/Me", any(|| async { scim_error_response(&ScimError::not_implemented("/Me is not supported")) }))
+        .route(
+            "/Bulk",
+            any(|| async { scim_error_response(&ScimError::not_implemented("bulk operations are not supported")) }),
+        )
         .fallback(|| async { scim_error_response(&ScimError::not_found("no such SCIM endpoint")) })
         .method_not_allowed_fallback(|| async {
             scim_error_response(&ScimError::method_not_allowed("method not allowed here"))

@@ -580,6 +580,27 @@ async fn unknown_ids_are_404() {
 }
 
 #[tokio::test]
+async fn unsupported_features_are_501() {
+    let app = spawn_app().await;
+    let (_, config, _) = app.call(Method::GET, "/ServiceProviderConfig", None).await;
+    assert_eq!(config["bulk"]["supported"], false);
+    let bulk = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": [
+        {"method": "POST", "path": "/Users", "bulkId": "a", "data": {"userName": "bulk@example.com"}}]});
+    for (m, p, body) in [
+        (Method::GET, "/Me", None),
+        (Method::PATCH, "/Me", patch(json!([{"op": "replace", "path": "active", "value": false}]))),
+        (Method::POST, "/Bulk", Some(bulk)),
+    ] {
+        let (s, b, _) = app.call(m.clone(), p, body).await;
+        assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{m} {p}: {b}");
+        assert_scim_error(&b, "501", None);
+    }
+    let (_, users, _) = app.call(Method::GET, "/Users", None).await;
+    assert_eq!(users["totalResults"], 0, "the bulk request created nobody");
+    assert!(app.outbox().await.is_empty());
+}
+
+#[tokio::test]
 async fn if_match_with_a_stale_version_is_412() {
     let app = spawn_app().await;
     let id = app.create_user("erin@example.com").await;
