@@ -15,26 +15,13 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
     assert_eq!(get(&app.base, "/healthz").await, (200, "ok\n".to_string()));
     assert_eq!(get(&app.base, "/readyz").await, (200, "ready\n".to_string()));
 
-    let db = app.database_url.rsplit('/').next().unwrap().to_string();
-    let (admin, conn) =
-        tokio_postgres::connect(&format!("{}/postgres", unseat_store::testing::server_url()), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    admin.batch_execute(&format!("alter database \"{db}\" allow_connections false")).await.unwrap();
-    admin
-        .execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-            &[&db],
-        )
-        .await
-        .unwrap();
+    unseat_store::testing::refuse_connections(&app.database_url, true).await.unwrap();
     let (status, body) = get(&app.base, "/readyz").await;
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("PostgreSQL unreachable"), "{body}");
     assert_eq!(get(&app.base, "/healthz").await.0, 200);
 
-    admin.batch_execute(&format!("alter database \"{db}\" allow_connections true")).await.unwrap();
+    unseat_store::testing::refuse_connections(&app.database_url, false).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (status, body) = get(&app.base, "/readyz").await;

@@ -15,6 +15,7 @@ struct App {
     base: String,
     token: String,
     tenant: Uuid,
+    database_url: String,
     store: Store,
     metrics: Arc<unseat_telemetry::Metrics>,
     http: reqwest::Client,
@@ -29,7 +30,7 @@ async fn spawn_app_with_limit(body_limit: usize) -> App {
 }
 
 async fn spawn_app_with(config: IngestConfig) -> App {
-    let (_url, store) = unseat_store::testing::fresh_database().await.expect("test database");
+    let (database_url, store) = unseat_store::testing::fresh_database().await.expect("test database");
     let tenant = Uuid::new_v4();
     store
         .client()
@@ -47,7 +48,8 @@ async fn spawn_app_with(config: IngestConfig) -> App {
     tokio::spawn(async move {
         axum::serve(listener, router(state)).await.unwrap();
     });
-    App { base: format!("http://{addr}/scim/v2"), token, tenant, store, metrics, http: reqwest::Client::new() }
+    let http = reqwest::Client::new();
+    App { base: format!("http://{addr}/scim/v2"), token, tenant, database_url, store, metrics, http }
 }
 
 impl App {
@@ -931,20 +933,7 @@ async fn discovery_endpoints_and_metrics() {
 async fn database_unavailable_is_503_with_retry_after_and_nothing_half_applied() {
     let app = spawn_app().await;
     let id = app.create_user("frank@example.com").await;
-    let db: String =
-        app.store.client().await.unwrap().query_one("select current_database()", &[]).await.unwrap().get(0);
-    let admin_url =
-        format!("{}/postgres", unseat_store::testing::server_url().trim_end_matches('/').trim_end_matches("/postgres"));
-    let admin = Store::connect(&admin_url, 1).unwrap();
-    let admin = admin.client().await.unwrap();
-    admin.batch_execute(&format!("alter database \"{db}\" allow_connections false")).await.unwrap();
-    admin
-        .execute(
-            "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
-            &[&db],
-        )
-        .await
-        .unwrap();
+    unseat_store::testing::refuse_connections(&app.database_url, true).await.unwrap();
 
     let (s, b, h) = app
         .call(
@@ -957,7 +946,7 @@ async fn database_unavailable_is_503_with_retry_after_and_nothing_half_applied()
     assert_eq!(h["retry-after"], "5");
     assert_scim_error(&b, "503", None);
 
-    admin.batch_execute(&format!("alter database \"{db}\" allow_connections true")).await.unwrap();
+    unseat_store::testing::refuse_connections(&app.database_url, false).await.unwrap();
     let (s, b, _) = app.call(Method::GET, &format!("/Users/{id}"), None).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["active"], true);

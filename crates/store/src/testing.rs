@@ -44,6 +44,28 @@ pub fn new_database_url() -> String {
     format!("{base}/{PREFIX}{}_{}", now_secs(), uuid::Uuid::new_v4().simple())
 }
 
+/// Takes the database of `url` away from every client (`refuse`: no new connections, and
+/// every open one ended), as an outage would, or gives it back; the server stays up for the
+/// other tests.
+pub async fn refuse_connections(url: &str, refuse: bool) -> Result<()> {
+    let db = url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default();
+    let base = server_url();
+    let admin =
+        crate::Store::connect(&format!("{}/postgres", base.trim_end_matches('/').trim_end_matches("/postgres")), 1)?;
+    let admin = admin.client().await?;
+    let quoted = format!("\"{}\"", db.replace('"', "\"\""));
+    admin.batch_execute(&format!("alter database {quoted} allow_connections {}", !refuse)).await?;
+    if refuse {
+        admin
+            .execute(
+                "select pg_terminate_backend(pid) from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()",
+                &[&db],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
