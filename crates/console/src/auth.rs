@@ -17,6 +17,8 @@ pub enum AdminRole {
     Owner,
     SuperAdmin,
     Admin,
+    /// Owns one integration: shares it (its grants) and reads the tenant like a viewer.
+    IntegrationOwner,
     Viewer,
 }
 
@@ -26,6 +28,7 @@ impl AdminRole {
             "owner" => Some(Self::Owner),
             "super_admin" => Some(Self::SuperAdmin),
             "admin" => Some(Self::Admin),
+            "integration_owner" => Some(Self::IntegrationOwner),
             "viewer" => Some(Self::Viewer),
             _ => None,
         }
@@ -36,6 +39,7 @@ impl AdminRole {
             Self::Owner => "owner",
             Self::SuperAdmin => "super_admin",
             Self::Admin => "admin",
+            Self::IntegrationOwner => "integration_owner",
             Self::Viewer => "viewer",
         }
     }
@@ -53,6 +57,9 @@ pub enum Need {
     Read,
     /// Changing integrations, grants and SCIM tokens: owner, super_admin, admin.
     Write,
+    /// Changing one integration's grants (sharing it): whoever may write, and that
+    /// integration's owner.
+    Share(Uuid),
     /// Minting admin tokens: owner, super_admin.
     ManageAdmins,
 }
@@ -61,14 +68,19 @@ pub enum Need {
 #[derive(Debug, Clone)]
 pub enum Caller {
     Operator,
-    Admin { tenant_id: Uuid, role: AdminRole },
+    /// `integration` is the one integration an integration owner owns.
+    Admin {
+        tenant_id: Uuid,
+        role: AdminRole,
+        integration: Option<Uuid>,
+    },
 }
 
 impl Caller {
     /// Checks that the caller may do `need` on `tenant_id`. A tenant admin naming another
     /// tenant gets 403 whether that tenant exists or not.
     pub fn require(&self, tenant_id: Uuid, need: Need) -> Result<(), ApiError> {
-        let Caller::Admin { tenant_id: own, role } = self else {
+        let Caller::Admin { tenant_id: own, role, integration } = self else {
             return Ok(());
         };
         if *own != tenant_id {
@@ -77,6 +89,9 @@ impl Caller {
         let allowed = match need {
             Need::Read => true,
             Need::Write => *role <= AdminRole::Admin,
+            Need::Share(i) => {
+                *role <= AdminRole::Admin || (*role == AdminRole::IntegrationOwner && *integration == Some(i))
+            }
             Need::ManageAdmins => *role <= AdminRole::SuperAdmin,
         };
         if allowed {
@@ -110,9 +125,9 @@ impl FromRequestParts<Arc<App>> for Caller {
             return Ok(Caller::Operator);
         }
         match app.state.store.token_owner(token).await? {
-            Some(TokenOwner::Admin { tenant_id, role }) => {
+            Some(TokenOwner::Admin { tenant_id, role, integration }) => {
                 let role = AdminRole::parse(&role).ok_or_else(ApiError::unauthorized)?;
-                Ok(Caller::Admin { tenant_id, role })
+                Ok(Caller::Admin { tenant_id, role, integration })
             }
             Some(TokenOwner::Scim { .. }) | None => Err(ApiError::unauthorized()),
         }

@@ -257,6 +257,106 @@ async fn viewers_read_and_only_owners_and_super_admins_mint_admin_tokens() {
 }
 
 #[tokio::test]
+async fn an_integration_owner_shares_only_its_integration_and_reads_like_a_viewer() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let (other_tenant, _, _) = app.tenant("Other").await;
+    let mine = app.integration(tenant, &owner, "Meta Business").await;
+    let theirs = app.integration(tenant, &owner, "Ads Hub").await;
+    let u = app.add_user(tenant, "alice@example.com").await;
+    let base = format!("/api/v1/tenants/{tenant}");
+
+    // Minting: the integration is required for this role, exists in the tenant, and is
+    // refused for every other role; admins mint no admin tokens at all.
+    let tokens_path = format!("{base}/admin-tokens");
+    let mint = |body: Value| app.post(&tokens_path, &owner, body);
+    let a = mint(json!({ "role": "integration_owner", "integration_id": mine })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(
+        (a.body["role"].as_str(), a.body["integration_id"].as_str()),
+        (Some("integration_owner"), Some(&*mine.to_string()))
+    );
+    let io = a.body["token"].as_str().unwrap().to_string();
+    assert_eq!(mint(json!({ "role": "integration_owner" })).await.status, StatusCode::BAD_REQUEST);
+    let unknown = mint(json!({ "role": "integration_owner", "integration_id": Uuid::new_v4() })).await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.text);
+    let foreign = app.integration(other_tenant, OPERATOR, "Elsewhere").await;
+    let a = mint(json!({ "role": "integration_owner", "integration_id": foreign })).await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "another tenant's integration: {}", a.text);
+    let a = mint(json!({ "role": "viewer", "integration_id": mine })).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    let admin = app.admin_token(tenant, &owner, "admin").await;
+    let a = app
+        .post(&format!("{base}/admin-tokens"), &admin, json!({ "role": "integration_owner", "integration_id": mine }))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+
+    // Sharing its own integration: add, change and remove a grant.
+    let grants = format!("{base}/integrations/{mine}/grants");
+    let a = app.post(&grants, &io, json!({ "user_id": u, "role": "ADMIN" })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let grant = a.body["id"].as_str().unwrap().to_string();
+    let a = app.call(Method::PATCH, &format!("{grants}/{grant}"), Some(&io), Some(json!({ "role": "EMPLOYEE" }))).await;
+    assert_eq!((a.status, a.body["role"].as_str()), (StatusCode::OK, Some("EMPLOYEE")), "{}", a.text);
+    let a = app.call(Method::DELETE, &format!("{grants}/{grant}"), Some(&io), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    let a = app.post(&grants, &io, json!({ "user_id": u, "role": "ADMIN" })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+
+    // Nothing else: another integration's grants, the integrations, tokens.
+    let theirs_grant = app
+        .post(&format!("{base}/integrations/{theirs}/grants"), &owner, json!({ "user_id": u, "role": "ADMIN" }))
+        .await;
+    assert_eq!(theirs_grant.status, StatusCode::CREATED, "{}", theirs_grant.text);
+    let theirs_grant = theirs_grant.body["id"].as_str().unwrap().to_string();
+    let outbox_before = app.count("select count(*) from outbox").await;
+    let refused = [
+        (Method::POST, format!("{base}/integrations/{theirs}/grants"), json!({ "user_id": u, "role": "ADMIN" })),
+        (Method::PATCH, format!("{base}/integrations/{theirs}/grants/{theirs_grant}"), json!({ "role": "EMPLOYEE" })),
+        (Method::DELETE, format!("{base}/integrations/{theirs}/grants/{theirs_grant}"), json!({})),
+        (Method::PATCH, format!("{base}/integrations/{mine}"), json!({ "roles": ["ADMIN"] })),
+        (Method::POST, format!("{base}/integrations"), integration_body("x")),
+        (Method::POST, format!("{base}/scim-tokens"), json!({})),
+        (Method::POST, format!("{base}/admin-tokens"), json!({ "role": "viewer" })),
+        (
+            Method::POST,
+            format!("/api/v1/tenants/{other_tenant}/integrations/{foreign}/grants"),
+            json!({ "user_id": u, "role": "ADMIN" }),
+        ),
+    ];
+    for (m, path, body) in &refused {
+        let a = app.call(m.clone(), path, Some(&io), Some(body.clone())).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{m} {path}: {}", a.text);
+    }
+    assert_eq!(app.count("select count(*) from outbox").await, outbox_before, "nothing refused was announced");
+    assert_eq!(app.count(&format!("select count(*) from grants where integration_id = '{theirs}'")).await, 1);
+    assert_eq!(app.count("select count(*) from integrations").await, 3);
+
+    // Reads like a viewer; the tokens list names the integration it owns.
+    for path in ["", "/integrations", "/teams", "/users", "/jobs", "/tasks", "/tokens"] {
+        let a = app.get(&format!("{base}{path}"), &io).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
+    }
+    let tokens = app.get(&format!("{base}/tokens"), &owner).await.body;
+    let io_token: Vec<&Value> =
+        tokens["tokens"].as_array().unwrap().iter().filter(|t| t["role"] == "integration_owner").collect();
+    assert_eq!(io_token.len(), 1, "{tokens}");
+    assert_eq!(io_token[0]["scope"], mine.to_string());
+
+    // The database holds the rule too: an integration owner names an integration, no one else does.
+    let client = app.store.client().await.unwrap();
+    for (role, scope) in [("integration_owner", None), ("admin", Some(mine))] {
+        let broken = client
+            .execute(
+                "insert into tokens (hash, tenant_id, kind, scope_integration, role) values ($1, $2, 'admin', $3, $4)",
+                &[&Uuid::new_v4().as_bytes().to_vec(), &tenant, &scope, &role],
+            )
+            .await;
+        assert!(broken.is_err(), "{role} {scope:?} was stored");
+    }
+}
+
+#[tokio::test]
 async fn without_a_credential_key_plain_secrets_are_refused_unless_plaintext_is_allowed() {
     use unseat_store::credentials::Sealing;
     let app = support::spawn_app_with(Sealing { key: None, allow_plaintext: false }).await;

@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn cache_forgets_after_ttl_and_is_off_at_zero() {
-        let owner = TokenOwner::Admin { tenant_id: Uuid::new_v4(), role: "viewer".into() };
+        let owner = TokenOwner::Admin { tenant_id: Uuid::new_v4(), role: "viewer".into(), integration: None };
         let c = TokenCache::new(Duration::from_millis(30));
         c.put(vec![1], owner.clone());
         assert_eq!(c.get(&[1]), Some(owner.clone()));

@@ -612,7 +612,7 @@ pub async fn access_sources(tx: &Transaction<'_>, tenant_id: Uuid, integration_i
     let row = tx
         .query_one(
             "select (select count(*) from grants where tenant_id = $1 and integration_id = $2),
-                    exists(select 1 from tokens where tenant_id = $1 and scope_integration = $2)
+                    exists(select 1 from tokens where tenant_id = $1 and kind = 'scim' and scope_integration = $2)
                     or exists(select 1 from scim_users where tenant_id = $1 and scope = $3)
                     or exists(select 1 from scim_groups where tenant_id = $1 and scope = $3)",
             &[&tenant_id, &integration_id, &scope],

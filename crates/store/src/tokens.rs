@@ -15,8 +15,16 @@ pub enum ScimScope {
 /// The owner of a presented bearer token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenOwner {
-    Scim { tenant_id: Uuid, scope: ScimScope },
-    Admin { tenant_id: Uuid, role: String },
+    Scim {
+        tenant_id: Uuid,
+        scope: ScimScope,
+    },
+    /// A console admin; `integration` is the one integration an `integration_owner` owns.
+    Admin {
+        tenant_id: Uuid,
+        role: String,
+        integration: Option<Uuid>,
+    },
 }
 
 /// A fresh random token with a readable prefix (`scim_…`, `adm_…`).
@@ -62,7 +70,8 @@ impl Store {
                 };
                 TokenOwner::Scim { tenant_id, scope }
             } else {
-                TokenOwner::Admin { tenant_id, role: r.get::<_, Option<String>>(3).unwrap_or_else(|| "viewer".into()) }
+                let role = r.get::<_, Option<String>>(3).unwrap_or_else(|| "viewer".into());
+                TokenOwner::Admin { tenant_id, role, integration: r.get(2) }
             }
         }))
     }

@@ -222,8 +222,8 @@ pub async fn create(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let integration_id = parse_id(&integration_id, "integration id")?;
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Share(integration_id)).await?;
     let req: CreateGrant = parse_body(body)?;
     let subject = match (req.team_id.as_deref(), req.user_id.as_deref()) {
         (Some(team), None) => GrantSubject::Team(parse_id(team, "team_id")?),
@@ -288,8 +288,8 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let integration_id = parse_id(&integration_id, "integration id")?;
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Share(integration_id)).await?;
     let grant_id = parse_id(&grant_id, "grant id")?;
     let req: UpdateGrant = parse_body(body)?;
     let request = Request::new("PATCH", &uri, &headers);
@@ -349,8 +349,8 @@ pub async fn delete(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let integration_id = parse_id(&integration_id, "integration id")?;
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Share(integration_id)).await?;
     let grant_id = parse_id(&grant_id, "grant id")?;
     let request = Request::new("DELETE", &uri, &headers);
 

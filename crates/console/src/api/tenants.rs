@@ -67,6 +67,8 @@ pub async fn list_tokens(
             let scope = match (t.kind.as_str(), t.scope_integration) {
                 ("scim", Some(i)) => json!(i),
                 ("scim", None) => json!("workspace"),
+                // An integration owner's integration.
+                (_, Some(i)) => json!(i),
                 _ => Value::Null,
             };
             json!({ "kind": t.kind, "scope": scope, "role": t.role, "label": t.label, "created_at": t.created_at })
@@ -140,6 +142,8 @@ pub async fn create_scim_token(
 struct NewAdminToken {
     role: String,
     label: Option<String>,
+    /// The integration an `integration_owner` owns (and only then).
+    integration_id: Option<String>,
 }
 
 pub async fn create_admin_token(
@@ -151,7 +155,10 @@ pub async fn create_admin_token(
     let tenant_id = authorize(&app, &caller, &tenant, Need::ManageAdmins).await?;
     let req: NewAdminToken = parse_body(body)?;
     let role = AdminRole::parse(&req.role).ok_or_else(|| {
-        ApiError::bad_request(format!("role {:?} is not one of owner, super_admin, admin, viewer", req.role))
+        ApiError::bad_request(format!(
+            "role {:?} is not one of owner, super_admin, admin, integration_owner, viewer",
+            req.role
+        ))
     })?;
     if let Caller::Admin { role: own, .. } = caller {
         if role.outranks(own) {
@@ -159,8 +166,26 @@ pub async fn create_admin_token(
         }
     }
     let label = label(req.label)?;
+    let integration = match (role, req.integration_id.as_deref()) {
+        (AdminRole::IntegrationOwner, Some(raw)) => {
+            let id = parse_id(raw, "integration_id")?;
+            if app.state.store.integration(tenant_id, id).await?.is_none() {
+                return Err(ApiError::not_found("no such integration in this tenant"));
+            }
+            Some(id)
+        }
+        (AdminRole::IntegrationOwner, None) => {
+            return Err(ApiError::bad_request("an integration_owner token needs the integration_id it owns"))
+        }
+        (_, Some(_)) => return Err(ApiError::bad_request("only an integration_owner token names an integration_id")),
+        (_, None) => None,
+    };
     let token = generate("adm");
-    app.state.store.insert_token(tenant_id, &token, "admin", None, Some(role.as_str()), &label).await?;
-    tracing::info!(tenant = %tenant_id, role = role.as_str(), "admin token created");
-    Ok((StatusCode::CREATED, Json(json!({ "token": token, "role": role.as_str(), "label": label }))))
+    app.state.store.insert_token(tenant_id, &token, "admin", integration, Some(role.as_str()), &label).await?;
+    tracing::info!(tenant = %tenant_id, role = role.as_str(), integration = ?integration, "admin token created");
+    let mut answer = json!({ "token": token, "role": role.as_str(), "label": label });
+    if let Some(i) = integration {
+        answer["integration_id"] = json!(i);
+    }
+    Ok((StatusCode::CREATED, Json(answer)))
 }
