@@ -120,7 +120,8 @@ pub(crate) enum Found<R> {
 
 /// Runs a plan's lookups and gathers what they find, each resource once (by `id`), in the order
 /// of `order` (creation). A lookup answers `None` when it finds more than [`MAX_SCAN`] (without
-/// reading them); so does the plan once more than that are found together.
+/// reading them); the plan's answer is then [`Found::TooMany`], as it is once more than that
+/// are found together.
 pub(crate) async fn gathered<'f, R, Fut, K: Ord>(
     plan: Vec<Lookup<'f>>,
     mut run: impl FnMut(Lookup<'f>) -> Fut,
