@@ -67,6 +67,7 @@ fn table() -> Vec<Route> {
         route(Method::POST, "/api/v1/tenants", post(tenants::create_tenant)),
         route(Method::GET, "/api/v1/tenants/{tenant}", get(tenants::get_tenant)),
         route(Method::GET, "/api/v1/tenants/{tenant}/tokens", get(tenants::list_tokens)),
+        route(Method::DELETE, "/api/v1/tenants/{tenant}/tokens/{token}", delete(tenants::revoke_token)),
         route(Method::POST, "/api/v1/tenants/{tenant}/scim-tokens", post(tenants::create_scim_token)),
         route(Method::POST, "/api/v1/tenants/{tenant}/admin-tokens", post(tenants::create_admin_token)),
         route(Method::POST, "/api/v1/tenants/{tenant}/integrations", post(integrations::create)),

@@ -357,6 +357,67 @@ async fn an_integration_owner_shares_only_its_integration_and_reads_like_a_viewe
 }
 
 #[tokio::test]
+async fn tokens_are_revoked_by_whoever_may_mint_them() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let (other_tenant, _, other_owner) = app.tenant("Other").await;
+    let base = format!("/api/v1/tenants/{tenant}");
+    let a = app.post(&format!("{base}/scim-tokens"), &owner, json!({ "label": "okta" })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let viewer = app.admin_token(tenant, &owner, "viewer").await;
+    let admin = app.admin_token(tenant, &owner, "admin").await;
+    let super_admin = app.admin_token(tenant, &owner, "super_admin").await;
+    // The token list's ids, by kind and role.
+    let ids = |tokens: Value| -> Vec<(String, String, String)> {
+        tokens["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let what = t["role"].as_str().unwrap_or("scim").to_string();
+                (what, t["label"].as_str().unwrap().to_string(), t["id"].as_str().unwrap().to_string())
+            })
+            .collect()
+    };
+    let listed = ids(app.get(&format!("{base}/tokens"), &owner).await.body);
+    let id_of = |what: &str, label: &str| {
+        listed.iter().find(|(w, l, _)| w == what && l == label).map(|(_, _, id)| id.clone()).unwrap()
+    };
+    let okta = id_of("scim", "okta");
+    let viewer_id = id_of("viewer", "");
+    let owner_id = listed.iter().find(|(w, _, _)| w == "owner").unwrap().2.clone();
+    let revoke = |id: &str, token: &str| {
+        let (path, token) = (format!("{base}/tokens/{id}"), token.to_string());
+        let app = &app;
+        async move { app.call(Method::DELETE, &path, Some(&token), None).await }
+    };
+
+    assert_eq!(revoke(&okta, &viewer).await.status, StatusCode::FORBIDDEN, "a viewer revokes nothing");
+    assert_eq!(revoke(&viewer_id, &admin).await.status, StatusCode::FORBIDDEN, "an admin mints no admin tokens");
+    assert_eq!(revoke(&owner_id, &super_admin).await.status, StatusCode::FORBIDDEN, "nor revokes one above it");
+    assert_eq!(revoke(&Uuid::new_v4().to_string(), &owner).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(revoke("not-a-uuid", &owner).await.status, StatusCode::BAD_REQUEST);
+    // Another tenant's token: not found through this tenant, forbidden through that one.
+    let theirs = ids(app.get(&format!("/api/v1/tenants/{other_tenant}/tokens"), &other_owner).await.body);
+    assert_eq!(revoke(&theirs[0].2, &owner).await.status, StatusCode::NOT_FOUND);
+    let a = app
+        .call(Method::DELETE, &format!("/api/v1/tenants/{other_tenant}/tokens/{}", theirs[0].2), Some(&owner), None)
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.count("select count(*) from tokens").await, 8, "nothing was revoked (six here, two there)");
+
+    let a = revoke(&okta, &admin).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    let a = revoke(&viewer_id, &super_admin).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    assert_eq!(app.get(&base, &viewer).await.status, StatusCode::UNAUTHORIZED, "the revoked token is refused");
+    let left = ids(app.get(&format!("{base}/tokens"), &owner).await.body);
+    assert!(left.iter().all(|(_, _, id)| *id != okta && *id != viewer_id), "{left:?}");
+    assert_eq!(left.len(), 4);
+    assert_eq!(revoke(&okta, &owner).await.status, StatusCode::NOT_FOUND, "revoked once");
+}
+
+#[tokio::test]
 async fn without_a_credential_key_plain_secrets_are_refused_unless_plaintext_is_allowed() {
     use unseat_store::credentials::Sealing;
     let app = support::spawn_app_with(Sealing { key: None, allow_plaintext: false }).await;

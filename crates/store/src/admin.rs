@@ -26,14 +26,28 @@ pub struct Tenant {
 /// A stored token as the console lists it: never the token, never its hash.
 #[derive(Debug, Clone, Serialize)]
 pub struct TokenInfo {
+    /// What the admin API names it by (to revoke it).
+    pub id: Uuid,
     /// `scim` or `admin`.
     pub kind: String,
     /// For a SCIM token: the integration it is limited to; None means the workspace directory.
+    /// For an integration owner's admin token: the integration it owns.
     pub scope_integration: Option<Uuid>,
     /// For an admin token: its role.
     pub role: Option<String>,
     pub label: String,
     pub created_at: DateTime<Utc>,
+}
+
+fn token_info(r: &tokio_postgres::Row) -> TokenInfo {
+    TokenInfo {
+        id: r.get(0),
+        kind: r.get(1),
+        scope_integration: r.get(2),
+        role: r.get(3),
+        label: r.get(4),
+        created_at: r.get(5),
+    }
 }
 
 /// An integration to create. The caller has validated it (role ladder, settings).
@@ -252,21 +266,31 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "select kind, scope_integration, role, label, created_at from tokens
+                "select id, kind, scope_integration, role, label, created_at from tokens
                   where tenant_id = $1 order by created_at desc, label",
                 &[&tenant_id],
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| TokenInfo {
-                kind: r.get(0),
-                scope_integration: r.get(1),
-                role: r.get(2),
-                label: r.get(3),
-                created_at: r.get(4),
-            })
-            .collect())
+        Ok(rows.iter().map(token_info).collect())
+    }
+
+    /// The tenant's token with `id`.
+    pub async fn token(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<TokenInfo>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "select id, kind, scope_integration, role, label, created_at from tokens where tenant_id = $1 and id = $2",
+                &[&tenant_id, &id],
+            )
+            .await?;
+        Ok(row.as_ref().map(token_info))
+    }
+
+    /// Revokes the tenant's token with `id`; false when there was none. A process that looked
+    /// the token up recently may still accept it for the rest of its cache's lifetime.
+    pub async fn revoke_token(&self, tenant_id: Uuid, id: Uuid) -> Result<bool> {
+        let client = self.client().await?;
+        Ok(client.execute("delete from tokens where tenant_id = $1 and id = $2", &[&tenant_id, &id]).await? > 0)
     }
 
     pub async fn create_integration(&self, tenant_id: Uuid, new: &NewIntegration) -> Result<Integration> {

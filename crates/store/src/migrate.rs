@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../../../schemas/sql/0012_outbox_batches.sql")),
     (13, include_str!("../../../schemas/sql/0013_user_emails.sql")),
     (14, include_str!("../../../schemas/sql/0014_integration_owners.sql")),
+    (15, include_str!("../../../schemas/sql/0015_token_ids.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

@@ -71,7 +71,8 @@ pub async fn list_tokens(
                 (_, Some(i)) => json!(i),
                 _ => Value::Null,
             };
-            json!({ "kind": t.kind, "scope": scope, "role": t.role, "label": t.label, "created_at": t.created_at })
+            json!({ "id": t.id, "kind": t.kind, "scope": scope, "role": t.role, "label": t.label,
+                    "created_at": t.created_at })
         })
         .collect();
     Ok(Json(json!({ "tokens": tokens })))
@@ -188,4 +189,34 @@ pub async fn create_admin_token(
         answer["integration_id"] = json!(i);
     }
     Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// `DELETE /tenants/{t}/tokens/{token}`: revokes a token. SCIM tokens: whoever may write;
+/// admin tokens: owners and super admins, never of a role above their own.
+pub async fn revoke_token(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path((tenant, token)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    let id = parse_id(&token, "token id")?;
+    let info = app.state.store.token(tenant_id, id).await?.ok_or_else(|| ApiError::not_found("no such token"))?;
+    if info.kind == "admin" {
+        caller.require(tenant_id, Need::ManageAdmins)?;
+        let role = info.role.as_deref().and_then(AdminRole::parse).unwrap_or(AdminRole::Viewer);
+        if let Caller::Admin { role: own, .. } = caller {
+            if role.outranks(own) {
+                return Err(ApiError::forbidden(format!(
+                    "a {} may not revoke a {} token",
+                    own.as_str(),
+                    role.as_str()
+                )));
+            }
+        }
+    }
+    if !app.state.store.revoke_token(tenant_id, id).await? {
+        return Err(ApiError::not_found("no such token"));
+    }
+    tracing::info!(tenant = %tenant_id, token = %id, kind = %info.kind, "token revoked");
+    Ok(StatusCode::NO_CONTENT)
 }

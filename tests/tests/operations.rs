@@ -1,0 +1,72 @@
+//! What operators rely on: `/healthz` answers whenever the process runs and `/readyz` only while
+//! it reaches PostgreSQL, so that a load balancer routes around a replica that cannot work; a
+//! revoked SCIM token stops working.
+
+use std::time::{Duration, Instant};
+use unseat_tests::spawn_app;
+
+async fn get(base: &str, path: &str) -> (u16, String) {
+    let resp = reqwest::get(format!("{base}{path}")).await.expect("HTTP");
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn readiness_follows_the_database_and_liveness_does_not() {
+    let app = spawn_app().await;
+    assert_eq!(get(&app.base, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(get(&app.base, "/readyz").await, (200, "ready\n".to_string()));
+
+    unseat_store::testing::refuse_connections(&app.database_url, true).await.unwrap();
+    let (status, body) = get(&app.base, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("PostgreSQL unreachable"), "{body}");
+    assert_eq!(get(&app.base, "/healthz").await.0, 200);
+
+    unseat_store::testing::refuse_connections(&app.database_url, false).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = get(&app.base, "/readyz").await;
+        if status == 200 {
+            assert_eq!(body, "ready\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still not ready once PostgreSQL took connections again: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_scim_token_is_refused_by_the_scim_endpoint() {
+    let app = spawn_app().await;
+    let tenant = app.tenant;
+    let (status, minted) = app
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/tenants/{tenant}/scim-tokens"),
+            Some(serde_json::json!({"label": "old okta"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{minted}");
+    let token = minted["token"].as_str().unwrap().to_string();
+    let users = |token: String| {
+        let url = format!("{}/scim/v2/Users", app.base);
+        async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(users(token.clone()).await, 200);
+
+    let (_, listed) = app.call(reqwest::Method::GET, &format!("/api/v1/tenants/{tenant}/tokens"), None).await;
+    let id = listed["tokens"].as_array().unwrap().iter().find(|t| t["label"] == "old okta").unwrap()["id"].clone();
+    let (status, _) = app
+        .call(reqwest::Method::DELETE, &format!("/api/v1/tenants/{tenant}/tokens/{}", id.as_str().unwrap()), None)
+        .await;
+    assert_eq!(status, 204);
+    // The ingest caches a token's owner for up to 5 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while users(token.clone()).await != 401 {
+        assert!(Instant::now() < deadline, "the revoked token was still accepted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(users(app.scim.token.clone()).await, 200, "the tenant's other token still works");
+    app.stop().await;
+}
