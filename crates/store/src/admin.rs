@@ -39,6 +39,9 @@ pub struct TokenInfo {
     pub created_at: DateTime<Utc>,
 }
 
+/// The columns [`token_info`] reads, in its order.
+const TOKEN_COLS: &str = "id, kind, scope_integration, role, label, created_at";
+
 fn token_info(r: &tokio_postgres::Row) -> TokenInfo {
     TokenInfo {
         id: r.get(0),
@@ -266,8 +269,7 @@ impl Store {
         let client = self.client().await?;
         let rows = client
             .query(
-                "select id, kind, scope_integration, role, label, created_at from tokens
-                  where tenant_id = $1 order by created_at desc, label",
+                &format!("select {TOKEN_COLS} from tokens where tenant_id = $1 order by created_at desc, label"),
                 &[&tenant_id],
             )
             .await?;
@@ -278,10 +280,7 @@ impl Store {
     pub async fn token(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<TokenInfo>> {
         let client = self.client().await?;
         let row = client
-            .query_opt(
-                "select id, kind, scope_integration, role, label, created_at from tokens where tenant_id = $1 and id = $2",
-                &[&tenant_id, &id],
-            )
+            .query_opt(&format!("select {TOKEN_COLS} from tokens where tenant_id = $1 and id = $2"), &[&tenant_id, &id])
             .await?;
         Ok(row.as_ref().map(token_info))
     }
