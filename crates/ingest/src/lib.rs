@@ -467,9 +467,9 @@ pub(crate) fn directory_message(
     Ok((message_id, payload))
 }
 
-/// `POST /.search`: Users and Groups together (RFC 7644 §3.4.3), users first.
-/// `POST /.search`: users, then groups. Without a filter, the page is read from both tables by
-/// offset, whatever the directory's size; with one, both are filtered.
+/// `POST /.search`: Users and Groups together (RFC 7644 §3.4.3), users first. Without a filter,
+/// the page is read from both tables by offset, whatever the directory's size; with one, both
+/// are filtered.
 async fn search_all(
     State(state): State<IngestState>,
     Extension(ctx): Extension<Ctx>,
