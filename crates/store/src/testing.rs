@@ -24,11 +24,9 @@ pub fn server_url() -> String {
 /// Creates and migrates a database with a unique name (carrying its creation time); returns its
 /// URL and a pool.
 pub async fn fresh_database() -> Result<(String, Store)> {
-    let base = server_url();
-    let base = base.trim_end_matches('/').trim_end_matches("/postgres");
     static SWEPT: AtomicBool = AtomicBool::new(false);
     if !SWEPT.swap(true, Ordering::SeqCst) {
-        drop_stale_databases(base).await;
+        drop_stale_databases().await;
     }
     let url = new_database_url();
     migrate(&url).await?;
@@ -39,9 +37,17 @@ pub async fn fresh_database() -> Result<(String, Store)> {
 /// The URL of a test database with a unique name that does not exist yet (for a test of what
 /// creates it; the sweep of [`fresh_database`] drops it in time like the others).
 pub fn new_database_url() -> String {
-    let base = server_url();
-    let base = base.trim_end_matches('/').trim_end_matches("/postgres");
-    format!("{base}/{PREFIX}{}_{}", now_secs(), uuid::Uuid::new_v4().simple())
+    format!("{}/{PREFIX}{}_{}", server_base(), now_secs(), uuid::Uuid::new_v4().simple())
+}
+
+/// [`server_url`] without a database name.
+fn server_base() -> String {
+    server_url().trim_end_matches('/').trim_end_matches("/postgres").to_string()
+}
+
+/// `name` as an SQL identifier.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Takes the database of `url` away from every client (`refuse`: no new connections, and
@@ -49,12 +55,9 @@ pub fn new_database_url() -> String {
 /// other tests.
 pub async fn refuse_connections(url: &str, refuse: bool) -> Result<()> {
     let db = url.rsplit('/').next().unwrap_or_default().split('?').next().unwrap_or_default();
-    let base = server_url();
-    let admin =
-        crate::Store::connect(&format!("{}/postgres", base.trim_end_matches('/').trim_end_matches("/postgres")), 1)?;
+    let admin = Store::connect(&format!("{}/postgres", server_base()), 1)?;
     let admin = admin.client().await?;
-    let quoted = format!("\"{}\"", db.replace('"', "\"\""));
-    admin.batch_execute(&format!("alter database {quoted} allow_connections {}", !refuse)).await?;
+    admin.batch_execute(&format!("alter database {} allow_connections {}", quoted(db), !refuse)).await?;
     if refuse {
         admin
             .execute(
@@ -82,8 +85,10 @@ fn stale(name: &str, now: u64) -> bool {
 
 /// Drops stale test databases, best effort: one still in use (a test process running longer
 /// than [`STALE_AFTER`]) stays, as does everything when the server cannot be reached.
-async fn drop_stale_databases(base: &str) {
-    let Ok((client, conn)) = tokio_postgres::connect(&format!("{base}/postgres"), NoTls).await else { return };
+async fn drop_stale_databases() {
+    let Ok((client, conn)) = tokio_postgres::connect(&format!("{}/postgres", server_base()), NoTls).await else {
+        return;
+    };
     let conn = tokio::spawn(conn);
     let like = format!("{}%", PREFIX.replace('_', "\\_"));
     let names: Vec<String> = match client.query("select datname from pg_database where datname like $1", &[&like]).await
@@ -93,8 +98,7 @@ async fn drop_stale_databases(base: &str) {
     };
     let now = now_secs();
     for name in names.iter().filter(|n| stale(n, now)) {
-        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
-        if let Err(e) = client.batch_execute(&format!("drop database if exists {quoted}")).await {
+        if let Err(e) = client.batch_execute(&format!("drop database if exists {}", quoted(name))).await {
             tracing::debug!(database = %name, error = %e, "stale test database kept");
         }
     }
@@ -121,15 +125,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_stale_test_database_is_dropped_and_a_fresh_one_kept() {
-        let base = server_url();
-        let base = base.trim_end_matches('/').trim_end_matches("/postgres");
-        let (client, conn) = tokio_postgres::connect(&format!("{base}/postgres"), NoTls).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(&format!("{}/postgres", server_base()), NoTls).await.unwrap();
         tokio::spawn(conn);
         let old = format!("{PREFIX}{}_{}", now_secs() - STALE_AFTER.as_secs() - 60, uuid::Uuid::new_v4().simple());
         client.batch_execute(&format!("create database {old}")).await.unwrap();
         let (fresh, _store) = fresh_database().await.unwrap();
         let fresh = fresh.rsplit('/').next().unwrap().to_string();
-        drop_stale_databases(base).await;
+        drop_stale_databases().await;
         let exists = |name: String| {
             let client = &client;
             async move {
