@@ -221,14 +221,10 @@ pub fn ops_router(metrics: Arc<Metrics>) -> Router {
     Router::new().route("/metrics", get(serve_metrics)).route("/healthz", get(|| async { "ok\n" })).with_state(metrics)
 }
 
-/// The router [`readiness`] returns (axum's), named for crates that merge it without
-/// depending on axum.
-pub type ReadyRouter = Router;
-
 /// `GET /readyz`: 200 `ready` while `check` passes, else 503 with its reason, for a load
 /// balancer or orchestrator to route around a process that cannot work. `/healthz` stays the
 /// liveness check: it answers whenever the process runs.
-pub fn readiness<F, Fut>(check: F) -> ReadyRouter
+pub fn readiness<F, Fut>(check: F) -> Router
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,

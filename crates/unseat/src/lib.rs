@@ -201,7 +201,7 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
 
 /// `GET /readyz` of a process: ready while it reaches PostgreSQL (every role needs it to do any
 /// work) within 2 s.
-fn readiness(store: Store) -> unseat_telemetry::ReadyRouter {
+fn readiness(store: Store) -> axum::Router {
     unseat_telemetry::readiness(move || {
         let store = store.clone();
         async move {
