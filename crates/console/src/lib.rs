@@ -150,8 +150,20 @@ pub fn router(state: ConsoleState) -> Router {
             error::ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(refuse_nul))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
         .with_state(app)
+}
+
+/// Refuses a URL whose path or query decodes to the NUL character (it holds `%00`, the only
+/// way a URL carries one): PostgreSQL's text cannot hold it, and every handler hands path and
+/// query text (asset ids, filters, cursors) to the database.
+async fn refuse_nul(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    if uri.path().contains("%00") || uri.query().is_some_and(|q| q.contains("%00")) {
+        return error::ApiError::bad_request("the URL must not contain the NUL character (%00)").into_response();
+    }
+    next.run(request).await
 }
 
 /// Counts every answer by class in `unseat_console_requests_total`.

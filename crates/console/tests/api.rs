@@ -977,3 +977,62 @@ async fn the_openapi_document_is_open_and_describes_every_route() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.body["error"].is_string());
 }
+
+/// PostgreSQL's text cannot hold U+0000: a NUL in a body, a query or a path is the caller's
+/// mistake (400 naming it), never a 500, and nothing is written.
+#[tokio::test]
+async fn the_nul_character_is_refused_wherever_it_is_sent() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let base = format!("/api/v1/tenants/{tenant}");
+    let mut hub = integration_body("Hub");
+    hub["asset_roles"] = json!(["MANAGE", "ANALYZE"]);
+    let a = app.post(&format!("{base}/integrations"), &owner, hub).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let integration = a.body["id"].as_str().unwrap().to_string();
+    let assets = format!("{base}/integrations/{integration}/assets");
+    let a = app.post(&assets, &owner, json!({"asset_id": "act_1", "kind": "ad_account"})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let tables = "select (select count(*) from tenants) + (select count(*) from tokens) \
+                  + (select count(*) from integration_assets) + (select count(*) from integrations)";
+    let before = app.count(tables).await;
+
+    let bodies = [
+        (Method::POST, "/api/v1/tenants".to_string(), OPERATOR, json!({"name": "a\u{0}b"})),
+        (Method::POST, format!("{base}/scim-tokens"), owner.as_str(), json!({"label": "\u{0}"})),
+        (Method::POST, format!("{base}/admin-tokens"), owner.as_str(), json!({"role": "viewer", "label": "x\u{0}"})),
+        (Method::POST, assets.clone(), owner.as_str(), json!({"asset_id": "act\u{0}", "kind": "page"})),
+        (Method::PATCH, format!("{assets}/act_1"), owner.as_str(), json!({"name": "n\u{0}"})),
+        (Method::POST, format!("{base}/integrations"), owner.as_str(), {
+            let mut b = integration_body("Other");
+            b["settings"] = json!({"business_id": "biz-2", "k\u{0}": "v"});
+            b
+        }),
+    ];
+    for (method, path, token, body) in bodies {
+        let a = app.call(method.clone(), &path, Some(token), Some(body.clone())).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{method} {path} {body}: {}", a.text);
+        assert!(a.body["error"].as_str().unwrap_or_default().contains("NUL"), "{}", a.text);
+    }
+    for path in [
+        format!("{base}/users?filter_email=a%00b"),
+        format!("{base}/users?after=%00"),
+        format!("{base}/jobs?before=1.%00"),
+        format!("{base}/integrations/{integration}/activity?before=%00"),
+        format!("{assets}/act%00_1"),
+        format!("/console/tenants/{tenant}/log?user=a%00"),
+    ] {
+        let a = app.get(&path, &owner).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}: {}", a.text);
+        assert!(a.body["error"].as_str().unwrap_or_default().contains("NUL"), "{path}: {}", a.text);
+    }
+    let a = app.call(Method::DELETE, &format!("{assets}/act_1%00"), Some(&owner), None).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+
+    assert_eq!(app.count(tables).await, before, "a refused request wrote something");
+    let a = app.get(&assets, &owner).await;
+    assert_eq!(a.body["assets"][0]["name"], "", "{}", a.text);
+    // The escape itself, as text, is fine.
+    let a = app.post(&format!("{base}/scim-tokens"), &owner, json!({"label": "\\u0000"})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+}

@@ -17,6 +17,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::Query;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use std::collections::HashMap;
 use unseat_store::logs::Cursor;
 use uuid::Uuid;
@@ -29,10 +30,29 @@ pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::bad_request(format!("{what} {raw:?} is not a UUID")))
 }
 
-/// Parses a JSON body into `T`, with the parser's message on failure.
+/// Parses a JSON body into `T`, with the parser's message on failure. PostgreSQL's text and
+/// jsonb cannot hold the NUL character, so a body with one in any string or key is refused
+/// here rather than failing in the database.
 pub fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    let parsed =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+    // In JSON text a NUL can only be the escape `\u0000`; only a body with one is walked.
+    if bytes.windows(6).any(|w| w == b"\\u0000") && serde_json::from_slice::<Value>(&bytes).is_ok_and(|v| holds_nul(&v))
+    {
+        return Err(ApiError::bad_request("text must not contain the NUL character (U+0000)"));
+    }
+    Ok(parsed)
+}
+
+/// Whether any string or key of `v` holds U+0000.
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 pub fn parse_params(params: Params) -> Result<HashMap<String, String>, ApiError> {
