@@ -83,6 +83,10 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
         any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        // The ends of the double range, which the database stores as long exact decimals.
+        prop::sample::select(vec![f64::MAX, -f64::MAX, 1.7976931348623155e308, 5e-324, f64::MIN_POSITIVE])
+            .prop_map(|f| json!(f)),
+        Just(json!(u64::MAX)),
         "\\PC{0,12}".prop_map(Value::String),
         prop_oneof![Just("\u{0}"), Just("True"), Just("😀😀"), Just("members"), Just("active")]
             .prop_map(|s| Value::String(s.to_string())),

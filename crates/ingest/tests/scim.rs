@@ -498,6 +498,29 @@ async fn malformed_and_invalid_bodies_are_400_and_change_nothing() {
     assert!(app.outbox().await.is_empty());
 }
 
+/// JSON numbers at the ends of what a parser holds come back as they were sent: PostgreSQL
+/// keeps them as exact decimals, and reading one back must neither fail nor round it (the
+/// largest ones once made the handler panic).
+#[tokio::test]
+async fn extreme_numbers_in_extra_attributes_come_back_as_sent() {
+    let app = spawn_app().await;
+    let numbers =
+        json!([1.7976931348623155e308, f64::MAX, -f64::MAX, 5e-324, 2.2250738585072014e-308, 0.1, u64::MAX, i64::MIN]);
+    let (s, b, _) = app.call(Method::POST, "/Users", Some(json!({"userName": "n@example.com", "x": numbers}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    assert_eq!(b["x"], numbers);
+    let (s, b, _) = app.call(Method::GET, &format!("/Users/{id}"), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["x"], numbers);
+    let (s, b, _) = app
+        .call(Method::PATCH, &format!("/Users/{id}"), patch(json!([{"op": "add", "path": "y", "value": f64::MAX}])))
+        .await;
+    assert!(s.is_success(), "{s} {b}");
+    let (_, b, _) = app.call(Method::GET, &format!("/Users/{id}"), None).await;
+    assert_eq!((&b["x"], &b["y"]), (&numbers, &json!(f64::MAX)));
+}
+
 #[tokio::test]
 async fn oversized_body_is_413() {
     let app = spawn_app_with_limit(1024).await;
