@@ -55,8 +55,17 @@ async fn a_403_dead_letters_the_task_and_a_redrive_after_the_fix_removes_the_use
     let refused = http.post(url(kept.id)).bearer_auth(&app.admin.token).send().await.expect("post");
     assert_eq!(refused.status(), reqwest::StatusCode::CONFLICT);
 
+    // A re-drive takes no fields; anything else is refused and leaves the task failed.
+    for body in ["true", "null", r#"{"force": true}"#] {
+        let bad = http.post(url(t.id)).bearer_auth(&app.admin.token).body(body).send().await.expect("post");
+        assert_eq!(bad.status(), reqwest::StatusCode::BAD_REQUEST, "{body}");
+    }
+    let still = app.admin_get(&format!("/api/v1/tenants/{}/tasks/{}", app.tenant, t.id)).await;
+    assert_eq!(still["task"]["status"], "failed", "{still}");
+
     app.emulator.clear_faults().await.expect("clear faults");
-    let accepted = http.post(url(t.id)).bearer_auth(&app.admin.token).send().await.expect("post");
+    let accepted =
+        http.post(url(t.id)).bearer_auth(&app.admin.token).json(&serde_json::json!({})).send().await.expect("post");
     assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
     let body: serde_json::Value = accepted.json().await.expect("json");
     assert_eq!(body["status"], "queued");

@@ -979,9 +979,10 @@ async fn the_openapi_document_is_open_and_describes_every_route() {
 }
 
 /// PostgreSQL's text cannot hold U+0000: a NUL in a body, a query or a path is the caller's
-/// mistake (400 naming it), never a 500, and nothing is written.
+/// mistake (400 naming it), never a 500; so is a body that is not a JSON object. Nothing is
+/// written.
 #[tokio::test]
-async fn the_nul_character_is_refused_wherever_it_is_sent() {
+async fn the_nul_character_and_bodies_that_are_not_objects_are_refused() {
     let app = spawn_app().await;
     let (tenant, _, owner) = app.tenant("Acme").await;
     let base = format!("/api/v1/tenants/{tenant}");
@@ -1028,6 +1029,13 @@ async fn the_nul_character_is_refused_wherever_it_is_sent() {
     }
     let a = app.call(Method::DELETE, &format!("{assets}/act_1%00"), Some(&owner), None).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+
+    // Every body is a JSON object; serde alone would fill a struct from an array.
+    for body in ["[null, null]", "[]", "true", "null"] {
+        let a = app.raw(Method::POST, &format!("{base}/scim-tokens"), &owner, body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text);
+        assert!(a.body["error"].as_str().unwrap_or_default().contains("JSON object"), "{}", a.text);
+    }
 
     assert_eq!(app.count(tables).await, before, "a refused request wrote something");
     let a = app.get(&assets, &owner).await;

@@ -35,6 +35,10 @@ pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
 /// here rather than failing in the database.
 pub fn parse_body<T: DeserializeOwned>(body: Body) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| ApiError::new(e.status(), e.body_text()))?;
+    // Every body of this API is a JSON object; serde would also fill a struct from an array.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request("invalid JSON body: expected a JSON object"));
+    }
     let parsed =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
     // In JSON text a NUL can only be the escape `\u0000`; only a body with one is walked.

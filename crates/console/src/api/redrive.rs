@@ -7,13 +7,14 @@
 //! status and the desired version it now aims at; 409 when the task is not failed (or its
 //! integration is gone); 404 when there is no such task.
 
-use super::{authorize, parse_id};
+use super::{authorize, parse_body, parse_id, Body};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use unseat_bus::messages::{ConnectorTask, MESSAGE_VERSION};
@@ -48,13 +49,22 @@ pub fn message(target: &RedriveTarget, exchange: &str) -> RedriveMessage {
     }
 }
 
+/// A re-drive takes no fields: no body, or `{}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoFields {}
+
 pub async fn redrive(
     caller: Caller,
     State(app): State<Arc<App>>,
     Path((tenant, task)): Path<(String, String)>,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let task_id = parse_id(&task, "task id")?;
+    if body.as_ref().map_or(true, |b| !b.trim_ascii().is_empty()) {
+        parse_body::<NoFields>(body)?;
+    }
     let actor = match &caller {
         Caller::Operator => "the operator".to_string(),
         Caller::Admin { role, .. } => format!("a tenant {} via the admin API", role.as_str()),

@@ -231,6 +231,7 @@ pub(crate) async fn redrive(
         session.caller.clone(),
         State(app.clone()),
         Path((tenant.to_string(), task_id.to_string())),
+        Ok(Default::default()),
     )
     .await;
     let back = format!("/console/tenants/{tenant}/tasks/{task_id}");
