@@ -1044,3 +1044,20 @@ async fn the_nul_character_and_bodies_that_are_not_objects_are_refused() {
     let a = app.post(&format!("{base}/scim-tokens"), &owner, json!({"label": "\\u0000"})).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
 }
+
+/// Numbers at the ends of what a JSON parser holds, in an integration's settings, come back as
+/// they were sent (the largest once made the handler panic when it read the stored row back).
+#[tokio::test]
+async fn extreme_numbers_in_settings_come_back_as_sent() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let numbers = json!([1.7976931348623155e308, f64::MAX, -f64::MAX, 5e-324, 0.1, u64::MAX, i64::MIN]);
+    let mut body = integration_body("Hub");
+    body["settings"]["limits"] = numbers.clone();
+    let a = app.post(&format!("/api/v1/tenants/{tenant}/integrations"), &owner, body).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["settings"]["limits"], numbers);
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/integrations/{}", a.body["id"].as_str().unwrap()), &owner).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body["settings"]["limits"], numbers);
+}
