@@ -46,8 +46,8 @@ use uuid::Uuid;
 pub struct IngestConfig {
     /// Largest request body accepted (bytes); larger ones get 413.
     pub body_limit: usize,
-    /// Requests per second one tenant may make to this process on average (0: no limit);
-    /// above it the IdP gets 429 with `Retry-After`.
+    /// Requests per second one tenant may make on average (0: no limit), counted over every
+    /// ingest process on the same database; above it the IdP gets 429 with `Retry-After`.
     pub rate_limit: u32,
     /// Requests a tenant may make at once above the average rate.
     pub rate_burst: u32,
@@ -78,7 +78,7 @@ impl std::ops::Deref for IngestState {
 }
 
 /// The store, the metrics registry, the exchange directory changes are announced on, the
-/// service's limits, and the per-process rate buckets and token cache.
+/// service's limits, the tenants' rate buckets (shared through the store) and the token cache.
 pub struct Shared {
     pub store: Store,
     pub metrics: Arc<Metrics>,
@@ -98,6 +98,7 @@ impl IngestState {
             tracing::warn!(%error, "group-commit writers share the main pool");
             store.clone()
         });
+        let limiter = Arc::new(RateLimiter::shared(config.rate_limit, config.rate_burst, store.clone()));
         Self(Arc::new(Shared {
             activations: activations::Activations::new(writers.clone(), directory_exchange.clone(), &metrics),
             removals: removals::Removals::new(writers, directory_exchange.clone(), &metrics),
@@ -105,7 +106,7 @@ impl IngestState {
             metrics,
             directory_exchange,
             body_limit: config.body_limit,
-            limiter: Arc::new(RateLimiter::new(config.rate_limit, config.rate_burst)),
+            limiter,
             tokens: Arc::new(TokenCache::new(config.token_cache)),
         }))
     }
@@ -203,7 +204,7 @@ async fn authenticate(State(state): State<IngestState>, mut req: Request, next: 
         _ => return scim_error_response(&ScimError::unauthorized("a valid bearer token is required")),
     };
     let tenant_id = dir.tenant_id;
-    if let Err(wait) = state.limiter.check(tenant_id) {
+    if let Err(wait) = state.limiter.check(tenant_id).await {
         let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
         tracing::debug!(tenant = %tenant_id, retry_after = secs, "tenant over its SCIM request rate");
         let mut resp = scim_error_response(&ScimError::too_many_requests(format!(

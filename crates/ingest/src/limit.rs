@@ -1,25 +1,44 @@
 //! Per-tenant request rate limiting and a short-lived cache of authenticated tokens.
 //!
-//! Both live in the process: each ingest process enforces the limit on the requests it serves
-//! (with N processes behind a balancer a tenant gets up to N times the rate), and a cached
-//! token is trusted for at most the cache's time to live after it was last read from the
-//! store. Both maps are bounded: idle buckets and expired entries are swept when a map grows.
+//! A tenant's rate is the tenant's, whatever the number of ingest processes behind the
+//! balancer: with [`RateLimiter::shared`] every process leases request tokens from the
+//! tenant's bucket in PostgreSQL (`scim_rate_buckets`), a twentieth of a second's worth at a
+//! time, with one upsert on a connection of its own, and spends them locally. Tokens leased
+//! and not spent within a second are dropped, so the fleet admits at most the rate, the burst,
+//! and one unspent lease per process. A process refused by the bucket answers 429 on its own
+//! until the refusal's wait is over (a tenant far over its rate costs the database one lease
+//! per wait, not one per request). When a lease fails or takes over 250 ms, the process limits
+//! with a bucket of its own for a second before asking the database again.
+//!
+//! A cached token is trusted for at most the cache's time to live after it was last read from
+//! the store. Every map is bounded: idle buckets and expired entries are swept when it grows.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use unseat_store::tokens::TokenOwner;
+use unseat_store::Store;
 use uuid::Uuid;
 
 /// Entries above which a map is swept of idle or expired entries.
 const SWEEP_AT: usize = 10_000;
+/// A lease takes this much of the rate's time (at least one token, at most the burst).
+const LEASE_SPAN: f64 = 0.05;
+/// Leased tokens not spent within this long are dropped.
+const LEASE_TTL: Duration = Duration::from_secs(1);
+/// A lease slower than this counts as failed: requests then wait on the process's own bucket
+/// rather than on the database, and the shared bucket is asked again after a pause.
+const LEASE_TIMEOUT: Duration = Duration::from_millis(250);
+const RETRY_SHARED_AFTER: Duration = Duration::from_secs(1);
 
 /// A token bucket per tenant: `rate` requests per second on average, bursts of up to `burst`.
-#[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
+    /// The process's own buckets: the whole limit without a shared store, else the fallback
+    /// while the database cannot be reached.
     buckets: Mutex<HashMap<Uuid, Bucket>>,
+    shared: Option<Shared>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -28,22 +47,91 @@ struct Bucket {
     at: Instant,
 }
 
+/// The tenants' buckets in PostgreSQL and what this process leased from them.
+struct Shared {
+    store: Store,
+    /// The leases' own connection (made on first use, and again after a failure); holding it
+    /// also makes one lease at a time, so requests that find no token wait for the lease in
+    /// flight rather than each asking the database.
+    conn: tokio::sync::Mutex<Option<unseat_store::tokio_postgres::Client>>,
+    leased: Mutex<HashMap<Uuid, Leased>>,
+    /// After a failed lease, the process limits on its own until then.
+    retry_at: Mutex<Option<Instant>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Leased {
+    tokens: f64,
+    /// When the tokens were leased (they are dropped [`LEASE_TTL`] later).
+    at: Instant,
+    /// The bucket refused until then: requests before it are refused without asking.
+    refused_until: Option<Instant>,
+}
+
 impl RateLimiter {
-    /// `rate` 0 disables limiting. A `burst` below 1 is taken as 1.
+    /// Limits kept in this process only. `rate` 0 disables limiting. A `burst` below 1 is
+    /// taken as 1.
     pub fn new(rate: u32, burst: u32) -> Self {
-        Self { rate: f64::from(rate), burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+        Self {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+            shared: None,
+        }
+    }
+
+    /// Limits shared by every process on the same database (see the module's documentation).
+    pub fn shared(rate: u32, burst: u32, store: Store) -> Self {
+        let shared = Shared {
+            store,
+            conn: tokio::sync::Mutex::new(None),
+            leased: Mutex::new(HashMap::new()),
+            retry_at: Mutex::new(None),
+        };
+        Self { shared: Some(shared), ..Self::new(rate, burst) }
     }
 
     /// Takes one request from the tenant's bucket: `Ok` when allowed, else `Err(wait)` with
     /// how long until a request would be allowed again.
-    pub fn check(&self, tenant: Uuid) -> Result<(), Duration> {
-        self.check_at(tenant, Instant::now())
-    }
-
-    fn check_at(&self, tenant: Uuid, now: Instant) -> Result<(), Duration> {
+    pub async fn check(&self, tenant: Uuid) -> Result<(), Duration> {
         if self.rate <= 0.0 {
             return Ok(());
         }
+        let Some(shared) = &self.shared else {
+            return self.check_at(tenant, Instant::now());
+        };
+        if let Some(answer) = shared.take(tenant, Instant::now()) {
+            return answer;
+        }
+        if shared.unavailable(Instant::now()) {
+            return self.check_at(tenant, Instant::now());
+        }
+        let mut conn = shared.conn.lock().await;
+        // A lease that finished while this request waited may have left tokens, or failed.
+        if let Some(answer) = shared.take(tenant, Instant::now()) {
+            return answer;
+        }
+        if shared.unavailable(Instant::now()) {
+            return self.check_at(tenant, Instant::now());
+        }
+        let want = (self.rate * LEASE_SPAN).clamp(1.0, self.burst);
+        let lease = tokio::time::timeout(LEASE_TIMEOUT, shared.lease(&mut conn, tenant, self.rate, self.burst, want));
+        match lease.await {
+            Ok(Ok(granted)) => shared.spend(tenant, granted, self.rate, Instant::now()),
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => error,
+                    _ => "the lease timed out".to_string(),
+                };
+                *conn = None;
+                shared.set_unavailable(Instant::now() + RETRY_SHARED_AFTER);
+                tracing::debug!(%error, tenant = %tenant, "shared SCIM rate bucket unavailable; limiting in this process");
+                self.check_at(tenant, Instant::now())
+            }
+        }
+    }
+
+    fn check_at(&self, tenant: Uuid, now: Instant) -> Result<(), Duration> {
         let Ok(mut buckets) = self.buckets.lock() else {
             // A poisoned lock means a panic elsewhere; failing open keeps the IdP served.
             return Ok(());
@@ -62,6 +150,83 @@ impl RateLimiter {
         } else {
             Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
         }
+    }
+}
+
+impl Shared {
+    fn unavailable(&self, now: Instant) -> bool {
+        self.retry_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|at| at > now)
+    }
+
+    fn set_unavailable(&self, until: Instant) {
+        *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
+    }
+
+    /// Spends a leased token, or repeats a refusal still in force; None when a lease is needed.
+    fn take(&self, tenant: Uuid, now: Instant) -> Option<Result<(), Duration>> {
+        let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+        let l = leased.get_mut(&tenant)?;
+        if now.duration_since(l.at) >= LEASE_TTL {
+            l.tokens = 0.0;
+        }
+        if l.tokens >= 1.0 {
+            l.tokens -= 1.0;
+            return Some(Ok(()));
+        }
+        match l.refused_until {
+            Some(until) if until > now => Some(Err(until - now)),
+            _ => None,
+        }
+    }
+
+    /// Adds a lease's tokens and spends one, or records the refusal when there is not one.
+    fn spend(&self, tenant: Uuid, granted: f64, rate: f64, now: Instant) -> Result<(), Duration> {
+        let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+        if leased.len() >= SWEEP_AT {
+            leased.retain(|_, l| now.duration_since(l.at) < LEASE_TTL || l.refused_until.is_some_and(|u| u > now));
+        }
+        let l = leased.entry(tenant).or_insert(Leased { tokens: 0.0, at: now, refused_until: None });
+        let kept = if now.duration_since(l.at) < LEASE_TTL { l.tokens } else { 0.0 };
+        *l = Leased { tokens: kept + granted.max(0.0), at: now, refused_until: None };
+        if l.tokens >= 1.0 {
+            l.tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = Duration::from_secs_f64((1.0 - l.tokens) / rate);
+            l.refused_until = Some(now + wait);
+            Err(wait)
+        }
+    }
+
+    /// Takes up to `want` tokens from the tenant's bucket (created full on first use) and
+    /// returns how many it took.
+    async fn lease(
+        &self,
+        conn: &mut Option<unseat_store::tokio_postgres::Client>,
+        tenant: Uuid,
+        rate: f64,
+        burst: f64,
+        want: f64,
+    ) -> Result<f64, String> {
+        // Every SET expression reads the row as it was; now() is one instant per statement.
+        const SQL: &str = "
+            insert into scim_rate_buckets as b (tenant_id, tokens, refilled_at, granted)
+            values ($1, $3::float8 - least($3::float8, $4::float8), now(), least($3::float8, $4::float8))
+            on conflict (tenant_id) do update set
+                granted = least($4::float8, least($3::float8,
+                    b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * $2::float8)),
+                tokens = least($3::float8,
+                    b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * $2::float8)
+                    - least($4::float8, least($3::float8,
+                    b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * $2::float8)),
+                refilled_at = greatest(b.refilled_at, now())
+            returning granted";
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            *conn = Some(self.store.dedicated_client().await.map_err(|e| e.to_string())?);
+        }
+        let client = conn.as_ref().ok_or("no connection")?;
+        let row = client.query_one(SQL, &[&tenant, &rate, &burst, &want]).await.map_err(|e| e.to_string())?;
+        row.try_get(0).map_err(|e| e.to_string())
     }
 }
 
@@ -125,11 +290,13 @@ mod tests {
         assert!(l.check_at(t, later).is_err());
     }
 
-    #[test]
-    fn zero_rate_never_limits() {
+    #[tokio::test]
+    async fn zero_rate_never_limits() {
         let l = RateLimiter::new(0, 0);
         let t = Uuid::new_v4();
-        assert!((0..1000).all(|_| l.check(t).is_ok()));
+        for _ in 0..1000 {
+            assert!(l.check(t).await.is_ok());
+        }
     }
 
     #[test]

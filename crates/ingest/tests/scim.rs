@@ -578,6 +578,43 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// A tenant's rate is the tenant's across every ingest process on the database: two processes
+/// behind a balancer admit the burst and the rate between them, not each, and both refuse.
+#[tokio::test]
+async fn the_rate_limit_holds_across_ingest_processes() {
+    let (rate, burst) = (2, 6);
+    let config = IngestConfig { rate_limit: rate, rate_burst: burst, ..Default::default() };
+    let app = spawn_app_with(config.clone()).await;
+    let second = IngestState::new(app.store.clone(), app.metrics.clone(), EXCHANGE.to_string(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_base = format!("http://{}/scim/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(second)).await.unwrap() });
+
+    let started = std::time::Instant::now();
+    let (mut admitted, mut refused) = ([0u32; 2], [0u32; 2]);
+    for i in 0..24 {
+        let base = if i % 2 == 0 { &app.base } else { &second_base };
+        let resp = app.http.get(format!("{base}/Users")).bearer_auth(&app.token).send().await.unwrap();
+        match resp.status() {
+            StatusCode::OK => admitted[i % 2] += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                let wait: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+                assert!(wait >= 1, "{wait}");
+                refused[i % 2] += 1;
+            }
+            other => panic!("{other}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let total = f64::from(admitted[0] + admitted[1]);
+    // At this rate a lease takes one token, so no process holds unspent ones beyond one
+    // fractional refill each.
+    let most = f64::from(burst) + f64::from(rate) * elapsed + 2.0;
+    assert!(total <= most, "admitted {admitted:?} in {elapsed:.2} s: more than the tenant's {most:.1}");
+    assert!(total >= f64::from(burst), "admitted {admitted:?}: less than the burst");
+    assert!(refused[0] > 0 && refused[1] > 0, "refused {refused:?}: both processes refuse");
+}
+
 #[tokio::test]
 async fn unknown_ids_are_404() {
     let app = spawn_app().await;

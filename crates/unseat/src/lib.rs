@@ -37,8 +37,8 @@ pub struct Settings {
     pub admin_token: Option<String>,
     /// Largest SCIM request body accepted.
     pub body_limit: usize,
-    /// SCIM requests per second one tenant may make to one process (0: unlimited), and the
-    /// burst above that rate; over it the IdP gets 429 with `Retry-After`.
+    /// SCIM requests per second one tenant may make across every ingest process (0:
+    /// unlimited), and the burst above that rate; over it the IdP gets 429 with `Retry-After`.
     pub scim_rate_limit: u32,
     pub scim_rate_burst: u32,
     pub pool_size: usize,

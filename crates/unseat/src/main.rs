@@ -76,7 +76,8 @@ struct Workers {
     /// Largest SCIM request body, in bytes.
     #[arg(long, env = "UNSEAT_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
-    /// SCIM requests per second one tenant may make to this process (0: unlimited).
+    /// SCIM requests per second one tenant may make, across every ingest process on the
+    /// database (0: unlimited).
     #[arg(long, env = "UNSEAT_SCIM_RATE_LIMIT", default_value_t = 5000)]
     scim_rate_limit: u32,
     /// SCIM requests a tenant may make at once above that rate.
