@@ -494,6 +494,8 @@ async fn integrations_are_validated_and_never_show_their_credential() {
         (with("roles", json!(["ADMIN", "ADMIN"])), "twice"),
         (with("roles", json!(["ADMIN", " "])), "non-empty"),
         (with("name", json!("")), "name"),
+        // The bound is on what is sent (as the OpenAPI document says), not on what is kept.
+        (with("name", json!(format!(" {} ", "x".repeat(199)))), "at most 200"),
         (with("app_kind", json!("spreadsheet")), "app_kind"),
         (with("base_url", json!("not a url")), "base_url"),
         (with("base_url", json!("ftp://example.com")), "base_url"),
@@ -979,10 +981,10 @@ async fn the_openapi_document_is_open_and_describes_every_route() {
 }
 
 /// PostgreSQL's text cannot hold U+0000: a NUL in a body, a query or a path is the caller's
-/// mistake (400 naming it), never a 500; so is a body that is not a JSON object. Nothing is
-/// written.
+/// mistake (400 naming it), never a 500; so is text over its documented length (counted as
+/// sent, before trimming) and a body that is not a JSON object. Nothing is written.
 #[tokio::test]
-async fn the_nul_character_and_bodies_that_are_not_objects_are_refused() {
+async fn text_the_api_cannot_keep_and_bodies_that_are_not_objects_are_refused() {
     let app = spawn_app().await;
     let (tenant, _, owner) = app.tenant("Acme").await;
     let base = format!("/api/v1/tenants/{tenant}");
@@ -1030,6 +1032,16 @@ async fn the_nul_character_and_bodies_that_are_not_objects_are_refused() {
     let a = app.call(Method::DELETE, &format!("{assets}/act_1%00"), Some(&owner), None).await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
 
+    let padded = format!("  {}", "x".repeat(199));
+    for (path, token, body) in [
+        ("/api/v1/tenants".to_string(), OPERATOR, json!({"name": padded})),
+        (format!("{base}/scim-tokens"), owner.as_str(), json!({"label": padded})),
+        (assets.clone(), owner.as_str(), json!({"asset_id": "act_2", "kind": "page", "name": padded})),
+    ] {
+        let a = app.post(&path, token, body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}: {}", a.text);
+        assert!(a.body["error"].as_str().unwrap_or_default().contains("at most 200"), "{}", a.text);
+    }
     // Every body is a JSON object; serde alone would fill a struct from an array.
     for body in ["[null, null]", "[]", "true", "null"] {
         let a = app.raw(Method::POST, &format!("{base}/scim-tokens"), &owner, body).await;

@@ -6,7 +6,7 @@
 //! resolve-and-apply path as any grant change.
 
 use super::grants::{announce_users, subject_label, Request};
-use super::{authorize, parse_body, parse_id, required_text, Body};
+use super::{authorize, optional_text, parse_body, parse_id, required_text, Body};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
@@ -29,16 +29,12 @@ const MAX_NAME_CHARS: usize = 200;
 /// How many grants the log's summary of a removal names before it counts the rest.
 const SUMMARY_GRANTS: usize = 5;
 
-fn kind(raw: &str) -> Result<String, ApiError> {
+pub(crate) fn kind(raw: &str) -> Result<String, ApiError> {
     required_text(raw, "asset kind", MAX_KIND_CHARS)
 }
 
-fn name(raw: &str) -> Result<String, ApiError> {
-    let name = raw.trim().to_string();
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(ApiError::bad_request(format!("asset name must be at most {MAX_NAME_CHARS} characters")));
-    }
-    Ok(name)
+pub(crate) fn name(raw: &str) -> Result<String, ApiError> {
+    optional_text(raw, "asset name", MAX_NAME_CHARS)
 }
 
 /// The integration, locked against concurrent grant and asset changes until the transaction

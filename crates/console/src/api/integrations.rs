@@ -81,11 +81,7 @@ fn validate_assets(asset_roles: Vec<String>, assets: Vec<NewAssetBody>) -> Resul
         if out.iter().any(|o| o.asset_id == asset_id) {
             return Err(ApiError::bad_request(format!("asset {asset_id:?} is listed twice")));
         }
-        let kind = required_text(&a.kind, "asset kind", 64)?;
-        let name = a.name.trim().to_string();
-        if name.chars().count() > 200 {
-            return Err(ApiError::bad_request("asset name must be at most 200 characters"));
-        }
+        let (kind, name) = (super::assets::kind(&a.kind)?, super::assets::name(&a.name)?);
         out.push(Asset { asset_id, kind, name });
     }
     Ok((ladder.roles().to_vec(), out))

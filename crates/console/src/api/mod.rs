@@ -121,14 +121,20 @@ pub fn optional_id(params: &HashMap<String, String>, name: &str) -> Result<Optio
     params.get(name).filter(|v| !v.is_empty()).map(|v| parse_id(v, name)).transpose()
 }
 
-/// A required, trimmed, non-empty text of at most `max` characters.
+/// A required, non-empty text of at most `max` characters as sent (the bound the OpenAPI
+/// document states), stored trimmed.
 pub fn required_text(value: &str, what: &str, max: usize) -> Result<String, ApiError> {
-    let value = value.trim();
+    let value = optional_text(value, what, max)?;
     if value.is_empty() {
         return Err(ApiError::bad_request(format!("{what} must not be empty")));
     }
+    Ok(value)
+}
+
+/// A text of at most `max` characters as sent, stored trimmed (possibly empty).
+pub fn optional_text(value: &str, what: &str, max: usize) -> Result<String, ApiError> {
     if value.chars().count() > max {
         return Err(ApiError::bad_request(format!("{what} must be at most {max} characters")));
     }
-    Ok(value.to_string())
+    Ok(value.trim().to_string())
 }

@@ -1,7 +1,7 @@
 //! Tenants and their tokens. A token is shown once, in the answer that creates it; the store
 //! keeps only its hash.
 
-use super::{authorize, parse_body, parse_id, required_text, Body};
+use super::{authorize, optional_text, parse_body, parse_id, required_text, Body};
 use crate::auth::{AdminRole, Caller, Need};
 use crate::error::ApiError;
 use crate::App;
@@ -86,11 +86,7 @@ struct NewScimToken {
 }
 
 fn label(raw: Option<String>) -> Result<String, ApiError> {
-    let label = raw.unwrap_or_default().trim().to_string();
-    if label.chars().count() > 200 {
-        return Err(ApiError::bad_request("label must be at most 200 characters"));
-    }
-    Ok(label)
+    optional_text(raw.as_deref().unwrap_or_default(), "label", 200)
 }
 
 pub async fn create_scim_token(
