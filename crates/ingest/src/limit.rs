@@ -6,8 +6,9 @@
 //! time, with one upsert on a connection of its own, and spends them locally. Tokens leased
 //! and not spent within a second are dropped, so the fleet admits at most the rate, the burst,
 //! and one unspent lease per process. A process refused by the bucket answers 429 on its own
-//! until the refusal's wait is over (a tenant far over its rate costs the database one lease
-//! per wait, not one per request). When a lease fails or takes over 250 ms, the process limits
+//! for as long as the bucket takes to refill one lease (a twentieth of a second), so a tenant
+//! far over its rate costs the database twenty leases a second per process, not one per
+//! request. When a lease fails or takes over 250 ms, the process limits
 //! with a bucket of its own for a second before asking the database again.
 //!
 //! A cached token is trusted for at most the cache's time to live after it was last read from
@@ -54,10 +55,14 @@ struct Shared {
     /// also makes one lease at a time, so requests that find no token wait for the lease in
     /// flight rather than each asking the database.
     conn: tokio::sync::Mutex<Option<unseat_store::tokio_postgres::Client>>,
-    leased: Mutex<HashMap<Uuid, Leased>>,
+    leases: Leases,
     /// After a failed lease, the process limits on its own until then.
     retry_at: Mutex<Option<Instant>>,
 }
+
+/// What this process leased from each tenant's bucket and has not spent yet.
+#[derive(Debug, Default)]
+struct Leases(Mutex<HashMap<Uuid, Leased>>);
 
 #[derive(Debug, Clone, Copy)]
 struct Leased {
@@ -85,7 +90,7 @@ impl RateLimiter {
         let shared = Shared {
             store,
             conn: tokio::sync::Mutex::new(None),
-            leased: Mutex::new(HashMap::new()),
+            leases: Leases::default(),
             retry_at: Mutex::new(None),
         };
         Self { shared: Some(shared), ..Self::new(rate, burst) }
@@ -100,7 +105,7 @@ impl RateLimiter {
         let Some(shared) = &self.shared else {
             return self.check_at(tenant, Instant::now());
         };
-        if let Some(answer) = shared.take(tenant, Instant::now()) {
+        if let Some(answer) = shared.leases.take(tenant, Instant::now()) {
             return answer;
         }
         if shared.unavailable(Instant::now()) {
@@ -108,7 +113,7 @@ impl RateLimiter {
         }
         let mut conn = shared.conn.lock().await;
         // A lease that finished while this request waited may have left tokens, or failed.
-        if let Some(answer) = shared.take(tenant, Instant::now()) {
+        if let Some(answer) = shared.leases.take(tenant, Instant::now()) {
             return answer;
         }
         if shared.unavailable(Instant::now()) {
@@ -117,7 +122,7 @@ impl RateLimiter {
         let want = (self.rate * LEASE_SPAN).clamp(1.0, self.burst);
         let lease = tokio::time::timeout(LEASE_TIMEOUT, shared.lease(&mut conn, tenant, self.rate, self.burst, want));
         match lease.await {
-            Ok(Ok(granted)) => shared.spend(tenant, granted, self.rate, Instant::now()),
+            Ok(Ok(granted)) => shared.leases.spend(tenant, granted, want / self.rate, Instant::now()),
             failed => {
                 let error = match failed {
                     Ok(Err(error)) => error,
@@ -153,18 +158,10 @@ impl RateLimiter {
     }
 }
 
-impl Shared {
-    fn unavailable(&self, now: Instant) -> bool {
-        self.retry_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|at| at > now)
-    }
-
-    fn set_unavailable(&self, until: Instant) {
-        *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
-    }
-
+impl Leases {
     /// Spends a leased token, or repeats a refusal still in force; None when a lease is needed.
     fn take(&self, tenant: Uuid, now: Instant) -> Option<Result<(), Duration>> {
-        let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+        let mut leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let l = leased.get_mut(&tenant)?;
         if now.duration_since(l.at) >= LEASE_TTL {
             l.tokens = 0.0;
@@ -179,9 +176,11 @@ impl Shared {
         }
     }
 
-    /// Adds a lease's tokens and spends one, or records the refusal when there is not one.
-    fn spend(&self, tenant: Uuid, granted: f64, rate: f64, now: Instant) -> Result<(), Duration> {
-        let mut leased = self.leased.lock().unwrap_or_else(|p| p.into_inner());
+    /// Adds a lease's tokens and spends one, or records the refusal when there is not one:
+    /// requests are then refused here for `span` (the time the bucket takes to refill a whole
+    /// lease), so a tenant far over its rate costs one lease per span, not one per request.
+    fn spend(&self, tenant: Uuid, granted: f64, span: f64, now: Instant) -> Result<(), Duration> {
+        let mut leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if leased.len() >= SWEEP_AT {
             leased.retain(|_, l| now.duration_since(l.at) < LEASE_TTL || l.refused_until.is_some_and(|u| u > now));
         }
@@ -192,10 +191,20 @@ impl Shared {
             l.tokens -= 1.0;
             Ok(())
         } else {
-            let wait = Duration::from_secs_f64((1.0 - l.tokens) / rate);
+            let wait = Duration::from_secs_f64(span.max(0.0));
             l.refused_until = Some(now + wait);
             Err(wait)
         }
+    }
+}
+
+impl Shared {
+    fn unavailable(&self, now: Instant) -> bool {
+        self.retry_at.lock().unwrap_or_else(|p| p.into_inner()).is_some_and(|at| at > now)
+    }
+
+    fn set_unavailable(&self, until: Instant) {
+        *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
     }
 
     /// Takes up to `want` tokens from the tenant's bucket (created full on first use) and
@@ -288,6 +297,28 @@ mod tests {
         let later = now + Duration::from_millis(100);
         assert!(l.check_at(t, later).is_ok());
         assert!(l.check_at(t, later).is_err());
+    }
+
+    #[test]
+    fn leased_tokens_are_spent_then_a_refusal_holds_for_a_lease_span() {
+        let leases = Leases::default();
+        let (t, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = Instant::now();
+        assert!(leases.take(t, now).is_none(), "nothing leased yet");
+        assert!(leases.spend(t, 2.5, 0.05, now).is_ok());
+        assert!(matches!(leases.take(t, now), Some(Ok(()))));
+        assert!(leases.take(t, now).is_none(), "half a token is not a request");
+        // The bucket gave less than the missing half: refused, and refused again without a
+        // lease for the span, then a lease is needed again.
+        let wait = leases.spend(t, 0.25, 0.05, now).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(50));
+        assert!(matches!(leases.take(t, now + Duration::from_millis(49)), Some(Err(_))));
+        assert!(leases.take(t, now + Duration::from_millis(50)).is_none());
+        assert!(leases.take(other, now).is_none(), "another tenant has its own");
+        // Kept tokens count towards the next lease, until they go stale.
+        assert!(leases.spend(t, 0.25, 0.05, now + Duration::from_millis(60)).is_ok(), "0.75 + 0.25");
+        assert!(leases.spend(other, 1.5, 0.05, now).is_ok());
+        assert!(leases.take(other, now + LEASE_TTL).is_none(), "unspent tokens are dropped");
     }
 
     #[tokio::test]
