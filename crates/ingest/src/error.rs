@@ -43,7 +43,7 @@ impl IntoResponse for ApiError {
         let e = self.to_scim();
         match &self {
             ApiError::Store(err) if e.status >= 500 => {
-                tracing::error!(error = %err, source = ?std::error::Error::source(err), "SCIM request failed in the store")
+                tracing::error!(error = %err, "SCIM request failed in the store")
             }
             _ => {}
         }

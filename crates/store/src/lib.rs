@@ -27,9 +27,9 @@ pub use tokio_postgres;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("database: {0}")]
+    #[error("database: {}", with_causes(.0))]
     Db(tokio_postgres::Error),
-    #[error("database pool: {0}")]
+    #[error("database pool: {}", with_causes(.0))]
     Pool(deadpool_postgres::PoolError),
     #[error("bad database url: {0}")]
     Config(String),
@@ -39,6 +39,23 @@ pub enum StoreError {
     Conflict(String),
     #[error("invalid: {0}")]
     Invalid(String),
+}
+
+/// An error and its causes, `: `-separated: tokio-postgres says only "db error" or "error
+/// connecting to server" and keeps what PostgreSQL or the socket said as the error's source,
+/// which a log line or an exit message would otherwise drop.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 impl StoreError {
@@ -251,6 +268,22 @@ mod tests {
 
     async fn backend(client: &Client) -> i32 {
         client.query_one("select pg_backend_pid()", &[]).await.unwrap().get(0)
+    }
+
+    /// A log line or exit message names what PostgreSQL or the socket said, not only
+    /// tokio-postgres's "db error".
+    #[tokio::test]
+    async fn database_errors_say_what_the_database_said() {
+        let (_, store) = testing::fresh_database().await.unwrap();
+        let client = store.client().await.unwrap();
+        let failed = client.query_one("select 1 / 0", &[]).await.unwrap_err();
+        let text = StoreError::from(failed).to_string();
+        assert!(text.starts_with("database: db error: ") && text.contains("division by zero"), "{text}");
+        let mut config = tokio_postgres::Config::new();
+        config.host("127.0.0.1").port(1).user("postgres");
+        let refused = config.connect(NoTls).await.err().expect("nothing listens on port 1");
+        let text = StoreError::from(refused).to_string();
+        assert!(text.starts_with("database: error connecting to server: ") && text.len() > 40, "{text}");
     }
 
     #[tokio::test]
