@@ -52,8 +52,9 @@ pub struct IngestConfig {
     /// Requests a tenant may make at once above the average rate.
     pub rate_burst: u32,
     /// How long an authenticated token is trusted without reading the store again (zero: read
-    /// it on every request). Saves one query per request; a deleted token keeps working at
-    /// most this long.
+    /// it on every request). Saves one query per request. A revoked token is forgotten at once
+    /// (the store announces revocations); a token deleted some other way, or revoked while the
+    /// announcement cannot be heard, keeps working at most this long.
     pub token_cache: Duration,
 }
 
@@ -99,6 +100,10 @@ impl IngestState {
             store.clone()
         });
         let limiter = Arc::new(RateLimiter::shared(config.rate_limit, config.rate_burst, store.clone()));
+        let tokens = Arc::new(TokenCache::new(config.token_cache));
+        if !config.token_cache.is_zero() {
+            limit::forget_revoked_tokens(store.clone(), Arc::downgrade(&tokens));
+        }
         Self(Arc::new(Shared {
             activations: activations::Activations::new(writers.clone(), directory_exchange.clone(), &metrics),
             removals: removals::Removals::new(writers, directory_exchange.clone(), &metrics),
@@ -107,7 +112,7 @@ impl IngestState {
             directory_exchange,
             body_limit: config.body_limit,
             limiter,
-            tokens: Arc::new(TokenCache::new(config.token_cache)),
+            tokens,
         }))
     }
 }

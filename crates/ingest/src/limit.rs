@@ -12,13 +12,13 @@
 //! with a bucket of its own for a second before asking the database again.
 //!
 //! A cached token is trusted for at most the cache's time to live after it was last read from
-//! the store. Every map is bounded: idle buckets and expired entries are swept when it grows.
+//! the store, and forgotten at once when it is revoked ([`forget_revoked_tokens`]). Every map is bounded: idle buckets and expired entries are swept when it grows.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use unseat_store::tokens::TokenOwner;
-use unseat_store::Store;
+use unseat_store::{Store, TOKENS_REVOKED};
 use uuid::Uuid;
 
 /// Entries above which a map is swept of idle or expired entries.
@@ -252,6 +252,11 @@ impl TokenCache {
         Self { ttl, entries: Mutex::new(HashMap::new()) }
     }
 
+    /// Forgets every token (the next request of each reads the store again).
+    pub fn clear(&self) {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
     pub fn get(&self, hash: &[u8]) -> Option<TokenOwner> {
         if self.ttl.is_zero() {
             return None;
@@ -275,6 +280,47 @@ impl TokenCache {
             entries.insert(hash, (owner, now + self.ttl));
         }
     }
+}
+
+/// Keeps `cache` free of revoked tokens: listens for revocations ([`TOKENS_REVOKED`], sent by
+/// the store when one commits, from any process) and clears the cache on each, and on every
+/// (re)connection, since revocations may have been missed while the listener was away. Without
+/// the listener a revoked token still expires from the cache within its time to live. Ends when
+/// the cache is dropped; does nothing outside a Tokio runtime.
+pub fn forget_revoked_tokens(store: Store, cache: std::sync::Weak<TokenCache>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            match store.listen(TOKENS_REVOKED).await {
+                Ok((_client, mut revoked)) => {
+                    // Revocations may have been missed while nothing listened.
+                    match cache.upgrade() {
+                        Some(c) => c.clear(),
+                        None => return,
+                    }
+                    loop {
+                        // Wakes now and then to end with the cache.
+                        match tokio::time::timeout(Duration::from_secs(5), revoked.recv()).await {
+                            Ok(Some(())) => match cache.upgrade() {
+                                Some(c) => c.clear(),
+                                None => return,
+                            },
+                            Ok(None) => break,
+                            Err(_) if cache.strong_count() == 0 => return,
+                            Err(_) => {}
+                        }
+                    }
+                }
+                Err(error) => tracing::debug!(%error, "cannot listen for token revocations; retrying"),
+            }
+            if cache.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 #[cfg(test)]

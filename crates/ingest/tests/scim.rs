@@ -615,6 +615,38 @@ async fn the_rate_limit_holds_across_ingest_processes() {
     assert!(refused[0] > 0 && refused[1] > 0, "refused {refused:?}: both processes refuse");
 }
 
+/// A revoked token is refused at once, not when it expires from the token cache: the store
+/// announces the revocation and every ingest process clears its cache.
+#[tokio::test]
+async fn a_revoked_token_is_refused_before_its_cache_entry_expires() {
+    let app =
+        spawn_app_with(IngestConfig { token_cache: std::time::Duration::from_secs(300), ..Default::default() }).await;
+    // The process clears its cache when its listener connects (revocations may have been
+    // missed before); wait for that, so that only the announcement can clear it below.
+    let c = app.store.client().await.unwrap();
+    let listening =
+        "select count(*) from pg_stat_activity where datname = current_database() and query ilike 'listen %'";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while c.query_one(listening, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the ingest never listened for revocations");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (s, _, _) = app.call(Method::GET, "/Users", None).await;
+    assert_eq!(s, StatusCode::OK, "the token is now cached for five minutes");
+    let id: Uuid = c.query_one("select id from tokens where tenant_id = $1", &[&app.tenant]).await.unwrap().get(0);
+    assert!(app.store.revoke_token(app.tenant, id).await.unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (s, b, _) = app.call(Method::GET, "/Users", None).await;
+        if s == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(s, StatusCode::OK, "{b}");
+        assert!(std::time::Instant::now() < deadline, "the revoked token is still accepted from the cache");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn unknown_ids_are_404() {
     let app = spawn_app().await;

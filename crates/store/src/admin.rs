@@ -287,9 +287,17 @@ impl Store {
 
     /// Revokes the tenant's token with `id`; false when there was none. A process that looked
     /// the token up recently may still accept it for the rest of its cache's lifetime.
+    /// Deletes a token; a revocation is announced on [`crate::TOKENS_REVOKED`] when it commits,
+    /// so processes that cache tokens forget them at once.
     pub async fn revoke_token(&self, tenant_id: Uuid, id: Uuid) -> Result<bool> {
-        let client = self.client().await?;
-        Ok(client.execute("delete from tokens where tenant_id = $1 and id = $2", &[&tenant_id, &id]).await? > 0)
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let gone = tx.execute("delete from tokens where tenant_id = $1 and id = $2", &[&tenant_id, &id]).await? > 0;
+        if gone {
+            tx.execute("select pg_notify($1, '')", &[&crate::TOKENS_REVOKED]).await?;
+        }
+        tx.commit().await?;
+        Ok(gone)
     }
 
     pub async fn create_integration(&self, tenant_id: Uuid, new: &NewIntegration) -> Result<Integration> {

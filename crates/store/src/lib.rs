@@ -25,6 +25,10 @@ use tokio_postgres::NoTls;
 pub use deadpool_postgres::{Object as Client, Transaction};
 pub use tokio_postgres;
 
+/// The notification channel a token revocation is announced on (see
+/// [`Store::revoke_token`] and [`Store::listen`]).
+pub const TOKENS_REVOKED: &str = "unseat_tokens_revoked";
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database: {}", with_causes(.0))]
@@ -223,6 +227,36 @@ impl Store {
             }
         });
         Ok(client)
+    }
+
+    /// A connection of its own that listens on `channel`: the receiver gets one `()` per
+    /// notification and ends when the connection does.
+    pub async fn listen(
+        &self,
+        channel: &str,
+    ) -> Result<(tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<()>)> {
+        let mut config = (*self.config).clone();
+        config.connect_timeout(std::time::Duration::from_secs(5));
+        let (client, mut connection) = config.connect(NoTls).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                        if tx.send(()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "listening database connection closed");
+                        break;
+                    }
+                }
+            }
+        });
+        client.batch_execute(&format!("listen \"{}\"", channel.replace('"', "\"\""))).await?;
+        Ok((client, rx))
     }
 
     /// A pooled connection, never one opened before the database last failed (see
