@@ -561,6 +561,8 @@ async fn grant_changes_announce_the_users_they_reach_in_one_outbox_row() {
         (json!({ "team_id": marketing, "role": "OWNER" }), StatusCode::BAD_REQUEST),
         (json!({ "team_id": marketing, "user_id": alice, "role": "ADMIN" }), StatusCode::BAD_REQUEST),
         (json!({ "role": "ADMIN" }), StatusCode::BAD_REQUEST),
+        // null is the same as leaving a field out (the OpenAPI document says so).
+        (json!({ "team_id": null, "user_id": null, "role": "ADMIN" }), StatusCode::BAD_REQUEST),
         (json!({ "team_id": "nope", "role": "ADMIN" }), StatusCode::BAD_REQUEST),
         (json!({ "team_id": Uuid::new_v4(), "role": "ADMIN" }), StatusCode::NOT_FOUND),
         (json!({ "team_id": foreign_team, "role": "ADMIN" }), StatusCode::NOT_FOUND),
@@ -648,8 +650,10 @@ async fn grant_changes_announce_the_users_they_reach_in_one_outbox_row() {
     );
     for (body, status) in [
         (json!({ "role": "EMPLOYEE" }), StatusCode::OK),
+        (json!({ "role": "EMPLOYEE", "assets": null }), StatusCode::OK),
         (json!({ "role": "GOD" }), StatusCode::BAD_REQUEST),
         (json!({}), StatusCode::BAD_REQUEST),
+        (json!({ "role": null, "assets": null }), StatusCode::BAD_REQUEST),
     ] {
         let a = app.call(Method::PATCH, &format!("{grants}/{team_grant}"), Some(&owner), Some(body)).await;
         assert_eq!(a.status, status, "{}", a.text);
@@ -1055,6 +1059,10 @@ async fn text_the_api_cannot_keep_and_bodies_that_are_not_objects_are_refused() 
     // The escape itself, as text, is fine.
     let a = app.post(&format!("{base}/scim-tokens"), &owner, json!({"label": "\\u0000"})).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    // null is the same as leaving a field out: a workspace token without a label.
+    let a = app.post(&format!("{base}/scim-tokens"), &owner, json!({"label": null, "integration_id": null})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!((&a.body["label"], &a.body["scope"]), (&json!(""), &json!("workspace")));
 }
 
 /// Numbers at the ends of what a JSON parser holds, in an integration's settings, come back as
