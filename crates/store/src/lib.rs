@@ -216,7 +216,7 @@ impl Store {
 
     /// A connection of its own, outside the pool, for a long-lived user that must never wait
     /// behind the pool's other users (the connectors' shared rate-limit schedule, asked while
-    /// each attempt holds a pooled connection).
+    /// each attempt holds a pooled connection; the ingest's SCIM rate leases).
     pub async fn dedicated_client(&self) -> Result<tokio_postgres::Client> {
         let mut config = (*self.config).clone();
         config.connect_timeout(std::time::Duration::from_secs(5));
