@@ -182,6 +182,13 @@ enum AdminCommand {
     /// Reads a secret from stdin and prints it encrypted under UNSEAT_CREDENTIAL_KEY, ready to
     /// store as an integration's credential.
     EncryptCredential,
+    /// Deletes the deployment's queues and exchanges on the broker (UNSEAT_AMQP_PREFIX),
+    /// messages included: for tearing a deployment down. Stop every role first.
+    DeleteTopology {
+        /// Required: the messages in those queues are lost.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// Runs an `unseat admin` command against the database directly.
@@ -195,6 +202,14 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
         let secret = secret.trim_end_matches(['\r', '\n']);
         anyhow::ensure!(!secret.is_empty(), "no secret on stdin");
         println!("{}", unseat_connector::credentials::encrypt(secret, &key)?);
+        return Ok(());
+    }
+    if let AdminCommand::DeleteTopology { yes } = command {
+        anyhow::ensure!(yes, "this deletes every queue of prefix {:?}, messages included: pass --yes", c.amqp_prefix);
+        let s = settings(c, SocketAddr::from(([127, 0, 0, 1], 0)), None, &Workers::default_for_bench());
+        let topology = s.topology();
+        topology.delete_at(&s.amqp_url, "admin").await.context("deleting the topology")?;
+        println!("deleted the queues and exchanges of prefix {:?} (those that were there)", c.amqp_prefix);
         return Ok(());
     }
     unseat_store::migrate::migrate(&c.database_url).await?;
@@ -242,7 +257,7 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
             }
             println!("{queued} task(s) queued again");
         }
-        AdminCommand::EncryptCredential => {}
+        AdminCommand::EncryptCredential | AdminCommand::DeleteTopology { .. } => {}
     }
     Ok(())
 }
