@@ -218,9 +218,7 @@ impl Store {
     /// behind the pool's other users (the connectors' shared rate-limit schedule, asked while
     /// each attempt holds a pooled connection; the ingest's SCIM rate leases).
     pub async fn dedicated_client(&self) -> Result<tokio_postgres::Client> {
-        let mut config = (*self.config).clone();
-        config.connect_timeout(std::time::Duration::from_secs(5));
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = self.connect_own().await?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "dedicated database connection closed");
@@ -229,15 +227,25 @@ impl Store {
         Ok(client)
     }
 
+    /// A new connection outside the pool (the caller drives it), given 5 s to connect.
+    async fn connect_own(
+        &self,
+    ) -> Result<(
+        tokio_postgres::Client,
+        tokio_postgres::Connection<tokio_postgres::Socket, tokio_postgres::tls::NoTlsStream>,
+    )> {
+        let mut config = (*self.config).clone();
+        config.connect_timeout(std::time::Duration::from_secs(5));
+        Ok(config.connect(NoTls).await?)
+    }
+
     /// A connection of its own that listens on `channel`: the receiver gets one `()` per
     /// notification and ends when the connection does.
     pub async fn listen(
         &self,
         channel: &str,
     ) -> Result<(tokio_postgres::Client, tokio::sync::mpsc::UnboundedReceiver<()>)> {
-        let mut config = (*self.config).clone();
-        config.connect_timeout(std::time::Duration::from_secs(5));
-        let (client, mut connection) = config.connect(NoTls).await?;
+        let (client, mut connection) = self.connect_own().await?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             while let Some(message) = std::future::poll_fn(|cx| connection.poll_message(cx)).await {
