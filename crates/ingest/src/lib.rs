@@ -99,7 +99,8 @@ impl IngestState {
             tracing::warn!(%error, "group-commit writers share the main pool");
             store.clone()
         });
-        let limiter = Arc::new(RateLimiter::shared(config.rate_limit, config.rate_burst, store.clone()));
+        let limiter =
+            Arc::new(RateLimiter::shared(config.rate_limit, config.rate_burst, store.clone(), metrics.clone()));
         let tokens = Arc::new(TokenCache::new(config.token_cache));
         if !config.token_cache.is_zero() {
             limit::forget_revoked_tokens(store.clone(), Arc::downgrade(&tokens));

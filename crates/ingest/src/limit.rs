@@ -2,8 +2,11 @@
 //!
 //! A tenant's rate is the tenant's, whatever the number of ingest processes behind the
 //! balancer: with [`RateLimiter::shared`] every process leases request tokens from the
-//! tenant's bucket in PostgreSQL (`scim_rate_buckets`), a twentieth of a second's worth at a
-//! time, with one upsert on a connection of its own, and spends them locally. Tokens leased
+//! tenant's bucket in PostgreSQL (`scim_rate_buckets`, unlogged), a twentieth of a second's
+//! worth at a time, and spends them locally. One upsert on a connection of its own leases for
+//! every tenant whose requests are waiting for tokens, as a group commit does: with thousands
+//! of quiet tenants (each of whose requests finds its last lease lapsed) the process sends one
+//! statement per round trip, not one per tenant. Tokens leased
 //! and not spent within a second are dropped, so the fleet admits at most the rate, the burst,
 //! and one unspent lease per process. A process refused by the bucket answers 429 on its own
 //! for as long as the bucket takes to refill one lease (a twentieth of a second), so a tenant
@@ -14,11 +17,12 @@
 //! A cached token is trusted for at most the cache's time to live after it was last read from
 //! the store, and forgotten at once when it is revoked ([`forget_revoked_tokens`]). Every map is bounded: idle buckets and expired entries are swept when it grows.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use unseat_store::tokens::TokenOwner;
 use unseat_store::{Store, TOKENS_REVOKED};
+use unseat_telemetry::Metrics;
 use uuid::Uuid;
 
 /// Entries above which a map is swept of idle or expired entries.
@@ -55,7 +59,11 @@ struct Shared {
     /// also makes one lease at a time, so requests that find no token wait for the lease in
     /// flight rather than each asking the database.
     conn: tokio::sync::Mutex<Option<unseat_store::tokio_postgres::Client>>,
+    /// Tenants with a request waiting for a lease: whoever holds the connection next leases
+    /// for all of them in one statement.
+    wanted: Mutex<HashSet<Uuid>>,
     leases: Leases,
+    metrics: Arc<Metrics>,
     /// After a failed lease, the process limits on its own until then.
     retry_at: Mutex<Option<Instant>>,
 }
@@ -86,11 +94,13 @@ impl RateLimiter {
     }
 
     /// Limits shared by every process on the same database (see the module's documentation).
-    pub fn shared(rate: u32, burst: u32, store: Store) -> Self {
+    pub fn shared(rate: u32, burst: u32, store: Store, metrics: Arc<Metrics>) -> Self {
         let shared = Shared {
             store,
             conn: tokio::sync::Mutex::new(None),
+            wanted: Mutex::new(HashSet::new()),
             leases: Leases::default(),
+            metrics,
             retry_at: Mutex::new(None),
         };
         Self { shared: Some(shared), ..Self::new(rate, burst) }
@@ -111,8 +121,9 @@ impl RateLimiter {
         if shared.unavailable(Instant::now()) {
             return self.check_at(tenant, Instant::now());
         }
+        shared.wanted.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant);
         let mut conn = shared.conn.lock().await;
-        // A lease that finished while this request waited may have left tokens, or failed.
+        // The lease that held the connection meanwhile may have served this tenant, or failed.
         if let Some(answer) = shared.leases.take(tenant, Instant::now()) {
             return answer;
         }
@@ -120,17 +131,41 @@ impl RateLimiter {
             return self.check_at(tenant, Instant::now());
         }
         let want = (self.rate * LEASE_SPAN).clamp(1.0, self.burst);
-        let lease = tokio::time::timeout(LEASE_TIMEOUT, shared.lease(&mut conn, tenant, self.rate, self.burst, want));
-        match lease.await {
-            Ok(Ok(granted)) => shared.leases.spend(tenant, granted, want / self.rate, Instant::now()),
+        let span = want / self.rate;
+        // Every tenant still waiting, in one order for every process (rows are locked in it).
+        let mut batch: Vec<Uuid> = {
+            let mut wanted = shared.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            wanted.drain().filter(|&t| t == tenant || !shared.leases.served(t, now)).collect()
+        };
+        if !batch.contains(&tenant) {
+            batch.push(tenant);
+        }
+        batch.sort_unstable();
+        let lease = shared.lease(&mut conn, &batch, self.rate, self.burst, want);
+        match tokio::time::timeout(LEASE_TIMEOUT, lease).await {
+            Ok(Ok(granted)) => {
+                shared.metrics.scim_rate_lease_tenants.observe(batch.len() as f64);
+                let now = Instant::now();
+                let mut own = 0.0;
+                for (t, tokens) in granted {
+                    if t == tenant {
+                        own = tokens;
+                    } else {
+                        shared.leases.grant(t, tokens, span, now);
+                    }
+                }
+                shared.leases.spend(tenant, own, span, now)
+            }
             failed => {
                 let error = match failed {
                     Ok(Err(error)) => error,
                     _ => "the lease timed out".to_string(),
                 };
                 *conn = None;
+                shared.metrics.scim_rate_lease_failures.inc();
                 shared.set_unavailable(Instant::now() + RETRY_SHARED_AFTER);
-                tracing::debug!(%error, tenant = %tenant, "shared SCIM rate bucket unavailable; limiting in this process");
+                tracing::debug!(%error, tenants = batch.len(), "shared SCIM rate buckets unavailable; limiting in this process");
                 self.check_at(tenant, Instant::now())
             }
         }
@@ -176,26 +211,50 @@ impl Leases {
         }
     }
 
+    /// Whether the tenant has a leased token to spend, or a refusal still in force.
+    fn served(&self, tenant: Uuid, now: Instant) -> bool {
+        let leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        leased.get(&tenant).is_some_and(|l| {
+            (l.tokens >= 1.0 && now.duration_since(l.at) < LEASE_TTL) || l.refused_until.is_some_and(|u| u > now)
+        })
+    }
+
+    /// Adds a lease's tokens for a tenant whose requests are waiting, or records the refusal
+    /// when there is not one token (see [`Leases::spend`]).
+    fn grant(&self, tenant: Uuid, granted: f64, span: f64, now: Instant) {
+        let mut leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        add(&mut leased, tenant, granted, span, now);
+    }
+
     /// Adds a lease's tokens and spends one, or records the refusal when there is not one:
     /// requests are then refused here for `span` (the time the bucket takes to refill a whole
     /// lease), so a tenant far over its rate costs one lease per span, not one per request.
     fn spend(&self, tenant: Uuid, granted: f64, span: f64, now: Instant) -> Result<(), Duration> {
         let mut leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if leased.len() >= SWEEP_AT {
-            leased.retain(|_, l| now.duration_since(l.at) < LEASE_TTL || l.refused_until.is_some_and(|u| u > now));
-        }
-        let l = leased.entry(tenant).or_insert(Leased { tokens: 0.0, at: now, refused_until: None });
-        let kept = if now.duration_since(l.at) < LEASE_TTL { l.tokens } else { 0.0 };
-        *l = Leased { tokens: kept + granted.max(0.0), at: now, refused_until: None };
-        if l.tokens >= 1.0 {
-            l.tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = Duration::from_secs_f64(span.max(0.0));
-            l.refused_until = Some(now + wait);
-            Err(wait)
+        let l = add(&mut leased, tenant, granted, span, now);
+        match l.refused_until {
+            Some(until) => Err(until.saturating_duration_since(now)),
+            None => {
+                l.tokens -= 1.0;
+                Ok(())
+            }
         }
     }
+}
+
+/// Adds `granted` leased tokens to what the tenant holds (tokens older than [`LEASE_TTL`]
+/// dropped); with less than one token in all, the tenant is refused for `span`.
+fn add(leased: &mut HashMap<Uuid, Leased>, tenant: Uuid, granted: f64, span: f64, now: Instant) -> &mut Leased {
+    if leased.len() >= SWEEP_AT {
+        leased.retain(|_, l| now.duration_since(l.at) < LEASE_TTL || l.refused_until.is_some_and(|u| u > now));
+    }
+    let l = leased.entry(tenant).or_insert(Leased { tokens: 0.0, at: now, refused_until: None });
+    let kept = if now.duration_since(l.at) < LEASE_TTL { l.tokens } else { 0.0 };
+    *l = Leased { tokens: kept + granted.max(0.0), at: now, refused_until: None };
+    if l.tokens < 1.0 {
+        l.refused_until = Some(now + Duration::from_secs_f64(span.max(0.0)));
+    }
+    l
 }
 
 impl Shared {
@@ -207,20 +266,23 @@ impl Shared {
         *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
     }
 
-    /// Takes up to `want` tokens from the tenant's bucket (created full on first use) and
-    /// returns how many it took.
+    /// Takes up to `want` tokens from each tenant's bucket (created full on first use) and
+    /// returns how many it took from which. `tenants` holds each tenant once, sorted: every
+    /// process locks the rows in the same order.
     async fn lease(
         &self,
         conn: &mut Option<unseat_store::tokio_postgres::Client>,
-        tenant: Uuid,
+        tenants: &[Uuid],
         rate: f64,
         burst: f64,
         want: f64,
-    ) -> Result<f64, String> {
+    ) -> Result<Vec<(Uuid, f64)>, String> {
         // Every SET expression reads the row as it was; now() is one instant per statement.
         const SQL: &str = "
             insert into scim_rate_buckets as b (tenant_id, tokens, refilled_at, granted)
-            values ($1, $3::float8 - least($3::float8, $4::float8), now(), least($3::float8, $4::float8))
+            select t, $3::float8 - least($3::float8, $4::float8), now(), least($3::float8, $4::float8)
+              from unnest($1::uuid[]) with ordinality as x(t, n)
+             order by n
             on conflict (tenant_id) do update set
                 granted = least($4::float8, least($3::float8,
                     b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * $2::float8)),
@@ -229,13 +291,16 @@ impl Shared {
                     - least($4::float8, least($3::float8,
                     b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * $2::float8)),
                 refilled_at = greatest(b.refilled_at, now())
-            returning granted";
+            returning tenant_id, granted";
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
             *conn = Some(self.store.dedicated_client().await.map_err(|e| e.to_string())?);
         }
         let client = conn.as_ref().ok_or("no connection")?;
-        let row = client.query_one(SQL, &[&tenant, &rate, &burst, &want]).await.map_err(|e| e.to_string())?;
-        row.try_get(0).map_err(|e| e.to_string())
+        let rows = client.query(SQL, &[&tenants, &rate, &burst, &want]).await.map_err(|e| e.to_string())?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, unseat_store::tokio_postgres::Error>>()
+            .map_err(|e| e.to_string())
     }
 }
 

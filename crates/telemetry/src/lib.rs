@@ -76,6 +76,11 @@ fn batch_sizes() -> Histogram {
     Histogram::new(exponential_buckets(1.0, 2.0, 9))
 }
 
+/// 1, 2, 4 … 4,096: tenants whose SCIM rate buckets one lease statement took tokens from.
+fn lease_sizes() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 2.0, 13))
+}
+
 /// Every metric unseat exports. Cheap to clone through `Arc`.
 pub struct Metrics {
     registry: Registry,
@@ -85,6 +90,10 @@ pub struct Metrics {
     pub scim_group_commit_changes: Family<KindLabels, Histogram, fn() -> Histogram>,
     /// Filtered lists and searches, by how their candidates were read.
     pub scim_filter_reads: Family<FilterLabels, Counter>,
+    /// Tenants per lease statement of the shared SCIM rate limit (its count: the statements).
+    pub scim_rate_lease_tenants: Histogram,
+    /// Leases that failed or timed out (the process then limited on its own for a second).
+    pub scim_rate_lease_failures: Counter,
     pub outbox_published: Counter,
     /// Packed messages among them (each carrying several directory changes).
     pub outbox_packs: Counter,
@@ -114,6 +123,8 @@ impl Metrics {
             scim_request_duration: Family::new_with_constructor(latency),
             scim_group_commit_changes: Family::new_with_constructor(batch_sizes),
             scim_filter_reads: Family::default(),
+            scim_rate_lease_tenants: lease_sizes(),
+            scim_rate_lease_failures: Counter::default(),
             outbox_published: Counter::default(),
             outbox_packs: Counter::default(),
             outbox_publish_errors: Counter::default(),
@@ -141,6 +152,18 @@ impl Metrics {
              the filter looked up, only what they find) or scan (the directory in creation order, up to 20,000 rows, \
              else tooMany)",
             m.scim_filter_reads.clone(),
+        );
+        registry.register(
+            "scim_rate_lease_tenants",
+            "Tenants whose shared SCIM rate buckets one lease statement took request tokens from (its count is the \
+             lease statements; requests that find leased tokens in the process send none)",
+            m.scim_rate_lease_tenants.clone(),
+        );
+        registry.register(
+            "scim_rate_lease_failures",
+            "Leases from the shared SCIM rate buckets that failed or took over 250 ms; the process then limits \
+             each tenant on its own for a second",
+            m.scim_rate_lease_failures.clone(),
         );
         registry.register(
             "outbox_published",

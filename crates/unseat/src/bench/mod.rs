@@ -2,6 +2,7 @@
 //! They assert nothing; README records what they printed on a named machine.
 
 pub mod connector;
+pub mod limit;
 mod load;
 pub mod pipeline;
 pub mod resolver;
@@ -33,6 +34,9 @@ pub enum BenchCommand {
     /// SCIM changes accepted durably by the ingest role alone (deactivations and member
     /// removals at several concurrencies), next to PostgreSQL's one-row commit rate.
     Scim(scim::BenchArgs),
+    /// What the fleet-wide SCIM rate limit costs the ingest with 1, 100 and 2,000 tenants
+    /// active at once, next to the same requests with no limit.
+    RateLimit(limit::BenchArgs),
 }
 
 pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ pub async fn run(settings: Settings, command: BenchCommand) -> anyhow::Result<()
         BenchCommand::Soak(args) => soak::run(settings, args).await,
         BenchCommand::Resolver(args) => resolver::run(settings, args).await,
         BenchCommand::Scim(args) => scim::run(settings, args).await,
+        BenchCommand::RateLimit(args) => limit::run(settings, args).await,
     }
 }
 
