@@ -3,19 +3,26 @@
 //! A tenant's rate is the tenant's, whatever the number of ingest processes behind the
 //! balancer: with [`RateLimiter::shared`] every process leases request tokens from the
 //! tenant's bucket in PostgreSQL (`scim_rate_buckets`, unlogged), a twentieth of a second's
-//! worth at a time, and spends them locally. One upsert on a connection of its own leases for
-//! every tenant whose requests are waiting for tokens, as a group commit does: with thousands
-//! of quiet tenants (each of whose requests finds its last lease lapsed) the process sends one
-//! statement per round trip, not one per tenant. Tokens leased
-//! and not spent within a second are dropped, so the fleet admits at most the rate, the burst,
-//! and one unspent lease per process. A process refused by the bucket answers 429 on its own
-//! for as long as the bucket takes to refill one lease (a twentieth of a second), so a tenant
-//! far over its rate costs the database twenty leases a second per process, not one per
-//! request. When a lease fails or takes over 250 ms, the process limits
-//! with a bucket of its own for a second before asking the database again.
+//! worth at a time, and spends them locally; leased tokens not spent within a second are
+//! dropped. One upsert on a connection of its own leases for every tenant whose requests are
+//! waiting for tokens, as a group commit does: with thousands of quiet tenants (each of whose
+//! requests finds its last lease lapsed) the process sends one statement per round trip, not
+//! one per tenant.
+//!
+//! A quiet tenant's request does not wait for that round trip when the tenant's last lease was
+//! granted in full and left at least as much again in the bucket: the process admits it at
+//! once, owing the token, and leases in the background; the lease pays the debt. A process
+//! owes at most one token per tenant at a time, and lends again only after a lease that leaves
+//! the bucket that full, so the fleet admits at most the rate, the burst, and one request per
+//! process. A process refused by the bucket answers 429 on its own for as long as the bucket
+//! takes to refill one lease (a twentieth of a second), so a tenant far over its rate costs
+//! the database twenty leases a second per process, not one per request. When a lease fails
+//! or takes over 250 ms, the process limits with a bucket of its own for a second before
+//! asking the database again.
 //!
 //! A cached token is trusted for at most the cache's time to live after it was last read from
-//! the store, and forgotten at once when it is revoked ([`forget_revoked_tokens`]). Every map is bounded: idle buckets and expired entries are swept when it grows.
+//! the store, and forgotten at once when it is revoked ([`forget_revoked_tokens`]). Every map
+//! is bounded: idle buckets and expired entries are swept when it grows.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -43,7 +50,7 @@ pub struct RateLimiter {
     /// The process's own buckets: the whole limit without a shared store, else the fallback
     /// while the database cannot be reached.
     buckets: Mutex<HashMap<Uuid, Bucket>>,
-    shared: Option<Shared>,
+    shared: Option<Arc<Shared>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,12 +62,14 @@ struct Bucket {
 /// The tenants' buckets in PostgreSQL and what this process leased from them.
 struct Shared {
     store: Store,
+    rate: f64,
+    burst: f64,
     /// The leases' own connection (made on first use, and again after a failure); holding it
     /// also makes one lease at a time, so requests that find no token wait for the lease in
     /// flight rather than each asking the database.
     conn: tokio::sync::Mutex<Option<unseat_store::tokio_postgres::Client>>,
-    /// Tenants with a request waiting for a lease: whoever holds the connection next leases
-    /// for all of them in one statement.
+    /// Tenants with a request waiting for a lease, or a token owed: whoever holds the
+    /// connection next leases for all of them in one statement.
     wanted: Mutex<HashSet<Uuid>>,
     leases: Leases,
     metrics: Arc<Metrics>,
@@ -74,11 +83,26 @@ struct Leases(Mutex<HashMap<Uuid, Leased>>);
 
 #[derive(Debug, Clone, Copy)]
 struct Leased {
+    /// Below zero: a token lent ahead of a lease and not yet paid.
     tokens: f64,
-    /// When the tokens were leased (they are dropped [`LEASE_TTL`] later).
+    /// When the tokens were leased (they are dropped [`LEASE_TTL`] later; a debt is not).
     at: Instant,
     /// The bucket refused until then: requests before it are refused without asking.
     refused_until: Option<Instant>,
+    /// The last lease was granted in full and left at least as much in the bucket: the next
+    /// request may be admitted before its lease comes back.
+    may_lend: bool,
+}
+
+/// What a request gets from the tokens this process holds.
+#[derive(Debug, PartialEq)]
+enum Take {
+    Admit,
+    Refuse(Duration),
+    /// Admitted on a token owed to the bucket: a lease must follow.
+    Lent,
+    /// A lease is needed before answering.
+    Lease,
 }
 
 impl RateLimiter {
@@ -95,15 +119,18 @@ impl RateLimiter {
 
     /// Limits shared by every process on the same database (see the module's documentation).
     pub fn shared(rate: u32, burst: u32, store: Store, metrics: Arc<Metrics>) -> Self {
+        let local = Self::new(rate, burst);
         let shared = Shared {
             store,
+            rate: local.rate,
+            burst: local.burst,
             conn: tokio::sync::Mutex::new(None),
             wanted: Mutex::new(HashSet::new()),
             leases: Leases::default(),
             metrics,
             retry_at: Mutex::new(None),
         };
-        Self { shared: Some(shared), ..Self::new(rate, burst) }
+        Self { shared: Some(Arc::new(shared)), ..local }
     }
 
     /// Takes one request from the tenant's bucket: `Ok` when allowed, else `Err(wait)` with
@@ -115,59 +142,37 @@ impl RateLimiter {
         let Some(shared) = &self.shared else {
             return self.check_at(tenant, Instant::now());
         };
-        if let Some(answer) = shared.leases.take(tenant, Instant::now()) {
-            return answer;
-        }
-        if shared.unavailable(Instant::now()) {
-            return self.check_at(tenant, Instant::now());
-        }
-        shared.wanted.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant);
-        let mut conn = shared.conn.lock().await;
-        // The lease that held the connection meanwhile may have served this tenant, or failed.
-        if let Some(answer) = shared.leases.take(tenant, Instant::now()) {
-            return answer;
-        }
-        if shared.unavailable(Instant::now()) {
-            return self.check_at(tenant, Instant::now());
-        }
-        let want = (self.rate * LEASE_SPAN).clamp(1.0, self.burst);
-        let span = want / self.rate;
-        // Every tenant still waiting, in one order for every process (rows are locked in it).
-        let mut batch: Vec<Uuid> = {
-            let mut wanted = shared.wanted.lock().unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            wanted.drain().filter(|&t| t == tenant || !shared.leases.served(t, now)).collect()
-        };
-        if !batch.contains(&tenant) {
-            batch.push(tenant);
-        }
-        batch.sort_unstable();
-        let lease = shared.lease(&mut conn, &batch, self.rate, self.burst, want);
-        match tokio::time::timeout(LEASE_TIMEOUT, lease).await {
-            Ok(Ok(granted)) => {
-                shared.metrics.scim_rate_lease_tenants.observe(batch.len() as f64);
-                let now = Instant::now();
-                let mut own = 0.0;
-                for (t, tokens) in granted {
-                    if t == tenant {
-                        own = tokens;
-                    } else {
-                        shared.leases.grant(t, tokens, span, now);
-                    }
+        loop {
+            let may_lend = !shared.unavailable(Instant::now());
+            match shared.leases.take(tenant, Instant::now(), may_lend) {
+                Take::Admit => return Ok(()),
+                Take::Refuse(wait) => return Err(wait),
+                Take::Lent => {
+                    shared.want(tenant);
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        let mut conn = shared.conn.lock().await;
+                        shared.lead(&mut conn, None).await;
+                    });
+                    return Ok(());
                 }
-                shared.leases.spend(tenant, own, span, now)
+                Take::Lease => {}
             }
-            failed => {
-                let error = match failed {
-                    Ok(Err(error)) => error,
-                    _ => "the lease timed out".to_string(),
-                };
-                *conn = None;
-                shared.metrics.scim_rate_lease_failures.inc();
-                shared.set_unavailable(Instant::now() + RETRY_SHARED_AFTER);
-                tracing::debug!(%error, tenants = batch.len(), "shared SCIM rate buckets unavailable; limiting in this process");
-                self.check_at(tenant, Instant::now())
+            if shared.unavailable(Instant::now()) {
+                return self.check_at(tenant, Instant::now());
             }
+            shared.want(tenant);
+            let mut conn = shared.conn.lock().await;
+            // The lease that held the connection meanwhile may have served this tenant, or failed.
+            match shared.leases.take(tenant, Instant::now(), false) {
+                Take::Admit => return Ok(()),
+                Take::Refuse(wait) => return Err(wait),
+                Take::Lent | Take::Lease => {}
+            }
+            if shared.unavailable(Instant::now()) || !shared.lead(&mut conn, Some(tenant)).await {
+                return self.check_at(tenant, Instant::now());
+            }
+            // Leased for: spend it (or, when others spent it first or a debt took it, lease again).
         }
     }
 
@@ -194,21 +199,29 @@ impl RateLimiter {
 }
 
 impl Leases {
-    /// Spends a leased token, or repeats a refusal still in force; None when a lease is needed.
-    fn take(&self, tenant: Uuid, now: Instant) -> Option<Result<(), Duration>> {
+    /// Spends a leased token, repeats a refusal still in force, or (when `may_lend` and the
+    /// tenant's last lease allows it) lends one ahead of the lease; else a lease is needed.
+    fn take(&self, tenant: Uuid, now: Instant, may_lend: bool) -> Take {
         let mut leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let l = leased.get_mut(&tenant)?;
-        if now.duration_since(l.at) >= LEASE_TTL {
+        let Some(l) = leased.get_mut(&tenant) else {
+            return Take::Lease;
+        };
+        if l.tokens > 0.0 && now.duration_since(l.at) >= LEASE_TTL {
             l.tokens = 0.0;
         }
         if l.tokens >= 1.0 {
             l.tokens -= 1.0;
-            return Some(Ok(()));
+            return Take::Admit;
         }
-        match l.refused_until {
-            Some(until) if until > now => Some(Err(until - now)),
-            _ => None,
+        if let Some(until) = l.refused_until.filter(|&until| until > now) {
+            return Take::Refuse(until - now);
         }
+        if may_lend && l.may_lend && l.tokens >= 0.0 {
+            l.tokens -= 1.0;
+            l.may_lend = false;
+            return Take::Lent;
+        }
+        Take::Lease
     }
 
     /// Whether the tenant has a leased token to spend, or a refusal still in force.
@@ -219,42 +232,27 @@ impl Leases {
         })
     }
 
-    /// Adds a lease's tokens for a tenant whose requests are waiting, or records the refusal
-    /// when there is not one token (see [`Leases::spend`]).
-    fn grant(&self, tenant: Uuid, granted: f64, span: f64, now: Instant) {
+    /// Adds a lease's `granted` tokens to what the tenant holds (unspent tokens older than
+    /// [`LEASE_TTL`] dropped, a debt paid). When the bucket gave less than a token and the
+    /// tenant still holds less than one, its requests are refused here for `span` (the time the
+    /// bucket takes to refill a whole lease), so a tenant far over its rate costs one lease per
+    /// span, not one per request. `left` is what the bucket kept: with a full grant of `want`
+    /// and at least as much left, the tenant's next request may be admitted ahead of its lease.
+    fn grant(&self, tenant: Uuid, granted: f64, left: f64, want: f64, span: f64, now: Instant) {
         let mut leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        add(&mut leased, tenant, granted, span, now);
-    }
-
-    /// Adds a lease's tokens and spends one, or records the refusal when there is not one:
-    /// requests are then refused here for `span` (the time the bucket takes to refill a whole
-    /// lease), so a tenant far over its rate costs one lease per span, not one per request.
-    fn spend(&self, tenant: Uuid, granted: f64, span: f64, now: Instant) -> Result<(), Duration> {
-        let mut leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let l = add(&mut leased, tenant, granted, span, now);
-        match l.refused_until {
-            Some(until) => Err(until.saturating_duration_since(now)),
-            None => {
-                l.tokens -= 1.0;
-                Ok(())
-            }
+        if leased.len() >= SWEEP_AT {
+            leased.retain(|_, l| {
+                l.tokens < 0.0 || now.duration_since(l.at) < LEASE_TTL || l.refused_until.is_some_and(|u| u > now)
+            });
         }
+        let l = leased.entry(tenant).or_insert(Leased { tokens: 0.0, at: now, refused_until: None, may_lend: false });
+        let kept = if l.tokens > 0.0 && now.duration_since(l.at) >= LEASE_TTL { 0.0 } else { l.tokens };
+        let granted = granted.max(0.0);
+        l.tokens = kept + granted;
+        l.at = now;
+        l.may_lend = granted >= want && left >= want;
+        l.refused_until = (l.tokens < 1.0 && granted < 1.0).then(|| now + Duration::from_secs_f64(span.max(0.0)));
     }
-}
-
-/// Adds `granted` leased tokens to what the tenant holds (tokens older than [`LEASE_TTL`]
-/// dropped); with less than one token in all, the tenant is refused for `span`.
-fn add(leased: &mut HashMap<Uuid, Leased>, tenant: Uuid, granted: f64, span: f64, now: Instant) -> &mut Leased {
-    if leased.len() >= SWEEP_AT {
-        leased.retain(|_, l| now.duration_since(l.at) < LEASE_TTL || l.refused_until.is_some_and(|u| u > now));
-    }
-    let l = leased.entry(tenant).or_insert(Leased { tokens: 0.0, at: now, refused_until: None });
-    let kept = if now.duration_since(l.at) < LEASE_TTL { l.tokens } else { 0.0 };
-    *l = Leased { tokens: kept + granted.max(0.0), at: now, refused_until: None };
-    if l.tokens < 1.0 {
-        l.refused_until = Some(now + Duration::from_secs_f64(span.max(0.0)));
-    }
-    l
 }
 
 impl Shared {
@@ -266,17 +264,61 @@ impl Shared {
         *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
     }
 
+    fn want(&self, tenant: Uuid) {
+        self.wanted.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant);
+    }
+
+    /// Leases for every tenant still waiting (and `own`, the caller's), on the connection the
+    /// caller holds; false when the lease failed (the process then limits on its own for a
+    /// while).
+    async fn lead(&self, conn: &mut Option<unseat_store::tokio_postgres::Client>, own: Option<Uuid>) -> bool {
+        let want = (self.rate * LEASE_SPAN).clamp(1.0, self.burst);
+        let span = want / self.rate;
+        // Every tenant still waiting, in one order for every process (rows are locked in it).
+        let mut batch: Vec<Uuid> = {
+            let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            wanted.drain().filter(|&t| Some(t) == own || !self.leases.served(t, now)).collect()
+        };
+        if let Some(own) = own.filter(|own| !batch.contains(own)) {
+            batch.push(own);
+        }
+        if batch.is_empty() {
+            return true;
+        }
+        batch.sort_unstable();
+        match tokio::time::timeout(LEASE_TIMEOUT, self.lease(conn, &batch, want)).await {
+            Ok(Ok(granted)) => {
+                self.metrics.scim_rate_lease_tenants.observe(batch.len() as f64);
+                let now = Instant::now();
+                for (tenant, granted, left) in granted {
+                    self.leases.grant(tenant, granted, left, want, span, now);
+                }
+                true
+            }
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => error,
+                    _ => "the lease timed out".to_string(),
+                };
+                *conn = None;
+                self.metrics.scim_rate_lease_failures.inc();
+                self.set_unavailable(Instant::now() + RETRY_SHARED_AFTER);
+                tracing::debug!(%error, tenants = batch.len(), "shared SCIM rate buckets unavailable; limiting in this process");
+                false
+            }
+        }
+    }
+
     /// Takes up to `want` tokens from each tenant's bucket (created full on first use) and
-    /// returns how many it took from which. `tenants` holds each tenant once, sorted: every
-    /// process locks the rows in the same order.
+    /// returns how many it took from which, and how many it left. `tenants` holds each tenant
+    /// once, sorted: every process locks the rows in the same order.
     async fn lease(
         &self,
         conn: &mut Option<unseat_store::tokio_postgres::Client>,
         tenants: &[Uuid],
-        rate: f64,
-        burst: f64,
         want: f64,
-    ) -> Result<Vec<(Uuid, f64)>, String> {
+    ) -> Result<Vec<(Uuid, f64, f64)>, String> {
         // Every SET expression reads the row as it was; now() is one instant per statement.
         const SQL: &str = "
             insert into scim_rate_buckets as b (tenant_id, tokens, refilled_at, granted)
@@ -291,14 +333,14 @@ impl Shared {
                     - least($4::float8, least($3::float8,
                     b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * $2::float8)),
                 refilled_at = greatest(b.refilled_at, now())
-            returning tenant_id, granted";
+            returning tenant_id, granted, tokens";
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
             *conn = Some(self.store.dedicated_client().await.map_err(|e| e.to_string())?);
         }
         let client = conn.as_ref().ok_or("no connection")?;
-        let rows = client.query(SQL, &[&tenants, &rate, &burst, &want]).await.map_err(|e| e.to_string())?;
+        let rows = client.query(SQL, &[&tenants, &self.rate, &self.burst, &want]).await.map_err(|e| e.to_string())?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
             .collect::<Result<_, unseat_store::tokio_postgres::Error>>()
             .map_err(|e| e.to_string())
     }
@@ -415,21 +457,54 @@ mod tests {
         let leases = Leases::default();
         let (t, other) = (Uuid::new_v4(), Uuid::new_v4());
         let now = Instant::now();
-        assert!(leases.take(t, now).is_none(), "nothing leased yet");
-        assert!(leases.spend(t, 2.5, 0.05, now).is_ok());
-        assert!(matches!(leases.take(t, now), Some(Ok(()))));
-        assert!(leases.take(t, now).is_none(), "half a token is not a request");
+        assert_eq!(leases.take(t, now, true), Take::Lease, "nothing leased yet");
+        leases.grant(t, 2.5, 0.0, 2.5, 0.05, now);
+        assert_eq!(leases.take(t, now, true), Take::Admit);
+        assert_eq!(leases.take(t, now, true), Take::Admit);
+        assert_eq!(leases.take(t, now, true), Take::Lease, "half a token is not a request");
         // The bucket gave less than the missing half: refused, and refused again without a
         // lease for the span, then a lease is needed again.
-        let wait = leases.spend(t, 0.25, 0.05, now).unwrap_err();
-        assert_eq!(wait, Duration::from_millis(50));
-        assert!(matches!(leases.take(t, now + Duration::from_millis(49)), Some(Err(_))));
-        assert!(leases.take(t, now + Duration::from_millis(50)).is_none());
-        assert!(leases.take(other, now).is_none(), "another tenant has its own");
+        leases.grant(t, 0.25, 0.0, 2.5, 0.05, now);
+        assert_eq!(leases.take(t, now, true), Take::Refuse(Duration::from_millis(50)));
+        assert!(matches!(leases.take(t, now + Duration::from_millis(49), true), Take::Refuse(_)));
+        assert_eq!(leases.take(t, now + Duration::from_millis(50), true), Take::Lease);
+        assert_eq!(leases.take(other, now, true), Take::Lease, "another tenant has its own");
         // Kept tokens count towards the next lease, until they go stale.
-        assert!(leases.spend(t, 0.25, 0.05, now + Duration::from_millis(60)).is_ok(), "0.75 + 0.25");
-        assert!(leases.spend(other, 1.5, 0.05, now).is_ok());
-        assert!(leases.take(other, now + LEASE_TTL).is_none(), "unspent tokens are dropped");
+        leases.grant(t, 0.25, 0.0, 2.5, 0.05, now + Duration::from_millis(60));
+        assert_eq!(leases.take(t, now + Duration::from_millis(60), true), Take::Admit, "0.75 + 0.25");
+        leases.grant(other, 1.5, 0.0, 2.5, 0.05, now);
+        assert_eq!(leases.take(other, now + LEASE_TTL, true), Take::Lease, "unspent tokens are dropped");
+    }
+
+    #[test]
+    fn one_token_is_lent_at_a_time_and_only_after_a_full_lease_that_left_as_much() {
+        let leases = Leases::default();
+        let t = Uuid::new_v4();
+        let now = Instant::now();
+        // Granted in full, but the bucket kept less than a lease: nothing is lent.
+        leases.grant(t, 2.0, 1.5, 2.0, 0.05, now);
+        assert_eq!(leases.take(t, now, true), Take::Admit);
+        assert_eq!(leases.take(t, now, true), Take::Admit);
+        assert_eq!(leases.take(t, now, true), Take::Lease);
+        // Granted in full with as much left: one token is lent, then the lease is awaited.
+        leases.grant(t, 2.0, 2.0, 2.0, 0.05, now);
+        assert_eq!(leases.take(t, now, true), Take::Admit);
+        assert_eq!(leases.take(t, now, true), Take::Admit);
+        assert_eq!(leases.take(t, now, false), Take::Lease, "not while the shared buckets are failing");
+        assert_eq!(leases.take(t, now, true), Take::Lent);
+        assert_eq!(leases.take(t, now, true), Take::Lease, "one debt at a time");
+        // The lease pays the debt first, and a debt is not dropped with stale tokens.
+        let later = now + 2 * LEASE_TTL;
+        leases.grant(t, 2.0, 2.0, 2.0, 0.05, later);
+        assert_eq!(leases.take(t, later, true), Take::Admit, "2 granted, 1 owed");
+        assert_eq!(leases.take(t, later, true), Take::Lent);
+        // A lease that cannot pay: refused for the span, and no more lending after it.
+        leases.grant(t, 0.5, 0.0, 2.0, 0.05, later);
+        assert!(matches!(leases.take(t, later, true), Take::Refuse(_)));
+        assert_eq!(leases.take(t, later + Duration::from_millis(50), true), Take::Lease);
+        leases.grant(t, 2.0, 0.0, 2.0, 0.05, later + Duration::from_millis(50));
+        assert_eq!(leases.take(t, later + Duration::from_millis(50), true), Take::Admit, "-0.5 + 2");
+        assert_eq!(leases.take(t, later + Duration::from_millis(50), true), Take::Lease);
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures_util::future::join_all;
+use futures_util::FutureExt;
 use unseat_ingest::RateLimiter;
 use unseat_store::Store;
 use unseat_telemetry::Metrics;
@@ -93,4 +94,71 @@ async fn a_tenant_leased_for_in_another_requests_statement_is_refused_when_its_b
     // The refusal holds for the rest of the lease's span without asking the database again.
     assert!(limiter.check(empty).await.is_err());
     assert_eq!(leases(&metrics), (2.0, 3.0));
+}
+
+async fn wait_for_statements(metrics: &Metrics, statements: f64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while leases(metrics).0 < statements {
+        assert!(std::time::Instant::now() < deadline, "the lease never came: {:?}", leases(metrics));
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_tenants_request_is_admitted_before_its_lease_and_the_lease_pays_for_it() {
+    let (_url, store) = unseat_store::testing::fresh_database().await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let limiter = RateLimiter::shared(100, 1000, store.clone(), metrics.clone());
+    let t = tenants(&store, 1).await[0];
+
+    // A tenant this process never leased for waits for its first lease (5 tokens).
+    assert_eq!(limiter.check(t).now_or_never(), None, "the first request waits for a lease");
+    for _ in 0..5 {
+        assert_eq!(limiter.check(t).await, Ok(()));
+    }
+    assert_eq!(leases(&metrics), (1.0, 1.0));
+    // Its lease was granted in full and left plenty: the next request is admitted at once,
+    // owing its token, and the lease follows in the background.
+    assert_eq!(limiter.check(t).now_or_never(), Some(Ok(())), "admitted without waiting");
+    wait_for_statements(&metrics, 2.0).await;
+    // That lease's 5 tokens paid the one owed: 4 more requests, then a token is lent again.
+    for _ in 0..4 {
+        assert_eq!(limiter.check(t).now_or_never(), Some(Ok(())));
+    }
+    assert_eq!(leases(&metrics), (2.0, 2.0));
+    assert_eq!(limiter.check(t).now_or_never(), Some(Ok(())));
+    wait_for_statements(&metrics, 3.0).await;
+    let c = store.client().await.unwrap();
+    let granted: f64 =
+        c.query_one("select granted from scim_rate_buckets where tenant_id = $1", &[&t]).await.unwrap().get(0);
+    assert_eq!(granted, 5.0);
+}
+
+#[tokio::test]
+async fn a_token_lent_and_not_paid_refuses_the_tenant_and_stops_the_lending() {
+    let (_url, store) = unseat_store::testing::fresh_database().await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    // One token per lease, a refusal holds for a second.
+    let limiter = RateLimiter::shared(1, 2, store.clone(), metrics.clone());
+    let t = tenants(&store, 1).await[0];
+    assert_eq!(limiter.check(t).await, Ok(()), "1 of the burst of 2 leased, 1 left: as much as a lease");
+    // Another process takes the rest meanwhile (and the bucket will not refill for an hour).
+    store
+        .client()
+        .await
+        .unwrap()
+        .execute(
+            "update scim_rate_buckets set tokens = 0, refilled_at = now() + interval '1 hour' where tenant_id = $1",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    assert_eq!(limiter.check(t).now_or_never(), Some(Ok(())), "lent: the process did not know");
+    wait_for_statements(&metrics, 2.0).await;
+    let wait = limiter.check(t).await.expect_err("the lease could not pay: refused");
+    assert!(wait <= std::time::Duration::from_secs(1), "{wait:?}");
+    // After the refusal the tenant's requests wait for their lease again: nothing more is lent.
+    tokio::time::sleep(wait).await;
+    assert_eq!(limiter.check(t).now_or_never(), None, "no token lent after an unpaid one");
+    assert!(limiter.check(t).await.is_err());
 }
