@@ -615,6 +615,51 @@ async fn the_rate_limit_holds_across_ingest_processes() {
     assert!(refused[0] > 0 && refused[1] > 0, "refused {refused:?}: both processes refuse");
 }
 
+/// The same bound when the IdP floods: two processes, eight clients each, sending as fast as
+/// they are answered. Each process may admit one request per tenant ahead of its lease, owing
+/// the token, so the fleet admits at most the burst, the rate over the time taken, and one
+/// request per process.
+#[tokio::test]
+async fn the_rate_limit_holds_across_ingest_processes_under_concurrent_load() {
+    let (rate, burst) = (20, 20);
+    let config = IngestConfig { rate_limit: rate, rate_burst: burst, ..Default::default() };
+    let app = spawn_app_with(config.clone()).await;
+    let second = IngestState::new(app.store.clone(), app.metrics.clone(), EXCHANGE.to_string(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let second_base = format!("http://{}/scim/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(second)).await.unwrap() });
+
+    let started = std::time::Instant::now();
+    let until = started + std::time::Duration::from_millis(1500);
+    let clients = (0..16).map(|i| {
+        let url = format!("{}/Users?count=1", if i % 2 == 0 { &app.base } else { &second_base });
+        let (http, token) = (app.http.clone(), app.token.clone());
+        tokio::spawn(async move {
+            let (mut admitted, mut refused) = (0u32, 0u32);
+            while std::time::Instant::now() < until {
+                let resp = http.get(&url).bearer_auth(&token).send().await.unwrap();
+                match resp.status() {
+                    StatusCode::OK => admitted += 1,
+                    StatusCode::TOO_MANY_REQUESTS => refused += 1,
+                    other => panic!("{other}"),
+                }
+            }
+            (admitted, refused)
+        })
+    });
+    let (mut admitted, mut refused) = (0u32, 0u32);
+    for client in clients.collect::<Vec<_>>() {
+        let (a, r) = client.await.unwrap();
+        admitted += a;
+        refused += r;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let most = f64::from(burst) + f64::from(rate) * elapsed + 2.0;
+    assert!(refused > 0, "the clients asked for more than the rate: {admitted} admitted, none refused");
+    assert!(f64::from(admitted) <= most, "admitted {admitted} in {elapsed:.2} s: more than the tenant's {most:.1}");
+    assert!(admitted >= burst, "admitted {admitted}: less than the burst");
+}
+
 /// A revoked token is refused at once, not when it expires from the token cache: the store
 /// announces the revocation and every ingest process clears its cache.
 #[tokio::test]

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::load::{self, Answer, Figures, Prepared};
+use super::scim::deactivated;
 use crate::Settings;
 use unseat_telemetry::Metrics;
 
@@ -195,14 +196,6 @@ fn deactivations(addr: SocketAddr, tokens: &[(Uuid, String)], users: &[Uuid]) ->
 
 fn found(a: &Answer) -> anyhow::Result<()> {
     anyhow::ensure!(a.status == 200, "a user's GET answered {}: {}", a.status, String::from_utf8_lossy(&a.body));
-    Ok(())
-}
-
-fn deactivated(a: &Answer) -> anyhow::Result<()> {
-    let inactive = br#""active":false"#;
-    if a.status != 200 || !a.body.windows(inactive.len()).any(|w| w == inactive) {
-        anyhow::bail!("deactivation answered {}: {}", a.status, String::from_utf8_lossy(&a.body));
-    }
     Ok(())
 }
 

@@ -267,7 +267,7 @@ async fn drain(store: &unseat_store::Store) -> anyhow::Result<(i64, Duration)> {
 }
 
 /// A deactivation's answer: 200 with the user, now inactive.
-fn deactivated(a: &Answer) -> anyhow::Result<()> {
+pub(super) fn deactivated(a: &Answer) -> anyhow::Result<()> {
     let inactive = br#""active":false"#;
     if a.status != 200 || !a.body.windows(inactive.len()).any(|w| w == inactive) {
         anyhow::bail!("deactivation answered {}: {}", a.status, String::from_utf8_lossy(&a.body));
