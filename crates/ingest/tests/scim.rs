@@ -578,6 +578,15 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     assert_eq!(resp.status(), StatusCode::OK);
 }
 
+/// Another ingest process on `app`'s database, as a balancer would put beside it; its SCIM base URL.
+async fn second_ingest(app: &App, config: IngestConfig) -> String {
+    let second = IngestState::new(app.store.clone(), app.metrics.clone(), EXCHANGE.to_string(), config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/scim/v2", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(second)).await.unwrap() });
+    base
+}
+
 /// A tenant's rate is the tenant's across every ingest process on the database: two processes
 /// behind a balancer admit the burst and the rate between them, not each, and both refuse.
 #[tokio::test]
@@ -585,10 +594,7 @@ async fn the_rate_limit_holds_across_ingest_processes() {
     let (rate, burst) = (2, 6);
     let config = IngestConfig { rate_limit: rate, rate_burst: burst, ..Default::default() };
     let app = spawn_app_with(config.clone()).await;
-    let second = IngestState::new(app.store.clone(), app.metrics.clone(), EXCHANGE.to_string(), config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second_base = format!("http://{}/scim/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(second)).await.unwrap() });
+    let second_base = second_ingest(&app, config).await;
 
     let started = std::time::Instant::now();
     let (mut admitted, mut refused) = ([0u32; 2], [0u32; 2]);
@@ -624,10 +630,7 @@ async fn the_rate_limit_holds_across_ingest_processes_under_concurrent_load() {
     let (rate, burst) = (20, 20);
     let config = IngestConfig { rate_limit: rate, rate_burst: burst, ..Default::default() };
     let app = spawn_app_with(config.clone()).await;
-    let second = IngestState::new(app.store.clone(), app.metrics.clone(), EXCHANGE.to_string(), config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let second_base = format!("http://{}/scim/v2", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(second)).await.unwrap() });
+    let second_base = second_ingest(&app, config).await;
 
     let started = std::time::Instant::now();
     let until = started + std::time::Duration::from_millis(1500);
