@@ -274,6 +274,9 @@ async fn count_requests(State(state): State<IngestState>, req: Request, next: Ne
     let status = match resp.status().as_u16() {
         200..=299 => "2xx",
         300..=399 => "3xx",
+        // Refused by the tenant's rate limit: the IdP slows down, which operators watch apart
+        // from the requests it got wrong.
+        429 => "429",
         400..=499 => "4xx",
         _ => "5xx",
     };

@@ -563,6 +563,10 @@ async fn a_tenant_over_its_rate_gets_429_with_retry_after_and_others_do_not() {
     let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=2).contains(&wait), "{wait}");
     assert_eq!(app.count("scim_users").await, 0, "a limited request changes nothing");
+    // Operators see throttling apart from the requests an IdP gets wrong.
+    let text = app.metrics.encode();
+    assert!(text.contains(r#"unseat_scim_requests_total{method="POST",resource="Users",status="429"} 1"#), "{text}");
+    assert!(!text.contains(r#"status="4xx""#), "{text}");
     // Another tenant of the same process is not limited by this one.
     let other = Uuid::new_v4();
     app.store

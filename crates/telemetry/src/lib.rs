@@ -25,7 +25,8 @@ pub struct ScimLabels {
     pub method: String,
     /// `Users`, `Groups` or `other`.
     pub resource: String,
-    /// The status class: `2xx`, `4xx`, `5xx`.
+    /// The status class: `2xx`, `3xx`, `4xx`, `5xx`, except `429` (the tenant's rate limit) on
+    /// its own.
     pub status: String,
 }
 
