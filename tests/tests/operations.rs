@@ -1,6 +1,6 @@
 //! What operators rely on: `/healthz` answers whenever the process runs and `/readyz` only while
 //! it reaches PostgreSQL, so that a load balancer routes around a replica that cannot work; a
-//! revoked SCIM token stops working.
+//! revoked SCIM token stops working; a tenant given a SCIM rate of its own is limited at it.
 
 use std::time::{Duration, Instant};
 use unseat_tests::spawn_app;
@@ -69,5 +69,47 @@ async fn a_revoked_scim_token_is_refused_by_the_scim_endpoint() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(users(app.scim.token.clone()).await, 200, "the tenant's other token still works");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_tenant_given_a_scim_rate_of_its_own_is_limited_at_it() {
+    let app = spawn_app().await;
+    let tenant = app.tenant;
+    let operator = app.settings.admin_token.clone().unwrap();
+    let path = format!("/api/v1/tenants/{tenant}/scim-rate-limit");
+    let body = serde_json::json!({"per_second": 1, "burst": 3});
+    let (status, answer) = app.call_as(&operator, reqwest::Method::PUT, &path, Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let users = || {
+        let url = format!("{}/scim/v2/Users?count=1", app.base);
+        let token = app.scim.token.clone();
+        async move {
+            let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+            let wait = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            (resp.status().as_u16(), wait)
+        }
+    };
+    // The fleet's limit here is 5,000 a second: only the tenant's own stops its IdP, after its
+    // burst (and at most one more each second).
+    let mut admitted = 0;
+    let refused = loop {
+        match users().await {
+            (200, _) => admitted += 1,
+            (429, wait) => break wait,
+            other => panic!("{other:?}"),
+        }
+        assert!(admitted <= 5, "still admitted after {admitted}: the tenant's own rate is not applied");
+    };
+    assert!(admitted >= 3, "{admitted}: less than the burst");
+    assert_eq!(refused.as_deref(), Some("1"), "Retry-After");
+
+    // Back to the fleet's rate: admitted again once the refusal has passed.
+    let (status, _) = app.call_as(&operator, reqwest::Method::DELETE, &path, None).await;
+    assert_eq!(status, 204);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..10 {
+        assert_eq!(users().await.0, 200);
+    }
     app.stop().await;
 }

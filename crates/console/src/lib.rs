@@ -19,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, patch, post, MethodRouter};
+use axum::routing::{any, delete, get, patch, post, put, MethodRouter};
 use axum::Router;
 use std::sync::Arc;
 use unseat_store::Store;
@@ -66,6 +66,8 @@ fn table() -> Vec<Route> {
         route(Method::GET, "/api/v1/openapi.json", get(openapi)),
         route(Method::POST, "/api/v1/tenants", post(tenants::create_tenant)),
         route(Method::GET, "/api/v1/tenants/{tenant}", get(tenants::get_tenant)),
+        route(Method::PUT, "/api/v1/tenants/{tenant}/scim-rate-limit", put(tenants::set_scim_rate_limit)),
+        route(Method::DELETE, "/api/v1/tenants/{tenant}/scim-rate-limit", delete(tenants::clear_scim_rate_limit)),
         route(Method::GET, "/api/v1/tenants/{tenant}/tokens", get(tenants::list_tokens)),
         route(Method::DELETE, "/api/v1/tenants/{tenant}/tokens/{token}", delete(tenants::revoke_token)),
         route(Method::POST, "/api/v1/tenants/{tenant}/scim-tokens", post(tenants::create_scim_token)),

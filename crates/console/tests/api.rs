@@ -1081,3 +1081,77 @@ async fn extreme_numbers_in_settings_come_back_as_sent() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert_eq!(a.body["settings"]["limits"], numbers);
 }
+
+#[tokio::test]
+async fn only_the_operator_gives_a_tenant_a_scim_rate_of_its_own() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let path = format!("/api/v1/tenants/{tenant}/scim-rate-limit");
+    let put = |token: &str, body: Value| {
+        let (path, token) = (path.clone(), token.to_string());
+        let app = &app;
+        async move { app.call(Method::PUT, &path, Some(&token), Some(body)).await }
+    };
+    let stored = || async {
+        let row = app
+            .store
+            .client()
+            .await
+            .unwrap()
+            .query_one("select scim_rate_limit, scim_rate_burst from tenants where id = $1", &[&tenant])
+            .await
+            .unwrap();
+        (row.get::<_, Option<i32>>(0), row.get::<_, Option<i32>>(1))
+    };
+    let a = app.get(&format!("/api/v1/tenants/{tenant}"), &owner).await;
+    assert_eq!(a.body["scim_rate_limit"], Value::Null, "the fleet's: {}", a.text);
+
+    // A tenant's own admins may not raise (or lower) their own limit.
+    let a = put(&owner, json!({"per_second": 10, "burst": 20})).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    let a = app.call(Method::DELETE, &path, Some(&owner), None).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    // Bad input: a clear 400, and nothing changes.
+    for body in [
+        json!({"per_second": 0, "burst": 20}),
+        json!({"per_second": 10, "burst": 0}),
+        json!({"per_second": -1, "burst": 20}),
+        json!({"per_second": 1_000_001, "burst": 20}),
+        json!({"per_second": 10, "burst": 4_294_967_297_i64}),
+        json!({"per_second": 1.5, "burst": 20}),
+        json!({"per_second": 10}),
+        json!({"per_second": null, "burst": 20}),
+        json!({"per_second": 10, "burst": 20, "tenant": "other"}),
+        json!([10, 20]),
+    ] {
+        let a = put(OPERATOR, body.clone()).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text);
+        assert!(a.body["error"].is_string(), "{body}: {}", a.text);
+    }
+    assert_eq!(stored().await, (None, None));
+    let a = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/tenants/{}/scim-rate-limit", Uuid::new_v4()),
+            Some(OPERATOR),
+            Some(json!({"per_second": 10, "burst": 20})),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND, "{}", a.text);
+
+    let a = put(OPERATOR, json!({"per_second": 10, "burst": 20})).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(a.body, json!({"per_second": 10, "burst": 20}));
+    assert_eq!(stored().await, (Some(10), Some(20)));
+    let a = app.get(&format!("/api/v1/tenants/{tenant}"), &owner).await;
+    assert_eq!(a.body["scim_rate_limit"], json!({"per_second": 10, "burst": 20}), "its admins see it");
+    let a = put(OPERATOR, json!({"per_second": 1_000_000, "burst": 1})).await;
+    assert_eq!(a.status, StatusCode::OK, "the bounds: {}", a.text);
+    assert_eq!(stored().await, (Some(1_000_000), Some(1)));
+
+    let a = app.call(Method::DELETE, &path, Some(OPERATOR), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    assert_eq!(stored().await, (None, None));
+    let a = app.get(&format!("/api/v1/tenants/{tenant}"), OPERATOR).await;
+    assert_eq!(a.body["scim_rate_limit"], Value::Null);
+}

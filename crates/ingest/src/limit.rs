@@ -4,7 +4,9 @@
 //! balancer: with [`RateLimiter::shared`] every process leases request tokens from the
 //! tenant's bucket in PostgreSQL (`scim_rate_buckets`, unlogged), a twentieth of a second's
 //! worth at a time, and spends them locally; leased tokens not spent within a second are
-//! dropped. One upsert on a connection of its own leases for every tenant whose requests are
+//! dropped. The bucket refills at the tenant's own rate and burst when an operator set them
+//! (`tenants.scim_rate_limit`), else at the process's (`UNSEAT_SCIM_RATE_LIMIT`); a process
+//! with no limit at all leases nothing. One upsert on a connection of its own leases for every tenant whose requests are
 //! waiting for tokens, as a group commit does: with thousands of quiet tenants (each of whose
 //! requests finds its last lease lapsed) the process sends one statement per round trip, not
 //! one per tenant.
@@ -34,7 +36,7 @@ use uuid::Uuid;
 
 /// Entries above which a map is swept of idle or expired entries.
 const SWEEP_AT: usize = 10_000;
-/// A lease takes this much of the rate's time (at least one token, at most the burst).
+/// A lease takes this much of the tenant's rate's time (at least one token, at most the burst).
 const LEASE_SPAN: f64 = 0.05;
 /// Leased tokens not spent within this long are dropped.
 const LEASE_TTL: Duration = Duration::from_secs(1);
@@ -272,8 +274,6 @@ impl Shared {
     /// caller holds; false when the lease failed (the process then limits on its own for a
     /// while).
     async fn lead(&self, conn: &mut Option<unseat_store::tokio_postgres::Client>, own: Option<Uuid>) -> bool {
-        let want = (self.rate * LEASE_SPAN).clamp(1.0, self.burst);
-        let span = want / self.rate;
         // Every tenant still waiting, in one order for every process (rows are locked in it).
         let mut batch: Vec<Uuid> = {
             let mut wanted = self.wanted.lock().unwrap_or_else(|p| p.into_inner());
@@ -287,12 +287,18 @@ impl Shared {
             return true;
         }
         batch.sort_unstable();
-        match tokio::time::timeout(LEASE_TIMEOUT, self.lease(conn, &batch, want)).await {
-            Ok(Ok(granted)) => {
+        match tokio::time::timeout(LEASE_TIMEOUT, self.lease(conn, &batch)).await {
+            Ok(Ok(leased)) => {
                 self.metrics.scim_rate_lease_tenants.observe(batch.len() as f64);
                 let now = Instant::now();
-                for (tenant, granted, left) in granted {
-                    self.leases.grant(tenant, granted, left, want, span, now);
+                for l in &leased {
+                    let span = if l.rate > 0.0 { l.want / l.rate } else { 1.0 };
+                    self.leases.grant(l.tenant, l.granted, l.left, l.want, span, now);
+                }
+                // A tenant the database does not know (none is ever deleted) gets nothing: its
+                // request is refused rather than leased for again and again.
+                for &tenant in batch.iter().filter(|&&t| !leased.iter().any(|l| l.tenant == t)) {
+                    self.leases.grant(tenant, 0.0, 0.0, 1.0, 1.0, now);
                 }
                 true
             }
@@ -310,40 +316,69 @@ impl Shared {
         }
     }
 
-    /// Takes up to `want` tokens from each tenant's bucket (created full on first use) and
-    /// returns how many it took from which, and how many it left. `tenants` holds each tenant
-    /// once, sorted: every process locks the rows in the same order.
+    /// Takes a lease's worth of tokens (a twentieth of a second at the tenant's rate: at least
+    /// one, at most its burst) from each tenant's bucket, created full on first use, at the
+    /// tenant's own rate and burst when an operator set them, else this process's. `tenants`
+    /// holds each tenant once, sorted: every process locks the rows in the same order.
     async fn lease(
         &self,
         conn: &mut Option<unseat_store::tokio_postgres::Client>,
         tenants: &[Uuid],
-        want: f64,
-    ) -> Result<Vec<(Uuid, f64, f64)>, String> {
-        // Every SET expression reads the row as it was; now() is one instant per statement.
+    ) -> Result<Vec<Lease>, String> {
+        // `excluded.granted` is the lease asked for (a new bucket grants it whole). Every SET
+        // expression reads the row as it was; now() is one instant per statement.
         const SQL: &str = "
-            insert into scim_rate_buckets as b (tenant_id, tokens, refilled_at, granted)
-            select t, $3::float8 - least($3::float8, $4::float8), now(), least($3::float8, $4::float8)
+            insert into scim_rate_buckets as b (tenant_id, tokens, refilled_at, granted, rate, burst)
+            select x.t, r.burst - r.want, now(), r.want, r.rate, r.burst
               from unnest($1::uuid[]) with ordinality as x(t, n)
-             order by n
+              join tenants tn on tn.id = x.t
+             cross join lateral (
+                   select coalesce(tn.scim_rate_limit::float8, $2::float8) as rate,
+                          coalesce(tn.scim_rate_burst::float8, $3::float8) as burst) c
+             cross join lateral (
+                   select c.rate, c.burst, least(c.burst, greatest(1.0, c.rate * $4::float8)) as want) r
+             order by x.n
             on conflict (tenant_id) do update set
-                granted = least($4::float8, least($3::float8,
-                    b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * $2::float8)),
-                tokens = least($3::float8,
-                    b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * $2::float8)
-                    - least($4::float8, least($3::float8,
-                    b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * $2::float8)),
-                refilled_at = greatest(b.refilled_at, now())
-            returning tenant_id, granted, tokens";
+                granted = least(excluded.granted, least(excluded.burst,
+                    b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * excluded.rate)),
+                tokens = least(excluded.burst,
+                    b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * excluded.rate)
+                    - least(excluded.granted, least(excluded.burst,
+                    b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)::float8) * excluded.rate)),
+                refilled_at = greatest(b.refilled_at, now()),
+                rate = excluded.rate,
+                burst = excluded.burst
+            returning tenant_id, granted, tokens, rate, least(burst, greatest(1.0, rate * $4::float8))";
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
             *conn = Some(self.store.dedicated_client().await.map_err(|e| e.to_string())?);
         }
         let client = conn.as_ref().ok_or("no connection")?;
-        let rows = client.query(SQL, &[&tenants, &self.rate, &self.burst, &want]).await.map_err(|e| e.to_string())?;
+        let rows =
+            client.query(SQL, &[&tenants, &self.rate, &self.burst, &LEASE_SPAN]).await.map_err(|e| e.to_string())?;
         rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .map(|r| {
+                Ok(Lease {
+                    tenant: r.try_get(0)?,
+                    granted: r.try_get(1)?,
+                    left: r.try_get(2)?,
+                    rate: r.try_get(3)?,
+                    want: r.try_get(4)?,
+                })
+            })
             .collect::<Result<_, unseat_store::tokio_postgres::Error>>()
             .map_err(|e| e.to_string())
     }
+}
+
+/// What one tenant's bucket gave a lease.
+struct Lease {
+    tenant: Uuid,
+    granted: f64,
+    /// What the bucket kept.
+    left: f64,
+    /// The tenant's rate (its own or the fleet's) and the lease it asked for.
+    rate: f64,
+    want: f64,
 }
 
 /// Token owners by token hash, each trusted until its expiry.

@@ -162,3 +162,51 @@ async fn a_token_lent_and_not_paid_refuses_the_tenant_and_stops_the_lending() {
     assert_eq!(limiter.check(t).now_or_never(), None, "no token lent after an unpaid one");
     assert!(limiter.check(t).await.is_err());
 }
+
+#[tokio::test]
+async fn a_tenant_with_a_rate_of_its_own_is_limited_at_it_and_the_others_at_the_fleets() {
+    let (_url, store) = unseat_store::testing::fresh_database().await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    // The fleet's rate: one request a second, a burst of two.
+    let limiter = RateLimiter::shared(1, 2, store.clone(), metrics.clone());
+    let ids = tenants(&store, 3).await;
+    let (fleet, lower, higher) = (ids[0], ids[1], ids[2]);
+    let own = |per_second, burst| Some(unseat_store::admin::ScimRateLimit { per_second, burst });
+    assert!(store.set_scim_rate_limit(lower, own(1, 1)).await.unwrap());
+    assert!(store.set_scim_rate_limit(higher, own(100, 50)).await.unwrap());
+    assert!(!store.set_scim_rate_limit(Uuid::new_v4(), own(1, 1)).await.unwrap(), "no such tenant");
+
+    let admitted = |t: Uuid| {
+        let limiter = &limiter;
+        async move {
+            let mut n = 0;
+            while limiter.check(t).await.is_ok() {
+                n += 1;
+                assert!(n <= 1000, "never refused");
+            }
+            n
+        }
+    };
+    // Asked as fast as answered, each gets its burst and what refills meanwhile (well under a
+    // token at one a second; at 100 a second, a token per 10 ms of leasing).
+    assert_eq!(admitted(fleet).await, 2, "the fleet's burst");
+    assert_eq!(admitted(lower).await, 1, "its own burst");
+    let n = admitted(higher).await;
+    assert!((50..100).contains(&n), "its own burst of 50 and the rate of 100/s: {n}");
+
+    // Back to the fleet's rate from the next lease on (the bucket keeps what it holds).
+    assert!(store.set_scim_rate_limit(higher, None).await.unwrap());
+    let c = store.client().await.unwrap();
+    c.execute("update scim_rate_buckets set tokens = 2, refilled_at = now() where tenant_id = $1", &[&higher])
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let (rate, burst): (f64, f64) = {
+        let n = admitted(higher).await;
+        assert!((1..=2).contains(&n), "the fleet's burst of 2: {n}");
+        let r =
+            c.query_one("select rate, burst from scim_rate_buckets where tenant_id = $1", &[&higher]).await.unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((rate, burst), (1.0, 2.0));
+}

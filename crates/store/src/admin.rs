@@ -21,6 +21,20 @@ pub struct Tenant {
     pub id: Uuid,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    /// The tenant's own SCIM request rate, when an operator set one instead of the fleet's.
+    pub scim_rate_limit: Option<ScimRateLimit>,
+}
+
+/// A tenant's own SCIM request rate: requests per second on average, and the burst above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ScimRateLimit {
+    pub per_second: i32,
+    pub burst: i32,
+}
+
+impl ScimRateLimit {
+    /// The largest rate or burst a tenant may be given.
+    pub const MAX: i32 = 1_000_000;
 }
 
 /// A stored token as the console lists it: never the token, never its hash.
@@ -255,13 +269,35 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(Tenant { id, name: name.to_string(), created_at: row.get(0) })
+        Ok(Tenant { id, name: name.to_string(), created_at: row.get(0), scim_rate_limit: None })
     }
 
     pub async fn tenant(&self, tenant_id: Uuid) -> Result<Option<Tenant>> {
         let client = self.client().await?;
-        let row = client.query_opt("select id, name, created_at from tenants where id = $1", &[&tenant_id]).await?;
-        Ok(row.map(|r| Tenant { id: r.get(0), name: r.get(1), created_at: r.get(2) }))
+        let row = client
+            .query_opt(
+                "select id, name, created_at, scim_rate_limit, scim_rate_burst from tenants where id = $1",
+                &[&tenant_id],
+            )
+            .await?;
+        Ok(row.map(|r| {
+            let (per_second, burst): (Option<i32>, Option<i32>) = (r.get(3), r.get(4));
+            let scim_rate_limit = per_second.zip(burst).map(|(per_second, burst)| ScimRateLimit { per_second, burst });
+            Tenant { id: r.get(0), name: r.get(1), created_at: r.get(2), scim_rate_limit }
+        }))
+    }
+
+    /// Gives the tenant a SCIM request rate of its own, or (None) the fleet's again; false when
+    /// there is no such tenant. Every ingest process applies it from its next lease on.
+    pub async fn set_scim_rate_limit(&self, tenant_id: Uuid, limit: Option<ScimRateLimit>) -> Result<bool> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "update tenants set scim_rate_limit = $2, scim_rate_burst = $3 where id = $1",
+                &[&tenant_id, &limit.map(|l| l.per_second), &limit.map(|l| l.burst)],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     /// The tenant's tokens, newest first (labels and scopes only).

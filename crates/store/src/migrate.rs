@@ -25,6 +25,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (15, include_str!("../../../schemas/sql/0015_token_ids.sql")),
     (16, include_str!("../../../schemas/sql/0016_shared_scim_rate.sql")),
     (17, include_str!("../../../schemas/sql/0017_unlogged_scim_rate.sql")),
+    (18, include_str!("../../../schemas/sql/0018_tenant_scim_rate.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use unseat_store::admin;
+use unseat_store::admin::{self, ScimRateLimit};
 use unseat_store::tokens::{self, generate};
 
 #[derive(Deserialize)]
@@ -51,7 +51,59 @@ pub async fn get_tenant(
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
     let tenant = app.state.store.tenant(tenant_id).await?.ok_or_else(|| ApiError::not_found("no such tenant"))?;
-    Ok(Json(json!({ "id": tenant.id, "name": tenant.name, "created_at": tenant.created_at })))
+    Ok(Json(json!({
+        "id": tenant.id,
+        "name": tenant.name,
+        "created_at": tenant.created_at,
+        "scim_rate_limit": tenant.scim_rate_limit,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitRequest {
+    per_second: i64,
+    burst: i64,
+}
+
+/// `PUT /tenants/{t}/scim-rate-limit`: the operator gives the tenant a SCIM request rate of its
+/// own instead of the fleet's (`UNSEAT_SCIM_RATE_LIMIT` / `_BURST`); every ingest process
+/// applies it from its next lease.
+pub async fn set_scim_rate_limit(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_operator()?;
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    let req: RateLimitRequest = parse_body(body)?;
+    let within = |value: i64, field: &str| {
+        i32::try_from(value).ok().filter(|v| (1..=ScimRateLimit::MAX).contains(v)).ok_or_else(|| {
+            ApiError::bad_request(format!("{field} must be a whole number from 1 to {}", ScimRateLimit::MAX))
+        })
+    };
+    let limit = ScimRateLimit { per_second: within(req.per_second, "per_second")?, burst: within(req.burst, "burst")? };
+    if !app.state.store.set_scim_rate_limit(tenant_id, Some(limit)).await? {
+        return Err(ApiError::not_found("no such tenant"));
+    }
+    tracing::info!(tenant = %tenant_id, per_second = limit.per_second, burst = limit.burst, "tenant's SCIM rate limit set");
+    Ok(Json(json!(limit)))
+}
+
+/// `DELETE /tenants/{t}/scim-rate-limit`: the tenant is limited at the fleet's rate again.
+pub async fn clear_scim_rate_limit(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require_operator()?;
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    if !app.state.store.set_scim_rate_limit(tenant_id, None).await? {
+        return Err(ApiError::not_found("no such tenant"));
+    }
+    tracing::info!(tenant = %tenant_id, "tenant's SCIM rate limit back to the fleet's");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn list_tokens(
