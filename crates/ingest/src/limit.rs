@@ -6,10 +6,10 @@
 //! worth at a time, and spends them locally; leased tokens not spent within a second are
 //! dropped. The bucket refills at the tenant's own rate and burst when an operator set them
 //! (`tenants.scim_rate_limit`), else at the process's (`UNSEAT_SCIM_RATE_LIMIT`); a process
-//! with no limit at all leases nothing. One upsert on a connection of its own leases for every tenant whose requests are
-//! waiting for tokens, as a group commit does: with thousands of quiet tenants (each of whose
-//! requests finds its last lease lapsed) the process sends one statement per round trip, not
-//! one per tenant.
+//! with no limit at all leases nothing. One upsert on a connection of its own leases for every
+//! tenant whose requests are waiting for tokens, as a group commit does: with thousands of
+//! quiet tenants (each of whose requests finds its last lease lapsed) the process sends one
+//! statement per round trip, not one per tenant.
 //!
 //! A quiet tenant's request does not wait for that round trip when the tenant's last lease was
 //! granted in full and left at least as much again in the bucket: the process admits it at
