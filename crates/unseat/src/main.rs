@@ -77,7 +77,8 @@ struct Workers {
     #[arg(long, env = "UNSEAT_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
     /// SCIM requests per second one tenant may make, across every ingest process on the
-    /// database (0: unlimited).
+    /// database (0: unlimited), unless the operator gave the tenant a rate of its own
+    /// (PUT /api/v1/tenants/{t}/scim-rate-limit).
     #[arg(long, env = "UNSEAT_SCIM_RATE_LIMIT", default_value_t = 5000)]
     scim_rate_limit: u32,
     /// SCIM requests a tenant may make at once above that rate.
