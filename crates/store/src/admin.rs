@@ -35,6 +35,17 @@ pub struct ScimRateLimit {
 impl ScimRateLimit {
     /// The largest rate or burst a tenant may be given.
     pub const MAX: i32 = 1_000_000;
+
+    /// A rate and burst each from 1 to [`ScimRateLimit::MAX`], else what is wrong.
+    pub fn new(per_second: i64, burst: i64) -> std::result::Result<Self, String> {
+        let within = |value: i64, field: &str| {
+            i32::try_from(value)
+                .ok()
+                .filter(|v| (1..=Self::MAX).contains(v))
+                .ok_or_else(|| format!("{field} must be a whole number from 1 to {}", Self::MAX))
+        };
+        Ok(Self { per_second: within(per_second, "per_second")?, burst: within(burst, "burst")? })
+    }
 }
 
 /// A stored token as the console lists it: never the token, never its hash.

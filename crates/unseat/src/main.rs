@@ -180,6 +180,19 @@ enum AdminCommand {
         #[arg(long)]
         integration: Option<uuid::Uuid>,
     },
+    /// Gives a tenant a SCIM request rate of its own in place of UNSEAT_SCIM_RATE_LIMIT /
+    /// _BURST (--per-second and --burst), or the fleet's again (--fleet); every ingest process
+    /// applies it from its next lease. Without either, prints the tenant's.
+    ScimRateLimit {
+        #[arg(long)]
+        tenant: uuid::Uuid,
+        #[arg(long, requires = "burst", conflicts_with = "fleet")]
+        per_second: Option<i64>,
+        #[arg(long, requires = "per_second", conflicts_with = "fleet")]
+        burst: Option<i64>,
+        #[arg(long)]
+        fleet: bool,
+    },
     /// Reads a secret from stdin and prints it encrypted under UNSEAT_CREDENTIAL_KEY, ready to
     /// store as an integration's credential.
     EncryptCredential,
@@ -257,6 +270,25 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
                 }
             }
             println!("{queued} task(s) queued again");
+        }
+        AdminCommand::ScimRateLimit { tenant, per_second, burst, fleet } => {
+            let set = match (per_second.zip(burst), fleet) {
+                (Some((per_second, burst)), _) => {
+                    Some(Some(unseat_store::admin::ScimRateLimit::new(per_second, burst).map_err(anyhow::Error::msg)?))
+                }
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            if let Some(limit) = set {
+                anyhow::ensure!(store.set_scim_rate_limit(tenant, limit).await?, "no tenant {tenant}");
+            }
+            let now = store.tenant(tenant).await?.with_context(|| format!("no tenant {tenant}"))?;
+            match now.scim_rate_limit {
+                Some(l) => {
+                    println!("tenant {tenant}: its own SCIM rate, {} requests/s, burst {}", l.per_second, l.burst)
+                }
+                None => println!("tenant {tenant}: the fleet's SCIM rate (UNSEAT_SCIM_RATE_LIMIT / _BURST)"),
+            }
         }
         AdminCommand::EncryptCredential | AdminCommand::DeleteTopology { .. } => {}
     }

@@ -78,12 +78,7 @@ pub async fn set_scim_rate_limit(
     caller.require_operator()?;
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let req: RateLimitRequest = parse_body(body)?;
-    let within = |value: i64, field: &str| {
-        i32::try_from(value).ok().filter(|v| (1..=ScimRateLimit::MAX).contains(v)).ok_or_else(|| {
-            ApiError::bad_request(format!("{field} must be a whole number from 1 to {}", ScimRateLimit::MAX))
-        })
-    };
-    let limit = ScimRateLimit { per_second: within(req.per_second, "per_second")?, burst: within(req.burst, "burst")? };
+    let limit = ScimRateLimit::new(req.per_second, req.burst).map_err(ApiError::bad_request)?;
     if !app.state.store.set_scim_rate_limit(tenant_id, Some(limit)).await? {
         return Err(ApiError::not_found("no such tenant"));
     }
