@@ -210,3 +210,23 @@ async fn a_tenant_with_a_rate_of_its_own_is_limited_at_it_and_the_others_at_the_
     };
     assert_eq!((rate, burst), (1.0, 2.0));
 }
+
+#[tokio::test]
+async fn a_tenant_the_database_does_not_know_is_refused_and_its_batch_is_served() {
+    let (_url, store) = unseat_store::testing::fresh_database().await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let limiter = RateLimiter::shared(100, 1000, store.clone(), metrics.clone());
+    let known = tenants(&store, 2).await;
+    let unknown = Uuid::new_v4();
+    // The first leads alone; the unknown tenant and the second known one wait together.
+    let answers = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        join_all([known[0], unknown, known[1]].map(|t| limiter.check(t))),
+    )
+    .await
+    .expect("every check answers (none leases again and again)");
+    assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+    assert!(answers[1].is_err(), "{answers:?}");
+    assert_eq!(leases(&metrics), (2.0, 3.0));
+    assert_eq!(metrics.sample("unseat_scim_rate_lease_failures_total"), Some(0.0), "not a failed lease");
+}
