@@ -106,6 +106,7 @@ impl Setup {
             conn,
             shutdown: CancellationToken::new(),
             connectors: Vec::new(),
+            stopped: false,
         }
     }
 }
@@ -160,11 +161,24 @@ pub struct Fixture {
     pub conn: lapin::Connection,
     pub shutdown: CancellationToken,
     connectors: Vec<tokio::task::JoinHandle<()>>,
+    /// `stop` ran: it deleted the queues.
+    stopped: bool,
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        if !self.stopped {
+            // The test ended without `stop` (it needed no more, or failed): still take its
+            // queues off the broker, so that test runs do not pile quorum queues up there.
+            let topology = self.topology.clone();
+            let _ = std::thread::spawn(move || {
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let _ = rt.block_on(topology.delete_at(AMQP, "connector-test-cleanup"));
+                }
+            })
+            .join();
+        }
     }
 }
 
@@ -474,6 +488,7 @@ impl Fixture {
         let channel = self.conn.create_channel().await.expect("channel");
         let _ = self.topology.delete(&channel).await;
         let _ = self.conn.close(200, "bye".into()).await;
+        self.stopped = true;
     }
 }
 
