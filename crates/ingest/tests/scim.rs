@@ -661,7 +661,13 @@ async fn the_rate_limit_holds_across_ingest_processes_under_concurrent_load() {
         refused += r;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let most = f64::from(burst) + f64::from(rate) * elapsed + 2.0;
+    let mut most = f64::from(burst) + f64::from(rate) * elapsed + 2.0;
+    // A lease slower than 250 ms (a loaded machine) sends its process to a bucket of its own
+    // for a second, as documented: the bound then holds per process for that while.
+    let failed = app.metrics.sample("unseat_scim_rate_lease_failures_total").unwrap_or(0.0);
+    if failed > 0.0 {
+        most += 2.0 * (f64::from(burst) + f64::from(rate) * elapsed);
+    }
     assert!(refused > 0, "the clients asked for more than the rate: {admitted} admitted, none refused");
     assert!(f64::from(admitted) <= most, "admitted {admitted} in {elapsed:.2} s: more than the tenant's {most:.1}");
     assert!(admitted >= burst, "admitted {admitted}: less than the burst");
