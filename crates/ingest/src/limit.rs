@@ -96,6 +96,23 @@ struct Leased {
     may_lend: bool,
 }
 
+impl Leased {
+    /// The tokens still usable at `now`: unspent ones are dropped [`LEASE_TTL`] after their
+    /// lease, a debt never is.
+    fn held(&self, now: Instant) -> f64 {
+        if self.tokens > 0.0 && now.duration_since(self.at) >= LEASE_TTL {
+            0.0
+        } else {
+            self.tokens
+        }
+    }
+
+    /// Whether the bucket's last refusal still holds at `now`.
+    fn refused(&self, now: Instant) -> bool {
+        self.refused_until.is_some_and(|until| until > now)
+    }
+}
+
 /// What a request gets from the tokens this process holds.
 #[derive(Debug, PartialEq)]
 enum Take {
@@ -208,9 +225,7 @@ impl Leases {
         let Some(l) = leased.get_mut(&tenant) else {
             return Take::Lease;
         };
-        if l.tokens > 0.0 && now.duration_since(l.at) >= LEASE_TTL {
-            l.tokens = 0.0;
-        }
+        l.tokens = l.held(now);
         if l.tokens >= 1.0 {
             l.tokens -= 1.0;
             return Take::Admit;
@@ -229,9 +244,7 @@ impl Leases {
     /// Whether the tenant has a leased token to spend, or a refusal still in force.
     fn served(&self, tenant: Uuid, now: Instant) -> bool {
         let leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        leased.get(&tenant).is_some_and(|l| {
-            (l.tokens >= 1.0 && now.duration_since(l.at) < LEASE_TTL) || l.refused_until.is_some_and(|u| u > now)
-        })
+        leased.get(&tenant).is_some_and(|l| l.held(now) >= 1.0 || l.refused(now))
     }
 
     /// Adds a lease's `granted` tokens to what the tenant holds (unspent tokens older than
@@ -243,12 +256,10 @@ impl Leases {
     fn grant(&self, tenant: Uuid, granted: f64, left: f64, want: f64, span: f64, now: Instant) {
         let mut leased = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if leased.len() >= SWEEP_AT {
-            leased.retain(|_, l| {
-                l.tokens < 0.0 || now.duration_since(l.at) < LEASE_TTL || l.refused_until.is_some_and(|u| u > now)
-            });
+            leased.retain(|_, l| l.tokens < 0.0 || now.duration_since(l.at) < LEASE_TTL || l.refused(now));
         }
         let l = leased.entry(tenant).or_insert(Leased { tokens: 0.0, at: now, refused_until: None, may_lend: false });
-        let kept = if l.tokens > 0.0 && now.duration_since(l.at) >= LEASE_TTL { 0.0 } else { l.tokens };
+        let kept = l.held(now);
         let granted = granted.max(0.0);
         l.tokens = kept + granted;
         l.at = now;
