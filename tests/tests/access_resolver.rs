@@ -65,15 +65,16 @@ async fn seed_store(store: &Store, s: &Scenario) -> anyhow::Result<Ids> {
     }
     for (u, id) in ids.users.iter().enumerate() {
         tx.execute(
-            "insert into scim_users (tenant_id, id, user_name, active, email, resource) values ($1, $2, $3, $4, $3, '{}')",
+            "insert into scim_users (tenant_id, id, user_name, user_name_key, active, email, resource)
+             values ($1, $2, $3, $3, $4, $3, '{}')",
             &[&ids.tenant, id, &format!("u{u}@example.com"), &s.initial.active[u]],
         )
         .await?;
     }
     for (t, id) in ids.teams.iter().enumerate() {
         tx.execute(
-            "insert into scim_groups (tenant_id, id, display_name, resource) values ($1, $2, $3, '{}')",
-            &[&ids.tenant, id, &format!("Team {t}")],
+            "insert into scim_groups (tenant_id, id, display_name, display_name_key, resource) values ($1, $2, $3, $4, '{}')",
+            &[&ids.tenant, id, &format!("Team {t}"), &format!("team {t}")],
         )
         .await?;
     }

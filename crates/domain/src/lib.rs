@@ -10,6 +10,7 @@
 mod decision;
 #[cfg(test)]
 mod proptests;
+pub mod text;
 
 pub use decision::{decide, lost_grants, Decision, Held, Lost, Outcome, UserStatus};
 

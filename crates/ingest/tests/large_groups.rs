@@ -92,8 +92,9 @@ async fn big_group(app: &App) -> (Uuid, Vec<Uuid>, i64) {
     let mut c = app.store.client().await.unwrap();
     let tx = c.transaction().await.unwrap();
     tx.execute(
-        "insert into scim_users (tenant_id, id, user_name, email, resource)
+        "insert into scim_users (tenant_id, id, user_name, user_name_key, email, resource)
          select $1, gen_random_uuid(), 'member' || i || '@big.example', 'member' || i || '@big.example',
+                'member' || i || '@big.example',
                 jsonb_build_object('userName', 'member' || i || '@big.example')
            from generate_series(1, $2::bigint) i",
         &[&app.tenant, &MEMBERS],
@@ -101,7 +102,7 @@ async fn big_group(app: &App) -> (Uuid, Vec<Uuid>, i64) {
     .await
     .unwrap();
     tx.execute(
-        "insert into scim_groups (tenant_id, id, display_name, resource) values ($1, $2, 'Everyone', '{}')",
+        "insert into scim_groups (tenant_id, id, display_name, display_name_key, resource) values ($1, $2, 'Everyone', 'everyone', '{}')",
         &[&app.tenant, &group],
     )
     .await

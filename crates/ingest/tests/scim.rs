@@ -30,7 +30,10 @@ async fn spawn_app_with_limit(body_limit: usize) -> App {
 }
 
 async fn spawn_app_with(config: IngestConfig) -> App {
-    let (database_url, store) = unseat_store::testing::fresh_database().await.expect("test database");
+    spawn_app_in(unseat_store::testing::fresh_database().await.expect("test database"), config).await
+}
+
+async fn spawn_app_in((database_url, store): (String, unseat_store::Store), config: IngestConfig) -> App {
     let tenant = Uuid::new_v4();
     store
         .client()
@@ -119,8 +122,8 @@ impl App {
     async fn add_bulk_users(&self, n: i32) {
         let c = self.store.client().await.unwrap();
         c.execute(
-            "insert into scim_users (tenant_id, id, user_name, resource)
-             select $1, gen_random_uuid(), 'bulk' || i, jsonb_build_object('userName', 'bulk' || i)
+            "insert into scim_users (tenant_id, id, user_name, user_name_key, resource)
+             select $1, gen_random_uuid(), 'bulk' || i, 'bulk' || i, jsonb_build_object('userName', 'bulk' || i)
                from generate_series(1, $2) i",
             &[&self.tenant, &n],
         )
@@ -1465,6 +1468,123 @@ async fn a_filter_on_any_attribute_selects_what_it_selects_evaluated_on_every_us
     assert_scim_error(&b, "400", Some("tooMany"));
 }
 
+/// Case is ignored the same way on any database: the server's collation, here `C`, where
+/// PostgreSQL's `lower()` lower-cases ASCII only, makes no difference to uniqueness, lookups or
+/// searches, and every filter selects what it selects evaluated in memory.
+#[tokio::test]
+async fn case_is_ignored_the_same_way_whatever_the_database_collation() {
+    for locale in [None, Some("C")] {
+        let database = match locale {
+            None => unseat_store::testing::fresh_database().await,
+            Some(l) => unseat_store::testing::fresh_database_in_locale(l).await,
+        };
+        let app = spawn_app_in(database.expect("test database"), IngestConfig::default()).await;
+        let at = format!("{locale:?}");
+        let emile = app.create_user("Émile@Corp.example").await;
+        let odos = app.create_user("ΟΔΟΣ@corp.example").await;
+        let istanbul = app.create_user("İstanbul@corp.example").await;
+        for taken in [
+            "émile@corp.EXAMPLE",
+            "ÉMILE@CORP.EXAMPLE",
+            "οδος@corp.example",
+            "Οδοσ@corp.example",
+            "i\u{307}stanbul@corp.example",
+        ] {
+            let (s, b, _) = app.call(Method::POST, "/Users", Some(json!({"userName": taken}))).await;
+            assert_eq!(s, StatusCode::CONFLICT, "{at} {taken}: {b}");
+            assert_scim_error(&b, "409", Some("uniqueness"));
+        }
+        for (filter, want) in [
+            (r#"userName eq "émile@corp.example""#, vec![emile.as_str()]),
+            (r#"userName eq "οδοσ@CORP.example""#, vec![&odos]),
+            (r#"userName eq "i̇stanbul@corp.example""#, vec![&istanbul]),
+            (r#"userName eq "istanbul@corp.example""#, vec![]),
+            (r#"emails[type eq "work"].value eq "ÉMILE@corp.example""#, vec![&emile]),
+            (r#"emails.value eq "οδος@corp.example""#, vec![&odos]),
+        ] {
+            let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(filter)), None).await;
+            assert_eq!(s, StatusCode::OK, "{at} {filter}: {b}");
+            assert_eq!(ids_of(&b), sorted(&want), "{at} {filter}");
+        }
+        let team = app.create_group("Équipe ΣΑΣ", &[]).await;
+        let (s, b, _) = app
+            .call(Method::GET, &format!("/Groups?filter={}", filter_query(r#"displayName eq "équipe σας""#)), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{at}: {b}");
+        assert_eq!(ids_of(&b), sorted(&[&team]), "{at}");
+
+        // Text searched in the stored JSON, each filter next to its evaluation on every user.
+        // A text longer than the database searches for (200 letters) is searched by its ends.
+        let long = format!("{}Z", "A".repeat(250));
+        let titles = ["İSTANBUL Office", "Ærø Ö", "\u{212A}elvin", "ΣΟΦΙΑ Σ", "Straße", "i\u{307}zmir", "plain", &long];
+        for (i, title) in titles.iter().enumerate() {
+            let (s, b, _) = app
+                .call(Method::POST, "/Users", Some(json!({"userName": format!("t{i}@corp.example"), "title": title})))
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{at}: {b}");
+        }
+        let (_, all, _) = app.call(Method::GET, "/Users?count=200", None).await;
+        let all = all["Resources"].as_array().unwrap().clone();
+        let probes = [
+            "i̇stanbul",
+            "istanbul",
+            "İ",
+            "i",
+            "\u{307}",
+            "ærø ö",
+            "ÆRØ",
+            "kelvin",
+            "KELVIN",
+            "σοφια ς",
+            "ΣΟΦΙΑ σ",
+            "strasse",
+            "STRASSE",
+            "İZMIR",
+            "izmir",
+            "office",
+            "Σ",
+            &format!("{}z", "a".repeat(250)),
+            &format!("{}y", "a".repeat(250)),
+            &format!("b{}z", "a".repeat(240)),
+        ];
+        for probe in probes {
+            let v = serde_json::to_string(probe).unwrap();
+            for filter in
+                [format!("title eq {v}"), format!("title sw {v}"), format!("title ew {v}"), format!("title co {v}")]
+            {
+                let parsed = unseat_scim::Filter::parse(&filter).unwrap();
+                let mut expected: Vec<String> =
+                    all.iter().filter(|u| parsed.matches(u)).map(|u| u["id"].as_str().unwrap().to_string()).collect();
+                expected.sort();
+                let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(&filter)), None).await;
+                assert_eq!(s, StatusCode::OK, "{at} {filter}: {b}");
+                assert_eq!(ids_of(&b), expected, "{at} {filter}");
+            }
+        }
+        // The evaluation itself ignores case letter by letter.
+        let one = |filter: &str| {
+            let parsed = unseat_scim::Filter::parse(filter).unwrap();
+            all.iter().filter(|u| parsed.matches(u)).count()
+        };
+        assert_eq!(one(r#"title eq "σοφια σ""#), 1, "{at}");
+        assert_eq!(one(r#"title co "kelvin""#), 1, "{at}");
+        assert_eq!(one(r#"title sw "i̇stanbul""#), 1, "{at}");
+        assert_eq!(one(r#"title co "strasse""#), 0, "{at}");
+
+        // A text as long as a filter may hold is still searched, and found nowhere.
+        let (s, b, _) = app
+            .call(
+                Method::POST,
+                "/Users/.search",
+                Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+                            "filter": format!("title co \"{}\"", "ab".repeat(2_000))})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{at}: {b}");
+        assert_eq!(b["totalResults"], 0, "{at}: {b}");
+    }
+}
+
 /// Date-time spellings of `t` moved by `micros`: in UTC and at +01:00.
 fn instants_near(t: &str, micros: i64) -> [String; 2] {
     let t = chrono::DateTime::parse_from_rfc3339(t).unwrap() + chrono::TimeDelta::microseconds(micros);
@@ -1555,8 +1675,8 @@ async fn a_filter_on_meta_dates_reads_only_the_resources_stamped_in_its_range() 
     // Groups the same way.
     let c = app.store.client().await.unwrap();
     c.execute(
-        "insert into scim_groups (tenant_id, id, display_name, resource)
-         select $1, gen_random_uuid(), 'bulk' || i, jsonb_build_object('displayName', 'bulk' || i)
+        "insert into scim_groups (tenant_id, id, display_name, display_name_key, resource)
+         select $1, gen_random_uuid(), 'bulk' || i, 'bulk' || i, jsonb_build_object('displayName', 'bulk' || i)
            from generate_series(1, 20001) i",
         &[&app.tenant],
     )

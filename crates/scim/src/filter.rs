@@ -6,6 +6,7 @@ use crate::error::ScimError;
 use crate::schema;
 use serde_json::Value;
 use std::cmp::Ordering;
+use unseat_domain::text::fold;
 
 /// Longest filter or path accepted: IdPs send short ones, and a bound keeps parsing cheap.
 pub const MAX_FILTER_LEN: usize = 4096;
@@ -417,7 +418,7 @@ fn compare(have: &Value, op: CompareOp, want: &Value, exact: bool) -> bool {
                     return ordered(h.cmp(&w), op);
                 }
             }
-            let (h, w) = if exact { (h.clone(), w.clone()) } else { (h.to_lowercase(), w.to_lowercase()) };
+            let (h, w) = if exact { (h.clone(), w.clone()) } else { (fold(h), fold(w)) };
             match op {
                 CompareOp::Eq => h == w,
                 CompareOp::Ne => h != w,

@@ -435,8 +435,8 @@ impl Store {
         Ok(rows.into_iter().map(|r| Team { id: r.get(0), display_name: r.get(1), member_count: r.get(2) }).collect())
     }
 
-    /// The workspace's users ordered by userName (case-insensitive, unique per tenant), at most
-    /// `limit`, after the userName `after` when given; `email_filter` keeps users whose email
+    /// The workspace's users ordered by their userName's key (folded, unique per tenant), at
+    /// most `limit`, after the userName `after` when given; `email_filter` keeps users whose email
     /// contains it (case-insensitive).
     pub async fn directory_users(
         &self,
@@ -446,8 +446,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DirectoryUser>> {
         let client = self.client().await?;
-        let pattern = email_filter.map(|f| format!("%{}%", like_escape(&f.to_lowercase())));
-        let after = after.map(str::to_lowercase);
+        // Both sides lower-cased by PostgreSQL, so that they agree whatever its collation.
+        let pattern = email_filter.map(|f| format!("%{}%", like_escape(f)));
+        let after = after.map(unseat_domain::text::fold);
         let rows = client
             .query(
                 "select u.id, u.user_name, u.email, u.active,
@@ -457,10 +458,10 @@ impl Store {
                    left join group_members m on m.tenant_id = u.tenant_id and m.user_id = u.id
                    left join scim_groups g on g.tenant_id = m.tenant_id and g.id = m.group_id
                   where u.tenant_id = $1 and u.scope = 'workspace'
-                    and ($2::text is null or lower(coalesce(u.email, '')) like $2)
-                    and ($3::text is null or lower(u.user_name) > $3)
-                  group by u.id, u.user_name, u.email, u.active
-                  order by lower(u.user_name) limit $4",
+                    and ($2::text is null or lower(coalesce(u.email, '')) like lower($2))
+                    and ($3::text is null or u.user_name_key > $3)
+                  group by u.id, u.user_name, u.email, u.active, u.user_name_key
+                  order by u.user_name_key limit $4",
                 &[&tenant_id, &pattern, &after, &limit],
             )
             .await?;
@@ -936,7 +937,8 @@ mod tests {
             (unrelated, "workspace".to_string()),
         ] {
             c.execute(
-                "insert into scim_users (tenant_id, id, user_name, resource, scope) values ($1, $2, $3, '{}', $4)",
+                "insert into scim_users (tenant_id, id, user_name, user_name_key, resource, scope)
+                 values ($1, $2, $3, $3, '{}', $4)",
                 &[&t, &u, &u.to_string(), &scope],
             )
             .await
@@ -945,7 +947,8 @@ mod tests {
         let (team, other_team) = (Uuid::new_v4(), Uuid::new_v4());
         for (g, members) in [(team, vec![member]), (other_team, vec![elsewhere])] {
             c.execute(
-                "insert into scim_groups (tenant_id, id, display_name, resource) values ($1, $2, $3, '{}')",
+                "insert into scim_groups (tenant_id, id, display_name, display_name_key, resource)
+                 values ($1, $2, $3, $3, '{}')",
                 &[&t, &g, &g.to_string()],
             )
             .await

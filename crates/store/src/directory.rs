@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::LazyLock;
 use tokio_postgres::Row;
+use unseat_domain::text::{fold, unfolded};
 use uuid::Uuid;
 
 /// One directory of a tenant: the workspace, or one integration's own.
@@ -178,10 +179,10 @@ impl<R> Kind<R> {
         Ok(Some(rows.iter().map(self.row).collect()))
     }
 
-    /// The rows, in creation order, whose stored representation contains `text`, ignoring case,
-    /// `within` a JSON string (a superset of those with an attribute that equals, starts with,
-    /// ends with or contains `text`, searched in the database instead of loaded), when there
-    /// are at most `max` (see [`Kind::bounded`]).
+    /// The rows, in creation order, whose stored representation contains `text`, ignoring case
+    /// as [`fold`] does, `within` a JSON string (a superset of those with an attribute that
+    /// equals, starts with, ends with or contains `text`, searched in the database instead of
+    /// loaded), when there are at most `max` (see [`Kind::bounded`]).
     async fn containing(
         &self,
         tx: &Transaction<'_>,
@@ -190,14 +191,19 @@ impl<R> Kind<R> {
         within: Within,
         max: i64,
     ) -> Result<Option<Vec<R>>> {
-        let text = like_escaped(&json_escaped(text));
+        // A regular expression costs PostgreSQL more to compile the longer it is (a second for
+        // 20,000 letters): a longer text is searched by its first (or, for `ew`, last) letters
+        // only, which finds a superset of what the whole would.
+        let folded: Vec<char> = fold(text).chars().collect();
+        let cut = folded.len().saturating_sub(MAX_SEARCH_CHARS);
+        let (head, tail) = (&folded[..folded.len() - cut], &folded[cut..]);
         let pattern = match within {
-            Within::Whole => format!("%\"{text}\"%"),
-            Within::Start => format!("%\"{text}%"),
-            Within::End => format!("%{text}\"%"),
-            Within::Anywhere => format!("%{text}%"),
+            Within::Whole if cut == 0 => format!("\"{}\"", search_pattern(head)),
+            Within::Whole | Within::Start => format!("\"{}", search_pattern(head)),
+            Within::End => format!("{}\"", search_pattern(tail)),
+            Within::Anywhere => search_pattern(head),
         };
-        self.bounded(tx, d, "resource::text ilike $3", &[&pattern], max).await
+        self.bounded(tx, d, "resource::text ~ $3", &[&pattern], max).await
     }
 
     /// The rows, in creation order, stamped in `range`, when there are at most `max`.
@@ -299,14 +305,43 @@ fn json_escaped(text: &str) -> String {
     out
 }
 
-/// `text` matched literally by `like`/`ilike` (whose escape character is the backslash).
-fn like_escaped(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
+/// Most letters of a text [`Kind::containing`] searches for.
+const MAX_SEARCH_CHARS: usize = 200;
+
+/// A regular expression (PostgreSQL's, case-sensitive, so that it means the same under every
+/// collation) that matches, in PostgreSQL's printing of a `jsonb`, every JSON string whose
+/// text contains the text that folds ([`fold`]) to `folded`: each letter written as a class of
+/// every character that folds to it, and everything else escaped.
+fn search_pattern(folded: &[char]) -> String {
+    let mut out = String::with_capacity(folded.len() * 4);
+    let mut i = 0;
+    while let Some(&c) = folded.get(i) {
+        i += 1;
+        let dotted = c == 'i' && folded.get(i) == Some(&'\u{307}');
+        if dotted {
+            // `İ` folds to these two: it stands for both. At an end of the text it stands for
+            // either one alone, which the classes below allow.
+            i += 1;
+            out.push_str("[iI\u{130}]\u{307}?");
+            continue;
         }
-        out.push(c);
+        let mut class: Vec<char> = unfolded(c).to_vec();
+        if matches!(c, 'i' | '\u{307}') {
+            class.push('\u{130}');
+        }
+        if class.is_empty() {
+            for e in json_escaped(c.encode_utf8(&mut [0; 4])).chars() {
+                if e.is_ascii() && !e.is_ascii_alphanumeric() {
+                    out.push('\\');
+                }
+                out.push(e);
+            }
+        } else {
+            out.push('[');
+            out.push(c);
+            out.extend(class);
+            out.push(']');
+        }
     }
     out
 }
@@ -362,12 +397,23 @@ pub async fn insert_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'
             &stmt(
                 tx,
                 &format!(
-                    "insert into scim_users (tenant_id, scope, id, user_name, external_id, active, email, resource)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8) returning {USER_COLS}"
+                    "insert into scim_users (tenant_id, scope, id, user_name, external_id, active, email, resource,
+                                         user_name_key)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {USER_COLS}"
                 ),
             )
             .await?,
-            &[&d.tenant_id, &d.scope(), &id, &f.user_name, &f.external_id, &f.active, &f.email, f.resource],
+            &[
+                &d.tenant_id,
+                &d.scope(),
+                &id,
+                &f.user_name,
+                &f.external_id,
+                &f.active,
+                &f.email,
+                f.resource,
+                &fold(f.user_name),
+            ],
         )
         .await
         .map_err(|e| user_conflict(e, f.user_name))?;
@@ -375,18 +421,39 @@ pub async fn insert_user(tx: &Transaction<'_>, d: Dir, id: Uuid, f: UserFields<'
     Ok(user_row(&row))
 }
 
-/// Makes the user's rows in `scim_user_emails` those of `resource`'s `emails` (schemas/sql/0013):
-/// the addresses no longer there go, the new ones come.
+/// Makes the user's rows in `scim_user_emails` those of `resource`'s `emails` (schemas/sql/0013,
+/// 0019): the addresses no longer there go, the new ones come.
 async fn write_emails(tx: &Transaction<'_>, d: Dir, id: Uuid, resource: &serde_json::Value) -> Result<()> {
-    let sql = "with new as (select email from scim_user_email_rows($3::jsonb) as e(email)),
+    let sql = "with new as (select unnest($3::text[]) as email),
                gone as (
                    delete from scim_user_emails
                     where tenant_id = $1 and user_id = $2 and email not in (select email from new))
                insert into scim_user_emails (tenant_id, user_id, email)
                select $1, $2, email from new
                on conflict do nothing";
-    tx.execute(&stmt(tx, sql).await?, &[&d.tenant_id, &id, resource]).await?;
+    tx.execute(&stmt(tx, sql).await?, &[&d.tenant_id, &id, &email_keys(resource)]).await?;
     Ok(())
+}
+
+/// Longest email key (in bytes) that has a row in `scim_user_emails`: a B-tree entry must stay
+/// small. A lookup of a longer address searches the users' JSON instead.
+pub const MAX_EMAIL_KEY: usize = 1024;
+
+/// The rows `resource` gives in `scim_user_emails`: its `emails`' string values folded
+/// ([`fold`]), each once, those of at most [`MAX_EMAIL_KEY`] bytes.
+pub fn email_keys(resource: &serde_json::Value) -> Vec<String> {
+    let mut keys: Vec<String> = resource
+        .get("emails")
+        .and_then(|e| e.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("value")?.as_str())
+        .map(fold)
+        .filter(|k| k.len() <= MAX_EMAIL_KEY)
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 pub async fn get_user(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Option<UserRecord>> {
@@ -408,17 +475,27 @@ pub async fn update_user(tx: &Transaction<'_>, d: Dir, old: &UserRecord, f: User
                 tx,
                 &format!(
                     "update scim_users set user_name = $4, external_id = $5, active = $6, email = $7, resource = $8,
-                        version = version + 1, updated_at = now()
+                        user_name_key = $9, version = version + 1, updated_at = now()
                  where tenant_id = $1 and scope = $2 and id = $3 returning {USER_COLS}"
                 ),
             )
             .await?,
-            &[&d.tenant_id, &d.scope(), &id, &f.user_name, &f.external_id, &f.active, &f.email, f.resource],
+            &[
+                &d.tenant_id,
+                &d.scope(),
+                &id,
+                &f.user_name,
+                &f.external_id,
+                &f.active,
+                &f.email,
+                f.resource,
+                &fold(f.user_name),
+            ],
         )
         .await
         .map_err(|e| user_conflict(e, f.user_name))?;
     let user = row.as_ref().map(user_row).ok_or(StoreError::NotFound)?;
-    // What scim_user_email_rows reads.
+    // What email_keys reads.
     if old.resource.get("emails") != f.resource.get("emails") {
         write_emails(tx, d, id, f.resource).await?;
     }
@@ -533,10 +610,14 @@ pub async fn delete_user(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Optio
 pub async fn user_by_user_name(tx: &Transaction<'_>, d: Dir, user_name: &str) -> Result<Option<UserRecord>> {
     let row = tx
         .query_opt(
-            &stmt(tx, &format!(
-                "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 and lower(user_name) = lower($3)"
-            )).await?,
-            &[&d.tenant_id, &d.scope(), &user_name],
+            &stmt(
+                tx,
+                &format!(
+                    "select {USER_COLS} from scim_users where tenant_id = $1 and scope = $2 and user_name_key = $3"
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &fold(user_name)],
         )
         .await?;
     Ok(row.as_ref().map(user_row))
@@ -548,20 +629,19 @@ pub async fn user_by_user_name(tx: &Transaction<'_>, d: Dir, user_name: &str) ->
 /// `scim_user_emails`; an address too long to have rows there (schemas/sql/0013) through a
 /// search of the users' JSON for it as a whole string.
 pub async fn users_by_email(tx: &Transaction<'_>, d: Dir, email: &str, max: i64) -> Result<Option<Vec<UserRecord>>> {
-    // Rows exist for addresses of at most 1,024 bytes lower-cased; lower-casing a character
-    // makes it at most half as long again in UTF-8, so an address of 682 bytes or fewer has
-    // its rows whatever its case.
-    if email.len() > 682 {
+    // An address folds to the key of every address equal to it ignoring case.
+    let key = fold(email);
+    if key.len() > MAX_EMAIL_KEY {
         return USERS.containing(tx, d, email, Within::Whole, max).await;
     }
     let sql = format!(
         "select {USER_COLS} from scim_users
           where tenant_id = $1 and scope = $2
-            and id in (select user_id from scim_user_emails where tenant_id = $1 and email = lower($3))
+            and id in (select user_id from scim_user_emails where tenant_id = $1 and email = $3)
           order by created_at, id limit $4"
     );
     let over = max.saturating_add(1);
-    let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &email, &over]).await?;
+    let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &d.scope(), &key, &over]).await?;
     Ok((rows.len() as i64 <= max).then(|| rows.iter().map(user_row).collect()))
 }
 
@@ -651,12 +731,12 @@ pub async fn insert_group(tx: &Transaction<'_>, d: Dir, id: Uuid, f: GroupFields
             &stmt(
                 tx,
                 &format!(
-                    "insert into scim_groups (tenant_id, scope, id, display_name, external_id, resource)
-                 values ($1, $2, $3, $4, $5, $6) returning {GROUP_COLS}"
+                    "insert into scim_groups (tenant_id, scope, id, display_name, external_id, resource, display_name_key)
+                 values ($1, $2, $3, $4, $5, $6, $7) returning {GROUP_COLS}"
                 ),
             )
             .await?,
-            &[&d.tenant_id, &d.scope(), &id, &f.display_name, &f.external_id, f.resource],
+            &[&d.tenant_id, &d.scope(), &id, &f.display_name, &f.external_id, f.resource, &fold(f.display_name)],
         )
         .await?;
     Ok(group_row(&row))
@@ -679,13 +759,13 @@ pub async fn update_group(tx: &Transaction<'_>, d: Dir, id: Uuid, f: GroupFields
             &stmt(
                 tx,
                 &format!(
-                    "update scim_groups set display_name = $4, external_id = $5, resource = $6, version = version + 1,
-                        updated_at = now()
+                    "update scim_groups set display_name = $4, external_id = $5, resource = $6, display_name_key = $7,
+                        version = version + 1, updated_at = now()
                  where tenant_id = $1 and scope = $2 and id = $3 returning {GROUP_COLS}"
                 ),
             )
             .await?,
-            &[&d.tenant_id, &d.scope(), &id, &f.display_name, &f.external_id, f.resource],
+            &[&d.tenant_id, &d.scope(), &id, &f.display_name, &f.external_id, f.resource, &fold(f.display_name)],
         )
         .await?;
     row.as_ref().map(group_row).ok_or(StoreError::NotFound)
@@ -736,11 +816,15 @@ pub async fn delete_group(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Opti
 pub async fn groups_by_display_name(tx: &Transaction<'_>, d: Dir, name: &str) -> Result<Vec<GroupRecord>> {
     let rows = tx
         .query(
-            &stmt(tx, &format!(
-                "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 and lower(display_name) = lower($3)
+            &stmt(
+                tx,
+                &format!(
+                    "select {GROUP_COLS} from scim_groups where tenant_id = $1 and scope = $2 and display_name_key = $3
                  order by created_at, id"
-            )).await?,
-            &[&d.tenant_id, &d.scope(), &name],
+                ),
+            )
+            .await?,
+            &[&d.tenant_id, &d.scope(), &fold(name)],
         )
         .await?;
     Ok(rows.iter().map(group_row).collect())
@@ -1196,32 +1280,75 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_email_migration_indexes_the_users_already_stored() {
+    async fn the_case_key_migration_keys_what_is_already_stored() {
         let (url, store) = fresh_database().await.unwrap();
         let d = tenant(&store).await;
-        let a = Uuid::new_v4();
         let c = store.client().await.unwrap();
+        // The directory as the migrations before 19 left it.
         c.batch_execute(
-            "drop table scim_user_emails; drop function scim_user_email_rows; delete from schema_migrations where version = 13",
+            "drop index scim_users_user_name; drop index scim_groups_display_name;
+             alter table scim_users drop column user_name_key; alter table scim_groups drop column display_name_key;
+             create unique index scim_users_user_name on scim_users (tenant_id, scope, lower(user_name));
+             create index scim_groups_display_name on scim_groups (tenant_id, scope, lower(display_name));
+             delete from schema_migrations where version in (19, 20)",
+        )
+        .await
+        .unwrap();
+        let (ann, upper, lower, group) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let emails = json!({"emails": [{"value": "Ann@Corp.example"}, {"value": "ann@corp.example"},
+                                       {"value": "ΟΔΟΣ@x.example"}, {"value": 7}]});
+        // lower() tells the last two names apart (a final sigma); folded, they are one.
+        for (id, name, resource, at) in [
+            (ann, "Ann", &emails, "2026-01-01T00:00:00Z"),
+            (upper, "ΑΣ", &json!({}), "2026-01-02T00:00:00Z"),
+            (lower, "ας", &json!({}), "2026-01-03T00:00:00Z"),
+        ] {
+            c.execute(
+                "insert into scim_users (tenant_id, id, user_name, resource, created_at)
+                 values ($1, $2, $3, $4, $5::text::timestamptz)",
+                &[&d.tenant_id, &id, &name, resource, &at],
+            )
+            .await
+            .unwrap();
+        }
+        c.execute(
+            "insert into scim_user_emails (tenant_id, user_id, email) values ($1, $2, 'stale@corp.example')",
+            &[&d.tenant_id, &ann],
         )
         .await
         .unwrap();
         c.execute(
-            "insert into scim_users (tenant_id, id, user_name, resource) values ($1, $2, 'ann', $3)",
-            &[&d.tenant_id, &a, &json!({"emails": [{"value": "Ann@Corp.example"}, {"value": "ann@corp.example"}]})],
+            "insert into scim_groups (tenant_id, id, display_name, resource) values ($1, $2, 'ΟΜΑΔΑ Σ', '{}')",
+            &[&d.tenant_id, &group],
         )
         .await
         .unwrap();
-        assert_eq!(crate::migrate::migrate(&url).await.unwrap(), vec![13]);
-        let rows: Vec<String> = c
-            .query("select email from scim_user_emails where user_id = $1", &[&a])
+
+        assert_eq!(crate::migrate::migrate(&url).await.unwrap(), vec![19, 20]);
+        let mut rows: Vec<String> = c
+            .query("select email from scim_user_emails where user_id = $1", &[&ann])
             .await
             .unwrap()
             .iter()
             .map(|r| r.get(0))
             .collect();
-        assert_eq!(rows, vec!["ann@corp.example".to_string()]);
-        assert_eq!(by_email(&store, d, "ANN@corp.example").await, vec![a]);
+        rows.sort();
+        assert_eq!(rows, ["ann@corp.example", "οδοσ@x.example"]);
+        assert_eq!(by_email(&store, d, "ANN@corp.example").await, vec![ann]);
+        assert_eq!(by_email(&store, d, "οδος@X.example").await, vec![ann]);
+        assert_eq!(by_email(&store, d, "stale@corp.example").await, Vec::<Uuid>::new());
+
+        let mut c = store.client().await.unwrap();
+        let tx = c.transaction().await.unwrap();
+        assert_eq!(user_by_user_name(&tx, d, "ANN").await.unwrap().map(|u| u.id), Some(ann));
+        // The first created keeps the key; the other keeps its name and a key of its own.
+        assert_eq!(user_by_user_name(&tx, d, "ας").await.unwrap().map(|u| u.id), Some(upper));
+        assert_eq!(user_by_user_name(&tx, d, "ασ").await.unwrap().map(|u| u.id), Some(upper));
+        assert_eq!(get_user(&tx, d, lower).await.unwrap().map(|u| u.user_name), Some("ας".to_string()));
+        let groups: Vec<Uuid> = groups_by_display_name(&tx, d, "ομαδα ς").await.unwrap().iter().map(|g| g.id).collect();
+        assert_eq!(groups, vec![group]);
+        let taken = insert_user(&tx, d, Uuid::new_v4(), fields("Ασ", &json!({}))).await.unwrap_err();
+        assert!(matches!(taken, StoreError::Conflict(_)), "{taken:?}");
     }
 
     #[tokio::test]

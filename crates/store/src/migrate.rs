@@ -2,9 +2,13 @@
 //! creates the database when missing, then applies pending migrations in one transaction under
 //! an advisory lock, so several processes starting together apply each migration once.
 
+use crate::directory::email_keys;
 use crate::{Result, StoreError};
+use std::collections::HashSet;
 use std::str::FromStr;
-use tokio_postgres::NoTls;
+use tokio_postgres::{NoTls, Transaction};
+use unseat_domain::text::fold;
+use uuid::Uuid;
 
 /// (version, SQL), in order. The SQL lives in `schemas/sql/`.
 pub const MIGRATIONS: &[(i64, &str)] = &[
@@ -26,6 +30,8 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (16, include_str!("../../../schemas/sql/0016_shared_scim_rate.sql")),
     (17, include_str!("../../../schemas/sql/0017_unlogged_scim_rate.sql")),
     (18, include_str!("../../../schemas/sql/0018_tenant_scim_rate.sql")),
+    (19, include_str!("../../../schemas/sql/0019_case_keys.sql")),
+    (20, include_str!("../../../schemas/sql/0020_case_key_indexes.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"
@@ -48,6 +54,9 @@ pub async fn migrate(url: &str) -> Result<Vec<i64>> {
         let done = tx.query_opt("select 1 from schema_migrations where version = $1", &[version]).await?;
         if done.is_none() {
             tx.batch_execute(sql).await?;
+            if *version == 19 {
+                fill_case_keys(&tx).await?;
+            }
             tx.execute("insert into schema_migrations (version) values ($1)", &[version]).await?;
             applied.push(*version);
         }
@@ -59,6 +68,87 @@ pub async fn migrate(url: &str) -> Result<Vec<i64>> {
         tracing::info!(?applied, "migrations applied");
     }
     Ok(applied)
+}
+
+/// Rows read and written at a time by [`fill_case_keys`].
+const FILL_BATCH: i32 = 5_000;
+
+/// Migration 19's data, which only unseat can compute: every user's and group's key (its name
+/// folded, [`fold`]) and every user's rows in `scim_user_emails` ([`email_keys`]). Two users of
+/// one directory whose names were told apart by `lower()` but fold alike (under a `C`
+/// collation, `Émile` and `émile`) cannot share a key: the first created keeps it, and each
+/// later one gets a key of its own (its fold and id), with a warning, so that the upgrade
+/// goes through; a lookup of that name then finds the first.
+async fn fill_case_keys(tx: &Transaction<'_>) -> Result<()> {
+    let users = tx
+        .bind(
+            "select tenant_id, scope, id, user_name, resource from scim_users order by tenant_id, scope, created_at, id",
+            &[],
+        )
+        .await?;
+    let mut seen: HashSet<(Uuid, String, String)> = HashSet::new();
+    loop {
+        let rows = tx.query_portal(&users, FILL_BATCH).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let (mut tenants, mut ids, mut keys, mut email_users, mut email_tenants, mut emails) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for r in &rows {
+            let (tenant, scope, id, name): (Uuid, String, Uuid, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            let mut key = fold(&name);
+            if !seen.insert((tenant, scope.clone(), key.clone())) {
+                tracing::warn!(%tenant, %scope, user = %id, user_name = %name,
+                    "another user of this directory has the same userName ignoring case; this one keeps its own key");
+                key = format!("{key}\u{1}{id}");
+            }
+            let resource: serde_json::Value = r.get(4);
+            for email in email_keys(&resource) {
+                email_tenants.push(tenant);
+                email_users.push(id);
+                emails.push(email);
+            }
+            tenants.push(tenant);
+            ids.push(id);
+            keys.push(key);
+        }
+        tx.execute(
+            "update scim_users u set user_name_key = k.key
+               from unnest($1::uuid[], $2::uuid[], $3::text[]) as k(tenant_id, id, key)
+              where u.tenant_id = k.tenant_id and u.id = k.id",
+            &[&tenants, &ids, &keys],
+        )
+        .await?;
+        tx.execute(
+            "delete from scim_user_emails e using unnest($1::uuid[], $2::uuid[]) as k(tenant_id, id)
+              where e.tenant_id = k.tenant_id and e.user_id = k.id",
+            &[&tenants, &ids],
+        )
+        .await?;
+        tx.execute(
+            "insert into scim_user_emails (tenant_id, user_id, email) select * from unnest($1::uuid[], $2::uuid[], $3::text[])",
+            &[&email_tenants, &email_users, &emails],
+        )
+        .await?;
+    }
+    let groups = tx.bind("select tenant_id, id, display_name from scim_groups", &[]).await?;
+    loop {
+        let rows = tx.query_portal(&groups, FILL_BATCH).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let tenants: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.get(1)).collect();
+        let keys: Vec<String> = rows.iter().map(|r| fold(r.get(2))).collect();
+        tx.execute(
+            "update scim_groups g set display_name_key = k.key
+               from unnest($1::uuid[], $2::uuid[], $3::text[]) as k(tenant_id, id, key)
+              where g.tenant_id = k.tenant_id and g.id = k.id",
+            &[&tenants, &ids, &keys],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 async fn create_database_if_missing(url: &str) -> Result<()> {

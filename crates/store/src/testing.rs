@@ -34,6 +34,27 @@ pub async fn fresh_database() -> Result<(String, Store)> {
     Ok((url, store))
 }
 
+/// [`fresh_database`] in a database whose collation and character classes are `locale`
+/// (`C`: what `lower()` and `ilike` then lower-case is ASCII only), whatever the server's
+/// default.
+pub async fn fresh_database_in_locale(locale: &str) -> Result<(String, Store)> {
+    let url = new_database_url();
+    let name = url.rsplit('/').next().unwrap_or_default().to_string();
+    let admin = Store::connect(&format!("{}/postgres", server_base()), 1)?;
+    let literal = format!("'{}'", locale.replace('\'', "''"));
+    admin
+        .client()
+        .await?
+        .batch_execute(&format!(
+            "create database {} template template0 encoding 'UTF8' lc_collate {literal} lc_ctype {literal}",
+            quoted(&name)
+        ))
+        .await?;
+    migrate(&url).await?;
+    let store = Store::connect(&url, 16)?;
+    Ok((url, store))
+}
+
 /// The URL of a test database with a unique name that does not exist yet (for a test of what
 /// creates it; the sweep of [`fresh_database`] drops it in time like the others).
 pub fn new_database_url() -> String {

@@ -135,8 +135,9 @@ impl TestApp {
     pub async fn add_user(&self, tenant: Uuid, user_name: &str) -> Uuid {
         let id = Uuid::new_v4();
         self.exec(
-            "insert into scim_users (tenant_id, id, user_name, email, resource) values ($1, $2, $3, $3, '{}')",
-            &[&tenant, &id, &user_name],
+            "insert into scim_users (tenant_id, id, user_name, user_name_key, email, resource)
+             values ($1, $2, $3, $4, $3, '{}')",
+            &[&tenant, &id, &user_name, &unseat_domain::text::fold(user_name)],
         )
         .await;
         id
@@ -145,8 +146,9 @@ impl TestApp {
     pub async fn add_team(&self, tenant: Uuid, name: &str, members: &[Uuid]) -> Uuid {
         let id = Uuid::new_v4();
         self.exec(
-            "insert into scim_groups (tenant_id, id, display_name, resource) values ($1, $2, $3, '{}')",
-            &[&tenant, &id, &name],
+            "insert into scim_groups (tenant_id, id, display_name, display_name_key, resource)
+             values ($1, $2, $3, $4, '{}')",
+            &[&tenant, &id, &name, &unseat_domain::text::fold(name)],
         )
         .await;
         for m in members {

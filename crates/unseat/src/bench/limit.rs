@@ -225,8 +225,8 @@ async fn seed_users(store: &unseat_store::Store, tenants: &[(Uuid, String)], n: 
     let client = store.client().await?;
     client
         .execute(
-            "insert into scim_users (tenant_id, id, user_name, email, resource)
-             select t, u, u::text || '@bench.example', u::text || '@bench.example',
+            "insert into scim_users (tenant_id, id, user_name, user_name_key, email, resource)
+             select t, u, u::text || '@bench.example', u::text || '@bench.example', u::text || '@bench.example',
                     jsonb_build_object('userName', u::text || '@bench.example', 'active', true)
                from unnest($1::uuid[], $2::uuid[]) as x(t, u)",
             &[&owners, &users],

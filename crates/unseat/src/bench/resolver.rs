@@ -82,22 +82,23 @@ async fn seed(store: &Store, args: &ResolverBenchArgs) -> anyhow::Result<(Uuid, 
         .await?;
     client
         .execute(
-            "insert into scim_users (tenant_id, id, user_name, email, resource)
-             select $1, gen_random_uuid(), 'user' || n || '@bench.example', 'user' || n || '@bench.example', '{}'
+            "insert into scim_users (tenant_id, id, user_name, user_name_key, email, resource)
+             select $1, gen_random_uuid(), 'user' || n || '@bench.example', 'user' || n || '@bench.example',
+                    'user' || n || '@bench.example', '{}'
                from generate_series(1, $2::bigint) n",
             &[&tenant, &args.members],
         )
         .await?;
     client
         .execute(
-            "insert into scim_groups (tenant_id, id, display_name, resource) values ($1, $2, 'G', '{}')",
+            "insert into scim_groups (tenant_id, id, display_name, display_name_key, resource) values ($1, $2, 'G', 'g', '{}')",
             &[&tenant, &group],
         )
         .await?;
     client
         .execute(
-            "insert into scim_groups (tenant_id, id, display_name, resource)
-             select $1, gen_random_uuid(), 'Team ' || n, '{}' from generate_series(1, $2::bigint) n",
+            "insert into scim_groups (tenant_id, id, display_name, display_name_key, resource)
+             select $1, gen_random_uuid(), 'Team ' || n, 'team ' || n, '{}' from generate_series(1, $2::bigint) n",
             &[&tenant, &TEAMS],
         )
         .await?;

@@ -334,8 +334,9 @@ async fn seed(
     let total = (per_level * levels) as i64;
     let users: Vec<Uuid> = tx
         .query(
-            "insert into scim_users (tenant_id, id, user_name, email, resource)
+            "insert into scim_users (tenant_id, id, user_name, user_name_key, email, resource)
              select $1, gen_random_uuid(), 'u' || i || '@bench.example', 'u' || i || '@bench.example',
+                    'u' || i || '@bench.example',
                     jsonb_build_object('userName', 'u' || i || '@bench.example', 'active', true)
                from generate_series(1, $2::bigint) i
              returning id",
