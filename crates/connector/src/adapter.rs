@@ -10,6 +10,7 @@ use crate::error::AppError;
 use crate::http::AppHttp;
 use std::collections::BTreeMap;
 use std::future::Future;
+use unseat_domain::text::fold;
 use unseat_store::apply::Integration;
 
 /// Asset id → asset role.
@@ -54,7 +55,7 @@ pub trait AppAdapter: Send + Sync + 'static {
     /// The HTTP client, with the rate limits the runtime consults before starting a task.
     fn http(&self) -> &AppHttp;
 
-    /// The account the app holds for `email` (compared case-insensitively), if any. A
+    /// The account the app holds for `email` (compared by [`same_email`]), if any. A
     /// `known_id` is tried first; when the app says it does not exist (or it belongs to
     /// someone else), the adapter looks the email up instead.
     fn find(
@@ -209,4 +210,12 @@ async fn remove<A: AppAdapter>(
             Removal::AlreadyGone => Ok(done(Converged::AlreadyRemoved)),
         },
     }
+}
+
+/// Whether two addresses name the same account: equal, surrounding space aside, ignoring the
+/// case of every letter (`Émile@Corp.example` is `émile@corp.example`), as the directory
+/// compares them (`unseat_domain::text::fold`).
+pub fn same_email(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    a.eq_ignore_ascii_case(b) || fold(a) == fold(b)
 }

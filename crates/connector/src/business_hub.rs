@@ -10,7 +10,7 @@
 //! reqwest puts request URLs (with the token in the query) into its error messages, so every
 //! transport error is stripped of its URL before it becomes an [`AppError`] (see [`AppHttp`]).
 
-use crate::adapter::{AppAccount, AppAdapter, Assets, Removal};
+use crate::adapter::{same_email, AppAccount, AppAdapter, Assets, Removal};
 use crate::error::AppError;
 use crate::http::{truncate, Answer, AppHttp};
 use serde::Deserialize;
@@ -166,10 +166,8 @@ impl BusinessHub {
             let body = self.send(integration, self.http.client().get(&url).query(&query)).await?;
             let page: Page = serde_json::from_value(body)
                 .map_err(|e| AppError::Protocol(format!("business_users answered an unexpected page: {e}")))?;
-            if let Some(user) = page
-                .data
-                .into_iter()
-                .find(|u| u.email.as_deref().is_some_and(|e| e.trim().eq_ignore_ascii_case(wanted)))
+            if let Some(user) =
+                page.data.into_iter().find(|u| u.email.as_deref().is_some_and(|e| same_email(e, wanted)))
             {
                 return Ok(Some(user.into_account()));
             }
@@ -354,10 +352,7 @@ impl AppAdapter for BusinessHub {
     ) -> Result<Option<AppAccount>, AppError> {
         let mut found = None;
         if let Some(id) = known_id.filter(|id| !id.is_empty()) {
-            found = self
-                .get_user(integration, id)
-                .await?
-                .filter(|account| account.email.trim().eq_ignore_ascii_case(email.trim()));
+            found = self.get_user(integration, id).await?.filter(|account| same_email(&account.email, email));
         }
         if found.is_none() {
             found = self.lookup(integration, email).await?;

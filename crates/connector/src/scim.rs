@@ -12,7 +12,7 @@
 //! The role goes into the multi-valued `roles` attribute as its one primary value. SCIM apps
 //! have no assets here: granting assets to a SCIM integration is a misconfiguration.
 
-use crate::adapter::{AppAccount, AppAdapter, Assets, Removal};
+use crate::adapter::{same_email, AppAccount, AppAdapter, Assets, Removal};
 use crate::error::AppError;
 use crate::http::{truncate, Answer, AppHttp};
 use serde::Deserialize;
@@ -134,7 +134,7 @@ impl ScimApp {
             .map_err(|e| AppError::Protocol(format!("Users answered an unexpected list: {e}")))?;
         let wanted = email.trim();
         let mut matches = list.resources.into_iter().map(account_of).collect::<Result<Vec<_>, _>>()?;
-        matches.retain(|a| a.email.trim().eq_ignore_ascii_case(wanted));
+        matches.retain(|a| same_email(&a.email, wanted));
         match matches.len() {
             0 => Ok(None),
             1 => Ok(matches.pop()),
@@ -237,7 +237,7 @@ impl AppAdapter for ScimApp {
         if let Some(id) = known_id.filter(|id| !id.is_empty()) {
             if let Some(account) = self.get_user(integration, id).await? {
                 let account = with_email(account, email);
-                if account.email.trim().eq_ignore_ascii_case(email.trim()) {
+                if same_email(&account.email, email) {
                     return Ok(Some(account));
                 }
             }

@@ -54,6 +54,23 @@ async fn removes_a_user_from_the_business() {
     app.stop().await;
 }
 
+/// The hub's address and the directory's differ in the case of a letter outside ASCII: still
+/// the same person, who is removed (not taken for already gone).
+#[tokio::test]
+async fn finds_the_user_whatever_the_case_of_any_letter() {
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
+    app.emu.seed_user(BIZ, "émile.øre@example.com", "EMPLOYEE", None).expect("seed");
+    let (user, task) = app.queue(Desire::removal("Émile.Øre@Example.com")).await;
+    app.start(config());
+
+    let t = app.finished(task).await;
+    assert_eq!(t.status, "succeeded");
+    assert!(app.hub_user("émile.øre@example.com").is_none(), "émile is gone from the hub");
+    assert_eq!(app.applied(user).await, (2, None));
+    assert_eq!(app.event_kinds(task).await, ["attempt_started", "succeeded"]);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn changes_a_role_to_employee() {
     let mut app = Setup::new(BIZ, TOKEN).build().await;
