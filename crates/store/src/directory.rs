@@ -1645,3 +1645,91 @@ mod scope_tests {
         assert_eq!(announced, 0, "nothing changed, nothing announced");
     }
 }
+
+#[cfg(test)]
+mod search_tests {
+    use super::*;
+    use crate::testing::fresh_database;
+
+    /// Letters with case (ASCII, beyond, and those folding to several or to another's letter),
+    /// characters JSON escapes, and characters regular expressions treat specially.
+    const ALPHABET: &[char] = &[
+        'a', 'A', 'z', 'i', 'I', 'İ', '\u{307}', 'k', 'K', '\u{212A}', 'σ', 'Σ', 'ς', 'ß', 'é', 'É', 'ǅ', 'ǆ', 'Ǆ',
+        '"', '\\', '\n', '\t', '\u{1}', '\u{7f}', '%', '_', '.', '*', '(', ')', '[', ']', '{', '}', '^', '$', '|', '?',
+        '+', '-', ' ', '/', '0', '9', '😀', '中',
+    ];
+
+    /// A small deterministic generator, so that a failure names a case that comes back.
+    struct Lcg(u64);
+    impl Lcg {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((self.0 >> 33) % n as u64) as usize
+        }
+    }
+
+    /// The database's answers to whether each text's JSON string matches its pattern.
+    async fn matches(store: &crate::Store, cases: &[(String, String)]) -> Vec<bool> {
+        let texts: Vec<&str> = cases.iter().map(|(t, _)| t.as_str()).collect();
+        let patterns: Vec<&str> = cases.iter().map(|(_, p)| p.as_str()).collect();
+        let c = store.client().await.unwrap();
+        c.query(
+            "select to_jsonb(t)::text ~ p from unnest($1::text[], $2::text[]) with ordinality as c(t, p, n) order by n",
+            &[&texts, &patterns],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+    }
+
+    /// Whatever a stored text holds, the pattern for any part of its fold finds it (where it
+    /// must stand for eq, sw and ew), on this database: the search is a superset of what the
+    /// filter selects. Among texts of letters only, it finds nothing else. The same under a `C`
+    /// collation.
+    #[tokio::test]
+    async fn a_search_finds_every_text_holding_what_it_looks_for() {
+        let (_url, store) = fresh_database().await.unwrap();
+        finds_what_it_looks_for(&store).await;
+        let (_url, store) = crate::testing::fresh_database_in_locale("C").await.unwrap();
+        finds_what_it_looks_for(&store).await;
+    }
+
+    async fn finds_what_it_looks_for(store: &crate::Store) {
+        let mut rng = Lcg(7);
+        let mut cases = Vec::new();
+        for _ in 0..4000 {
+            let text: String = (0..1 + rng.below(10)).map(|_| ALPHABET[rng.below(ALPHABET.len())]).collect();
+            let folded: Vec<char> = fold(&text).chars().collect();
+            let from = rng.below(folded.len());
+            let to = from + 1 + rng.below(folded.len() - from);
+            let part = search_pattern(&folded[from..to]);
+            cases.push((text.clone(), part.clone()));
+            cases.push((text.clone(), format!("\"{}\"", search_pattern(&folded))));
+            cases.push((text.clone(), format!("\"{}", search_pattern(&folded[..to]))));
+            cases.push((text, format!("{}\"", search_pattern(&folded[from..]))));
+        }
+        let found = matches(store, &cases).await;
+        let missed: Vec<&(String, String)> = cases.iter().zip(&found).filter(|(_, f)| !**f).map(|(c, _)| c).collect();
+        assert!(
+            missed.is_empty(),
+            "{} of {} missed, e.g. {:?}",
+            missed.len(),
+            cases.len(),
+            &missed[..missed.len().min(5)]
+        );
+
+        let letters: Vec<char> = ALPHABET.iter().copied().filter(|c| c.is_alphabetic() && *c != 'İ').collect();
+        let mut cases = Vec::new();
+        let mut expected = Vec::new();
+        for _ in 0..4000 {
+            let text: String = (0..1 + rng.below(8)).map(|_| letters[rng.below(letters.len())]).collect();
+            let probe: String = (0..1 + rng.below(3)).map(|_| letters[rng.below(letters.len())]).collect();
+            let folded: Vec<char> = fold(&probe).chars().collect();
+            expected.push(fold(&text).contains(&fold(&probe)));
+            cases.push((text, search_pattern(&folded)));
+        }
+        assert_eq!(matches(store, &cases).await, expected);
+    }
+}
