@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use unseat_domain::text::fold;
 use unseat_domain::{decide, lost_grants, AssetMap, Grant, GrantSource, Held, RoleLadder, UserStatus};
 use unseat_store::access;
 use unseat_store::directory::{self, Assignment, Dir};
@@ -88,7 +89,10 @@ pub fn assignment_grants(ladder: &RoleLadder, a: &Assignment, default_role: Opti
     if !a.active {
         return Vec::new();
     }
-    let on_ladder = |name: &str| ladder.roles().iter().find(|r| r.eq_ignore_ascii_case(name.trim())).cloned();
+    let on_ladder = |name: &str| {
+        let name = fold(name.trim());
+        ladder.roles().iter().find(|r| fold(r) == name).cloned()
+    };
     let named = a.roles.iter().filter_map(|r| on_ladder(r)).min_by_key(|r| ladder.rank(r));
     let Some(direct) = named.or_else(|| default_role.and_then(on_ladder)).or_else(|| ladder.roles().last().cloned())
     else {
@@ -147,6 +151,20 @@ mod tests {
                 ("team Marketing".into(), "EMPLOYEE".into()),
             ]
         );
+    }
+
+    #[test]
+    fn role_names_match_whatever_the_case_of_any_letter() {
+        let l = RoleLadder::parse(vec!["Éditeur".into(), "Lecteur".into()]).unwrap();
+        let g = assignment_grants(&l, &assignment(&["éDITEUR"], &[]), Some("LECTEUR"));
+        assert_eq!(roles(&g), vec![("an individual grant".into(), "Éditeur".into())]);
+        let g = assignment_grants(&l, &assignment(&[], &["éditeur"]), Some("LECTEUR"));
+        assert_eq!(
+            roles(&g),
+            vec![("an individual grant".into(), "Lecteur".into()), ("team éditeur".into(), "Éditeur".into())]
+        );
+        let g = assignment_grants(&l, &assignment(&[], &[]), Some("lecteur"));
+        assert_eq!(g[0].role, "Lecteur");
     }
 
     #[test]
