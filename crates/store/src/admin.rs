@@ -428,7 +428,7 @@ impl Store {
                 "select g.id, g.display_name,
                         (select count(*) from group_members m where m.tenant_id = g.tenant_id and m.group_id = g.id)
                    from scim_groups g where g.tenant_id = $1 and g.scope = 'workspace'
-                  order by lower(g.display_name), g.id limit $2",
+                  order by g.display_name_key, g.id limit $2",
                 &[&tenant_id, &limit],
             )
             .await?;
@@ -452,8 +452,8 @@ impl Store {
         let rows = client
             .query(
                 "select u.id, u.user_name, u.email, u.active,
-                        coalesce(array_agg(g.id order by lower(g.display_name), g.id) filter (where g.id is not null), '{}'),
-                        coalesce(array_agg(g.display_name order by lower(g.display_name), g.id) filter (where g.id is not null), '{}')
+                        coalesce(array_agg(g.id order by g.display_name_key, g.id) filter (where g.id is not null), '{}'),
+                        coalesce(array_agg(g.display_name order by g.display_name_key, g.id) filter (where g.id is not null), '{}')
                    from scim_users u
                    left join group_members m on m.tenant_id = u.tenant_id and m.user_id = u.id
                    left join scim_groups g on g.tenant_id = m.tenant_id and g.id = m.group_id

@@ -886,7 +886,7 @@ pub async fn group_members(tx: &Transaction<'_>, d: Dir, group_id: Uuid) -> Resu
                 tx,
                 "select u.id, u.user_name, u.email from group_members m
              join scim_users u on u.tenant_id = m.tenant_id and u.id = m.user_id
-             where m.tenant_id = $1 and m.group_id = $2 order by lower(u.user_name), u.id",
+             where m.tenant_id = $1 and m.group_id = $2 order by u.user_name_key, u.id",
             )
             .await?,
             &[&d.tenant_id, &group_id],
@@ -906,7 +906,7 @@ fn group_member_row(r: &Row) -> (Uuid, Member) {
 /// Members of several groups at once (for a page of groups): (group id, member).
 pub async fn members_of_groups(tx: &Transaction<'_>, d: Dir, group_ids: &[Uuid]) -> Result<Vec<(Uuid, Member)>> {
     let sql = format!(
-        "{GROUP_MEMBERS_FROM} where m.tenant_id = $1 and m.group_id = any($2) order by m.group_id, lower(u.user_name), u.id"
+        "{GROUP_MEMBERS_FROM} where m.tenant_id = $1 and m.group_id = any($2) order by m.group_id, u.user_name_key, u.id"
     );
     let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &group_ids]).await?;
     Ok(rows.iter().map(group_member_row).collect())
@@ -925,7 +925,7 @@ pub async fn named_members_of_groups(
     }
     let sql = format!(
         "{GROUP_MEMBERS_FROM} where m.tenant_id = $1 and m.group_id = any($2) and m.user_id = any($3)
-         order by m.group_id, lower(u.user_name), u.id"
+         order by m.group_id, u.user_name_key, u.id"
     );
     let rows = tx.query(&stmt(tx, &sql).await?, &[&d.tenant_id, &group_ids, &user_ids]).await?;
     Ok(rows.iter().map(group_member_row).collect())
