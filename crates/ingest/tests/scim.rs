@@ -118,6 +118,18 @@ impl App {
         b["id"].as_str().unwrap().to_string()
     }
 
+    /// The service's answer to `filter` is what the filter selects evaluated in memory on `all`
+    /// (every user); `at` names the case in a failure.
+    async fn assert_selects_as_evaluated(&self, all: &[Value], filter: &str, at: &str) {
+        let parsed = unseat_scim::Filter::parse(filter).unwrap();
+        let mut expected: Vec<String> =
+            all.iter().filter(|u| parsed.matches(u)).map(|u| u["id"].as_str().unwrap().to_string()).collect();
+        expected.sort();
+        let (s, b, _) = self.call(Method::GET, &format!("/Users?filter={}", filter_query(filter)), None).await;
+        assert_eq!(s, StatusCode::OK, "{at} {filter}: {b}");
+        assert_eq!(ids_of(&b), expected, "{at} {filter}");
+    }
+
     /// `n` users `bulk1`, `bulk2`, … written straight into the directory, announcing nothing.
     async fn add_bulk_users(&self, n: i32) {
         let c = self.store.client().await.unwrap();
@@ -1430,13 +1442,7 @@ async fn a_filter_on_any_attribute_selects_what_it_selects_evaluated_on_every_us
             format!(r#"phoneNumbers[type eq "home"].value ew {v}"#),
             format!("urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department co {v}"),
         ] {
-            let parsed = unseat_scim::Filter::parse(&filter).unwrap();
-            let mut expected: Vec<String> =
-                all.iter().filter(|u| parsed.matches(u)).map(|u| u["id"].as_str().unwrap().to_string()).collect();
-            expected.sort();
-            let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(&filter)), None).await;
-            assert_eq!(s, StatusCode::OK, "{filter}: {b}");
-            assert_eq!(ids_of(&b), expected, "{filter}");
+            app.assert_selects_as_evaluated(&all, &filter, "").await;
         }
     }
 
@@ -1552,13 +1558,7 @@ async fn case_is_ignored_the_same_way_whatever_the_database_collation() {
             for filter in
                 [format!("title eq {v}"), format!("title sw {v}"), format!("title ew {v}"), format!("title co {v}")]
             {
-                let parsed = unseat_scim::Filter::parse(&filter).unwrap();
-                let mut expected: Vec<String> =
-                    all.iter().filter(|u| parsed.matches(u)).map(|u| u["id"].as_str().unwrap().to_string()).collect();
-                expected.sort();
-                let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(&filter)), None).await;
-                assert_eq!(s, StatusCode::OK, "{at} {filter}: {b}");
-                assert_eq!(ids_of(&b), expected, "{at} {filter}");
+                app.assert_selects_as_evaluated(&all, &filter, &at).await;
             }
         }
         // The evaluation itself ignores case letter by letter.

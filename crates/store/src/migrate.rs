@@ -112,13 +112,7 @@ async fn fill_case_keys(tx: &Transaction<'_>) -> Result<()> {
             ids.push(id);
             keys.push(key);
         }
-        tx.execute(
-            "update scim_users u set user_name_key = k.key
-               from unnest($1::uuid[], $2::uuid[], $3::text[]) as k(tenant_id, id, key)
-              where u.tenant_id = k.tenant_id and u.id = k.id",
-            &[&tenants, &ids, &keys],
-        )
-        .await?;
+        set_keys(tx, "scim_users", "user_name_key", &tenants, &ids, &keys).await?;
         tx.execute(
             "delete from scim_user_emails e using unnest($1::uuid[], $2::uuid[]) as k(tenant_id, id)
               where e.tenant_id = k.tenant_id and e.user_id = k.id",
@@ -140,14 +134,26 @@ async fn fill_case_keys(tx: &Transaction<'_>) -> Result<()> {
         let tenants: Vec<Uuid> = rows.iter().map(|r| r.get(0)).collect();
         let ids: Vec<Uuid> = rows.iter().map(|r| r.get(1)).collect();
         let keys: Vec<String> = rows.iter().map(|r| fold(r.get(2))).collect();
-        tx.execute(
-            "update scim_groups g set display_name_key = k.key
-               from unnest($1::uuid[], $2::uuid[], $3::text[]) as k(tenant_id, id, key)
-              where g.tenant_id = k.tenant_id and g.id = k.id",
-            &[&tenants, &ids, &keys],
-        )
-        .await?;
+        set_keys(tx, "scim_groups", "display_name_key", &tenants, &ids, &keys).await?;
     }
+    Ok(())
+}
+
+/// Sets `column` of the rows of `table` named by `tenants` and `ids` to `keys`, in order.
+async fn set_keys(
+    tx: &Transaction<'_>,
+    table: &str,
+    column: &str,
+    tenants: &[Uuid],
+    ids: &[Uuid],
+    keys: &[String],
+) -> Result<()> {
+    let sql = format!(
+        "update {table} t set {column} = k.key
+           from unnest($1::uuid[], $2::uuid[], $3::text[]) as k(tenant_id, id, key)
+          where t.tenant_id = k.tenant_id and t.id = k.id"
+    );
+    tx.execute(&sql, &[&tenants, &ids, &keys]).await?;
     Ok(())
 }
 
