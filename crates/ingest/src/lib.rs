@@ -99,6 +99,9 @@ impl IngestState {
             tracing::warn!(%error, "group-commit writers share the main pool");
             store.clone()
         });
+        // The table of the letters a text search matches for each letter (one pass over every
+        // character), built now rather than in the first request that searches.
+        std::thread::spawn(|| unseat_domain::text::unfolded('a'));
         let limiter =
             Arc::new(RateLimiter::shared(config.rate_limit, config.rate_burst, store.clone(), metrics.clone()));
         let tokens = Arc::new(TokenCache::new(config.token_cache));
