@@ -1465,6 +1465,19 @@ async fn a_filter_on_any_attribute_selects_what_it_selects_evaluated_on_every_us
         app.call(Method::GET, &format!("/Users?filter={}", filter_query(r#"title eq "engineer""#)), None).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["totalResults"], 2, "{b}");
+    // Any letters, not only ASCII, and characters JSON escapes.
+    let (s, b, _) = app
+        .call(Method::POST, "/Users", Some(json!({"userName": "m@example.com", "title": "Vertrieb München\t2"})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, b, _) = app
+        .call(Method::GET, &format!("/Users?filter={}", filter_query("title eq \"VERTRIEB MÜNCHEN\\t2\"")), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["totalResults"], 1, "{b}");
+    let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(r#"title co "ünch""#)), None).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["totalResults"], 1, "{b}");
     // An eq searches for a whole JSON string: "u" is in every bulk user's JSON, but not as one.
     let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(r#"title eq "u""#)), None).await;
     assert_eq!(s, StatusCode::OK, "{b}");

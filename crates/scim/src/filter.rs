@@ -197,19 +197,19 @@ impl Filter {
     /// ignoring case, as a JSON string (`attr eq "…"`), the start of one (`sw`), the end of one
     /// (`ew`) or anywhere in one (`co`), with that operator; also for such a comparison that a
     /// bracket requires (`phoneNumbers[type eq "work"]`). Only attributes stored as sent
-    /// qualify, not the `computed` ones the service adds when it renders (`id`, `meta`, …); only
-    /// printable ASCII; and for `eq` no date-time (date-times compare as instants, whatever their
+    /// qualify, not the `computed` ones the service adds when it renders (`id`, `meta`, …); not
+    /// an empty text; and for `eq` no date-time (date-times compare as instants, whatever their
     /// spelling). A search for the text then finds every resource the term can select.
     pub fn required_text(&self, computed: &[&str]) -> Option<(&str, CompareOp)> {
         let stored = |p: &AttrPath| p.urn.is_some() || !computed.iter().any(|c| p.name.eq_ignore_ascii_case(c));
         let text = |op: CompareOp, v: &'_ str| {
-            let printable = !v.is_empty() && v.bytes().all(|b| (0x20..0x7f).contains(&b));
+            let searchable = !v.is_empty();
             let textual = match op {
                 CompareOp::Eq => date_time(v).is_none(),
                 CompareOp::Sw | CompareOp::Ew | CompareOp::Co => true,
                 _ => false,
             };
-            (printable && textual).then_some(op)
+            (searchable && textual).then_some(op)
         };
         match self {
             Filter::Compare { path, op, value: Value::String(v) } if stored(path) => {
@@ -840,6 +840,7 @@ mod tests {
         assert_eq!(text(r#"title sw "Lead""#), some("Lead", CompareOp::Sw));
         assert_eq!(text(r#"title ew "2026-01-01T00:00:00Z""#), some("2026-01-01T00:00:00Z", CompareOp::Ew));
         assert_eq!(text(r#"title co "ea""#), some("ea", CompareOp::Co));
+        assert_eq!(text(r#"title eq "Équipe\n""#), some("Équipe\n", CompareOp::Eq));
         assert_eq!(text(r#"emails[type eq "work"]"#), some("work", CompareOp::Eq));
         assert_eq!(text(r#"phoneNumbers[type eq "work"].value eq "555""#), some("work", CompareOp::Eq));
         assert_eq!(
@@ -851,7 +852,6 @@ mod tests {
             r#"meta.created eq "x""#,
             r#"meta[created eq "x"]"#,
             r#"title eq "2026-01-01T00:00:00Z""#,
-            r#"title eq "é""#,
             r#"title eq """#,
             r#"title ne "x""#,
             r#"title gt "x""#,
