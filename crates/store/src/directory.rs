@@ -1282,7 +1282,7 @@ mod tests {
     #[tokio::test]
     async fn the_case_key_migration_keys_what_is_already_stored() {
         let (url, store) = fresh_database().await.unwrap();
-        let d = tenant(&store).await;
+        let (d, other) = (tenant(&store).await, tenant(&store).await);
         let c = store.client().await.unwrap();
         // The directory as the migrations before 19 left it.
         c.batch_execute(
@@ -1295,6 +1295,14 @@ mod tests {
         .await
         .unwrap();
         let (ann, upper, lower, group) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        // The same name in another tenant's directory is no duplicate.
+        let other_ann = Uuid::new_v4();
+        c.execute(
+            "insert into scim_users (tenant_id, id, user_name, resource) values ($1, $2, 'ANN', '{}')",
+            &[&other.tenant_id, &other_ann],
+        )
+        .await
+        .unwrap();
         let emails = json!({"emails": [{"value": "Ann@Corp.example"}, {"value": "ann@corp.example"},
                                        {"value": "ΟΔΟΣ@x.example"}, {"value": 7}]});
         // lower() tells the last two names apart (a final sigma); folded, they are one.
@@ -1341,6 +1349,7 @@ mod tests {
         let mut c = store.client().await.unwrap();
         let tx = c.transaction().await.unwrap();
         assert_eq!(user_by_user_name(&tx, d, "ANN").await.unwrap().map(|u| u.id), Some(ann));
+        assert_eq!(user_by_user_name(&tx, other, "ann").await.unwrap().map(|u| u.id), Some(other_ann));
         // The first created keeps the key; the other keeps its name and a key of its own.
         assert_eq!(user_by_user_name(&tx, d, "ας").await.unwrap().map(|u| u.id), Some(upper));
         assert_eq!(user_by_user_name(&tx, d, "ασ").await.unwrap().map(|u| u.id), Some(upper));

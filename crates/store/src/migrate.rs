@@ -86,7 +86,9 @@ async fn fill_case_keys(tx: &Transaction<'_>) -> Result<()> {
             &[],
         )
         .await?;
-    let mut seen: HashSet<(Uuid, String, String)> = HashSet::new();
+    // The keys of one directory at a time: the rows come directory by directory.
+    let mut directory: Option<(Uuid, String)> = None;
+    let mut seen: HashSet<String> = HashSet::new();
     loop {
         let rows = tx.query_portal(&users, FILL_BATCH).await?;
         if rows.is_empty() {
@@ -96,8 +98,12 @@ async fn fill_case_keys(tx: &Transaction<'_>) -> Result<()> {
             (vec![], vec![], vec![], vec![], vec![], vec![]);
         for r in &rows {
             let (tenant, scope, id, name): (Uuid, String, Uuid, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+            if directory.as_ref() != Some(&(tenant, scope.clone())) {
+                directory = Some((tenant, scope.clone()));
+                seen.clear();
+            }
             let mut key = fold(&name);
-            if !seen.insert((tenant, scope.clone(), key.clone())) {
+            if !seen.insert(key.clone()) {
                 tracing::warn!(%tenant, %scope, user = %id, user_name = %name,
                     "another user of this directory has the same userName ignoring case; this one keeps its own key");
                 key = format!("{key}\u{1}{id}");
