@@ -768,10 +768,31 @@ async fn directory_users_page_and_filter_by_any_letters_case() {
     got.sort_by_key(|n| unseat_domain::text::fold(n));
     assert_eq!(got, want);
 
-    let a = app.get(&format!("/api/v1/tenants/{tenant}/users?filter_email={}", url_encoded("οδοσ@D")), &owner).await;
-    let found: Vec<&str> =
-        a.body["users"].as_array().unwrap().iter().map(|u| u["userName"].as_str().unwrap()).collect();
-    assert_eq!(found, ["ΟΔΟΣ@d.example"]);
+    for (filter, want) in [
+        ("οδοσ@D", vec!["ΟΔΟΣ@d.example"]),
+        ("οδος@d", vec!["ΟΔΟΣ@d.example"]),
+        ("ΟΔΟς", vec!["ΟΔΟΣ@d.example"]),
+        ("Σ@D.E", vec!["ΟΔΟΣ@d.example"]),
+        ("ÉMILE", vec!["Émile@c.example"]),
+        // Characters regular expressions treat specially are only themselves.
+        ("a.example", vec!["ΑΣ@a.example"]),
+        ("a.exampl.", vec![]),
+        ("(", vec![]),
+        ("*", vec![]),
+        ("\\", vec![]),
+        ("[", vec![]),
+        ("%", vec![]),
+        ("_", vec![]),
+        ("^", vec![]),
+        ("$", vec![]),
+    ] {
+        let path = format!("/api/v1/tenants/{tenant}/users?filter_email={}", url_encoded(filter));
+        let a = app.get(&path, &owner).await;
+        assert_eq!(a.status, StatusCode::OK, "{filter}: {}", a.text);
+        let found: Vec<&str> =
+            a.body["users"].as_array().unwrap().iter().map(|u| u["userName"].as_str().unwrap()).collect();
+        assert_eq!(found, want, "{filter}");
+    }
 }
 
 fn url_encoded(s: &str) -> String {

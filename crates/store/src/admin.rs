@@ -437,7 +437,7 @@ impl Store {
 
     /// The workspace's users ordered by their userName's key (folded, unique per tenant), at
     /// most `limit`, after the userName `after` when given; `email_filter` keeps users whose email
-    /// contains it (case-insensitive).
+    /// contains it, ignoring case as the directory does.
     pub async fn directory_users(
         &self,
         tenant_id: Uuid,
@@ -446,8 +446,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<DirectoryUser>> {
         let client = self.client().await?;
-        // Both sides lower-cased by PostgreSQL, so that they agree whatever its collation.
-        let pattern = email_filter.map(|f| format!("%{}%", like_escape(f)));
+        let pattern = email_filter.map(crate::directory::containing_pattern);
         let after = after.map(unseat_domain::text::fold);
         let rows = client
             .query(
@@ -458,7 +457,7 @@ impl Store {
                    left join group_members m on m.tenant_id = u.tenant_id and m.user_id = u.id
                    left join scim_groups g on g.tenant_id = m.tenant_id and g.id = m.group_id
                   where u.tenant_id = $1 and u.scope = 'workspace'
-                    and ($2::text is null or lower(coalesce(u.email, '')) like lower($2))
+                    and ($2::text is null or coalesce(u.email, '') ~ $2)
                     and ($3::text is null or u.user_name_key > $3)
                   group by u.id, u.user_name, u.email, u.active, u.user_name_key
                   order by u.user_name_key limit $4",
@@ -480,10 +479,6 @@ impl Store {
             })
             .collect())
     }
-}
-
-fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// The integration's grants, teams first, then by name (in the caller's transaction when it

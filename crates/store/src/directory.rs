@@ -308,11 +308,24 @@ fn json_escaped(text: &str) -> String {
 /// Most letters of a text [`Kind::containing`] searches for.
 const MAX_SEARCH_CHARS: usize = 200;
 
-/// A regular expression (PostgreSQL's, case-sensitive, so that it means the same under every
-/// collation) that matches, in PostgreSQL's printing of a `jsonb`, every JSON string whose
-/// text contains the text that folds ([`fold`]) to `folded`: each letter written as a class of
-/// every character that folds to it, and everything else escaped.
+/// A regular expression that matches every text containing `text` ignoring case as [`fold`]
+/// does (of `text`, at most its first [`MAX_SEARCH_CHARS`] letters): for a search of a plain
+/// column, such as the console's filter of users by email.
+pub fn containing_pattern(text: &str) -> String {
+    let folded: Vec<char> = fold(text).chars().take(MAX_SEARCH_CHARS).collect();
+    pattern(&folded, false)
+}
+
+/// [`pattern`] for a text inside a JSON string, as PostgreSQL prints a `jsonb`.
 fn search_pattern(folded: &[char]) -> String {
+    pattern(folded, true)
+}
+
+/// A regular expression (PostgreSQL's, case-sensitive, so that it means the same under every
+/// collation) that matches every text containing a text that folds ([`fold`]) to `folded`,
+/// inside a JSON string when `json`: each letter written as a class of every character that
+/// folds to it, and everything else escaped.
+fn pattern(folded: &[char], json: bool) -> String {
     let mut out = String::with_capacity(folded.len() * 4);
     let mut i = 0;
     while let Some(&c) = folded.get(i) {
@@ -330,7 +343,8 @@ fn search_pattern(folded: &[char]) -> String {
             class.push('\u{130}');
         }
         if class.is_empty() {
-            for e in json_escaped(c.encode_utf8(&mut [0; 4])).chars() {
+            let literal = if json { json_escaped(c.encode_utf8(&mut [0; 4])) } else { c.to_string() };
+            for e in literal.chars() {
                 if e.is_ascii() && !e.is_ascii_alphanumeric() {
                     out.push('\\');
                 }
