@@ -350,8 +350,8 @@ async fn seed(
     for (i, chunk) in users.chunks(per_level).enumerate() {
         let g = Uuid::new_v4();
         tx.execute(
-            "insert into scim_groups (tenant_id, id, display_name, resource) values ($1, $2, $3, '{}')",
-            &[&tenant, &g, &format!("Group {i}")],
+            "insert into scim_groups (tenant_id, id, display_name, display_name_key, resource) values ($1, $2, $3, $4, '{}')",
+            &[&tenant, &g, &format!("Group {i}"), &format!("group {i}")],
         )
         .await?;
         tx.execute(
