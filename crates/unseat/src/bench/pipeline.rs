@@ -126,6 +126,8 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
     let remaining = emulator.users(BUSINESS).await?.len();
     shutdown.cancel();
     running.wait().await;
+    // Every queue is empty by now: the bench's own topology goes, as the other benches' do.
+    super::delete_topology(&settings.amqp_url, &settings.topology()).await;
 
     let broker = broker_ceiling(&settings.amqp_url, args.users).await?;
     let scim_rate = args.users as f64 / scim_elapsed.as_secs_f64();
