@@ -132,6 +132,8 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     let (seen_after, rss_end, measured) = (bench.emu.requests().len(), rss_kib(), window.elapsed());
     shutdown.cancel();
     let _ = pool.await;
+    // The rest of the backlog is the bench's own: its queues go, as the other benches' do.
+    super::delete_topology(&settings.amqp_url, &bench.topology).await;
     let used = (seen_after - seen_before) as f64 / measured.as_secs_f64();
 
     println!();
