@@ -12,15 +12,12 @@ use std::sync::OnceLock;
 /// Every character folds to one character except `İ` (U+0130), which becomes `i` and a
 /// combining dot (U+0307).
 pub fn fold(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_ascii() {
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.extend(c.to_lowercase().map(|l| if l == 'ς' { 'σ' } else { l }));
-        }
-    }
-    out
+    s.chars().flat_map(fold_char).collect()
+}
+
+/// What one character folds to ([`fold`]).
+fn fold_char(c: char) -> impl Iterator<Item = char> {
+    c.to_lowercase().map(|l| if l == 'ς' { 'σ' } else { l })
 }
 
 /// The other characters that fold to the one character `folded` on their own (`k`: `K` and the
@@ -31,9 +28,8 @@ pub fn unfolded(folded: char) -> &'static [char] {
     let table = TABLE.get_or_init(|| {
         let mut table: HashMap<char, Vec<char>> = HashMap::new();
         for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
-            let mut lower = c.to_lowercase();
-            if let (Some(one), None) = (lower.next(), lower.next()) {
-                let one = if one == 'ς' { 'σ' } else { one };
+            let mut folded = fold_char(c);
+            if let (Some(one), None) = (folded.next(), folded.next()) {
                 if one != c {
                     table.entry(one).or_default().push(c);
                 }

@@ -89,9 +89,10 @@ pub fn assignment_grants(ladder: &RoleLadder, a: &Assignment, default_role: Opti
     if !a.active {
         return Vec::new();
     }
+    let rungs: Vec<(String, &String)> = ladder.roles().iter().map(|r| (fold(r), r)).collect();
     let on_ladder = |name: &str| {
         let name = fold(name.trim());
-        ladder.roles().iter().find(|r| fold(r) == name).cloned()
+        rungs.iter().find(|(folded, _)| *folded == name).map(|(_, r)| (*r).clone())
     };
     let named = a.roles.iter().filter_map(|r| on_ladder(r)).min_by_key(|r| ladder.rank(r));
     let Some(direct) = named.or_else(|| default_role.and_then(on_ladder)).or_else(|| ladder.roles().last().cloned())

@@ -82,7 +82,8 @@ const FILL_BATCH: i32 = 5_000;
 async fn fill_case_keys(tx: &Transaction<'_>) -> Result<()> {
     let users = tx
         .bind(
-            "select tenant_id, scope, id, user_name, resource from scim_users order by tenant_id, scope, created_at, id",
+            "select tenant_id, scope, id, user_name, jsonb_build_object('emails', resource -> 'emails')
+               from scim_users order by tenant_id, scope, created_at, id",
             &[],
         )
         .await?;
@@ -108,8 +109,9 @@ async fn fill_case_keys(tx: &Transaction<'_>) -> Result<()> {
                     "another user of this directory has the same userName ignoring case; this one keeps its own key");
                 key = format!("{key}\u{1}{id}");
             }
-            let resource: serde_json::Value = r.get(4);
-            for email in email_keys(&resource) {
+            // Of the representation, only its emails are read.
+            let emails_of: serde_json::Value = r.get(4);
+            for email in email_keys(&emails_of) {
                 email_tenants.push(tenant);
                 email_users.push(id);
                 emails.push(email);
