@@ -291,6 +291,13 @@ async fn bad_ladder_changes_are_refused_and_change_nothing() {
         ("unknown field", here.clone(), json!({"roles": ["ADMIN", "EMPLOYEE"], "assets": []}), 400, "unknown field"),
         ("nothing asked", here.clone(), json!({}), 400, "give roles, asset_roles, default_role"),
         ("duplicate role", here.clone(), json!({"roles": ["ADMIN", "ADMIN", "EMPLOYEE"]}), 400, "twice"),
+        (
+            "roles differing in case",
+            here.clone(),
+            json!({"roles": ["ADMIN", "EMPLOYEE", "Admin"]}),
+            400,
+            "\"ADMIN\" and \"Admin\" differ only in case",
+        ),
         ("blank role", here.clone(), json!({"roles": ["ADMIN", " ", "EMPLOYEE"]}), 400, "roles"),
         ("duplicate asset role", here.clone(), json!({"asset_roles": ["MANAGE", "MANAGE"]}), 400, "asset_roles"),
         ("default off the ladder", here.clone(), json!({"default_role": "OWNER"}), 400, "default_role"),
@@ -331,6 +338,18 @@ async fn bad_ladder_changes_are_refused_and_change_nothing() {
     assert_eq!(app.outbox_count().await, outbox);
     assert_eq!(jobs(&app).await, jobs_before);
     assert_eq!(app.tasks().await.len(), tasks_before);
+
+    // A ladder stored before roles had to differ ignoring case still takes other changes.
+    let client = app.store.client().await.unwrap();
+    let stored = client
+        .execute("update integrations set roles = array['ADMIN', 'EMPLOYEE', 'Employee'] where id = $1", &[&ads])
+        .await
+        .unwrap();
+    assert_eq!(stored, 1);
+    let (status, v) = patch(&app, ads, json!({"default_role": "ADMIN"})).await;
+    assert_eq!((status, &v["default_role"]), (200, &json!("ADMIN")), "{v}");
+    let (status, v) = patch(&app, ads, json!({"roles": ["ADMIN", "EMPLOYEE", "Employee"]})).await;
+    assert_eq!(status, 400, "{v}");
 
     // A seat-only SCIM app stays seat-only: no roles stored, and SEAT the only default.
     let (status, v) = app

@@ -492,6 +492,8 @@ async fn integrations_are_validated_and_never_show_their_credential() {
     let bad = [
         (with("default_role", json!("OWNER")), "default_role"),
         (with("roles", json!(["ADMIN", "ADMIN"])), "twice"),
+        (with("roles", json!(["Admin", "EMPLOYEE", "ADMIN"])), "differ only in case"),
+        (with("roles", json!(["ΟΔΟΣ", "EMPLOYEE", " οδοσ"])), "differ only in case"),
         (with("roles", json!(["ADMIN", " "])), "non-empty"),
         (with("name", json!("")), "name"),
         // The bound is on what is sent (as the OpenAPI document says), not on what is kept.

@@ -40,6 +40,8 @@ pub enum LadderError {
     BadName,
     #[error("role {0:?} appears twice in the ladder")]
     Duplicate(String),
+    #[error("roles {0:?} and {1:?} differ only in case, and an IdP's role names are matched ignoring case")]
+    CaseDuplicate(String, String),
     #[error("role {0:?} is not on the integration's role ladder")]
     UnknownRole(String),
     #[error("asset role {0:?} is not on the integration's asset-role ladder")]
@@ -103,6 +105,26 @@ impl RoleLadder {
     pub fn check(&self, role: &str) -> Result<(), LadderError> {
         self.rank(role).map(|_| ()).ok_or_else(|| LadderError::UnknownRole(role.to_string()))
     }
+
+    /// Checks that no two roles are the same name ignoring case and surrounding spaces
+    /// ([`rung_key`]): an IdP's role names are matched that way, so of two such rungs only the
+    /// first could ever be named. Asked of a ladder an admin submits; a stored ladder that
+    /// predates the check still loads ([`RoleLadder::for_integration`]).
+    pub fn check_apart_ignoring_case(&self) -> Result<(), LadderError> {
+        let keys: Vec<String> = self.0.iter().map(|r| rung_key(r)).collect();
+        for (i, key) in keys.iter().enumerate() {
+            if let Some(j) = keys[..i].iter().position(|k| k == key) {
+                return Err(LadderError::CaseDuplicate(self.0[j].clone(), self.0[i].clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What an IdP's role name is matched to a rung by: the name without surrounding spaces,
+/// folded ([`text::fold`]).
+pub fn rung_key(name: &str) -> String {
+    text::fold(name.trim())
 }
 
 /// The roles a user can hold on one asset inside an app (MANAGE > ADVERTISE > ANALYZE for a
@@ -294,6 +316,18 @@ mod tests {
         assert_eq!(RoleLadder::parse(vec![]), Err(LadderError::Empty));
         assert_eq!(RoleLadder::parse(vec![" ".into()]), Err(LadderError::BadName));
         assert_eq!(RoleLadder::parse(vec!["A".into(), "A".into()]), Err(LadderError::Duplicate("A".into())));
+        let told_apart = |roles: &[&str]| {
+            RoleLadder::parse(roles.iter().map(|r| r.to_string()).collect()).unwrap().check_apart_ignoring_case()
+        };
+        assert_eq!(
+            told_apart(&["Admin", "Editor", "ADMIN"]),
+            Err(LadderError::CaseDuplicate("Admin".into(), "ADMIN".into()))
+        );
+        assert_eq!(
+            told_apart(&["ΟΔΟΣ", "Viewer", " οδοσ "]),
+            Err(LadderError::CaseDuplicate("ΟΔΟΣ".into(), " οδοσ ".into()))
+        );
+        assert_eq!(told_apart(&["Admin", "Administrator", "straße", "STRASSE"]), Ok(()));
         assert!(ladder().check("OWNER").is_err());
         assert!(RoleLadder::for_integration(vec![]).unwrap().is_seat_only());
         assert_eq!(AssetLadder::parse(vec!["X".into(), "X".into()]), Err(LadderError::Duplicate("X".into())));

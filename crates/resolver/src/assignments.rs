@@ -15,8 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use unseat_domain::text::fold;
-use unseat_domain::{decide, lost_grants, AssetMap, Grant, GrantSource, Held, RoleLadder, UserStatus};
+use unseat_domain::{decide, lost_grants, rung_key, AssetMap, Grant, GrantSource, Held, RoleLadder, UserStatus};
 use unseat_store::access;
 use unseat_store::directory::{self, Assignment, Dir};
 use unseat_store::{StoreError, Transaction};
@@ -89,9 +88,9 @@ pub fn assignment_grants(ladder: &RoleLadder, a: &Assignment, default_role: Opti
     if !a.active {
         return Vec::new();
     }
-    let rungs: Vec<(String, &String)> = ladder.roles().iter().map(|r| (fold(r), r)).collect();
+    let rungs: Vec<(String, &String)> = ladder.roles().iter().map(|r| (rung_key(r), r)).collect();
     let on_ladder = |name: &str| {
-        let name = fold(name.trim());
+        let name = rung_key(name);
         rungs.iter().find(|(folded, _)| *folded == name).map(|(_, r)| (*r).clone())
     };
     let named = a.roles.iter().filter_map(|r| on_ladder(r)).min_by_key(|r| ladder.rank(r));
@@ -166,6 +165,10 @@ mod tests {
         );
         let g = assignment_grants(&l, &assignment(&[], &[]), Some("lecteur"));
         assert_eq!(g[0].role, "Lecteur");
+        // A rung stored with surrounding spaces is named as the IdP's trimmed name is.
+        let l = RoleLadder::parse(vec![" Éditeur ".into(), "Lecteur".into()]).unwrap();
+        let g = assignment_grants(&l, &assignment(&["éditeur"], &[]), Some("Lecteur"));
+        assert_eq!(g[0].role, " Éditeur ");
     }
 
     #[test]

@@ -109,6 +109,12 @@ fn role_ladder(app_kind: &str, roles: Vec<String>) -> Result<(Vec<String>, RoleL
     Ok((stored, ladder))
 }
 
+/// Checks a ladder an admin submits: no two of its roles may be the same name ignoring case, as
+/// an IdP's role names are matched (a stored ladder that predates the check is left as it is).
+fn check_submitted_roles(ladder: &RoleLadder) -> Result<(), ApiError> {
+    ladder.check_apart_ignoring_case().map_err(|e| ApiError::bad_request(format!("roles: {e}")))
+}
+
 fn check_default_role(ladder: &RoleLadder, role: &str) -> Result<(), ApiError> {
     ladder.check(role).map_err(|e| ApiError::bad_request(format!("default_role: {e}")))
 }
@@ -128,6 +134,7 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .ok_or_else(|| ApiError::bad_request("base_url must be an absolute http or https URL"))?;
     let (roles, ladder) = role_ladder(&req.app_kind, req.roles)?;
+    check_submitted_roles(&ladder)?;
     if let Some(role) = &req.default_role {
         check_default_role(&ladder, role)?;
     }
@@ -268,7 +275,11 @@ pub async fn update(
     let mut integration = admin::integration_for_update(&tx, tenant_id, integration_id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such integration"))?;
+    let submitted = req.roles.is_some();
     let (roles, ladder) = role_ladder(&integration.app_kind, req.roles.unwrap_or_else(|| integration.roles.clone()))?;
+    if submitted {
+        check_submitted_roles(&ladder)?;
+    }
     let asset_roles = asset_ladder(req.asset_roles.unwrap_or_else(|| integration.asset_roles.clone()))?;
     if asset_roles.roles().is_empty() && !integration.assets.is_empty() {
         return Err(ApiError::bad_request(format!(
