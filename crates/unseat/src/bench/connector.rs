@@ -80,61 +80,70 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<()> {
     let conn = unseat_bus::connect(&settings.amqp_url, "bench-connector").await?;
     let channel = conn.create_channel().await?;
     topology.declare(&channel).await?;
-    let publisher = Publisher::new(&conn).await?;
-    let (tenant, job) = (Uuid::new_v4(), Uuid::new_v4());
-    {
-        let client = store.client().await?;
-        client.execute("insert into tenants (id, name) values ($1, 'Bench')", &[&tenant]).await?;
-        client
-            .execute(
-                "insert into jobs (tenant_id, id, trigger_method, trigger_path, received_at)
-                 values ($1, $2, 'BENCH', '/bench', now())",
-                &[&tenant, &job],
-            )
-            .await?;
-    }
-    let bench = Bench { store, emu, emulator_url, topology, publisher, _conn: conn, tenant, job };
-    let config = ConnectorConfig {
-        prefetch: u16::try_from(args.concurrency).unwrap_or(u16::MAX).max(1),
-        concurrency: args.concurrency.max(1),
-        grace: Duration::from_secs(2),
-        ..settings.connector.clone()
-    };
+    // Whatever happens from here, the pools stop and the bench's queues go (below).
+    let stop = CancellationToken::new();
+    let outcome: anyhow::Result<_> = async {
+        let publisher = Publisher::new(&conn).await?;
+        let (tenant, job) = (Uuid::new_v4(), Uuid::new_v4());
+        {
+            let client = store.client().await?;
+            client.execute("insert into tenants (id, name) values ($1, 'Bench')", &[&tenant]).await?;
+            client
+                .execute(
+                    "insert into jobs (tenant_id, id, trigger_method, trigger_path, received_at)
+                     values ($1, $2, 'BENCH', '/bench', now())",
+                    &[&tenant, &job],
+                )
+                .await?;
+        }
+        let bench = Bench { store, emu, emulator_url, topology: topology.clone(), publisher, _conn: conn, tenant, job };
+        let config = ConnectorConfig {
+            prefetch: u16::try_from(args.concurrency).unwrap_or(u16::MAX).max(1),
+            concurrency: args.concurrency.max(1),
+            grace: Duration::from_secs(2),
+            ..settings.connector.clone()
+        };
 
-    // 1. Throughput without a limit.
-    let fast = bench.integration("unlimited", 1_000_000.0).await?;
-    println!("throughput: seeding {} removals ...", args.tasks);
-    bench.seed(fast, "fast", args.tasks).await?;
-    let shutdown = CancellationToken::new();
-    let started = Instant::now();
-    let pool = bench.start(&settings.amqp_url, config.clone(), shutdown.clone());
-    bench.wait_done(fast, args.tasks, Duration::from_secs(1800)).await?;
-    let elapsed = started.elapsed();
-    shutdown.cancel();
-    let _ = pool.await;
-    let rate = args.tasks as f64 / elapsed.as_secs_f64();
+        // 1. Throughput without a limit.
+        let fast = bench.integration("unlimited", 1_000_000.0).await?;
+        println!("throughput: seeding {} removals ...", args.tasks);
+        bench.seed(fast, "fast", args.tasks).await?;
+        let shutdown = stop.child_token();
+        let started = Instant::now();
+        let pool = bench.start(&settings.amqp_url, config.clone(), shutdown.clone());
+        bench.wait_done(fast, args.tasks, Duration::from_secs(1800)).await?;
+        let elapsed = started.elapsed();
+        shutdown.cancel();
+        let _ = pool.await;
+        let rate = args.tasks as f64 / elapsed.as_secs_f64();
 
-    // 2. Share of a rate limit used under a backlog.
-    let limited = bench.integration("limited", args.rate).await?;
-    println!("rate limit: seeding a backlog of {} removals ...", args.backlog);
-    bench.seed(limited, "slow", args.backlog).await?;
-    bench.emu.clear_requests();
-    let shutdown = CancellationToken::new();
-    let pool = bench.start(&settings.amqp_url, config, shutdown.clone());
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (seen_before, rss_start) = (bench.emu.requests().len(), rss_kib());
-    let window = Instant::now();
-    let mut rss_max = rss_start;
-    while window.elapsed() < Duration::from_secs(args.seconds) {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        rss_max = rss_max.max(rss_kib());
+        // 2. Share of a rate limit used under a backlog.
+        let limited = bench.integration("limited", args.rate).await?;
+        println!("rate limit: seeding a backlog of {} removals ...", args.backlog);
+        bench.seed(limited, "slow", args.backlog).await?;
+        bench.emu.clear_requests();
+        let shutdown = stop.child_token();
+        let pool = bench.start(&settings.amqp_url, config, shutdown.clone());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let (seen_before, rss_start) = (bench.emu.requests().len(), rss_kib());
+        let window = Instant::now();
+        let mut rss_max = rss_start;
+        while window.elapsed() < Duration::from_secs(args.seconds) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            rss_max = rss_max.max(rss_kib());
+        }
+        let (seen_after, rss_end, measured) = (bench.emu.requests().len(), rss_kib(), window.elapsed());
+        shutdown.cancel();
+        let _ = pool.await;
+        let used = (seen_after - seen_before) as f64 / measured.as_secs_f64();
+        Ok((rate, used, measured, rss_start, rss_end, rss_max))
     }
-    let (seen_after, rss_end, measured) = (bench.emu.requests().len(), rss_kib(), window.elapsed());
-    shutdown.cancel();
-    let _ = pool.await;
-    // The rest of the backlog is the bench's own: its queues go, as the other benches' do.
-    super::delete_topology(&settings.amqp_url, &bench.topology).await;
-    let used = (seen_after - seen_before) as f64 / measured.as_secs_f64();
+    .await;
+    stop.cancel();
+    // The rest of the backlog is the bench's own: its queues go, as the other benches' do, and
+    // so they do when the run failed part-way.
+    super::delete_topology(&settings.amqp_url, &topology).await;
+    let (rate, used, measured, rss_start, rss_end, rss_max) = outcome?;
 
     println!();
     println!(

@@ -49,40 +49,47 @@ pub async fn run(mut settings: Settings, args: BenchArgs) -> anyhow::Result<()> 
         config: crate::relay_config(&settings),
         now: None,
     };
-    let token = unseat_store::tokens::generate("scim");
-    let tenant = store.create_tenant("Bench", &token, &unseat_store::tokens::generate("adm")).await?.id;
-    let requests = Requests { addr: running.addr, token };
-
     let per_level = args.requests;
-    let sets = args.concurrency.len() * 2;
-    println!("seeding {} users and {sets} groups of {per_level} members with SQL ...", per_level * sets);
-    let (users, groups) = seed(&store, tenant, per_level, sets).await?;
+    // Whatever happens from here, the relay and the ingest stop and the queues go (below).
+    let outcome: anyhow::Result<Vec<Row>> = async {
+        let token = unseat_store::tokens::generate("scim");
+        let tenant = store.create_tenant("Bench", &token, &unseat_store::tokens::generate("adm")).await?.id;
+        let requests = Requests { addr: running.addr, token };
 
-    let mut rows = Vec::new();
-    for (i, &c) in args.concurrency.iter().enumerate() {
-        // Each measurement changes users and a group of its own.
-        let set = |k: usize| (&users[k * per_level..(k + 1) * per_level], groups[k]);
-        relay.start();
-        let (users, group) = set(2 * i);
-        let alongside = measure(&requests, &running.metrics, c, users, group).await?;
-        // What the relay has not published by now would be counted as the held backlog's.
-        let (left, waited) = drain(&store).await?;
-        anyhow::ensure!(left == 0, "the relay left {left} changes unpublished after {waited:.0?}: is RabbitMQ up?");
-        relay.stop().await;
-        let (users, group) = set(2 * i + 1);
-        let held = measure(&requests, &running.metrics, c, users, group).await?;
-        let backlog = store.outbox_backlog().await?;
-        relay.start();
-        let (left, drained) = drain(&store).await?;
-        let (ceiling, connections) = commit_ceiling(&settings.database_url, c, per_level).await?;
-        rows.push(Row { clients: c, alongside, held, relay: (backlog - left, drained), ceiling, connections });
+        let sets = args.concurrency.len() * 2;
+        println!("seeding {} users and {sets} groups of {per_level} members with SQL ...", per_level * sets);
+        let (users, groups) = seed(&store, tenant, per_level, sets).await?;
+
+        let mut rows = Vec::new();
+        for (i, &c) in args.concurrency.iter().enumerate() {
+            // Each measurement changes users and a group of its own.
+            let set = |k: usize| (&users[k * per_level..(k + 1) * per_level], groups[k]);
+            relay.start();
+            let (users, group) = set(2 * i);
+            let alongside = measure(&requests, &running.metrics, c, users, group).await?;
+            // What the relay has not published by now would be counted as the held backlog's.
+            let (left, waited) = drain(&store).await?;
+            anyhow::ensure!(left == 0, "the relay left {left} changes unpublished after {waited:.0?}: is RabbitMQ up?");
+            relay.stop().await;
+            let (users, group) = set(2 * i + 1);
+            let held = measure(&requests, &running.metrics, c, users, group).await?;
+            let backlog = store.outbox_backlog().await?;
+            relay.start();
+            let (left, drained) = drain(&store).await?;
+            let (ceiling, connections) = commit_ceiling(&settings.database_url, c, per_level).await?;
+            rows.push(Row { clients: c, alongside, held, relay: (backlog - left, drained), ceiling, connections });
+        }
+        Ok(rows)
     }
+    .await;
     relay.stop().await;
     let (published, packs) = (running.metrics.outbox_published.get(), running.metrics.outbox_packs.get());
     shutdown.cancel();
     running.wait().await;
-    // The bench's queues hold the changes it announced (no resolver runs).
+    // The bench's queues hold the changes it announced (no resolver runs), whether or not the
+    // run went well.
     super::delete_topology(&settings.amqp_url, &settings.topology()).await;
+    let rows = outcome?;
 
     println!();
     println!(

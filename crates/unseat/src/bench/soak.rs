@@ -501,19 +501,21 @@ pub async fn run(mut settings: Settings, args: SoakArgs) -> anyhow::Result<()> {
     let (target, running) = start_target(&settings, &operator, &shutdown).await?;
     println!("running {} cases from seed {}, {} at a time ...", args.cases, args.seed, args.concurrency);
     let started = Instant::now();
-    let tally = run_cases(&target, args.seed, args.cases, args.concurrency).await?;
+    let tally = run_cases(&target, args.seed, args.cases, args.concurrency).await;
     let secs = started.elapsed().as_secs_f64();
+    shutdown.cancel();
+    for r in running {
+        r.wait().await;
+    }
+    // The fleet's queues go, whether or not the run went well.
+    super::delete_topology(&settings.amqp_url, &settings.topology()).await;
+    let tally = tally?;
     println!("cases run:       {}", tally.ran);
     println!("disagreements:   {}", tally.disagreed);
     println!("time:            {secs:.0} s ({:.1} cases/s)", tally.ran as f64 / secs.max(0.001));
     for e in &tally.first {
         println!("---\n{e}");
     }
-    shutdown.cancel();
-    for r in running {
-        r.wait().await;
-    }
-    super::delete_topology(&settings.amqp_url, &settings.topology()).await;
     if tally.disagreed > 0 {
         anyhow::bail!("{} of {} cases disagreed with the model", tally.disagreed, tally.ran);
     }
