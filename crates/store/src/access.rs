@@ -10,6 +10,7 @@ use crate::{Result, StoreError, Transaction};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use unseat_domain::text::fold;
 use unseat_domain::{AssetMap, Grant, GrantSource};
 use uuid::Uuid;
 
@@ -616,6 +617,7 @@ pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result
     let integrations: Vec<Uuid> = tasks.iter().map(|t| t.integration_id).collect();
     let users: Vec<Uuid> = tasks.iter().map(|t| t.user_id).collect();
     let emails: Vec<&str> = tasks.iter().map(|t| t.user_email).collect();
+    let email_keys: Vec<String> = tasks.iter().map(|t| fold(t.user_email)).collect();
     let outcomes: Vec<&str> = tasks.iter().map(|t| t.outcome).collect();
     let from_roles: Vec<Option<&str>> = tasks.iter().map(|t| t.from_role).collect();
     let to_roles: Vec<Option<&str>> = tasks.iter().map(|t| t.to_role).collect();
@@ -629,12 +631,14 @@ pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result
     let stmt = tx
         .prepare_cached(
             "with new as (
-               insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role,
-                                  to_role, from_assets, to_assets, reason, desired_version, status, finished_at)
-               select $1, id, j, i, u, e, o, fr, tr, fa::jsonb, ta::jsonb, r, v, s, case when s = 'kept' then now() end
+               insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, user_email_key, outcome,
+                                  from_role, to_role, from_assets, to_assets, reason, desired_version, status,
+                                  finished_at)
+               select $1, id, j, i, u, e, ek, o, fr, tr, fa::jsonb, ta::jsonb, r, v, s,
+                      case when s = 'kept' then now() end
                  from unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::text[], $7::text[], $8::text[],
-                             $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[])
-                      with ordinality as t(id, j, i, u, e, o, fr, tr, fa, ta, r, v, s, n)
+                             $9::text[], $10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[], $15::text[])
+                      with ordinality as t(id, j, i, u, e, o, fr, tr, fa, ta, r, v, s, ek, n)
                 order by n
                on conflict do nothing
                returning id
@@ -660,6 +664,7 @@ pub async fn insert_tasks(tx: &Transaction<'_>, tasks: &[NewTask<'_>]) -> Result
                 &reasons,
                 &versions,
                 &statuses,
+                &email_keys,
             ],
         )
         .await?;

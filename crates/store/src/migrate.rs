@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (18, include_str!("../../../schemas/sql/0018_tenant_scim_rate.sql")),
     (19, include_str!("../../../schemas/sql/0019_case_keys.sql")),
     (20, include_str!("../../../schemas/sql/0020_case_key_indexes.sql")),
+    (21, include_str!("../../../schemas/sql/0021_task_email_keys.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

@@ -11,6 +11,7 @@ use crate::logs::{task_from_row, Cursor, JobTrigger, TaskRow, TASK_STATUSES};
 use crate::{Result, Store};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashMap};
+use unseat_domain::text::fold;
 use uuid::Uuid;
 
 /// The status filter value that selects dead-lettered tasks (a flag on failed tasks, not a
@@ -70,9 +71,10 @@ impl PageFilter {
         }
     }
 
-    fn user_email(&self) -> Option<&str> {
+    /// The address the filter names, folded ([`fold`]) as tasks' keys are.
+    fn user_email(&self) -> Option<String> {
         match &self.user {
-            Some(UserRef::Email(e)) => Some(e.as_str()),
+            Some(UserRef::Email(e)) => Some(fold(e)),
             _ => None,
         }
     }
@@ -113,12 +115,14 @@ pub struct Health {
 }
 
 // The task filter, as SQL over alias `t` with parameters $1 (tenant) … $5. $2 status, $3
-// integration, $4 user id, $5 user email.
+// integration, $4 user id, $5 user email, folded ([`fold`]): compared with the task's key, or,
+// for a task written before tasks had keys (migration 21), by `lower()` as then.
 const TASK_MATCH: &str = "t.tenant_id = $1
     and ($2::text is null or (case when $2 = 'dead_lettered' then t.dead_lettered else t.status = $2 end))
     and ($3::uuid is null or t.integration_id = $3)
     and ($4::uuid is null or t.user_id = $4)
-    and ($5::text is null or lower(t.user_email) = lower($5))";
+    and ($5::text is null or t.user_email_key = $5
+         or (t.user_email_key is null and lower(t.user_email) = lower($5)))";
 
 const TASK_COLUMNS: &str =
     "t.id, t.job_id, t.integration_id, t.user_id, t.user_email, t.outcome, t.from_role, t.to_role,
@@ -445,6 +449,65 @@ mod tests {
 
         let health = store.integration_health(tenant, integration, std::time::Duration::from_secs(3600)).await.unwrap();
         assert_eq!(health.dead_lettered, 1);
+    }
+
+    /// The log's filter by address ignores case as the rest of unseat does ([`fold`]), whatever
+    /// the database's collation: under `C`, `lower()` lower-cases ASCII only, and nowhere does it
+    /// take a final sigma for the other one.
+    #[tokio::test]
+    async fn the_email_filter_ignores_case_the_same_way_whatever_the_database_collation() {
+        for locale in [None, Some("C")] {
+            let (_, store) = match locale {
+                None => fresh_database().await.unwrap(),
+                Some(l) => crate::testing::fresh_database_in_locale(l).await.unwrap(),
+            };
+            let (tenant, integration, job) = seed(&store).await;
+            let emails = ["ΟΔΟΣ@Corp.example", "Émile.Øre@Corp.example", "\u{212A}elvin@corp.example"];
+            let mut client = store.client().await.unwrap();
+            let tx = client.transaction().await.unwrap();
+            let tasks: Vec<_> = emails
+                .iter()
+                .map(|email| crate::access::NewTask {
+                    tenant_id: tenant,
+                    id: Uuid::new_v4(),
+                    job_id: job,
+                    integration_id: integration,
+                    user_id: Uuid::new_v4(),
+                    user_email: email,
+                    outcome: "remove",
+                    from_role: Some("ADMIN"),
+                    to_role: None,
+                    from_assets: None,
+                    to_assets: None,
+                    reason: "no grant",
+                    desired_version: 1,
+                    status: "queued",
+                })
+                .collect();
+            assert_eq!(crate::access::insert_tasks(&tx, &tasks).await.unwrap(), 3);
+            tx.commit().await.unwrap();
+
+            let found = |user: &str| {
+                let filter = PageFilter { user: UserRef::parse(user), ..PageFilter::default() };
+                let store = store.clone();
+                async move {
+                    let tasks = store.filtered_tasks(tenant, &filter, None, 10).await.unwrap();
+                    let jobs = store.log_jobs(tenant, &filter, None, 10).await.unwrap();
+                    (tasks.into_iter().map(|t| t.user_email).collect::<Vec<_>>(), jobs.len())
+                }
+            };
+            for (probe, want) in [
+                ("οδος@corp.example", emails[0]),
+                ("οδοσ@CORP.EXAMPLE", emails[0]),
+                ("ÉMILE.øRE@corp.example", emails[1]),
+                ("kelvin@corp.example", emails[2]),
+                // A task written before tasks had keys is compared as it was.
+                ("U2@Example.com", "u2@example.com"),
+            ] {
+                assert_eq!(found(probe).await, (vec![want.to_string()], 1), "{probe} under {locale:?}");
+            }
+            assert_eq!(found("emile.ore@corp.example").await, (vec![], 0), "under {locale:?}");
+        }
     }
 
     #[tokio::test]

@@ -208,9 +208,9 @@ impl Bench {
                 .await?;
             client
                 .execute(
-                    "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role,
-                                        reason, desired_version, status)
-                     select $1, t, $2, $3, u, e, 'remove', 'EMPLOYEE', 'bench', 2, 'queued'
+                    "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, user_email_key,
+                                        outcome, from_role, reason, desired_version, status)
+                     select $1, t, $2, $3, u, e, e, 'remove', 'EMPLOYEE', 'bench', 2, 'queued'
                      from unnest($4::uuid[], $5::uuid[], $6::text[]) as x(t, u, e)",
                     &[&self.tenant, &self.job, &integration, &tasks, &users, &emails],
                 )

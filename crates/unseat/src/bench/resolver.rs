@@ -380,10 +380,10 @@ async fn write_ceiling(store: &Store, tenant: Uuid, job: Uuid) -> anyhow::Result
                     desired_assets = coalesce(t.to_assets, '{}'), desired_sources = a.desired_sources, updated_at = now()
                from ceiling_tasks t
               where a.tenant_id = t.tenant_id and a.integration_id = t.integration_id and a.user_id = t.user_id;
-             insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
-                                from_assets, to_assets, reason, desired_version, status)
-             select tenant_id, gen_random_uuid(), job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
-                    from_assets, to_assets, reason, desired_version + 1, status from ceiling_tasks;
+             insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, user_email_key, outcome,
+                                from_role, to_role, from_assets, to_assets, reason, desired_version, status)
+             select tenant_id, gen_random_uuid(), job_id, integration_id, user_id, user_email, user_email_key, outcome,
+                    from_role, to_role, from_assets, to_assets, reason, desired_version + 1, status from ceiling_tasks;
              insert into outbox (tenant_id, exchange, routing_key, message_ids, payloads)
              select tenant_id, exchange, routing_key, message_ids, payloads from ceiling_outbox;",
         )
