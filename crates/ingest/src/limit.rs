@@ -20,7 +20,8 @@
 //! takes to refill one lease (a twentieth of a second), so a tenant far over its rate costs
 //! the database twenty leases a second per process, not one per request. When a lease fails
 //! or takes over 250 ms, the process limits with a bucket of its own for a second before
-//! asking the database again.
+//! asking the database again, at the tenant's own rate and burst as its last lease gave them
+//! (so a tenant held low stays held while the database is slow), else at the process's.
 //!
 //! A cached token is trusted for at most the cache's time to live after it was last read from
 //! the store, and forgotten at once when it is revoked ([`forget_revoked_tokens`]). Every map
@@ -77,6 +78,11 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// After a failed lease, the process limits on its own until then.
     retry_at: Mutex<Option<Instant>>,
+    /// (rate, burst) of each tenant whose last lease applied a rate of its own (an operator's
+    /// `tenants.scim_rate_limit`) rather than this process's: what the process limits the
+    /// tenant at on its own while leases fail. Only tenants given a rate of their own, so it
+    /// holds at most as many entries as an operator set.
+    own: Mutex<HashMap<Uuid, (f64, f64)>>,
 }
 
 /// What this process leased from each tenant's bucket and has not spent yet.
@@ -148,6 +154,7 @@ impl RateLimiter {
             leases: Leases::default(),
             metrics,
             retry_at: Mutex::new(None),
+            own: Mutex::new(HashMap::new()),
         };
         Self { shared: Some(Arc::new(shared)), ..local }
     }
@@ -195,24 +202,31 @@ impl RateLimiter {
         }
     }
 
+    /// Takes one request from the process's own bucket for the tenant, at the tenant's own
+    /// rate and burst when its last lease gave them, else at the process's.
     fn check_at(&self, tenant: Uuid, now: Instant) -> Result<(), Duration> {
+        let own = self.shared.as_ref().map(|s| s.own.lock().unwrap_or_else(|p| p.into_inner()));
+        let limits = |t: &Uuid| own.as_ref().and_then(|own| own.get(t).copied()).unwrap_or((self.rate, self.burst));
         let Ok(mut buckets) = self.buckets.lock() else {
             // A poisoned lock means a panic elsewhere; failing open keeps the IdP served.
             return Ok(());
         };
         if buckets.len() >= SWEEP_AT {
-            let (rate, burst) = (self.rate, self.burst);
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+            buckets.retain(|t, b| {
+                let (rate, burst) = limits(t);
+                b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst
+            });
         }
-        let b = buckets.entry(tenant).or_insert(Bucket { tokens: self.burst, at: now });
-        let refill = now.saturating_duration_since(b.at).as_secs_f64() * self.rate;
-        b.tokens = (b.tokens + refill).min(self.burst);
+        let (rate, burst) = limits(&tenant);
+        let b = buckets.entry(tenant).or_insert(Bucket { tokens: burst, at: now });
+        let refill = now.saturating_duration_since(b.at).as_secs_f64() * rate;
+        b.tokens = (b.tokens + refill).min(burst);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / rate))
         }
     }
 }
@@ -277,6 +291,19 @@ impl Shared {
         *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(until);
     }
 
+    /// Keeps the rate and burst of each leased tenant whose lease applied limits of its own, and
+    /// forgets those back at the process's.
+    fn remember_own_limits(&self, leased: &[Lease]) {
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        for l in leased {
+            if (l.rate, l.burst) == (self.rate, self.burst) {
+                own.remove(&l.tenant);
+            } else {
+                own.insert(l.tenant, (l.rate, l.burst));
+            }
+        }
+    }
+
     fn want(&self, tenant: Uuid) {
         self.wanted.lock().unwrap_or_else(|p| p.into_inner()).insert(tenant);
     }
@@ -306,6 +333,7 @@ impl Shared {
                     let span = if l.rate > 0.0 { l.want / l.rate } else { 1.0 };
                     self.leases.grant(l.tenant, l.granted, l.left, l.want, span, now);
                 }
+                self.remember_own_limits(&leased);
                 // A tenant the database does not know (none is ever deleted) gets nothing: its
                 // request is refused rather than leased for again and again.
                 if leased.len() < batch.len() {
@@ -362,7 +390,7 @@ impl Shared {
                 refilled_at = greatest(b.refilled_at, now()),
                 rate = excluded.rate,
                 burst = excluded.burst
-            returning tenant_id, granted, tokens, rate, least(burst, greatest(1.0, rate * $4::float8))";
+            returning tenant_id, granted, tokens, rate, least(burst, greatest(1.0, rate * $4::float8)), burst";
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
             *conn = Some(self.store.dedicated_client().await.map_err(|e| e.to_string())?);
         }
@@ -377,6 +405,7 @@ impl Shared {
                     left: r.try_get(2)?,
                     rate: r.try_get(3)?,
                     want: r.try_get(4)?,
+                    burst: r.try_get(5)?,
                 })
             })
             .collect::<Result<_, unseat_store::tokio_postgres::Error>>()
@@ -390,9 +419,10 @@ struct Lease {
     granted: f64,
     /// What the bucket kept.
     left: f64,
-    /// The tenant's rate (its own or the fleet's) and the lease it asked for.
+    /// The tenant's rate and burst (its own or the fleet's), and the lease it asked for.
     rate: f64,
     want: f64,
+    burst: f64,
 }
 
 /// Token owners by token hash, each trusted until its expiry.

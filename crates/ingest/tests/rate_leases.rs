@@ -230,3 +230,35 @@ async fn a_tenant_the_database_does_not_know_is_refused_and_its_batch_is_served(
     assert_eq!(leases(&metrics), (2.0, 3.0));
     assert_eq!(metrics.sample("unseat_scim_rate_lease_failures_total"), Some(0.0), "not a failed lease");
 }
+
+/// While leases fail, a process limits each tenant with a bucket of its own, at the tenant's own
+/// rate when its last lease applied one: a tenant held low stays held while the database is slow.
+#[tokio::test]
+async fn while_leases_fail_a_tenant_is_limited_at_its_own_rate() {
+    let (_url, store) = unseat_store::testing::fresh_database().await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    // The fleet's rate is generous; the tenant's own is one request a second, a burst of one.
+    let limiter = RateLimiter::shared(1000, 1000, store.clone(), metrics.clone());
+    let held = tenants(&store, 1).await[0];
+    let own = Some(unseat_store::admin::ScimRateLimit { per_second: 1, burst: 1 });
+    assert!(store.set_scim_rate_limit(held, own).await.unwrap());
+    assert!(limiter.check(held).await.is_ok(), "its burst, leased");
+
+    // Another transaction holds the tenant's bucket: the next lease waits past its timeout.
+    let mut client = store.dedicated_client().await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    tx.execute("select 1 from scim_rate_buckets where tenant_id = $1 for update", &[&held]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut admitted = 0;
+    for _ in 0..20 {
+        if limiter.check(held).await.is_ok() {
+            admitted += 1;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    tx.rollback().await.unwrap();
+    assert!(metrics.sample("unseat_scim_rate_lease_failures_total").unwrap_or(0.0) >= 1.0, "a lease failed");
+    // Its own burst of one and one a second since: not the fleet's thousand.
+    let most = 1.0 + elapsed;
+    assert!(f64::from(admitted) <= most, "admitted {admitted} of 20 in {elapsed:.2} s, at most {most:.1}");
+}
