@@ -6,7 +6,8 @@
 //! worth at a time, and spends them locally; leased tokens not spent within a second are
 //! dropped. The bucket refills at the tenant's own rate and burst when an operator set them
 //! (`tenants.scim_rate_limit`), else at the process's (`UNSEAT_SCIM_RATE_LIMIT`); a process
-//! with no limit at all leases nothing. One upsert on a connection of its own leases for every
+//! with no limit of its own (rate 0) leases only for tenants with a rate of their own, which it
+//! reads from the tenants table at most once a second. One upsert on a connection of its own leases for every
 //! tenant whose requests are waiting for tokens, as a group commit does: with thousands of
 //! quiet tenants (each of whose requests finds its last lease lapsed) the process sends one
 //! statement per round trip, not one per tenant.
@@ -45,6 +46,8 @@ const LEASE_TTL: Duration = Duration::from_secs(1);
 /// rather than on the database, and the shared bucket is asked again after a pause.
 const LEASE_TIMEOUT: Duration = Duration::from_millis(250);
 const RETRY_SHARED_AFTER: Duration = Duration::from_secs(1);
+/// With no limit of the process's own, how often it reads which tenants have one of their own.
+const OWN_READ_EVERY: Duration = Duration::from_secs(1);
 
 /// A token bucket per tenant: `rate` requests per second on average, bursts of up to `burst`.
 pub struct RateLimiter {
@@ -83,6 +86,9 @@ struct Shared {
     /// tenant at on its own while leases fail. Only tenants given a rate of their own, so it
     /// holds at most as many entries as an operator set.
     own: Mutex<HashMap<Uuid, (f64, f64)>>,
+    /// With no limit of the process's own (rate 0): when `own` was last read whole from the
+    /// tenants table, for the tenants that still have a limit (see [`RateLimiter::check`]).
+    own_read_at: Mutex<Option<Instant>>,
 }
 
 /// What this process leased from each tenant's bucket and has not spent yet.
@@ -155,19 +161,24 @@ impl RateLimiter {
             metrics,
             retry_at: Mutex::new(None),
             own: Mutex::new(HashMap::new()),
+            own_read_at: Mutex::new(None),
         };
         Self { shared: Some(Arc::new(shared)), ..local }
     }
 
     /// Takes one request from the tenant's bucket: `Ok` when allowed, else `Err(wait)` with
     /// how long until a request would be allowed again.
+    ///
+    /// With no limit of the process's own (rate 0), only a tenant an operator gave a rate of
+    /// its own is limited, at that rate: the process reads which tenants have one when it is
+    /// first asked, and again in the background at most every [`OWN_READ_EVERY`].
     pub async fn check(&self, tenant: Uuid) -> Result<(), Duration> {
-        if self.rate <= 0.0 {
-            return Ok(());
-        }
         let Some(shared) = &self.shared else {
             return self.check_at(tenant, Instant::now());
         };
+        if self.rate <= 0.0 && !shared.limited_on_its_own(tenant).await {
+            return Ok(());
+        }
         loop {
             let may_lend = !shared.unavailable(Instant::now());
             match shared.leases.take(tenant, Instant::now(), may_lend) {
@@ -198,6 +209,10 @@ impl RateLimiter {
             if shared.unavailable(Instant::now()) || !shared.lead(&mut conn, Some(tenant)).await {
                 return self.check_at(tenant, Instant::now());
             }
+            if self.rate <= 0.0 && !shared.has_own_limits(tenant) {
+                // The lease found the tenant's own rate lifted.
+                return Ok(());
+            }
             // Leased for: spend it (or, when others spent it first or a debt took it, lease again).
         }
     }
@@ -218,6 +233,9 @@ impl RateLimiter {
             });
         }
         let (rate, burst) = limits(&tenant);
+        if rate <= 0.0 {
+            return Ok(());
+        }
         let b = buckets.entry(tenant).or_insert(Bucket { tokens: burst, at: now });
         let refill = now.saturating_duration_since(b.at).as_secs_f64() * rate;
         b.tokens = (b.tokens + refill).min(burst);
@@ -301,6 +319,61 @@ impl Shared {
             } else {
                 own.insert(l.tenant, (l.rate, l.burst));
             }
+        }
+    }
+
+    fn has_own_limits(&self, tenant: Uuid) -> bool {
+        self.own.lock().unwrap_or_else(|p| p.into_inner()).contains_key(&tenant)
+    }
+
+    /// With no limit of the process's own: whether the tenant has a rate of its own, as last
+    /// read from the tenants table. The first call reads it before answering; later calls
+    /// answer from what was read and read again in the background when that is older than
+    /// [`OWN_READ_EVERY`].
+    async fn limited_on_its_own(self: &Arc<Self>, tenant: Uuid) -> bool {
+        let first = {
+            let mut read_at = self.own_read_at.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            match *read_at {
+                Some(at) if now.duration_since(at) < OWN_READ_EVERY => None,
+                at => {
+                    *read_at = Some(now);
+                    Some(at.is_none())
+                }
+            }
+        };
+        match first {
+            Some(true) => self.read_own_limits().await,
+            Some(false) => {
+                let shared = self.clone();
+                tokio::spawn(async move { shared.read_own_limits().await });
+            }
+            None => {}
+        }
+        self.has_own_limits(tenant)
+    }
+
+    /// Reads every tenant's own rate and burst into `own` (only tenants that have one); on
+    /// failure keeps what was read before.
+    async fn read_own_limits(&self) {
+        let read = async {
+            let client = self.store.client().await.map_err(|e| e.to_string())?;
+            let rows = client
+                .query(
+                    "select id, scim_rate_limit::float8, scim_rate_burst::float8 from tenants
+                      where scim_rate_limit is not null and scim_rate_burst is not null",
+                    &[],
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
+                .collect::<Result<HashMap<Uuid, (f64, f64)>, unseat_store::tokio_postgres::Error>>()
+                .map_err(|e| e.to_string())
+        };
+        match read.await {
+            Ok(own) => *self.own.lock().unwrap_or_else(|p| p.into_inner()) = own,
+            Err(error) => tracing::debug!(%error, "cannot read the tenants' own SCIM rates; keeping the last read"),
         }
     }
 

@@ -262,3 +262,45 @@ async fn while_leases_fail_a_tenant_is_limited_at_its_own_rate() {
     let most = 1.0 + elapsed;
     assert!(f64::from(admitted) <= most, "admitted {admitted} of 20 in {elapsed:.2} s, at most {most:.1}");
 }
+
+/// With the fleet's limit off (rate 0), a tenant an operator gave a rate of its own is still
+/// held at it, and the others are not limited; lifting or setting a tenant's rate takes effect
+/// once the process reads the tenants' rates again (at most a second later).
+#[tokio::test]
+async fn with_the_fleets_limit_off_a_tenant_with_a_rate_of_its_own_is_held_at_it() {
+    let (_url, store) = unseat_store::testing::fresh_database().await.unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let limiter = RateLimiter::shared(0, 0, store.clone(), metrics.clone());
+    let ids = tenants(&store, 2).await;
+    let (held, free) = (ids[0], ids[1]);
+    let own = |per_second, burst| Some(unseat_store::admin::ScimRateLimit { per_second, burst });
+    assert!(store.set_scim_rate_limit(held, own(1, 2)).await.unwrap());
+
+    let admitted = |t: Uuid, most: usize| {
+        let limiter = &limiter;
+        async move {
+            let mut n = 0;
+            while n < most && limiter.check(t).await.is_ok() {
+                n += 1;
+            }
+            n
+        }
+    };
+    // Asked as fast as answered: its burst of two (well under a token refills meanwhile).
+    assert_eq!(admitted(held, 1000).await, 2, "its own burst");
+    assert_eq!(admitted(free, 1000).await, 1000, "no limit for the others");
+
+    // Its rate lifted, and another's set: each is seen once the rates are read again.
+    assert!(store.set_scim_rate_limit(held, None).await.unwrap());
+    assert!(store.set_scim_rate_limit(free, own(1, 1)).await.unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (h, f) = (admitted(held, 100).await, admitted(free, 100).await);
+        // The other: its burst of one, and at most one more refilled meanwhile.
+        if h == 100 && f <= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still held {h} / free admitted {f} of 100 after 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
