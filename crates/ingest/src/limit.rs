@@ -7,10 +7,10 @@
 //! dropped. The bucket refills at the tenant's own rate and burst when an operator set them
 //! (`tenants.scim_rate_limit`), else at the process's (`UNSEAT_SCIM_RATE_LIMIT`); a process
 //! with no limit of its own (rate 0) leases only for tenants with a rate of their own, which it
-//! reads from the tenants table at most once a second. One upsert on a connection of its own leases for every
-//! tenant whose requests are waiting for tokens, as a group commit does: with thousands of
-//! quiet tenants (each of whose requests finds its last lease lapsed) the process sends one
-//! statement per round trip, not one per tenant.
+//! reads from the tenants table at most once a second. One upsert on a connection of its own
+//! leases for every tenant whose requests are waiting for tokens, as a group commit does: with
+//! thousands of quiet tenants (each of whose requests finds its last lease lapsed) the process
+//! sends one statement per round trip, not one per tenant.
 //!
 //! A quiet tenant's request does not wait for that round trip when the tenant's last lease was
 //! granted in full and left at least as much again in the bucket: the process admits it at
