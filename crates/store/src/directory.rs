@@ -1205,6 +1205,76 @@ pub async fn integration_exists(tx: &Transaction<'_>, tenant_id: Uuid, integrati
         .is_some())
 }
 
+/// Users of one directory whose userNames are the same ignoring case but were told apart
+/// before unseat compared names by their fold (migration 19): the first created kept the name's
+/// key, so lookups by that name find it; each later one holds a key of its own (its fold and
+/// id). An IdP takes them for one user, so the others are never deprovisioned through it: an
+/// operator lists them (`unseat admin case-duplicates`) to merge or remove them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseDuplicates {
+    pub tenant_id: Uuid,
+    pub scope: String,
+    /// The userName folded.
+    pub key: String,
+    /// The first created first: the one lookups find.
+    pub users: Vec<CaseDuplicate>,
+}
+
+/// One of [`CaseDuplicates`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaseDuplicate {
+    pub id: Uuid,
+    pub user_name: String,
+    pub active: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl crate::Store {
+    /// Every set of [`CaseDuplicates`], directory by directory.
+    pub async fn case_duplicates(&self) -> Result<Vec<CaseDuplicates>> {
+        let client = self.client().await?;
+        // Keys the migration made for a later user: its name's fold, then U+0001 and its id.
+        let marked = client
+            .query(
+                "select tenant_id, scope, id, user_name, user_name_key from scim_users
+                  where strpos(user_name_key, chr(1)) > 0",
+                &[],
+            )
+            .await?;
+        let mut sets: Vec<CaseDuplicates> = Vec::new();
+        for r in &marked {
+            let (tenant_id, scope, id, name, key): (Uuid, String, Uuid, String, String) =
+                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+            let folded = fold(&name);
+            if key != format!("{folded}\u{1}{id}") {
+                continue;
+            }
+            if !sets.iter().any(|s| s.tenant_id == tenant_id && s.scope == scope && s.key == folded) {
+                sets.push(CaseDuplicates { tenant_id, scope, key: folded, users: Vec::new() });
+            }
+        }
+        for set in &mut sets {
+            let escaped = set.key.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let marked_key = format!("{escaped}\u{1}%");
+            let rows = client
+                .query(
+                    "select id, user_name, active, created_at from scim_users
+                      where tenant_id = $1 and scope = $2 and (user_name_key = $3 or user_name_key like $4)
+                      order by created_at, id",
+                    &[&set.tenant_id, &set.scope, &set.key, &marked_key],
+                )
+                .await?;
+            set.users = rows
+                .iter()
+                .map(|r| CaseDuplicate { id: r.get(0), user_name: r.get(1), active: r.get(2), created_at: r.get(3) })
+                .filter(|u| fold(&u.user_name) == set.key)
+                .collect();
+        }
+        sets.sort_by(|a, b| (a.tenant_id, &a.scope, &a.key).cmp(&(b.tenant_id, &b.scope, &b.key)));
+        Ok(sets)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1372,6 +1442,14 @@ mod tests {
         assert_eq!(groups, vec![group]);
         let taken = insert_user(&tx, d, Uuid::new_v4(), fields("Ασ", &json!({}))).await.unwrap_err();
         assert!(matches!(taken, StoreError::Conflict(_)), "{taken:?}");
+        drop(tx);
+
+        // The operator's list: the two users one IdP takes for one, the first created first.
+        let sets = store.case_duplicates().await.unwrap();
+        assert_eq!(sets.len(), 1, "{sets:?}");
+        assert_eq!((sets[0].tenant_id, sets[0].scope.clone(), sets[0].key.as_str()), (d.tenant_id, d.scope(), "ασ"));
+        let users: Vec<(Uuid, &str)> = sets[0].users.iter().map(|u| (u.id, u.user_name.as_str())).collect();
+        assert_eq!(users, [(upper, "ΑΣ"), (lower, "ας")]);
     }
 
     #[tokio::test]

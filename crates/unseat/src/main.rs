@@ -193,6 +193,10 @@ enum AdminCommand {
         #[arg(long)]
         fleet: bool,
     },
+    /// Lists users of one directory whose userNames are the same ignoring case, told apart only
+    /// before an upgrade to migration 19: an IdP takes them for one user, so it never
+    /// deprovisions the later ones. Merge or delete them.
+    CaseDuplicates,
     /// Reads a secret from stdin and prints it encrypted under UNSEAT_CREDENTIAL_KEY, ready to
     /// store as an integration's credential.
     EncryptCredential,
@@ -289,6 +293,23 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
                 }
                 None => println!("tenant {tenant}: the fleet's SCIM rate (UNSEAT_SCIM_RATE_LIMIT / _BURST)"),
             }
+        }
+        AdminCommand::CaseDuplicates => {
+            let sets = store.case_duplicates().await?;
+            for set in &sets {
+                println!("tenant {}  directory {}  userName {:?} ignoring case:", set.tenant_id, set.scope, set.key);
+                for (i, u) in set.users.iter().enumerate() {
+                    println!(
+                        "  {}  {:?}  {}  created {}{}",
+                        u.id,
+                        u.user_name,
+                        if u.active { "active" } else { "inactive" },
+                        u.created_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                        if i == 0 { "  (found by lookups of the name)" } else { "" }
+                    );
+                }
+            }
+            println!("{} userName(s) held by more than one user", sets.len());
         }
         AdminCommand::EncryptCredential | AdminCommand::DeleteTopology { .. } => {}
     }
