@@ -107,7 +107,8 @@ async fn fill_case_keys(tx: &Transaction<'_>) -> Result<()> {
             let mut key = fold(&name);
             if !seen.insert(key.clone()) {
                 tracing::warn!(%tenant, %scope, user = %id, user_name = %name,
-                    "another user of this directory has the same userName ignoring case; this one keeps its own key");
+                    "another user of this directory has the same userName ignoring case; this one keeps its own key \
+                     (an IdP takes them for one user: `unseat admin case-duplicates` lists them)");
                 key = format!("{key}\u{1}{id}");
             }
             // Of the representation, only its emails are read.
