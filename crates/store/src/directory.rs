@@ -11,7 +11,7 @@
 use crate::{Client, Transaction};
 use crate::{Result, StoreError};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use tokio_postgres::Row;
 use unseat_domain::text::{fold, unfolded};
@@ -1230,48 +1230,51 @@ pub struct CaseDuplicate {
 }
 
 impl crate::Store {
-    /// Every set of [`CaseDuplicates`], directory by directory.
+    /// Every set of [`CaseDuplicates`], directory by directory: two statements whatever the
+    /// number of sets (the later users, then the first of each set through the unique index).
     pub async fn case_duplicates(&self) -> Result<Vec<CaseDuplicates>> {
         let client = self.client().await?;
+        let duplicate =
+            |r: &Row| CaseDuplicate { id: r.get(0), user_name: r.get(1), active: r.get(2), created_at: r.get(3) };
         // Keys the migration made for a later user: its name's fold, then U+0001 and its id.
         let marked = client
             .query(
-                "select tenant_id, scope, id, user_name, user_name_key from scim_users
+                "select id, user_name, active, created_at, tenant_id, scope, user_name_key from scim_users
                   where strpos(user_name_key, chr(1)) > 0",
                 &[],
             )
             .await?;
-        let mut sets: Vec<CaseDuplicates> = Vec::new();
+        let mut sets: BTreeMap<(Uuid, String, String), Vec<CaseDuplicate>> = BTreeMap::new();
         for r in &marked {
-            let (tenant_id, scope, id, name, key): (Uuid, String, Uuid, String, String) =
-                (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-            let folded = fold(&name);
-            if key != format!("{folded}\u{1}{id}") {
-                continue;
-            }
-            if !sets.iter().any(|s| s.tenant_id == tenant_id && s.scope == scope && s.key == folded) {
-                sets.push(CaseDuplicates { tenant_id, scope, key: folded, users: Vec::new() });
+            let (tenant_id, scope, key): (Uuid, String, String) = (r.get(4), r.get(5), r.get(6));
+            let later = duplicate(r);
+            let folded = fold(&later.user_name);
+            if key == format!("{folded}\u{1}{}", later.id) {
+                sets.entry((tenant_id, scope, folded)).or_default().push(later);
             }
         }
-        for set in &mut sets {
-            let escaped = set.key.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            let marked_key = format!("{escaped}\u{1}%");
-            let rows = client
-                .query(
-                    "select id, user_name, active, created_at from scim_users
-                      where tenant_id = $1 and scope = $2 and (user_name_key = $3 or user_name_key like $4)
-                      order by created_at, id",
-                    &[&set.tenant_id, &set.scope, &set.key, &marked_key],
-                )
-                .await?;
-            set.users = rows
-                .iter()
-                .map(|r| CaseDuplicate { id: r.get(0), user_name: r.get(1), active: r.get(2), created_at: r.get(3) })
-                .filter(|u| fold(&u.user_name) == set.key)
-                .collect();
+        let (tenants, scopes, keys): (Vec<Uuid>, Vec<&str>, Vec<&str>) =
+            sets.keys().map(|(t, s, k)| (*t, s.as_str(), k.as_str())).collect();
+        let first = client
+            .query(
+                "select s.id, s.user_name, s.active, s.created_at, s.tenant_id, s.scope, s.user_name_key
+                   from unnest($1::uuid[], $2::text[], $3::text[]) as k(tenant_id, scope, key)
+                   join scim_users s on s.tenant_id = k.tenant_id and s.scope = k.scope and s.user_name_key = k.key",
+                &[&tenants, &scopes, &keys],
+            )
+            .await?;
+        for r in &first {
+            if let Some(users) = sets.get_mut(&(r.get(4), r.get(5), r.get(6))) {
+                users.push(duplicate(r));
+            }
         }
-        sets.sort_by(|a, b| (a.tenant_id, &a.scope, &a.key).cmp(&(b.tenant_id, &b.scope, &b.key)));
-        Ok(sets)
+        Ok(sets
+            .into_iter()
+            .map(|((tenant_id, scope, key), mut users)| {
+                users.sort_by_key(|u| (u.created_at, u.id));
+                CaseDuplicates { tenant_id, scope, key, users }
+            })
+            .collect())
     }
 }
 
@@ -1379,11 +1382,14 @@ mod tests {
         .await
         .unwrap();
         let (ann, upper, lower, group) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        // The same name in another tenant's directory is no duplicate.
-        let other_ann = Uuid::new_v4();
+        // The same name in another tenant's directory is no duplicate of this one's; two names
+        // there that fold alike are a set of their own.
+        let (other_ann, other_first, other_later) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         c.execute(
-            "insert into scim_users (tenant_id, id, user_name, resource) values ($1, $2, 'ANN', '{}')",
-            &[&other.tenant_id, &other_ann],
+            "insert into scim_users (tenant_id, id, user_name, resource, created_at)
+             values ($1, $2, 'ANN', '{}', '2026-01-01'), ($1, $3, 'οδος', '{}', '2026-01-05'),
+                    ($1, $4, 'ΟΔΟΣ', '{}', '2026-01-02')",
+            &[&other.tenant_id, &other_ann, &other_later, &other_first],
         )
         .await
         .unwrap();
@@ -1446,10 +1452,21 @@ mod tests {
 
         // The operator's list: the two users one IdP takes for one, the first created first.
         let sets = store.case_duplicates().await.unwrap();
-        assert_eq!(sets.len(), 1, "{sets:?}");
-        assert_eq!((sets[0].tenant_id, sets[0].scope.clone(), sets[0].key.as_str()), (d.tenant_id, d.scope(), "ασ"));
-        let users: Vec<(Uuid, &str)> = sets[0].users.iter().map(|u| (u.id, u.user_name.as_str())).collect();
-        assert_eq!(users, [(upper, "ΑΣ"), (lower, "ας")]);
+        let mut found: Vec<_> = sets
+            .iter()
+            .map(|s| {
+                let users: Vec<(Uuid, &str)> = s.users.iter().map(|u| (u.id, u.user_name.as_str())).collect();
+                (s.tenant_id, s.scope.clone(), s.key.as_str(), users)
+            })
+            .collect();
+        found.sort_by_key(|(t, ..)| *t != d.tenant_id);
+        assert_eq!(
+            found,
+            [
+                (d.tenant_id, d.scope(), "ασ", vec![(upper, "ΑΣ"), (lower, "ας")]),
+                (other.tenant_id, other.scope(), "οδοσ", vec![(other_first, "ΟΔΟΣ"), (other_later, "οδος")]),
+            ]
+        );
     }
 
     #[tokio::test]
