@@ -141,14 +141,24 @@ fn parse_filter(filter: &str) -> Option<(String, String)> {
 fn matches(user: &Value, attr: &str, value: &str) -> bool {
     match attr {
         a if a.eq_ignore_ascii_case("userName") => {
-            user["userName"].as_str().is_some_and(|u| u.eq_ignore_ascii_case(value))
+            user["userName"].as_str().is_some_and(|u| same_ignoring_case(u, value))
         }
         a if a.eq_ignore_ascii_case("externalId") => user["externalId"].as_str() == Some(value),
         a if a.eq_ignore_ascii_case("emails.value") => user["emails"]
             .as_array()
-            .is_some_and(|es| es.iter().any(|e| e["value"].as_str().is_some_and(|v| v.eq_ignore_ascii_case(value)))),
+            .is_some_and(|es| es.iter().any(|e| e["value"].as_str().is_some_and(|v| same_ignoring_case(v, value)))),
         _ => false,
     }
+}
+
+/// Whether `a` and `b` are equal ignoring case, as RFC 7643 compares `userName` and email
+/// addresses (`caseExact: false`): every character lower-cased on its own, the final sigma `ς`
+/// taken for `σ`, so "ΟΔΟΣ", "οδος" and "Οδοσ" are one name, as are "Émile" and "ÉMILE".
+fn same_ignoring_case(a: &str, b: &str) -> bool {
+    let lower = |s: &str| -> Vec<char> {
+        s.chars().flat_map(char::to_lowercase).map(|c| if c == 'ς' { 'σ' } else { c }).collect()
+    };
+    a == b || lower(a) == lower(b)
 }
 
 fn list(state: &crate::state::State, uri: &Uri) -> (StatusCode, Value) {
@@ -176,7 +186,7 @@ fn list(state: &crate::state::State, uri: &Uri) -> (StatusCode, Value) {
 
 fn user_name_taken(state: &crate::state::State, name: &str, except: Option<&str>) -> bool {
     state.scim_users.iter().any(|(id, u)| {
-        Some(id.as_str()) != except && u["userName"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name))
+        Some(id.as_str()) != except && u["userName"].as_str().is_some_and(|n| same_ignoring_case(n, name))
     })
 }
 
@@ -338,5 +348,32 @@ mod tests {
         assert_eq!(parse_filter(r#"externalId EQ "say \"hi\"""#), Some(("externalId".into(), "say \"hi\"".into())));
         assert_eq!(parse_filter("userName co \"a\""), None);
         assert_eq!(parse_filter("garbage"), None);
+    }
+
+    #[test]
+    fn user_names_and_emails_are_matched_ignoring_case_beyond_ascii() {
+        let mut state = crate::state::State::default();
+        let user = json!({"userName": "ΟΔΟΣ@corp.example", "emails": [{"value": "Émile@Corp.example"}]});
+        assert_eq!(create(&mut state, user).0, StatusCode::CREATED);
+        for taken in ["οδος@corp.example", "Οδοσ@CORP.example"] {
+            let (status, body) = create(&mut state, json!({"userName": taken}));
+            assert_eq!((status, body["scimType"].as_str()), (StatusCode::CONFLICT, Some("uniqueness")), "{taken}");
+        }
+        let found = |filter: &str| {
+            let uri: Uri = format!(
+                "/Users?filter={}",
+                url::form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>()
+            )
+            .parse()
+            .unwrap();
+            let (status, body) = list(&state, &uri);
+            assert_eq!(status, StatusCode::OK);
+            body["totalResults"].as_u64()
+        };
+        assert_eq!(found(r#"userName eq "οδοσ@CORP.EXAMPLE""#), Some(1));
+        assert_eq!(found(r#"emails.value eq "ÉMILE@corp.example""#), Some(1));
+        // Other letters stay apart.
+        assert_eq!(found(r#"userName eq "οδοι@corp.example""#), Some(0));
+        assert_eq!(create(&mut state, json!({"userName": "Emile@corp.example"})).0, StatusCode::CREATED);
     }
 }
