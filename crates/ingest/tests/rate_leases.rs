@@ -179,11 +179,8 @@ async fn a_tenant_with_a_rate_of_its_own_is_limited_at_it_and_the_others_at_the_
     let admitted = |t: Uuid| {
         let limiter = &limiter;
         async move {
-            let mut n = 0;
-            while limiter.check(t).await.is_ok() {
-                n += 1;
-                assert!(n <= 1000, "never refused");
-            }
+            let n = admitted(limiter, t, 1000).await;
+            assert!(n < 1000, "never refused");
             n
         }
     };
@@ -276,16 +273,7 @@ async fn with_the_fleets_limit_off_a_tenant_with_a_rate_of_its_own_is_held_at_it
     let own = |per_second, burst| Some(unseat_store::admin::ScimRateLimit { per_second, burst });
     assert!(store.set_scim_rate_limit(held, own(1, 2)).await.unwrap());
 
-    let admitted = |t: Uuid, most: usize| {
-        let limiter = &limiter;
-        async move {
-            let mut n = 0;
-            while n < most && limiter.check(t).await.is_ok() {
-                n += 1;
-            }
-            n
-        }
-    };
+    let admitted = |t: Uuid, most: usize| admitted(&limiter, t, most);
     // Asked as fast as answered: its burst of two (well under a token refills meanwhile).
     assert_eq!(admitted(held, 1000).await, 2, "its own burst");
     assert_eq!(admitted(free, 1000).await, 1000, "no limit for the others");
@@ -303,4 +291,14 @@ async fn with_the_fleets_limit_off_a_tenant_with_a_rate_of_its_own_is_held_at_it
         assert!(std::time::Instant::now() < deadline, "still held {h} / free admitted {f} of 100 after 10 s");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// How many of `most` requests of tenant `t`, asked one after another as fast as answered, are
+/// admitted before the first refusal.
+async fn admitted(limiter: &RateLimiter, t: Uuid, most: usize) -> usize {
+    let mut n = 0;
+    while n < most && limiter.check(t).await.is_ok() {
+        n += 1;
+    }
+    n
 }
