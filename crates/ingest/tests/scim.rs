@@ -1406,6 +1406,42 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
     assert_eq!(ids_of(&users(&format!(r#"{work} eq "Alice@New.example""#)).await), sorted(&[&alice]));
 }
 
+/// Entra writes booleans as "True"/"False" in filters and paths; they select what `true` and
+/// `false` select, and an ordering of booleans is refused.
+#[tokio::test]
+async fn a_boolean_is_true_or_false_however_a_filter_writes_it() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for (name, active, roles) in [
+        ("on@example.com", true, json!([{"value": "Admin", "primary": true}])),
+        ("off@example.com", false, json!([{"value": "Viewer", "primary": "False"}])),
+    ] {
+        let (s, b, _) =
+            app.call(Method::POST, "/Users", Some(json!({"userName": name, "active": active, "roles": roles}))).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        ids.push(b["id"].as_str().unwrap().to_string());
+    }
+    let (_, all, _) = app.call(Method::GET, "/Users", None).await;
+    let all = all["Resources"].as_array().unwrap().clone();
+    for (filter, want) in [
+        (r#"active eq "True""#, &ids[..1]),
+        (r#"active eq "false""#, &ids[1..]),
+        ("active eq true", &ids[..1]),
+        (r#"roles[primary eq "True"]"#, &ids[..1]),
+        (r#"roles[primary eq "false"].value eq "viewer""#, &ids[1..]),
+    ] {
+        let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(filter)), None).await;
+        assert_eq!(s, StatusCode::OK, "{filter}: {b}");
+        let want: Vec<&str> = want.iter().map(String::as_str).collect();
+        assert_eq!(ids_of(&b), sorted(&want), "{filter}");
+        app.assert_selects_as_evaluated(&all, filter, "").await;
+    }
+    for filter in ["active gt true", r#"active le "True""#, r#"roles[primary co "t"]"#] {
+        let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={}", filter_query(filter)), None).await;
+        assert_eq!((s, b["scimType"].as_str()), (StatusCode::BAD_REQUEST, Some("invalidFilter")), "{filter}: {b}");
+    }
+}
+
 #[tokio::test]
 async fn a_filter_on_any_attribute_selects_what_it_selects_evaluated_on_every_user() {
     let app = spawn_app().await;

@@ -45,6 +45,12 @@ impl AttrPath {
         self.urn.is_none() && self.sub.is_none() && self.name.eq_ignore_ascii_case(name)
     }
 
+    /// True when the last name of this core-schema path is `name` (case-insensitively): `name`
+    /// itself, `x.name`, or `name` inside a value path's filter.
+    pub fn names_last(&self, name: &str) -> bool {
+        self.urn.is_none() && self.sub.as_deref().unwrap_or(&self.name).eq_ignore_ascii_case(name)
+    }
+
     /// True when this path names `name.sub` of the core schema (case-insensitively).
     pub fn is_sub(&self, name: &str, sub: &str) -> bool {
         self.urn.is_none()
@@ -108,6 +114,21 @@ impl CompareOp {
             "le" => Self::Le,
             _ => return None,
         })
+    }
+
+    /// The operator as a filter writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eq => "eq",
+            Self::Ne => "ne",
+            Self::Co => "co",
+            Self::Sw => "sw",
+            Self::Ew => "ew",
+            Self::Gt => "gt",
+            Self::Ge => "ge",
+            Self::Lt => "lt",
+            Self::Le => "le",
+        }
     }
 }
 
@@ -199,13 +220,15 @@ impl Filter {
     /// bracket requires (`phoneNumbers[type eq "work"]`). Only attributes stored as sent
     /// qualify, not the `computed` ones the service adds when it renders (`id`, `meta`, …); not
     /// an empty text; and for `eq` no date-time (date-times compare as instants, whatever their
-    /// spelling). A search for the text then finds every resource the term can select.
+    /// spelling) and no `"true"` or `"false"` (they equal a stored boolean). A search for the
+    /// text then finds every resource the term can select.
     pub fn required_text(&self, computed: &[&str]) -> Option<(&str, CompareOp)> {
         let stored = |p: &AttrPath| p.urn.is_some() || !computed.iter().any(|c| p.name.eq_ignore_ascii_case(c));
         let text = |op: CompareOp, v: &'_ str| {
             let searchable = !v.is_empty();
             let textual = match op {
-                CompareOp::Eq => date_time(v).is_none(),
+                // Nor "true"/"false": they equal a stored boolean too.
+                CompareOp::Eq => date_time(v).is_none() && crate::user::parse_bool_str(v).is_none(),
                 CompareOp::Sw | CompareOp::Ew | CompareOp::Co => true,
                 _ => false,
             };
@@ -451,10 +474,16 @@ fn compare(have: &Value, op: CompareOp, want: &Value, exact: bool) -> bool {
             CompareOp::Ne => h != w,
             _ => false,
         },
-        // An IdP may have stored a boolean as "True"/"False"; compare it as a boolean.
+        // An IdP may have stored a boolean as "True"/"False", or name one so in a filter
+        // (Entra's `roles[primary eq "True"]`); either way it compares as a boolean.
         (Value::String(h), Value::Bool(w)) => match (crate::user::parse_bool_str(h), op) {
             (Some(h), CompareOp::Eq) => h == *w,
             (Some(h), CompareOp::Ne) => h != *w,
+            _ => false,
+        },
+        (Value::Bool(h), Value::String(w)) => match (crate::user::parse_bool_str(w), op) {
+            (Some(w), CompareOp::Eq) => *h == w,
+            (Some(w), CompareOp::Ne) => *h != w,
             _ => false,
         },
         (Value::Null, Value::Null) => op == CompareOp::Eq,
@@ -676,9 +705,22 @@ impl Parser {
             _ => return Err(ScimError::invalid_filter(format!("expected a value, found {}", self.describe()))),
         };
         self.pos += 1;
+        // RFC 7644 §3.4.2.2: gt, ge, lt and le on a boolean fail with invalidFilter; co, sw and
+        // ew compare strings. A boolean is a literal `true`/`false` or a boolean attribute.
+        let boolean = value.is_boolean() || BOOLEAN_ATTRIBUTES.iter().any(|a| path.names_last(a));
+        if boolean && !matches!(op, CompareOp::Eq | CompareOp::Ne) {
+            return Err(ScimError::invalid_filter(format!(
+                "{} does not apply to a boolean (only eq and ne do)",
+                op.as_str()
+            )));
+        }
         Ok(Filter::Compare { path, op, value })
     }
 }
+
+/// The boolean attributes of the schemas served (`/Schemas`): a User's `active` and the
+/// `primary` of every multi-valued attribute.
+const BOOLEAN_ATTRIBUTES: [&str; 2] = ["active", "primary"];
 
 #[cfg(test)]
 mod tests {
@@ -750,6 +792,42 @@ mod tests {
             ("(userName eq \"x\" or userName eq \"y\") and active eq true", false),
         ] {
             assert_eq!(Filter::parse(f).unwrap().matches(&u), want, "{f}");
+        }
+    }
+
+    #[test]
+    fn booleans_compare_with_true_and_false_written_either_way() {
+        let u = json!({"active": true, "roles": [{"value": "Admin", "primary": true}, {"value": "Viewer", "primary": "False"}]});
+        for (f, want) in [
+            ("active eq \"true\"", true),
+            ("active eq \"True\"", true),
+            ("active eq \"False\"", false),
+            ("active ne \"false\"", true),
+            ("active eq \"yes\"", false),
+            ("roles[primary eq \"True\"].value eq \"Admin\"", true),
+            ("roles[primary eq \"True\" and value eq \"Viewer\"]", false),
+            ("roles[primary eq false and value eq \"Viewer\"]", true),
+        ] {
+            assert_eq!(Filter::parse(f).unwrap().matches(&u), want, "{f}");
+        }
+    }
+
+    #[test]
+    fn ordering_and_substrings_do_not_apply_to_booleans() {
+        for f in [
+            "active gt true",
+            "active GE \"true\"",
+            "active co \"t\"",
+            "emails[primary lt true]",
+            "emails.primary sw \"t\"",
+            "title gt false",
+            "roles[value eq \"x\" and primary le true]",
+        ] {
+            let err = Filter::parse(f).unwrap_err();
+            assert_eq!((err.status, err.scim_type), (400, Some("invalidFilter")), "{f}");
+        }
+        for f in ["active eq true", "active ne \"False\"", "emails[primary eq true]", "primaryPhone gt \"1\""] {
+            assert!(Filter::parse(f).is_ok(), "{f}");
         }
     }
 
@@ -856,6 +934,9 @@ mod tests {
             r#"title ne "x""#,
             r#"title gt "x""#,
             "active eq true",
+            r#"active eq "True""#,
+            r#"title eq "false""#,
+            r#"roles[primary eq "true"]"#,
         ] {
             assert_eq!(text(none), None, "{none}");
         }

@@ -217,7 +217,36 @@ pub fn apply_user_patch(resource: &Value, req: &PatchRequest, id: &str) -> Resul
             }
         }
     }
+    let before = resource.as_object();
+    for (name, value) in res.iter_mut() {
+        if let Value::Array(items) = value {
+            let before = before.and_then(|b| find_key(b, name).and_then(|k| b.get(&k)));
+            one_primary(items, before.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default());
+        }
+    }
     User::parse(&Value::Object(res))
+}
+
+/// RFC 7644 §3.5.2: a PATCH that makes a value of a multi-valued attribute `primary` makes
+/// every other value of it not primary. `items` is the attribute after the PATCH, `before` the
+/// values it had; when the PATCH made several primary, the last one stays so. Values that were
+/// primary together before the PATCH, and not made so by it, are left as they were.
+fn one_primary(items: &mut [Value], before: &[Value]) {
+    let primary = |v: &Value| match get_ci(v, "primary") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => crate::user::parse_bool_str(s) == Some(true),
+        _ => false,
+    };
+    let made_primary = items.iter().rposition(|i| primary(i) && !before.iter().any(|b| b == i && primary(b)));
+    let Some(keep) = made_primary else { return };
+    for (n, item) in items.iter_mut().enumerate() {
+        if n != keep && primary(item) {
+            if let Value::Object(fields) = item {
+                let key = find_key(fields, "primary").unwrap_or_else(|| "primary".into());
+                fields.insert(key, Value::Bool(false));
+            }
+        }
+    }
 }
 
 fn find_key(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -716,6 +745,61 @@ mod tests {
         assert_eq!(u.emails.len(), 1);
         assert_eq!(u.resource["name"]["familyName"], "Updated");
         assert_eq!(u.resource["name"]["givenName"], "Alice");
+    }
+
+    #[test]
+    fn entra_replaces_the_primary_role_whether_primary_is_written_true_or_true_quoted() {
+        let user = User::parse(&json!({
+            "userName": "r@x.io",
+            "roles": [{"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}]
+        }))
+        .unwrap()
+        .resource;
+        let u = apply_user_patch(
+            &user,
+            &req(json!([{"op": "Replace", "path": "roles[primary eq \"True\"].value", "value": "Viewer"}])),
+            "u1",
+        )
+        .unwrap();
+        assert_eq!(
+            u.resource["roles"],
+            json!([{"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Viewer"}])
+        );
+    }
+
+    #[test]
+    fn a_value_made_primary_leaves_the_others_not_primary() {
+        // Added with primary: the address the user had as primary is primary no more.
+        let u = patch_user(json!([{"op": "add", "path": "emails",
+                                   "value": [{"value": "new@x.org", "type": "home", "primary": true}]}]))
+        .unwrap();
+        assert_eq!(u.primary_email(), Some("new@x.org"));
+        let primaries: Vec<&Value> = u.resource["emails"].as_array().unwrap().iter().map(|e| &e["primary"]).collect();
+        assert_eq!(primaries, [&json!(false), &json!(true)]);
+
+        // Made primary through a filter, with "True" as a string: the same.
+        let u = patch_user(json!([
+            {"op": "add", "path": "emails[type eq \"other\"]", "value": {"value": "o@x.org"}},
+            {"op": "replace", "path": "emails[type eq \"other\"].primary", "value": "True"}
+        ]))
+        .unwrap();
+        assert_eq!(u.primary_email(), Some("o@x.org"));
+        assert_eq!(u.emails.iter().filter(|e| e.primary).count(), 1);
+
+        // Two made primary in one request: the last stays so.
+        let u = patch_user(json!([{"op": "add", "path": "phoneNumbers", "value": [
+            {"value": "1", "primary": true}, {"value": "2", "primary": true}]}]))
+        .unwrap();
+        assert_eq!(
+            u.resource["phoneNumbers"],
+            json!([{"value": "1", "primary": false}, {"value": "2", "primary": true}])
+        );
+
+        // A change that makes nothing primary leaves primaries alone.
+        let u = patch_user(json!([{"op": "add", "path": "emails", "value": [{"value": "h@x.org", "type": "home"}]}]))
+            .unwrap();
+        assert_eq!(u.primary_email(), Some("alice@example.com"));
+        assert_eq!(u.resource["emails"][0]["primary"], json!(true));
     }
 
     #[test]
