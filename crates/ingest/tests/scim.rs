@@ -1406,6 +1406,38 @@ async fn the_lookups_idps_send_answer_exactly_in_a_directory_too_large_to_scan()
     assert_eq!(ids_of(&users(&format!(r#"{work} eq "Alice@New.example""#)).await), sorted(&[&alice]));
 }
 
+/// An IdP's custom schema extension is kept whole under its URN, named in `schemas`, and
+/// changed, read and filtered through that URN.
+#[tokio::test]
+async fn a_custom_extension_is_kept_under_its_urn() {
+    const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User";
+    let app = spawn_app().await;
+    let (s, b, _) = app
+        .call(
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", CUSTOM],
+                        "userName": "x@example.com", CUSTOM: {"employeeNumber": "1"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    assert_eq!(b["schemas"][1], CUSTOM, "{b}");
+    let id = b["id"].as_str().unwrap().to_string();
+    let (s, b, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            patch(json!([{"op": "replace", "value": {CUSTOM: {"employeeNumber": "2", "costCenter": "C"}}}])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, b, _) = app.call(Method::GET, &format!("/Users/{id}?attributes={CUSTOM}"), None).await;
+    assert_eq!(b[CUSTOM], json!({"employeeNumber": "2", "costCenter": "C"}), "{b}");
+    let filter = filter_query(&format!(r#"{CUSTOM}:employeeNumber eq "2""#));
+    let (s, b, _) = app.call(Method::GET, &format!("/Users?filter={filter}"), None).await;
+    assert_eq!((s, ids_of(&b)), (StatusCode::OK, vec![id.clone()]), "{b}");
+}
+
 /// Entra writes booleans as "True"/"False" in filters and paths; they select what `true` and
 /// `false` select, and an ordering of booleans is refused.
 #[tokio::test]

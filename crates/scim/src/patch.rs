@@ -8,7 +8,7 @@
 use crate::error::ScimError;
 use crate::filter::{get_ci, AttrPath, CompareOp, Filter, MAX_FILTER_LEN};
 use crate::group::{display_name, external_id, member_ids};
-use crate::schema::{is_extension_urn, ENTERPRISE_USER_SCHEMA, PATCH_OP_SCHEMA};
+use crate::schema::{is_core_schema, is_extension_urn, PATCH_OP_SCHEMA};
 use crate::user::{canonical, User, USER_ATTRIBUTES};
 use serde_json::{Map, Value};
 use std::collections::HashSet;
@@ -125,7 +125,7 @@ impl PatchRequest {
                 Some(other) => return Err(ScimError::invalid_path(format!("path must be a string, got {other}"))),
             };
             let path = match &raw_path {
-                Some(p) if is_extension_urn(p) => None,
+                Some(p) if is_extension_urn(p) || is_core_schema(p) => None,
                 Some(p) => Some(PatchPath::parse(p)?),
                 None => None,
             };
@@ -171,44 +171,15 @@ pub fn apply_user_patch(resource: &Value, req: &PatchRequest, id: &str) -> Resul
     for op in &req.operations {
         match (&op.path, &op.raw_path) {
             (Some(path), _) => apply_path(&mut res, op.op, path, op.value.as_ref(), id)?,
-            // The whole enterprise extension as the path.
-            (None, Some(_)) => match op.op {
-                OpKind::Remove => {
-                    remove_ci(&mut res, ENTERPRISE_USER_SCHEMA);
-                }
-                kind => {
-                    let Some(Value::Object(v)) = &op.value else {
-                        return Err(ScimError::invalid_value("the enterprise extension value must be an object"));
-                    };
-                    for (k, v) in v {
-                        let path = PatchPath {
-                            urn: Some(ENTERPRISE_USER_SCHEMA.into()),
-                            name: k.clone(),
-                            filter: None,
-                            sub: None,
-                        };
-                        apply_path(&mut res, kind, &path, Some(v), id)?;
-                    }
-                }
-            },
+            // A whole schema as the path: an extension object, or the core attributes.
+            (None, Some(schema)) => apply_schema(&mut res, op.op, schema, op.value.as_ref(), id)?,
             (None, None) => {
                 let Some(Value::Object(v)) = &op.value else {
                     return Err(ScimError::invalid_value("an operation without a path needs an object value"));
                 };
                 for (k, v) in v {
-                    if is_extension_urn(k) {
-                        let Value::Object(ext) = v else {
-                            return Err(ScimError::invalid_value("the enterprise extension value must be an object"));
-                        };
-                        for (k2, v2) in ext {
-                            let path = PatchPath {
-                                urn: Some(ENTERPRISE_USER_SCHEMA.into()),
-                                name: k2.clone(),
-                                filter: None,
-                                sub: None,
-                            };
-                            apply_path(&mut res, op.op, &path, Some(v2), id)?;
-                        }
+                    if is_extension_urn(k) || is_core_schema(k) {
+                        apply_schema(&mut res, op.op, k, Some(v), id)?;
                     } else {
                         let path = PatchPath::parse(k)?;
                         apply_path(&mut res, op.op, &path, Some(v), id)?;
@@ -247,6 +218,34 @@ fn one_primary(items: &mut [Value], before: &[Value]) {
             }
         }
     }
+}
+
+/// An operation on a whole schema, `schema` an extension's URN (its object, stored under the
+/// URN) or a core schema's (its attributes, at the top): `value` holds attributes of it, each
+/// applied as if named by its own path; remove drops the whole extension.
+fn apply_schema(
+    res: &mut Map<String, Value>,
+    kind: OpKind,
+    schema: &str,
+    value: Option<&Value>,
+    id: &str,
+) -> Result<(), ScimError> {
+    let urn = (!is_core_schema(schema)).then(|| canonical(schema, &[]));
+    if kind == OpKind::Remove {
+        let Some(urn) = urn else {
+            return Err(ScimError::invalid_path("the core schema's attributes are removed one by one"));
+        };
+        remove_ci(res, &urn);
+        return Ok(());
+    }
+    let Some(Value::Object(attributes)) = value else {
+        return Err(ScimError::invalid_value(format!("the value for {schema} must be an object of its attributes")));
+    };
+    for (name, v) in attributes {
+        let path = PatchPath { urn: urn.clone(), name: name.clone(), filter: None, sub: None };
+        apply_path(res, kind, &path, Some(v), id)?;
+    }
+    Ok(())
 }
 
 fn find_key(map: &Map<String, Value>, key: &str) -> Option<String> {
@@ -564,7 +563,7 @@ pub fn group_patch(req: &PatchRequest, group_id: &str) -> Result<MemberChange, S
         match &op.path {
             None => {
                 if op.raw_path.is_some() {
-                    return Err(ScimError::invalid_path("Groups have no schema extension"));
+                    return Err(ScimError::invalid_path("a Group's path names an attribute, not a whole schema"));
                 }
                 let Some(Value::Object(v)) = &op.value else {
                     return Err(ScimError::invalid_value("an operation without a path needs an object value"));
@@ -800,6 +799,42 @@ mod tests {
             .unwrap();
         assert_eq!(u.primary_email(), Some("alice@example.com"));
         assert_eq!(u.resource["emails"][0]["primary"], json!(true));
+    }
+
+    #[test]
+    fn a_custom_extension_is_one_object_under_its_urn_however_a_patch_names_it() {
+        const CUSTOM: &str = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User";
+        let user = User::parse(&json!({"userName": "c@x.io", CUSTOM: {"employeeNumber": "1", "costCenter": "A"}}))
+            .unwrap()
+            .resource;
+        assert_eq!(user["schemas"], json!([crate::schema::USER_SCHEMA, CUSTOM]));
+        let patched = |ops: Value| apply_user_patch(&user, &req(ops), "u1").map(|u| u.resource);
+
+        // As a key of a path-less value, and as the path: the attributes given change.
+        for ops in [
+            json!([{"op": "replace", "value": {CUSTOM: {"employeeNumber": "2"}}}]),
+            json!([{"op": "Replace", "path": CUSTOM, "value": {"employeeNumber": "2"}}]),
+            json!([{"op": "replace", "path": format!("{CUSTOM}:employeeNumber"), "value": "2"}]),
+            json!([{"op": "replace", "value": {format!("{CUSTOM}:employeeNumber"): "2"}}]),
+        ] {
+            let r = patched(ops.clone()).unwrap();
+            assert_eq!(r[CUSTOM], json!({"employeeNumber": "2", "costCenter": "A"}), "{ops}");
+            let keys: Vec<&String> = r.as_object().unwrap().keys().filter(|k| k.starts_with("urn:")).collect();
+            assert_eq!(keys, [CUSTOM], "nothing stored under another key: {ops}");
+        }
+        // Removed whole, and no longer named in schemas.
+        let r = patched(json!([{"op": "remove", "path": CUSTOM}])).unwrap();
+        assert_eq!((r.get(CUSTOM), &r["schemas"]), (None, &json!([crate::schema::USER_SCHEMA])));
+        // The core schema's URN names the attributes at the top.
+        let core = crate::schema::USER_SCHEMA;
+        let r = patched(json!([{"op": "add", "value": {core: {"title": "T2"}}}])).unwrap();
+        assert_eq!(r["title"], "T2");
+        let r = patched(json!([{"op": "replace", "path": core, "value": {"displayName": "C"}}])).unwrap();
+        assert_eq!(r["displayName"], "C");
+        let e = patched(json!([{"op": "remove", "path": core}])).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidPath"));
+        let e = patched(json!([{"op": "replace", "path": CUSTOM, "value": "x"}])).unwrap_err();
+        assert_eq!(e.scim_type, Some("invalidValue"));
     }
 
     #[test]

@@ -16,10 +16,19 @@ pub const SCHEMA_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Schema";
 /// Largest page a list request gets, whatever `count` it asks for.
 pub const MAX_RESULTS: usize = 200;
 
-/// True for the schema extensions this service knows (a path naming one names the whole
-/// extension object).
+/// True for a schema extension's URN: the enterprise extension, or any other schema URN of the
+/// form the RFC's and the IdPs' extensions take, `urn:…:User` or `urn:…:Group` (Okta's and
+/// Entra's custom extensions, `urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User`),
+/// that is not a core schema. A path or key naming one names the whole extension object, kept
+/// under that URN; `urn:…:User:title` names an attribute of it.
 pub fn is_extension_urn(urn: &str) -> bool {
-    urn.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA)
+    if urn.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA) {
+        return true;
+    }
+    let resource = urn.rsplit(':').next().unwrap_or_default();
+    urn.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("urn:"))
+        && !is_core_schema(urn)
+        && (resource.eq_ignore_ascii_case("User") || resource.eq_ignore_ascii_case("Group"))
 }
 
 /// True for the core User and Group schema URNs, whose attributes need no URN prefix.

@@ -3,7 +3,7 @@
 
 use crate::error::ScimError;
 use crate::filter::get_ci;
-use crate::schema::{ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
+use crate::schema::{is_extension_urn, ENTERPRISE_USER_SCHEMA, USER_SCHEMA};
 use serde_json::{json, Map, Value};
 
 /// Longest userName, externalId or displayName accepted, in bytes of UTF-8: names are
@@ -217,6 +217,12 @@ impl User {
         let mut schemas = vec![Value::String(USER_SCHEMA.into())];
         if enterprise.is_some() {
             schemas.push(Value::String(ENTERPRISE_USER_SCHEMA.into()));
+        }
+        // Other extensions (an IdP's custom one) are kept as sent, and named too.
+        for (key, value) in &res {
+            if value.is_object() && !key.eq_ignore_ascii_case(ENTERPRISE_USER_SCHEMA) && is_extension_urn(key) {
+                schemas.push(Value::String(key.clone()));
+            }
         }
         res.insert("schemas".into(), Value::Array(schemas));
 
