@@ -838,6 +838,18 @@ mod tests {
     }
 
     #[test]
+    fn what_a_patch_leaves_empty_is_unassigned() {
+        let u = patch_user(json!([
+            {"op": "remove", "path": "name.givenName"},
+            {"op": "remove", "path": "name.familyName"},
+            {"op": "replace", "path": "emails", "value": []}
+        ]))
+        .unwrap();
+        assert_eq!((u.resource.get("name"), u.resource.get("emails")), (None, None), "{}", u.resource);
+        assert!(u.emails.is_empty());
+    }
+
+    #[test]
     fn email_filter_without_match_adds_the_value() {
         let u =
             patch_user(json!([{"op": "add", "path": "emails[type eq \"home\"].value", "value": "h@x.org"}])).unwrap();

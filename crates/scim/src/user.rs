@@ -140,7 +140,15 @@ impl User {
         };
         let mut res = Map::new();
         for (k, v) in input {
-            if DROPPED_ATTRIBUTES.iter().any(|d| d.eq_ignore_ascii_case(k)) || v.is_null() {
+            // RFC 7643 §2.5: null and an empty array are unassigned, and so is a complex value
+            // left with nothing in it (`name` once its parts are removed): none is kept.
+            let empty = match v {
+                Value::Null => true,
+                Value::Array(a) => a.is_empty(),
+                Value::Object(o) => o.is_empty(),
+                _ => false,
+            };
+            if DROPPED_ATTRIBUTES.iter().any(|d| d.eq_ignore_ascii_case(k)) || empty {
                 continue;
             }
             res.insert(canonical(k, USER_ATTRIBUTES), strip_nulls(v.clone()));
