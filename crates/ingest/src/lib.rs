@@ -300,15 +300,32 @@ pub(crate) fn json_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>
         }
     })?;
     if let Some(ct) = headers.get(header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        if !ct.contains("json") {
-            return Err(ScimError::unsupported_media_type("send application/scim+json or application/json"));
+        if !json_media_type(ct.to_str().unwrap_or("")) {
+            return Err(ScimError::unsupported_media_type(
+                "send application/scim+json or application/json, in UTF-8 (RFC 7644 §3.1, §8.1)",
+            ));
         }
     }
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))?;
     unseat_scim::check_storable(&value)?;
     Ok(value)
+}
+
+/// Whether a request's `Content-Type` is SCIM's or plain JSON (any case, any parameters),
+/// with no charset but UTF-8's.
+fn json_media_type(ct: &str) -> bool {
+    let mut parts = ct.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or_default();
+    let json =
+        essence.eq_ignore_ascii_case("application/scim+json") || essence.eq_ignore_ascii_case("application/json");
+    json && parts.all(|p| match p.split_once('=') {
+        Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+            let charset = value.trim().trim_matches('"');
+            charset.eq_ignore_ascii_case("utf-8") || charset.eq_ignore_ascii_case("utf8")
+        }
+        _ => true,
+    })
 }
 
 /// Query parameters by lower-cased name (SCIM clients vary in case).

@@ -536,6 +536,40 @@ async fn extreme_numbers_in_extra_attributes_come_back_as_sent() {
     assert_eq!((&b["x"], &b["y"]), (&numbers, &json!(f64::MAX)));
 }
 
+/// A body is SCIM's or plain JSON in UTF-8, however the IdP spells the media type; anything
+/// else is 415 and changes nothing.
+#[tokio::test]
+async fn a_body_of_another_media_type_is_415() {
+    let app = spawn_app().await;
+    let post = |ct: &'static str, name: &str| {
+        app.http
+            .post(format!("{}/Users", app.base))
+            .bearer_auth(&app.token)
+            .header("content-type", ct)
+            .body(json!({"userName": name}).to_string())
+            .send()
+    };
+    for (i, ct) in [
+        "application/scim+json",
+        "application/json",
+        "Application/SCIM+JSON; charset=UTF-8",
+        "application/json;charset=\"utf-8\"",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let resp = post(ct, &format!("u{i}@example.com")).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{ct}");
+    }
+    for ct in ["text/plain", "application/jsonp", "text/json", "application/json; charset=utf-16", "multipart/json"] {
+        let resp = post(ct, "refused@example.com").await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE, "{ct}");
+        let b: Value = resp.json().await.unwrap();
+        assert_scim_error(&b, "415", None);
+    }
+    assert_eq!(app.count("scim_users").await, 4);
+}
+
 #[tokio::test]
 async fn oversized_body_is_413() {
     let app = spawn_app_with_limit(1024).await;
