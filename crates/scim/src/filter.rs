@@ -714,9 +714,22 @@ impl Parser {
                 op.as_str()
             )));
         }
+        let date = DATE_TIME_ATTRIBUTES.iter().any(|(name, sub)| path.is_sub(name, sub));
+        let textual = matches!(op, CompareOp::Co | CompareOp::Sw | CompareOp::Ew);
+        if date && !textual && value.as_str().is_none_or(|v| date_time(v).is_none()) {
+            return Err(ScimError::invalid_filter(format!(
+                "{}.{} compares with a date-time such as \"2026-01-01T00:00:00Z\", not {value}",
+                path.name,
+                path.sub.as_deref().unwrap_or_default()
+            )));
+        }
         Ok(Filter::Compare { path, op, value })
     }
 }
+
+/// The `dateTime` attributes of the schemas served: what `eq`, `ne`, `gt`, `ge`, `lt` and `le`
+/// compare them with must be a date-time.
+const DATE_TIME_ATTRIBUTES: [(&str, &str); 2] = [("meta", "created"), ("meta", "lastModified")];
 
 /// The boolean attributes of the schemas served (`/Schemas`): a User's `active` and the
 /// `primary` of every multi-valued attribute.
@@ -809,6 +822,22 @@ mod tests {
             ("roles[primary eq false and value eq \"Viewer\"]", true),
         ] {
             assert_eq!(Filter::parse(f).unwrap().matches(&u), want, "{f}");
+        }
+    }
+
+    #[test]
+    fn a_date_time_attribute_compares_with_a_date_time() {
+        for f in [
+            r#"meta.created gt "garbage""#,
+            "meta.lastModified gt 5",
+            "meta.lastModified eq true",
+            r#"Meta.LastModified LE "2026-13-01T00:00:00Z""#,
+        ] {
+            let err = Filter::parse(f).unwrap_err();
+            assert_eq!((err.status, err.scim_type), (400, Some("invalidFilter")), "{f}");
+        }
+        for f in [r#"meta.created gt "2026-01-01T00:00:00Z""#, r#"meta.lastModified sw "2026""#, "meta.created pr"] {
+            assert!(Filter::parse(f).is_ok(), "{f}");
         }
     }
 
@@ -927,7 +956,7 @@ mod tests {
         );
         for none in [
             r#"id eq "x""#,
-            r#"meta.created eq "x""#,
+            r#"meta.created co "x""#,
             r#"meta[created eq "x"]"#,
             r#"title eq "2026-01-01T00:00:00Z""#,
             r#"title eq """#,
@@ -961,7 +990,6 @@ mod tests {
         for none in [
             r#"meta.lastModified ne "2026-01-01T00:00:00Z""#,
             r#"meta.lastModified sw "2026-01-01T00:00:00Z""#,
-            r#"meta.lastModified gt "yesterday""#,
             r#"meta.created gt "2026-01-01T00:00:00Z""#,
             r#"lastModified gt "2026-01-01T00:00:00Z""#,
             r#"meta[lastModified gt "2026-01-01T00:00:00Z"]"#,
