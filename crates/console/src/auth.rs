@@ -84,7 +84,7 @@ impl Caller {
             return Ok(());
         };
         if *own != tenant_id {
-            return Err(ApiError::forbidden("this token belongs to another tenant"));
+            return Err(ApiError::other_tenant());
         }
         let allowed = match need {
             Need::Read => true,

@@ -11,11 +11,24 @@ use unseat_store::StoreError;
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Why a 403 refused the caller (None for every other answer), so that a page can say what
+    /// to do about it; the API's body is the message alone.
+    pub refusal: Option<Refusal>,
+}
+
+/// The two reasons a known caller is refused: the tenant is not theirs, or it is and what they
+/// asked is more than they may do there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The token belongs to another tenant than the one named.
+    OtherTenant,
+    /// The caller's role (or not being the operator) does not allow the action.
+    NotAllowed,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), refusal: None }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -26,8 +39,17 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// A 403 for an action the caller may not take in their own tenant (see [`Refusal::NotAllowed`]).
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, message)
+        Self { refusal: Some(Refusal::NotAllowed), ..Self::new(StatusCode::FORBIDDEN, message) }
+    }
+
+    /// The 403 for a tenant admin naming another tenant, whether that tenant exists or not.
+    pub fn other_tenant() -> Self {
+        Self {
+            refusal: Some(Refusal::OtherTenant),
+            ..Self::new(StatusCode::FORBIDDEN, "this token belongs to another tenant")
+        }
     }
 
     /// The same answer for a missing token, an unknown one and a token of the wrong kind, so

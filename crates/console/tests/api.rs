@@ -809,35 +809,6 @@ fn url_encoded(s: &str) -> String {
         .collect()
 }
 
-async fn add_job(app: &TestApp, tenant: Uuid, at: &str, summary: &str) -> Uuid {
-    let id = Uuid::new_v4();
-    let client = app.store.client().await.unwrap();
-    client
-        .execute(
-            "insert into jobs (tenant_id, id, trigger_method, trigger_path, user_agent, summary, received_at, created_at)
-             values ($1, $2, 'PATCH', '/scim/v2/Groups/x', 'Okta SCIM Client', $3, $4::text::timestamptz, $4::text::timestamptz)",
-            &[&tenant, &id, &summary, &at],
-        )
-        .await
-        .unwrap();
-    id
-}
-
-async fn add_task(app: &TestApp, tenant: Uuid, job: Uuid, integration: Uuid, status: &str, at: &str) -> Uuid {
-    let id = Uuid::new_v4();
-    let client = app.store.client().await.unwrap();
-    client
-        .execute(
-            "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
-                                reason, desired_version, status, created_at)
-             values ($1, $2, $3, $4, $5, 'alice@example.com', 'remove', 'ADMIN', null, 'removed: no grant', 1, $6, $7::text::timestamptz)",
-            &[&tenant, &id, &job, &integration, &Uuid::new_v4(), &status, &at],
-        )
-        .await
-        .unwrap();
-    id
-}
-
 /// Follows `next` until the end; returns the ids in order.
 async fn walk(app: &TestApp, path: &str, key: &str, token: &str, limit: usize) -> Vec<String> {
     let mut ids = Vec::new();
@@ -1225,4 +1196,166 @@ async fn only_the_operator_gives_a_tenant_a_scim_rate_of_its_own() {
     assert_eq!(stored().await, (None, None));
     let a = app.get(&format!("/api/v1/tenants/{tenant}"), OPERATOR).await;
     assert_eq!(a.body["scim_rate_limit"], Value::Null);
+}
+
+/// What every paged endpoint answers for a `before` it did not hand out.
+const NOT_A_CURSOR: &str = "before is not a cursor this API returned (use the `next` of a previous page)";
+
+/// A cursor naming an instant PostgreSQL cannot hold (or one outside the years 1 to 9999, which
+/// no stored time is in) is refused on every paged endpoint like any cursor the API did not
+/// return: a 400 with the usual message, never a 500 from the database. The first and last
+/// instants of those years still page.
+#[tokio::test]
+async fn a_cursor_outside_the_years_the_log_holds_is_refused_like_any_bad_cursor() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let integration = app.integration(tenant, &owner, "Hub").await;
+    let job = add_job(&app, tenant, "2026-01-01T00:00:01Z", "job").await;
+    add_task(&app, tenant, job, integration, "failed", "2026-01-01T00:00:01Z").await;
+    let id = "0".repeat(32);
+    let base = format!("/api/v1/tenants/{tenant}");
+    for (path, list) in [
+        (format!("{base}/jobs"), "jobs"),
+        (format!("{base}/tasks"), "tasks"),
+        (format!("{base}/jobs/{job}"), "tasks"),
+        (format!("{base}/integrations/{integration}/activity"), "tasks"),
+    ] {
+        // 4713 BC is PostgreSQL's first year; one microsecond before the year 1; the year 10000.
+        for before in ["-300000000000000000", "-62135596800000001", "253402300800000000"] {
+            let a = app.get(&format!("{path}?before={before}.{id}"), &owner).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path} before {before}: {}", a.text);
+            assert_eq!(a.body["error"], NOT_A_CURSOR, "{path} before {before}");
+        }
+        // Before the first instant of the year 1 lies nothing; before the last of 9999, everything.
+        let a = app.get(&format!("{path}?before=-62135596800000000.{id}"), &owner).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
+        assert_eq!(a.body[list], json!([]), "{path}: {}", a.text);
+        let a = app.get(&format!("{path}?before=253402300799999999.{id}"), &owner).await;
+        assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
+        assert_eq!(a.body[list].as_array().map(Vec::len), Some(1), "{path}: {}", a.text);
+    }
+}
+
+/// A path segment that is not UTF-8 text (`%ff`, the overlong `%C0%80`) is a 400 with the API's
+/// JSON error body, on every method, like any other bad input.
+#[tokio::test]
+async fn a_path_that_is_not_utf8_text_is_a_json_400() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let integration = app.integration(tenant, &owner, "Hub").await;
+    let base = format!("/api/v1/tenants/{tenant}");
+    let i = format!("{base}/integrations/{integration}");
+    let cases = [
+        (Method::GET, "/api/v1/tenants/%ff".to_string(), None),
+        (Method::GET, "/api/v1/tenants/%ff/jobs".to_string(), None),
+        (Method::PUT, "/api/v1/tenants/%ff/scim-rate-limit".to_string(), Some(json!({"per_second": 1, "burst": 1}))),
+        (Method::GET, format!("{base}/integrations/%ff"), None),
+        (Method::PATCH, format!("{base}/integrations/%ff"), Some(json!({"roles": ["ADMIN"]}))),
+        (Method::PATCH, format!("{i}/assets/%ff"), Some(json!({"name": "x"}))),
+        (Method::DELETE, format!("{i}/assets/%C0%80"), None),
+        (Method::PATCH, format!("{i}/grants/%ff"), Some(json!({"role": "ADMIN"}))),
+        (Method::DELETE, format!("{i}/grants/%ff"), None),
+        (Method::DELETE, format!("{base}/tokens/%ff"), None),
+        (Method::GET, format!("{base}/users/%ff/access"), None),
+        (Method::GET, format!("{base}/jobs/%ff"), None),
+        (Method::POST, format!("{base}/tasks/%ff/redrive"), None),
+    ];
+    for (method, path, body) in cases {
+        let token = if path.contains("scim-rate-limit") { OPERATOR } else { owner.as_str() };
+        let a = app.call(method.clone(), &path, Some(token), body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{method} {path}: {}", a.text);
+        assert!(a.content_type.starts_with("application/json"), "{method} {path}: {} {}", a.content_type, a.text);
+        let error = a.body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("UTF-8"), "{method} {path}: {}", a.text);
+    }
+}
+
+/// A field documented as optional may be `null`, which means the same as leaving it out: lists
+/// and maps are then empty and an asset's name blank, exactly as without the field.
+#[tokio::test]
+async fn an_optional_field_sent_as_null_means_the_same_as_leaving_it_out() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let base = format!("/api/v1/tenants/{tenant}");
+
+    let mut seat = integration_body("Seat");
+    for field in ["roles", "asset_roles", "assets", "default_role", "credential"] {
+        seat[field] = Value::Null;
+    }
+    let a = app.post(&format!("{base}/integrations"), &owner, seat).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["roles"], json!(["EMPLOYEE"]), "a seat-only hub, as with roles left out: {}", a.text);
+    assert_eq!((&a.body["asset_roles"], &a.body["assets"]), (&json!([]), &json!([])), "{}", a.text);
+
+    let mut hub = integration_body("Hub");
+    hub["asset_roles"] = json!(["MANAGE", "ANALYZE"]);
+    hub["assets"] = json!([{"asset_id": "act_1", "kind": "ad_account", "name": null}]);
+    let a = app.post(&format!("{base}/integrations"), &owner, hub).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["assets"], json!([{"asset_id": "act_1", "kind": "ad_account", "name": ""}]), "{}", a.text);
+    let integration = a.body["id"].as_str().unwrap().to_string();
+
+    let assets = format!("{base}/integrations/{integration}/assets");
+    let a = app.post(&assets, &owner, json!({"asset_id": "act_2", "kind": "ad_account", "name": null})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["name"], "", "{}", a.text);
+
+    let user = app.add_user(tenant, "alice@example.com").await;
+    let grants = format!("{base}/integrations/{integration}/grants");
+    let a =
+        app.post(&grants, &owner, json!({"user_id": user, "team_id": null, "role": "EMPLOYEE", "assets": null})).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["assets"], json!({}), "{}", a.text);
+}
+
+/// The OpenAPI document says the same: every property a request body may leave out (at any
+/// depth, in every request schema) also admits null.
+#[tokio::test]
+async fn the_openapi_document_lets_every_optional_request_field_be_null() {
+    let doc: Value = serde_json::from_str(unseat_console::OPENAPI).unwrap();
+    let resolve = |s: &Value| -> Value {
+        match s["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
+            Some(name) => doc["components"]["schemas"][name].clone(),
+            None => s.clone(),
+        }
+    };
+    fn admits_null(s: &Value) -> bool {
+        match &s["type"] {
+            Value::String(t) => t == "null",
+            Value::Array(ts) => ts.iter().any(|t| t == "null"),
+            _ => ["oneOf", "anyOf"].iter().any(|k| s[*k].as_array().is_some_and(|v| v.iter().any(admits_null))),
+        }
+    }
+    let mut pending: Vec<(String, Value)> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            if let Some(schema) = op.pointer("/requestBody/content/application~1json/schema") {
+                pending.push((format!("{method} {path}"), schema.clone()));
+            }
+        }
+    }
+    let mut checked = 0;
+    while let Some((at, schema)) = pending.pop() {
+        let schema = resolve(&schema);
+        if let Some(properties) = schema["properties"].as_object() {
+            let required: Vec<&str> =
+                schema["required"].as_array().map_or_else(Vec::new, |r| r.iter().filter_map(Value::as_str).collect());
+            for (name, property) in properties {
+                let property = resolve(property);
+                if !required.contains(&name.as_str()) {
+                    assert!(admits_null(&property), "{at}: optional {name} does not admit null");
+                    checked += 1;
+                }
+                pending.push((format!("{at} {name}"), property));
+            }
+        }
+        for key in ["items", "oneOf", "anyOf", "allOf", "if", "then", "else"] {
+            match &schema[key] {
+                Value::Array(all) => pending.extend(all.iter().map(|s| (format!("{at} {key}"), s.clone()))),
+                s @ Value::Object(_) => pending.push((format!("{at} {key}"), s.clone())),
+                _ => {}
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} optional fields found");
 }

@@ -3,11 +3,11 @@
 //! (`unseat_resolver::plan`, which calls the domain rules) on the current state, so the answer
 //! is the decision the resolver would take; neither changes anything.
 
-use super::{authorize, parse_body, parse_id, Body};
+use super::{authorize, parse_body, parse_id, Body, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};

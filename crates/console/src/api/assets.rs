@@ -6,11 +6,11 @@
 //! resolve-and-apply path as any grant change.
 
 use super::grants::{announce_users, subject_label, Request};
-use super::{authorize, optional_text, parse_body, parse_id, required_text, Body};
+use super::{authorize, null_as_default, optional_text, parse_body, parse_id, required_text, Body, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -65,7 +65,7 @@ pub async fn list(
 struct NewAsset {
     asset_id: String,
     kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     name: String,
 }
 

@@ -1,11 +1,11 @@
 //! Read-only views of the workspace directory, so admins can pick the teams and users to share
 //! an integration with. The IdP owns the directory: nothing here changes it.
 
-use super::{authorize, parse_params, Params};
+use super::{authorize, parse_params, Params, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;

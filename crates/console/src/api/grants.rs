@@ -2,11 +2,11 @@
 //! alters who has access, so each one writes, in its own transaction, a `DirectoryChanged`
 //! outbox row naming the users the grant reaches; the resolver recomputes their access.
 
-use super::{authorize, parse_body, parse_id, Body};
+use super::{authorize, null_as_default, parse_body, parse_id, Body, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header::USER_AGENT, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -197,7 +197,7 @@ struct CreateGrant {
     /// May be left out on an integration with a one-role ladder (a seat-only app): the grant
     /// then gives that role (the seat).
     role: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     assets: AssetMap,
 }
 

@@ -8,11 +8,11 @@
 //! directory reach, like a grant change.
 
 use super::grants::{announce_users, announce_users_in, subject_label, Request};
-use super::{authorize, parse_body, parse_id, required_text, Body};
+use super::{authorize, null_as_default, parse_body, parse_id, required_text, Body, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::Json;
 use serde::Deserialize;
@@ -35,17 +35,17 @@ struct CreateIntegration {
     base_url: String,
     /// The role ladder, highest first; empty or left out for a seat-only app (see
     /// [`role_ladder`]).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     roles: Vec<String>,
     default_role: Option<String>,
     #[serde(default)]
     settings: Option<Value>,
     credential: Option<String>,
     /// The asset-role ladder, highest first (for a Meta-style hub: MANAGE, ADVERTISE, ANALYZE).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     asset_roles: Vec<String>,
     /// The assets grants may name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     assets: Vec<NewAssetBody>,
 }
 
@@ -54,7 +54,7 @@ struct CreateIntegration {
 struct NewAssetBody {
     asset_id: String,
     kind: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     name: String,
 }
 

@@ -1,11 +1,11 @@
 //! The Automation Log (jobs and their tasks) and an integration's Activity, newest first, paged
 //! with the `next` cursor of the previous page.
 
-use super::{authorize, optional_id, parse_id, parse_params, Page, Params};
+use super::{authorize, optional_id, parse_id, parse_params, Page, Params, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;

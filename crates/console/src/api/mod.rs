@@ -14,9 +14,12 @@ use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::Query;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use chrono::{DateTime, Datelike, Utc};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::HashMap;
 use unseat_store::logs::Cursor;
@@ -24,6 +27,64 @@ use uuid::Uuid;
 
 pub type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
 pub type Body = Result<Bytes, BytesRejection>;
+
+/// The parameters of a route's path, as axum's `Path` reads them, refused with this API's
+/// `{"error": …}` body rather than axum's plain text: a segment that is not UTF-8 (`%ff`), one
+/// that does not parse as the type asked for. Every handler takes this one (clippy refuses
+/// axum's own in this crate; see `clippy.toml`).
+#[derive(Debug)]
+pub struct Path<T>(pub T);
+
+#[allow(clippy::disallowed_types)]
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(e) => Err(path_error(&e)),
+        }
+    }
+}
+
+/// A path the route matched but the handler cannot read: the caller's mistake (400 with
+/// axum's description, which names the segment), or, when the route and its handler disagree
+/// on the parameters, ours (500, logged).
+fn path_error(e: &PathRejection) -> ApiError {
+    let status = e.status();
+    if status.is_server_error() {
+        tracing::error!(error = %e.body_text(), "a route's path parameters do not fit its handler");
+        ApiError::new(status, "internal error")
+    } else {
+        ApiError::new(status, e.body_text())
+    }
+}
+
+/// For an optional body field whose absence means its default (an empty list, say): `null`
+/// then means the same as leaving the field out, as for every optional field of this API.
+/// Use with `#[serde(default, deserialize_with = "null_as_default")]`.
+pub fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
+/// The years of the instants this API takes in (page cursors, the pages' time filters).
+/// PostgreSQL's timestamps begin in 4713 BC while chrono's reach far earlier, so an earlier
+/// instant would fail in the database instead of being refused as the caller's mistake; these
+/// years hold every time the log stores and every time a date field can name.
+pub const YEARS: std::ops::RangeInclusive<i32> = 1..=9999;
+
+/// Whether `t` falls in [`YEARS`] (in UTC).
+pub fn within_years(t: DateTime<Utc>) -> bool {
+    YEARS.contains(&t.year())
+}
 
 /// Parses an id from a path or a body; `what` names it in the error.
 pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
@@ -96,7 +157,8 @@ impl Page {
         };
         let before = match params.get("before").filter(|b| !b.is_empty()) {
             None => None,
-            Some(raw) => Some(Cursor::parse(raw).ok_or_else(|| {
+            // A cursor this API returned names a row's time, so one outside `YEARS` is not one.
+            Some(raw) => Some(Cursor::parse(raw).filter(|c| within_years(c.created_at)).ok_or_else(|| {
                 ApiError::bad_request("before is not a cursor this API returned (use the `next` of a previous page)")
             })?),
         };
@@ -137,4 +199,42 @@ pub fn optional_text(value: &str, what: &str, max: usize) -> Result<String, ApiE
         return Err(ApiError::bad_request(format!("{what} must be at most {max} characters")));
     }
     Ok(value.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use axum::Router;
+
+    /// Every way the path extractor can refuse answers with the API's JSON error: a segment
+    /// that is not UTF-8 or not the type asked for is the caller's 400, a handler asking for
+    /// more parameters than its route has is our 500, its cause logged rather than sent.
+    #[tokio::test]
+    async fn path_rejections_are_json_errors() {
+        let router = Router::new()
+            .route("/ids/{id}", get(|Path(id): Path<Uuid>| async move { id.to_string() }))
+            .route("/pairs/{a}", get(|Path((a, b)): Path<(String, String)>| async move { a + &b }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let id = Uuid::new_v4();
+        for (path, status, says) in [
+            (format!("/ids/{id}"), 200, id.to_string()),
+            ("/ids/%ff".to_string(), 400, "Invalid UTF-8 in `id`".to_string()),
+            ("/ids/not-a-uuid".to_string(), 400, "Cannot parse `id` with value `not-a-uuid`".to_string()),
+            ("/pairs/x".to_string(), 500, r#"{"error":"internal error"}"#.to_string()),
+        ] {
+            let answer = reqwest::get(format!("{base}{path}")).await.unwrap();
+            assert_eq!(answer.status().as_u16(), status, "{path}");
+            let json = answer.headers()["content-type"].to_str().unwrap().starts_with("application/json");
+            let text = answer.text().await.unwrap();
+            assert!(text.contains(&says), "{path}: {text}");
+            if status != 200 {
+                assert!(json, "{path}: {text}");
+                let body: Value = serde_json::from_str(&text).unwrap();
+                assert!(body["error"].is_string(), "{path}: {text}");
+            }
+        }
+    }
 }

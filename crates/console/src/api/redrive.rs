@@ -7,11 +7,11 @@
 //! status and the desired version it now aims at; 409 when the task is not failed (or its
 //! integration is gone); 404 when there is no such task.
 
-use super::{authorize, parse_body, parse_id, Body};
+use super::{authorize, parse_body, parse_id, Body, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;

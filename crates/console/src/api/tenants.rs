@@ -1,11 +1,11 @@
 //! Tenants and their tokens. A token is shown once, in the answer that creates it; the store
 //! keeps only its hash.
 
-use super::{authorize, optional_text, parse_body, parse_id, required_text, Body};
+use super::{authorize, optional_text, parse_body, parse_id, required_text, Body, Path};
 use crate::auth::{AdminRole, Caller, Need};
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;

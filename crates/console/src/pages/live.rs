@@ -12,10 +12,10 @@
 //! A stream ends after [`STREAM_LIFETIME`] and the browser reconnects at once: that bounds how
 //! long an open page can hold a connection, and so how long it can delay a graceful shutdown.
 
-use super::Session;
+use super::{Path, Session};
 use crate::auth::Need;
 use crate::App;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};

@@ -2,12 +2,12 @@
 //! (a job may hold 10,000), and an integration's Activity with its health.
 
 use super::html::{attr, duration, esc, page, query, status, time, time_opt, Shell};
-use super::{refusal, Session};
-use crate::api::{parse_id, Page};
+use super::{refusal, Path, Session};
+use crate::api::{parse_id, within_years, Page, YEARS};
 use crate::auth::Need;
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -100,20 +100,26 @@ impl Filters {
 }
 
 /// A time filter: `YYYY-MM-DDTHH:MM[:SS]` (what a datetime-local field sends) read as UTC, or
-/// RFC 3339 with any offset.
+/// RFC 3339 with any offset; in the years the log's times can take ([`YEARS`]), so that a time
+/// PostgreSQL cannot compare with is refused like any other bad one.
 fn parse_time(raw: &str, what: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     if raw.is_empty() {
         return Ok(None);
     }
-    if let Ok(t) = DateTime::parse_from_rfc3339(raw) {
-        return Ok(Some(t.with_timezone(&Utc)));
+    let parsed = DateTime::parse_from_rfc3339(raw).map(|t| t.with_timezone(&Utc)).ok().or_else(|| {
+        ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+            .iter()
+            .find_map(|format| NaiveDateTime::parse_from_str(raw, format).ok())
+            .map(|t| t.and_utc())
+    });
+    match parsed {
+        Some(t) if within_years(t) => Ok(Some(t)),
+        _ => Err(ApiError::bad_request(format!(
+            "{what} must be a UTC time like 2026-11-25T14:30, in the years {} to {}",
+            YEARS.start(),
+            YEARS.end()
+        ))),
     }
-    for format in ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(raw, format) {
-            return Ok(Some(t.and_utc()));
-        }
-    }
-    Err(ApiError::bad_request(format!("{what} must be a UTC time like 2026-11-25T14:30")))
 }
 
 fn params_of(params: Params) -> Result<HashMap<String, String>, Response> {
@@ -544,6 +550,11 @@ mod tests {
         );
         assert_eq!(parse_time("", "from").unwrap(), None);
         assert!(parse_time("yesterday", "from").is_err());
+        assert!(parse_time("0001-01-01T00:00", "from").unwrap().is_some());
+        assert!(parse_time("9999-12-31T23:59:59", "to").unwrap().is_some());
+        for outside in ["-5000-01-01T00:00", "-4713-01-01T00:00", "0000-12-31T23:59", "+10000-01-01T00:00"] {
+            assert!(parse_time(outside, "from").is_err(), "{outside}");
+        }
     }
 
     #[test]

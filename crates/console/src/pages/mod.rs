@@ -20,7 +20,7 @@ mod log;
 mod task;
 
 use crate::auth::{Caller, Need};
-use crate::error::ApiError;
+use crate::error::{ApiError, Refusal};
 use crate::App;
 use axum::extract::{FromRequestParts, Query, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, SET_COOKIE};
@@ -133,11 +133,17 @@ impl Session {
 /// Turns an API refusal into a page that says what happened and what to do.
 pub(crate) fn refusal(e: &ApiError) -> Response {
     match e.status {
-        StatusCode::FORBIDDEN => problem(
+        StatusCode::FORBIDDEN if e.refusal == Some(Refusal::OtherTenant) => problem(
             StatusCode::FORBIDDEN,
             "Not your tenant",
             &e.message,
             r#"You are signed in with an admin token of another tenant. <a href="/console/sign-in">Sign in</a> with an admin token of this tenant."#,
+        ),
+        StatusCode::FORBIDDEN => problem(
+            StatusCode::FORBIDDEN,
+            "Not allowed for your role",
+            &e.message,
+            r#"Your admin token's role may read this tenant but not do this. Ask an owner or admin of this tenant, or <a href="/console/sign-in">sign in</a> with an admin token of a role that may."#,
         ),
         StatusCode::NOT_FOUND => problem(
             StatusCode::NOT_FOUND,
@@ -152,6 +158,26 @@ pub(crate) fn refusal(e: &ApiError) -> Response {
             "Fix the value and try again; clearing the filters always works.",
         ),
         status => problem(status, "Something went wrong", &e.message, "Try again in a moment."),
+    }
+}
+
+/// The parameters of a page's path, read as the admin API reads its own ([`crate::api::Path`]),
+/// with a path the page cannot read (a segment that is not UTF-8, say) answered by the page
+/// that explains a mistake rather than axum's plain text.
+pub(crate) struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match crate::api::Path::<T>::from_request_parts(parts, state).await {
+            Ok(crate::api::Path(value)) => Ok(Path(value)),
+            Err(e) => Err(refusal(&e)),
+        }
     }
 }
 

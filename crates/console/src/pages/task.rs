@@ -1,15 +1,16 @@
 //! A task's detail: its decision, every attempt with the app's answer, every progress event in
-//! order, and a re-drive button for failed or dead-lettered tasks. The button posts to this
-//! page, which checks the form and then asks the admin API's re-drive endpoint on the viewer's
-//! behalf (with the session's caller), so the page can do exactly what the API allows and no more.
+//! order, and a re-drive button for failed or dead-lettered tasks, shown to the roles that may
+//! re-drive (a viewer sees why there is none). The button posts to this page, which checks the
+//! form and then asks the admin API's re-drive endpoint on the signed-in admin's behalf (with the
+//! session's caller), so the page can do exactly what the API allows and no more.
 
 use super::html::{attr, duration, esc, page, status, time, time_opt};
-use super::{check_form, refusal, CsrfForm, Session};
+use super::{check_form, refusal, CsrfForm, Path, Session};
 use crate::api::parse_id;
 use crate::auth::Need;
 use crate::error::ApiError;
 use crate::App;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header::LOCATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -154,7 +155,16 @@ pub(crate) async fn detail(
         Some(other) => format!(r#"<p class="problem" role="alert">Re-drive refused: {}</p>"#, esc(other)),
         None => String::new(),
     };
-    let redrive = if t.status == "failed" || t.dead_lettered {
+    // The form only for those the re-drive would not refuse (a viewer reads, never re-drives).
+    let may_redrive = session.caller.require(tenant, Need::Write);
+    let redrive = if !(t.status == "failed" || t.dead_lettered) {
+        String::new()
+    } else if let Err(refused) = may_redrive {
+        format!(
+            r#"<p class="hint redrive-refused">Owners, super admins and admins can re-drive this task; {}.</p>"#,
+            esc(&refused.message)
+        )
+    } else {
         format!(
             r#"<form method="post" action="/console/tenants/{tenant}/tasks/{task_id}/redrive" class="redrive">
 <input type="hidden" name="csrf" value="{csrf}">
@@ -163,8 +173,6 @@ pub(crate) async fn detail(
 </form>"#,
             csrf = attr(&session.csrf)
         )
-    } else {
-        String::new()
     };
     let error = t
         .last_error
@@ -230,7 +238,7 @@ pub(crate) async fn redrive(
     let answer = crate::api::redrive::redrive(
         session.caller.clone(),
         State(app.clone()),
-        Path((tenant.to_string(), task_id.to_string())),
+        crate::api::Path((tenant.to_string(), task_id.to_string())),
         Ok(Default::default()),
     )
     .await;

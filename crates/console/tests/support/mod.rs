@@ -24,6 +24,22 @@ pub struct Answer {
     pub status: StatusCode,
     pub body: Value,
     pub text: String,
+    pub content_type: String,
+}
+
+impl Answer {
+    async fn read(resp: reqwest::Response) -> Answer {
+        let status = resp.status();
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Answer { status, body, text, content_type }
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -68,11 +84,7 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { status, body, text }
+        Answer::read(req.send().await.expect("request")).await
     }
 
     pub async fn raw(&self, method: Method, path: &str, token: &str, body: &'static str) -> Answer {
@@ -85,10 +97,20 @@ impl TestApp {
             .send()
             .await
             .expect("request");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { status, body, text }
+        Answer::read(resp).await
+    }
+
+    /// A console page as a browser signed in with `token` gets it: the session cookie sent,
+    /// redirects not followed. `form` is a urlencoded form body to POST.
+    pub async fn page(&self, path: &str, token: &str, form: Option<String>) -> Answer {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let url = format!("{}{}", self.base, path);
+        let req = match form {
+            None => http.get(url),
+            Some(form) => http.post(url).header("content-type", "application/x-www-form-urlencoded").body(form),
+        };
+        let resp = req.header("cookie", format!("unseat_console={token}")).send().await.expect("request");
+        Answer::read(resp).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Answer {
@@ -172,4 +194,35 @@ pub fn integration_body(name: &str) -> Value {
         "settings": { "business_id": "biz-1" },
         "credential": "s3cret-credential-value",
     })
+}
+
+/// A job of `tenant` created at `at` (RFC 3339), as the resolver would have written it.
+pub async fn add_job(app: &TestApp, tenant: Uuid, at: &str, summary: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    let client = app.store.client().await.unwrap();
+    client
+        .execute(
+            "insert into jobs (tenant_id, id, trigger_method, trigger_path, user_agent, summary, received_at, created_at)
+             values ($1, $2, 'PATCH', '/scim/v2/Groups/x', 'Okta SCIM Client', $3, $4::text::timestamptz, $4::text::timestamptz)",
+            &[&tenant, &id, &summary, &at],
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// A removal task of `job` with `status`, created at `at` (RFC 3339).
+pub async fn add_task(app: &TestApp, tenant: Uuid, job: Uuid, integration: Uuid, status: &str, at: &str) -> Uuid {
+    let id = Uuid::new_v4();
+    let client = app.store.client().await.unwrap();
+    client
+        .execute(
+            "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
+                                reason, desired_version, status, created_at)
+             values ($1, $2, $3, $4, $5, 'alice@example.com', 'remove', 'ADMIN', null, 'removed: no grant', 1, $6, $7::text::timestamptz)",
+            &[&tenant, &id, &job, &integration, &Uuid::new_v4(), &status, &at],
+        )
+        .await
+        .unwrap();
+    id
 }

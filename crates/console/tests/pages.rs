@@ -1,0 +1,109 @@
+//! The console's pages over real HTTP against a fresh database per test, signed in as a
+//! browser is (the session cookie), reading what an admin reads: the status and the page.
+
+mod support;
+
+use reqwest::StatusCode;
+use support::*;
+
+/// The session's CSRF token, from the sign-out form every signed-in page carries.
+fn csrf(page: &str) -> String {
+    let (_, rest) = page.split_once(r#"name="csrf" value=""#).expect("a CSRF field");
+    rest.split('"').next().unwrap().to_string()
+}
+
+/// A cursor or a time filter outside the years 1 to 9999 (which PostgreSQL cannot compare with,
+/// before 4713 BC) is a 400 page saying what is wrong, like any other bad value, on the log, a
+/// job's page and an Activity page; the first and last minutes of those years are fine.
+#[tokio::test]
+async fn a_time_or_cursor_outside_the_years_the_log_holds_is_a_400_page() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let integration = app.integration(tenant, &owner, "Hub").await;
+    let job = add_job(&app, tenant, "2026-01-01T00:00:01Z", "job").await;
+    add_task(&app, tenant, job, integration, "failed", "2026-01-01T00:00:01Z").await;
+    let pages = [
+        format!("/console/tenants/{tenant}/log"),
+        format!("/console/tenants/{tenant}/jobs/{job}"),
+        format!("/console/tenants/{tenant}/integrations/{integration}/activity"),
+    ];
+    for page in &pages {
+        for (query, says) in [
+            ("from=-5000-01-01T00:00", "from must be a UTC time like 2026-11-25T14:30, in the years 1 to 9999"),
+            ("from=-4713-01-01T00:00", "from must be a UTC time like 2026-11-25T14:30, in the years 1 to 9999"),
+            ("to=-5000-01-01T00:00", "to must be a UTC time like 2026-11-25T14:30, in the years 1 to 9999"),
+            ("to=0000-12-31T23:59", "to must be a UTC time like 2026-11-25T14:30, in the years 1 to 9999"),
+            (
+                "before=-300000000000000000.00000000000000000000000000000000",
+                "before is not a cursor this API returned (use the `next` of a previous page)",
+            ),
+        ] {
+            let a = app.page(&format!("{page}?{query}"), &owner, None).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{page}?{query}: {}", a.text);
+            assert!(a.content_type.starts_with("text/html"), "{page}?{query}: {}", a.content_type);
+            assert!(a.text.contains("That did not work"), "{page}?{query}: {}", a.text);
+            assert!(a.text.contains(says), "{page}?{query} does not say {says:?}: {}", a.text);
+        }
+        let a = app.page(&format!("{page}?from=0001-01-01T00:00&to=9999-12-31T23:59"), &owner, None).await;
+        assert_eq!(a.status, StatusCode::OK, "{page}: {}", a.text);
+        assert!(a.text.contains("alice@example.com"), "{page}: the task is in the range: {}", a.text);
+    }
+}
+
+/// A page path segment that is not UTF-8 text is the page that explains a mistake (400), not
+/// axum's plain text.
+#[tokio::test]
+async fn a_page_path_that_is_not_utf8_text_is_a_400_page() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    for path in [
+        "/console/tenants/%ff/log".to_string(),
+        format!("/console/tenants/{tenant}/jobs/%C0%80"),
+        format!("/console/tenants/{tenant}/integrations/%ff/activity"),
+        format!("/console/tenants/{tenant}/tasks/%ff"),
+        "/console/tenants/%ff/live".to_string(),
+    ] {
+        let a = app.page(&path, &owner, None).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{path}: {}", a.text);
+        assert!(a.content_type.starts_with("text/html"), "{path}: {} {}", a.content_type, a.text);
+        assert!(a.text.contains("That did not work") && a.text.contains("UTF-8"), "{path}: {}", a.text);
+    }
+}
+
+/// A viewer reads a failed task but is offered no Re-drive button (and told why); should one
+/// post the form anyway, with the session's own CSRF token, the 403 says their role may not
+/// do this, not that the tenant is another's, and the task stays failed. An admin of another
+/// tenant is still told it is not their tenant.
+#[tokio::test]
+async fn a_viewer_is_offered_no_redrive_and_a_refused_one_names_the_role() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let viewer = app.admin_token(tenant, &owner, "viewer").await;
+    let (_, _, stranger) = app.tenant("Other").await;
+    let integration = app.integration(tenant, &owner, "Hub").await;
+    let job = add_job(&app, tenant, "2026-01-01T00:00:01Z", "job").await;
+    let task = add_task(&app, tenant, job, integration, "failed", "2026-01-01T00:00:01Z").await;
+    let page = format!("/console/tenants/{tenant}/tasks/{task}");
+    let form = format!(r#"action="{page}/redrive""#);
+
+    let a = app.page(&page, &owner, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert!(a.text.contains(&form), "the owner may re-drive: {}", a.text);
+
+    let a = app.page(&page, &viewer, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert!(!a.text.contains(&form), "a viewer is offered the Re-drive button: {}", a.text);
+    assert!(a.text.contains("the viewer role may not do this"), "{}", a.text);
+
+    let a = app.page(&format!("{page}/redrive"), &viewer, Some(format!("csrf={}", csrf(&a.text)))).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    assert!(a.text.contains("Not allowed for your role"), "{}", a.text);
+    assert!(a.text.contains("the viewer role may not do this"), "{}", a.text);
+    assert!(!a.text.contains("another tenant") && !a.text.contains("Not your tenant"), "{}", a.text);
+    let status = format!("select count(*) from tasks where id = '{task}' and status = 'failed'");
+    assert_eq!(app.count(&status).await, 1, "the refused re-drive changed the task");
+
+    let a = app.page(&page, &stranger, None).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    assert!(a.text.contains("Not your tenant") && a.text.contains("another tenant"), "{}", a.text);
+}
