@@ -117,8 +117,10 @@ impl FromRequestParts<Arc<App>> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            // The scheme's name is case-insensitive (RFC 7235 §2.1).
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .filter(|t| !t.is_empty() && t.len() <= 1024)
             .ok_or_else(ApiError::unauthorized)?;
         if app.operator_hash.as_deref() == Some(hash(token).as_slice()) {

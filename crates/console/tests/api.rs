@@ -153,10 +153,22 @@ async fn every_endpoint_but_the_openapi_document_needs_a_valid_admin_token() {
             assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         }
     }
+    // The scheme's name in any case (RFC 7235 §2.1).
+    let (_, _, admin) = app.tenant("Beta").await;
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let resp = app
+            .http
+            .get(format!("{}/api/v1/tenants/{tenant}/integrations", app.base))
+            .header("authorization", format!("{scheme} {admin}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{scheme}: known, but of another tenant");
+    }
     // Nothing was created by any of it.
-    assert_eq!(app.count("select count(*) from tenants").await, 1);
+    assert_eq!(app.count("select count(*) from tenants").await, 2);
     assert_eq!(app.count("select count(*) from integrations").await, 0);
-    assert_eq!(app.count("select count(*) from tokens").await, 2);
+    assert_eq!(app.count("select count(*) from tokens").await, 4);
 
     let metrics = app.metrics.encode();
     assert!(metrics.contains("unseat_console_requests_total{outcome=\"client_error\"}"), "{metrics}");
