@@ -133,6 +133,15 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .ok_or_else(|| ApiError::bad_request("base_url must be an absolute http or https URL"))?;
+    // Every reader (viewers too) sees base_url, and the connector appends paths to it.
+    if !base_url.username().is_empty() || base_url.password().is_some() {
+        return Err(ApiError::bad_request("base_url must not hold a user or password: put the secret in credential"));
+    }
+    if base_url.query().is_some() || base_url.fragment().is_some() {
+        return Err(ApiError::bad_request(
+            "base_url must not have a query or a fragment (the connector appends paths)",
+        ));
+    }
     let (roles, ladder) = role_ladder(&req.app_kind, req.roles)?;
     check_submitted_roles(&ladder)?;
     if let Some(role) = &req.default_role {
