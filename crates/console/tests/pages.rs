@@ -107,3 +107,35 @@ async fn a_viewer_is_offered_no_redrive_and_a_refused_one_names_the_role() {
     assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
     assert!(a.text.contains("Not your tenant") && a.text.contains("another tenant"), "{}", a.text);
 }
+
+/// A re-drive's outcome reaches the task page as a code, so a link to the page cannot make it
+/// show words of its author's choosing; a refused re-drive says why from the task itself.
+#[tokio::test]
+async fn a_redrive_notice_says_only_what_the_service_says() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let integration = app.integration(tenant, &owner, "Hub").await;
+    let job = add_job(&app, tenant, "2026-01-01T00:00:01Z", "job").await;
+    let task = add_task(&app, tenant, job, integration, "succeeded", "2026-01-01T00:00:01Z").await;
+    let page = format!("/console/tenants/{tenant}/tasks/{task}");
+
+    let spoof = "Your session expired. Sign in again at https://evil.example";
+    let a = app.page(&format!("{page}?redrive={}", spoof.replace(' ', "+")), &owner, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert!(!a.text.contains("evil.example"), "{}", a.text);
+    assert!(a.text.contains("Re-drive refused: the re-drive could not be requested"), "{}", a.text);
+
+    // A re-drive of a task that did not fail, posted as a stale page would.
+    let a = app.page(&page, &owner, None).await;
+    let csrf = csrf(&a.text);
+    let a = app.page(&format!("{page}/redrive"), &owner, Some(format!("csrf={csrf}"))).await;
+    assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.text);
+    let location = a.location.expect("a redirect");
+    assert_eq!(location, format!("{page}?redrive=conflict"));
+    let a = app.page(&location, &owner, None).await;
+    assert!(
+        a.text.contains("only failed or dead-lettered tasks can be re-driven; this task is succeeded"),
+        "{}",
+        a.text
+    );
+}

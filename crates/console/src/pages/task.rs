@@ -150,9 +150,19 @@ pub(crate) async fn detail(
         .find(|i| i.id == t.integration_id)
         .map_or_else(|| t.integration_id.to_string(), |i| i.name.clone());
 
+    // What a re-drive posted from here came to, as a code (never text from the link, which
+    // anyone could write into a link to this page).
+    let refused = |why: &str| format!(r#"<p class="problem" role="alert">Re-drive refused: {}</p>"#, esc(why));
     let notice = match params.get("redrive").map(String::as_str) {
         Some("queued") => r#"<p class="notice" role="status">Re-drive requested: the task is queued again and this page follows it.</p>"#.to_string(),
-        Some(other) => format!(r#"<p class="problem" role="alert">Re-drive refused: {}</p>"#, esc(other)),
+        Some("conflict") if t.status == "failed" || t.dead_lettered => {
+            refused("the task's integration or desired state no longer exists; nothing to re-drive.")
+        }
+        Some("conflict") => refused(&format!(
+            "only failed or dead-lettered tasks can be re-driven; this task is {}.",
+            t.status
+        )),
+        Some(_) => refused("the re-drive could not be requested; try again."),
         None => String::new(),
     };
     // The form only for those the re-drive would not refuse (a viewer reads, never re-drives).
@@ -246,11 +256,13 @@ pub(crate) async fn redrive(
     let outcome = match answer {
         Ok(_) => {
             tracing::info!(task = %task_id, "re-drive requested from the console");
-            "queued".to_string()
+            "queued"
         }
-        Err(e) => e.message,
+        Err(e) if e.status == StatusCode::CONFLICT => "conflict",
+        // Not found (the page says so itself), refused (the form checks came first) or failed.
+        Err(_) => "refused",
     };
-    let location = format!("{back}{}", super::html::query(&[("redrive", &outcome)]));
+    let location = format!("{back}{}", super::html::query(&[("redrive", outcome)]));
     Ok((StatusCode::SEE_OTHER, [(LOCATION, location)]).into_response())
 }
 

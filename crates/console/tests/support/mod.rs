@@ -25,6 +25,8 @@ pub struct Answer {
     pub body: Value,
     pub text: String,
     pub content_type: String,
+    /// Where a redirect points, if it is one.
+    pub location: Option<String>,
 }
 
 impl Answer {
@@ -36,9 +38,10 @@ impl Answer {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        let location = resp.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).map(String::from);
         let text = resp.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Answer { status, body, text, content_type }
+        Answer { status, body, text, content_type, location }
     }
 }
 
