@@ -733,6 +733,35 @@ async fn directory_reads_show_teams_and_users() {
     assert_eq!(a.body["teams"][1]["displayName"], "Marketing");
     assert_eq!(a.body["teams"][1]["member_count"], 2);
     assert_eq!(a.body["teams"].as_array().map(Vec::len), Some(2), "{}", a.body);
+    assert_eq!(a.body["next"], Value::Null);
+    // Page by page, one team a page, through two teams of the same name.
+    for _ in 0..2 {
+        client
+            .execute(
+                "insert into scim_groups (tenant_id, id, display_name, display_name_key, resource)
+                 values ($1, gen_random_uuid(), 'Ops', 'ops', '{}')",
+                &[&tenant],
+            )
+            .await
+            .unwrap();
+    }
+    let (mut names, mut after) = (Vec::new(), String::new());
+    for _ in 0..10 {
+        let a = app.get(&format!("/api/v1/tenants/{tenant}/teams?limit=1&after={after}"), &owner).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        names
+            .extend(a.body["teams"].as_array().unwrap().iter().map(|t| t["displayName"].as_str().unwrap().to_string()));
+        match a.body["next"].as_str() {
+            Some(next) => after = next.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["Admins", "Marketing", "Ops", "Ops"]);
+    for bad in ["x", &Uuid::new_v4().to_string()] {
+        let a = app.get(&format!("/api/v1/tenants/{tenant}/teams?after={bad}"), &owner).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {}", a.text);
+        assert!(a.body["error"].as_str().unwrap().contains("after is not a team"), "{}", a.text);
+    }
 
     let a = app.get(&format!("/api/v1/tenants/{tenant}/users"), &owner).await;
     assert_eq!(a.status, StatusCode::OK);

@@ -419,20 +419,41 @@ impl Store {
         integration_grants(&**client, tenant_id, integration_id).await
     }
 
-    /// The workspace's teams by name, at most `limit` (an integration's pushed groups are its
-    /// own directory, not the workspace's teams).
-    pub async fn teams(&self, tenant_id: Uuid, limit: i64) -> Result<Vec<Team>> {
+    /// The workspace's teams by name (then id), at most `limit`, after the team `after` when
+    /// given; `None` when `after` is no team of the workspace (deleted since, say). An
+    /// integration's pushed groups are its own directory, not the workspace's teams.
+    pub async fn teams(&self, tenant_id: Uuid, after: Option<Uuid>, limit: i64) -> Result<Option<Vec<Team>>> {
         let client = self.client().await?;
+        // After a team: the teams that sort after it, by name then id (names need not be unique).
+        let from = match after {
+            None => None,
+            Some(id) => {
+                let row = client
+                    .query_opt(
+                        "select display_name_key from scim_groups where tenant_id = $1 and scope = 'workspace' and id = $2",
+                        &[&tenant_id, &id],
+                    )
+                    .await?;
+                match row {
+                    Some(r) => Some((r.get::<_, String>(0), id)),
+                    None => return Ok(None),
+                }
+            }
+        };
+        let (key, id) = from.unzip();
         let rows = client
             .query(
                 "select g.id, g.display_name,
                         (select count(*) from group_members m where m.tenant_id = g.tenant_id and m.group_id = g.id)
                    from scim_groups g where g.tenant_id = $1 and g.scope = 'workspace'
+                    and ($3::text is null or (g.display_name_key, g.id) > ($3, $4))
                   order by g.display_name_key, g.id limit $2",
-                &[&tenant_id, &limit],
+                &[&tenant_id, &limit, &key, &id],
             )
             .await?;
-        Ok(rows.into_iter().map(|r| Team { id: r.get(0), display_name: r.get(1), member_count: r.get(2) }).collect())
+        Ok(Some(
+            rows.into_iter().map(|r| Team { id: r.get(0), display_name: r.get(1), member_count: r.get(2) }).collect(),
+        ))
     }
 
     /// The workspace's users ordered by their userName's key (folded, unique per tenant), at

@@ -23,7 +23,8 @@ fn limit(params: &std::collections::HashMap<String, String>) -> Result<i64, ApiE
     }
 }
 
-/// Teams by name, at most `limit` (default 100, at most 1000).
+/// Teams by name, at most `limit` (default 100, at most 1000); `after` (the `next` of a
+/// previous page: the last team's id) pages on.
 pub async fn teams(
     caller: Caller,
     State(app): State<Arc<App>>,
@@ -33,12 +34,25 @@ pub async fn teams(
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
     let params = parse_params(params)?;
     let limit = limit(&params)?;
-    let teams = app.state.store.teams(tenant_id, limit).await?;
+    let gone = || {
+        ApiError::bad_request("after is not a team of this directory (the `next` of a previous page; deleted since?)")
+    };
+    let after = match params.get("after").map(String::as_str).filter(|a| !a.is_empty()) {
+        None => None,
+        Some(raw) => Some(uuid::Uuid::parse_str(raw).map_err(|_| gone())?),
+    };
+    let mut teams = app.state.store.teams(tenant_id, after, limit + 1).await?.ok_or_else(gone)?;
+    let next = if teams.len() as i64 > limit {
+        teams.truncate(limit as usize);
+        teams.last().map(|t| t.id)
+    } else {
+        None
+    };
     let teams: Vec<Value> = teams
         .into_iter()
         .map(|t| json!({ "id": t.id, "displayName": t.display_name, "member_count": t.member_count }))
         .collect();
-    Ok(Json(json!({ "teams": teams })))
+    Ok(Json(json!({ "teams": teams, "next": next })))
 }
 
 /// Users by userName; `filter_email` keeps those whose email contains it; `after` (the `next`
