@@ -4,6 +4,7 @@
 
 use crate::error::{parse_retry_after, AppError};
 use crate::limit::RateLimits;
+use crate::public;
 use crate::retry::business_use_case_wait;
 use reqwest::header::HeaderMap;
 use std::sync::Arc;
@@ -48,19 +49,33 @@ pub struct AppHttp {
     timeout: Duration,
     limits: Arc<RateLimits>,
     default_rate: f64,
+    public_only: bool,
 }
 
 impl AppHttp {
     /// A rustls client with a per-request `timeout`, taking request slots from `limits`
     /// (`default_rate` requests/s unless the integration sets `rate_limit_per_second`).
     pub fn new(timeout: Duration, limits: Arc<RateLimits>, default_rate: f64) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+        Self::with_reach(timeout, limits, default_rate, false)
+    }
+
+    /// [`AppHttp::new`], and with `public_only` a client that calls no address but the public
+    /// internet's (see [`crate::public`]).
+    pub fn with_reach(
+        timeout: Duration,
+        limits: Arc<RateLimits>,
+        default_rate: f64,
+        public_only: bool,
+    ) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("unseat/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { client, timeout, limits, default_rate })
+            .user_agent(concat!("unseat/", env!("CARGO_PKG_VERSION")));
+        if public_only {
+            builder = builder.dns_resolver(Arc::new(public::PublicOnly)).redirect(public::redirects());
+        }
+        Ok(Self { client: builder.build()?, timeout, limits, default_rate, public_only })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -85,9 +100,14 @@ impl AppHttp {
     /// Sends a request once its rate-limit slot comes, and reads the whole answer. A 429 lowers
     /// the integration's rate.
     pub async fn send(&self, integration: &Integration, request: reqwest::RequestBuilder) -> Result<Answer, AppError> {
+        let request = request.build().map_err(|e| self.transport(e))?;
+        if self.public_only {
+            // An address in the URL is not resolved, so the resolver cannot refuse it.
+            public::check_literal(request.url()).map_err(|e| AppError::Misconfigured(e.to_string()))?;
+        }
         let rate = self.rate_for(integration);
         self.limits.acquire(integration.tenant_id, integration.id, rate).await;
-        let response = request.send().await.map_err(|e| self.transport(e))?;
+        let response = self.client.execute(request).await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| self.transport(e))?.to_vec();
@@ -111,6 +131,10 @@ impl AppHttp {
         let mut message = error.to_string();
         let mut source = std::error::Error::source(&error);
         while let Some(cause) = source {
+            // Refused by the public-only setting: calling again changes nothing.
+            if let Some(refused) = cause.downcast_ref::<public::NotPublic>() {
+                return AppError::Misconfigured(refused.to_string());
+            }
             message.push_str(": ");
             message.push_str(&cause.to_string());
             source = cause.source();

@@ -20,6 +20,7 @@ pub mod dead_letters;
 pub mod error;
 pub mod http;
 pub mod limit;
+pub mod public;
 pub mod retry;
 pub mod runtime;
 pub mod scim;
@@ -70,6 +71,9 @@ pub struct ConnectorConfig {
     pub scim_rate: f64,
     /// The key `enc:v1:` credentials are decrypted with; None reads `UNSEAT_CREDENTIAL_KEY`.
     pub credential_key: Option<credentials::CredentialKey>,
+    /// Call apps only at public addresses ([`public`]): for tenants not trusted with the
+    /// network unseat runs in.
+    pub public_only: bool,
 }
 
 impl Default for ConnectorConfig {
@@ -87,6 +91,7 @@ impl Default for ConnectorConfig {
             business_hub_rate: business_hub::DEFAULT_RATE,
             scim_rate: scim::DEFAULT_RATE,
             credential_key: None,
+            public_only: false,
         }
     }
 }
@@ -113,7 +118,7 @@ pub async fn run(
                 continue;
             }
         };
-        let http = match AppHttp::new(config.request_timeout, Arc::clone(&limits), rate) {
+        let http = match AppHttp::with_reach(config.request_timeout, Arc::clone(&limits), rate, config.public_only) {
             Ok(http) => http,
             Err(error) => {
                 tracing::error!(app = %kind, error = %error, "could not build the HTTP client; connector not started");

@@ -70,6 +70,10 @@ struct Workers {
     /// App API attempts per task before it fails and is dead-lettered.
     #[arg(long, env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS", default_value_t = 6)]
     max_attempts: u32,
+    /// Connectors call apps only at public addresses (not loopback, private, link-local…):
+    /// for tenants not trusted with the network unseat runs in.
+    #[arg(long, env = "UNSEAT_CONNECTOR_PUBLIC_ONLY")]
+    connector_public_only: bool,
     /// Seconds in-flight work may take to finish after SIGTERM.
     #[arg(long, env = "UNSEAT_GRACE_SECONDS", default_value_t = 30)]
     grace_seconds: u64,
@@ -333,6 +337,7 @@ fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w:
     s.connector.prefetch = w.connector_prefetch;
     s.connector.concurrency = w.connector_concurrency;
     s.connector.max_attempts = w.max_attempts;
+    s.connector.public_only = w.connector_public_only;
     s.connector.grace = Duration::from_secs(w.grace_seconds);
     s
 }
@@ -422,6 +427,7 @@ impl Workers {
             // Each task in flight holds a database connection: stay well inside the pool.
             connector_concurrency: 24,
             max_attempts: 6,
+            connector_public_only: false,
             grace_seconds: 5,
             body_limit: 1024 * 1024,
             // The benchmarks measure capacity: no rate limit.
