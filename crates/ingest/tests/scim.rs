@@ -1120,6 +1120,13 @@ async fn discovery_endpoints_and_metrics() {
     assert_eq!(schemas["totalResults"], 3);
     let user_schema = get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:User").await.unwrap();
     assert_eq!(user_schema.status(), StatusCode::OK);
+    // The attributes an integration's role comes from are described with the rest.
+    let user_schema: Value = user_schema.json().await.unwrap();
+    let names: Vec<&str> =
+        user_schema["attributes"].as_array().unwrap().iter().filter_map(|a| a["name"].as_str()).collect();
+    for name in ["userName", "active", "emails", "roles", "entitlements"] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
     assert_eq!(get("/Users/nope").await.unwrap().status(), StatusCode::NOT_FOUND);
     let unauth = http.get(format!("http://{addr}/scim/v2/Users")).send().await.unwrap();
     assert_eq!(unauth.status(), StatusCode::UNAUTHORIZED);

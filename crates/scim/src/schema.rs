@@ -109,6 +109,12 @@ fn complex(name: &str, multi: bool, subs: Vec<Value>) -> Value {
     a
 }
 
+/// A multi-valued attribute of labels (RFC 7643 §4.1.2's roles and entitlements).
+fn labelled(name: &str) -> Value {
+    let primary = attr("primary", "boolean", false, false, "readWrite", "none", false);
+    complex(name, true, vec![string("value"), string("display"), string("type"), primary])
+}
+
 fn schema_doc(base: &str, id: &str, name: &str, attributes: Vec<Value>) -> Value {
     json!({
         "schemas": [SCHEMA_SCHEMA],
@@ -134,6 +140,10 @@ pub fn schemas(base: &str) -> Vec<Value> {
             true,
             vec![string("value"), string("type"), attr("primary", "boolean", false, false, "readWrite", "none", false)],
         ),
+        // What an integration's own endpoint maps onto its role ladder (README "Per-integration
+        // endpoints"): Okta's app roles and Entra's appRoleAssignments arrive as these.
+        labelled("roles"),
+        labelled("entitlements"),
     ];
     let member = {
         let mut value = attr("value", "string", false, false, "immutable", "none", true);
