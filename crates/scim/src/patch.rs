@@ -203,11 +203,7 @@ pub fn apply_user_patch(resource: &Value, req: &PatchRequest, id: &str) -> Resul
 /// values it had; when the PATCH made several primary, the last one stays so. Values that were
 /// primary together before the PATCH, and not made so by it, are left as they were.
 fn one_primary(items: &mut [Value], before: &[Value]) {
-    let primary = |v: &Value| match get_ci(v, "primary") {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => crate::user::parse_bool_str(s) == Some(true),
-        _ => false,
-    };
+    let primary = |v: &Value| get_ci(v, "primary").is_some_and(|p| crate::user::parse_bool("primary", p) == Ok(true));
     let made_primary = items.iter().rposition(|i| primary(i) && !before.iter().any(|b| b == i && primary(b)));
     let Some(keep) = made_primary else { return };
     for (n, item) in items.iter_mut().enumerate() {
