@@ -1253,10 +1253,7 @@ const NOT_A_CURSOR: &str = "before is not a cursor this API returned (use the `n
 #[tokio::test]
 async fn a_cursor_outside_the_years_the_log_holds_is_refused_like_any_bad_cursor() {
     let app = spawn_app().await;
-    let (tenant, _, owner) = app.tenant("Acme").await;
-    let integration = app.integration(tenant, &owner, "Hub").await;
-    let job = add_job(&app, tenant, "2026-01-01T00:00:01Z", "job").await;
-    add_task(&app, tenant, job, integration, "failed", "2026-01-01T00:00:01Z").await;
+    let OneTask { tenant, owner, integration, job, .. } = tenant_with_a_task(&app, "failed").await;
     let id = "0".repeat(32);
     let base = format!("/api/v1/tenants/{tenant}");
     for (path, list) in [

@@ -18,10 +18,7 @@ fn csrf(page: &str) -> String {
 #[tokio::test]
 async fn a_time_or_cursor_outside_the_years_the_log_holds_is_a_400_page() {
     let app = spawn_app().await;
-    let (tenant, _, owner) = app.tenant("Acme").await;
-    let integration = app.integration(tenant, &owner, "Hub").await;
-    let job = add_job(&app, tenant, "2026-01-01T00:00:01Z", "job").await;
-    add_task(&app, tenant, job, integration, "failed", "2026-01-01T00:00:01Z").await;
+    let OneTask { tenant, owner, integration, job, .. } = tenant_with_a_task(&app, "failed").await;
     let pages = [
         format!("/console/tenants/{tenant}/log"),
         format!("/console/tenants/{tenant}/jobs/{job}"),
@@ -77,12 +74,9 @@ async fn a_page_path_that_is_not_utf8_text_is_a_400_page() {
 #[tokio::test]
 async fn a_viewer_is_offered_no_redrive_and_a_refused_one_names_the_role() {
     let app = spawn_app().await;
-    let (tenant, _, owner) = app.tenant("Acme").await;
+    let OneTask { tenant, owner, task, .. } = tenant_with_a_task(&app, "failed").await;
     let viewer = app.admin_token(tenant, &owner, "viewer").await;
     let (_, _, stranger) = app.tenant("Other").await;
-    let integration = app.integration(tenant, &owner, "Hub").await;
-    let job = add_job(&app, tenant, "2026-01-01T00:00:01Z", "job").await;
-    let task = add_task(&app, tenant, job, integration, "failed", "2026-01-01T00:00:01Z").await;
     let page = format!("/console/tenants/{tenant}/tasks/{task}");
     let form = format!(r#"action="{page}/redrive""#);
 
@@ -113,10 +107,7 @@ async fn a_viewer_is_offered_no_redrive_and_a_refused_one_names_the_role() {
 #[tokio::test]
 async fn a_redrive_notice_says_only_what_the_service_says() {
     let app = spawn_app().await;
-    let (tenant, _, owner) = app.tenant("Acme").await;
-    let integration = app.integration(tenant, &owner, "Hub").await;
-    let job = add_job(&app, tenant, "2026-01-01T00:00:01Z", "job").await;
-    let task = add_task(&app, tenant, job, integration, "succeeded", "2026-01-01T00:00:01Z").await;
+    let OneTask { tenant, owner, task, .. } = tenant_with_a_task(&app, "succeeded").await;
     let page = format!("/console/tenants/{tenant}/tasks/{task}");
 
     let spoof = "Your session expired. Sign in again at https://evil.example";

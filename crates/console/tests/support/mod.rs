@@ -229,3 +229,22 @@ pub async fn add_task(app: &TestApp, tenant: Uuid, job: Uuid, integration: Uuid,
         .unwrap();
     id
 }
+
+/// A tenant "Acme" with an integration "Hub" and one task of it (see [`tenant_with_a_task`]).
+pub struct OneTask {
+    pub tenant: Uuid,
+    /// The owner's admin token.
+    pub owner: String,
+    pub integration: Uuid,
+    pub job: Uuid,
+    pub task: Uuid,
+}
+
+/// [`OneTask`] in `status`, of a job of 2026-01-01.
+pub async fn tenant_with_a_task(app: &TestApp, status: &str) -> OneTask {
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let integration = app.integration(tenant, &owner, "Hub").await;
+    let job = add_job(app, tenant, "2026-01-01T00:00:01Z", "job").await;
+    let task = add_task(app, tenant, job, integration, status, "2026-01-01T00:00:01Z").await;
+    OneTask { tenant, owner, integration, job, task }
+}
