@@ -1030,4 +1030,24 @@ mod tests {
             let _ = Filter::parse(s);
         }
     }
+
+    /// The filter's own list of boolean attributes is the boolean attributes `/Schemas`
+    /// describes: one added to a schema and not here would take `gt` or `co` silently.
+    #[test]
+    fn boolean_attributes_are_those_of_the_schemas() {
+        fn booleans(attributes: &Value, out: &mut std::collections::BTreeSet<String>) {
+            for a in attributes.as_array().into_iter().flatten() {
+                if a["type"] == "boolean" {
+                    out.insert(a["name"].as_str().unwrap_or_default().to_string());
+                }
+                booleans(&a["subAttributes"], out);
+            }
+        }
+        let mut described = std::collections::BTreeSet::new();
+        for schema in crate::schema::schemas("b") {
+            booleans(&schema["attributes"], &mut described);
+        }
+        let listed: std::collections::BTreeSet<String> = BOOLEAN_ATTRIBUTES.iter().map(|a| a.to_string()).collect();
+        assert_eq!(described, listed);
+    }
 }
