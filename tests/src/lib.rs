@@ -86,6 +86,7 @@ async fn try_spawn_app(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<
     settings.connector.grace = Duration::from_secs(2);
     settings.connector.min_backoff = Duration::from_millis(50);
     settings.connector.max_backoff = Duration::from_millis(400);
+    settings.connector.throttle_wait = Duration::from_millis(300);
     settings.connector.max_attempts = 5;
     configure(&mut settings);
     let shutdown = CancellationToken::new();

@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-/// The longest `Retry-After` honoured; a larger value is clamped so one task cannot hold a
-/// delivery for hours.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+/// The longest wait an app's hint (`Retry-After`, Meta's `estimated_time_to_regain_access`)
+/// is honoured for: Meta's limits are counted over a rolling hour, so an hour; a longer hint
+/// is clamped. A wait that long parks the task in a delay queue and holds no delivery.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
 /// What went wrong talking to an app. Messages never carry the credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +47,11 @@ fn code_suffix(code: Option<i64>, subcode: Option<i64>) -> String {
 pub enum ErrorClass {
     /// Try again later, waiting at least `retry_after` when the app said so.
     Transient { retry_after: Option<Duration> },
+    /// The app said "slow down" (HTTP 429, Graph throttling codes): try again after the
+    /// runtime's throttle wait, or `retry_after` when longer. Calling sooner only adds to what
+    /// the app counts against us, so these attempts do not spend the attempt budget; the
+    /// task's age bounds them.
+    Throttled { retry_after: Option<Duration> },
     /// Retrying cannot help; the task fails.
     Permanent,
     /// Retrying cannot help until an admin fixes the integration (credential, permissions,
@@ -53,26 +59,38 @@ pub enum ErrorClass {
     NeedsAttention,
 }
 
-/// Graph codes that mean "slow down" or "temporary problem, retry".
-fn is_throttle_or_temporary(code: i64) -> bool {
-    matches!(code, 1 | 2 | 4 | 17 | 32 | 341 | 613) || (80000..=80014).contains(&code)
+/// Graph codes that mean "slow down": the app's, a user's, a Page's, a custom or a business
+/// use case's rate limit, and 368 (blocked for abuse: wait before calling again).
+pub fn is_throttle_code(code: i64) -> bool {
+    matches!(code, 4 | 17 | 32 | 341 | 368 | 613) || (80000..=80014).contains(&code)
 }
 
-/// Graph codes that mean the credential or its permissions are wrong.
+/// Graph codes that mean a temporary problem, safe to retry: 1 and 2 (unknown and service
+/// errors), 3919 (an unexpected technical issue on an asset permission).
+fn is_temporary(code: i64) -> bool {
+    matches!(code, 1 | 2 | 3919)
+}
+
+/// Graph codes an admin has to act on: the credential (190, 102), its permissions (10,
+/// 200–299), the app's capability (3) or two-factor authentication the business asks for (415).
 fn is_auth_or_permission(code: i64) -> bool {
-    matches!(code, 10 | 102 | 190) || (200..=299).contains(&code)
+    matches!(code, 3 | 10 | 102 | 190 | 415) || (200..=299).contains(&code)
 }
 
 impl AppError {
     /// The retry decision. The app's own code wins over the HTTP status (Graph throttles with
-    /// HTTP 400 and code 4, say); then 401/403 need an admin, 408/429/5xx are transient, and
-    /// any other 4xx is permanent. Network failures and timeouts are transient.
+    /// HTTP 400 and code 4, say); then 401/403 need an admin, 429 is throttling, 408/5xx are
+    /// transient, and any other 4xx is permanent. Network failures and timeouts are transient.
     pub fn class(&self) -> ErrorClass {
         match self {
             AppError::Api { status, code, retry_after, .. } => {
-                let transient = ErrorClass::Transient { retry_after: retry_after.map(|d| d.min(MAX_RETRY_AFTER)) };
+                let retry_after = retry_after.map(|d| d.min(MAX_RETRY_AFTER));
+                let transient = ErrorClass::Transient { retry_after };
                 if let Some(code) = *code {
-                    if is_throttle_or_temporary(code) {
+                    if is_throttle_code(code) {
+                        return ErrorClass::Throttled { retry_after };
+                    }
+                    if is_temporary(code) {
                         return transient;
                     }
                     if is_auth_or_permission(code) {
@@ -81,7 +99,8 @@ impl AppError {
                 }
                 match *status {
                     401 | 403 => ErrorClass::NeedsAttention,
-                    408 | 429 => transient,
+                    429 => ErrorClass::Throttled { retry_after },
+                    408 => transient,
                     s if s >= 500 => transient,
                     _ => ErrorClass::Permanent,
                 }
@@ -131,23 +150,26 @@ mod tests {
     #[test]
     fn classifies_statuses_and_graph_codes() {
         let transient = ErrorClass::Transient { retry_after: None };
+        let throttled = ErrorClass::Throttled { retry_after: None };
         assert_eq!(api(503, None).class(), transient);
         assert_eq!(api(500, Some(2)).class(), transient);
-        assert_eq!(api(429, None).class(), transient);
+        assert_eq!(api(400, Some(1)).class(), transient);
+        assert_eq!(api(400, Some(3919)).class(), transient);
         assert_eq!(api(408, None).class(), transient);
-        assert_eq!(api(400, Some(4)).class(), transient);
-        assert_eq!(api(400, Some(17)).class(), transient);
-        assert_eq!(api(400, Some(613)).class(), transient);
-        assert_eq!(api(400, Some(80004)).class(), transient);
-        assert_eq!(api(400, Some(80014)).class(), transient);
+        assert_eq!(api(429, None).class(), throttled);
+        for code in [4, 17, 32, 341, 368, 613, 80000, 80004, 80014] {
+            assert_eq!(api(400, Some(code)).class(), throttled, "code {code}");
+        }
+        // The code wins over a status that would say otherwise.
+        assert_eq!(api(500, Some(17)).class(), throttled);
+        for code in [3, 10, 102, 190, 200, 299, 415] {
+            assert_eq!(api(400, Some(code)).class(), ErrorClass::NeedsAttention, "code {code}");
+        }
         assert_eq!(api(401, None).class(), ErrorClass::NeedsAttention);
         assert_eq!(api(403, None).class(), ErrorClass::NeedsAttention);
-        assert_eq!(api(400, Some(190)).class(), ErrorClass::NeedsAttention);
-        assert_eq!(api(400, Some(10)).class(), ErrorClass::NeedsAttention);
-        assert_eq!(api(400, Some(200)).class(), ErrorClass::NeedsAttention);
-        assert_eq!(api(400, Some(299)).class(), ErrorClass::NeedsAttention);
         assert_eq!(api(400, Some(100)).class(), ErrorClass::Permanent);
         assert_eq!(api(400, Some(3914)).class(), ErrorClass::Permanent);
+        assert_eq!(api(400, Some(2620)).class(), ErrorClass::Permanent);
         assert_eq!(api(404, None).class(), ErrorClass::Permanent);
         assert_eq!(api(409, None).class(), ErrorClass::Permanent);
         assert_eq!(AppError::Timeout(Duration::from_secs(1)).class(), transient);
@@ -165,7 +187,16 @@ mod tests {
             message: "x".into(),
             retry_after: Some(Duration::from_secs(3)),
         };
-        assert_eq!(e.class(), ErrorClass::Transient { retry_after: Some(Duration::from_secs(3)) });
+        assert_eq!(e.class(), ErrorClass::Throttled { retry_after: Some(Duration::from_secs(3)) });
+        // Meta's estimate of half an hour is honoured, a day is not.
+        let e = AppError::Api {
+            status: 400,
+            code: Some(80004),
+            subcode: None,
+            message: "x".into(),
+            retry_after: Some(Duration::from_secs(1800)),
+        };
+        assert_eq!(e.class(), ErrorClass::Throttled { retry_after: Some(Duration::from_secs(1800)) });
         let e = AppError::Api {
             status: 503,
             code: None,

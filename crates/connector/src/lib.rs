@@ -58,6 +58,10 @@ pub struct ConnectorConfig {
     pub min_backoff: Duration,
     /// Longest backoff draw; a longer wait the app asks for still wins.
     pub max_backoff: Duration,
+    /// The shortest wait after the app throttled an attempt (HTTP 429, Graph throttling
+    /// codes); it doubles with each throttle in a row, up to 16 times ([`retry::throttle_wait`]).
+    /// Throttled attempts do not spend `max_attempts`; `max_task_age` bounds them.
+    pub throttle_wait: Duration,
     /// Waits up to this long are slept in place; longer ones park the task in a delay queue.
     pub park_after: Duration,
     /// Timeout of each HTTP request to the app.
@@ -85,6 +89,7 @@ impl Default for ConnectorConfig {
             max_task_age: Duration::from_secs(24 * 3600),
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            throttle_wait: Duration::from_secs(60),
             park_after: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),
             grace: Duration::from_secs(30),

@@ -17,6 +17,21 @@ pub fn next_wait(attempt: u32, min: Duration, max: Duration, app_hint: Option<Du
     app_hint.map_or(drawn, |hint| drawn.max(hint))
 }
 
+/// Consecutive doublings of the throttle wait: the fifth throttle in a row and later wait 16
+/// times the first.
+const THROTTLE_DOUBLINGS: u32 = 4;
+
+/// The wait after an attempt the app throttled, the `throttled`-th (1-based) since the task
+/// was last re-driven: `floor` doubled for each earlier one (at most [`THROTTLE_DOUBLINGS`]
+/// times), plus up to half again drawn at random so throttled tasks do not come back together,
+/// then at least `app_hint`. Never shorter than `floor`: the app counts every call, the
+/// throttled ones too, so coming back at once only prolongs the throttle.
+pub fn throttle_wait(throttled: u32, floor: Duration, app_hint: Option<Duration>) -> Duration {
+    let base = floor.saturating_mul(1u32 << throttled.saturating_sub(1).min(THROTTLE_DOUBLINGS));
+    let drawn = base + base.mul_f64(rand::rng().random_range(0.0..=0.5));
+    app_hint.map_or(drawn, |hint| drawn.max(hint))
+}
+
 /// Reads Meta's `X-Business-Use-Case-Usage` header: for every business and use case, an
 /// `estimated_time_to_regain_access` in minutes. Returns the longest, if any is above zero.
 pub fn business_use_case_wait(header: &str) -> Option<Duration> {
@@ -48,6 +63,21 @@ mod tests {
         let hinted = next_wait(1, min, max, Some(Duration::from_secs(7)));
         assert!(hinted >= Duration::from_secs(7));
         assert!(next_wait(u32::MAX, min, max, None) <= max);
+    }
+
+    #[test]
+    fn throttle_waits_start_at_the_floor_and_double() {
+        let floor = Duration::from_secs(60);
+        for throttled in 0..=8u32 {
+            for _ in 0..50 {
+                let w = throttle_wait(throttled, floor, None);
+                let base = floor * 2u32.pow(throttled.saturating_sub(1).min(4));
+                assert!(w >= base && w <= base.mul_f64(1.5), "throttle {throttled}: {w:?} outside {base:?}..1.5x");
+            }
+        }
+        assert!(throttle_wait(u32::MAX, floor, None) <= floor * 24);
+        let hinted = throttle_wait(1, floor, Some(Duration::from_secs(1800)));
+        assert!(hinted >= Duration::from_secs(1800));
     }
 
     #[test]

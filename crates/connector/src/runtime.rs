@@ -20,7 +20,7 @@ use crate::adapter::{converge, AppAdapter};
 use crate::dead_letters::Sweeper;
 use crate::error::ErrorClass;
 use crate::limit::Admission;
-use crate::retry::next_wait;
+use crate::retry::{next_wait, throttle_wait};
 use crate::ConnectorConfig;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::sync::Arc;
@@ -393,7 +393,7 @@ impl<A: AppAdapter> Worker<A> {
         }
 
         let max_attempts = self.config.max_attempts.max(1) as i32;
-        let used = task_row.attempts - task_row.attempt_base;
+        let used = task_row.attempts - task_row.attempt_base - task_row.throttled_attempts;
         let age = (chrono::Utc::now() - task_row.since).to_std().unwrap_or_default();
         if used >= max_attempts || age > self.config.max_task_age {
             let reason = if used >= max_attempts {
@@ -416,7 +416,7 @@ impl<A: AppAdapter> Worker<A> {
             Some(role) => format!("setting role {role} in {}", integration.name),
         };
         let attempt = apply::begin_attempt(&tx, tenant, task_id, &intent).await?;
-        let used = attempt - task_row.attempt_base;
+        let used = attempt - task_row.attempt_base - task_row.throttled_attempts;
         let desired_assets =
             if access.desired_role.is_some() { access.desired_assets.clone() } else { Default::default() };
         let result = converge(
@@ -461,28 +461,38 @@ impl<A: AppAdapter> Worker<A> {
                     NewEvent::new("attempt_failed", &message).attempt(attempt).status_code(status_code),
                 )
                 .await?;
-                let retry_after = match class {
-                    ErrorClass::Transient { retry_after } if used < max_attempts => Some(retry_after),
+                // A throttled attempt is retried whatever the budget (the task's age bounds
+                // it), after a wait that grows with each throttle in a row.
+                let throttled = task_row.throttled_attempts + 1;
+                let retry = match class {
+                    ErrorClass::Transient { retry_after } if used < max_attempts => Some((
+                        next_wait(used as u32, self.config.min_backoff, self.config.max_backoff, retry_after),
+                        "",
+                        TaskUpdate::Retrying { last_error: &message },
+                        "transient_error",
+                    )),
+                    ErrorClass::Throttled { retry_after } => Some((
+                        throttle_wait(throttled as u32, self.config.throttle_wait, retry_after),
+                        "; the app throttled this attempt: not counted against the attempt budget",
+                        TaskUpdate::Throttled { last_error: &message },
+                        "throttled",
+                    )),
                     _ => None,
                 };
-                if let Some(retry_after) = retry_after {
-                    let wait = next_wait(used as u32, self.config.min_backoff, self.config.max_backoff, retry_after);
-                    let detail = if wait > self.config.park_after {
-                        format!("retrying in {} ms (parked in the delay queue)", wait.as_millis())
-                    } else {
-                        format!("retrying in {} ms", wait.as_millis())
-                    };
-                    apply::update_task(&tx, tenant, task_id, TaskUpdate::Retrying { last_error: &message }).await?;
+                if let Some((wait, why, update, label)) = retry {
+                    let parked = if wait > self.config.park_after { " (parked in the delay queue)" } else { "" };
+                    let detail = format!("retrying in {} ms{parked}{why}", wait.as_millis());
+                    apply::update_task(&tx, tenant, task_id, update).await?;
                     apply::add_event(&tx, tenant, task_id, NewEvent::new("retry_scheduled", &detail).attempt(attempt))
                         .await?;
                     tx.commit().await?;
-                    self.count_attempt("transient_error");
+                    self.count_attempt(label);
                     tracing::warn!(app = %self.app, attempt, status = ?status_code, wait_ms = wait.as_millis() as u64, error = %message, "attempt failed; retrying");
                     return Ok(Step::Retry { wait });
                 }
 
                 let (label, reason) = match class {
-                    ErrorClass::Transient { .. } => {
+                    ErrorClass::Transient { .. } | ErrorClass::Throttled { .. } => {
                         ("transient_error", format!("gave up after {used} attempts: {message}"))
                     }
                     ErrorClass::Permanent => ("permanent_error", message.clone()),

@@ -313,9 +313,14 @@ async fn throttling_waits_at_least_as_long_as_retry_after() {
     assert_eq!(failed.2, Some(429));
     assert!(failed.3.contains("code 4"), "{}", failed.3);
     let scheduled = events.iter().find(|e| e.0 == "retry_scheduled").expect("a scheduled retry");
-    let wait_ms: u64 =
-        scheduled.3.trim_start_matches("retrying in ").trim_end_matches(" ms").parse().expect("the wait in ms");
+    let wait_ms: u64 = scheduled
+        .3
+        .strip_prefix("retrying in ")
+        .and_then(|rest| rest.split_once(" ms"))
+        .and_then(|(ms, _)| ms.parse().ok())
+        .expect("the wait in ms");
     assert!(wait_ms >= 1000, "Retry-After: 1 is the minimum wait, got {wait_ms} ms");
+    assert!(scheduled.3.contains("throttled"), "{}", scheduled.3);
     assert!(app.hub_user("ivan@example.com").is_none());
     app.stop().await;
 }

@@ -89,6 +89,65 @@ async fn a_429_with_retry_after_2_is_not_retried_sooner() {
     );
 }
 
+/// Meta throttles with HTTP 400, a Graph code and no `Retry-After`. Four throttles in a row
+/// outlast an attempt budget of two, and the removal still happens: throttled attempts are
+/// not counted, and each wait is at least the throttle wait, doubling.
+#[tokio::test]
+async fn meta_style_throttling_waits_longer_each_time_and_does_not_spend_the_attempt_budget() {
+    let mut h = harness(json!({ "business_id": BIZ, "rate_limit_per_second": 1000 })).await;
+    h.emu
+        .add_fault(FaultRule {
+            method: Some("DELETE".into()),
+            status: Some(400),
+            graph_code: Some(17),
+            times: Some(4),
+            ..Default::default()
+        })
+        .expect("fault");
+    let tasks = h.removals(&emails("meta-throttled", 1), true).await;
+    let floor = Duration::from_millis(300);
+    h.start(ConnectorConfig { max_attempts: 2, throttle_wait: floor, ..config() });
+
+    let t = h.finished(tasks[0]).await;
+    assert_eq!((t.status.as_str(), t.attempts, t.dead_lettered), ("succeeded", 5, false), "{:?}", t.last_error);
+    assert!(h.hub_emails().is_empty(), "removed: {:?}", h.hub_emails());
+    let deletes: Vec<RequestRecord> = h.emu.requests().into_iter().filter(|r| r.method == "DELETE").collect();
+    assert_eq!(deletes.iter().map(|r| r.status).collect::<Vec<_>>(), [400, 400, 400, 400, 200]);
+    for (n, pair) in deletes.windows(2).enumerate() {
+        let gap = (at(&pair[1]) - at(&pair[0])).to_std().unwrap_or_default();
+        let least = floor * 2u32.pow(n as u32);
+        assert!(gap >= least, "throttle {}: the app saw the retry after {gap:?}, before {least:?}", n + 1);
+    }
+    let events = h.events(tasks[0]).await;
+    let scheduled: Vec<&str> = events.iter().filter(|e| e.0 == "retry_scheduled").map(|e| e.3.as_str()).collect();
+    assert_eq!(scheduled.len(), 4);
+    assert!(scheduled.iter().all(|d| d.contains("throttled")), "{scheduled:?}");
+    assert_eq!(h.metric("connector_attempts", "throttled"), 4);
+}
+
+/// A task the app throttles for good is bounded by its age, not by the attempt budget.
+#[tokio::test]
+async fn a_task_throttled_without_end_fails_when_it_is_too_old() {
+    let mut h = harness(json!({ "business_id": BIZ, "rate_limit_per_second": 1000 })).await;
+    h.emu
+        .add_fault(FaultRule { method: Some("DELETE".into()), status: Some(429), ..Default::default() })
+        .expect("fault");
+    let tasks = h.removals(&emails("throttled-for-good", 1), true).await;
+    h.start(ConnectorConfig {
+        max_attempts: 1,
+        throttle_wait: Duration::from_millis(200),
+        max_task_age: Duration::from_secs(2),
+        ..config()
+    });
+
+    let t = h.finished(tasks[0]).await;
+    assert_eq!((t.status.as_str(), t.dead_lettered), ("failed", true));
+    assert!(t.attempts >= 2, "retried past the attempt budget of one: {} attempts", t.attempts);
+    let reason = t.last_error.unwrap_or_default();
+    assert!(reason.contains("older than"), "{reason}");
+    assert_eq!(h.hub_emails().len(), 1, "the person is still in the app, and the log says so");
+}
+
 #[tokio::test]
 async fn a_long_retry_after_parks_the_task_in_the_delay_queue_and_it_comes_back() {
     let mut h = harness(json!({ "business_id": BIZ })).await;

@@ -80,6 +80,8 @@ pub struct TaskRow {
     pub attempts: i32,
     /// `attempts` when the task was last re-driven: the attempt budget counts from here.
     pub attempt_base: i32,
+    /// Attempts since the last re-drive that the app throttled: not counted in the budget.
+    pub throttled_attempts: i32,
     /// When the task was created or last re-driven: its age counts from here.
     pub since: DateTime<Utc>,
     pub last_error: Option<String>,
@@ -119,6 +121,11 @@ pub enum TaskUpdate<'a> {
     Superseded,
     /// Waiting before the next attempt; `last_error` says why the last one failed.
     Retrying {
+        last_error: &'a str,
+    },
+    /// Waiting before the next attempt because the app throttled the last one: as `Retrying`,
+    /// and the attempt is counted in `throttled_attempts`, outside the attempt budget.
+    Throttled {
         last_error: &'a str,
     },
     /// Given up; `dead_lettered` when the message goes to the dead-letter queue.
@@ -219,7 +226,8 @@ pub async fn lock_access(
 pub async fn lock_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid) -> Result<Option<TaskRow>> {
     let row = tx
         .query_opt(
-            "select status, attempts, coalesce(redriven_at, created_at), attempt_base, last_error from tasks where tenant_id = $1 and id = $2 for update",
+            "select status, attempts, coalesce(redriven_at, created_at), attempt_base, last_error, throttled_attempts
+             from tasks where tenant_id = $1 and id = $2 for update",
             &[&tenant_id, &task_id],
         )
         .await?;
@@ -229,6 +237,7 @@ pub async fn lock_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid) -> 
         since: r.get(2),
         attempt_base: r.get(3),
         last_error: r.get(4),
+        throttled_attempts: r.get(5),
     }))
 }
 
@@ -335,18 +344,21 @@ pub async fn clear_needs_attention(tx: &Transaction<'_>, tenant_id: Uuid, integr
 
 /// Sets a task's status and what goes with it (last_error, dead_lettered, finished_at).
 pub async fn update_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid, update: TaskUpdate<'_>) -> Result<()> {
-    let (status, last_error, dead_lettered, finished): (&str, Option<&str>, bool, bool) = match update {
-        TaskUpdate::Succeeded => ("succeeded", None, false, true),
-        TaskUpdate::Superseded => ("superseded", None, false, true),
-        TaskUpdate::Retrying { last_error } => ("retrying", Some(last_error), false, false),
-        TaskUpdate::Failed { last_error, dead_lettered } => ("failed", Some(last_error), dead_lettered, true),
+    let (status, last_error, dead_lettered, finished, throttled): (&str, Option<&str>, bool, bool, bool) = match update
+    {
+        TaskUpdate::Succeeded => ("succeeded", None, false, true, false),
+        TaskUpdate::Superseded => ("superseded", None, false, true, false),
+        TaskUpdate::Retrying { last_error } => ("retrying", Some(last_error), false, false, false),
+        TaskUpdate::Throttled { last_error } => ("retrying", Some(last_error), false, false, true),
+        TaskUpdate::Failed { last_error, dead_lettered } => ("failed", Some(last_error), dead_lettered, true, false),
     };
     tx.execute(
         "update tasks set status = $3, last_error = $4, dead_lettered = $5,
                 finished_at = case when $6 then clock_timestamp() else null end,
+                throttled_attempts = throttled_attempts + $7::bool::int,
                 updated_at = clock_timestamp()
          where tenant_id = $1 and id = $2",
-        &[&tenant_id, &task_id, &status, &last_error, &dead_lettered, &finished],
+        &[&tenant_id, &task_id, &status, &last_error, &dead_lettered, &finished, &throttled],
     )
     .await?;
     Ok(())
@@ -523,7 +535,7 @@ impl Store {
         };
         tx.execute(
             "update tasks set status = 'queued', dead_lettered = false, desired_version = $3, finished_at = null,
-                    redriven = redriven + 1, attempt_base = attempts,
+                    redriven = redriven + 1, attempt_base = attempts, throttled_attempts = 0,
                     redriven_at = clock_timestamp(), updated_at = clock_timestamp()
              where tenant_id = $1 and id = $2",
             &[&tenant_id, &task_id, &target.desired_version],

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (19, include_str!("../../../schemas/sql/0019_case_keys.sql")),
     (20, include_str!("../../../schemas/sql/0020_case_key_indexes.sql")),
     (21, include_str!("../../../schemas/sql/0021_task_email_keys.sql")),
+    (22, include_str!("../../../schemas/sql/0022_task_throttled_attempts.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

@@ -70,6 +70,11 @@ struct Workers {
     /// App API attempts per task before it fails and is dead-lettered.
     #[arg(long, env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS", default_value_t = 6)]
     max_attempts: u32,
+    /// Seconds a connector waits at least after an app throttled an attempt (HTTP 429, Graph
+    /// throttling codes), doubling with each throttle in a row up to 16 times; such attempts
+    /// do not count against the attempt budget.
+    #[arg(long, env = "UNSEAT_CONNECTOR_THROTTLE_WAIT_SECONDS", default_value_t = 60)]
+    throttle_wait_seconds: u64,
     /// Connectors call apps only at public addresses (not loopback, private, link-local…):
     /// for tenants not trusted with the network unseat runs in.
     #[arg(long, env = "UNSEAT_CONNECTOR_PUBLIC_ONLY")]
@@ -337,6 +342,7 @@ fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w:
     s.connector.prefetch = w.connector_prefetch;
     s.connector.concurrency = w.connector_concurrency;
     s.connector.max_attempts = w.max_attempts;
+    s.connector.throttle_wait = Duration::from_secs(w.throttle_wait_seconds);
     s.connector.public_only = w.connector_public_only;
     s.connector.grace = Duration::from_secs(w.grace_seconds);
     s
@@ -427,6 +433,7 @@ impl Workers {
             // Each task in flight holds a database connection: stay well inside the pool.
             connector_concurrency: 24,
             max_attempts: 6,
+            throttle_wait_seconds: 60,
             connector_public_only: false,
             grace_seconds: 5,
             body_limit: 1024 * 1024,

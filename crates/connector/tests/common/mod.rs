@@ -187,6 +187,7 @@ pub fn quick_config() -> ConnectorConfig {
     ConnectorConfig {
         min_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(500),
+        throttle_wait: Duration::from_millis(300),
         request_timeout: Duration::from_secs(5),
         grace: Duration::from_secs(2),
         ..ConnectorConfig::default()

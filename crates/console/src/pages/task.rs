@@ -37,9 +37,11 @@ fn error_class(status_code: Option<i32>) -> &'static str {
     }
 }
 
-/// The wait the runtime announced in a `retry_scheduled` event ("retrying in 50 ms").
+/// The wait the runtime announced in a `retry_scheduled` event ("retrying in 50 ms", maybe
+/// followed by where the task waits and why).
 fn announced_wait(detail: &str) -> Option<String> {
-    let ms = detail.strip_prefix("retrying in ")?.strip_suffix(" ms")?.parse::<u64>().ok()?;
+    let (ms, _) = detail.strip_prefix("retrying in ")?.split_once(" ms")?;
+    let ms = ms.parse::<u64>().ok()?;
     Some(if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) })
 }
 
@@ -290,5 +292,8 @@ mod tests {
         assert!(table.contains("removed from Hub"), "{table}");
         assert_eq!(attempts(&events).len(), 2);
         assert_eq!(announced_wait("retrying soon"), None);
+        // A parked or throttled retry says more after the wait.
+        let parked = "retrying in 61000 ms (parked in the delay queue); the app throttled this attempt";
+        assert_eq!(announced_wait(parked).as_deref(), Some("61.0 s"));
     }
 }
