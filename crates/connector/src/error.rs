@@ -29,6 +29,10 @@ pub enum AppError {
     /// The app answered 2xx with something we cannot understand.
     #[error("unexpected answer from the app: {0}")]
     Protocol(String),
+    /// No request was sent: the app throttled the integration and named a wait, and its next
+    /// request slot is this far away ([`crate::limit::MAX_SLOT_WAIT`] or more).
+    #[error("no request sent: the app throttled this integration, whose next request slot is {} s away", .0.as_secs())]
+    Paused(Duration),
     /// The integration's settings do not let us call the app at all.
     #[error("the integration is misconfigured: {0}")]
     Misconfigured(String),
@@ -106,6 +110,7 @@ impl AppError {
                 }
             }
             AppError::Timeout(_) | AppError::Unreachable(_) => ErrorClass::Transient { retry_after: None },
+            AppError::Paused(wait) => ErrorClass::Throttled { retry_after: Some((*wait).min(MAX_RETRY_AFTER)) },
             AppError::Protocol(_) => ErrorClass::Permanent,
             AppError::Misconfigured(_) => ErrorClass::NeedsAttention,
         }
@@ -176,6 +181,10 @@ mod tests {
         assert_eq!(AppError::Unreachable("refused".into()).class(), transient);
         assert_eq!(AppError::Protocol("garbage".into()).class(), ErrorClass::Permanent);
         assert_eq!(AppError::Misconfigured("no business id".into()).class(), ErrorClass::NeedsAttention);
+        assert_eq!(
+            AppError::Paused(Duration::from_secs(90)).class(),
+            ErrorClass::Throttled { retry_after: Some(Duration::from_secs(90)) }
+        );
     }
 
     #[test]

@@ -106,20 +106,28 @@ impl AppHttp {
             public::check_literal(request.url()).map_err(|e| AppError::Misconfigured(e.to_string()))?;
         }
         let rate = self.rate_for(integration);
-        self.limits.acquire(integration.tenant_id, integration.id, rate).await;
+        self.limits.acquire(integration.tenant_id, integration.id, rate).await.map_err(AppError::Paused)?;
         let response = self.client.execute(request).await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let body = response.bytes().await.map_err(|e| self.transport(e))?.to_vec();
+        let answer = Answer { status, headers, body };
         if status == 429 {
-            self.limits.throttled(integration.tenant_id, integration.id, rate).await;
+            self.limits.throttled(integration.tenant_id, integration.id, rate, answer.retry_after()).await;
         }
-        Ok(Answer { status, headers, body })
+        Ok(answer)
     }
 
     /// Tells the limiter the app throttled this integration (for apps that say so in the body).
     pub async fn throttled(&self, integration: &Integration) {
-        self.limits.throttled(integration.tenant_id, integration.id, self.rate_for(integration)).await;
+        self.limits.throttled(integration.tenant_id, integration.id, self.rate_for(integration), None).await;
+    }
+
+    /// As [`AppHttp::throttled`], with the wait the app named (`answer`'s hint): the
+    /// integration's requests pause until it has passed.
+    pub async fn throttled_by(&self, integration: &Integration, answer: &Answer) {
+        let pause = answer.retry_after().map(|d| d.min(crate::error::MAX_RETRY_AFTER));
+        self.limits.throttled(integration.tenant_id, integration.id, self.rate_for(integration), pause).await;
     }
 
     fn transport(&self, error: reqwest::Error) -> AppError {

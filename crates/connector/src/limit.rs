@@ -49,6 +49,10 @@ fn lateness_allowed(interval: Duration) -> Duration {
 }
 /// Fresh slots a request takes at most after waking up late for one; then it goes anyway.
 const LATE_WAKE_RETRIES: usize = 4;
+/// The longest a request waits for its slot. A request waits inside its task's attempt, which
+/// holds a database connection and the (integration, user) row lock; a slot further away
+/// comes from a pause the app asked for, and the task is better parked until then.
+pub const MAX_SLOT_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Bucket {
@@ -208,16 +212,17 @@ impl Shared {
         Ok(Lease { slots, end, rate })
     }
 
-    /// Halves the shared rate and pushes the schedule out by one new interval; the new rate,
-    /// or None when the integration has no shared schedule yet.
-    async fn lower(&self, tenant: Uuid, key: Uuid) -> Result<Option<f64>, String> {
+    /// Halves the shared rate and pushes the schedule out by one new interval, and to at least
+    /// `pause` from now; the new rate, or None when the integration has no shared schedule yet.
+    async fn lower(&self, tenant: Uuid, key: Uuid, pause: Duration) -> Result<Option<f64>, String> {
         let row = self
             .query_opt(
                 "update rate_limit_schedules set rate = greatest(rate / 2, $3::float8), lowered_at = clock_timestamp(),
-                        next_free = greatest(next_free, clock_timestamp())
-                                    + make_interval(secs => 1 / (greatest(rate / 2, $3::float8) * $4::float8))
+                        next_free = greatest(greatest(next_free, clock_timestamp())
+                                               + make_interval(secs => 1 / (greatest(rate / 2, $3::float8) * $4::float8)),
+                                             clock_timestamp() + make_interval(secs => $5::float8))
                  where tenant_id = $1 and integration_id = $2 returning rate",
-                &[&tenant, &key, &MIN_RATE, &SAFETY],
+                &[&tenant, &key, &MIN_RATE, &SAFETY, &pause.as_secs_f64()],
             )
             .await?;
         Ok(row.map(|r| r.get(0)))
@@ -262,7 +267,10 @@ impl RateLimits {
     /// be reached), else from this process's. A wait that ends later than `lateness_allowed`
     /// (a busy machine did not wake the task in time) takes a fresh slot instead, a few times at
     /// most: sending late would bunch this request with the ones on time after it.
-    pub async fn acquire(&self, tenant: Uuid, key: Uuid, configured: f64) {
+    ///
+    /// A slot further away than [`MAX_SLOT_WAIT`] (the app throttled the integration and named
+    /// a long wait) is not waited for: the request is not sent, and the wait is returned.
+    pub async fn acquire(&self, tenant: Uuid, key: Uuid, configured: f64) -> Result<(), Duration> {
         for _ in 0..LATE_WAKE_RETRIES {
             let interval = self.with_bucket(key, configured, |b, _| b.interval());
             let late = lateness_allowed(interval);
@@ -270,9 +278,13 @@ impl RateLimits {
             if let Some(shared) = &self.shared {
                 match self.shared_slot(shared, tenant, key, configured).await {
                     Ok(slot) => {
-                        tokio::time::sleep((slot - Utc::now()).to_std().unwrap_or_default()).await;
+                        let wait = (slot - Utc::now()).to_std().unwrap_or_default();
+                        if wait > MAX_SLOT_WAIT {
+                            return Err(wait);
+                        }
+                        tokio::time::sleep(wait).await;
                         if Utc::now() <= slot + grace {
-                            return;
+                            return Ok(());
                         }
                         tracing::debug!(integration_id = %key, "woke up late for a request slot; taking another");
                         continue;
@@ -282,13 +294,18 @@ impl RateLimits {
                     }
                 }
             }
-            let slot = Instant::now() + self.reserve(key, configured);
+            let wait = self.reserve(key, configured);
+            if wait > MAX_SLOT_WAIT {
+                return Err(wait);
+            }
+            let slot = Instant::now() + wait;
             tokio::time::sleep_until(slot).await;
             if Instant::now() <= slot + late {
-                return;
+                return Ok(());
             }
             tracing::debug!(integration_id = %key, "woke up late for a request slot; taking another");
         }
+        Ok(())
     }
 
     /// The next slot leased from the shared schedule: the oldest one still usable, else a new
@@ -340,7 +357,10 @@ impl RateLimits {
                 return Admission::Now;
             }
             let need = b.interval().mul_f64(b.requests_per_task());
-            let start = b.parked_until.max(now + patience);
+            // Behind the tasks parked already, and back no sooner than its slot could come
+            // (a pause the app asked for can put that far off).
+            let slot_near = b.next_free.checked_sub(patience).unwrap_or(now);
+            let start = b.parked_until.max(slot_near).max(now + patience);
             b.parked_until = start + need;
             // The task is counted again when it comes back.
             b.tasks -= 1;
@@ -349,18 +369,22 @@ impl RateLimits {
     }
 
     /// The app said "slow down": halve the integration's rate and push the next slot out by
-    /// one new interval, here and (with a shared schedule) for every replica; slots leased at
-    /// the old rate are given up.
-    pub async fn throttled(&self, tenant: Uuid, key: Uuid, configured: f64) {
+    /// one new interval, and at least `pause` (the wait the app named) from now, here and (with
+    /// a shared schedule) for every replica; slots leased before are given up. A pause makes
+    /// [`RateLimits::admit`] park the integration's tasks until it ends, and a request already
+    /// waiting for a slot gives up ([`RateLimits::acquire`]): every call counts against the app's
+    /// limit, the throttled ones too.
+    pub async fn throttled(&self, tenant: Uuid, key: Uuid, configured: f64, pause: Option<Duration>) {
+        let pause = pause.unwrap_or_default();
         let rate = self.with_bucket(key, configured, |b, now| {
             b.rate = (b.rate / 2.0).max(MIN_RATE);
             b.last_change = now;
-            b.next_free = b.next_free.max(now) + b.interval();
+            b.next_free = (b.next_free.max(now) + b.interval()).max(now + pause);
             b.rate
         });
         if let Some(shared) = &self.shared {
             shared.queue(key).lock().await.clear();
-            match shared.lower(tenant, key).await {
+            match shared.lower(tenant, key, pause).await {
                 Ok(Some(shared_rate)) => self.with_bucket(key, configured, |b, _| b.rate = shared_rate),
                 Ok(None) => {}
                 Err(error) => {
@@ -404,7 +428,7 @@ mod tests {
         let start = Instant::now();
         let mut sent = Vec::new();
         for _ in 0..300 {
-            limits.acquire(Uuid::nil(), key, 50.0).await;
+            limits.acquire(Uuid::nil(), key, 50.0).await.expect("a near slot");
             sent.push(Instant::now().duration_since(start));
         }
         for (i, at) in sent.iter().enumerate() {
@@ -418,9 +442,9 @@ mod tests {
         let limits = RateLimits::new();
         let key = Uuid::new_v4();
         limits.reserve(key, 40.0);
-        limits.throttled(Uuid::nil(), key, 40.0).await;
+        limits.throttled(Uuid::nil(), key, 40.0, None).await;
         assert_eq!(limits.current_rate(key), Some(20.0));
-        limits.throttled(Uuid::nil(), key, 40.0).await;
+        limits.throttled(Uuid::nil(), key, 40.0, None).await;
         assert_eq!(limits.current_rate(key), Some(10.0));
         for _ in 0..10 {
             tokio::time::advance(RECOVERY_STEP).await;
@@ -456,13 +480,28 @@ mod tests {
         assert!(gap >= chrono::Duration::milliseconds(95), "{gap:?}");
         assert!(b.end - a.end >= chrono::Duration::milliseconds(500));
 
-        one.throttled(tenant, key, 10.0).await;
+        one.throttled(tenant, key, 10.0, None).await;
         assert_eq!(one.current_rate(key), Some(5.0));
-        two.acquire(tenant, key, 10.0).await;
+        two.acquire(tenant, key, 10.0).await.expect("a near slot");
         assert_eq!(two.current_rate(key), Some(5.0), "the other replica leases at the lowered rate");
+        // A pause the app named reaches the other replica: once the slots it leased before
+        // are used (at most one lease's worth), its next request is not sent.
+        one.throttled(tenant, key, 10.0, Some(Duration::from_secs(600))).await;
+        let mut paused = None;
+        for _ in 0..MAX_LEASE + 1 {
+            if let Err(wait) = two.acquire(tenant, key, 10.0).await {
+                paused = Some(wait);
+                break;
+            }
+        }
+        let wait = paused.expect("paused");
+        assert!(wait > Duration::from_secs(590) && wait <= Duration::from_secs(601), "{wait:?}");
+        assert!(
+            matches!(two.admit(key, 10.0, Duration::from_secs(3)), Admission::Park(p) if p > Duration::from_secs(590))
+        );
         // Without the database both still pace themselves.
         let offline = RateLimits::shared(Store::connect("postgres://postgres@127.0.0.1:1/x", 1).expect("pool"));
-        offline.acquire(tenant, key, 10.0).await;
+        offline.acquire(tenant, key, 10.0).await.expect("a near slot");
         assert_eq!(offline.current_rate(key), Some(10.0));
     }
 

@@ -125,6 +125,35 @@ async fn meta_style_throttling_waits_longer_each_time_and_does_not_spend_the_att
     assert_eq!(h.metric("connector_attempts", "throttled"), 4);
 }
 
+/// A throttle that names a wait pauses the whole integration: no request of any task reaches
+/// the app before the wait has passed (every call counts against the app's limit), and then
+/// every removal goes through.
+#[tokio::test]
+async fn a_named_wait_pauses_every_task_of_the_integration() {
+    let mut h = harness(json!({ "business_id": BIZ, "rate_limit_per_second": 1000 })).await;
+    h.emu
+        .add_fault(FaultRule {
+            method: Some("DELETE".into()),
+            status: Some(429),
+            retry_after_s: Some(4),
+            times: Some(1),
+            ..Default::default()
+        })
+        .expect("fault");
+    h.removals(&emails("paused", 6), true).await;
+    // One task at a time: a request already sent when the throttle came back cannot be
+    // recalled, and here none is.
+    h.start(ConnectorConfig { park_after: Duration::from_secs(1), prefetch: 1, concurrency: 1, ..config() });
+
+    assert_eq!(h.all_finished().await, [("succeeded".to_string(), 6)]);
+    assert!(h.hub_emails().is_empty(), "{:?}", h.hub_emails());
+    let log = h.emu.requests();
+    let throttled = log.iter().find(|r| r.status == 429).expect("the throttle");
+    let resume = at(throttled) + chrono::Duration::seconds(4);
+    let during: Vec<&RequestRecord> = log.iter().filter(|r| at(r) > at(throttled) && at(r) < resume).collect();
+    assert!(during.is_empty(), "requests during the pause: {during:?}");
+}
+
 /// A task the app throttles for good is bounded by its age, not by the attempt budget.
 #[tokio::test]
 async fn a_task_throttled_without_end_fails_when_it_is_too_old() {
