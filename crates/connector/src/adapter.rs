@@ -37,6 +37,16 @@ impl AppAccount {
     }
 }
 
+/// An invitation the app holds for someone who has not joined yet (Meta's
+/// BusinessRoleRequest). It is not an account: its id names the invitation, never an account,
+/// and it holds no assets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub id: String,
+    /// The role it offers, when the app reports one.
+    pub role: Option<String>,
+}
+
 /// What a removal found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
@@ -96,6 +106,48 @@ pub trait AppAdapter: Send + Sync + 'static {
         email: &str,
         role: &str,
     ) -> impl Future<Output = Result<AppAccount, AppError>> + Send;
+
+    /// The open invitations for `email` (compared by [`same_email`]). Apps where an added
+    /// person is an account at once have none.
+    fn invitations(
+        &self,
+        _integration: &Integration,
+        _email: &str,
+    ) -> impl Future<Output = Result<Vec<Invitation>, AppError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+
+    /// Withdraws an invitation, so that it can no longer be accepted; one already gone is
+    /// [`Removal::AlreadyGone`].
+    fn revoke_invitation(
+        &self,
+        _integration: &Integration,
+        _invitation: &Invitation,
+    ) -> impl Future<Output = Result<Removal, AppError>> + Send {
+        async { Ok(Removal::AlreadyGone) }
+    }
+
+    /// Makes an open invitation offer `role` instead.
+    fn set_invitation_role(
+        &self,
+        _integration: &Integration,
+        _invitation: &Invitation,
+        _role: &str,
+    ) -> impl Future<Output = Result<(), AppError>> + Send {
+        async { Err(AppError::Protocol("this app has no invitations".into())) }
+    }
+
+    /// Whether an account (or invitation) the app reports with role `reported` holds
+    /// `desired`. Exact by default; an app that reports roles more coarsely than it takes them
+    /// says otherwise, so that a role it holds is not written again on every task.
+    fn role_held(&self, _integration: &Integration, reported: &str, desired: &str) -> bool {
+        reported == desired
+    }
+
+    /// Whether an asset role as the adapter read it (`reported`) is the `desired` one.
+    fn asset_role_held(&self, reported: &str, desired: &str) -> bool {
+        reported == desired
+    }
 }
 
 /// What converging changed in the app.
@@ -103,9 +155,35 @@ pub trait AppAdapter: Send + Sync + 'static {
 pub enum Converged {
     Removed,
     AlreadyRemoved,
-    RoleChanged { from: Option<String>, to: String },
-    AlreadyHeld { role: String },
-    Added { role: String },
+    RoleChanged {
+        from: Option<String>,
+        to: String,
+    },
+    AlreadyHeld {
+        role: String,
+    },
+    Added {
+        role: String,
+    },
+    /// Invited with `role`; until the person accepts, the app holds an invitation, not an
+    /// account, so the `assets_waiting` granted assets cannot be set yet.
+    Invited {
+        role: String,
+        assets_waiting: usize,
+    },
+    /// An invitation sent earlier is still open; `changed` when it offered another role
+    /// (`from`, when the app reported it) and was made to offer `role`.
+    StillInvited {
+        role: String,
+        changed: bool,
+        from: Option<String>,
+        assets_waiting: usize,
+    },
+    /// Not an account (any more), but `count` open invitations were withdrawn, so none can be
+    /// accepted later.
+    InvitationRevoked {
+        count: usize,
+    },
 }
 
 /// The result of [`converge`]: what changed, whether the assets were rewritten, and the
@@ -137,6 +215,20 @@ impl Outcome {
             Converged::AlreadyHeld { role } if self.assets_set.is_some() => format!("keeps {role} in {app}"),
             Converged::AlreadyHeld { role } => format!("already holds {role} in {app}; nothing to change"),
             Converged::Added { role } => format!("added to {app} as {role}"),
+            Converged::Invited { role, assets_waiting } => {
+                format!("invited to {app} as {role}; the invitation is pending{}", waiting(*assets_waiting))
+            }
+            Converged::StillInvited { role, changed: true, from: Some(from), assets_waiting } => {
+                format!("pending invitation to {app} changed from {from} to {role}{}", waiting(*assets_waiting))
+            }
+            Converged::StillInvited { role, changed: true, from: None, assets_waiting } => {
+                format!("pending invitation to {app} set to {role}{}", waiting(*assets_waiting))
+            }
+            Converged::StillInvited { role, changed: false, assets_waiting, .. } => {
+                format!("already invited to {app} as {role}; the invitation is pending{}", waiting(*assets_waiting))
+            }
+            Converged::InvitationRevoked { count: 1 } => format!("pending invitation to {app} revoked"),
+            Converged::InvitationRevoked { count } => format!("{count} pending invitations to {app} revoked"),
         };
         match self.assets_set {
             Some(0) => format!("{base}; taken off every asset"),
@@ -147,8 +239,21 @@ impl Outcome {
     }
 }
 
+/// What the log says of granted assets an invitation cannot hold yet.
+fn waiting(assets: usize) -> String {
+    match assets {
+        0 => String::new(),
+        1 => "; the 1 granted asset is set at a task after it is accepted".into(),
+        n => format!("; the {n} granted assets are set at a task after it is accepted"),
+    }
+}
+
 /// Makes the app hold `desired_role` and `desired_assets` for `email` (role None = not in the
 /// app at all). `known_id` is the account id remembered from an earlier task.
+///
+/// Someone with an open invitation counts as present: the invitation is not sent again, only
+/// its role is brought in line. An invitation is not an account, so its id is never
+/// remembered as the account's and assets wait until the person has accepted.
 pub async fn converge<A: AppAdapter>(
     adapter: &A,
     integration: &Integration,
@@ -161,8 +266,11 @@ pub async fn converge<A: AppAdapter>(
         return remove(adapter, integration, email, known_id).await;
     };
     let found = adapter.find(integration, email, known_id).await?;
+    let pending = |converged| Outcome { converged, assets_set: None, account_id: None };
     let (converged, account) = match found {
-        Some(account) if account.active && account.role.as_deref() == Some(role) => {
+        Some(account)
+            if account.active && account.role.as_deref().is_some_and(|r| adapter.role_held(integration, r, role)) =>
+        {
             (Converged::AlreadyHeld { role: role.to_string() }, account)
         }
         Some(account) => {
@@ -170,12 +278,30 @@ pub async fn converge<A: AppAdapter>(
             (Converged::RoleChanged { from: account.role.clone(), to: role.to_string() }, account)
         }
         None => {
+            if let Some(invitation) = adapter.invitations(integration, email).await?.into_iter().next() {
+                let changed =
+                    !invitation.role.as_deref().is_some_and(|offered| adapter.role_held(integration, offered, role));
+                if changed {
+                    adapter.set_invitation_role(integration, &invitation, role).await?;
+                }
+                let (from, role, assets_waiting) = (invitation.role, role.to_string(), desired_assets.len());
+                return Ok(pending(Converged::StillInvited { role, changed, from, assets_waiting }));
+            }
             let account = adapter.add(integration, email, role).await?;
+            if !adapter.invitations(integration, email).await?.is_empty() {
+                let assets_waiting = desired_assets.len();
+                return Ok(pending(Converged::Invited { role: role.to_string(), assets_waiting }));
+            }
             (Converged::Added { role: role.to_string() }, account)
         }
     };
     let assets_differ = match &account.assets {
-        Some(held) => held != desired_assets,
+        Some(held) => {
+            held.len() != desired_assets.len()
+                || desired_assets
+                    .iter()
+                    .any(|(asset, want)| !held.get(asset).is_some_and(|have| adapter.asset_role_held(have, want)))
+        }
         None => !desired_assets.is_empty(),
     };
     let assets_set = if assets_differ {
@@ -189,7 +315,8 @@ pub async fn converge<A: AppAdapter>(
 
 /// Removal: straight at the remembered id when there is one (one request in the common case);
 /// when the app says that id is gone, the email is looked up once more, so an account the
-/// app re-created under a new id is not missed.
+/// app re-created under a new id is not missed. Someone who is not (or no longer) an account
+/// may still hold an open invitation, which they could accept later: it is withdrawn.
 async fn remove<A: AppAdapter>(
     adapter: &A,
     integration: &Integration,
@@ -202,14 +329,18 @@ async fn remove<A: AppAdapter>(
             return Ok(done(Converged::Removed));
         }
     }
-    match adapter.find(integration, email, None).await? {
-        None => Ok(done(Converged::AlreadyRemoved)),
-        Some(account) if !account.active => Ok(done(Converged::AlreadyRemoved)),
-        Some(account) => match adapter.remove(integration, &account).await? {
-            Removal::Removed => Ok(done(Converged::Removed)),
-            Removal::AlreadyGone => Ok(done(Converged::AlreadyRemoved)),
-        },
+    if let Some(account) = adapter.find(integration, email, None).await?.filter(|a| a.active) {
+        if adapter.remove(integration, &account).await? == Removal::Removed {
+            return Ok(done(Converged::Removed));
+        }
     }
+    let mut count = 0;
+    for invitation in adapter.invitations(integration, email).await? {
+        if adapter.revoke_invitation(integration, &invitation).await? == Removal::Removed {
+            count += 1;
+        }
+    }
+    Ok(done(if count > 0 { Converged::InvitationRevoked { count } } else { Converged::AlreadyRemoved }))
 }
 
 /// Whether two addresses name the same account: equal, surrounding space aside, ignoring the

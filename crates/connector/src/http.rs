@@ -113,19 +113,15 @@ impl AppHttp {
         let body = response.bytes().await.map_err(|e| self.transport(e))?.to_vec();
         let answer = Answer { status, headers, body };
         if status == 429 {
-            self.limits.throttled(integration.tenant_id, integration.id, rate, answer.retry_after()).await;
+            self.throttled(integration, &answer).await;
         }
         Ok(answer)
     }
 
-    /// Tells the limiter the app throttled this integration (for apps that say so in the body).
-    pub async fn throttled(&self, integration: &Integration) {
-        self.limits.throttled(integration.tenant_id, integration.id, self.rate_for(integration), None).await;
-    }
-
-    /// As [`AppHttp::throttled`], with the wait the app named (`answer`'s hint): the
-    /// integration's requests pause until it has passed.
-    pub async fn throttled_by(&self, integration: &Integration, answer: &Answer) {
+    /// Tells the limiter the app throttled this integration (for apps that say so in the body,
+    /// as Graph does), with the wait `answer` names: the integration's requests pause until it
+    /// has passed.
+    pub async fn throttled(&self, integration: &Integration, answer: &Answer) {
         let pause = answer.retry_after().map(|d| d.min(crate::error::MAX_RETRY_AFTER));
         self.limits.throttled(integration.tenant_id, integration.id, self.rate_for(integration), pause).await;
     }

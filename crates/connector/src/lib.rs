@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use unseat_store::Store;
 use unseat_telemetry::Metrics;
 
-pub use adapter::{converge, AppAccount, AppAdapter, Assets, Converged, Outcome, Removal};
+pub use adapter::{converge, AppAccount, AppAdapter, Assets, Converged, Invitation, Outcome, Removal};
 pub use business_hub::BusinessHub;
 pub use error::{AppError, ErrorClass};
 pub use http::AppHttp;

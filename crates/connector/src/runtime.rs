@@ -16,7 +16,7 @@
 //! for a sweep of the dead-letter queue ([`crate::dead_letters`]), so that the task's stale
 //! copy does not stay there.
 
-use crate::adapter::{converge, AppAdapter};
+use crate::adapter::{converge, AppAdapter, Converged};
 use crate::dead_letters::Sweeper;
 use crate::error::ErrorClass;
 use crate::limit::Admission;
@@ -432,10 +432,13 @@ impl<A: AppAdapter> Worker<A> {
         match result {
             Ok(done) => {
                 let detail = done.describe(&integration.name);
+                // An invitation not yet accepted holds no assets: the state applied says so.
+                let invited = matches!(done.converged, Converged::Invited { .. } | Converged::StillInvited { .. });
+                let no_assets = Default::default();
                 let applied = Applied {
                     version: access.desired_version,
                     role: access.desired_role.as_deref(),
-                    assets: &desired_assets,
+                    assets: if invited { &no_assets } else { &desired_assets },
                     app_account_id: done.account_id.as_deref(),
                 };
                 apply::record_applied_state(&tx, tenant, task.integration_id, task.user_id, &applied).await?;

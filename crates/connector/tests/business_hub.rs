@@ -111,8 +111,9 @@ async fn removing_someone_already_absent_succeeds_without_a_delete() {
     assert_eq!((t.status.as_str(), t.attempts), ("succeeded", 1));
     assert_eq!(app.event_kinds(task).await, ["attempt_started", "already_removed"]);
     assert!(app.writes().is_empty(), "no DELETE for someone who is not there");
-    let pages = app.emu.requests().iter().filter(|r| r.method == "GET").count();
-    assert_eq!(pages, 2, "131 users at 100 per page");
+    let gets = |edge: &str| app.emu.requests().iter().filter(|r| r.method == "GET" && r.path.ends_with(edge)).count();
+    assert_eq!(gets("/business_users"), 2, "131 users at 100 per page");
+    assert_eq!(gets("/pending_users"), 1, "and no open invitation either");
     assert_eq!(app.applied(user).await, (2, None));
     app.stop().await;
 }
@@ -506,5 +507,183 @@ async fn picking_up_a_redriven_task_sweeps_only_its_stale_copy_out_of_the_dead_l
     })
     .await;
     assert_eq!(app.dead_lettered_message().await, b"not a task", "what nobody re-drove stays");
+    app.stop().await;
+}
+
+/// A leaver who was invited but never accepted is no business user, yet could still accept:
+/// the invitation is revoked, and the log says so.
+#[tokio::test]
+async fn revokes_the_open_invitation_of_someone_who_never_accepted() {
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
+    let invitation = app.emu.seed_invitation(BIZ, "nina@example.com", "EMPLOYEE").expect("invite");
+    app.emu.seed_invitation(BIZ, "other@example.com", "EMPLOYEE").expect("invite");
+    // Remembered from an earlier task, her business-user id is gone.
+    let (user, task) = app
+        .queue(Desire { app_account_id: Some("100000000000999".into()), ..Desire::removal("Nina@Example.com") })
+        .await;
+    app.start(config());
+
+    let t = app.finished(task).await;
+    assert_eq!((t.status.as_str(), t.attempts), ("succeeded", 1), "{t:?}");
+    let events = app.events(task).await;
+    assert_eq!(
+        events.last().map(|e| (e.0.as_str(), e.3.as_str())),
+        Some(("succeeded", "pending invitation to Acme Business Hub revoked"))
+    );
+    let left: Vec<String> = app.emu.invitations(BIZ).into_iter().map(|i| i.email).collect();
+    assert_eq!(left, ["other@example.com"], "hers is gone, nobody else's");
+    assert!(app.emu.accept_invitation(&invitation.id).is_err(), "she can no longer accept it");
+    let writes = app.writes();
+    assert_eq!(writes.last(), Some(&("DELETE".to_string(), format!("/v25.0/{}", invitation.id), 200)), "{writes:?}");
+    assert_eq!(app.applied(user).await, (2, None));
+    app.stop().await;
+}
+
+/// A page may hold nothing and still have a `next`: the lookup follows it.
+#[tokio::test]
+async fn the_lookup_follows_next_past_an_empty_page() {
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
+    for i in 0..130 {
+        app.emu.seed_user(BIZ, &format!("person{i}@example.com"), "EMPLOYEE", None).expect("seed");
+    }
+    app.emu.seed_user(BIZ, "olga@example.com", "EMPLOYEE", None).expect("seed");
+    app.emu
+        .add_fault(FaultRule {
+            empty_page: true,
+            path_contains: Some("/business_users".into()),
+            skip: Some(1),
+            times: Some(1),
+            ..Default::default()
+        })
+        .expect("fault");
+    let (_, task) = app.queue(Desire::removal("olga@example.com")).await;
+    app.start(config());
+
+    let t = app.finished(task).await;
+    assert_eq!((t.status.as_str(), t.attempts), ("succeeded", 1), "{t:?}");
+    assert!(app.hub_user("olga@example.com").is_none(), "found past the empty page and removed");
+    let pages = app.emu.requests().iter().filter(|r| r.path.ends_with("/business_users")).count();
+    assert_eq!(pages, 3, "a full page, an empty one, then the last");
+    app.stop().await;
+}
+
+/// Graph refuses a cursor whose item was deleted meanwhile: the lookup starts over, once.
+#[tokio::test]
+async fn a_refused_cursor_restarts_the_lookup_from_the_first_page() {
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
+    for i in 0..130 {
+        app.emu.seed_user(BIZ, &format!("person{i}@example.com"), "EMPLOYEE", None).expect("seed");
+    }
+    app.emu.seed_user(BIZ, "pia@example.com", "EMPLOYEE", None).expect("seed");
+    app.emu
+        .add_fault(FaultRule {
+            method: Some("GET".into()),
+            path_contains: Some("/business_users".into()),
+            status: Some(400),
+            graph_code: Some(100),
+            skip: Some(1),
+            times: Some(1),
+            ..Default::default()
+        })
+        .expect("fault");
+    let (_, task) = app.queue(Desire::removal("pia@example.com")).await;
+    app.start(config());
+
+    let t = app.finished(task).await;
+    assert_eq!((t.status.as_str(), t.attempts), ("succeeded", 1), "{t:?}");
+    assert!(app.hub_user("pia@example.com").is_none());
+    let pages: Vec<u16> =
+        app.emu.requests().iter().filter(|r| r.path.ends_with("/business_users")).map(|r| r.status).collect();
+    assert_eq!(pages, [200, 400, 200, 200], "page 2 refused, then pages 1 and 2 again");
+    app.stop().await;
+}
+
+/// While invitations stay pending, a granted person is invited; an invitation holds no assets,
+/// so the state recorded as applied holds none either (the log says they wait), and no asset
+/// edge is called with the invitation's id.
+#[tokio::test]
+async fn an_invitation_is_recorded_without_the_assets_it_cannot_hold_yet() {
+    let mut app = Setup::new(BIZ, TOKEN)
+        .settings(json!({ "business_id": BIZ, "rate_limit_per_second": 1000 }))
+        .asset_roles(&["MANAGE", "ADVERTISE", "ANALYZE"])
+        .build()
+        .await;
+    app.emu.set_settings(unseat_emulator::Settings { invitations_pending: true, ..app.emu.settings() });
+    let account = app.emu.seed_asset(BIZ, "ad_account", "Account").expect("asset");
+    let (user, task) = app
+        .queue(Desire {
+            desired_role: Some("EMPLOYEE"),
+            desired_assets: json!({ account.id.clone(): "ANALYZE" }),
+            ..Desire::removal("quinn@example.com")
+        })
+        .await;
+    app.start(config());
+
+    let t = app.finished(task).await;
+    assert_eq!(t.status, "succeeded", "{t:?}");
+    let events = app.events(task).await;
+    let last = events.last().map(|e| e.3.clone()).unwrap_or_default();
+    assert!(last.contains("invitation is pending") && last.contains("1 granted asset"), "{last}");
+    assert_eq!(app.emu.invitations(BIZ).len(), 1);
+    assert!(app.hub_user("quinn@example.com").is_none(), "not a business user until she accepts");
+    let client = app.store.client().await.expect("client");
+    let row = client
+        .query_one(
+            "select applied_role, applied_assets, app_account_id from access_state
+              where tenant_id = $1 and integration_id = $2 and user_id = $3",
+            &[&app.tenant, &app.integration, &user],
+        )
+        .await
+        .expect("access_state");
+    let (role, assets, id): (Option<String>, serde_json::Value, Option<String>) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(role.as_deref(), Some("EMPLOYEE"));
+    assert_eq!(assets, json!({}), "the invitation holds no asset yet");
+    assert_eq!(id, None, "an invitation's id is no account id");
+    assert!(app.writes().iter().all(|(_, path, _)| !path.contains("assigned_users")), "{:?}", app.writes());
+    app.stop().await;
+}
+
+/// Graph throttles with HTTP 400, a code and, for a business use case, the minutes until
+/// access comes back: the integration's shared schedule is moved past them, so no task of it
+/// calls before, and the throttled task waits as long.
+#[tokio::test]
+async fn a_business_use_case_throttle_pauses_the_integration_for_the_minutes_it_names() {
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
+    app.emu.seed_user(BIZ, "rhea@example.com", "EMPLOYEE", None).expect("seed");
+    app.emu
+        .add_fault(FaultRule {
+            method: Some("DELETE".into()),
+            status: Some(400),
+            graph_code: Some(80004),
+            regain_minutes: Some(2),
+            times: Some(1),
+            ..Default::default()
+        })
+        .expect("fault");
+    let (_, task) = app.queue(Desire::removal("rhea@example.com")).await;
+    app.start(config());
+
+    let scheduled = eventually("the throttled attempt's retry", || async {
+        app.events(task).await.into_iter().find(|e| e.0 == "retry_scheduled").map(|e| e.3)
+    })
+    .await;
+    let wait_ms: u64 = scheduled
+        .strip_prefix("retrying in ")
+        .and_then(|rest| rest.split_once(" ms"))
+        .and_then(|(ms, _)| ms.parse().ok())
+        .expect("the wait in ms");
+    assert!(wait_ms >= 120_000, "{scheduled}");
+    let client = app.store.client().await.expect("client");
+    let paused: f64 = client
+        .query_one(
+            "select extract(epoch from next_free - clock_timestamp())::float8 from rate_limit_schedules
+              where tenant_id = $1 and integration_id = $2",
+            &[&app.tenant, &app.integration],
+        )
+        .await
+        .expect("the integration's schedule")
+        .get(0);
+    assert!(paused > 110.0 && paused <= 121.0, "the next slot is {paused} s away");
+    assert!(app.hub_user("rhea@example.com").is_some(), "nothing was removed yet");
     app.stop().await;
 }

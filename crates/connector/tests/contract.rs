@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use unseat_connector::{converge, AppAdapter, AppHttp, BusinessHub, Converged, RateLimits, ScimApp};
-use unseat_emulator::Emulator;
+use unseat_emulator::{Emulator, Settings};
 use unseat_store::apply::Integration;
 use uuid::Uuid;
 
@@ -193,6 +193,151 @@ async fn business_hub_sets_asset_tasks_and_takes_users_off_every_asset_before_re
             format!("DELETE /v25.0/{}", erin.id),
         ]
     );
+
+    // Removing her again by her remembered id: her asset edges say she does not exist, so
+    // she is already removed.
+    let again = converge(&adapter, i, "erin@example.com", done.account_id.as_deref(), None, &BTreeMap::new())
+        .await
+        .expect("remove again");
+    assert_eq!(again.converged, Converged::AlreadyRemoved);
+}
+
+/// The writes (method and path) the emulator saw since its log was last cleared.
+fn writes(emu: &Emulator) -> Vec<String> {
+    emu.requests().into_iter().filter(|r| r.method != "GET").map(|r| format!("{} {}", r.method, r.path)).collect()
+}
+
+#[tokio::test]
+async fn business_hub_counts_a_pending_invitation_as_present_and_sets_assets_once_accepted() {
+    let app = HubFixture::start(json!({ "business_id": BIZ }), &["MANAGE", "ADVERTISE", "ANALYZE"]).await;
+    app.emu.set_settings(Settings { invitations_pending: true, ..Default::default() });
+    let adapter = BusinessHub::new(http(1000.0));
+    let page = app.emu.seed_asset(BIZ, "page", "Page").expect("page");
+    let assets = BTreeMap::from([(page.id.clone(), "ANALYZE".to_string())]);
+    let i = app.integration();
+    let email = "quinn@example.com";
+
+    // Invited: the hub holds an invitation, whose id is not remembered as an account's, and
+    // the assets wait.
+    let invited = converge(&adapter, i, email, None, Some("EMPLOYEE"), &assets).await.expect("invite");
+    assert_eq!(invited.converged, Converged::Invited { role: "EMPLOYEE".into(), assets_waiting: 1 });
+    assert_eq!((invited.account_id.as_deref(), invited.assets_set), (None, None));
+    assert_eq!(
+        invited.describe("Hub"),
+        "invited to Hub as EMPLOYEE; the invitation is pending; the 1 granted asset is set at a task after it is accepted"
+    );
+    let invitation = app.emu.invitations(BIZ).pop().expect("a pending invitation");
+    assert_eq!(app.holds(email).await, None, "not a business user yet");
+    assert!(writes(&app.emu).iter().all(|w| !w.contains("assigned_users")), "{:?}", writes(&app.emu));
+
+    // Again: the invitation counts as present; nothing is sent.
+    app.emu.clear_requests();
+    let again = converge(&adapter, i, email, None, Some("EMPLOYEE"), &assets).await.expect("again");
+    assert_eq!(
+        again.converged,
+        Converged::StillInvited {
+            role: "EMPLOYEE".into(),
+            changed: false,
+            from: Some("EMPLOYEE".into()),
+            assets_waiting: 1
+        }
+    );
+    assert_eq!(writes(&app.emu), Vec::<String>::new());
+
+    // Another role: the invitation is changed, not sent again.
+    let admin = converge(&adapter, i, email, None, Some("ADMIN"), &assets).await.expect("admin");
+    assert_eq!(
+        admin.converged,
+        Converged::StillInvited {
+            role: "ADMIN".into(),
+            changed: true,
+            from: Some("EMPLOYEE".into()),
+            assets_waiting: 1
+        }
+    );
+    assert_eq!(writes(&app.emu), [format!("POST /v25.0/{}", invitation.id)]);
+    assert_eq!(app.emu.invitations(BIZ)[0].role, "ADMIN");
+
+    // Once accepted, the next task finds the business user and sets the assets.
+    let user = app.emu.accept_invitation(&invitation.id).expect("accept");
+    let joined = converge(&adapter, i, email, None, Some("ADMIN"), &assets).await.expect("joined");
+    assert_eq!((joined.converged, joined.assets_set), (Converged::AlreadyHeld { role: "ADMIN".into() }, Some(1)));
+    assert_eq!(joined.account_id.as_deref(), Some(user.id.as_str()));
+    let holder = app.emu.assets(BIZ).into_iter().find(|a| a.id == page.id).expect("page").assigned;
+    assert_eq!(holder.get(&user.id), Some(&vec!["ANALYZE".to_string()]));
+
+    // An open invitation of someone removed is revoked.
+    app.emu.seed_invitation(BIZ, "rory@example.com", "EMPLOYEE").expect("invite");
+    let revoked = converge(&adapter, i, "Rory@Example.com", None, None, &BTreeMap::new()).await.expect("revoke");
+    assert_eq!(revoked.converged, Converged::InvitationRevoked { count: 1 });
+    assert_eq!(revoked.event_kind(), "succeeded");
+    assert!(app.emu.invitations(BIZ).is_empty());
+}
+
+/// Meta's `role` field reports base roles only. With the integration saying so, a non-base
+/// role reading back as its base role is held: three tasks, one write. Roles compare
+/// ignoring case.
+#[tokio::test]
+async fn business_hub_takes_the_base_role_meta_reports_as_the_non_base_role_it_set() {
+    let app = HubFixture::start(json!({ "business_id": BIZ, "reported_roles": "base" }), &[]).await;
+    app.emu.set_settings(Settings { base_roles_only: true, ..Default::default() });
+    let adapter = BusinessHub::new(http(1000.0));
+    let sam = app.emu.seed_user(BIZ, "sam@example.com", "ADMIN", None).expect("sam");
+    let i = app.integration();
+    let none = BTreeMap::new();
+    app.emu.clear_requests();
+    for _ in 0..3 {
+        converge(&adapter, i, "sam@example.com", Some(&sam.id), Some("DEVELOPER"), &none).await.expect("developer");
+    }
+    assert_eq!(writes(&app.emu), [format!("POST /v25.0/{}", sam.id)], "one write for three tasks");
+    assert_eq!(app.holds("sam@example.com").await.as_deref(), Some("DEVELOPER"));
+    let same = converge(&adapter, i, "sam@example.com", Some(&sam.id), Some("developer"), &none).await.expect("case");
+    assert_eq!(same.converged, Converged::AlreadyHeld { role: "developer".into() });
+    assert_eq!(writes(&app.emu).len(), 1);
+
+    // Without the setting, a non-base role Meta reports as its base role is written again.
+    let mut exact = i.clone();
+    exact.settings = json!({ "business_id": BIZ });
+    converge(&adapter, &exact, "sam@example.com", Some(&sam.id), Some("DEVELOPER"), &none).await.expect("exact");
+    assert_eq!(writes(&app.emu).len(), 2);
+}
+
+/// Asset roles off the MANAGE/ADVERTISE/ANALYZE ladder are tasks of their own, each asset
+/// kind taking its own; a user holds an asset role when the tasks match exactly.
+#[tokio::test]
+async fn business_hub_converges_asset_roles_by_their_exact_tasks() {
+    let roles = ["MANAGE", "ADVERTISE", "ANALYZE", "FULL_CONTROL", "AA_ANALYZE"];
+    let app = HubFixture::start(json!({ "business_id": BIZ }), &roles).await;
+    let adapter = BusinessHub::new(http(1000.0));
+    let ads = app.emu.seed_asset(BIZ, "ad_account", "Ads").expect("ads");
+    let reports = app.emu.seed_asset(BIZ, "ad_account", "Reports").expect("reports");
+    let page = app.emu.seed_asset(BIZ, "page", "Page").expect("page");
+    let tess = app.emu.seed_user(BIZ, "tess@example.com", "EMPLOYEE", None).expect("tess");
+    // One task more than ADVERTISE gives.
+    app.emu.assign_asset(&ads.id, &tess.id, &["ADVERTISE", "ANALYZE", "DRAFT"]).expect("assign");
+    let desired = BTreeMap::from([
+        (ads.id.clone(), "ADVERTISE".to_string()),
+        (reports.id.clone(), "AA_ANALYZE".to_string()),
+        (page.id.clone(), "full_control".to_string()),
+    ]);
+    let i = app.integration();
+    let done = converge(&adapter, i, "tess@example.com", None, Some("EMPLOYEE"), &desired).await.expect("set");
+    assert_eq!(done.assets_set, Some(3));
+    let tasks_on = |asset: &str| {
+        app.emu.assets(BIZ).into_iter().find(|a| a.id == asset).and_then(|a| a.assigned.get(&tess.id).cloned())
+    };
+    assert_eq!(tasks_on(&ads.id), Some(vec!["ADVERTISE".to_string(), "ANALYZE".to_string()]), "DRAFT taken away");
+    assert_eq!(tasks_on(&reports.id), Some(vec!["AA_ANALYZE".to_string()]));
+    assert_eq!(tasks_on(&page.id), Some(vec!["FULL_CONTROL".to_string()]));
+
+    app.emu.clear_requests();
+    for _ in 0..2 {
+        let again = converge(&adapter, i, "tess@example.com", done.account_id.as_deref(), Some("EMPLOYEE"), &desired)
+            .await
+            .expect("again");
+        assert_eq!(again.assets_set, None);
+    }
+    assert_eq!(writes(&app.emu), Vec::<String>::new(), "held: nothing rewritten");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -356,4 +501,31 @@ impl Fixture for Scim2Server {
 async fn scim_adapter_keeps_the_contract_on_scim2_server() {
     let app = Scim2Server::start().await;
     contract(&ScimApp::new(http(1000.0)), &app).await;
+}
+
+/// Every Graph throttling code lowers the integration's rate, 341 and 368 (blocked for
+/// abuse: wait) included, whatever HTTP status carries it.
+#[tokio::test]
+async fn business_hub_slows_down_on_every_graph_throttling_code() {
+    for code in [4, 341, 368, 80004] {
+        let app = HubFixture::start(json!({ "business_id": BIZ }), &[]).await;
+        let limits = Arc::new(RateLimits::new());
+        let adapter =
+            BusinessHub::new(AppHttp::new(Duration::from_secs(5), Arc::clone(&limits), 1000.0).expect("http client"));
+        let uma = app.emu.seed_user(BIZ, "uma@example.com", "EMPLOYEE", None).expect("uma");
+        app.emu
+            .add_fault(unseat_emulator::FaultRule {
+                method: Some("DELETE".into()),
+                status: Some(400),
+                graph_code: Some(code),
+                times: Some(1),
+                ..Default::default()
+            })
+            .expect("fault");
+        let i = app.integration();
+        let err = converge(&adapter, i, "uma@example.com", Some(&uma.id), None, &BTreeMap::new()).await;
+        assert!(err.is_err(), "code {code}: {err:?}");
+        let rate = limits.current_rate(i.id).expect("the integration's rate was used");
+        assert!(rate < 1000.0, "code {code} lowers the rate: {rate}");
+    }
 }

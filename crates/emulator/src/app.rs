@@ -1,10 +1,11 @@
-//! The app API: Meta's business-user endpoints under `/v25.0/`, with Graph error bodies,
-//! usage headers, the access-token check, fault injection and the request log.
+//! The app API: Meta's business-user endpoints under `/v25.0/` (business users, pending
+//! invitations, asset assignments), with Graph error bodies, usage headers, the access-token
+//! check, fault injection and the request log.
 //!
 //! One handler takes every non-control request so that faults, the token check, the headers
 //! and the log apply the same way to each of them.
 
-use crate::state::{valid_business_id, valid_email, valid_role, FaultRule, RequestRecord, State, ROLES};
+use crate::state::{valid_business_id, valid_email, valid_role, valid_task, FaultRule, RequestRecord, State, ROLES};
 use crate::{Emulator, API_VERSION, MAX_LATENCY};
 use axum::body::Bytes;
 use axum::extract::State as AxumState;
@@ -20,6 +21,11 @@ const DEFAULT_LIMIT: usize = 25;
 const MAX_LIMIT: usize = 100;
 /// Fields a BusinessUser node can return here.
 const USER_FIELDS: [&str; 7] = ["id", "name", "email", "role", "first_name", "last_name", "business"];
+/// Fields a BusinessRoleRequest (pending invitation) node can return here.
+const INVITATION_FIELDS: [&str; 6] = ["id", "email", "role", "status", "created_time", "expiration_time"];
+/// The list edges: the only requests an `empty_page` fault applies to.
+const LIST_EDGES: [&str; 5] =
+    ["business_users", "pending_users", "assigned_users", "assigned_ad_accounts", "assigned_pages"];
 
 /// What one app request answers, before headers are added.
 struct Reply {
@@ -165,7 +171,10 @@ pub(crate) async fn handle(
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
-    let fault = decision.fault.as_ref().map(|(rule, status)| fault_reply(rule, *status));
+    // A fault's answer names no business; Meta keys the use-case usage by business or object
+    // id, so it is keyed by the object the path names (the first segment after the version).
+    let object = path.trim_start_matches('/').split('/').nth(1).map(str::to_string);
+    let fault = decision.fault.as_ref().map(|(rule, status)| fault_reply(rule, *status).with_business(object));
 
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
     let (reply, status, usage) = {
@@ -181,8 +190,15 @@ pub(crate) async fn handle(
                     "An active access token must be used to query information about the current user.",
                 ),
                 Some(token) => {
-                    let ctx =
-                        Call { method: &method, path: &path, params: &params, token, token_in_query, host: &host };
+                    let ctx = Call {
+                        method: &method,
+                        path: &path,
+                        params: &params,
+                        token,
+                        token_in_query,
+                        host: &host,
+                        empty_page: decision.empty_page,
+                    };
                     route(&mut state, &ctx)
                 }
             },
@@ -225,6 +241,8 @@ pub(crate) struct FaultDecision {
     /// Hold the (applied) answer this long.
     pub hold: Option<Duration>,
     pub regain_minutes: Option<u64>,
+    /// Answer this list request with an empty page that has a `next`.
+    pub empty_page: bool,
 }
 
 /// Runs the fault rules for one request, in order: latencies add up; the first rule with a
@@ -232,11 +250,20 @@ pub(crate) struct FaultDecision {
 pub(crate) fn decide_faults(emu: &Emulator, method: &Method, path: &str) -> FaultDecision {
     let mut state = emu.lock();
     let mut rng = rand::rng();
-    let mut decision = FaultDecision { latency: Duration::ZERO, fault: None, hold: None, regain_minutes: None };
+    let mut decision =
+        FaultDecision { latency: Duration::ZERO, fault: None, hold: None, regain_minutes: None, empty_page: false };
+    let lists = *method == Method::GET && path.rsplit('/').next().is_some_and(|edge| LIST_EDGES.contains(&edge));
     for active in state.faults.iter_mut() {
         let added = active.added_at;
         let rule = &mut active.rule;
-        if !rule.matches(method.as_str(), path, added) || !rule.fires(rng.random_range(0.0..1.0)) {
+        if (rule.empty_page && !lists)
+            || !rule.matches(method.as_str(), path, added)
+            || !rule.fires(rng.random_range(0.0..1.0))
+        {
+            continue;
+        }
+        if let Some(skip) = rule.skip.as_mut().filter(|n| **n > 0) {
+            *skip -= 1;
             continue;
         }
         if let Some(times) = rule.times.as_mut() {
@@ -250,6 +277,10 @@ pub(crate) fn decide_faults(emu: &Emulator, method: &Method, path: &str) -> Faul
         }
         if rule.lose_response {
             decision.hold = Some(Duration::from_millis(rule.hold_ms.unwrap_or(30_000)).min(MAX_LATENCY));
+            break;
+        }
+        if rule.empty_page {
+            decision.empty_page = true;
             break;
         }
     }
@@ -283,6 +314,8 @@ struct Call<'a> {
     token: &'a str,
     token_in_query: bool,
     host: &'a str,
+    /// An `empty_page` fault applies to this request.
+    empty_page: bool,
 }
 
 fn route(state: &mut State, call: &Call<'_>) -> Reply {
@@ -324,6 +357,25 @@ fn route(state: &mut State, call: &Call<'_>) -> Reply {
             };
             reply.with_business(Some(id.to_string()))
         }
+        [id, "pending_users"] if state.business_exists(id) => {
+            if let Some(denied) = check_token(state, id, call.token) {
+                return denied;
+            }
+            let reply = match *call.method {
+                Method::GET => list_invitations(state, id, call),
+                _ => Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    100,
+                    None,
+                    "OAuthException",
+                    format!(
+                        "(#100) Unsupported {} request on edge pending_users",
+                        call.method.as_str().to_ascii_lowercase()
+                    ),
+                ),
+            };
+            reply.with_business(Some(id.to_string()))
+        }
         [id] => {
             if !valid_business_id(id) {
                 return alias_error(id);
@@ -334,19 +386,32 @@ fn route(state: &mut State, call: &Call<'_>) -> Reply {
         [user, edge @ ("assigned_ad_accounts" | "assigned_pages")] if user_of(state, user).is_some() => {
             assigned_assets(state, user, edge, call)
         }
-        [id, edge, ..] => Reply::bad_param(format!(
-            "(#100) Tried accessing nonexisting field ({edge}) on node type ({})",
-            node_type(state, id)
-        )),
+        // Like a node, an edge of an id that does not exist (or no longer does) is an unknown
+        // object; only an edge the node type lacks is a nonexisting field.
+        [id, edge, ..] => match node_type(state, id) {
+            Some(kind) => {
+                Reply::bad_param(format!("(#100) Tried accessing nonexisting field ({edge}) on node type ({kind})"))
+            }
+            None => Reply::no_object(call.method, id),
+        },
         [] => Reply::error(StatusCode::BAD_REQUEST, 2500, None, "OAuthException", "Unknown path components"),
     }
 }
 
-fn node_type(state: &State, id: &str) -> &'static str {
+/// The Graph node type of an id, None when no such object exists.
+fn node_type(state: &State, id: &str) -> Option<&'static str> {
     if state.business_exists(id) {
-        "Business"
+        Some("Business")
+    } else if user_of(state, id).is_some() {
+        Some("BusinessUser")
+    } else if state.invitation_of(id).is_some() {
+        Some("BusinessRoleRequest")
     } else {
-        "BusinessUser"
+        match state.assets.get(id).map(|a| a.kind.as_str()) {
+            Some("ad_account") => Some("AdAccount"),
+            Some(_) => Some("Page"),
+            None => None,
+        }
     }
 }
 
@@ -376,14 +441,19 @@ fn check_token(state: &State, business_id: &str, token: &str) -> Option<Reply> {
 }
 
 fn requested_fields(call: &Call<'_>) -> Result<Vec<String>, Reply> {
+    fields_of(call, &USER_FIELDS, "BusinessUser", &["id", "name"])
+}
+
+/// The `fields` parameter, each one a field of `node_type`; `default` when it is absent.
+fn fields_of(call: &Call<'_>, known: &[&str], node_type: &str, default: &[&str]) -> Result<Vec<String>, Reply> {
     let Some(raw) = call.params.get("fields") else {
-        return Ok(vec!["id".into(), "name".into()]);
+        return Ok(default.iter().map(|f| f.to_string()).collect());
     };
     let mut fields = Vec::new();
     for f in raw.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-        if !USER_FIELDS.contains(&f) {
+        if !known.contains(&f) {
             return Err(Reply::bad_param(format!(
-                "(#100) Tried accessing nonexisting field ({f}) on node type (BusinessUser)"
+                "(#100) Tried accessing nonexisting field ({f}) on node type ({node_type})"
             )));
         }
         if !fields.iter().any(|x: &String| x == f) {
@@ -410,7 +480,7 @@ fn render_user(state: &State, id: u64, fields: &[String]) -> Value {
             "id" => json!(id.to_string()),
             "name" => json!(u.name),
             "email" => json!(u.email),
-            "role" => json!(u.role),
+            "role" => json!(state.reported_role(&u.role)),
             "first_name" => json!(first),
             "last_name" => json!(last),
             "business" => {
@@ -423,8 +493,10 @@ fn render_user(state: &State, id: u64, fields: &[String]) -> Value {
     Value::Object(out)
 }
 
-/// Cursors are opaque to clients; here they are the hex of the key's text (for business
-/// users, the hex of their id).
+/// Cursors are opaque to clients; here they are the hex of a text naming a position: the key
+/// of the item the page ended at (for business users, the hex of their id), optionally
+/// followed by `|` and a nonce, so that several cursors can name one position (an empty page's
+/// `next` does); `|nonce` alone is the position before the first item.
 fn encode_key(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect::<String>().to_uppercase()
 }
@@ -444,17 +516,36 @@ fn decode_key(cursor: &str) -> Option<String> {
     String::from_utf8(bytes?).ok()
 }
 
-fn encode_cursor(id: u64) -> String {
-    encode_key(&format!("{id:x}"))
+/// A fresh cursor for the position after `key` (None: before the first item).
+fn reissued_cursor(key: Option<&str>) -> String {
+    encode_key(&format!("{}|{:x}", key.unwrap_or(""), rand::rng().random::<u32>()))
 }
 
-fn decode_cursor(cursor: &str) -> Option<u64> {
-    u64::from_str_radix(&decode_key(cursor)?, 16).ok()
+/// The key a cursor names: Some(None) for the position before the first item, None for a
+/// cursor that is not one of ours.
+fn cursor_key(cursor: &str) -> Option<Option<String>> {
+    let text = decode_key(cursor)?;
+    match text.split_once('|') {
+        None if text.is_empty() => None,
+        None => Some(Some(text)),
+        Some(("", _)) => Some(None),
+        Some((key, _)) => Some(Some(key.to_string())),
+    }
+}
+
+fn user_key(id: &u64) -> String {
+    format!("{id:x}")
+}
+
+fn parse_user_key(text: &str) -> Option<u64> {
+    u64::from_str_radix(text, 16).ok()
 }
 
 /// One page of a list edge, Graph style: `limit` (default 25, at most 100), `after` /
 /// `before` cursors; `paging.cursors` on every non-empty page, `paging.next` / `previous`
-/// (full URLs repeating the request's parameters) while there is more in that direction.
+/// (full URLs repeating the request's parameters) while there is more in that direction. A
+/// cursor stops working once the item it names is gone (HTTP 400, code 100), as Meta's do;
+/// under an `empty_page` fault the page holds nothing but still has a `next`.
 struct Paged<K> {
     items: Vec<K>,
     paging: Option<Value>,
@@ -463,8 +554,8 @@ struct Paged<K> {
 fn paginate<K: Ord + Clone>(
     call: &Call<'_>,
     all: &[K],
-    encode: impl Fn(&K) -> String,
-    decode: impl Fn(&str) -> Option<K>,
+    key: impl Fn(&K) -> String,
+    parse: impl Fn(&str) -> Option<K>,
 ) -> Result<Paged<K>, Reply> {
     let limit = match call.params.get("limit") {
         None => DEFAULT_LIMIT,
@@ -474,24 +565,36 @@ fn paginate<K: Ord + Clone>(
             Err(_) => return Err(Reply::bad_param(format!("(#100) Param limit must be a number, got {l:?}"))),
         },
     };
-    let cursor = |name: &str| match call.params.get(name).map(|c| decode(c)) {
-        None => Ok(None),
-        Some(Some(k)) => Ok(Some(k)),
-        Some(None) => Err(Reply::bad_param(format!("(#100) The {name} cursor is invalid"))),
+    // Some(None): before the first item.
+    let position = |name: &str| -> Result<Option<Option<K>>, Reply> {
+        let Some(cursor) = call.params.get(name) else {
+            return Ok(None);
+        };
+        let invalid = || Reply::bad_param(format!("(#100) The {name} cursor is invalid"));
+        match cursor_key(cursor) {
+            None => Err(invalid()),
+            Some(None) => Ok(Some(None)),
+            Some(Some(text)) => match parse(&text) {
+                Some(k) if all.binary_search(&k).is_ok() => Ok(Some(Some(k))),
+                Some(_) => Err(Reply::bad_param(format!(
+                    "(#100) The {name} cursor is no longer valid: the object it points at was deleted"
+                ))),
+                None => Err(invalid()),
+            },
+        }
     };
-    let (after, before) = (cursor("after")?, cursor("before")?);
-    let items: Vec<K> = match (after, before) {
-        (_, Some(b)) => {
-            let earlier: Vec<&K> = all.iter().filter(|k| **k < b).collect();
+    let (after, before) = (position("after")?, position("before")?);
+    let from = after.clone().flatten();
+    let items: Vec<K> = match (&from, &before) {
+        (_, Some(Some(b))) => {
+            let earlier: Vec<&K> = all.iter().filter(|k| *k < b).collect();
             earlier[earlier.len().saturating_sub(limit)..].iter().map(|k| (*k).clone()).collect()
         }
-        (Some(a), None) => all.iter().filter(|k| **k > a).take(limit).cloned().collect(),
+        (_, Some(None)) => Vec::new(),
+        (Some(a), None) => all.iter().filter(|k| *k > a).take(limit).cloned().collect(),
         (None, None) => all.iter().take(limit).cloned().collect(),
     };
-    let (Some(first), Some(last)) = (items.first(), items.last()) else {
-        return Ok(Paged { items, paging: None });
-    };
-    let link = |name: &str, key: &K| {
+    let link = |name: &str, cursor: String| {
         let mut q = url::form_urlencoded::Serializer::new(String::new());
         let mut params: Vec<(&String, &String)> = call.params.iter().collect();
         params.sort();
@@ -504,25 +607,39 @@ fn paginate<K: Ord + Clone>(
             }
         }
         q.append_pair("limit", &limit.to_string());
-        q.append_pair(name, &encode(key));
+        q.append_pair(name, &cursor);
         json!(format!("http://{}{}?{}", call.host, call.path, q.finish()))
     };
-    let mut paging = json!({ "cursors": { "before": encode(first), "after": encode(last) } });
+    if call.empty_page && before.is_none() && !items.is_empty() {
+        // Nothing on this page, and a `next` that goes on from where the request started.
+        let next = link("after", reissued_cursor(from.as_ref().map(&key).as_deref()));
+        return Ok(Paged { items: Vec::new(), paging: Some(json!({ "next": next })) });
+    }
+    let (Some(first), Some(last)) = (items.first(), items.last()) else {
+        return Ok(Paged { items, paging: None });
+    };
+    let (first_cursor, last_cursor) = (encode_key(&key(first)), encode_key(&key(last)));
+    let mut paging = json!({ "cursors": { "before": first_cursor.clone(), "after": last_cursor.clone() } });
     if all.iter().any(|k| k > last) {
-        paging["next"] = link("after", last);
+        paging["next"] = link("after", last_cursor);
     }
     if all.iter().any(|k| k < first) {
-        paging["previous"] = link("before", first);
+        paging["previous"] = link("before", first_cursor);
     }
     Ok(Paged { items, paging: Some(paging) })
 }
 
-/// A list edge's body: `data`, and `paging` when the page is not empty.
-fn list_body(data: Vec<Value>, paging: Option<Value>) -> Value {
-    match paging {
-        Some(paging) => json!({ "data": data, "paging": paging }),
-        None => json!({ "data": data }),
+/// A list edge's body: `data`, `paging` when there is any, and `summary` when asked for
+/// (`summary=total_count`).
+fn list_body(call: &Call<'_>, data: Vec<Value>, paging: Option<Value>, total: usize) -> Value {
+    let mut body = json!({ "data": data });
+    if let Some(paging) = paging {
+        body["paging"] = paging;
     }
+    if call.params.get("summary").is_some_and(|s| s.split(',').any(|p| matches!(p.trim(), "total_count" | "true"))) {
+        body["summary"] = json!({ "total_count": total });
+    }
+    body
 }
 
 fn list_users(state: &State, business_id: &str, call: &Call<'_>) -> Reply {
@@ -531,12 +648,12 @@ fn list_users(state: &State, business_id: &str, call: &Call<'_>) -> Reply {
         Err(reply) => return reply,
     };
     let all: Vec<u64> = state.users.iter().filter(|(_, u)| u.business_id == business_id).map(|(id, _)| *id).collect();
-    let page = match paginate(call, &all, |id| encode_cursor(*id), decode_cursor) {
+    let page = match paginate(call, &all, user_key, parse_user_key) {
         Ok(page) => page,
         Err(reply) => return reply,
     };
     let data: Vec<Value> = page.items.iter().map(|id| render_user(state, *id, &fields)).collect();
-    Reply::ok(list_body(data, page.paging), None)
+    Reply::ok(list_body(call, data, page.paging, all.len()), None)
 }
 
 fn role_param(call: &Call<'_>) -> Result<Option<String>, Reply> {
@@ -563,10 +680,86 @@ fn invite(state: &mut State, business_id: &str, call: &Call<'_>) -> Reply {
     if state.find_by_email(business_id, &email).is_some() {
         return Reply::bad_param(format!("(#100) {email} is already a member of this business"));
     }
-    match state.add_user(business_id, &email, &role, None) {
-        Ok(user) => Reply::ok(json!({ "id": user.id }), None),
+    // The id of the business user, or of the pending invitation when invitations stay pending.
+    match state.invite(business_id, &email, &role) {
+        Ok(id) => Reply::ok(json!({ "id": id }), None),
         Err(error) => Reply::bad_param(format!("(#100) {error}")),
     }
+}
+
+/// `GET /{business-id}/pending_users`: the pending invitations (BusinessRoleRequest nodes),
+/// optionally only those for `email`.
+fn list_invitations(state: &State, business_id: &str, call: &Call<'_>) -> Reply {
+    let fields = match fields_of(call, &INVITATION_FIELDS, "BusinessRoleRequest", &["id"]) {
+        Ok(f) => f,
+        Err(reply) => return reply,
+    };
+    let email = call.params.get("email").map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty());
+    let all: Vec<u64> = state
+        .invitations
+        .iter()
+        .filter(|(_, i)| i.business_id == business_id)
+        .filter(|(_, i)| email.as_ref().is_none_or(|e| i.email.to_lowercase() == *e))
+        .map(|(id, _)| *id)
+        .collect();
+    let page = match paginate(call, &all, user_key, parse_user_key) {
+        Ok(page) => page,
+        Err(reply) => return reply,
+    };
+    let data: Vec<Value> = page.items.iter().map(|id| render_invitation(state, *id, &fields)).collect();
+    Reply::ok(list_body(call, data, page.paging, all.len()), None)
+}
+
+fn render_invitation(state: &State, id: u64, fields: &[String]) -> Value {
+    let Some(view) = state.invitations.get(&id).map(|i| i.view(id)) else {
+        return json!({});
+    };
+    let mut out = Map::new();
+    for f in fields {
+        let v = match f.as_str() {
+            "id" => view.id.clone(),
+            "email" => view.email.clone(),
+            "role" => view.role.clone(),
+            "status" => view.status.clone(),
+            "created_time" => view.created_time.clone(),
+            "expiration_time" => view.expiration_time.clone(),
+            _ => continue,
+        };
+        out.insert(f.clone(), Value::String(v));
+    }
+    Value::Object(out)
+}
+
+/// `/{business-role-request-id}`: read (GET), change the role it offers (POST `role`; `tasks`
+/// is taken and ignored), revoke (DELETE).
+fn invitation_node(state: &mut State, iid: u64, call: &Call<'_>) -> Reply {
+    let Some(business_id) = state.invitations.get(&iid).map(|i| i.business_id.clone()) else {
+        return Reply::no_object(call.method, &iid.to_string());
+    };
+    if let Some(denied) = check_token(state, &business_id, call.token) {
+        return denied;
+    }
+    let reply = match *call.method {
+        Method::GET => match fields_of(call, &INVITATION_FIELDS, "BusinessRoleRequest", &["id"]) {
+            Ok(fields) => Reply::ok(render_invitation(state, iid, &fields), None),
+            Err(reply) => reply,
+        },
+        Method::POST => match role_param(call) {
+            Err(reply) => reply,
+            Ok(role) => {
+                if let (Some(role), Some(rec)) = (role, state.invitations.get_mut(&iid)) {
+                    rec.role = role;
+                }
+                Reply::ok(json!({ "success": true }), None)
+            }
+        },
+        Method::DELETE => {
+            state.invitations.remove(&iid);
+            Reply::ok(json!({ "success": true }), None)
+        }
+        _ => Reply::no_object(call.method, &iid.to_string()),
+    };
+    reply.with_business(Some(business_id))
 }
 
 fn node(state: &mut State, id: &str, call: &Call<'_>) -> Reply {
@@ -576,6 +769,9 @@ fn node(state: &mut State, id: &str, call: &Call<'_>) -> Reply {
             return denied;
         }
         return Reply::ok(json!({ "id": id, "name": format!("Business {id}") }), Some(id.to_string()));
+    }
+    if let Some(iid) = state.invitation_of(id) {
+        return invitation_node(state, iid, call);
     }
     let user = id.parse::<u64>().ok().and_then(|uid| state.users.get(&uid).map(|u| (uid, u.business_id.clone())));
     let Some((uid, business_id)) = user else {
@@ -608,11 +804,9 @@ fn user_of(state: &State, id: &str) -> Option<u64> {
     id.parse::<u64>().ok().filter(|uid| state.users.contains_key(uid))
 }
 
-/// The tasks Meta accepts on ad accounts and pages.
-const ASSET_TASKS: [&str; 7] = ["MANAGE", "ADVERTISE", "ANALYZE", "DRAFT", "CREATE_CONTENT", "MODERATE", "MESSAGING"];
-
-/// `tasks` as Graph takes it: a JSON array (`["MANAGE","ADVERTISE"]`) or a comma list.
-fn tasks_param(raw: &str) -> Result<Vec<String>, Reply> {
+/// `tasks` as Graph takes it: a JSON array (`["MANAGE","ADVERTISE"]`) or a comma list, each
+/// task one Meta takes on this kind of asset.
+fn tasks_param(raw: &str, kind: &str) -> Result<Vec<String>, Reply> {
     let items: Vec<String> = match serde_json::from_str::<Vec<String>>(raw) {
         Ok(list) => list,
         Err(_) => raw.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
@@ -621,13 +815,12 @@ fn tasks_param(raw: &str) -> Result<Vec<String>, Reply> {
         return Err(Reply::bad_param("(#100) The parameter tasks is required"));
     }
     let mut tasks = Vec::new();
-    for t in items {
+    for (i, t) in items.into_iter().enumerate() {
         let t = t.to_ascii_uppercase();
-        if !ASSET_TASKS.contains(&t.as_str()) {
-            return Err(Reply::bad_param(format!(
-                "(#100) Param tasks[0] must be one of {{{}}}",
-                ASSET_TASKS.join(", ")
-            )));
+        if !valid_task(kind, &t) {
+            let known: &[&str] =
+                if kind == "ad_account" { &crate::state::AD_ACCOUNT_TASKS } else { &crate::state::PAGE_TASKS };
+            return Err(Reply::bad_param(format!("(#100) Param tasks[{i}] must be one of {{{}}}", known.join(", "))));
         }
         if !tasks.contains(&t) {
             tasks.push(t);
@@ -639,7 +832,7 @@ fn tasks_param(raw: &str) -> Result<Vec<String>, Reply> {
 /// `/{asset-id}/assigned_users`: list (GET), assign or replace tasks (POST user, tasks),
 /// unassign (DELETE user).
 fn assigned_users(state: &mut State, asset: &str, call: &Call<'_>) -> Reply {
-    let Some(business_id) = state.assets.get(asset).map(|a| a.business_id.clone()) else {
+    let Some((business_id, kind)) = state.assets.get(asset).map(|a| (a.business_id.clone(), a.kind.clone())) else {
         return Reply::no_object(call.method, asset);
     };
     if let Some(denied) = check_token(state, &business_id, call.token) {
@@ -659,7 +852,7 @@ fn assigned_users(state: &mut State, asset: &str, call: &Call<'_>) -> Reply {
     let reply = match (call.method.clone(), user) {
         (Method::GET, _) => {
             let all: Vec<u64> = state.assets.get(asset).map_or_else(Vec::new, |a| a.assigned.keys().copied().collect());
-            match paginate(call, &all, |id| encode_cursor(*id), decode_cursor) {
+            match paginate(call, &all, user_key, parse_user_key) {
                 Err(reply) => reply,
                 Ok(page) => {
                     let data: Vec<Value> = page
@@ -671,11 +864,11 @@ fn assigned_users(state: &mut State, asset: &str, call: &Call<'_>) -> Reply {
                             json!({ "id": uid.to_string(), "name": name, "tasks": tasks.unwrap_or_default() })
                         })
                         .collect();
-                    Reply::ok(list_body(data, page.paging), None)
+                    Reply::ok(list_body(call, data, page.paging, all.len()), None)
                 }
             }
         }
-        (Method::POST, Some(uid)) => match call.params.get("tasks").map(|t| tasks_param(t)) {
+        (Method::POST, Some(uid)) => match call.params.get("tasks").map(|t| tasks_param(t, &kind)) {
             None => Reply::bad_param("(#100) The parameter tasks is required"),
             Some(Err(reply)) => reply,
             Some(Ok(tasks)) => match state.assign(asset, &uid.to_string(), tasks) {
@@ -714,7 +907,7 @@ fn assigned_assets(state: &State, user: &str, edge: &str, call: &Call<'_>) -> Re
         .filter(|(_, a)| a.kind == kind && a.assigned.contains_key(&uid))
         .map(|(id, _)| id.clone())
         .collect();
-    let page = match paginate(call, &held, |id| encode_key(id), decode_key) {
+    let page = match paginate(call, &held, String::clone, |t| Some(t.to_string())) {
         Ok(page) => page,
         Err(reply) => return reply.with_business(Some(business_id)),
     };
@@ -726,7 +919,7 @@ fn assigned_assets(state: &State, user: &str, edge: &str, call: &Call<'_>) -> Re
             a.assigned.get(&uid).map(|tasks| json!({ "id": id, "name": a.name, "tasks": tasks }))
         })
         .collect();
-    Reply::ok(list_body(data, page.paging), Some(business_id))
+    Reply::ok(list_body(call, data, page.paging, held.len()), Some(business_id))
 }
 
 fn last_admin() -> Reply {
@@ -774,12 +967,18 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_reject_garbage() {
         for id in [0u64, 1, 100_000_000_000_001, u64::MAX] {
-            assert_eq!(decode_cursor(&encode_cursor(id)), Some(id));
+            let key = cursor_key(&encode_key(&user_key(&id))).flatten();
+            assert_eq!(key.as_deref().and_then(parse_user_key), Some(id));
         }
-        assert_eq!(decode_cursor("zz"), None);
-        assert_eq!(decode_cursor("abc"), None);
-        assert_eq!(decode_cursor("é"), None);
+        for garbage in ["zz", "abc", "é", ""] {
+            assert_eq!(cursor_key(garbage), None, "{garbage:?}");
+        }
         assert_eq!(decode_key(&encode_key("act_200000000000001")).as_deref(), Some("act_200000000000001"));
+        // A re-issued cursor names the same place under another text; `|nonce` alone is the start.
+        let again = reissued_cursor(Some("act_1"));
+        assert_ne!(again, encode_key("act_1"));
+        assert_eq!(cursor_key(&again), Some(Some("act_1".to_string())));
+        assert_eq!(cursor_key(&reissued_cursor(None)), Some(None));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The control plane under `/_emulator/`: JSON endpoints without auth that tests, the demo and
 //! benchmarks use to seed the hub, inject faults and read what really happened.
 
-use crate::state::{EmulatorError, FaultRule};
+use crate::state::{EmulatorError, FaultRule, Settings};
 use crate::Emulator;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -17,6 +17,9 @@ pub(crate) fn router() -> Router<Emulator> {
         .route("/businesses/{business_id}/users", post(seed_user).get(list_users))
         .route("/businesses/{business_id}/token", post(set_token))
         .route("/businesses/{business_id}/assets", post(seed_asset).get(list_assets))
+        .route("/businesses/{business_id}/invitations", post(seed_invitation).get(list_invitations))
+        .route("/invitations/{invitation_id}/accept", post(accept_invitation))
+        .route("/settings", get(get_settings).post(set_settings))
         .route("/assets/{asset_id}/assigned_users", post(assign_asset))
         .route("/scim/users", post(seed_scim_user).get(list_scim_users))
         .route("/scim/token", post(set_scim_token))
@@ -31,7 +34,8 @@ fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Response {
 
 fn refuse_error(error: EmulatorError) -> Response {
     let status = match error {
-        EmulatorError::DuplicateEmail(_) => StatusCode::CONFLICT,
+        EmulatorError::DuplicateEmail(_) | EmulatorError::AlreadyInvited(_) => StatusCode::CONFLICT,
+        EmulatorError::NoSuchObject(_) | EmulatorError::NoSuchInvitation(_) => StatusCode::NOT_FOUND,
         _ => StatusCode::BAD_REQUEST,
     };
     refuse(status, error)
@@ -131,8 +135,49 @@ async fn assign_asset(
     let tasks: Vec<&str> = body.tasks.iter().map(String::as_str).collect();
     match emu.assign_asset(&asset_id, &body.user, &tasks) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => refuse(StatusCode::NOT_FOUND, error),
+        Err(error) => refuse_error(error),
     }
+}
+
+async fn seed_invitation(
+    State(emu): State<Emulator>,
+    Path(business_id): Path<String>,
+    body: Result<Json<SeedUser>, JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    match emu.seed_invitation(&business_id, &body.email, &body.role) {
+        Ok(invitation) => (StatusCode::CREATED, Json(invitation)).into_response(),
+        Err(error) => refuse_error(error),
+    }
+}
+
+async fn list_invitations(State(emu): State<Emulator>, Path(business_id): Path<String>) -> Response {
+    Json(emu.invitations(&business_id)).into_response()
+}
+
+/// The invited person accepts (what they would do from Meta's invitation email).
+async fn accept_invitation(State(emu): State<Emulator>, Path(invitation_id): Path<String>) -> Response {
+    match emu.accept_invitation(&invitation_id) {
+        Ok(user) => (StatusCode::CREATED, Json(user)).into_response(),
+        Err(error) => refuse_error(error),
+    }
+}
+
+async fn get_settings(State(emu): State<Emulator>) -> Response {
+    Json(emu.settings()).into_response()
+}
+
+/// Replaces the settings; a field left out is off.
+async fn set_settings(State(emu): State<Emulator>, body: Result<Json<Settings>, JsonRejection>) -> Response {
+    let Json(settings) = match body {
+        Ok(b) => b,
+        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    emu.set_settings(settings.clone());
+    Json(settings).into_response()
 }
 
 #[derive(Deserialize)]

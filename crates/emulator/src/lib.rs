@@ -6,15 +6,21 @@
 //! loopback port with [`serve_local`]. Two surfaces:
 //!
 //! - the **Graph API** under `/v25.0/` (business users: list with cursor pagination, invite,
-//!   read, change role, remove; assets: ad accounts and pages with `assigned_users` and the
-//!   users' `assigned_ad_accounts` / `assigned_pages`), answering with Meta's shapes, error
-//!   codes and usage headers; every list edge pages as Graph does (`limit`, default 25 and at
-//!   most 100; `after` / `before` cursors; `paging.next` / `previous` while there is more);
+//!   read, change role, remove; pending invitations: `pending_users`, change their role,
+//!   revoke; assets: ad accounts and pages with `assigned_users`, each kind taking Meta's task
+//!   names, and the users' `assigned_ad_accounts` / `assigned_pages`), answering with Meta's
+//!   shapes, error codes (an unknown id, on a node or any of its edges, is code 100 subcode
+//!   33) and usage headers; every list edge pages as Graph does (`limit`, default 25 and at
+//!   most 100; `after` / `before` cursors that stop working once their item is deleted;
+//!   `paging.next` / `previous` while there is more; `summary=total_count`);
 //! - a **SCIM 2.0 app** under `/scim/v2/` (Users);
 //! - a **control plane** under `/_emulator/` (JSON, no auth) to seed users, assets and SCIM
 //!   users, require tokens, inject faults (error rates per status, throttling with
-//!   `Retry-After`, latency distributions, outage windows, applied-but-lost answers), read the
-//!   real state and the log of app requests, and reset everything.
+//!   `Retry-After`, latency distributions, outage windows, applied-but-lost answers, empty
+//!   pages that still have a `next`), switch on Meta's behaviours the demo does without
+//!   ([`Settings`]: invitations that stay pending until accepted, `role` reporting base roles
+//!   only), accept invitations, read the real state and the log of app requests, and reset
+//!   everything.
 //!
 //! State is in memory behind a std mutex that is never held across an `.await`.
 
@@ -29,7 +35,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use scim::ScimUser;
-pub use state::{Asset, BusinessUser, EmulatorError, FaultRule, RequestRecord, ROLES};
+pub use state::{
+    base_role, valid_task, Asset, BusinessUser, EmulatorError, FaultRule, Invitation, RequestRecord, Settings,
+    AD_ACCOUNT_TASKS, BASE_ROLES, PAGE_TASKS, ROLES,
+};
 
 /// The Graph API version prefix the emulator serves (`/v25.0/...`).
 pub const API_VERSION: &str = "v25.0";
@@ -61,6 +70,29 @@ impl Emulator {
         name: Option<&str>,
     ) -> Result<BusinessUser, EmulatorError> {
         self.lock().add_user(business_id, email, role, name)
+    }
+
+    /// Adds a pending invitation directly (someone invited earlier who has not accepted).
+    pub fn seed_invitation(&self, business_id: &str, email: &str, role: &str) -> Result<Invitation, EmulatorError> {
+        self.lock().add_invitation(business_id, email, role)
+    }
+
+    /// The pending invitations of a business, oldest first.
+    pub fn invitations(&self, business_id: &str) -> Vec<Invitation> {
+        self.lock().invitations_of(business_id)
+    }
+
+    /// The invited person accepts: they become a business user with the invitation's role.
+    pub fn accept_invitation(&self, invitation_id: &str) -> Result<BusinessUser, EmulatorError> {
+        self.lock().accept(invitation_id)
+    }
+
+    pub fn settings(&self) -> Settings {
+        self.lock().settings.clone()
+    }
+
+    pub fn set_settings(&self, settings: Settings) {
+        self.lock().settings = settings;
     }
 
     /// The business users the hub really holds, in creation order.
@@ -127,7 +159,7 @@ impl Emulator {
         self.lock().requests.clear();
     }
 
-    /// Forgets businesses, users, tokens, faults and the request log.
+    /// Forgets businesses, users, invitations, settings, tokens, faults and the request log.
     pub fn reset(&self) {
         *self.lock() = state::State::default();
     }

@@ -24,12 +24,112 @@ pub const ROLES: [&str; 15] = [
     "FINANCE_VIEW",
 ];
 
+/// The roles Meta's `role` field reports: every other role reads back as EMPLOYEE when the
+/// hub reports base roles only ([`Settings::base_roles_only`]).
+pub const BASE_ROLES: [&str; 2] = ["ADMIN", "EMPLOYEE"];
+
+/// The base role Meta reports for a business user holding `role`.
+pub fn base_role(role: &str) -> &'static str {
+    if role == "ADMIN" {
+        "ADMIN"
+    } else {
+        "EMPLOYEE"
+    }
+}
+
+/// The tasks Meta takes on an ad account (`POST /act_{id}/assigned_users`).
+pub const AD_ACCOUNT_TASKS: [&str; 5] = ["MANAGE", "ADVERTISE", "ANALYZE", "DRAFT", "AA_ANALYZE"];
+
+/// The tasks Meta takes on a page: the documented set and the newer one a live v23 error
+/// listed (FULL_CONTROL, CONTENT, MESSAGES, COMMUNITY_ACTIVITY); both are accepted, and so is
+/// the open-ended `PROFILE_PLUS_*` family.
+pub const PAGE_TASKS: [&str; 15] = [
+    "MANAGE",
+    "CREATE_CONTENT",
+    "MODERATE",
+    "MESSAGING",
+    "ADVERTISE",
+    "ANALYZE",
+    "MODERATE_COMMUNITY",
+    "MANAGE_JOBS",
+    "MANAGE_LEADS",
+    "PAGES_MESSAGING",
+    "CASHIER_ROLE",
+    "FULL_CONTROL",
+    "CONTENT",
+    "MESSAGES",
+    "COMMUNITY_ACTIVITY",
+];
+
+/// Whether Meta takes `task` on an asset of `kind` (`ad_account` or `page`).
+pub fn valid_task(kind: &str, task: &str) -> bool {
+    match kind {
+        "ad_account" => AD_ACCOUNT_TASKS.contains(&task),
+        "page" => PAGE_TASKS.contains(&task) || task.strip_prefix("PROFILE_PLUS_").is_some_and(|t| !t.is_empty()),
+        _ => false,
+    }
+}
+
 /// Requests kept in the log; older ones are dropped so a long benchmark stays bounded.
 const MAX_REQUESTS: usize = 100_000;
 /// Fault rules kept at once.
 const MAX_FAULTS: usize = 1_000;
 /// Business-user ids start here, so they look like Meta's 15-digit ids.
 const FIRST_USER_ID: u64 = 100_000_000_000_001;
+/// Invitation (BusinessRoleRequest) ids start here: never a business user's or an asset's id.
+const FIRST_INVITATION_ID: u64 = 300_000_000_000_001;
+/// How long an invitation is shown as valid (Meta's `expiration_time`).
+const INVITATION_DAYS: i64 = 30;
+
+/// How the hub behaves where Meta's behaviour is not what the demo and most tests want.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// `POST /{business}/business_users` leaves a pending invitation (a BusinessRoleRequest,
+    /// listed by `pending_users`) that becomes a business user only once accepted through
+    /// the control plane, as with Meta. Off (the default): the invited person is a business
+    /// user at once.
+    #[serde(default)]
+    pub invitations_pending: bool,
+    /// The `role` field of business users reports only the base roles, ADMIN and EMPLOYEE,
+    /// as Meta's does (a DEVELOPER reads back as EMPLOYEE). Off (the default): it reports the
+    /// role held. The control plane always shows the role held.
+    #[serde(default)]
+    pub base_roles_only: bool,
+}
+
+/// An invitation someone has not accepted yet (Meta's BusinessRoleRequest), as the control
+/// plane shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+    pub status: String,
+    pub created_time: String,
+    pub expiration_time: String,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct InvitationRec {
+    pub business_id: String,
+    pub email: String,
+    pub role: String,
+    pub created: chrono::DateTime<chrono::Utc>,
+}
+
+impl InvitationRec {
+    pub fn view(&self, id: u64) -> Invitation {
+        let time = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%dT%H:%M:%S%z").to_string();
+        Invitation {
+            id: id.to_string(),
+            email: self.email.clone(),
+            role: self.role.clone(),
+            status: "PENDING".into(),
+            created_time: time(self.created),
+            expiration_time: time(self.created + chrono::Duration::days(INVITATION_DAYS)),
+        }
+    }
+}
 
 /// A person in a business, as the control plane shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +160,9 @@ pub struct FaultRule {
     /// How many requests the rule applies to; absent = until cleared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub times: Option<u32>,
+    /// The first `skip` matching requests pass untouched (a fault on the second page, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -91,6 +194,10 @@ pub struct FaultRule {
     /// this fault's answers (Meta's throttling hint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regain_minutes: Option<u64>,
+    /// Answer a matching GET of a list edge with an empty page that still has a `next` (no
+    /// `cursors`), as Meta may: following `next` goes on from where the request started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_page: bool,
 }
 
 /// A fault rule with the time it was added (its window counts from then).
@@ -156,6 +263,12 @@ pub enum EmulatorError {
     BadAssetKind(String),
     #[error("no such asset or business user: {0}")]
     NoSuchObject(String),
+    #[error("task {task:?} is not one Meta takes on a {kind}")]
+    BadTask { kind: String, task: String },
+    #[error("{0} already has a pending invitation to this business")]
+    AlreadyInvited(String),
+    #[error("no such pending invitation: {0}")]
+    NoSuchInvitation(String),
     #[error("SCIM userName {0:?} is already taken")]
     DuplicateUserName(String),
 }
@@ -211,6 +324,10 @@ pub(crate) struct State {
     next_scim: u64,
     /// App calls answered so far; drives the usage headers.
     pub calls: u64,
+    /// Pending invitations by id.
+    pub invitations: BTreeMap<u64, InvitationRec>,
+    next_invitation_id: u64,
+    pub settings: Settings,
 }
 
 pub(crate) fn valid_business_id(id: &str) -> bool {
@@ -292,6 +409,89 @@ impl State {
         Ok(BusinessUser { id: id.to_string(), email: rec.email, role: rec.role, name: rec.name })
     }
 
+    /// Invites `email` with `role`: a pending invitation, or (unless invitations stay pending)
+    /// a business user at once. Returns the id Meta answers with: the invitation's or the
+    /// business user's.
+    pub fn invite(&mut self, business_id: &str, email: &str, role: &str) -> Result<String, EmulatorError> {
+        if !self.settings.invitations_pending {
+            return self.add_user(business_id, email, role, None).map(|u| u.id);
+        }
+        self.add_invitation(business_id, email, role).map(|i| i.id)
+    }
+
+    /// Adds a pending invitation (what the control plane's seed endpoint does).
+    pub fn add_invitation(&mut self, business_id: &str, email: &str, role: &str) -> Result<Invitation, EmulatorError> {
+        if !valid_business_id(business_id) {
+            return Err(EmulatorError::BadBusinessId(business_id.to_string()));
+        }
+        let email = email.trim();
+        if !valid_email(email) {
+            return Err(EmulatorError::BadEmail(email.to_string()));
+        }
+        if !valid_role(role) {
+            return Err(EmulatorError::BadRole(role.to_string()));
+        }
+        if self.find_by_email(business_id, email).is_some() {
+            return Err(EmulatorError::DuplicateEmail(email.to_string()));
+        }
+        if self.invitation_for(business_id, email).is_some() {
+            return Err(EmulatorError::AlreadyInvited(email.to_string()));
+        }
+        self.businesses.entry(business_id.to_string()).or_default();
+        if self.next_invitation_id < FIRST_INVITATION_ID {
+            self.next_invitation_id = FIRST_INVITATION_ID;
+        }
+        let id = self.next_invitation_id;
+        self.next_invitation_id += 1;
+        let rec = InvitationRec {
+            business_id: business_id.to_string(),
+            email: email.to_string(),
+            role: role.to_string(),
+            created: chrono::Utc::now(),
+        };
+        let view = rec.view(id);
+        self.invitations.insert(id, rec);
+        Ok(view)
+    }
+
+    fn invitation_for(&self, business_id: &str, email: &str) -> Option<u64> {
+        let email = email.trim().to_lowercase();
+        self.invitations
+            .iter()
+            .find(|(_, i)| i.business_id == business_id && i.email.to_lowercase() == email)
+            .map(|(id, _)| *id)
+    }
+
+    /// The invitation with this id, if it is pending.
+    pub fn invitation_of(&self, id: &str) -> Option<u64> {
+        id.parse::<u64>().ok().filter(|i| self.invitations.contains_key(i))
+    }
+
+    pub fn invitations_of(&self, business_id: &str) -> Vec<Invitation> {
+        self.invitations.iter().filter(|(_, i)| i.business_id == business_id).map(|(id, i)| i.view(*id)).collect()
+    }
+
+    /// The invited person accepts: the invitation goes and they become a business user with
+    /// its role.
+    pub fn accept(&mut self, id: &str) -> Result<BusinessUser, EmulatorError> {
+        let Some(iid) = self.invitation_of(id) else {
+            return Err(EmulatorError::NoSuchInvitation(id.to_string()));
+        };
+        let Some(rec) = self.invitations.remove(&iid) else {
+            return Err(EmulatorError::NoSuchInvitation(id.to_string()));
+        };
+        self.add_user(&rec.business_id, &rec.email, &rec.role, None)
+    }
+
+    /// The `role` field as the Graph API reports it for a business user holding `role`.
+    pub fn reported_role<'a>(&self, role: &'a str) -> &'a str {
+        if self.settings.base_roles_only {
+            base_role(role)
+        } else {
+            role
+        }
+    }
+
     pub fn find_by_email(&self, business_id: &str, email: &str) -> Option<u64> {
         self.by_email.get(&(business_id.to_string(), email.trim().to_lowercase())).copied()
     }
@@ -318,8 +518,13 @@ impl State {
     }
 
     pub fn add_fault(&mut self, rule: FaultRule) -> Result<(), EmulatorError> {
-        if rule.status.is_none() && rule.latency_ms.is_none() && !rule.lose_response {
-            return Err(EmulatorError::BadFault("give a status, a latency_ms or lose_response".into()));
+        if rule.status.is_none() && rule.latency_ms.is_none() && !rule.lose_response && !rule.empty_page {
+            return Err(EmulatorError::BadFault("give a status, a latency_ms, lose_response or empty_page".into()));
+        }
+        if rule.empty_page && (rule.status.is_some() || rule.lose_response) {
+            return Err(EmulatorError::BadFault(
+                "an empty page is an answer: no status or lose_response with it".into(),
+            ));
         }
         if rule.probability.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
             return Err(EmulatorError::BadFault("probability must be between 0 and 1".into()));
@@ -382,11 +587,16 @@ impl State {
             .collect()
     }
 
+    /// Sets the user's tasks on the asset (replacing what it held), each one Meta takes on
+    /// that kind of asset.
     pub fn assign(&mut self, asset: &str, user: &str, tasks: Vec<String>) -> Result<(), EmulatorError> {
         let uid = user.parse::<u64>().ok().filter(|u| self.users.contains_key(u));
         let (Some(uid), Some(rec)) = (uid, self.assets.get_mut(asset)) else {
             return Err(EmulatorError::NoSuchObject(format!("{asset} / {user}")));
         };
+        if let Some(task) = tasks.iter().find(|t| !valid_task(&rec.kind, t)) {
+            return Err(EmulatorError::BadTask { kind: rec.kind.clone(), task: task.clone() });
+        }
         rec.assigned.insert(uid, tasks);
         Ok(())
     }

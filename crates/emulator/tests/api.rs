@@ -3,19 +3,38 @@
 
 use reqwest::{Client, StatusCode};
 use serde_json::{json, Value};
-use unseat_emulator::{serve_local, Emulator};
+use unseat_emulator::{serve_local, Emulator, FaultRule, Settings};
 
 const BIZ: &str = "1234567890";
 
 struct Hub {
     base: String,
     http: Client,
+    emu: Emulator,
 }
 
 impl Hub {
     async fn start() -> Self {
-        let base = serve_local(Emulator::new()).await.expect("emulator listens");
-        Self { base, http: Client::new() }
+        let emu = Emulator::new();
+        let base = serve_local(emu.clone()).await.expect("emulator listens");
+        Self { base, http: Client::new(), emu }
+    }
+
+    async fn control(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        let resp = self.http.post(format!("{}/_emulator/{path}", self.base)).json(&body).send().await.expect("control");
+        let status = resp.status();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Asserts Meta's answer for an id that does not exist.
+    fn assert_no_object(what: &str, status: StatusCode, body: &Value) {
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
+        assert_eq!(
+            (body["error"]["code"].as_i64(), body["error"]["error_subcode"].as_i64()),
+            (Some(100), Some(33)),
+            "{what}: {body}"
+        );
+        assert_eq!(body["error"]["type"], "GraphMethodException", "{what}");
     }
 
     async fn seed(&self, business: &str, email: &str, role: &str) -> Value {
@@ -309,4 +328,241 @@ async fn bad_control_input_is_refused_and_changes_nothing() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let (status, _) = hub.get(&format!("{BIZ}/business_users"), &[("access_token", "tok")]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "an unknown business is an unknown object");
+}
+
+#[tokio::test]
+async fn invitations_stay_pending_when_asked_and_are_listed_changed_accepted_and_revoked() {
+    let hub = Hub::start().await;
+    hub.seed(BIZ, "admin@example.com", "ADMIN").await;
+    // By default an invited person is a business user at once.
+    let (_, body) =
+        hub.post(&format!("{BIZ}/business_users"), &[("access_token", "tok"), ("email", "now@example.com")]).await;
+    assert!(hub.state(BIZ).await.iter().any(|u| u["id"] == body["id"]), "a member at once: {body}");
+
+    let (status, settings) = hub.control("settings", json!({ "invitations_pending": true })).await;
+    assert_eq!((status, settings["invitations_pending"].as_bool()), (StatusCode::OK, Some(true)));
+    let (status, body) = hub
+        .post(
+            &format!("{BIZ}/business_users"),
+            &[("access_token", "tok"), ("email", "ivy@example.com"), ("role", "EMPLOYEE")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let ivy = body["id"].as_str().expect("the invitation's id").to_string();
+    assert!(!hub.state(BIZ).await.iter().any(|u| u["email"] == "ivy@example.com"), "not a business user yet");
+    let (status, body) =
+        hub.post(&format!("{BIZ}/business_users"), &[("access_token", "tok"), ("email", "IVY@example.com")]).await;
+    assert_eq!((status, body["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(100)), "invited twice");
+    for i in 0..3 {
+        let (status, _) = hub
+            .control(
+                &format!("businesses/{BIZ}/invitations"),
+                json!({ "email": format!("p{i}@example.com"), "role": "EMPLOYEE" }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+
+    // Listed with the email filter (any case), the fields asked for and a summary.
+    let pending = format!("{BIZ}/pending_users");
+    let (status, body) = hub
+        .get(
+            &pending,
+            &[
+                ("access_token", "tok"),
+                ("email", "Ivy@Example.com"),
+                ("fields", "id,email,role,status"),
+                ("summary", "total_count"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["data"],
+        json!([{ "id": ivy, "email": "ivy@example.com", "role": "EMPLOYEE", "status": "PENDING" }])
+    );
+    assert_eq!(body["summary"]["total_count"], 1);
+    // Paged like every edge.
+    let (_, body) = hub.get(&pending, &[("access_token", "tok"), ("limit", "2"), ("summary", "total_count")]).await;
+    assert_eq!((body["data"].as_array().map(Vec::len), body["summary"]["total_count"].as_i64()), (Some(2), Some(4)));
+    assert!(body["paging"]["next"].is_string(), "{body}");
+    let (_, body) = hub.get(&format!("{BIZ}/business_users"), &[("access_token", "tok")]).await;
+    assert!(body.get("summary").is_none(), "a summary only when asked for");
+
+    // The role it offers changes; then it is revoked, and a second revocation is an unknown object.
+    let (status, body) = hub.post(&ivy, &[("access_token", "tok"), ("role", "DEVELOPER")]).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({ "success": true })));
+    let (_, body) = hub.get(&ivy, &[("access_token", "tok"), ("fields", "id,role")]).await;
+    assert_eq!(body, json!({ "id": ivy, "role": "DEVELOPER" }));
+    let (status, body) = hub.delete(&ivy).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({ "success": true })));
+    let (status, body) = hub.delete(&ivy).await;
+    Hub::assert_no_object("revoked twice", status, &body);
+    let (status, body) = hub.post("300000000009999", &[("access_token", "tok"), ("role", "ADMIN")]).await;
+    Hub::assert_no_object("an unknown invitation", status, &body);
+
+    // Accepting makes a business user with the invitation's role.
+    let p0 = hub.emu.invitations(BIZ).into_iter().find(|i| i.email == "p0@example.com").expect("p0");
+    let (status, user) = hub.control(&format!("invitations/{}/accept", p0.id), json!({})).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!((user["email"].as_str(), user["role"].as_str()), (Some("p0@example.com"), Some("EMPLOYEE")));
+    assert_ne!(user["id"], json!(p0.id), "a business user's id, not the invitation's");
+    let left: Vec<String> = hub.emu.invitations(BIZ).into_iter().map(|i| i.email).collect();
+    assert_eq!(left, ["p1@example.com", "p2@example.com"]);
+}
+
+#[tokio::test]
+async fn unknown_ids_are_unknown_objects_on_every_edge() {
+    let hub = Hub::start().await;
+    hub.seed(BIZ, "admin@example.com", "ADMIN").await;
+    let gone = hub.seed(BIZ, "gone@example.com", "EMPLOYEE").await["id"].as_str().expect("id").to_string();
+    let (status, _) = hub.delete(&gone).await;
+    assert_eq!(status, StatusCode::OK);
+    let q = [("access_token", "tok"), ("business", BIZ)];
+    for path in [
+        format!("{gone}/assigned_ad_accounts"),
+        format!("{gone}/assigned_pages"),
+        "999999999999999/assigned_ad_accounts".to_string(),
+        "act_999/assigned_users".to_string(),
+        "999/pending_users".to_string(),
+    ] {
+        let (status, body) = hub.get(&path, &q).await;
+        Hub::assert_no_object(&path, status, &body);
+    }
+    // An edge the node does not have is a nonexisting field, not an unknown object.
+    let admin = hub.state(BIZ).await[0]["id"].as_str().expect("id").to_string();
+    let (status, body) = hub.get(&format!("{admin}/assigned_widgets"), &q).await;
+    assert_eq!((status, body["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(100)));
+    assert!(body["error"].get("error_subcode").is_none(), "{body}");
+}
+
+#[tokio::test]
+async fn a_cursor_stops_working_once_its_item_is_deleted() {
+    let hub = Hub::start().await;
+    let ids: Vec<String> = {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let role = if i == 0 { "ADMIN" } else { "EMPLOYEE" };
+            ids.push(hub.seed(BIZ, &format!("u{i}@example.com"), role).await["id"].as_str().expect("id").to_string());
+        }
+        ids
+    };
+    let list = format!("{BIZ}/business_users");
+    let (_, page) = hub.get(&list, &[("access_token", "tok"), ("limit", "2")]).await;
+    let after = page["paging"]["cursors"]["after"].as_str().expect("after").to_string();
+    let (status, body) = hub.get(&list, &[("access_token", "tok"), ("limit", "2"), ("after", &after)]).await;
+    assert_eq!((status, body["data"].as_array().map(Vec::len)), (StatusCode::OK, Some(2)), "the cursor works");
+    let (status, _) = hub.delete(&ids[1]).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = hub.get(&list, &[("access_token", "tok"), ("limit", "2"), ("after", &after)]).await;
+    assert_eq!((status, body["error"]["code"].as_i64()), (StatusCode::BAD_REQUEST, Some(100)), "{body}");
+}
+
+#[tokio::test]
+async fn an_empty_page_fault_answers_nothing_with_a_next_that_goes_on() {
+    let hub = Hub::start().await;
+    for i in 0..5 {
+        hub.seed(BIZ, &format!("u{i}@example.com"), if i == 0 { "ADMIN" } else { "EMPLOYEE" }).await;
+    }
+    hub.emu
+        .add_fault(FaultRule {
+            empty_page: true,
+            path_contains: Some("/business_users".into()),
+            times: Some(2),
+            ..Default::default()
+        })
+        .expect("fault");
+    let list = format!("{BIZ}/business_users");
+    let query = [("access_token", "tok"), ("limit", "2"), ("fields", "email")];
+    let mut emails = Vec::new();
+    let mut next: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let body: Value = match &next {
+            None => hub.get(&list, &query).await.1,
+            Some(url) => hub.http.get(url).send().await.expect("next").json().await.expect("json"),
+        };
+        let data = body["data"].as_array().expect("data").clone();
+        pages.push(data.len());
+        if data.is_empty() {
+            assert!(body["paging"].get("cursors").is_none(), "an empty page has no cursors: {body}");
+        }
+        emails.extend(data.iter().map(|u| u["email"].as_str().expect("email").to_string()));
+        match body["paging"]["next"].as_str() {
+            Some(url) => next = Some(url.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, [0, 0, 2, 2, 1], "two empty pages first, then everything");
+    assert_eq!(emails, (0..5).map(|i| format!("u{i}@example.com")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn each_kind_of_asset_takes_its_own_tasks() {
+    let hub = Hub::start().await;
+    let user = hub.seed(BIZ, "admin@example.com", "ADMIN").await["id"].as_str().expect("id").to_string();
+    let ads = hub.emu.seed_asset(BIZ, "ad_account", "Ads").expect("ads").id;
+    let page = hub.emu.seed_asset(BIZ, "page", "Page").expect("page").id;
+    let assign = |asset: &str, tasks: &str| {
+        let (hub, asset, user, tasks) = (&hub, asset.to_string(), user.clone(), tasks.to_string());
+        async move {
+            hub.post(
+                &format!("{asset}/assigned_users"),
+                &[("access_token", "tok"), ("user", &user), ("tasks", &tasks), ("business", BIZ)],
+            )
+            .await
+        }
+    };
+    for tasks in [r#"["AA_ANALYZE"]"#, r#"["DRAFT","ANALYZE"]"#, r#"["MANAGE","ADVERTISE","ANALYZE"]"#] {
+        let (status, body) = assign(&ads, tasks).await;
+        assert_eq!(status, StatusCode::OK, "{tasks} on an ad account: {body}");
+    }
+    for tasks in [r#"["CREATE_CONTENT"]"#, r#"["MESSAGING"]"#, r#"["FULL_CONTROL"]"#] {
+        let (status, body) = assign(&ads, tasks).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_i64()),
+            (StatusCode::BAD_REQUEST, Some(100)),
+            "{tasks} on an ad account"
+        );
+    }
+    for tasks in [
+        r#"["FULL_CONTROL"]"#,
+        r#"["CONTENT","MESSAGES","COMMUNITY_ACTIVITY"]"#,
+        r#"["CREATE_CONTENT","MODERATE"]"#,
+        r#"["ADVERTISE","ANALYZE"]"#,
+    ] {
+        let (status, body) = assign(&page, tasks).await;
+        assert_eq!(status, StatusCode::OK, "{tasks} on a page: {body}");
+    }
+    for tasks in [r#"["AA_ANALYZE"]"#, r#"["DRAFT"]"#] {
+        let (status, _) = assign(&page, tasks).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{tasks} on a page");
+    }
+    let held = |asset: &str| {
+        hub.emu.assets(BIZ).into_iter().find(|a| a.id == asset).and_then(|a| a.assigned.get(&user).cloned())
+    };
+    assert_eq!(
+        held(&ads),
+        Some(vec!["MANAGE".into(), "ADVERTISE".into(), "ANALYZE".into()]),
+        "a refused POST changes nothing"
+    );
+    assert_eq!(held(&page), Some(vec!["ADVERTISE".into(), "ANALYZE".into()]));
+}
+
+#[tokio::test]
+async fn the_role_field_can_report_base_roles_only_as_meta_does() {
+    let hub = Hub::start().await;
+    hub.seed(BIZ, "admin@example.com", "ADMIN").await;
+    let dev = hub.seed(BIZ, "dev@example.com", "DEVELOPER").await["id"].as_str().expect("id").to_string();
+    let query = [("access_token", "tok"), ("fields", "role")];
+    assert_eq!(hub.get(&dev, &query).await.1["role"], "DEVELOPER");
+    hub.emu.set_settings(Settings { base_roles_only: true, ..Default::default() });
+    assert_eq!(hub.get(&dev, &query).await.1["role"], "EMPLOYEE");
+    let (_, body) =
+        hub.get(&format!("{BIZ}/business_users"), &[("access_token", "tok"), ("fields", "email,role")]).await;
+    assert_eq!(
+        body["data"],
+        json!([{ "email": "admin@example.com", "role": "ADMIN" }, { "email": "dev@example.com", "role": "EMPLOYEE" }])
+    );
+    assert!(hub.state(BIZ).await.iter().any(|u| u["role"] == "DEVELOPER"), "the control plane shows the role held");
 }
