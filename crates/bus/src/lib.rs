@@ -427,7 +427,7 @@ where
         };
         let delivery = message.delivery;
         tags.push(delivery.delivery_tag);
-        held.push(Held { dead_lettered_at: death_time(&delivery.properties), data: delivery.data });
+        held.push(Held { dead_lettered_at: dead_lettered_at(&delivery.properties), data: delivery.data });
     }
     let seen = held.len();
     let verdicts = remove(held).await;
@@ -444,8 +444,9 @@ where
     Ok((seen, removed))
 }
 
-/// The `time` of the newest `x-death` entry.
-fn death_time(properties: &BasicProperties) -> Option<u64> {
+/// When the broker last dead-lettered a message (the `time` of its newest `x-death` entry,
+/// seconds since the epoch): set on a message back from a delay queue or a dead-letter queue.
+pub fn dead_lettered_at(properties: &BasicProperties) -> Option<u64> {
     let headers = properties.headers().as_ref()?;
     let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
         return None;

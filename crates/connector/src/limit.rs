@@ -348,18 +348,29 @@ impl RateLimits {
 
     /// Decides whether a task may start now or should be parked: it starts when neither the
     /// request slots already reserved nor the tasks already parked reach further than
-    /// `patience`; otherwise it takes its place behind the parked ones.
-    pub fn admit(&self, key: Uuid, configured: f64, patience: Duration) -> Admission {
+    /// `patience`; otherwise it takes its place behind the parked ones, and no sooner than its
+    /// request slot could come (a pause the app asked for can put that far off).
+    ///
+    /// A task `returning` from the delay queue already holds its place among the parked ones:
+    /// it starts once the request slots are near, whatever was parked behind it. (Judged like a
+    /// newcomer, it would find its own place and everyone's behind it still reserved and go to
+    /// the back again, and while the parked tasks outlast `patience` none would ever start.)
+    pub fn admit(&self, key: Uuid, configured: f64, patience: Duration, returning: bool) -> Admission {
         self.with_bucket(key, configured, |b, now| {
             b.tasks += 1;
+            let slot_near = b.next_free.checked_sub(patience).unwrap_or(now);
+            if returning {
+                if b.next_free <= now + patience {
+                    return Admission::Now;
+                }
+                b.tasks -= 1;
+                return Admission::Park(slot_near.max(now + patience).duration_since(now));
+            }
             let busy_until = b.next_free.max(b.parked_until);
             if busy_until <= now + patience {
                 return Admission::Now;
             }
             let need = b.interval().mul_f64(b.requests_per_task());
-            // Behind the tasks parked already, and back no sooner than its slot could come
-            // (a pause the app asked for can put that far off).
-            let slot_near = b.next_free.checked_sub(patience).unwrap_or(now);
             let start = b.parked_until.max(slot_near).max(now + patience);
             b.parked_until = start + need;
             // The task is counted again when it comes back.
@@ -497,7 +508,7 @@ mod tests {
         let wait = paused.expect("paused");
         assert!(wait > Duration::from_secs(590) && wait <= Duration::from_secs(601), "{wait:?}");
         assert!(
-            matches!(two.admit(key, 10.0, Duration::from_secs(3)), Admission::Park(p) if p > Duration::from_secs(590))
+            matches!(two.admit(key, 10.0, Duration::from_secs(3), false), Admission::Park(p) if p > Duration::from_secs(590))
         );
         // Without the database both still pace themselves.
         let offline = RateLimits::shared(Store::connect("postgres://postgres@127.0.0.1:1/x", 1).expect("pool"));
@@ -514,13 +525,46 @@ mod tests {
         for _ in 0..20 {
             limits.reserve(key, 10.0);
         }
-        let first = limits.admit(key, 10.0, patience);
-        let second = limits.admit(key, 10.0, patience);
+        let first = limits.admit(key, 10.0, patience, false);
+        let second = limits.admit(key, 10.0, patience, false);
         match (first, second) {
             (Admission::Park(a), Admission::Park(b)) => assert!(b > a, "{a:?} then {b:?}"),
             other => panic!("expected both parked, got {other:?}"),
         }
         // An idle integration admits at once.
-        assert_eq!(limits.admit(Uuid::new_v4(), 10.0, patience), Admission::Now);
+        assert_eq!(limits.admit(Uuid::new_v4(), 10.0, patience, false), Admission::Now);
+    }
+
+    /// A backlog parked for longer than `patience` drains: tasks coming back from the delay
+    /// queue start in turn, at the integration's rate, and newcomers queue behind them.
+    #[tokio::test(start_paused = true)]
+    async fn a_parked_backlog_drains_at_the_rate() {
+        let limits = RateLimits::new();
+        let key = Uuid::new_v4();
+        let (rate, patience) = (3.0, Duration::from_secs(3));
+        let begin = Instant::now();
+        // (when the task is handled, whether it comes back from the delay queue)
+        let mut due: Vec<(Instant, bool)> = vec![(begin, false); 24];
+        let mut started = Vec::new();
+        while !due.is_empty() && begin.elapsed() < Duration::from_secs(600) {
+            let now = Instant::now();
+            let (ready, later): (Vec<_>, Vec<_>) = due.into_iter().partition(|(at, _)| *at <= now);
+            due = later;
+            for (_, returning) in ready {
+                match limits.admit(key, rate, patience, returning) {
+                    Admission::Now => {
+                        // The task's one request takes the next slot.
+                        limits.reserve(key, rate);
+                        started.push(now.duration_since(begin));
+                    }
+                    Admission::Park(wait) => due.push((now + wait, true)),
+                }
+            }
+            tokio::time::advance(Duration::from_millis(50)).await;
+        }
+        assert_eq!(started.len(), 24, "every task started");
+        // 24 requests at 3/s (less the safety margin) need about 8 s; a few more for patience.
+        let last = started.last().copied().unwrap_or_default();
+        assert!(last < Duration::from_secs(15), "the last task started after {last:?}");
     }
 }

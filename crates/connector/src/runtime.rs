@@ -153,7 +153,10 @@ impl<A: AppAdapter> Worker<A> {
                     integration_id = %task.integration_id,
                     desired_version = task.desired_version,
                 );
-                self.process(&task).instrument(span).await
+                // Back from a delay queue (the broker dead-lettered it there when its wait ran
+                // out): the task already took its turn among the parked ones.
+                let returning = unseat_bus::dead_lettered_at(&delivery.properties).is_some();
+                self.process(&task, returning).instrument(span).await
             }
         };
         if settle == Settle::Requeue {
@@ -172,7 +175,7 @@ impl<A: AppAdapter> Worker<A> {
         }
     }
 
-    async fn process(&self, task: &ConnectorTask) -> Settle {
+    async fn process(&self, task: &ConnectorTask, mut returning: bool) -> Settle {
         let started = Instant::now();
         let finished = |result: &'static str, settle: Settle| {
             self.metrics
@@ -224,10 +227,14 @@ impl<A: AppAdapter> Worker<A> {
         loop {
             // Far-away request slots: park rather than hold a prefetch slot.
             if let Admission::Park(wait) =
-                self.adapter.http().limits().admit(integration.id, rate, self.config.park_after)
+                self.adapter.http().limits().admit(integration.id, rate, self.config.park_after, returning)
             {
-                tracing::debug!(app = %self.app, wait_ms = wait.as_millis() as u64, "integration at its rate limit; parking the task");
+                tracing::info!(app = %self.app, wait_ms = wait.as_millis() as u64, "integration at its rate limit; parking the task");
                 self.count_attempt("rate_limited");
+                let detail = format!("waiting {} ms for the integration's rate limit", wait.as_millis());
+                self.note(task, "rate_limited", &detail).await;
+                // Waited out here or in the delay queue, the task has had its turn.
+                returning = true;
                 match self.park(task, wait).await {
                     Ok(()) => return Settle::Ack,
                     Err(()) => {
@@ -270,6 +277,21 @@ impl<A: AppAdapter> Worker<A> {
                     }
                 }
             }
+        }
+    }
+
+    /// Adds an event to the task's log outside any attempt (a wait before one). A failure is
+    /// only logged: the task goes on, and its attempts are recorded as ever.
+    async fn note(&self, task: &ConnectorTask, kind: &str, detail: &str) {
+        let written = async {
+            let mut client = self.store.client().await?;
+            let tx = client.transaction().await?;
+            apply::add_event(&tx, task.tenant_id, task.task_id, NewEvent::new(kind, detail)).await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(())
+        };
+        if let Err(error) = written.await {
+            tracing::warn!(app = %self.app, error = %error, kind, "could not add the event to the task's log");
         }
     }
 

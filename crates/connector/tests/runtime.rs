@@ -154,6 +154,24 @@ async fn a_named_wait_pauses_every_task_of_the_integration() {
     assert!(during.is_empty(), "requests during the pause: {during:?}");
 }
 
+/// A backlog that outlasts the wait a worker holds a task for is parked, and drains: tasks
+/// back from the delay queue start in turn at the integration's rate (they used to go to the
+/// back of the line again, behind everyone parked after them, for as long as anyone was
+/// parked). Each task's log shows its wait.
+#[tokio::test]
+async fn a_parked_backlog_drains_at_the_integrations_rate() {
+    let mut h = harness(json!({ "business_id": BIZ, "rate_limit_per_second": 3 })).await;
+    let tasks = h.removals(&emails("backlog", 24), true).await;
+    h.start(ConnectorConfig { park_after: Duration::from_secs(1), ..config() });
+
+    assert_eq!(h.all_finished().await, [("succeeded".to_string(), 24)]);
+    assert!(h.hub_emails().is_empty(), "{:?}", h.hub_emails());
+    assert!(busiest_second(&h.emu.requests()) <= 3, "the rate limit held");
+    let kinds = futures_util::future::join_all(tasks.iter().map(|t| h.event_kinds(*t))).await;
+    let waited = kinds.iter().filter(|k| k.contains(&"rate_limited".to_string())).count();
+    assert!(waited > 0, "the waits are in the log: {kinds:?}");
+}
+
 /// A task the app throttles for good is bounded by its age, not by the attempt budget.
 #[tokio::test]
 async fn a_task_throttled_without_end_fails_when_it_is_too_old() {
