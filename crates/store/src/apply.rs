@@ -442,6 +442,9 @@ pub enum Redrive {
     NoSuchTask,
     /// The (integration, user) has no desired state any more (the integration was deleted).
     NoDesiredState,
+    /// A later task applied the current desired state (`applied_version`): there is nothing
+    /// left for this one to do, and it is marked superseded instead of re-driven.
+    Outdated { applied_version: i64 },
 }
 
 impl Store {
@@ -524,6 +527,18 @@ impl Store {
         let (Some(access), Some(app_kind)) = (access, app_kind) else {
             return Ok(Redrive::NoDesiredState);
         };
+        // Re-driven, it would find its version applied and end "succeeded" without a call: a
+        // removal that never happened, in the log, for someone a later task granted again.
+        if access.applied_version >= access.desired_version {
+            update_task(&tx, tenant_id, task_id, TaskUpdate::Superseded).await?;
+            let detail = format!(
+                "not re-driven by {actor}: a later task applied version {} of this user's access",
+                access.applied_version
+            );
+            add_event(&tx, tenant_id, task_id, NewEvent::new("superseded", &detail)).await?;
+            tx.commit().await?;
+            return Ok(Redrive::Outdated { applied_version: access.applied_version });
+        }
         let target = RedriveTarget {
             tenant_id,
             task_id,

@@ -5,7 +5,9 @@
 //!
 //! `POST /api/v1/tenants/{tenant}/tasks/{task}/redrive` answers 202 with the task id, its new
 //! status and the desired version it now aims at; 409 when the task is not failed (or its
-//! integration is gone); 404 when there is no such task.
+//! integration is gone), or when a later task already applied the current desired state (the
+//! task is then marked superseded: re-driven, it would log an action that never happened);
+//! 404 when there is no such task.
 
 use super::{authorize, parse_body, parse_id, Body, Path};
 use crate::auth::{Caller, Need};
@@ -86,6 +88,13 @@ pub async fn redrive(
         Redrive::NoDesiredState => Err(ApiError::new(
             StatusCode::CONFLICT,
             "the task's integration or desired state no longer exists; nothing to re-drive",
+        )),
+        Redrive::Outdated { applied_version } => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "a later task applied this user's access (version {applied_version}); this task is outdated \
+                 and is now marked superseded"
+            ),
         )),
         Redrive::NoSuchTask => Err(ApiError::not_found("no such task")),
     }

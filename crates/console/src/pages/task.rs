@@ -157,6 +157,9 @@ pub(crate) async fn detail(
     let refused = |why: &str| format!(r#"<p class="problem" role="alert">Re-drive refused: {}</p>"#, esc(why));
     let notice = match params.get("redrive").map(String::as_str) {
         Some("queued") => r#"<p class="notice" role="status">Re-drive requested: the task is queued again and this page follows it.</p>"#.to_string(),
+        Some("conflict") if t.status == "superseded" => refused(
+            "a later task applied this user's access, so this one had nothing left to do: it is now marked superseded.",
+        ),
         Some("conflict") if t.status == "failed" || t.dead_lettered => {
             refused("the task's integration or desired state no longer exists; nothing to re-drive.")
         }
