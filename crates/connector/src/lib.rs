@@ -85,10 +85,10 @@ impl Default for ConnectorConfig {
         Self {
             prefetch: 16,
             concurrency: 16,
-            max_attempts: 6,
+            max_attempts: 14,
             max_task_age: Duration::from_secs(24 * 3600),
             min_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(300),
             throttle_wait: Duration::from_secs(60),
             park_after: Duration::from_secs(3),
             request_timeout: Duration::from_secs(10),

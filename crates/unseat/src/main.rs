@@ -67,8 +67,9 @@ struct Workers {
     /// Tasks a connector pool (one per app kind) calls its app with at once.
     #[arg(long, env = "UNSEAT_CONNECTOR_CONCURRENCY", default_value_t = 16)]
     connector_concurrency: usize,
-    /// App API attempts per task before it fails and is dead-lettered.
-    #[arg(long, env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS", default_value_t = 6)]
+    /// App API attempts per task before it fails and is dead-lettered (waits between them grow
+    /// from 0.2 s to at most 5 minutes: the default rides out an outage of several minutes).
+    #[arg(long, env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS", default_value_t = 14)]
     max_attempts: u32,
     /// Seconds a connector waits at least after an app throttled an attempt (HTTP 429, Graph
     /// throttling codes), doubling with each throttle in a row up to 16 times; such attempts
