@@ -216,3 +216,36 @@ async fn an_integration_is_shared_in_the_console_or_fed_by_its_own_scim_endpoint
     assert!(!id.is_nil());
     app.stop().await;
 }
+
+/// The access explanation of a user of an integration's own directory comes from that
+/// directory: their assignment and its role, kept; once unassigned, a removal.
+#[tokio::test]
+async fn the_access_explanation_of_an_integration_directory_user_reads_their_assignment() {
+    let app = spawn_app().await;
+    let scim = app.integration_scim().await;
+    let id = provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "ann@example.com", "active": true,
+               "emails": [{"primary": true, "value": "ann@example.com", "type": "work"}],
+               "roles": [{"value": "Admin", "primary": true}]}),
+    )
+    .await;
+    app.settle(1).await;
+    assert_eq!(app.app_users().await, vec![pair("ann@example.com", "ADMIN")]);
+
+    let explain = format!("/api/v1/tenants/{}/users/{id}/access", app.tenant);
+    let v = app.admin_get(&explain).await;
+    assert_eq!(v["status"], "active", "{v}");
+    let one = &v["integrations"][0];
+    assert_eq!(one["integration_id"], app.integration.to_string(), "{v}");
+    assert_eq!(one["access"]["role"], "ADMIN", "{v}");
+    assert!(!one["grants"].as_array().expect("grants").is_empty(), "the assignment is the grant: {v}");
+    assert!(one["pending"].is_null(), "nothing to do while she is assigned: {v}");
+
+    patch(&scim, &format!("/Users/{id}"), json!([{"op": "replace", "path": "active", "value": "False"}])).await;
+    app.settle(2).await;
+    let v = app.admin_get(&explain).await;
+    assert_eq!(v["status"], "inactive", "{v}");
+    assert!(v["integrations"][0]["access"].is_null(), "{v}");
+    app.stop().await;
+}

@@ -80,7 +80,16 @@ pub async fn explain(
     let mut client = app.state.store.client().await?;
     let tx = client.build_transaction().read_only(true).start().await?;
     let facts = access::users_facts_many(&tx, tenant_id, &[user_id]).await?.remove(&user_id);
-    let plan = unseat_resolver::plan(&tx, tenant_id, &[user_id]).await?;
+    // A user of an integration's own directory (IdLCM) is that integration's grant: the
+    // resolver plans them from the directory's assignments, not from teams and shares.
+    let scope: Option<String> = tx
+        .query_opt("select scope from scim_users where tenant_id = $1 and id = $2", &[&tenant_id, &user_id])
+        .await?
+        .map(|r| r.get(0));
+    let plan = match scope.filter(|s| s != unseat_store::directory::WORKSPACE) {
+        Some(scope) => unseat_resolver::assignments::plan(&tx, tenant_id, &scope, &[user_id]).await?,
+        None => unseat_resolver::plan(&tx, tenant_id, &[user_id]).await?,
+    };
     tx.commit().await?;
     if facts.is_none() && plan.items.is_empty() {
         return Err(ApiError::not_found("no such user in this tenant's directory"));
