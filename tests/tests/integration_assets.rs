@@ -87,6 +87,12 @@ async fn assets_added_after_creation_are_granted_and_removing_one_takes_it_away_
         .into()
     );
     assert_eq!(app.asset_holders(&page).await, [("bob@example.com".to_string(), tasks(&["ANALYZE"]))].into());
+    // The explanation says what was applied, assets too.
+    let (status, v) =
+        admin(&app, reqwest::Method::GET, &format!("/api/v1/tenants/{}/users/{bob}/access", app.tenant), None).await;
+    assert_eq!(status, 200, "{v}");
+    let hub = v["integrations"].as_array().unwrap().iter().find(|i| i["integration_id"] == ads.to_string()).unwrap();
+    assert_eq!(hub["applied"]["assets"], json!({act.clone(): "MANAGE", page.clone(): "ANALYZE"}), "{hub}");
 
     // Renaming changes nobody's access and announces nothing.
     let outbox = app.outbox_count().await;

@@ -61,6 +61,8 @@ pub struct AccessRow {
     pub desired_sources: Vec<Grant>,
     pub applied_version: i64,
     pub applied_role: Option<String>,
+    /// The assets last applied (none before the first application).
+    pub applied_assets: AssetMap,
 }
 
 fn asset_map(value: serde_json::Value) -> AssetMap {
@@ -299,6 +301,7 @@ fn access_row(r: &tokio_postgres::Row) -> AccessRow {
         desired_sources: decode_sources(r.get(6)),
         applied_version: r.get(7),
         applied_role: r.get(8),
+        applied_assets: r.get::<_, Option<&str>>(9).map(asset_map_text).unwrap_or_default(),
     }
 }
 
@@ -307,7 +310,7 @@ pub async fn access_rows_many(tx: &Transaction<'_>, tenant_id: Uuid, user_ids: &
     let stmt = tx
         .prepare_cached(
             "select user_id, integration_id, email, desired_role, desired_assets::text, desired_version,
-                    desired_sources, applied_version, applied_role
+                    desired_sources, applied_version, applied_role, applied_assets::text
                from access_state where tenant_id = $1 and user_id = any($2)",
         )
         .await?;

@@ -116,6 +116,7 @@ pub async fn explain(
                 })),
                 "applied": item.row.as_ref().map(|r| json!({
                     "role": r.applied_role,
+                    "assets": r.applied_assets,
                     "version": r.applied_version,
                 })),
                 "pending": decision_json(item.decision.as_ref().filter(|d| d.outcome != unseat_domain::Outcome::Keep)),
