@@ -249,3 +249,34 @@ async fn the_access_explanation_of_an_integration_directory_user_reads_their_ass
     assert!(v["integrations"][0]["access"].is_null(), "{v}");
     app.stop().await;
 }
+
+/// A preview of a change in an integration's own directory plans from that directory: leaving
+/// a pushed group that gave Admin lowers the user to the role of their direct assignment.
+#[tokio::test]
+async fn a_preview_in_an_integration_directory_reads_its_assignments() {
+    let app = spawn_app().await;
+    let scim = app.integration_scim().await;
+    let id = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "pia@example.com", "active": true})).await;
+    let resp = scim
+        .send(Method::POST, "/Groups", Some(&json!({"displayName": "Admin", "members": [{"value": id}]})))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let group: Value = resp.json().await.unwrap();
+    app.settle(1).await;
+    assert_eq!(app.app_users().await, vec![pair("pia@example.com", "ADMIN")]);
+
+    let (status, v) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/tenants/{}/access/preview", app.tenant),
+            Some(json!({"change": "leave_group", "user_id": id, "group_id": group["id"]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let outcome = &v["outcomes"][0];
+    assert_eq!(outcome["outcome"], "update", "{v}");
+    assert_eq!((outcome["from"]["role"].as_str(), outcome["to"]["role"].as_str()), (Some("ADMIN"), Some("EMPLOYEE")));
+    assert_eq!(app.app_users().await, vec![pair("pia@example.com", "ADMIN")], "a preview changes nothing");
+    app.stop().await;
+}

@@ -67,6 +67,18 @@ fn status_str(s: unseat_domain::UserStatus) -> &'static str {
     }
 }
 
+/// The integration directory a user belongs to (its scope), or None for the workspace's (and
+/// for no such user).
+async fn directory_of(
+    tx: &unseat_store::Transaction<'_>,
+    tenant_id: uuid::Uuid,
+    user_id: uuid::Uuid,
+) -> Result<Option<String>, StoreError> {
+    let row =
+        tx.query_opt("select scope from scim_users where tenant_id = $1 and id = $2", &[&tenant_id, &user_id]).await?;
+    Ok(row.map(|r| r.get::<_, String>(0)).filter(|s| s != unseat_store::directory::WORKSPACE))
+}
+
 /// `GET /tenants/{t}/users/{user}/access`: per integration, what the grants give the user now
 /// (role and assets, each with the grants behind it), every grant that reaches them, the state
 /// the app is meant to hold and last applied, and what the resolver would decide now.
@@ -82,11 +94,7 @@ pub async fn explain(
     let facts = access::users_facts_many(&tx, tenant_id, &[user_id]).await?.remove(&user_id);
     // A user of an integration's own directory (IdLCM) is that integration's grant: the
     // resolver plans them from the directory's assignments, not from teams and shares.
-    let scope: Option<String> = tx
-        .query_opt("select scope from scim_users where tenant_id = $1 and id = $2", &[&tenant_id, &user_id])
-        .await?
-        .map(|r| r.get(0));
-    let plan = match scope.filter(|s| s != unseat_store::directory::WORKSPACE) {
+    let plan = match directory_of(&tx, tenant_id, user_id).await? {
         Some(scope) => unseat_resolver::assignments::plan(&tx, tenant_id, &scope, &[user_id]).await?,
         None => unseat_resolver::plan(&tx, tenant_id, &[user_id]).await?,
     };
@@ -212,10 +220,19 @@ pub async fn preview(
         }
         Err(e) => return Err(e.into()),
     };
+    // Every user a supposition touches is of one directory: the group's, or the user's. Those
+    // of an integration's own directory are planned from its assignments, as the resolver does.
+    let scope = match users.first() {
+        Some(first) => directory_of(&tx, tenant_id, *first).await?,
+        None => None,
+    };
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
     let mut outcomes = Vec::new();
     for chunk in users.chunks(BATCH_USERS) {
-        let plan = unseat_resolver::plan(&tx, tenant_id, chunk).await?;
+        let plan = match &scope {
+            Some(scope) => unseat_resolver::assignments::plan(&tx, tenant_id, scope, chunk).await?,
+            None => unseat_resolver::plan(&tx, tenant_id, chunk).await?,
+        };
         for item in &plan.items {
             let Some(d) = &item.decision else { continue };
             *counts.entry(d.outcome.as_str()).or_default() += 1;
