@@ -5,7 +5,7 @@
 use crate::error::{parse_retry_after, AppError};
 use crate::limit::RateLimits;
 use crate::public;
-use crate::retry::business_use_case_wait;
+use crate::retry::{business_use_case_wait, usage_percent};
 use reqwest::header::HeaderMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +27,13 @@ pub struct Answer {
 impl Answer {
     pub fn is_success(&self) -> bool {
         (200..300).contains(&self.status)
+    }
+
+    /// The highest share of its budget the app reports used, in percent (Meta's usage
+    /// headers), if it says.
+    pub fn usage(&self) -> Option<f64> {
+        let header = |name: &str| self.headers.get(name).and_then(|v| v.to_str().ok());
+        usage_percent(header("x-app-usage"), header("x-business-use-case-usage"), header("x-ad-account-usage"))
     }
 
     /// The wait the app asked for: `Retry-After` (seconds or an HTTP date) or Meta's
@@ -114,6 +121,11 @@ impl AppHttp {
         let answer = Answer { status, headers, body };
         if status == 429 {
             self.throttled(integration, &answer).await;
+        } else if let Some(percent) = answer.usage().filter(|p| answer.is_success() && *p >= crate::limit::NEARLY_USED)
+        {
+            // Near the budget, slow down before the app throttles (an error answer that is a
+            // throttle lowers the rate through the adapter).
+            self.limits.nearly_used(integration.tenant_id, integration.id, rate, percent).await;
         }
         Ok(answer)
     }

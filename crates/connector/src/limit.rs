@@ -32,6 +32,8 @@ use uuid::Uuid;
 const SAFETY: f64 = 0.96;
 /// Lowest rate a throttled integration drops to, in requests per second.
 const MIN_RATE: f64 = 0.2;
+/// A usage header at this percent or more lowers the rate ([`RateLimits::nearly_used`]).
+pub const NEARLY_USED: f64 = 90.0;
 /// Quiet time after which a lowered rate climbs back a step.
 const RECOVERY_STEP: Duration = Duration::from_secs(5);
 /// Requests per task assumed until an integration has history.
@@ -64,6 +66,8 @@ struct Bucket {
     /// will need, so they come back spaced at the rate.
     parked_until: Instant,
     last_change: Instant,
+    /// When a usage report last lowered the rate.
+    nearly_used_at: Option<Instant>,
     requests: u64,
     tasks: u64,
 }
@@ -76,6 +80,7 @@ impl Bucket {
             next_free: now,
             parked_until: now,
             last_change: now,
+            nearly_used_at: None,
             requests: 0,
             tasks: 0,
         }
@@ -386,12 +391,38 @@ impl RateLimits {
     /// waiting for a slot gives up ([`RateLimits::acquire`]): every call counts against the app's
     /// limit, the throttled ones too.
     pub async fn throttled(&self, tenant: Uuid, key: Uuid, configured: f64, pause: Option<Duration>) {
+        self.lower_rate(tenant, key, configured, pause).await;
+        let rate = self.current_rate(key).unwrap_or(MIN_RATE);
+        tracing::warn!(integration_id = %key, rate_per_s = rate, "app throttled us; lowering the integration's rate");
+    }
+
+    /// The app reports its budget nearly used (a usage header at [`NEARLY_USED`] percent or
+    /// more): the rate is lowered as a throttle would lower it, before the app has to throttle
+    /// (every call counts, the throttled ones too), at most once per [`RECOVERY_STEP`], so it
+    /// keeps falling while the usage stays high and climbs back once it drops.
+    pub async fn nearly_used(&self, tenant: Uuid, key: Uuid, configured: f64, percent: f64) {
+        let due = self.with_bucket(key, configured, |b, now| {
+            let due = b.nearly_used_at.is_none_or(|at| now.duration_since(at) >= RECOVERY_STEP);
+            if due {
+                b.nearly_used_at = Some(now);
+            }
+            due
+        });
+        if due {
+            self.lower_rate(tenant, key, configured, None).await;
+            let rate = self.current_rate(key).unwrap_or(MIN_RATE);
+            tracing::info!(integration_id = %key, usage_percent = percent, rate_per_s = rate, "the app reports its budget nearly used; lowering the integration's rate");
+        }
+    }
+
+    /// Halves the integration's rate and pushes its next slot out (by at least `pause`), here
+    /// and in the shared schedule.
+    async fn lower_rate(&self, tenant: Uuid, key: Uuid, configured: f64, pause: Option<Duration>) {
         let pause = pause.unwrap_or_default();
-        let rate = self.with_bucket(key, configured, |b, now| {
+        self.with_bucket(key, configured, |b, now| {
             b.rate = (b.rate / 2.0).max(MIN_RATE);
             b.last_change = now;
             b.next_free = (b.next_free.max(now) + b.interval()).max(now + pause);
-            b.rate
         });
         if let Some(shared) = &self.shared {
             shared.queue(key).lock().await.clear();
@@ -403,8 +434,6 @@ impl RateLimits {
                 }
             }
         }
-        let rate = self.current_rate(key).unwrap_or(rate);
-        tracing::warn!(integration_id = %key, rate_per_s = rate, "app throttled us; lowering the integration's rate");
     }
 
     /// The rate currently used for `key` (requests per second), if it has been used.

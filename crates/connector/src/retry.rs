@@ -46,6 +46,31 @@ pub fn business_use_case_wait(header: &str) -> Option<Duration> {
     (minutes > 0).then(|| Duration::from_secs(minutes.saturating_mul(60)))
 }
 
+/// The highest share of its budget an app reports used, in percent: Meta's `X-App-Usage`
+/// (`call_count`, `total_time`, `total_cputime`), each business's and use case's entry of
+/// `X-Business-Use-Case-Usage` (the same three) and `X-Ad-Account-Usage` (`acc_id_util_pct`).
+/// None when no header says.
+pub fn usage_percent(app: Option<&str>, business_use_case: Option<&str>, ad_account: Option<&str>) -> Option<f64> {
+    const SHARES: [&str; 3] = ["call_count", "total_time", "total_cputime"];
+    let parse = |h: Option<&str>| h.and_then(|h| serde_json::from_str::<serde_json::Value>(h).ok());
+    let shares = |v: &serde_json::Value, keys: &[&str]| -> Vec<f64> {
+        keys.iter().filter_map(|k| v.get(*k).and_then(serde_json::Value::as_f64)).collect()
+    };
+    let mut all = Vec::new();
+    if let Some(v) = parse(app) {
+        all.extend(shares(&v, &SHARES));
+    }
+    if let Some(serde_json::Value::Object(by_id)) = parse(business_use_case) {
+        for entry in by_id.values().filter_map(|v| v.as_array()).flatten() {
+            all.extend(shares(entry, &SHARES));
+        }
+    }
+    if let Some(v) = parse(ad_account) {
+        all.extend(shares(&v, &["acc_id_util_pct"]));
+    }
+    all.into_iter().filter(|p| p.is_finite()).reduce(f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,6 +103,19 @@ mod tests {
         assert!(throttle_wait(u32::MAX, floor, None) <= floor * 24);
         let hinted = throttle_wait(1, floor, Some(Duration::from_secs(1800)));
         assert!(hinted >= Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn reads_the_usage_headers() {
+        let app = r#"{"call_count":28,"total_time":25,"total_cputime":25}"#;
+        let buc = r#"{"1001":[{"type":"ads_management","call_count":95,"total_cputime":20,"total_time":20}],
+                      "1002":[{"type":"pages","call_count":3}]}"#;
+        let ad = r#"{"acc_id_util_pct":9.67,"reset_time_duration":100}"#;
+        assert_eq!(usage_percent(Some(app), None, None), Some(28.0));
+        assert_eq!(usage_percent(Some(app), Some(buc), Some(ad)), Some(95.0));
+        assert_eq!(usage_percent(None, None, Some(ad)), Some(9.67));
+        assert_eq!(usage_percent(None, Some("{}"), Some("not json")), None);
+        assert_eq!(usage_percent(None, None, None), None);
     }
 
     #[test]

@@ -301,3 +301,29 @@ async fn two_replicas_together_keep_to_the_integrations_rate_limit() {
     assert_eq!(schedules, 1, "the replicas leased their slots from one shared schedule");
     h.stop().await;
 }
+
+/// The hub reports the share of its hourly budget used on every answer: once it reaches 90%,
+/// the integration's rate is lowered before the hub has to throttle.
+#[tokio::test]
+async fn a_budget_reported_nearly_used_lowers_the_rate_before_the_app_throttles() {
+    let mut h = harness(json!({ "business_id": BIZ, "rate_limit_per_second": 1000 })).await;
+    h.emu.set_settings(unseat_emulator::Settings { hourly_call_budget: Some(10), ..h.emu.settings() });
+    // Nine removals by remembered id: one DELETE each, the ninth answered at 90%.
+    h.removals(&emails("budget", 9), true).await;
+    h.start(ConnectorConfig { prefetch: 1, concurrency: 1, ..config() });
+
+    assert_eq!(h.all_finished().await, [("succeeded".to_string(), 9)]);
+    let log = h.emu.requests();
+    assert_eq!(log.len(), 9, "one call each: {log:?}");
+    assert!(log.iter().all(|r| r.status == 200), "nothing throttled yet: {log:?}");
+    let client = h.store.client().await.expect("client");
+    let rate: f64 = client
+        .query_one(
+            "select rate from rate_limit_schedules where tenant_id = $1 and integration_id = $2",
+            &[&h.tenant, &h.integration],
+        )
+        .await
+        .expect("the integration's schedule")
+        .get(0);
+    assert!(rate <= 500.0, "the rate was lowered at 90% of the budget: {rate}");
+}

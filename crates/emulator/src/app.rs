@@ -173,14 +173,26 @@ pub(crate) async fn handle(
     }
     // A fault's answer names no business; Meta keys the use-case usage by business or object
     // id, so it is keyed by the object the path names (the first segment after the version).
-    let object = path.trim_start_matches('/').split('/').nth(1).map(str::to_string);
-    let fault = decision.fault.as_ref().map(|(rule, status)| fault_reply(rule, *status).with_business(object));
+    let fault =
+        decision.fault.as_ref().map(|(rule, status)| fault_reply(rule, *status).with_business(object_of(&path)));
 
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1").to_string();
     let (reply, status, usage) = {
         let mut state = emu.lock();
+        let now = std::time::Instant::now();
+        // Every call counts against the hour, the throttled ones too, as Meta counts them.
+        let used = state.count_call(now);
+        let over_budget = state.settings.hourly_call_budget.is_some_and(|budget| used > budget);
         let reply = match fault {
             Some(reply) => reply,
+            None if over_budget => Reply::error(
+                StatusCode::BAD_REQUEST,
+                4,
+                None,
+                "OAuthException",
+                "(#4) Application request limit reached",
+            )
+            .with_business(object_of(&path)),
             None => match token.as_deref() {
                 None => Reply::error(
                     StatusCode::UNAUTHORIZED,
@@ -211,7 +223,7 @@ pub(crate) async fn handle(
             path: path.clone(),
             status: status.as_u16(),
         });
-        let usage = usage_headers(&state, reply.business.as_deref(), decision.regain_minutes);
+        let usage = usage_headers(&state, now, reply.business.as_deref(), decision.regain_minutes);
         (reply, status, usage)
     };
     if let Some(hold) = decision.hold {
@@ -288,10 +300,22 @@ pub(crate) fn decide_faults(emu: &Emulator, method: &Method, path: &str) -> Faul
     decision
 }
 
-/// Plausible `X-App-Usage` and `X-Business-Use-Case-Usage` values: percentages that grow with
-/// the calls answered and wrap at 100; a throttling fault sets the regain estimate.
-fn usage_headers(state: &State, business: Option<&str>, regain_minutes: Option<u64>) -> [(&'static str, String); 2] {
-    let pct = (state.calls / 10) % 100;
+/// The object a Graph path names (the first segment after the version): what an answer that
+/// knows no business keys its use-case usage by, as Meta keys it by business or object id.
+fn object_of(path: &str) -> Option<String> {
+    path.trim_start_matches('/').split('/').nth(1).map(str::to_string)
+}
+
+/// `X-App-Usage` and `X-Business-Use-Case-Usage` as Meta sends them: whole percentages of the
+/// hourly budget used ([`State::usage`]), and the minutes until access comes back once it is
+/// used up (a throttling fault may set its own).
+fn usage_headers(
+    state: &State,
+    now: std::time::Instant,
+    business: Option<&str>,
+    regain_minutes: Option<u64>,
+) -> [(&'static str, String); 2] {
+    let (pct, regain) = state.usage(now);
     let app = json!({ "call_count": pct, "total_time": pct / 2, "total_cputime": pct / 3 });
     let buc = match business {
         Some(b) => json!({ b: [{
@@ -299,7 +323,7 @@ fn usage_headers(state: &State, business: Option<&str>, regain_minutes: Option<u
             "call_count": pct,
             "total_cputime": pct / 3,
             "total_time": pct / 2,
-            "estimated_time_to_regain_access": regain_minutes.unwrap_or(0),
+            "estimated_time_to_regain_access": regain_minutes.unwrap_or(regain),
             "ads_api_access_tier": "standard_access"
         }]}),
         None => json!({}),

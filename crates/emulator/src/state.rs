@@ -72,6 +72,11 @@ pub fn valid_task(kind: &str, task: &str) -> bool {
 
 /// Requests kept in the log; older ones are dropped so a long benchmark stays bounded.
 const MAX_REQUESTS: usize = 100_000;
+/// Calls of the last hour kept to report usage; beyond, the oldest are forgotten.
+pub(crate) const MAX_RECENT_CALLS: usize = 1_000_000;
+/// The hourly budget usage is reported against when none is set.
+pub(crate) const REPORTED_BUDGET: u64 = 100_000;
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
 /// Fault rules kept at once.
 const MAX_FAULTS: usize = 1_000;
 /// Business-user ids start here, so they look like Meta's 15-digit ids.
@@ -95,6 +100,13 @@ pub struct Settings {
     /// role held. The control plane always shows the role held.
     #[serde(default)]
     pub base_roles_only: bool,
+    /// Calls the hub allows in a rolling hour, counted as Meta counts them (throttled calls
+    /// too): the usage headers report the share used, and once it is used up every call is
+    /// throttled as Meta throttles (HTTP 400, code 4, no `Retry-After`, the minutes until
+    /// access comes back in `X-Business-Use-Case-Usage`). Absent (the default): usage is
+    /// reported against 100,000 calls an hour and never enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hourly_call_budget: Option<u64>,
 }
 
 /// An invitation someone has not accepted yet (Meta's BusinessRoleRequest), as the control
@@ -322,8 +334,11 @@ pub(crate) struct State {
     pub scim_users: BTreeMap<String, serde_json::Value>,
     pub scim_token: Option<String>,
     next_scim: u64,
-    /// App calls answered so far; drives the usage headers.
+    /// App calls answered so far.
     pub calls: u64,
+    /// When the calls of the last hour arrived, oldest first (at most [`MAX_RECENT_CALLS`]):
+    /// what the usage headers report.
+    pub recent_calls: VecDeque<std::time::Instant>,
     /// Pending invitations by id.
     pub invitations: BTreeMap<u64, InvitationRec>,
     next_invitation_id: u64,
@@ -542,6 +557,35 @@ impl State {
         }
         self.faults.push(ActiveFault { rule, added_at: Instant::now() });
         Ok(())
+    }
+
+    /// Counts a call arriving `now` against the rolling hour; returns the calls of the hour,
+    /// this one included.
+    pub fn count_call(&mut self, now: std::time::Instant) -> u64 {
+        while self.recent_calls.front().is_some_and(|t| now.duration_since(*t) >= HOUR) {
+            self.recent_calls.pop_front();
+        }
+        if self.recent_calls.len() >= MAX_RECENT_CALLS {
+            self.recent_calls.pop_front();
+        }
+        self.recent_calls.push_back(now);
+        self.recent_calls.len() as u64
+    }
+
+    /// The share of the hourly budget used, in whole percent (at most 100), and the minutes
+    /// until a call is allowed again when it is used up.
+    pub fn usage(&self, now: std::time::Instant) -> (u64, u64) {
+        let budget = self.settings.hourly_call_budget.unwrap_or(REPORTED_BUDGET).max(1);
+        let used = self.recent_calls.len() as u64;
+        let pct = (used.saturating_mul(100) / budget).min(100);
+        let regain = match (self.settings.hourly_call_budget, self.recent_calls.front()) {
+            (Some(b), Some(oldest)) if used > b => {
+                let left = HOUR.saturating_sub(now.duration_since(*oldest));
+                left.as_secs().div_ceil(60).max(1)
+            }
+            _ => 0,
+        };
+        (pct, regain)
     }
 
     pub fn record(&mut self, record: RequestRecord) {

@@ -566,3 +566,49 @@ async fn the_role_field_can_report_base_roles_only_as_meta_does() {
     );
     assert!(hub.state(BIZ).await.iter().any(|u| u["role"] == "DEVELOPER"), "the control plane shows the role held");
 }
+
+/// With an hourly budget, the usage headers report the share of it used, and once it is spent
+/// every call is throttled as Meta throttles: HTTP 400, code 4, no Retry-After, and the
+/// minutes until access comes back in the use-case usage. The throttled calls count too.
+#[tokio::test]
+async fn an_hourly_budget_is_reported_and_then_enforced_like_meta() {
+    let hub = Hub::start().await;
+    hub.seed(BIZ, "a@example.com", "ADMIN").await;
+    let (status, settings) = hub.control("settings", json!({ "hourly_call_budget": 4 })).await;
+    assert_eq!((status, settings["hourly_call_budget"].as_u64()), (StatusCode::OK, Some(4)));
+    let list = || {
+        hub.http
+            .get(hub.url(&format!("{BIZ}/business_users")))
+            .query(&[("access_token", "tok"), ("fields", "id,email")])
+            .send()
+    };
+    let usage = |resp: &reqwest::Response| -> (u64, u64, u64) {
+        let app: Value = serde_json::from_str(resp.headers()["x-app-usage"].to_str().expect("ascii")).expect("json");
+        let buc: Value =
+            serde_json::from_str(resp.headers()["x-business-use-case-usage"].to_str().expect("ascii")).expect("json");
+        let entry = &buc[BIZ][0];
+        (
+            app["call_count"].as_u64().expect("app call_count"),
+            entry["call_count"].as_u64().expect("buc call_count"),
+            entry["estimated_time_to_regain_access"].as_u64().expect("regain"),
+        )
+    };
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let resp = list().await.expect("list");
+        assert_eq!(resp.status(), StatusCode::OK);
+        seen.push(usage(&resp));
+    }
+    assert_eq!(seen, [(25, 25, 0), (50, 50, 0), (75, 75, 0), (100, 100, 0)]);
+    for _ in 0..2 {
+        let resp = list().await.expect("list");
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        assert!(!resp.headers().contains_key("retry-after"));
+        let (app, buc, regain) = usage(&resp);
+        assert_eq!((app, buc), (100, 100));
+        assert!((1..=60).contains(&regain), "{regain} minutes");
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["error"]["code"], 4, "{body}");
+    }
+    assert_eq!(hub.emu.requests().iter().filter(|r| r.status == 400).count(), 2);
+}
