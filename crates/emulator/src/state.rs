@@ -396,19 +396,7 @@ impl State {
         role: &str,
         name: Option<&str>,
     ) -> Result<BusinessUser, EmulatorError> {
-        if !valid_business_id(business_id) {
-            return Err(EmulatorError::BadBusinessId(business_id.to_string()));
-        }
-        let email = email.trim();
-        if !valid_email(email) {
-            return Err(EmulatorError::BadEmail(email.to_string()));
-        }
-        if !valid_role(role) {
-            return Err(EmulatorError::BadRole(role.to_string()));
-        }
-        if self.find_by_email(business_id, email).is_some() {
-            return Err(EmulatorError::DuplicateEmail(email.to_string()));
-        }
+        let email = self.check_newcomer(business_id, email, role)?;
         self.businesses.entry(business_id.to_string()).or_default();
         if self.next_user_id < FIRST_USER_ID {
             self.next_user_id = FIRST_USER_ID;
@@ -424,18 +412,9 @@ impl State {
         Ok(BusinessUser { id: id.to_string(), email: rec.email, role: rec.role, name: rec.name })
     }
 
-    /// Invites `email` with `role`: a pending invitation, or (unless invitations stay pending)
-    /// a business user at once. Returns the id Meta answers with: the invitation's or the
-    /// business user's.
-    pub fn invite(&mut self, business_id: &str, email: &str, role: &str) -> Result<String, EmulatorError> {
-        if !self.settings.invitations_pending {
-            return self.add_user(business_id, email, role, None).map(|u| u.id);
-        }
-        self.add_invitation(business_id, email, role).map(|i| i.id)
-    }
-
-    /// Adds a pending invitation (what the control plane's seed endpoint does).
-    pub fn add_invitation(&mut self, business_id: &str, email: &str, role: &str) -> Result<Invitation, EmulatorError> {
+    /// Checks what adding someone to a business takes (a valid business id, address and role,
+    /// and no business user of that address yet); returns the address trimmed.
+    fn check_newcomer<'e>(&self, business_id: &str, email: &'e str, role: &str) -> Result<&'e str, EmulatorError> {
         if !valid_business_id(business_id) {
             return Err(EmulatorError::BadBusinessId(business_id.to_string()));
         }
@@ -449,6 +428,22 @@ impl State {
         if self.find_by_email(business_id, email).is_some() {
             return Err(EmulatorError::DuplicateEmail(email.to_string()));
         }
+        Ok(email)
+    }
+
+    /// Invites `email` with `role`: a pending invitation, or (unless invitations stay pending)
+    /// a business user at once. Returns the id Meta answers with: the invitation's or the
+    /// business user's.
+    pub fn invite(&mut self, business_id: &str, email: &str, role: &str) -> Result<String, EmulatorError> {
+        if !self.settings.invitations_pending {
+            return self.add_user(business_id, email, role, None).map(|u| u.id);
+        }
+        self.add_invitation(business_id, email, role).map(|i| i.id)
+    }
+
+    /// Adds a pending invitation (what the control plane's seed endpoint does).
+    pub fn add_invitation(&mut self, business_id: &str, email: &str, role: &str) -> Result<Invitation, EmulatorError> {
+        let email = self.check_newcomer(business_id, email, role)?;
         if self.invitation_for(business_id, email).is_some() {
             return Err(EmulatorError::AlreadyInvited(email.to_string()));
         }
