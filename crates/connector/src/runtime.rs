@@ -229,7 +229,7 @@ impl<A: AppAdapter> Worker<A> {
             if let Admission::Park(wait) =
                 self.adapter.http().limits().admit(integration.id, rate, self.config.park_after, returning)
             {
-                tracing::info!(app = %self.app, wait_ms = wait.as_millis() as u64, "integration at its rate limit; parking the task");
+                tracing::debug!(app = %self.app, wait_ms = wait.as_millis() as u64, "integration at its rate limit; parking the task");
                 self.count_attempt("rate_limited");
                 let detail = format!("waiting {} ms for the integration's rate limit", wait.as_millis());
                 self.note(task, "rate_limited", &detail).await;
