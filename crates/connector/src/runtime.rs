@@ -465,6 +465,9 @@ impl<A: AppAdapter> Worker<A> {
                 };
                 apply::record_applied_state(&tx, tenant, task.integration_id, task.user_id, &applied).await?;
                 apply::update_task(&tx, tenant, task_id, TaskUpdate::Succeeded).await?;
+                // What failed before this version is moot now: no failure to act on any more.
+                let (integration_id, user_id) = (task.integration_id, task.user_id);
+                apply::supersede_failed(&tx, tenant, integration_id, user_id, access.desired_version, task_id).await?;
                 apply::add_event(&tx, tenant, task_id, NewEvent::new(done.event_kind(), &detail).attempt(attempt))
                     .await?;
                 if integration.needs_attention.is_some() {

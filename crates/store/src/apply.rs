@@ -364,6 +364,33 @@ pub async fn update_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid, u
     Ok(())
 }
 
+/// Marks superseded the failed tasks of the (integration, user) that aimed at a version older
+/// than `applied`, which a later task (`by`) has just applied: a re-drive of them would find
+/// nothing left to do, so they are no failures to act on any more. Each gets an event saying
+/// so; their history stays. In the caller's transaction; returns how many there were.
+pub async fn supersede_failed(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    user_id: Uuid,
+    applied: i64,
+    by: Uuid,
+) -> Result<u64> {
+    let detail = format!("superseded: a later task applied version {applied} of this user's access");
+    Ok(tx
+        .execute(
+            "with moot as (
+                 update tasks set status = 'superseded', updated_at = clock_timestamp()
+                  where tenant_id = $1 and user_id = $3 and integration_id = $2 and status = 'failed'
+                    and desired_version < $4 and id <> $5
+                 returning id)
+             insert into task_events (tenant_id, task_id, at, kind, detail)
+             select $1, id, clock_timestamp(), 'superseded', $6 from moot",
+            &[&tenant_id, &integration_id, &user_id, &applied, &by, &detail],
+        )
+        .await?)
+}
+
 /// Appends a progress event to a task. Events carry the wall-clock time of the insert (not
 /// the transaction's start), so the attempts of one transaction keep their real timing.
 pub async fn add_event(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid, event: NewEvent<'_>) -> Result<()> {
@@ -604,5 +631,76 @@ mod tests {
         let row = lock_access(&tx, tenant, integration, user).await.expect("lock").expect("row");
         assert_eq!((row.applied_version, row.applied_role), (3, None));
         assert_eq!(lock_access(&tx, Uuid::new_v4(), integration, user).await.expect("other tenant"), None);
+    }
+
+    /// A failed task whose version a later task applied is no failure to act on: the later
+    /// task's success marks it superseded, and a re-drive of one still failed is refused as
+    /// outdated and marks it so.
+    #[tokio::test]
+    async fn failed_tasks_a_later_one_made_moot_are_superseded() {
+        let (_url, store) = crate::testing::fresh_database().await.expect("fresh database");
+        let (tenant, integration, user, job) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut client = store.client().await.expect("client");
+        client
+            .batch_execute(&format!(
+                "insert into tenants (id, name) values ('{tenant}', 't');
+                 insert into integrations (tenant_id, id, name, app_kind, base_url, roles)
+                 values ('{tenant}', '{integration}', 'i', 'business_hub', 'http://x', '{{ADMIN}}');
+                 insert into jobs (tenant_id, id, trigger_method, trigger_path, received_at)
+                 values ('{tenant}', '{job}', 'PATCH', '/Groups/x', now());
+                 insert into access_state (tenant_id, integration_id, user_id, email, desired_role, desired_version,
+                                           applied_version, applied_role)
+                 values ('{tenant}', '{integration}', '{user}', 'a@x.io', 'ADMIN', 3, 3, 'ADMIN');"
+            ))
+            .await
+            .expect("setup");
+        let task = |version: i64| {
+            let id = Uuid::new_v4();
+            let c = &client;
+            async move {
+                c.execute(
+                    "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, reason,
+                                        desired_version, status, dead_lettered)
+                     values ($1, $2, $3, $4, $5, 'a@x.io', 'remove', 'removed', $6, 'failed', true)",
+                    &[&tenant, &id, &job, &integration, &user, &version],
+                )
+                .await
+                .expect("task");
+                id
+            }
+        };
+        let (older, moot, later) = (task(1).await, task(2).await, Uuid::new_v4());
+        async fn status(c: &tokio_postgres::Client, id: Uuid) -> String {
+            c.query_one("select status from tasks where id = $1", &[&id]).await.expect("status").get(0)
+        }
+
+        // A re-drive of a failed task whose version is applied: refused, marked superseded.
+        let outcome = store.redrive_task(tenant, moot, "a test", |_| unreachable_message()).await.expect("redrive");
+        assert_eq!(outcome, Redrive::Outdated { applied_version: 3 });
+        assert_eq!(status(&client, moot).await, "superseded");
+
+        // A later task's success supersedes what failed before it, for this pair only.
+        let tx = client.transaction().await.expect("tx");
+        assert_eq!(supersede_failed(&tx, tenant, integration, user, 3, later).await.expect("supersede"), 1);
+        assert_eq!(supersede_failed(&tx, tenant, integration, Uuid::new_v4(), 3, later).await.expect("other"), 0);
+        tx.commit().await.expect("commit");
+        assert_eq!(status(&client, older).await, "superseded");
+        let kinds: Vec<String> = client
+            .query("select kind from task_events where task_id = $1", &[&older])
+            .await
+            .expect("events")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(kinds, ["superseded"]);
+    }
+
+    fn unreachable_message() -> RedriveMessage {
+        RedriveMessage {
+            message_id: Uuid::new_v4(),
+            exchange: "never-sent".into(),
+            routing_key: "never".into(),
+            payload: serde_json::json!({}),
+        }
     }
 }
