@@ -128,7 +128,6 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
         .with_context(|| "cannot migrate the database (is PostgreSQL running and UNSEAT_DATABASE_URL right?)")?;
     let store = Store::connect(&settings.database_url, settings.pool_size)?;
     let topology = settings.topology();
-    declare_topology(&settings.amqp_url, &topology, &shutdown).await?;
     let metrics = Arc::new(Metrics::new());
     let tasks = TaskTracker::new();
 
@@ -171,30 +170,64 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
             }
         });
     }
-    if roles.writes_outbox() && settings.relay {
-        tasks.spawn(unseat_relay::run(store.clone(), metrics.clone(), relay_config(&settings), shutdown.clone()));
-    }
-    if roles.resolver {
-        tasks.spawn(unseat_resolver::run(
-            store.clone(),
-            settings.amqp_url.clone(),
-            topology.clone(),
-            metrics.clone(),
-            settings.resolver.clone(),
-            shutdown.clone(),
-        ));
-    }
-    if roles.connector {
-        let mut config = settings.connector.clone();
-        config.credential_key = settings.credential_key.clone().or(config.credential_key);
-        tasks.spawn(unseat_connector::run(
-            store.clone(),
-            settings.amqp_url.clone(),
-            topology.clone(),
-            metrics.clone(),
-            config,
-            shutdown.clone(),
-        ));
+    // What needs the broker starts once the exchanges and queues are declared. The HTTP side
+    // does not wait: the ingest accepts changes into the outbox while RabbitMQ is away, and
+    // /healthz and /metrics answer, so an outage is seen rather than a silent process.
+    let start_broker_roles = {
+        let (store, metrics, topology, settings, shutdown, tasks) =
+            (store.clone(), metrics.clone(), topology.clone(), settings.clone(), shutdown.clone(), tasks.clone());
+        move || {
+            if roles.writes_outbox() && settings.relay {
+                tasks.spawn(unseat_relay::run(
+                    store.clone(),
+                    metrics.clone(),
+                    relay_config(&settings),
+                    shutdown.clone(),
+                ));
+            }
+            if roles.resolver {
+                tasks.spawn(unseat_resolver::run(
+                    store.clone(),
+                    settings.amqp_url.clone(),
+                    topology.clone(),
+                    metrics.clone(),
+                    settings.resolver.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            if roles.connector {
+                let mut config = settings.connector.clone();
+                config.credential_key = settings.credential_key.clone().or(config.credential_key);
+                tasks.spawn(unseat_connector::run(
+                    store,
+                    settings.amqp_url.clone(),
+                    topology,
+                    metrics,
+                    config,
+                    shutdown,
+                ));
+            }
+        }
+    };
+    // A reachable broker is declared on before `start` returns (what callers that publish or
+    // consume at once expect); an unreachable one is waited for in the background.
+    let first = tokio::time::timeout(Duration::from_secs(10), topology_declared(&settings.amqp_url, &topology)).await;
+    match first {
+        Ok(Ok(())) => start_broker_roles(),
+        failed => {
+            match failed {
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "RabbitMQ not reachable; serving HTTP, retrying in the background")
+                }
+                _ => tracing::warn!("RabbitMQ did not answer within 10 s; serving HTTP, retrying in the background"),
+            }
+            let (url, shutdown) = (settings.amqp_url.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                if declare_topology(&url, &topology, &shutdown).await {
+                    start_broker_roles();
+                }
+            });
+        }
     }
     Ok(Running { addr, store, metrics, tasks })
 }
@@ -231,29 +264,36 @@ pub fn relay_config(settings: &Settings) -> unseat_relay::RelayConfig {
     }
 }
 
-/// Declares exchanges and queues before any role publishes, waiting up to 30 s for a broker
-/// that is still starting.
-async fn declare_topology(url: &str, topology: &Topology, shutdown: &CancellationToken) -> anyhow::Result<()> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+/// Declares the exchanges and queues once.
+async fn topology_declared(url: &str, topology: &Topology) -> Result<(), unseat_bus::BusError> {
+    let conn = unseat_bus::connect(url, "setup").await?;
+    let ch = conn.create_channel().await.map_err(unseat_bus::BusError::from)?;
+    topology.declare(&ch).await?;
+    let _ = conn.close(200, "bye".into()).await;
+    Ok(())
+}
+
+/// Declares exchanges and queues before any role publishes or consumes, retrying (waits
+/// growing to 30 s) until the broker answers; false when `shutdown` came first.
+async fn declare_topology(url: &str, topology: &Topology, shutdown: &CancellationToken) -> bool {
+    let mut wait = Duration::from_secs(1);
     loop {
-        let attempt = async {
-            let conn = unseat_bus::connect(url, "setup").await?;
-            let ch = conn.create_channel().await.map_err(unseat_bus::BusError::from)?;
-            topology.declare(&ch).await?;
-            let _ = conn.close(200, "bye".into()).await;
-            Ok::<_, unseat_bus::BusError>(())
-        };
+        let attempt = tokio::time::timeout(Duration::from_secs(10), topology_declared(url, topology));
         match attempt.await {
-            Ok(()) => return Ok(()),
-            Err(error) if tokio::time::Instant::now() < deadline && !shutdown.is_cancelled() => {
-                tracing::warn!(%error, "RabbitMQ not reachable yet; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(Ok(())) => {
+                tracing::info!("RabbitMQ topology declared");
+                return true;
             }
-            Err(error) => {
-                return Err(anyhow::Error::new(error)
-                    .context("cannot declare the RabbitMQ topology (is RabbitMQ running and UNSEAT_AMQP_URL right?)"))
+            Ok(Err(error)) => {
+                tracing::warn!(%error, retry_s = wait.as_secs(), "RabbitMQ not reachable (is UNSEAT_AMQP_URL right?); retrying")
             }
+            Err(_) => tracing::warn!(retry_s = wait.as_secs(), "RabbitMQ did not answer within 10 s; retrying"),
         }
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 
