@@ -51,6 +51,7 @@ pub async fn run_with<A: AppAdapter>(
     shutdown: CancellationToken,
 ) {
     let app = adapter.app_kind().to_string();
+    export_from_zero(&metrics, &app);
     let queue = topology.connector_queue(&app);
     let dead_letter_queue = Topology::dead_letter_queue(&queue);
     let settings = ConsumerSettings {
@@ -91,6 +92,36 @@ pub async fn run_with<A: AppAdapter>(
     })
     .await;
     let _ = sweeping.await;
+}
+
+/// Every final status a task of the pool can end with, as counted in `connector_tasks`.
+const TASK_RESULTS: [&str; 4] = ["succeeded", "failed", "superseded", "duplicate"];
+/// Every result an attempt (or a wait before one) is counted under in `connector_attempts`.
+const ATTEMPT_RESULTS: [&str; 7] = [
+    "succeeded",
+    "transient_error",
+    "throttled",
+    "permanent_error",
+    "needs_attention",
+    "budget_exhausted",
+    "rate_limited",
+];
+
+/// Creates the pool's counters at zero: a series that first appears at 1 (or at 111) has no
+/// earlier sample, so `increase()` and `rate()` see no change and an alert on the first
+/// failures after a start would never fire.
+fn export_from_zero(metrics: &Metrics, app: &str) {
+    for result in TASK_RESULTS {
+        let _ = metrics
+            .connector_tasks
+            .get_or_create(&AppResultLabels { app: app.to_string(), result: result.to_string() });
+    }
+    for result in ATTEMPT_RESULTS {
+        let _ = metrics
+            .connector_attempts
+            .get_or_create(&AppResultLabels { app: app.to_string(), result: result.to_string() });
+    }
+    let _ = metrics.connector_retry_wait.get_or_create(&AppLabels { app: app.to_string() });
 }
 
 /// What to tell the broker about a delivery.

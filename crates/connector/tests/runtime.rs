@@ -327,3 +327,21 @@ async fn a_budget_reported_nearly_used_lowers_the_rate_before_the_app_throttles(
         .get(0);
     assert!(rate <= 500.0, "the rate was lowered at 90% of the budget: {rate}");
 }
+
+/// A pool exports its task and attempt counters from zero as it starts: an alert on
+/// `increase(…{result="failed"})` then sees the first failure after a start, which a series
+/// born at 1 would hide.
+#[tokio::test]
+async fn a_pool_exports_its_counters_from_zero() {
+    let mut h = harness(json!({ "business_id": BIZ })).await;
+    h.start(config());
+    let text = common::eventually("the pool's counters", || async {
+        let text = h.metrics.encode();
+        text.contains(r#"unseat_connector_tasks_total{app="business_hub",result="failed"} 0"#).then_some(text)
+    })
+    .await;
+    for result in ["succeeded", "transient_error", "throttled", "permanent_error", "needs_attention", "rate_limited"] {
+        let line = format!(r#"unseat_connector_attempts_total{{app="business_hub",result="{result}"}} 0"#);
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+}
