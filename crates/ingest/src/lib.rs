@@ -281,6 +281,9 @@ async fn count_requests(State(state): State<IngestState>, req: Request, next: Ne
         // from the requests it got wrong.
         429 => "429",
         400..=499 => "4xx",
+        // What unseat does not implement (/Bulk, /Me), answered as RFC 7644 says: the
+        // server is fine, so it is no 5xx to alert on.
+        501 => "501",
         _ => "5xx",
     };
     let labels = ScimLabels { method, resource: resource.to_string(), status: status.to_string() };

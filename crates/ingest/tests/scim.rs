@@ -801,6 +801,10 @@ async fn unsupported_features_are_501() {
     let (_, users, _) = app.call(Method::GET, "/Users", None).await;
     assert_eq!(users["totalResults"], 0, "the bulk request created nobody");
     assert!(app.outbox().await.is_empty());
+    // Counted apart from server errors, which an alert pages someone for.
+    let text = app.metrics.encode();
+    assert!(text.contains(r#"status="501""#), "{text}");
+    assert!(!text.contains(r#"status="5xx""#), "{text}");
 }
 
 #[tokio::test]
