@@ -72,6 +72,43 @@ pub async fn migrate(url: &str) -> Result<Vec<i64>> {
     Ok(applied)
 }
 
+/// Checks, without creating or changing anything, that the database named in `url` exists and
+/// holds exactly this build's migrations: what a command that only reads or touches a few rows
+/// (`unseat admin …`) needs, so that a mistyped URL is an error instead of a fresh, empty
+/// database, and a newer build does not migrate a fleet's database ahead of it.
+pub async fn check_current(url: &str) -> Result<()> {
+    let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| StoreError::Config(e.to_string()))?;
+    let name = config.get_dbname().unwrap_or("postgres").to_string();
+    let (client, conn) = config.connect(NoTls).await.map_err(|e| match e.as_db_error() {
+        Some(db) if db.code() == &tokio_postgres::error::SqlState::INVALID_CATALOG_NAME => StoreError::Invalid(
+            format!("there is no database {name:?} (is the database URL right? `unseat migrate` creates it)"),
+        ),
+        _ => StoreError::from(e),
+    })?;
+    let conn = tokio::spawn(conn);
+    let exists: bool = client.query_one("select to_regclass('schema_migrations') is not null", &[]).await?.get(0);
+    let at: i64 = if exists {
+        client.query_one("select coalesce(max(version), 0) from schema_migrations", &[]).await?.get(0)
+    } else {
+        0
+    };
+    drop(client);
+    let _ = conn.await;
+    match at.cmp(&latest) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less if at == 0 => Err(StoreError::Invalid(format!(
+            "database {name:?} holds no unseat schema (is the database URL right? `unseat migrate` sets it up)"
+        ))),
+        std::cmp::Ordering::Less => Err(StoreError::Invalid(format!(
+            "database {name:?} is at migration {at} and this unseat needs {latest}: run `unseat migrate` first"
+        ))),
+        std::cmp::Ordering::Greater => Err(StoreError::Invalid(format!(
+            "database {name:?} is at migration {at}, newer than this unseat ({latest}): use the unseat it was migrated by"
+        ))),
+    }
+}
+
 /// Rows read and written at a time by [`fill_case_keys`].
 const FILL_BATCH: i32 = 5_000;
 

@@ -240,7 +240,9 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
         println!("deleted the queues and exchanges of prefix {:?} (those that were there)", c.amqp_prefix);
         return Ok(());
     }
-    unseat_store::migrate::migrate(&c.database_url).await?;
+    // Never create or migrate here: a mistyped URL must not answer from a fresh database, and
+    // a newer build must not migrate the fleet's database ahead of it.
+    unseat_store::migrate::check_current(&c.database_url).await?;
     let store = unseat_store::Store::connect(&c.database_url, 2)?;
     match command {
         AdminCommand::Failed { tenant, integration, limit } => {
@@ -271,19 +273,33 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give --task or --integration"),
             };
             let exchange = unseat_bus::Topology::new(c.amqp_prefix.clone(), Vec::new()).connector_exchange();
-            let mut queued = 0;
+            let (mut queued, mut refused) = (0, 0);
             for id in ids {
                 let outcome = store
                     .redrive_task(tenant, id, "the operator (unseat admin)", |t| {
                         unseat_console::redrive_message(t, &exchange)
                     })
                     .await?;
-                println!("{id}: {outcome:?}");
-                if matches!(outcome, unseat_store::apply::Redrive::Requeued { .. }) {
-                    queued += 1;
+                use unseat_store::apply::Redrive;
+                let said = match outcome {
+                    Redrive::Requeued { desired_version } => {
+                        queued += 1;
+                        format!("queued again for desired version {desired_version}")
+                    }
+                    Redrive::NotFailed { status } => format!("not re-driven: only failed tasks are, and it is {status}"),
+                    Redrive::NoDesiredState => "not re-driven: its integration or desired state no longer exists".into(),
+                    Redrive::NoSuchTask => format!("not re-driven: tenant {tenant} has no such task"),
+                    Redrive::Outdated { applied_version } => format!(
+                        "not re-driven: a later task applied version {applied_version} of this user's access; marked superseded"
+                    ),
+                };
+                if !said.starts_with("queued") {
+                    refused += 1;
                 }
+                println!("{id}: {said}");
             }
             println!("{queued} task(s) queued again");
+            anyhow::ensure!(refused == 0, "{refused} task(s) not re-driven (see above)");
         }
         AdminCommand::ScimRateLimit { tenant, per_second, burst, fleet } => {
             let set = match (per_second.zip(burst), fleet) {
