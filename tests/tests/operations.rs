@@ -1,5 +1,6 @@
 //! What operators rely on: `/healthz` answers whenever the process runs and `/readyz` only while
-//! it reaches PostgreSQL, so that a load balancer routes around a replica that cannot work; a
+//! it reaches PostgreSQL and is not draining after a stop signal, so that a load balancer routes
+//! around a replica that cannot work; a
 //! revoked SCIM token stops working; a tenant given a SCIM rate of its own is limited at it.
 
 use std::time::{Duration, Instant};
@@ -34,6 +35,49 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     app.stop().await;
+}
+
+/// Told to stop while a connector is calling a slow app, the process keeps answering HTTP
+/// until its work has drained: /readyz says it is draining (503, so a load balancer routes
+/// around it), /metrics is still there to scrape, and the removal in flight completes.
+#[tokio::test]
+async fn a_stopping_process_answers_draining_until_its_work_in_flight_is_done() {
+    let app = spawn_app().await;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    let admins = app.team("Admins", &[alice], "ADMIN").await;
+    let before = app.settle(1).await.len();
+    app.emulator.fault(serde_json::json!({"method": "DELETE", "latency_ms": 3000})).await.expect("slow app");
+    app.scim.remove_member(admins, alice).await.expect("remove member");
+    // Until the connector is calling the app.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !app.tasks().await.iter().skip(before).any(|t| t.status == "running") {
+        assert!(Instant::now() < deadline, "the removal never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    app.shutdown.cancel();
+    let (status, body) = get(&app.base, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("draining"), "{body}");
+    assert_eq!(get(&app.base, "/metrics").await.0, 200);
+    assert_eq!(get(&app.base, "/healthz").await.0, 200);
+    let base = app.base.clone();
+    let store = app.store.clone();
+    let tenant = app.tenant;
+    app.stop().await;
+    let done: i64 = store
+        .client()
+        .await
+        .expect("client")
+        .query_one(
+            "select count(*) from tasks where tenant_id = $1 and outcome = 'remove' and status = 'succeeded'",
+            &[&tenant],
+        )
+        .await
+        .expect("tasks")
+        .get(0);
+    assert_eq!(done, 1, "the removal in flight finished before the process stopped");
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err(), "stopped serving once drained");
 }
 
 #[tokio::test]

@@ -131,7 +131,7 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
     let metrics = Arc::new(Metrics::new());
     let tasks = TaskTracker::new();
 
-    let mut router = unseat_telemetry::ops_router(metrics.clone()).merge(readiness(store.clone()));
+    let mut router = unseat_telemetry::ops_router(metrics.clone()).merge(readiness(store.clone(), shutdown.clone()));
     if roles.ingest {
         router = router.merge(unseat_ingest::router(unseat_ingest::IngestState::new(
             store.clone(),
@@ -162,12 +162,26 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, ingest = roles.ingest, console = roles.console, resolver = roles.resolver, connector = roles.connector, "serving");
+    // The workers (relay, resolvers, connectors) drain after the stop signal; HTTP goes on
+    // until they have, so /readyz says "draining" (a load balancer routes around the process)
+    // and /metrics is still scraped for what the drain did.
+    let workers = TaskTracker::new();
+    let http_stop = CancellationToken::new();
     {
-        let shutdown = shutdown.clone();
+        let http_stop = http_stop.clone();
         tasks.spawn(async move {
-            if let Err(error) = unseat_telemetry::serve(listener, router, shutdown).await {
+            if let Err(error) = unseat_telemetry::serve(listener, router, http_stop).await {
                 tracing::error!(%error, "HTTP server failed");
             }
+        });
+    }
+    {
+        let (shutdown, workers) = (shutdown.clone(), workers.clone());
+        tasks.spawn(async move {
+            shutdown.cancelled().await;
+            workers.close();
+            workers.wait().await;
+            http_stop.cancel();
         });
     }
     // What needs the broker starts once the exchanges and queues are declared. The HTTP side
@@ -175,7 +189,7 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
     // /healthz and /metrics answer, so an outage is seen rather than a silent process.
     let start_broker_roles = {
         let (store, metrics, topology, settings, shutdown, tasks) =
-            (store.clone(), metrics.clone(), topology.clone(), settings.clone(), shutdown.clone(), tasks.clone());
+            (store.clone(), metrics.clone(), topology.clone(), settings.clone(), shutdown.clone(), workers.clone());
         move || {
             if roles.writes_outbox() && settings.relay {
                 tasks.spawn(unseat_relay::run(
@@ -222,7 +236,7 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
                 _ => tracing::warn!("RabbitMQ did not answer within 10 s; serving HTTP, retrying in the background"),
             }
             let (url, shutdown) = (settings.amqp_url.clone(), shutdown.clone());
-            tasks.spawn(async move {
+            workers.spawn(async move {
                 if declare_topology(&url, &topology, &shutdown).await {
                     start_broker_roles();
                 }
@@ -233,11 +247,14 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
 }
 
 /// `GET /readyz` of a process: ready while it reaches PostgreSQL (every role needs it to do any
-/// work) within 2 s.
-fn readiness(store: Store) -> axum::Router {
+/// work) within 2 s, and not once it was told to stop (it is draining its work).
+fn readiness(store: Store, shutdown: CancellationToken) -> axum::Router {
     unseat_telemetry::readiness(move || {
-        let store = store.clone();
+        let (store, stopping) = (store.clone(), shutdown.is_cancelled());
         async move {
+            if stopping {
+                return Err("draining: stopping after SIGTERM, finishing the work in flight".to_string());
+            }
             let check = async {
                 let client = store.client().await?;
                 client.simple_query("select 1").await?;
