@@ -471,7 +471,7 @@ async fn integrations_are_validated_and_never_show_their_credential() {
     assert_eq!(a.body["has_credential"], true);
     assert_eq!(a.body["roles"], json!(["ADMIN", "EMPLOYEE"]));
     assert_eq!(a.body["default_role"], "EMPLOYEE");
-    assert_eq!(a.body["settings"]["business_id"], "biz-1");
+    assert_eq!(a.body["settings"]["business_id"], "4100000001");
     assert_eq!(a.body["needs_attention"], Value::Null);
     assert!(a.body.get("credential").is_none());
     assert!(!a.text.contains("s3cret-credential-value"));
@@ -501,7 +501,15 @@ async fn integrations_are_validated_and_never_show_their_credential() {
         b[key] = value;
         b
     };
+    let scim = |settings: Value| {
+        let mut b = with("app_kind", json!("scim"));
+        b["settings"] = settings;
+        b["roles"] = json!(["ADMIN", "EMPLOYEE"]);
+        b
+    };
     let bad = [
+        (scim(json!({"deprovision": "archive"})), "deprovision"),
+        (scim(json!({"match_attribute": "email"})), "match_attribute"),
         (with("default_role", json!("OWNER")), "default_role"),
         (with("roles", json!(["ADMIN", "ADMIN"])), "twice"),
         (with("roles", json!(["Admin", "EMPLOYEE", "ADMIN"])), "differ only in case"),
@@ -518,6 +526,10 @@ async fn integrations_are_validated_and_never_show_their_credential() {
         (with("base_url", json!("https://example.com/hub?x=1")), "query"),
         (with("base_url", json!("https://example.com/hub#top")), "fragment"),
         (with("settings", json!({})), "business_id"),
+        // What the connector would refuse at every task is refused here.
+        (with("settings", json!({"business_id": "biz1"})), "numeric id"),
+        (with("settings", json!({"business_id": "4100000001", "rate_limit_per_second": 0})), "positive number"),
+        (with("settings", json!({"business_id": "4100000001", "rate_limit_per_second": "fast"})), "positive number"),
         (with("settings", json!([1])), "settings"),
         (with("roles", json!("ADMIN")), "invalid JSON"),
         (with("surprise", json!(1)), "surprise"),
@@ -1099,7 +1111,7 @@ async fn text_the_api_cannot_keep_and_bodies_that_are_not_objects_are_refused() 
         (Method::PATCH, format!("{assets}/act_1"), owner.as_str(), json!({"name": "n\u{0}"})),
         (Method::POST, format!("{base}/integrations"), owner.as_str(), {
             let mut b = integration_body("Other");
-            b["settings"] = json!({"business_id": "biz-2", "k\u{0}": "v"});
+            b["settings"] = json!({"business_id": "4100000002", "k\u{0}": "v"});
             b
         }),
     ];

@@ -151,12 +151,7 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
     let Some(fields) = settings.as_object() else {
         return Err(ApiError::bad_request("settings must be a JSON object"));
     };
-    if req.app_kind == "business_hub" {
-        match fields.get("business_id").and_then(Value::as_str) {
-            Some(id) if !id.trim().is_empty() => {}
-            _ => return Err(ApiError::bad_request("settings.business_id is required for a business_hub integration")),
-        }
-    }
+    check_settings(&req.app_kind, fields)?;
     let (asset_roles, assets) = validate_assets(req.asset_roles, req.assets)?;
     let credential = req.credential.unwrap_or_default();
     if credential.chars().count() > MAX_CREDENTIAL_CHARS {
@@ -175,6 +170,39 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
         asset_roles,
         assets,
     })
+}
+
+/// The settings a connector reads, checked as it reads them (`unseat-connector`'s
+/// `business_hub` and `scim` adapters and its HTTP client), so that an integration the
+/// connectors would refuse is refused here instead of failing every task of it.
+fn check_settings(app_kind: &str, fields: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    if app_kind == "business_hub" {
+        let id = match fields.get("business_id") {
+            Some(Value::String(s)) => s.trim().to_string(),
+            Some(Value::Number(n)) => n.to_string(),
+            _ => return Err(ApiError::bad_request("settings.business_id is required for a business_hub integration")),
+        };
+        if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::bad_request("settings.business_id must be the business's numeric id"));
+        }
+    }
+    if app_kind == "scim" {
+        match fields.get("match_attribute") {
+            None => {}
+            Some(Value::String(s)) if s == "userName" || s == "externalId" => {}
+            Some(_) => return Err(ApiError::bad_request("settings.match_attribute must be userName or externalId")),
+        }
+        match fields.get("deprovision") {
+            None => {}
+            Some(Value::String(s)) if s == "deactivate" || s == "delete" => {}
+            Some(_) => return Err(ApiError::bad_request("settings.deprovision must be deactivate or delete")),
+        }
+    }
+    match fields.get("rate_limit_per_second") {
+        None => Ok(()),
+        Some(v) if v.as_f64().is_some_and(|r| r.is_finite() && r > 0.0) => Ok(()),
+        Some(_) => Err(ApiError::bad_request("settings.rate_limit_per_second must be a positive number")),
+    }
 }
 
 pub async fn create(

@@ -194,7 +194,7 @@ pub fn integration_body(name: &str) -> Value {
         "base_url": "http://127.0.0.1:9/hub",
         "roles": ["ADMIN", "EMPLOYEE"],
         "default_role": "EMPLOYEE",
-        "settings": { "business_id": "biz-1" },
+        "settings": { "business_id": "4100000001" },
         "credential": "s3cret-credential-value",
     })
 }
