@@ -27,16 +27,22 @@ async fn dead_letters(app: &unseat_tests::TestApp) -> u32 {
     q.message_count()
 }
 
-#[tokio::test]
-async fn a_403_dead_letters_the_task_and_a_redrive_after_the_fix_removes_the_user() {
+/// Alice, an admin through team Admins, is taken out of it while the app refuses removals
+/// with 403: the app, alice and Admins, the tasks before her removal, and every task after.
+async fn a_refused_removal() -> (unseat_tests::TestApp, uuid::Uuid, uuid::Uuid, usize, Vec<unseat_tests::TaskRow>) {
     let app = spawn_app().await;
     let alice = app.person("alice@example.com", "ADMIN").await;
     let admins = app.team("Admins", &[alice], "ADMIN").await;
     let before = app.settle(1).await.len();
-
     app.emulator.fault(json!({ "method": "DELETE", "status": 403 })).await.expect("fault");
     app.scim.remove_member(admins, alice).await.expect("remove member");
     let tasks = app.settle(before + 1).await;
+    (app, alice, admins, before, tasks)
+}
+
+#[tokio::test]
+async fn a_403_dead_letters_the_task_and_a_redrive_after_the_fix_removes_the_user() {
+    let (app, _, _, before, tasks) = a_refused_removal().await;
     let t = tasks.iter().find(|t| t.outcome == "remove").expect("removal task").clone();
     assert_eq!((t.status.as_str(), t.attempts, t.dead_lettered), ("failed", 1, true), "a 403 is never retried");
     let why = t.last_error.clone().unwrap_or_default();
@@ -102,14 +108,7 @@ async fn a_403_dead_letters_the_task_and_a_redrive_after_the_fix_removes_the_use
 /// applied and log a removal that never happened).
 #[tokio::test]
 async fn a_failed_task_a_later_one_made_moot_is_superseded_and_not_re_driven() {
-    let app = spawn_app().await;
-    let alice = app.person("alice@example.com", "ADMIN").await;
-    let admins = app.team("Admins", &[alice], "ADMIN").await;
-    let before = app.settle(1).await.len();
-
-    app.emulator.fault(json!({ "method": "DELETE", "status": 403 })).await.expect("fault");
-    app.scim.remove_member(admins, alice).await.expect("remove member");
-    let tasks = app.settle(before + 1).await;
+    let (app, alice, admins, before, tasks) = a_refused_removal().await;
     let failed = tasks.iter().find(|t| t.outcome == "remove" && t.status == "failed").expect("failed removal").clone();
     app.emulator.clear_faults().await.expect("clear faults");
     app.scim.add_member(admins, alice).await.expect("add member back");

@@ -2,21 +2,10 @@
 //! is an error, not an answer from a fresh, empty database), and `redrive` says what became of
 //! each task in words, failing when any was not queued again.
 
-use std::process::{Command, Output};
+mod common;
+
+use common::{admin, text};
 use uuid::Uuid;
-
-fn admin(database_url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unseat"))
-        .arg("admin")
-        .args(args)
-        .env("UNSEAT_DATABASE_URL", database_url)
-        .output()
-        .expect("run unseat")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
 
 #[tokio::test]
 async fn admin_commands_neither_create_nor_migrate_a_database() {

@@ -1,7 +1,8 @@
 //! `unseat admin case-duplicates` lists the users of one directory whose userNames are the same
 //! ignoring case, as an upgrade to migration 19 left them (a real PostgreSQL).
 
-use std::process::Command;
+mod common;
+
 use uuid::Uuid;
 
 #[tokio::test]
@@ -9,12 +10,8 @@ async fn the_operator_lists_users_an_idp_takes_for_one() {
     let (url, store) = unseat_store::testing::fresh_database().await.unwrap();
     let tenant = store.create_tenant("Acme", "scim_dup", "adm_dup").await.unwrap().id;
     let run = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_unseat"))
-            .args(["admin", "case-duplicates"])
-            .env("UNSEAT_DATABASE_URL", &url)
-            .output()
-            .expect("run unseat");
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let out = common::admin(&url, &["case-duplicates"]);
+        let text = common::text(&out);
         assert!(out.status.success(), "{text}");
         text
     };

@@ -2,20 +2,15 @@
 //! fleet's, prints what the tenant has, and refuses bad input without changing anything (a real
 //! PostgreSQL).
 
-use std::process::{Command, Output};
+mod common;
+
+use common::text;
+use std::process::Output;
 use uuid::Uuid;
 
+/// `unseat admin scim-rate-limit <args>`.
 fn admin(database_url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_unseat"))
-        .args(["admin", "scim-rate-limit"])
-        .args(args)
-        .env("UNSEAT_DATABASE_URL", database_url)
-        .output()
-        .expect("run unseat")
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    common::admin(database_url, &[&["scim-rate-limit"][..], args].concat())
 }
 
 #[tokio::test]
