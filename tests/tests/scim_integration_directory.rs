@@ -22,6 +22,17 @@ async fn patch(scim: &ScimClient, path: &str, ops: Value) {
     assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
 }
 
+/// Pushes a group named `name` with `member` in it, as Okta's group push does; its id.
+async fn push_group(scim: &ScimClient, name: &str, member: Uuid) -> String {
+    let resp = scim
+        .send(Method::POST, "/Groups", Some(&json!({"displayName": name, "members": [{"value": member}]})))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let group: Value = resp.json().await.unwrap();
+    group["id"].as_str().unwrap().to_string()
+}
+
 /// The integration's Activity as (email, outcome, status), oldest first.
 async fn activity(app: &TestApp) -> Vec<(String, String, String)> {
     let v = app.admin_get(&format!("/api/v1/tenants/{}/integrations/{}/activity", app.tenant, app.integration)).await;
@@ -135,13 +146,7 @@ async fn leaving_a_pushed_group_lowers_the_role_and_deactivation_removes() {
     app.emulator.seed(unseat_tests::BUSINESS, "pat@example.com", "ADMIN").await.unwrap();
     let id = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "pat@example.com", "active": true})).await;
     // A pushed group named after a role on the ladder gives that role.
-    let resp = scim
-        .send(Method::POST, "/Groups", Some(&json!({"displayName": "Admin", "members": [{"value": id}]})))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let group: Value = resp.json().await.unwrap();
-    let group = group["id"].as_str().unwrap().to_string();
+    let group = push_group(&scim, "Admin", id).await;
     app.settle(1).await;
     assert_eq!(app.app_users().await, vec![pair("pat@example.com", "ADMIN")]);
 
@@ -257,12 +262,7 @@ async fn a_preview_in_an_integration_directory_reads_its_assignments() {
     let app = spawn_app().await;
     let scim = app.integration_scim().await;
     let id = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "pia@example.com", "active": true})).await;
-    let resp = scim
-        .send(Method::POST, "/Groups", Some(&json!({"displayName": "Admin", "members": [{"value": id}]})))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let group: Value = resp.json().await.unwrap();
+    let group = push_group(&scim, "Admin", id).await;
     app.settle(1).await;
     assert_eq!(app.app_users().await, vec![pair("pia@example.com", "ADMIN")]);
 
@@ -270,7 +270,7 @@ async fn a_preview_in_an_integration_directory_reads_its_assignments() {
         .call(
             Method::POST,
             &format!("/api/v1/tenants/{}/access/preview", app.tenant),
-            Some(json!({"change": "leave_group", "user_id": id, "group_id": group["id"]})),
+            Some(json!({"change": "leave_group", "user_id": id, "group_id": group})),
         )
         .await;
     assert_eq!(status, 200, "{v}");
