@@ -215,7 +215,6 @@ pub(crate) async fn handle(
                 }
             },
         };
-        state.calls += 1;
         let status = reply.status;
         state.record(RequestRecord {
             at: arrived.to_rfc3339_opts(SecondsFormat::Millis, true),

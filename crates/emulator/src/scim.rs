@@ -73,7 +73,6 @@ pub(crate) async fn handle(
                 (s, b, None)
             }
         };
-        state.calls += 1;
         state.record(RequestRecord {
             at: arrived.to_rfc3339_opts(SecondsFormat::Millis, true),
             method: method.as_str().to_string(),

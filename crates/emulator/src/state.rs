@@ -334,8 +334,6 @@ pub(crate) struct State {
     pub scim_users: BTreeMap<String, serde_json::Value>,
     pub scim_token: Option<String>,
     next_scim: u64,
-    /// App calls answered so far.
-    pub calls: u64,
     /// When the calls of the last hour arrived, oldest first (at most [`MAX_RECENT_CALLS`]):
     /// what the usage headers report.
     pub recent_calls: VecDeque<std::time::Instant>,
