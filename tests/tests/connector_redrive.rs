@@ -134,3 +134,58 @@ async fn a_failed_task_a_later_one_made_moot_is_superseded_and_not_re_driven() {
     assert!(app.app_users().await.iter().any(|(e, _)| e == "alice@example.com"), "alice stays in the app");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_rotated_credential_is_used_at_the_next_task_and_a_redrive_then_removes_the_user() {
+    let app = spawn_app().await;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    let admins = app.team("Admins", &[alice], "ADMIN").await;
+    let before = app.settle(1).await.len();
+    // The app's token was rotated there: the one unseat holds is refused from now on.
+    let http = reqwest::Client::new();
+    let rotated = http
+        .post(format!("{}/_emulator/businesses/{}/token", app.emulator_url, unseat_tests::BUSINESS))
+        .json(&json!({ "token": "rotated-token" }))
+        .send()
+        .await
+        .expect("require a token");
+    assert_eq!(rotated.status(), reqwest::StatusCode::NO_CONTENT);
+    app.scim.remove_member(admins, alice).await.expect("remove member");
+    let tasks = app.settle(before + 1).await;
+    let failed = tasks.iter().find(|t| t.outcome == "remove").expect("removal task").clone();
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    let path = format!("/api/v1/tenants/{}/integrations/{}", app.tenant, app.integration);
+    let integration = app.admin_get(&path).await;
+    assert!(
+        integration["needs_attention"].as_str().is_some(),
+        "the refused token flags the integration: {integration}"
+    );
+    assert!(app.app_users().await.iter().any(|(e, _)| e == "alice@example.com"), "alice is still in the app");
+
+    let (status, answer) =
+        app.call(reqwest::Method::PATCH, &path, Some(json!({ "credential": "rotated-token" }))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["has_credential"], true, "{answer}");
+    assert!(!answer.to_string().contains("rotated-token"), "the credential never comes back: {answer}");
+    let stored: String = app
+        .store
+        .client()
+        .await
+        .expect("db")
+        .query_one("select credential from integrations where id = $1", &[&app.integration])
+        .await
+        .expect("row")
+        .get(0);
+    assert!(!stored.contains("rotated-token"), "stored sealed, not as given");
+
+    let redrive = format!("{}/api/v1/tenants/{}/tasks/{}/redrive", app.base, app.tenant, failed.id);
+    let accepted = http.post(redrive).bearer_auth(&app.admin.token).json(&json!({})).send().await.expect("post");
+    assert_eq!(accepted.status(), reqwest::StatusCode::ACCEPTED);
+    let tasks = app.settle(before + 1).await;
+    let t = tasks.iter().find(|x| x.id == failed.id).expect("the same task");
+    assert_eq!(t.status, "succeeded", "{t:?}");
+    assert!(!app.app_users().await.iter().any(|(e, _)| e == "alice@example.com"), "alice is gone");
+    let integration = app.admin_get(&path).await;
+    assert!(integration["needs_attention"].is_null(), "{integration}");
+    app.stop().await;
+}

@@ -289,7 +289,7 @@ async fn bad_ladder_changes_are_refused_and_change_nothing() {
             "while the integration has assets",
         ),
         ("unknown field", here.clone(), json!({"roles": ["ADMIN", "EMPLOYEE"], "assets": []}), 400, "unknown field"),
-        ("nothing asked", here.clone(), json!({}), 400, "give roles, asset_roles, default_role"),
+        ("nothing asked", here.clone(), json!({}), 400, "give name, base_url, settings, credential, roles"),
         ("duplicate role", here.clone(), json!({"roles": ["ADMIN", "ADMIN", "EMPLOYEE"]}), 400, "twice"),
         (
             "roles differing in case",
@@ -421,5 +421,65 @@ async fn the_integration_directory_follows_a_ladder_and_default_role_change() {
     let all = app.settle(before + 2).await;
     assert_eq!(app.app_users().await, vec![role("finn@example.com", "ADMIN"), role("ida@example.com", "ADMIN")]);
     assert!(all[before..].iter().all(|t| t.status == "succeeded"), "{:#?}", &all[before..]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_change_is_checked_as_at_creation_and_a_refused_one_changes_nothing() {
+    let app = spawn_app().await;
+    let path = integration_path(&app, app.integration);
+    let before = app.admin_get(&path).await;
+    for (body, words) in [
+        (json!({"app_kind": "scim"}), "app_kind cannot change"),
+        (json!({"base_url": "ftp://example.com"}), "absolute http or https"),
+        (json!({"name": "Renamed", "base_url": "http://user:pw@127.0.0.1:9"}), "must not hold a user"),
+        (json!({"settings": {"business_id": "biz1"}}), "numeric id"),
+        (json!({"settings": {"business_id": "42", "rate_limit_per_second": 0}}), "positive number"),
+        (json!({"settings": "1001"}), "JSON object"),
+        (json!({"name": " ", "credential": "other"}), "name"),
+        (json!({"credential": "x".repeat(8193)}), "at most 8192"),
+        (json!({"credential": "env:lowercase"}), "credential"),
+        (json!({"base_url": "http://127.0.0.1:9", "roles": ["ADMIN", "admin"]}), "roles"),
+    ] {
+        let (status, answer) = patch(&app, app.integration, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.to_string().contains(words), "{body}: {answer}");
+    }
+    assert_eq!(app.admin_get(&path).await, before, "refused changes changed nothing");
+    let viewer = app.viewer_token().await;
+    let (status, _) = app.call_as(&viewer, Method::PATCH, &path, Some(json!({"name": "Renamed"}))).await;
+    assert_eq!(status, 403);
+
+    // A rename and a new address and settings: answered and kept as they will be used, the
+    // credential untouched and no one's access re-resolved.
+    let jobs_before = jobs(&app).await;
+    let body = json!({
+        "name": "Meta (EU)",
+        "base_url": format!("{}/", app.emulator_url),
+        "settings": {"business_id": 1001, "rate_limit_per_second": 5},
+    });
+    let (status, answer) = patch(&app, app.integration, body).await;
+    assert_eq!(status, 200, "{answer}");
+    let now = app.admin_get(&path).await;
+    for field in ["name", "base_url", "settings", "has_credential", "roles"] {
+        assert_eq!(answer[field], now[field], "{field}: the answer is what GET reads");
+    }
+    assert_eq!(now["name"], "Meta (EU)");
+    assert_eq!(now["base_url"], app.emulator_url.as_str(), "stored without the trailing slash");
+    assert_eq!(now["settings"], json!({"business_id": 1001, "rate_limit_per_second": 5}));
+    assert_eq!(
+        (now["has_credential"].clone(), now["roles"].clone()),
+        (before["has_credential"].clone(), before["roles"].clone())
+    );
+    assert_eq!(jobs(&app).await, jobs_before, "a connection change announces no one");
+
+    // The connection as changed is the one the connectors use: a removal still reaches the app.
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    let admins = app.team("Admins", &[alice], "ADMIN").await;
+    let before = app.settle(1).await.len();
+    app.scim.remove_member(admins, alice).await.expect("remove member");
+    let tasks = app.settle(before + 1).await;
+    assert!(tasks.iter().all(|t| t.status == "succeeded"), "{tasks:#?}");
+    assert!(!app.app_users().await.iter().any(|(e, _)| e == "alice@example.com"), "alice is gone");
     app.stop().await;
 }

@@ -863,6 +863,60 @@ pub async fn update_ladders(
     Ok(())
 }
 
+/// What a change of an integration's name and connection sets; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct Connection {
+    pub name: Option<String>,
+    pub base_url: Option<String>,
+    pub settings: Option<serde_json::Value>,
+    /// Sealed; empty for no credential.
+    pub credential: Option<crate::credentials::StoredCredential>,
+}
+
+impl Connection {
+    /// The fields this change sets, by name.
+    pub fn changed(&self) -> Vec<&'static str> {
+        [
+            ("name", self.name.is_some()),
+            ("base_url", self.base_url.is_some()),
+            ("settings", self.settings.is_some()),
+            ("credential", self.credential.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(field, set)| set.then_some(field))
+        .collect()
+    }
+}
+
+/// Sets the fields of `change` that are given. The caller validated them and holds
+/// [`integration_for_update`]'s lock.
+pub async fn update_connection(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    change: &Connection,
+) -> Result<()> {
+    let n = tx
+        .execute(
+            "update integrations set name = coalesce($3, name), base_url = coalesce($4, base_url),
+                    settings = coalesce($5, settings), credential = coalesce($6, credential)
+              where tenant_id = $1 and id = $2",
+            &[
+                &tenant_id,
+                &integration_id,
+                &change.name,
+                &change.base_url,
+                &change.settings,
+                &change.credential.as_ref().map(|c| c.as_str()),
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
+}
+
 /// The users whose access on an integration depends on its configuration, by the directory
 /// their access comes from: the resolver recomputes each in the scope of that directory.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

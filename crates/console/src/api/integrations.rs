@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use unseat_domain::{AssetLadder, AssetMap, RoleLadder, MAX_ASSET_ID_CHARS};
 use unseat_store::admin::{self, Asset, GrantRow, NewIntegration};
-use unseat_store::credentials::Sealing;
+use unseat_store::credentials::{Sealing, StoredCredential};
 
 /// App kinds a connector exists for.
 pub const APP_KINDS: &[&str] = &["business_hub", "scim"];
@@ -121,7 +121,7 @@ fn check_default_role(ladder: &RoleLadder, role: &str) -> Result<(), ApiError> {
 
 /// Checks a create request; nothing is written unless all of it is valid.
 fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration, ApiError> {
-    let name = required_text(&req.name, "name", 200)?;
+    let name = integration_name(&req.name)?;
     if !APP_KINDS.contains(&req.app_kind.as_str()) {
         return Err(ApiError::bad_request(format!(
             "app_kind {:?} is not supported (supported: {})",
@@ -129,7 +129,36 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
             APP_KINDS.join(", ")
         )));
     }
-    let base_url = url::Url::parse(req.base_url.trim())
+    let base_url = base_url(&req.base_url)?;
+    let (roles, ladder) = role_ladder(&req.app_kind, req.roles)?;
+    check_submitted_roles(&ladder)?;
+    if let Some(role) = &req.default_role {
+        check_default_role(&ladder, role)?;
+    }
+    let settings = settings(&req.app_kind, req.settings.unwrap_or_else(|| json!({})))?;
+    let (asset_roles, assets) = validate_assets(req.asset_roles, req.assets)?;
+    let credential = seal_credential(sealing, &req.credential.unwrap_or_default())?;
+    Ok(NewIntegration {
+        name,
+        app_kind: req.app_kind,
+        base_url,
+        settings,
+        credential,
+        roles,
+        default_role: req.default_role,
+        asset_roles,
+        assets,
+    })
+}
+
+fn integration_name(name: &str) -> Result<String, ApiError> {
+    required_text(name, "name", 200)
+}
+
+/// The base URL to store: absolute http(s), with nothing the connector could not append a
+/// path to and no secret in it, without its trailing slash.
+fn base_url(submitted: &str) -> Result<String, ApiError> {
+    let base_url = url::Url::parse(submitted.trim())
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .ok_or_else(|| ApiError::bad_request("base_url must be an absolute http or https URL"))?;
@@ -142,34 +171,25 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
             "base_url must not have a query or a fragment (the connector appends paths)",
         ));
     }
-    let (roles, ladder) = role_ladder(&req.app_kind, req.roles)?;
-    check_submitted_roles(&ladder)?;
-    if let Some(role) = &req.default_role {
-        check_default_role(&ladder, role)?;
-    }
-    let settings = req.settings.unwrap_or_else(|| json!({}));
+    Ok(base_url.to_string().trim_end_matches('/').to_string())
+}
+
+/// The settings object to store, checked for the app kind ([`check_settings`]).
+fn settings(app_kind: &str, settings: Value) -> Result<Value, ApiError> {
     let Some(fields) = settings.as_object() else {
         return Err(ApiError::bad_request("settings must be a JSON object"));
     };
-    check_settings(&req.app_kind, fields)?;
-    let (asset_roles, assets) = validate_assets(req.asset_roles, req.assets)?;
-    let credential = req.credential.unwrap_or_default();
+    check_settings(app_kind, fields)?;
+    Ok(settings)
+}
+
+/// The credential to store ([`Sealing::seal`]); an empty one is no credential. The error names
+/// the rule broken, never the submitted value.
+fn seal_credential(sealing: &Sealing, credential: &str) -> Result<StoredCredential, ApiError> {
     if credential.chars().count() > MAX_CREDENTIAL_CHARS {
         return Err(ApiError::bad_request(format!("credential must be at most {MAX_CREDENTIAL_CHARS} characters")));
     }
-    // The error names the rule broken, never the submitted value.
-    let credential = sealing.seal(&credential).map_err(|e| ApiError::bad_request(format!("credential: {e}")))?;
-    Ok(NewIntegration {
-        name,
-        app_kind: req.app_kind,
-        base_url: base_url.to_string().trim_end_matches('/').to_string(),
-        settings,
-        credential,
-        roles,
-        default_role: req.default_role,
-        asset_roles,
-        assets,
-    })
+    sealing.seal(credential).map_err(|e| ApiError::bad_request(format!("credential: {e}")))
 }
 
 /// The settings a connector reads, checked as it reads them (`unseat-connector`'s
@@ -242,12 +262,32 @@ pub async fn get(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LadderChange {
+struct IntegrationChange {
+    name: Option<String>,
+    base_url: Option<String>,
+    /// Replaces the whole settings object.
+    settings: Option<Value>,
+    /// A new credential (rotation); empty for none.
+    credential: Option<String>,
+    /// Never changes: read only to refuse it in words rather than as an unknown field.
+    app_kind: Option<Value>,
     /// The new role ladder, highest first; empty for a seat-only app (see [`role_ladder`]).
     roles: Option<Vec<String>>,
     /// The new asset-role ladder, highest first.
     asset_roles: Option<Vec<String>>,
     default_role: Option<String>,
+}
+
+impl IntegrationChange {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.base_url.is_none()
+            && self.settings.is_none()
+            && self.credential.is_none()
+            && self.roles.is_none()
+            && self.asset_roles.is_none()
+            && self.default_role.is_none()
+    }
 }
 
 /// "ADMIN, EMPLOYEE", or "none" for an empty ladder.
@@ -286,11 +326,17 @@ fn grants_without_effect(grants: &[GrantRow], roles: &RoleLadder, asset_roles: &
         .collect()
 }
 
-/// `PATCH …/integrations/{i}`: a new role ladder, asset-role ladder or default role, checked
-/// as at creation. Under the integration row lock (the one asset removal takes, so no grant
-/// changes meanwhile) the ladders change and everyone whose access they may alter is
-/// announced: a grant naming a role or asset role off the new ladder gives nothing for it, and
-/// a new order changes which role is highest. The answer lists those grants.
+/// `PATCH …/integrations/{i}`: a new name, connection (base_url, settings, credential) or
+/// role ladder, asset-role ladder or default role, each checked as at creation; nothing is
+/// written unless all of it is valid.
+///
+/// The connection changes what the connectors call and how, not who has access: it is written
+/// and takes effect at the next task (connectors read the integration for every task), and a
+/// new credential replaces the old one unseen. The ladders change access: under the
+/// integration row lock (the one asset removal takes, so no grant changes meanwhile) they
+/// change and everyone whose access they may alter is announced: a grant naming a role or
+/// asset role off the new ladder gives nothing for it, and a new order changes which role is
+/// highest. The answer lists those grants.
 pub async fn update(
     caller: Caller,
     State(app): State<Arc<App>>,
@@ -301,10 +347,20 @@ pub async fn update(
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let integration_id = parse_id(&integration_id, "integration id")?;
-    let req: LadderChange = parse_body(body)?;
-    if req.roles.is_none() && req.asset_roles.is_none() && req.default_role.is_none() {
-        return Err(ApiError::bad_request("give roles, asset_roles, default_role or several of them"));
+    let req: IntegrationChange = parse_body(body)?;
+    if req.app_kind.is_some() {
+        return Err(ApiError::bad_request(
+            "app_kind cannot change: create an integration for the other app (its grants and log stay with this one)",
+        ));
     }
+    if req.is_empty() {
+        return Err(ApiError::bad_request(
+            "give name, base_url, settings, credential, roles, asset_roles, default_role or several of them",
+        ));
+    }
+    let name = req.name.as_deref().map(integration_name).transpose()?;
+    let base_url = req.base_url.as_deref().map(base_url).transpose()?;
+    let credential = req.credential.as_deref().map(|c| seal_credential(&app.state.credentials, c)).transpose()?;
     let request = Request::new("PATCH", &uri, &headers);
 
     let mut client = app.state.store.client().await?;
@@ -312,6 +368,13 @@ pub async fn update(
     let mut integration = admin::integration_for_update(&tx, tenant_id, integration_id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such integration"))?;
+    let settings = req.settings.map(|s| settings(&integration.app_kind, s)).transpose()?;
+    let connection = admin::Connection {
+        name: name.filter(|n| *n != integration.name),
+        base_url: base_url.filter(|u| *u != integration.base_url),
+        settings: settings.filter(|s| *s != integration.settings),
+        credential,
+    };
     let submitted = req.roles.is_some();
     let (roles, ladder) = role_ladder(&integration.app_kind, req.roles.unwrap_or_else(|| integration.roles.clone()))?;
     if submitted {
@@ -342,11 +405,12 @@ pub async fn update(
     if roles_changed || asset_roles_changed || default_changed {
         admin::update_ladders(&tx, tenant_id, integration_id, &roles, asset_roles.roles(), default_role.as_deref())
             .await?;
+        let shown_name = connection.name.as_deref().unwrap_or(&integration.name);
         let mut changes = Vec::new();
         if roles_changed {
             changes.push(format!(
                 "role ladder of {} changed: {} → {}",
-                integration.name,
+                shown_name,
                 ladder_words(&integration.roles),
                 ladder_words(&roles)
             ));
@@ -354,7 +418,7 @@ pub async fn update(
         if asset_roles_changed {
             changes.push(format!(
                 "asset-role ladder of {} changed: {} → {}",
-                integration.name,
+                shown_name,
                 ladder_words(&integration.asset_roles),
                 ladder_words(asset_roles.roles())
             ));
@@ -362,7 +426,7 @@ pub async fn update(
         if default_changed {
             changes.push(format!(
                 "default role of {} changed: {} → {}",
-                integration.name,
+                shown_name,
                 integration.default_role.as_deref().unwrap_or("none"),
                 default_role.as_deref().unwrap_or("none")
             ));
@@ -384,8 +448,23 @@ pub async fn update(
         }
         tracing::info!(tenant = %tenant_id, integration = %integration_id, users = announced, "integration ladders changed");
     }
+    let changed = connection.changed();
+    if !changed.is_empty() {
+        admin::update_connection(&tx, tenant_id, integration_id, &connection).await?;
+    }
     let grants = admin::integration_grants(&*tx, tenant_id, integration_id).await?;
     tx.commit().await?;
+    if !changed.is_empty() {
+        // Names the fields, never the credential.
+        tracing::info!(tenant = %tenant_id, integration = %integration_id, changed = %changed.join(", "), "integration connection changed");
+    }
+    let admin::Connection { name, base_url, settings, credential } = connection;
+    integration.name = name.unwrap_or(integration.name);
+    integration.base_url = base_url.unwrap_or(integration.base_url);
+    integration.settings = settings.unwrap_or(integration.settings);
+    if let Some(credential) = credential {
+        integration.has_credential = !credential.is_empty();
+    }
     integration.roles = roles;
     integration.asset_roles = asset_roles.roles().to_vec();
     integration.default_role = default_role;
