@@ -107,8 +107,9 @@ impl Drop for TempDir {
 
 impl Prometheus {
     /// Starts Prometheus with the shipped configuration, its targets replaced by `unseat` (every
-    /// role of one process) and the local RabbitMQ, scraping and evaluating every second, and
-    /// the alerts' queue prefix replaced by `prefix`.
+    /// role of one process, labelled as DNS discovery of the name `all` would label it) and the
+    /// local RabbitMQ, scraping and evaluating every second, and the alerts' queue prefix
+    /// replaced by `prefix`.
     async fn start(unseat: &str, prefix: &str) -> Prometheus {
         let dir = TempDir(std::env::temp_dir().join(format!("unseat-prometheus-{}", uuid::Uuid::new_v4().simple())));
         std::fs::create_dir_all(&dir.0).unwrap();
@@ -117,7 +118,12 @@ impl Prometheus {
             &[
                 ("scrape_interval: 15s", "scrape_interval: 1s".into()),
                 ("evaluation_interval: 15s", "evaluation_interval: 1s".into()),
-                ("[ingest:8080, console:8081, resolver:9101, connector:9102]", format!("['{unseat}']")),
+                (
+                    SHIPPED_DISCOVERY,
+                    format!(
+                        "    static_configs:\n      - {{targets: ['{unseat}'], labels: {{__meta_dns_name: all}}}}\n"
+                    ),
+                ),
                 ("[rabbitmq:15692]", format!("['{}']", rabbitmq_metrics())),
             ],
         );
@@ -180,6 +186,14 @@ impl Prometheus {
     }
 }
 
+/// How the shipped configuration finds the roles (DNS names of docker-compose.yml's services).
+const SHIPPED_DISCOVERY: &str = "    dns_sd_configs:
+      - {names: [ingest], type: A, port: 8080, refresh_interval: 15s}
+      - {names: [console], type: A, port: 8081, refresh_interval: 15s}
+      - {names: [resolver], type: A, port: 9101, refresh_interval: 15s}
+      - {names: [connector], type: A, port: 9102, refresh_interval: 15s}
+";
+
 /// `text` with each pattern replaced, every one of which must be there.
 fn replaced(text: &str, patterns: &[(&str, String)]) -> String {
     let mut out = text.to_string();
@@ -202,6 +216,8 @@ async fn prometheus_answers_every_dashboard_query_and_alerts_when_unseat_stops()
     );
     let unseat = app.base.trim_start_matches("http://").to_string();
     let prometheus = Prometheus::start(&unseat, &prefix).await;
+    // A target's instance names its service as well as its address.
+    assert!(prometheus.has_data(&format!("up{{job=\"unseat\", instance=\"all/{unseat}\"}}")).await);
 
     // Changes flow while Prometheus scrapes: a lookup, a deactivation whose removal is retried
     // once, a member removal, and the admin API reading the log.

@@ -166,6 +166,19 @@ enum Command {
     /// Operator tools: list and re-drive failed tasks, encrypt an app credential.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Healthcheck: GETs a local http:// URL, exits 0 on a 2xx answer, else 1 saying why.
+    ///
+    /// For a container image without curl: `unseat probe http://127.0.0.1:9101/readyz` asks
+    /// the role in this container whether it can work. Redirects are not followed and no proxy
+    /// is used; the one line printed (stdout on success, stderr on failure) is what Docker
+    /// keeps in the container's health log.
+    Probe {
+        /// What to GET: a role's /readyz (ready to work) or /healthz (running).
+        url: String,
+        /// Seconds the whole exchange may take.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=60))]
+        timeout_seconds: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -342,6 +355,67 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `unseat probe`: one GET of `url`, redirects not followed and no proxy asked (the URL is
+/// local); the status and the answer's first line when it is 2xx, else why not, in one line.
+async fn probe(url: &str, timeout: Duration) -> Result<String, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: not a URL: {e}"))?;
+    if parsed.scheme() != "http" {
+        return Err(format!("{url}: only http:// URLs are probed"));
+    }
+    let http = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("{url}: {e}"))?;
+    let mut resp = http.get(parsed).send().await.map_err(|e| format!("{url}: {}", request_failure(&e, timeout)))?;
+    let status = resp.status();
+    // The first line of the answer says why a role is not ready; no more is read.
+    let mut body = Vec::new();
+    while body.len() < 1024 {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) if status.is_success() => {
+                return Err(format!("{url}: HTTP {status}, then {}", request_failure(&e, timeout)))
+            }
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    let line: String = text.lines().next().unwrap_or("").trim().chars().take(200).collect();
+    let said = if line.is_empty() { format!("{url}: HTTP {status}") } else { format!("{url}: HTTP {status}: {line}") };
+    if status.is_success() {
+        Ok(said)
+    } else {
+        Err(said)
+    }
+}
+
+/// Why a request got no answer, in words: a timeout, a refused connection (with the system's
+/// reason), or the error's causes.
+fn request_failure(e: &reqwest::Error, timeout: Duration) -> String {
+    if e.is_timeout() {
+        return format!("no answer within {} s", timeout.as_secs());
+    }
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    if e.is_connect() {
+        let deepest = causes.last().cloned().unwrap_or_else(|| e.to_string());
+        return format!("cannot connect: {deepest}");
+    }
+    causes.dedup();
+    if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    }
+}
+
 fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w: &Workers) -> Settings {
     let mut s = Settings::new(&common.database_url, &common.amqp_url);
     s.amqp_prefix = common.amqp_prefix.clone();
@@ -417,6 +491,16 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Admin(command) => return admin(c, command).await,
+        Command::Probe { url, timeout_seconds } => match probe(&url, Duration::from_secs(timeout_seconds)).await {
+            Ok(said) => {
+                println!("{said}");
+                return Ok(());
+            }
+            Err(why) => {
+                eprintln!("{why}");
+                std::process::exit(1);
+            }
+        },
         Command::Bench(command) => {
             let mut s = settings(c, SocketAddr::from(([127, 0, 0, 1], 0)), None, &Workers::default_for_bench());
             s.credential_key = s.credential_key.or_else(|| Some(unseat_store::credentials::CredentialKey::generate()));
