@@ -280,3 +280,75 @@ async fn a_preview_in_an_integration_directory_reads_its_assignments() {
     assert_eq!(app.app_users().await, vec![pair("pia@example.com", "ADMIN")], "a preview changes nothing");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn deleting_an_integration_stops_managing_its_app_and_keeps_its_log() {
+    let app = spawn_app().await;
+    let scim = app.integration_scim().await;
+    let id = provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "okta.user@example.com", "active": true,
+               "emails": [{"primary": true, "value": "okta.user@example.com", "type": "work"}],
+               "roles": [{"value": "Admin", "primary": true}]}),
+    )
+    .await;
+    app.settle(1).await;
+    // The app refuses the unassignment: a failed removal that only a re-drive would finish.
+    app.emulator.fault(json!({ "method": "DELETE", "status": 403 })).await.unwrap();
+    patch(&scim, &format!("/Users/{id}"), json!([{"op": "replace", "value": {"active": false}}])).await;
+    let tasks = app.settle(2).await;
+    let failed = tasks.iter().find(|t| t.outcome == "remove").expect("a removal task").clone();
+    assert_eq!(failed.status, "failed", "{failed:?}");
+    // Another integration, shared with a team in the console: untouched by the deletion.
+    let ads = app.ads_hub(&["ADMIN", "EMPLOYEE"], &[], &[]).await;
+    let ads: Uuid = ads["id"].as_str().unwrap().parse().unwrap();
+    let bob = app.scim.create_user("bob@example.com").await.unwrap();
+    let team = app.scim.create_group("Ads", &[bob]).await.unwrap();
+    app.admin.grant_team(app.tenant, ads, team, "EMPLOYEE").await.unwrap();
+    let before = app.settle(3).await.len();
+
+    let path = format!("/api/v1/tenants/{}/integrations/{}", app.tenant, app.integration);
+    let viewer = app.viewer_token().await;
+    let (status, _) = app.call_as(&viewer, Method::DELETE, &path, None).await;
+    assert_eq!(status, 403, "a viewer may not delete an integration");
+    let (status, answer) = app.call(Method::DELETE, &path, None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["deleted"]["id"], json!(app.integration), "{answer}");
+    let counts: Vec<&Value> =
+        ["grants", "tokens", "directory_users", "tasks_superseded"].iter().map(|k| &answer[*k]).collect();
+    assert_eq!(counts, [&json!(0), &json!(1), &json!(1), &json!(1)], "{answer}");
+    assert_eq!(app.call(Method::GET, &path, None).await.0, 404);
+    assert_eq!(app.call(Method::DELETE, &path, None).await.0, 404, "deleted once");
+
+    // Its SCIM token is refused and its directory is gone; the app keeps what people hold.
+    let resp = scim.send(Method::GET, "/Users", None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let c = app.store.client().await.unwrap();
+    let left: i64 = c
+        .query_one(
+            "select count(*) from scim_users where tenant_id = $1 and scope = $2",
+            &[&app.tenant, &app.integration.to_string()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    assert_eq!(app.app_users().await, vec![("okta.user@example.com".to_string(), "ADMIN".to_string())]);
+
+    // The log keeps the tasks; the failed one is superseded, saying why, and no more failed.
+    let detail = app.admin_get(&format!("/api/v1/tenants/{}/tasks/{}", app.tenant, failed.id)).await;
+    assert_eq!(detail["task"]["status"], "superseded", "{detail}");
+    assert!(detail.to_string().contains("was deleted"), "{detail}");
+    assert_eq!(app.tasks().await.len(), before, "no task went");
+
+    // The other integration still works: bob leaves the team and its app.
+    let in_ads = || async { app.emulator.users(unseat_tests::ADS_BUSINESS).await.unwrap() };
+    assert!(in_ads().await.iter().any(|(e, _)| e == "bob@example.com"));
+    app.emulator.clear_faults().await.unwrap();
+    app.scim.remove_member(team, bob).await.unwrap();
+    let tasks = app.settle(before + 1).await;
+    let removal = tasks.iter().find(|t| t.email == "bob@example.com" && t.outcome == "remove").expect("bob's removal");
+    assert_eq!(removal.status, "succeeded", "{removal:?}");
+    assert!(!in_ads().await.iter().any(|(e, _)| e == "bob@example.com"));
+    app.stop().await;
+}

@@ -76,6 +76,7 @@ fn table() -> Vec<Route> {
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations", get(integrations::list)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}", get(integrations::get)),
         route(Method::PATCH, "/api/v1/tenants/{tenant}/integrations/{integration}", patch(integrations::update)),
+        route(Method::DELETE, "/api/v1/tenants/{tenant}/integrations/{integration}", delete(integrations::delete)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}/activity", get(log::activity)),
         route(Method::GET, "/api/v1/tenants/{tenant}/integrations/{integration}/assets", get(assets::list)),
         route(Method::POST, "/api/v1/tenants/{tenant}/integrations/{integration}/assets", post(assets::add)),

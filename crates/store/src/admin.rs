@@ -332,10 +332,9 @@ impl Store {
         Ok(row.as_ref().map(token_info))
     }
 
-    /// Revokes the tenant's token with `id`; false when there was none. A process that looked
-    /// the token up recently may still accept it for the rest of its cache's lifetime.
-    /// Deletes a token; a revocation is announced on [`crate::TOKENS_REVOKED`] when it commits,
-    /// so processes that cache tokens forget them at once.
+    /// Revokes (deletes) the tenant's token with `id`; false when there was none. The
+    /// revocation is announced on [`crate::TOKENS_REVOKED`] when it commits, so processes that
+    /// cache tokens forget them at once.
     pub async fn revoke_token(&self, tenant_id: Uuid, id: Uuid) -> Result<bool> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
@@ -345,6 +344,53 @@ impl Store {
         }
         tx.commit().await?;
         Ok(gone)
+    }
+
+    /// Deletes an integration and everything that exists only for it: its grants, assets,
+    /// desired states, rate-limit schedule, its own directory (the IdLCM flow's users and
+    /// groups) and the tokens scoped to it (its SCIM tokens, its owners' admin tokens; revoked
+    /// as [`Self::revoke_token`] does). Its tasks stay in the log; those not finished, and the
+    /// failed ones (which no re-drive could finish now), are marked superseded with an event
+    /// saying why, so no connector acts on them and the failed list holds only what someone
+    /// can still act on. `None` when the tenant has no such integration.
+    pub async fn delete_integration(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<DeletedIntegration>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let Some(integration) = integration_for_update(&tx, tenant_id, id).await? else {
+            return Ok(None);
+        };
+        let detail = format!("superseded: integration {} was deleted", integration.name);
+        let tasks = tx
+            .query_one(
+                "with ended as (
+                     update tasks set status = 'superseded', updated_at = clock_timestamp(),
+                                      finished_at = coalesce(finished_at, clock_timestamp())
+                      where tenant_id = $1 and integration_id = $2
+                        and status in ('queued', 'running', 'retrying', 'failed')
+                     returning id),
+                 logged as (
+                     insert into task_events (tenant_id, task_id, at, kind, detail)
+                     select $1, id, clock_timestamp(), 'superseded', $3 from ended)
+                 select count(*) from ended",
+                &[&tenant_id, &id, &detail],
+            )
+            .await?
+            .get::<_, i64>(0);
+        let tokens = tx
+            .execute("delete from tokens where tenant_id = $1 and scope_integration = $2", &[&tenant_id, &id])
+            .await?;
+        if tokens > 0 {
+            tx.execute("select pg_notify($1, '')", &[&crate::TOKENS_REVOKED]).await?;
+        }
+        let scope = id.to_string();
+        tx.execute("delete from scim_groups where tenant_id = $1 and scope = $2", &[&tenant_id, &scope]).await?;
+        let directory_users =
+            tx.execute("delete from scim_users where tenant_id = $1 and scope = $2", &[&tenant_id, &scope]).await?;
+        let grants =
+            tx.execute("delete from grants where tenant_id = $1 and integration_id = $2", &[&tenant_id, &id]).await?;
+        tx.execute("delete from integrations where tenant_id = $1 and id = $2", &[&tenant_id, &id]).await?;
+        tx.commit().await?;
+        Ok(Some(DeletedIntegration { integration, grants, tokens, directory_users, tasks_superseded: tasks as u64 }))
     }
 
     pub async fn create_integration(&self, tenant_id: Uuid, new: &NewIntegration) -> Result<Integration> {
@@ -861,6 +907,19 @@ pub async fn update_ladders(
         return Err(StoreError::NotFound);
     }
     Ok(())
+}
+
+/// What deleting an integration took with it ([`Store::delete_integration`]).
+#[derive(Debug)]
+pub struct DeletedIntegration {
+    /// The integration as it was.
+    pub integration: Integration,
+    pub grants: u64,
+    pub tokens: u64,
+    /// Users of its own directory.
+    pub directory_users: u64,
+    /// Its unfinished and failed tasks, now superseded.
+    pub tasks_superseded: u64,
 }
 
 /// What a change of an integration's name and connection sets; `None` leaves a field as it is.

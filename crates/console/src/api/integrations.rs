@@ -260,6 +260,36 @@ pub async fn get(
     Ok(Json(json!(integration)))
 }
 
+/// `DELETE …/integrations/{i}`: unseat stops managing the app. Whatever people hold in the app
+/// stays as it is (nothing is removed there); the grants, assets, desired states, the
+/// integration's own directory and the tokens scoped to it go (see
+/// [`unseat_store::Store::delete_integration`]), and its log stays. The answer counts what went.
+pub async fn delete(
+    caller: Caller,
+    State(app): State<Arc<App>>,
+    Path((tenant, integration_id)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    let integration_id = parse_id(&integration_id, "integration id")?;
+    let deleted = app
+        .state
+        .store
+        .delete_integration(tenant_id, integration_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no such integration"))?;
+    tracing::info!(
+        tenant = %tenant_id, integration = %integration_id, grants = deleted.grants, tokens = deleted.tokens,
+        directory_users = deleted.directory_users, tasks_superseded = deleted.tasks_superseded, "integration deleted"
+    );
+    Ok(Json(json!({
+        "deleted": deleted.integration,
+        "grants": deleted.grants,
+        "tokens": deleted.tokens,
+        "directory_users": deleted.directory_users,
+        "tasks_superseded": deleted.tasks_superseded,
+    })))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IntegrationChange {
