@@ -140,7 +140,17 @@ pub trait AppAdapter: Send + Sync + 'static {
     /// Whether an account (or invitation) the app reports with role `reported` holds
     /// `desired`. Exact by default; an app that reports roles more coarsely than it takes them
     /// says otherwise, so that a role it holds is not written again on every task.
-    fn role_held(&self, _integration: &Integration, reported: &str, desired: &str) -> bool {
+    ///
+    /// `last_applied` is the role unseat last made the app hold for this person, None when
+    /// that is not known (see [`converge`]). An app that reports one role for several may need
+    /// it to tell whether the one it reports is the one desired; most ignore it.
+    fn role_held(
+        &self,
+        _integration: &Integration,
+        reported: &str,
+        desired: &str,
+        _last_applied: Option<&str>,
+    ) -> bool {
         reported == desired
     }
 
@@ -210,6 +220,10 @@ impl Outcome {
         let base = match &self.converged {
             Converged::Removed => format!("removed from {app}"),
             Converged::AlreadyRemoved => format!("already removed from {app}"),
+            // The app reported the desired role, but it may stand for another one as well.
+            Converged::RoleChanged { from: Some(from), to } if from == to => {
+                format!("role set to {to} in {app}, which reports {to} for other roles too")
+            }
             Converged::RoleChanged { from: Some(from), to } => format!("role changed from {from} to {to} in {app}"),
             Converged::RoleChanged { from: None, to } => format!("role set to {to} in {app}"),
             Converged::AlreadyHeld { role } if self.assets_set.is_some() => format!("keeps {role} in {app}"),
@@ -217,6 +231,12 @@ impl Outcome {
             Converged::Added { role } => format!("added to {app} as {role}"),
             Converged::Invited { role, assets_waiting } => {
                 format!("invited to {app} as {role}; the invitation is pending{}", waiting(*assets_waiting))
+            }
+            Converged::StillInvited { role, changed: true, from: Some(from), assets_waiting } if from == role => {
+                format!(
+                    "pending invitation to {app} set to {role}, which it reports for other roles too{}",
+                    waiting(*assets_waiting)
+                )
             }
             Converged::StillInvited { role, changed: true, from: Some(from), assets_waiting } => {
                 format!("pending invitation to {app} changed from {from} to {role}{}", waiting(*assets_waiting))
@@ -249,7 +269,11 @@ fn waiting(assets: usize) -> String {
 }
 
 /// Makes the app hold `desired_role` and `desired_assets` for `email` (role None = not in the
-/// app at all). `known_id` is the account id remembered from an earlier task.
+/// app at all). `known_id` is the account id remembered from an earlier task; `last_applied`
+/// the role an earlier task made the app hold, None when it is not known (nothing applied
+/// yet, the person removed, or a later attempt may have changed it without recording it).
+/// Where the app's report cannot tell the desired role from another one, an unknown last role
+/// means the role is written (idempotently), never taken as held.
 ///
 /// Someone with an open invitation counts as present: the invitation is not sent again, only
 /// its role is brought in line. An invitation is not an account, so its id is never
@@ -261,6 +285,7 @@ pub async fn converge<A: AppAdapter>(
     known_id: Option<&str>,
     desired_role: Option<&str>,
     desired_assets: &Assets,
+    last_applied: Option<&str>,
 ) -> Result<Outcome, AppError> {
     let Some(role) = desired_role else {
         return remove(adapter, integration, email, known_id).await;
@@ -269,7 +294,8 @@ pub async fn converge<A: AppAdapter>(
     let pending = |converged| Outcome { converged, assets_set: None, account_id: None };
     let (converged, account) = match found {
         Some(account)
-            if account.active && account.role.as_deref().is_some_and(|r| adapter.role_held(integration, r, role)) =>
+            if account.active
+                && account.role.as_deref().is_some_and(|r| adapter.role_held(integration, r, role, last_applied)) =>
         {
             (Converged::AlreadyHeld { role: role.to_string() }, account)
         }
@@ -279,8 +305,10 @@ pub async fn converge<A: AppAdapter>(
         }
         None => {
             if let Some(invitation) = adapter.invitations(integration, email).await?.into_iter().next() {
-                let changed =
-                    !invitation.role.as_deref().is_some_and(|offered| adapter.role_held(integration, offered, role));
+                let changed = !invitation
+                    .role
+                    .as_deref()
+                    .is_some_and(|offered| adapter.role_held(integration, offered, role, last_applied));
                 if changed {
                     adapter.set_invitation_role(integration, &invitation, role).await?;
                 }

@@ -19,8 +19,13 @@
 //! non-base role. `settings.reported_roles: "base"` (any other value reads as the default)
 //! instead takes a role as held when Graph reports its base role: one write, but a move
 //! between two non-base roles (FINANCE_EDITOR to DEVELOPER) is then not seen and not made.
-//! In both, a move from a non-base role down to EMPLOYEE is not seen: Graph reports both as
-//! EMPLOYEE.
+//! In both, a reported EMPLOYEE holds a desired EMPLOYEE only when EMPLOYEE is also the role
+//! unseat last applied (`access_state.applied_role`, as the runtime passes it to
+//! [`converge`](crate::adapter::converge)): Graph reports a FINANCE_EDITOR as EMPLOYEE too,
+//! so someone lowered from a non-base role to EMPLOYEE, or whose last role is not known
+//! (never set by unseat, or perhaps set by a task that failed or was superseded), gets
+//! EMPLOYEE written, idempotently; the next task finds it applied and writes nothing. The
+//! same holds for the role a pending invitation offers.
 //!
 //! reqwest puts request URLs (with the token in the query) into its error messages, so every
 //! transport error is stripped of its URL before it becomes an [`AppError`] (see [`AppHttp`]).
@@ -52,6 +57,8 @@ const ASSET_EDGES: [&str; 2] = ["assigned_ad_accounts", "assigned_pages"];
 const LADDER: [&str; 3] = ["MANAGE", "ADVERTISE", "ANALYZE"];
 /// The roles Graph's `role` field reports.
 const BASE_ROLES: [&str; 2] = ["ADMIN", "EMPLOYEE"];
+/// The base role Graph reports for every role but ADMIN.
+const EMPLOYEE: &str = "EMPLOYEE";
 /// Invitation statuses after which it can no longer be accepted.
 const CLOSED_INVITATIONS: [&str; 5] = ["ACCEPTED", "DECLINED", "EXPIRED", "CANCELED", "CANCELLED"];
 
@@ -95,7 +102,7 @@ fn base_role(role: &str) -> &'static str {
     if role.eq_ignore_ascii_case("ADMIN") {
         "ADMIN"
     } else {
-        "EMPLOYEE"
+        EMPLOYEE
     }
 }
 
@@ -627,9 +634,14 @@ impl AppAdapter for BusinessHub {
     }
 
     /// Ignoring case; with `settings.reported_roles: "base"`, a role is also held when Graph
-    /// reports the base role Meta shows for it (see the module's documentation).
-    fn role_held(&self, integration: &Integration, reported: &str, desired: &str) -> bool {
+    /// reports the base role Meta shows for it. A reported EMPLOYEE may be any non-base role,
+    /// so it holds a desired EMPLOYEE only when EMPLOYEE was also the role last applied (see
+    /// the module's documentation).
+    fn role_held(&self, integration: &Integration, reported: &str, desired: &str, last_applied: Option<&str>) -> bool {
         let (reported, desired) = (reported.trim(), desired.trim());
+        if reported.eq_ignore_ascii_case(EMPLOYEE) && desired.eq_ignore_ascii_case(EMPLOYEE) {
+            return last_applied.is_some_and(|applied| applied.trim().eq_ignore_ascii_case(EMPLOYEE));
+        }
         reported.eq_ignore_ascii_case(desired)
             || (reported_roles(integration) == ReportedRoles::Base
                 && BASE_ROLES.iter().any(|b| b.eq_ignore_ascii_case(reported))
@@ -691,6 +703,35 @@ mod tests {
             asset_roles: Vec::new(),
             needs_attention: None,
         }
+    }
+
+    /// Graph reports EMPLOYEE for every non-base role, so a reported EMPLOYEE holds a desired
+    /// EMPLOYEE only when EMPLOYEE is known to be the role last applied, whatever the
+    /// integration says Graph reports; every other comparison is as it was.
+    #[test]
+    fn a_reported_employee_holds_employee_only_when_employee_was_last_applied() {
+        let limits = std::sync::Arc::new(crate::limit::RateLimits::new());
+        let hub =
+            BusinessHub::new(AppHttp::new(std::time::Duration::from_secs(1), limits, DEFAULT_RATE).expect("client"));
+        let exact = integration("https://graph.facebook.com");
+        let mut base = exact.clone();
+        base.settings = serde_json::json!({ "business_id": "1", "reported_roles": "base" });
+        for i in [&exact, &base] {
+            let held = |reported, desired, applied| hub.role_held(i, reported, desired, applied);
+            assert!(held("EMPLOYEE", "EMPLOYEE", Some("EMPLOYEE")));
+            assert!(held("employee", " EMPLOYEE", Some("Employee ")), "ignoring case and space");
+            assert!(!held("EMPLOYEE", "EMPLOYEE", None), "not known: written, not assumed");
+            assert!(!held("EMPLOYEE", "EMPLOYEE", Some("FINANCE_EDITOR")), "a move down to EMPLOYEE");
+            assert!(!held("EMPLOYEE", "EMPLOYEE", Some("DEVELOPER")));
+            assert!(held("ADMIN", "ADMIN", None), "ADMIN stands for nothing else");
+            assert!(!held("ADMIN", "EMPLOYEE", Some("EMPLOYEE")));
+            assert!(!held("EMPLOYEE", "ADMIN", Some("ADMIN")));
+        }
+        // Non-base roles: exact mode writes them at every task, base mode takes their base role.
+        assert!(!hub.role_held(&exact, "EMPLOYEE", "DEVELOPER", Some("DEVELOPER")));
+        assert!(hub.role_held(&base, "EMPLOYEE", "DEVELOPER", Some("DEVELOPER")));
+        assert!(hub.role_held(&base, "EMPLOYEE", "developer", None));
+        assert!(!hub.role_held(&base, "ADMIN", "DEVELOPER", Some("DEVELOPER")));
     }
 
     #[test]

@@ -479,6 +479,7 @@ impl<A: AppAdapter> Worker<A> {
             access.app_account_id.as_deref(),
             access.desired_role.as_deref(),
             &desired_assets,
+            vouched_applied_role(&access),
         )
         .await;
 
@@ -619,10 +620,47 @@ impl<A: AppAdapter> Worker<A> {
     }
 }
 
+/// The role the app was last made to hold, when the log store can vouch for it: only while
+/// the version applied is the one just before the desired one. Versions in between were
+/// never recorded as applied, yet one of their tasks may have set its role before it failed
+/// or was superseded, so the role the app holds is then not known (None, as when nothing was
+/// applied yet), and an adapter that cannot read the role back sets it rather than trusting
+/// the record.
+fn vouched_applied_role(access: &apply::AccessRow) -> Option<&str> {
+    if access.applied_version + 1 == access.desired_version {
+        access.applied_role.as_deref()
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use uuid::Uuid;
+
+    fn access(desired_version: i64, applied_version: i64, applied_role: Option<&str>) -> apply::AccessRow {
+        apply::AccessRow {
+            email: "ann@example.com".into(),
+            desired_role: Some("EMPLOYEE".into()),
+            desired_version,
+            applied_version,
+            applied_role: applied_role.map(str::to_string),
+            desired_assets: Default::default(),
+            applied_assets: None,
+            app_account_id: None,
+        }
+    }
+
+    #[test]
+    fn the_applied_role_is_vouched_for_only_when_no_version_since_went_unrecorded() {
+        assert_eq!(vouched_applied_role(&access(5, 4, Some("FINANCE_EDITOR"))), Some("FINANCE_EDITOR"));
+        assert_eq!(vouched_applied_role(&access(5, 4, Some("EMPLOYEE"))), Some("EMPLOYEE"));
+        assert_eq!(vouched_applied_role(&access(5, 4, None)), None, "last applied as absent");
+        assert_eq!(vouched_applied_role(&access(1, 0, None)), None, "never applied");
+        // Version 4 may have set a role before it failed or was superseded.
+        assert_eq!(vouched_applied_role(&access(5, 3, Some("EMPLOYEE"))), None);
+    }
 
     fn task_json(v: u32) -> Vec<u8> {
         let task = ConnectorTask {

@@ -97,6 +97,46 @@ async fn changes_a_role_to_employee() {
     app.stop().await;
 }
 
+/// Meta reports a FINANCE_EDITOR as EMPLOYEE. Someone unseat made FINANCE_EDITOR and then
+/// lowers to EMPLOYEE really is lowered: the role last applied says the reported EMPLOYEE
+/// may be the FINANCE_EDITOR, so EMPLOYEE is written. A later task for EMPLOYEE, with
+/// EMPLOYEE applied, writes nothing.
+#[tokio::test]
+async fn lowers_a_non_base_role_to_employee_though_meta_reports_both_as_employee() {
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
+    app.emu.set_settings(unseat_emulator::Settings { base_roles_only: true, ..app.emu.settings() });
+    let fay = app.emu.seed_user(BIZ, "fay@example.com", "EMPLOYEE", None).expect("seed");
+    let (user, raised) =
+        app.queue(Desire { desired_role: Some("FINANCE_EDITOR"), ..Desire::removal("fay@example.com") }).await;
+    app.start(config());
+    assert_eq!(app.finished(raised).await.status, "succeeded");
+    assert_eq!(app.hub_user("fay@example.com").expect("fay").role, "FINANCE_EDITOR");
+    assert_eq!(app.applied(user).await, (2, Some("FINANCE_EDITOR".into())));
+
+    let (lowered, version) = app.queue_change(user, Some("EMPLOYEE")).await;
+    let t = app.finished(lowered).await;
+    assert_eq!(t.status, "succeeded", "{t:?}");
+    assert_eq!(app.hub_user("fay@example.com").expect("fay stays").role, "EMPLOYEE", "no finance rights left");
+    assert_eq!(app.applied(user).await, (version, Some("EMPLOYEE".into())));
+    let events = app.events(lowered).await;
+    assert_eq!(
+        events.last().map(|e| e.3.as_str()),
+        Some("role set to EMPLOYEE in Acme Business Hub, which reports EMPLOYEE for other roles too")
+    );
+    let post = ("POST".to_string(), format!("/v25.0/{}", fay.id), 200);
+    assert_eq!(app.writes(), [post.clone(), post.clone()], "FINANCE_EDITOR, then EMPLOYEE");
+
+    let (again, _) = app.queue_change(user, Some("EMPLOYEE")).await;
+    assert_eq!(app.finished(again).await.status, "succeeded");
+    assert_eq!(app.writes().len(), 2, "EMPLOYEE applied and reported: no write");
+    let events = app.events(again).await;
+    assert_eq!(
+        events.last().map(|e| e.3.as_str()),
+        Some("already holds EMPLOYEE in Acme Business Hub; nothing to change")
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn removing_someone_already_absent_succeeds_without_a_delete() {
     let mut app = Setup::new(BIZ, TOKEN).build().await;

@@ -56,43 +56,46 @@ async fn contract<A: AppAdapter, F: Fixture>(adapter: &A, app: &F) {
     app.seed(&carol, "EMPLOYEE").await;
 
     // A role change finds the account by email and reports its id.
-    let changed = converge(adapter, i, &alice, None, Some("EMPLOYEE"), &none).await.expect("lower alice");
+    let changed = converge(adapter, i, &alice, None, Some("EMPLOYEE"), &none, None).await.expect("lower alice");
     assert_eq!(changed.converged, Converged::RoleChanged { from: Some("ADMIN".into()), to: "EMPLOYEE".into() });
     let alice_id = changed.account_id.clone().expect("the app's id for alice");
     assert_eq!(app.holds(&alice).await.as_deref(), Some("EMPLOYEE"));
 
     // Setting the role she holds, by her remembered id, changes nothing.
-    let same = converge(adapter, i, &alice, Some(&alice_id), Some("EMPLOYEE"), &none).await.expect("again");
+    let same =
+        converge(adapter, i, &alice, Some(&alice_id), Some("EMPLOYEE"), &none, Some("EMPLOYEE")).await.expect("again");
     assert_eq!(same.converged, Converged::AlreadyHeld { role: "EMPLOYEE".into() });
     assert_eq!(same.account_id.as_deref(), Some(alice_id.as_str()));
 
     // Someone the app does not have is added with the role.
-    let added = converge(adapter, i, &bob, None, Some("EMPLOYEE"), &none).await.expect("add bob");
+    let added = converge(adapter, i, &bob, None, Some("EMPLOYEE"), &none, None).await.expect("add bob");
     assert_eq!(added.converged, Converged::Added { role: "EMPLOYEE".into() });
     assert!(added.account_id.is_some());
     assert_eq!(app.holds(&bob).await.as_deref(), Some("EMPLOYEE"));
 
     // Removal by remembered id, then again: already removed.
-    let removed = converge(adapter, i, &alice, Some(&alice_id), None, &none).await.expect("remove alice");
+    let removed =
+        converge(adapter, i, &alice, Some(&alice_id), None, &none, Some("EMPLOYEE")).await.expect("remove alice");
     assert_eq!(removed.converged, Converged::Removed);
     assert_eq!(removed.account_id, None);
     assert_eq!(app.holds(&alice).await, None);
-    let again = converge(adapter, i, &alice, None, None, &none).await.expect("remove alice again");
+    let again = converge(adapter, i, &alice, None, None, &none, None).await.expect("remove alice again");
     assert_eq!(again.converged, Converged::AlreadyRemoved);
 
     // A stale remembered id falls back to a lookup by email and still removes the account.
-    let stale = converge(adapter, i, &carol, Some(app.never_issued_id()), None, &none).await.expect("remove carol");
+    let stale =
+        converge(adapter, i, &carol, Some(app.never_issued_id()), None, &none, None).await.expect("remove carol");
     assert_eq!(stale.converged, Converged::Removed);
     assert_eq!(app.holds(&carol).await, None);
 
     // Never there: already removed, and nobody else was touched.
-    let absent = converge(adapter, i, &dave, None, None, &none).await.expect("remove dave");
+    let absent = converge(adapter, i, &dave, None, None, &none, None).await.expect("remove dave");
     assert_eq!(absent.converged, Converged::AlreadyRemoved);
     assert_eq!(app.holds(&bob).await.as_deref(), Some("EMPLOYEE"));
 
     // Assets granted to an app that has none are a misconfiguration, not a silent no-op.
     let assets = BTreeMap::from([("act_1".to_string(), "ANALYZE".to_string())]);
-    let refused = converge(adapter, i, &bob, None, Some("EMPLOYEE"), &assets).await;
+    let refused = converge(adapter, i, &bob, None, Some("EMPLOYEE"), &assets, Some("EMPLOYEE")).await;
     assert!(refused.is_err(), "{refused:?}");
 }
 
@@ -152,7 +155,7 @@ async fn business_hub_sets_asset_tasks_and_takes_users_off_every_asset_before_re
     // Update: role down to EMPLOYEE, ADVERTISE on the ad account, the page taken away, MANAGE
     // on the other ad account.
     let desired = BTreeMap::from([(ads.id.clone(), "ADVERTISE".to_string()), (other.id.clone(), "MANAGE".to_string())]);
-    let done = converge(&adapter, i, "erin@example.com", None, Some("EMPLOYEE"), &desired).await.expect("update");
+    let done = converge(&adapter, i, "erin@example.com", None, Some("EMPLOYEE"), &desired, None).await.expect("update");
     assert_eq!(done.assets_set, Some(2));
     assert_eq!(app.holds("erin@example.com").await.as_deref(), Some("EMPLOYEE"));
     let tasks_on = |asset: &str| {
@@ -164,15 +167,23 @@ async fn business_hub_sets_asset_tasks_and_takes_users_off_every_asset_before_re
 
     // The same desired state again changes nothing in the app.
     app.emu.clear_requests();
-    let again = converge(&adapter, i, "erin@example.com", done.account_id.as_deref(), Some("EMPLOYEE"), &desired)
-        .await
-        .expect("again");
+    let again = converge(
+        &adapter,
+        i,
+        "erin@example.com",
+        done.account_id.as_deref(),
+        Some("EMPLOYEE"),
+        &desired,
+        Some("EMPLOYEE"),
+    )
+    .await
+    .expect("again");
     assert_eq!((again.converged, again.assets_set), (Converged::AlreadyHeld { role: "EMPLOYEE".into() }, None));
     assert!(app.emu.requests().iter().all(|r| r.method == "GET"), "no writes: {:?}", app.emu.requests());
 
     // Removal: off every asset first, then the business user.
     app.emu.clear_requests();
-    let removed = converge(&adapter, i, "erin@example.com", done.account_id.as_deref(), None, &BTreeMap::new())
+    let removed = converge(&adapter, i, "erin@example.com", done.account_id.as_deref(), None, &BTreeMap::new(), None)
         .await
         .expect("remove");
     assert_eq!(removed.converged, Converged::Removed);
@@ -196,7 +207,7 @@ async fn business_hub_sets_asset_tasks_and_takes_users_off_every_asset_before_re
 
     // Removing her again by her remembered id: her asset edges say she does not exist, so
     // she is already removed.
-    let again = converge(&adapter, i, "erin@example.com", done.account_id.as_deref(), None, &BTreeMap::new())
+    let again = converge(&adapter, i, "erin@example.com", done.account_id.as_deref(), None, &BTreeMap::new(), None)
         .await
         .expect("remove again");
     assert_eq!(again.converged, Converged::AlreadyRemoved);
@@ -219,7 +230,7 @@ async fn business_hub_counts_a_pending_invitation_as_present_and_sets_assets_onc
 
     // Invited: the hub holds an invitation, whose id is not remembered as an account's, and
     // the assets wait.
-    let invited = converge(&adapter, i, email, None, Some("EMPLOYEE"), &assets).await.expect("invite");
+    let invited = converge(&adapter, i, email, None, Some("EMPLOYEE"), &assets, None).await.expect("invite");
     assert_eq!(invited.converged, Converged::Invited { role: "EMPLOYEE".into(), assets_waiting: 1 });
     assert_eq!((invited.account_id.as_deref(), invited.assets_set), (None, None));
     assert_eq!(
@@ -232,7 +243,7 @@ async fn business_hub_counts_a_pending_invitation_as_present_and_sets_assets_onc
 
     // Again: the invitation counts as present; nothing is sent.
     app.emu.clear_requests();
-    let again = converge(&adapter, i, email, None, Some("EMPLOYEE"), &assets).await.expect("again");
+    let again = converge(&adapter, i, email, None, Some("EMPLOYEE"), &assets, Some("EMPLOYEE")).await.expect("again");
     assert_eq!(
         again.converged,
         Converged::StillInvited {
@@ -245,7 +256,7 @@ async fn business_hub_counts_a_pending_invitation_as_present_and_sets_assets_onc
     assert_eq!(writes(&app.emu), Vec::<String>::new());
 
     // Another role: the invitation is changed, not sent again.
-    let admin = converge(&adapter, i, email, None, Some("ADMIN"), &assets).await.expect("admin");
+    let admin = converge(&adapter, i, email, None, Some("ADMIN"), &assets, Some("EMPLOYEE")).await.expect("admin");
     assert_eq!(
         admin.converged,
         Converged::StillInvited {
@@ -260,7 +271,7 @@ async fn business_hub_counts_a_pending_invitation_as_present_and_sets_assets_onc
 
     // Once accepted, the next task finds the business user and sets the assets.
     let user = app.emu.accept_invitation(&invitation.id).expect("accept");
-    let joined = converge(&adapter, i, email, None, Some("ADMIN"), &assets).await.expect("joined");
+    let joined = converge(&adapter, i, email, None, Some("ADMIN"), &assets, Some("ADMIN")).await.expect("joined");
     assert_eq!((joined.converged, joined.assets_set), (Converged::AlreadyHeld { role: "ADMIN".into() }, Some(1)));
     assert_eq!(joined.account_id.as_deref(), Some(user.id.as_str()));
     let holder = app.emu.assets(BIZ).into_iter().find(|a| a.id == page.id).expect("page").assigned;
@@ -268,7 +279,7 @@ async fn business_hub_counts_a_pending_invitation_as_present_and_sets_assets_onc
 
     // An open invitation of someone removed is revoked.
     app.emu.seed_invitation(BIZ, "rory@example.com", "EMPLOYEE").expect("invite");
-    let revoked = converge(&adapter, i, "Rory@Example.com", None, None, &BTreeMap::new()).await.expect("revoke");
+    let revoked = converge(&adapter, i, "Rory@Example.com", None, None, &BTreeMap::new(), None).await.expect("revoke");
     assert_eq!(revoked.converged, Converged::InvitationRevoked { count: 1 });
     assert_eq!(revoked.event_kind(), "succeeded");
     assert!(app.emu.invitations(BIZ).is_empty());
@@ -287,19 +298,88 @@ async fn business_hub_takes_the_base_role_meta_reports_as_the_non_base_role_it_s
     let none = BTreeMap::new();
     app.emu.clear_requests();
     for _ in 0..3 {
-        converge(&adapter, i, "sam@example.com", Some(&sam.id), Some("DEVELOPER"), &none).await.expect("developer");
+        converge(&adapter, i, "sam@example.com", Some(&sam.id), Some("DEVELOPER"), &none, None)
+            .await
+            .expect("developer");
     }
     assert_eq!(writes(&app.emu), [format!("POST /v25.0/{}", sam.id)], "one write for three tasks");
     assert_eq!(app.holds("sam@example.com").await.as_deref(), Some("DEVELOPER"));
-    let same = converge(&adapter, i, "sam@example.com", Some(&sam.id), Some("developer"), &none).await.expect("case");
+    let same = converge(&adapter, i, "sam@example.com", Some(&sam.id), Some("developer"), &none, Some("DEVELOPER"))
+        .await
+        .expect("case");
     assert_eq!(same.converged, Converged::AlreadyHeld { role: "developer".into() });
     assert_eq!(writes(&app.emu).len(), 1);
 
     // Without the setting, a non-base role Meta reports as its base role is written again.
     let mut exact = i.clone();
     exact.settings = json!({ "business_id": BIZ });
-    converge(&adapter, &exact, "sam@example.com", Some(&sam.id), Some("DEVELOPER"), &none).await.expect("exact");
+    converge(&adapter, &exact, "sam@example.com", Some(&sam.id), Some("DEVELOPER"), &none, Some("DEVELOPER"))
+        .await
+        .expect("exact");
     assert_eq!(writes(&app.emu).len(), 2);
+}
+
+/// Meta reports a FINANCE_EDITOR as EMPLOYEE, so a reported EMPLOYEE is taken as the EMPLOYEE
+/// desired only when EMPLOYEE is the role last applied: otherwise EMPLOYEE is written, and a
+/// person lowered from a non-base role really is lowered. Both readings of `reported_roles`.
+#[tokio::test]
+async fn business_hub_writes_employee_unless_employee_was_last_applied() {
+    for settings in [json!({ "business_id": BIZ }), json!({ "business_id": BIZ, "reported_roles": "base" })] {
+        let app = HubFixture::start(settings.clone(), &[]).await;
+        app.emu.set_settings(Settings { base_roles_only: true, ..Default::default() });
+        let adapter = BusinessHub::new(http(1000.0));
+        let i = app.integration();
+        let none = BTreeMap::new();
+        let fin = app.emu.seed_user(BIZ, "fin@example.com", "FINANCE_EDITOR", None).expect("fin");
+        let emma = app.emu.seed_user(BIZ, "emma@example.com", "EMPLOYEE", None).expect("emma");
+        app.emu.clear_requests();
+
+        // Lowered from FINANCE_EDITOR, which the hub reports as EMPLOYEE: EMPLOYEE is written.
+        let lowered =
+            converge(&adapter, i, "fin@example.com", Some(&fin.id), Some("EMPLOYEE"), &none, Some("FINANCE_EDITOR"))
+                .await
+                .expect("lowered");
+        let employee = || "EMPLOYEE".to_string();
+        assert_eq!(lowered.converged, Converged::RoleChanged { from: Some(employee()), to: employee() }, "{settings}");
+        assert_eq!(app.holds("fin@example.com").await.as_deref(), Some("EMPLOYEE"), "{settings}");
+        assert_eq!(writes(&app.emu), [format!("POST /v25.0/{}", fin.id)], "{settings}");
+        assert_eq!(
+            lowered.describe("Hub"),
+            "role set to EMPLOYEE in Hub, which reports EMPLOYEE for other roles too",
+            "{settings}"
+        );
+
+        // EMPLOYEE last applied and reported: held, no write.
+        app.emu.clear_requests();
+        let held = converge(&adapter, i, "emma@example.com", Some(&emma.id), Some("EMPLOYEE"), &none, Some("employee"))
+            .await
+            .expect("held");
+        assert_eq!(held.converged, Converged::AlreadyHeld { role: employee() }, "{settings}");
+        assert_eq!(writes(&app.emu), Vec::<String>::new(), "{settings}");
+
+        // No role known to have been applied (added by hand, say): written, not assumed.
+        let unknown = converge(&adapter, i, "emma@example.com", Some(&emma.id), Some("EMPLOYEE"), &none, None)
+            .await
+            .expect("unknown");
+        assert_eq!(unknown.converged, Converged::RoleChanged { from: Some(employee()), to: employee() }, "{settings}");
+        assert_eq!(writes(&app.emu), [format!("POST /v25.0/{}", emma.id)], "{settings}");
+        assert_eq!(app.holds("emma@example.com").await.as_deref(), Some("EMPLOYEE"), "{settings}");
+
+        // An open invitation offering EMPLOYEE, sent by hand: its role is set once, then held.
+        let ivy = app.emu.seed_invitation(BIZ, "ivy@example.com", "EMPLOYEE").expect("invitation");
+        app.emu.clear_requests();
+        let set = converge(&adapter, i, "ivy@example.com", None, Some("EMPLOYEE"), &none, None).await.expect("set");
+        assert_eq!(
+            set.describe("Hub"),
+            "pending invitation to Hub set to EMPLOYEE, which it reports for other roles too",
+            "{settings}"
+        );
+        let kept = converge(&adapter, i, "ivy@example.com", None, Some("EMPLOYEE"), &none, Some("EMPLOYEE"))
+            .await
+            .expect("kept");
+        assert!(matches!(kept.converged, Converged::StillInvited { changed: false, .. }), "{settings}: {kept:?}");
+        assert_eq!(writes(&app.emu), [format!("POST /v25.0/{}", ivy.id)], "{settings}");
+    }
 }
 
 /// Asset roles off the MANAGE/ADVERTISE/ANALYZE ladder are tasks of their own, each asset
@@ -321,7 +401,7 @@ async fn business_hub_converges_asset_roles_by_their_exact_tasks() {
         (page.id.clone(), "full_control".to_string()),
     ]);
     let i = app.integration();
-    let done = converge(&adapter, i, "tess@example.com", None, Some("EMPLOYEE"), &desired).await.expect("set");
+    let done = converge(&adapter, i, "tess@example.com", None, Some("EMPLOYEE"), &desired, None).await.expect("set");
     assert_eq!(done.assets_set, Some(3));
     let tasks_on = |asset: &str| {
         app.emu.assets(BIZ).into_iter().find(|a| a.id == asset).and_then(|a| a.assigned.get(&tess.id).cloned())
@@ -332,9 +412,17 @@ async fn business_hub_converges_asset_roles_by_their_exact_tasks() {
 
     app.emu.clear_requests();
     for _ in 0..2 {
-        let again = converge(&adapter, i, "tess@example.com", done.account_id.as_deref(), Some("EMPLOYEE"), &desired)
-            .await
-            .expect("again");
+        let again = converge(
+            &adapter,
+            i,
+            "tess@example.com",
+            done.account_id.as_deref(),
+            Some("EMPLOYEE"),
+            &desired,
+            Some("EMPLOYEE"),
+        )
+        .await
+        .expect("again");
         assert_eq!(again.assets_set, None);
     }
     assert_eq!(writes(&app.emu), Vec::<String>::new(), "held: nothing rewritten");
@@ -392,9 +480,10 @@ async fn scim_adapter_deletes_when_the_integration_says_so() {
 async fn scim_adapter_refuses_a_bad_token_as_needing_attention() {
     let mut app = ScimEmuFixture::start(json!({})).await;
     app.integration.credential = "wrong".into();
-    let err = converge(&ScimApp::new(http(1000.0)), app.integration(), "x@example.com", None, None, &BTreeMap::new())
-        .await
-        .expect_err("401");
+    let err =
+        converge(&ScimApp::new(http(1000.0)), app.integration(), "x@example.com", None, None, &BTreeMap::new(), None)
+            .await
+            .expect_err("401");
     assert_eq!(err.status_code(), Some(401));
     assert_eq!(err.class(), unseat_connector::ErrorClass::NeedsAttention);
     assert!(!err.to_string().contains(TOKEN));
@@ -523,7 +612,7 @@ async fn business_hub_slows_down_on_every_graph_throttling_code() {
             })
             .expect("fault");
         let i = app.integration();
-        let err = converge(&adapter, i, "uma@example.com", Some(&uma.id), None, &BTreeMap::new()).await;
+        let err = converge(&adapter, i, "uma@example.com", Some(&uma.id), None, &BTreeMap::new(), None).await;
         assert!(err.is_err(), "code {code}: {err:?}");
         let rate = limits.current_rate(i.id).expect("the integration's rate was used");
         assert!(rate < 1000.0, "code {code} lowers the rate: {rate}");

@@ -48,9 +48,10 @@ async fn a_public_only_connector_calls_no_app_on_this_machine() {
 
     emu.clear_requests();
     for url in [base.clone(), by_name] {
-        let err = converge(&hub(true), &integration(url.clone()), "ann@example.com", None, Some("EMPLOYEE"), &none)
-            .await
-            .expect_err("refused");
+        let err =
+            converge(&hub(true), &integration(url.clone()), "ann@example.com", None, Some("EMPLOYEE"), &none, None)
+                .await
+                .expect_err("refused");
         match &err {
             AppError::Misconfigured(why) => assert!(why.contains("UNSEAT_CONNECTOR_PUBLIC_ONLY"), "{url}: {why}"),
             other => panic!("{url}: not a misconfiguration: {other:?}"),
@@ -61,6 +62,8 @@ async fn a_public_only_connector_calls_no_app_on_this_machine() {
     assert_eq!(role("ann@example.com").as_deref(), Some("ADMIN"));
 
     // Without the setting, the same call goes through.
-    converge(&hub(false), &integration(base), "ann@example.com", None, Some("EMPLOYEE"), &none).await.expect("lowered");
+    converge(&hub(false), &integration(base), "ann@example.com", None, Some("EMPLOYEE"), &none, None)
+        .await
+        .expect("lowered");
     assert_eq!(role("ann@example.com").as_deref(), Some("EMPLOYEE"));
 }

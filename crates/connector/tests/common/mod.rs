@@ -316,6 +316,54 @@ impl Fixture {
         (user, task)
     }
 
+    /// Changes `user`'s desired role as the resolver would (the desired version goes up by
+    /// one), stores the change's queued task and publishes it; returns (task id, version).
+    pub async fn queue_change(&self, user: Uuid, desired_role: Option<&str>) -> (Uuid, i64) {
+        let task = Uuid::new_v4();
+        let client = self.store.client().await.expect("client");
+        let before = client
+            .query_one(
+                "select email, desired_role from access_state
+                  where tenant_id = $1 and integration_id = $2 and user_id = $3",
+                &[&self.tenant, &self.integration, &user],
+            )
+            .await
+            .expect("access_state");
+        let (email, from_role): (String, Option<String>) = (before.get(0), before.get(1));
+        let version: i64 = client
+            .query_one(
+                "update access_state set desired_role = $4, desired_version = desired_version + 1, updated_at = now()
+                  where tenant_id = $1 and integration_id = $2 and user_id = $3 returning desired_version",
+                &[&self.tenant, &self.integration, &user, &desired_role],
+            )
+            .await
+            .expect("new desired state")
+            .get(0);
+        let outcome = if desired_role.is_some() { "update" } else { "remove" };
+        client
+            .execute(
+                "insert into tasks (tenant_id, id, job_id, integration_id, user_id, user_email, outcome, from_role, to_role,
+                                    reason, desired_version, status)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'test', $10, 'queued')",
+                &[
+                    &self.tenant,
+                    &task,
+                    &self.job,
+                    &self.integration,
+                    &user,
+                    &email,
+                    &outcome,
+                    &from_role,
+                    &desired_role,
+                    &version,
+                ],
+            )
+            .await
+            .expect("task");
+        self.publish(user, task, version).await;
+        (task, version)
+    }
+
     /// Seeds each of `emails` in the hub (EMPLOYEE), stores a removal for it (with the hub's
     /// id remembered when `remember`, as after an earlier task) and publishes it.
     pub async fn removals(&self, emails: &[String], remember: bool) -> Vec<Uuid> {
