@@ -17,8 +17,9 @@
 //! By default a role is held only when Graph reports exactly it (ignoring case): a non-base
 //! role is written again at every task, which is idempotent and makes every move into a
 //! non-base role. `settings.reported_roles: "base"` (any other value reads as the default)
-//! instead takes a role as held when Graph reports its base role: one write, but a move
-//! between two non-base roles (FINANCE_EDITOR to DEVELOPER) is then not seen and not made.
+//! instead takes a role as held when Graph reports its base role and it is also the role
+//! unseat last applied: one write per move, a move between two non-base roles (FINANCE_EDITOR
+//! to DEVELOPER) included, and a write whenever the last role is not known.
 //! In both, a reported EMPLOYEE holds a desired EMPLOYEE only when EMPLOYEE is also the role
 //! unseat last applied (`access_state.applied_role`, as the runtime passes it to
 //! [`converge`](crate::adapter::converge)): Graph reports a FINANCE_EDITOR as EMPLOYEE too,
@@ -634,7 +635,7 @@ impl AppAdapter for BusinessHub {
     }
 
     /// Ignoring case; with `settings.reported_roles: "base"`, a role is also held when Graph
-    /// reports the base role Meta shows for it. A reported EMPLOYEE may be any non-base role,
+    /// reports the base role Meta shows for it and it is the role last applied. A reported EMPLOYEE may be any non-base role,
     /// so it holds a desired EMPLOYEE only when EMPLOYEE was also the role last applied (see
     /// the module's documentation).
     fn role_held(&self, integration: &Integration, reported: &str, desired: &str, last_applied: Option<&str>) -> bool {
@@ -645,7 +646,8 @@ impl AppAdapter for BusinessHub {
         reported.eq_ignore_ascii_case(desired)
             || (reported_roles(integration) == ReportedRoles::Base
                 && BASE_ROLES.iter().any(|b| b.eq_ignore_ascii_case(reported))
-                && reported.eq_ignore_ascii_case(base_role(desired)))
+                && reported.eq_ignore_ascii_case(base_role(desired))
+                && last_applied.is_some_and(|applied| applied.trim().eq_ignore_ascii_case(desired)))
     }
 
     /// The same tasks, whatever their order or case.
@@ -727,10 +729,13 @@ mod tests {
             assert!(!held("ADMIN", "EMPLOYEE", Some("EMPLOYEE")));
             assert!(!held("EMPLOYEE", "ADMIN", Some("ADMIN")));
         }
-        // Non-base roles: exact mode writes them at every task, base mode takes their base role.
+        // Non-base roles: exact mode writes them at every task; base mode takes their base role
+        // as them when they were last applied, and writes them on a move or when not known.
         assert!(!hub.role_held(&exact, "EMPLOYEE", "DEVELOPER", Some("DEVELOPER")));
         assert!(hub.role_held(&base, "EMPLOYEE", "DEVELOPER", Some("DEVELOPER")));
-        assert!(hub.role_held(&base, "EMPLOYEE", "developer", None));
+        assert!(hub.role_held(&base, "EMPLOYEE", "developer", Some("Developer")));
+        assert!(!hub.role_held(&base, "EMPLOYEE", "DEVELOPER", Some("FINANCE_EDITOR")), "a move between them");
+        assert!(!hub.role_held(&base, "EMPLOYEE", "DEVELOPER", None));
         assert!(!hub.role_held(&base, "ADMIN", "DEVELOPER", Some("DEVELOPER")));
     }
 

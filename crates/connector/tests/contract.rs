@@ -286,8 +286,8 @@ async fn business_hub_counts_a_pending_invitation_as_present_and_sets_assets_onc
 }
 
 /// Meta's `role` field reports base roles only. With the integration saying so, a non-base
-/// role reading back as its base role is held: three tasks, one write. Roles compare
-/// ignoring case.
+/// role reading back as its base role is held when it is the role last applied: three tasks,
+/// one write, and a move to another non-base role is written. Roles compare ignoring case.
 #[tokio::test]
 async fn business_hub_takes_the_base_role_meta_reports_as_the_non_base_role_it_set() {
     let app = HubFixture::start(json!({ "business_id": BIZ, "reported_roles": "base" }), &[]).await;
@@ -297,8 +297,9 @@ async fn business_hub_takes_the_base_role_meta_reports_as_the_non_base_role_it_s
     let i = app.integration();
     let none = BTreeMap::new();
     app.emu.clear_requests();
-    for _ in 0..3 {
-        converge(&adapter, i, "sam@example.com", Some(&sam.id), Some("DEVELOPER"), &none, None)
+    // The first task applies it; the next ones pass it as the runtime does, as last applied.
+    for last_applied in [None, Some("DEVELOPER"), Some("DEVELOPER")] {
+        converge(&adapter, i, "sam@example.com", Some(&sam.id), Some("DEVELOPER"), &none, last_applied)
             .await
             .expect("developer");
     }
@@ -310,13 +311,23 @@ async fn business_hub_takes_the_base_role_meta_reports_as_the_non_base_role_it_s
     assert_eq!(same.converged, Converged::AlreadyHeld { role: "developer".into() });
     assert_eq!(writes(&app.emu).len(), 1);
 
+    // From one non-base role to another: both read back as EMPLOYEE, the move is still made.
+    let moved =
+        converge(&adapter, i, "sam@example.com", Some(&sam.id), Some("FINANCE_EDITOR"), &none, Some("DEVELOPER"))
+            .await
+            .expect("moved");
+    assert!(matches!(moved.converged, Converged::RoleChanged { .. }), "{:?}", moved.converged);
+    assert_eq!(app.holds("sam@example.com").await.as_deref(), Some("FINANCE_EDITOR"));
+    assert_eq!(writes(&app.emu).len(), 2);
+    let sam_role = "FINANCE_EDITOR";
+
     // Without the setting, a non-base role Meta reports as its base role is written again.
     let mut exact = i.clone();
     exact.settings = json!({ "business_id": BIZ });
-    converge(&adapter, &exact, "sam@example.com", Some(&sam.id), Some("DEVELOPER"), &none, Some("DEVELOPER"))
+    converge(&adapter, &exact, "sam@example.com", Some(&sam.id), Some(sam_role), &none, Some(sam_role))
         .await
         .expect("exact");
-    assert_eq!(writes(&app.emu).len(), 2);
+    assert_eq!(writes(&app.emu).len(), 3);
 }
 
 /// Meta reports a FINANCE_EDITOR as EMPLOYEE, so a reported EMPLOYEE is taken as the EMPLOYEE
