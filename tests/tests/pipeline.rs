@@ -84,7 +84,10 @@ async fn leaving_the_admin_team_lowers_the_role_to_what_remains() {
 #[tokio::test]
 async fn deactivated_or_deleted_users_are_removed_everywhere() {
     let (app, c) = company().await;
-    let before = app.tasks().await.len();
+    // Bob also holds a share of his own, which goes with him.
+    app.admin.grant_user(app.tenant, app.integration, c.bob, "EMPLOYEE").await.unwrap();
+    let before = app.settle(4).await.len();
+    assert!(grant_subjects(&app).await.contains(&"bob@example.com".to_string()));
     app.scim.deactivate(c.dave).await.unwrap();
     app.scim.delete_user(c.bob).await.unwrap();
     let tasks = app.settle(before + 2).await;
@@ -94,7 +97,21 @@ async fn deactivated_or_deleted_users_are_removed_everywhere() {
     }
     let users = app.app_users().await;
     assert_eq!(users, vec![pair("alice@example.com", "ADMIN"), pair("carol@example.com", "EMPLOYEE")]);
+    assert_eq!(
+        grant_subjects(&app).await,
+        ["Admins", "Marketing", "Staff", "Support"],
+        "a deactivated user's share stays"
+    );
     app.stop().await;
+}
+
+/// Whom the integration's shares name, sorted.
+async fn grant_subjects(app: &TestApp) -> Vec<String> {
+    let v = app.admin_get(&format!("/api/v1/tenants/{}/integrations/{}/grants", app.tenant, app.integration)).await;
+    let mut names: Vec<String> =
+        v["grants"].as_array().unwrap().iter().map(|g| g["subject_name"].as_str().unwrap().to_string()).collect();
+    names.sort();
+    names
 }
 
 #[tokio::test]
@@ -103,6 +120,7 @@ async fn deleting_a_group_resolves_every_member() {
     let before = app.tasks().await.len();
     app.scim.delete_group(c.admins).await.unwrap();
     let tasks = app.settle(before + 3).await;
+    assert_eq!(grant_subjects(&app).await, ["Marketing", "Staff", "Support"], "the deleted team's share went with it");
     let new: Vec<_> = tasks[before..].to_vec();
     let outcome = |email: &str| new.iter().find(|t| t.email == email).map(|t| t.outcome.clone());
     assert_eq!(outcome("alice@example.com").as_deref(), Some("remove"));

@@ -617,6 +617,9 @@ pub async fn delete_user(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Optio
             &[&d.tenant_id, &d.scope(), &id],
         )
         .await?;
+    if n > 0 {
+        delete_grants_of(tx, d.tenant_id, "user", id).await?;
+    }
     Ok((n > 0).then_some(groups))
 }
 
@@ -823,7 +826,20 @@ pub async fn delete_group(tx: &Transaction<'_>, d: Dir, id: Uuid) -> Result<Opti
         &[&d.tenant_id, &d.scope(), &id],
     )
     .await?;
+    delete_grants_of(tx, d.tenant_id, "team", id).await?;
     Ok(Some(members))
+}
+
+/// Deletes the grants (console shares) of a user or team the directory just deleted: SCIM ids
+/// are never given again, so such a grant could never give anything and would stay listed
+/// with no one behind it. Access is resolved without it either way.
+async fn delete_grants_of(tx: &Transaction<'_>, tenant_id: Uuid, subject_kind: &str, id: Uuid) -> Result<()> {
+    tx.execute(
+        &stmt(tx, "delete from grants where tenant_id = $1 and subject_kind = $2 and subject_id = $3").await?,
+        &[&tenant_id, &subject_kind, &id],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Groups whose displayName equals `name` ignoring case (an indexed lookup).
