@@ -223,9 +223,8 @@ impl<A: AppAdapter> Worker<A> {
         let integration = match self.store.integration_for_apply(task.tenant_id, task.integration_id).await {
             Ok(Some(i)) => i,
             Ok(None) => {
-                let reason = "the integration no longer exists";
-                return match self.fail_now(task, reason).await {
-                    Ok(()) => finished("failed", Settle::DeadLetter),
+                return match self.integration_gone(task).await {
+                    Ok(()) => finished("superseded", Settle::Ack),
                     Err(error) => self.database_down(&error),
                 };
             }
@@ -586,7 +585,27 @@ impl<A: AppAdapter> Worker<A> {
         Ok(())
     }
 
-    /// Fails a task that cannot even be attempted (its integration is gone or misrouted).
+    /// Ends a task whose integration was deleted: nothing is left to converge, and no re-drive
+    /// could, so it is superseded (a deletion has already marked the tasks it found; one
+    /// published since, or finished meanwhile, keeps its history).
+    async fn integration_gone(&self, task: &ConnectorTask) -> Result<(), StoreError> {
+        let mut client = self.store.client().await?;
+        let tx = client.transaction().await?;
+        let (tenant, task_id) = (task.tenant_id, task.task_id);
+        let open = apply::lock_task(&tx, tenant, task_id)
+            .await?
+            .is_some_and(|t| matches!(t.status.as_str(), "queued" | "running" | "retrying"));
+        if open {
+            apply::update_task(&tx, tenant, task_id, TaskUpdate::Superseded).await?;
+            let detail = "superseded: the integration no longer exists";
+            apply::add_event(&tx, tenant, task_id, NewEvent::new("superseded", detail)).await?;
+        }
+        tx.commit().await?;
+        tracing::info!(app = %self.app, integration = %task.integration_id, "task of a deleted integration; no app call");
+        Ok(())
+    }
+
+    /// Fails a task that cannot even be attempted (it is misrouted).
     async fn fail_now(&self, task: &ConnectorTask, reason: &str) -> Result<(), StoreError> {
         let mut client = self.store.client().await?;
         let tx = client.transaction().await?;

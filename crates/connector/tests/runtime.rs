@@ -345,3 +345,27 @@ async fn a_pool_exports_its_counters_from_zero() {
         assert!(text.contains(&line), "{line} in {text}");
     }
 }
+
+#[tokio::test]
+async fn a_task_of_a_deleted_integration_is_superseded_without_an_app_call() {
+    let mut h = harness(json!({ "business_id": BIZ })).await;
+    let tasks = h.removals(&emails("deleted-integration", 1), true).await;
+    // Deleted between the resolver's decision and the connector's turn.
+    h.store
+        .client()
+        .await
+        .expect("client")
+        .execute("delete from integrations where tenant_id = $1 and id = $2", &[&h.tenant, &h.integration])
+        .await
+        .expect("delete the integration");
+    h.start(config());
+
+    let t = h.finished(tasks[0]).await;
+    assert_eq!((t.status.as_str(), t.dead_lettered), ("superseded", false), "{t:?}");
+    let events = h.events(tasks[0]).await;
+    assert!(events.iter().any(|e| e.0 == "superseded" && e.3.contains("integration no longer exists")), "{events:?}");
+    assert!(h.writes().is_empty(), "no app call");
+    assert_eq!(h.hub_emails().len(), 1, "whoever is in the app stays");
+    assert_eq!(h.dead_letter_count().await, 0);
+    assert_eq!(h.metric("connector_tasks", "superseded"), 1);
+}
