@@ -203,13 +203,13 @@ async fn removing_an_asset_from_a_share_goes_through_the_resolver() {
     let tasks = app.settle(before + 1).await;
     let t = tasks[before..]
         .iter()
-        .find(|t| t.email == "bob@example.com" && t.reason.contains("page_9 removed"))
+        .find(|t| t.email == "bob@example.com" && t.reason.contains("(page_9) removed"))
         .expect("the update of bob's assets");
     assert_eq!(t.outcome, "update");
     assert_eq!(
         t.reason,
-        "act_1 MANAGE → ANALYZE, page_9 removed: team Staff's assets changed, team Admins grants ADMIN, \
-         team Admins, team Staff grants ANALYZE on act_1"
+        "Brand ads (act_1) MANAGE → ANALYZE, Brand page (page_9) removed: team Staff's assets changed, \
+         team Admins grants ADMIN, team Admins, team Staff grants ANALYZE on Brand ads (act_1)"
     );
     assert_eq!(desired(&app, c.ads, c.bob).await, (Some("ADMIN".into()), json!({"act_1": "ANALYZE"})));
     // The job says what the admin did.

@@ -154,7 +154,7 @@ async fn dropping_an_asset_role_takes_the_asset_away_and_previewing_an_asset_rem
     assert!(hub.contains(&("alice@example.com".into(), "EMPLOYEE".into())), "{hub:?}");
     let alice_task = one(new, "alice@example.com");
     assert_eq!(alice_task.outcome, "update", "{alice_task:#?}");
-    assert!(alice_task.reason.starts_with(&format!("{act} removed: ")), "{}", alice_task.reason);
+    assert!(alice_task.reason.starts_with(&format!("Brand ads ({act}) removed: ")), "{}", alice_task.reason);
     assert_eq!(one(new, "bob@example.com").outcome, "keep");
     assert_eq!(
         summary(&app, alice_task).await,

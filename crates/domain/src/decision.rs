@@ -4,7 +4,7 @@
 
 use crate::{Access, AssetMap, Grant, GrantSource};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 /// What the app holds (or is meant to hold) for a user: a role and asset roles.
@@ -131,8 +131,19 @@ fn names(sources: &[GrantSource]) -> String {
     sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
 }
 
-/// "team Staff grants EMPLOYEE, team Ads grants MANAGE on act_1".
-fn because(a: &Access) -> String {
+/// Asset id → the name an admin gave it, for reasons.
+pub type AssetNames = BTreeMap<String, String>;
+
+/// "Brand ads (act_1)", or the id alone for an asset with no name.
+fn asset_label(names: &AssetNames, asset: &str) -> String {
+    match names.get(asset).map(|n| n.trim()).filter(|n| !n.is_empty() && *n != asset) {
+        Some(name) => format!("{name} ({asset})"),
+        None => asset.to_string(),
+    }
+}
+
+/// "team Staff grants EMPLOYEE, team Ads grants MANAGE on Brand ads (act_1)".
+fn because(a: &Access, asset_names: &AssetNames) -> String {
     let mut parts = vec![format!("{} grants {}", names(&a.because), role_words(&a.role))];
     for (i, (asset, asset_role)) in a.assets.iter().enumerate() {
         if i == REASON_ASSETS {
@@ -140,7 +151,7 @@ fn because(a: &Access) -> String {
             break;
         }
         let sources = a.asset_because.get(asset).map(|s| names(s)).unwrap_or_default();
-        parts.push(format!("{sources} grants {asset_role} on {asset}"));
+        parts.push(format!("{sources} grants {asset_role} on {}", asset_label(asset_names, asset)));
     }
     parts.join(", ")
 }
@@ -153,8 +164,9 @@ fn role_words(role: &str) -> String {
     }
 }
 
-/// "ADMIN → EMPLOYEE, act_1 MANAGE → ANALYZE, page_9 removed, act_2 added as ANALYZE".
-fn changes(from: &Held, to: &Held) -> String {
+/// "ADMIN → EMPLOYEE, act_1 MANAGE → ANALYZE, page_9 removed, act_2 added as ANALYZE" (each
+/// asset by its name too where it has one).
+fn changes(from: &Held, to: &Held, names: &AssetNames) -> String {
     let mut parts = Vec::new();
     if from.role != to.role {
         parts.push(format!("{} → {}", from.role, to.role));
@@ -164,9 +176,9 @@ fn changes(from: &Held, to: &Held) -> String {
     let mut more = 0;
     for asset in assets {
         let part = match (from.assets.get(asset), to.assets.get(asset)) {
-            (Some(f), Some(t)) if f != t => format!("{asset} {f} → {t}"),
-            (Some(_), None) => format!("{asset} removed"),
-            (None, Some(t)) => format!("{asset} added as {t}"),
+            (Some(f), Some(t)) if f != t => format!("{} {f} → {t}", asset_label(names, asset)),
+            (Some(_), None) => format!("{} removed", asset_label(names, asset)),
+            (None, Some(t)) => format!("{} added as {t}", asset_label(names, asset)),
             _ => continue,
         };
         if listed < REASON_ASSETS {
@@ -184,8 +196,15 @@ fn changes(from: &Held, to: &Held) -> String {
 
 /// Compares the access the grants give now with what the app is meant to hold (`held`, the
 /// last desired state). `lost` (from [`lost_grants`]) names what was taken away, for the
-/// reason. Returns None when there is nothing to say: no access before and none now.
-pub fn decide(held: Option<&Held>, now: Option<&Access>, status: UserStatus, lost: &[Lost]) -> Option<Decision> {
+/// reason, and `names` the assets' names. Returns None when there is nothing to say: no
+/// access before and none now.
+pub fn decide(
+    held: Option<&Held>,
+    now: Option<&Access>,
+    status: UserStatus,
+    lost: &[Lost],
+    names: &AssetNames,
+) -> Option<Decision> {
     let lost_words = lost.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(", ");
     match (held, now) {
         (None, None) => None,
@@ -206,14 +225,14 @@ pub fn decide(held: Option<&Held>, now: Option<&Access>, status: UserStatus, los
             outcome: Outcome::Keep,
             from: Some(h.clone()),
             to: Some(a.held()),
-            reason: format!("kept: {}", because(a)),
+            reason: format!("kept: {}", because(a, names)),
         }),
         (Some(h), Some(a)) => {
             let to = a.held();
-            let why = if lost.is_empty() { because(a) } else { format!("{lost_words}, {}", because(a)) };
+            let why = if lost.is_empty() { because(a, names) } else { format!("{lost_words}, {}", because(a, names)) };
             Some(Decision {
                 outcome: Outcome::Update,
-                reason: format!("{}: {why}", changes(h, &to)),
+                reason: format!("{}: {why}", changes(h, &to, names)),
                 from: Some(h.clone()),
                 to: Some(to),
             })
@@ -222,7 +241,7 @@ pub fn decide(held: Option<&Held>, now: Option<&Access>, status: UserStatus, los
             outcome: Outcome::Grant,
             from: None,
             to: Some(a.held()),
-            reason: format!("granted: {}", because(a)),
+            reason: format!("granted: {}", because(a, names)),
         }),
     }
 }
@@ -247,7 +266,7 @@ mod tests {
     #[test]
     fn decisions_and_their_reasons() {
         let keep = effective_access(&ladder(), true, &[team("Marketing", "ADMIN")]).unwrap();
-        let d = decide(Some(&held("ADMIN")), Some(&keep), UserStatus::Active, &[]).unwrap();
+        let d = decide(Some(&held("ADMIN")), Some(&keep), UserStatus::Active, &[], &AssetNames::new()).unwrap();
         assert_eq!(d.outcome, Outcome::Keep);
         assert_eq!(d.reason, "kept: team Marketing grants ADMIN");
 
@@ -258,16 +277,16 @@ mod tests {
             &["Staff".to_string()].into_iter().collect(),
         );
         assert_eq!(lost, vec![Lost::LeftTeam("Admins".into())]);
-        let d = decide(Some(&held("ADMIN")), Some(&lower), UserStatus::Active, &lost).unwrap();
+        let d = decide(Some(&held("ADMIN")), Some(&lower), UserStatus::Active, &lost, &AssetNames::new()).unwrap();
         assert_eq!(d.outcome, Outcome::Update);
         assert_eq!(d.reason, "ADMIN → EMPLOYEE: left team Admins, team Staff grants EMPLOYEE");
 
-        let d = decide(Some(&held("ADMIN")), None, UserStatus::Inactive, &[]).unwrap();
+        let d = decide(Some(&held("ADMIN")), None, UserStatus::Inactive, &[], &AssetNames::new()).unwrap();
         assert_eq!(d.outcome, Outcome::Remove);
         assert!(d.reason.contains("deactivated"));
 
-        assert_eq!(decide(None, None, UserStatus::Deleted, &[]), None);
-        let d = decide(None, Some(&lower), UserStatus::Active, &[]).unwrap();
+        assert_eq!(decide(None, None, UserStatus::Deleted, &[], &AssetNames::new()), None);
+        let d = decide(None, Some(&lower), UserStatus::Active, &[], &AssetNames::new()).unwrap();
         assert_eq!(d.outcome, Outcome::Grant);
         assert_eq!(d.to_role(), Some("EMPLOYEE"));
     }
@@ -276,7 +295,7 @@ mod tests {
     fn a_revoked_grant_is_named_apart_from_leaving_a_team() {
         let teams: BTreeSet<String> = ["Admins".to_string()].into_iter().collect();
         let lost = lost_grants(&[team("Admins", "ADMIN")], &[], &teams);
-        let d = decide(Some(&held("ADMIN")), None, UserStatus::Active, &lost).unwrap();
+        let d = decide(Some(&held("ADMIN")), None, UserStatus::Active, &lost, &AssetNames::new()).unwrap();
         assert_eq!(
             d.reason,
             "removed: team Admins no longer shares the integration; no team or individual grant reaches the user"
@@ -301,11 +320,22 @@ mod tests {
                 .into_iter()
                 .collect(),
         };
-        let d = decide(Some(&before), Some(&now), UserStatus::Active, &[]).unwrap();
+        let d = decide(Some(&before), Some(&now), UserStatus::Active, &[], &AssetNames::new()).unwrap();
         assert_eq!(d.outcome, Outcome::Update);
         assert_eq!(
             d.reason,
             "act_1 MANAGE → ANALYZE, page_9 removed: team Staff grants EMPLOYEE, team Staff grants ANALYZE on act_1"
+        );
+        // With the names admins gave the assets, the reason says them (an unnamed one keeps its id).
+        let names: AssetNames =
+            [("act_1".to_string(), "Brand ads".to_string()), ("page_9".to_string(), " ".to_string())]
+                .into_iter()
+                .collect();
+        let d = decide(Some(&before), Some(&now), UserStatus::Active, &[], &names).unwrap();
+        assert_eq!(
+            d.reason,
+            "Brand ads (act_1) MANAGE → ANALYZE, page_9 removed: team Staff grants EMPLOYEE, \
+             team Staff grants ANALYZE on Brand ads (act_1)"
         );
     }
 }

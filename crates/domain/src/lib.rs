@@ -12,7 +12,7 @@ mod decision;
 mod proptests;
 pub mod text;
 
-pub use decision::{decide, lost_grants, Decision, Held, Lost, Outcome, UserStatus};
+pub use decision::{decide, lost_grants, AssetNames, Decision, Held, Lost, Outcome, UserStatus};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

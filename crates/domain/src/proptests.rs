@@ -128,7 +128,7 @@ proptest! {
         let now = m.effective(active, &grants);
         let status = if active { UserStatus::Active } else { UserStatus::Inactive };
         let lost = lost_grants(&before, &grants, &BTreeSet::new());
-        let d = decide(held.as_ref(), now.as_ref(), status, &lost);
+        let d = decide(held.as_ref(), now.as_ref(), status, &lost, &Default::default());
         let want = now.as_ref().map(Access::held);
         match (&held, &want) {
             (None, None) => prop_assert!(d.is_none()),
@@ -137,7 +137,7 @@ proptest! {
             (Some(h), Some(w)) if h == w => prop_assert_eq!(d.as_ref().map(|d| d.outcome), Some(Outcome::Keep)),
             (Some(_), Some(_)) => prop_assert_eq!(d.as_ref().map(|d| d.outcome), Some(Outcome::Update)),
         }
-        if let (Some(d), Some(a)) = (decide(held.as_ref(), now.as_ref(), status, &lost), &now) {
+        if let (Some(d), Some(a)) = (decide(held.as_ref(), now.as_ref(), status, &lost, &Default::default()), &now) {
             prop_assert_eq!(d.to.as_ref(), Some(&a.held()));
             // The reason names every grant behind the role it keeps or gives.
             for s in &a.because {

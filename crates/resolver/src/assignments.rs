@@ -76,7 +76,7 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, scope: &str, users: &[Uuid
             }
             _ => Vec::new(),
         };
-        let decision = decide(held.as_ref(), now.as_ref(), status, &lost);
+        let decision = decide(held.as_ref(), now.as_ref(), status, &lost, &integration.asset_names);
         let email = a.map(|a| a.email.clone()).or_else(|| row.as_ref().map(|r| r.email.clone()));
         items.push(Planned { user_id, integration_id, email, status, grants, now, row, decision });
     }

@@ -609,7 +609,8 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, users: &[Uuid]) -> Result<
                 }
                 _ => Vec::new(),
             };
-            let decision = decide(held.as_ref(), now.as_ref(), status, &lost);
+            let decision =
+                decide(held.as_ref(), now.as_ref(), status, &lost, &integrations[&integration_id].asset_names);
             let email = f.map(|f| f.email.clone()).or_else(|| row.as_ref().map(|r| r.email.clone()));
             items.push(Planned { user_id, integration_id, email, status, grants: its_grants, now, row, decision });
         }

@@ -46,6 +46,8 @@ pub struct IntegrationFacts {
     pub asset_roles: Vec<String>,
     /// The asset ids the integration knows.
     pub assets: BTreeSet<String>,
+    /// The names admins gave them (asset id → name), where one was given: reasons say them.
+    pub asset_names: BTreeMap<String, String>,
 }
 
 /// The stored desired state of one (integration, user).
@@ -326,7 +328,8 @@ pub async fn integrations(tx: &Transaction<'_>, tenant_id: Uuid, ids: &[Uuid]) -
               where tenant_id = $1 and id = any($2) order by id",
         ),
         tx.prepare_cached(
-            "select integration_id, asset_id from integration_assets where tenant_id = $1 and integration_id = any($2)",
+            "select integration_id, asset_id, name from integration_assets
+              where tenant_id = $1 and integration_id = any($2)",
         ),
     )
     .await?;
@@ -342,14 +345,20 @@ pub async fn integrations(tx: &Transaction<'_>, tenant_id: Uuid, ids: &[Uuid]) -
             roles: r.get(3),
             asset_roles: r.get(4),
             assets: BTreeSet::new(),
+            asset_names: BTreeMap::new(),
         })
         .collect();
-    let mut by_integration: BTreeMap<Uuid, BTreeSet<String>> = BTreeMap::new();
+    let mut by_integration: BTreeMap<Uuid, Vec<(String, String)>> = BTreeMap::new();
     for r in assets {
-        by_integration.entry(r.get(0)).or_default().insert(r.get(1));
+        by_integration.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
     }
     for i in &mut out {
-        i.assets = by_integration.remove(&i.id).unwrap_or_default();
+        for (id, name) in by_integration.remove(&i.id).unwrap_or_default() {
+            if !name.trim().is_empty() {
+                i.asset_names.insert(id.clone(), name);
+            }
+            i.assets.insert(id);
+        }
     }
     Ok(out)
 }

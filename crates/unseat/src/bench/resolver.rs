@@ -181,7 +181,7 @@ async fn domain_rate(store: &Store, tenant: Uuid, group: Uuid) -> anyhow::Result
         for item in &plan.items {
             let now = model.effective(true, &item.grants);
             let lost = lost_grants(&before, &item.grants, &teams);
-            if decide(Some(&held), now.as_ref(), UserStatus::Active, &lost).is_some() {
+            if decide(Some(&held), now.as_ref(), UserStatus::Active, &lost, &Default::default()).is_some() {
                 decisions += 1;
             }
         }
