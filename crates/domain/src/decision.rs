@@ -144,7 +144,17 @@ fn asset_label(names: &AssetNames, asset: &str) -> String {
 
 /// "team Staff grants EMPLOYEE, team Ads grants MANAGE on Brand ads (act_1)".
 fn because(a: &Access, asset_names: &AssetNames) -> String {
-    let mut parts = vec![format!("{} grants {}", names(&a.because), role_words(&a.role))];
+    because_besides(a, asset_names, &[])
+}
+
+/// [`because`], without the grants of `said` among those that give the role: what was lost
+/// already says they give it now ("individual grant now gives EMPLOYEE").
+fn because_besides(a: &Access, asset_names: &AssetNames, said: &[&GrantSource]) -> String {
+    let role_sources: Vec<GrantSource> = a.because.iter().filter(|s| !said.contains(s)).cloned().collect();
+    let mut parts = Vec::new();
+    if !role_sources.is_empty() {
+        parts.push(format!("{} grants {}", names(&role_sources), role_words(&a.role)));
+    }
     for (i, (asset, asset_role)) in a.assets.iter().enumerate() {
         if i == REASON_ASSETS {
             parts.push(format!("and {} more assets", a.assets.len() - REASON_ASSETS));
@@ -229,7 +239,20 @@ pub fn decide(
         }),
         (Some(h), Some(a)) => {
             let to = a.held();
-            let why = if lost.is_empty() { because(a, names) } else { format!("{lost_words}, {}", because(a, names)) };
+            // A grant that now gives the role is named once, as changed.
+            let said: Vec<&GrantSource> = lost
+                .iter()
+                .filter_map(|l| match l {
+                    Lost::Changed { source, role: Some(role) } if *role == a.role => Some(source),
+                    _ => None,
+                })
+                .collect();
+            let rest = because_besides(a, names, &said);
+            let why = match (lost_words.is_empty(), rest.is_empty()) {
+                (true, _) => rest,
+                (false, true) => lost_words,
+                (false, false) => format!("{lost_words}, {rest}"),
+            };
             Some(Decision {
                 outcome: Outcome::Update,
                 reason: format!("{}: {why}", changes(h, &to, names)),
@@ -261,6 +284,25 @@ mod tests {
 
     fn held(role: &str) -> Held {
         Held { role: role.into(), assets: AssetMap::new() }
+    }
+
+    #[test]
+    fn a_changed_grant_is_named_once() {
+        let mine = |role: &str| Grant { source: GrantSource::Individual, role: role.into(), assets: AssetMap::new() };
+        let no_teams = BTreeSet::new();
+        let now = effective_access(&ladder(), true, &[mine("EMPLOYEE")]).unwrap();
+        let lost = lost_grants(&[mine("ADMIN")], &[mine("EMPLOYEE")], &no_teams);
+        let d = decide(Some(&held("ADMIN")), Some(&now), UserStatus::Active, &lost, &AssetNames::new()).unwrap();
+        assert_eq!(d.reason, "ADMIN → EMPLOYEE: individual grant now gives EMPLOYEE");
+        // Another grant giving the same role is still named.
+        let now = effective_access(&ladder(), true, &[mine("EMPLOYEE"), team("Staff", "EMPLOYEE")]).unwrap();
+        let lost = lost_grants(
+            &[mine("ADMIN"), team("Staff", "EMPLOYEE")],
+            &[mine("EMPLOYEE"), team("Staff", "EMPLOYEE")],
+            &no_teams,
+        );
+        let d = decide(Some(&held("ADMIN")), Some(&now), UserStatus::Active, &lost, &AssetNames::new()).unwrap();
+        assert_eq!(d.reason, "ADMIN → EMPLOYEE: individual grant now gives EMPLOYEE, team Staff grants EMPLOYEE");
     }
 
     #[test]

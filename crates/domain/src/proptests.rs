@@ -139,9 +139,16 @@ proptest! {
         }
         if let (Some(d), Some(a)) = (decide(held.as_ref(), now.as_ref(), status, &lost, &Default::default()), &now) {
             prop_assert_eq!(d.to.as_ref(), Some(&a.held()));
-            // The reason names every grant behind the role it keeps or gives.
+            // The reason names every grant behind the role it keeps or gives: as giving it, or
+            // as changed to give it now.
             for s in &a.because {
-                prop_assert!(d.reason.contains(&s.to_string()), "{} lacks {}", d.reason, s);
+                let changed = Lost::Changed { source: s.clone(), role: Some(a.role.clone()) }.to_string();
+                prop_assert!(
+                    d.reason.contains(&s.to_string()) || d.reason.contains(&changed),
+                    "{} lacks {}",
+                    d.reason,
+                    s
+                );
             }
         }
     }
