@@ -3,7 +3,10 @@
 //! to `<queue>.dlq`. Once an admin re-drives the task, the store is its record again and the
 //! copy in the dead-letter queue is stale: when a connector picks a re-driven task up it asks
 //! for a sweep, which goes once through the queue and removes every copy dead-lettered before
-//! its task's last re-drive. Everything else stays: messages that are not connector tasks,
+//! its task's last re-drive, and every copy of a task since superseded (a later task applied
+//! the user's access, or the integration was deleted: nothing is left for anyone to do). A
+//! sweep also runs every `dead_letter_sweep` (10 minutes), since superseding asks for none.
+//! Everything else stays: messages that are not connector tasks,
 //! tasks the store does not know, and copies of failures newer than the last re-drive (the
 //! broker's own dead-lettering after the delivery limit included). Sweeps run one at a time
 //! per worker pool; requests made meanwhile fold into the next sweep. A kept message goes back
@@ -27,6 +30,10 @@ const MAX_SWEEP: usize = 10_000;
 /// broker's time has whole seconds too: in the re-drive's own second a copy goes only if
 /// the task is no longer failed (a newer failure is recorded before its copy is made).
 pub fn superseded(dead_lettered_at: Option<u64>, status: &str, redriven_at: Option<i64>) -> bool {
+    // Final: never re-driven, never attempted again.
+    if status == "superseded" {
+        return true;
+    }
     let (Some(died), Some(redriven)) = (dead_lettered_at.map(|d| d as i64), redriven_at) else {
         return false;
     };
@@ -40,19 +47,28 @@ pub(crate) struct Sweeper {
     pub queue: String,
     pub app: String,
     pub wanted: Arc<Notify>,
+    /// Sweeps unasked this often.
+    pub every: std::time::Duration,
 }
 
 impl Sweeper {
     /// Sweeps whenever asked, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(self.every.max(std::time::Duration::from_secs(1)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = self.wanted.notified() => {}
+                _ = every.tick() => {}
             }
             match self.sweep().await {
-                Ok((seen, removed)) => {
-                    tracing::info!(app = %self.app, queue = %self.queue, seen, removed, "swept re-driven copies out of the dead-letter queue")
+                Ok((seen, removed)) if removed > 0 => {
+                    tracing::info!(app = %self.app, queue = %self.queue, seen, removed, "swept copies that need no look any more out of the dead-letter queue")
+                }
+                Ok((seen, _)) => {
+                    tracing::debug!(app = %self.app, queue = %self.queue, seen, "swept the dead-letter queue; nothing to remove")
                 }
                 Err(error) => {
                     tracing::warn!(app = %self.app, queue = %self.queue, error = %error, "could not sweep the dead-letter queue; its copies stay until the next re-drive")
@@ -130,5 +146,8 @@ mod tests {
         // Never re-driven, or no death record: stays.
         assert!(!superseded(Some(100), "failed", None));
         assert!(!superseded(None, "succeeded", Some(105)));
+        // Superseded since (a later task applied the access, the integration was deleted): goes.
+        assert!(superseded(Some(100), "superseded", None));
+        assert!(superseded(None, "superseded", Some(105)));
     }
 }

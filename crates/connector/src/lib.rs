@@ -78,6 +78,9 @@ pub struct ConnectorConfig {
     /// Call apps only at public addresses ([`public`]): for tenants not trusted with the
     /// network unseat runs in.
     pub public_only: bool,
+    /// How often the dead-letter queue is swept of copies whose task needs no look any more
+    /// (besides the sweep each re-drive asks for): see [`dead_letters`].
+    pub dead_letter_sweep: Duration,
 }
 
 impl Default for ConnectorConfig {
@@ -97,6 +100,7 @@ impl Default for ConnectorConfig {
             scim_rate: scim::DEFAULT_RATE,
             credential_key: None,
             public_only: false,
+            dead_letter_sweep: Duration::from_secs(600),
         }
     }
 }

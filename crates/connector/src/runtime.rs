@@ -70,6 +70,7 @@ pub async fn run_with<A: AppAdapter>(
         queue: dead_letter_queue.clone(),
         app: app.clone(),
         wanted: Arc::clone(&sweeps),
+        every: config.dead_letter_sweep,
     };
     let sweeping = tokio::spawn(sweeper.run(shutdown.clone()));
     let worker = Arc::new(Worker {
@@ -93,6 +94,9 @@ pub async fn run_with<A: AppAdapter>(
     .await;
     let _ = sweeping.await;
 }
+
+/// The event of a task ended because its integration was deleted.
+const INTEGRATION_GONE: &str = "superseded: the integration no longer exists";
 
 /// Every final status a task of the pool can end with, as counted in `connector_tasks`.
 const TASK_RESULTS: [&str; 4] = ["succeeded", "failed", "superseded", "duplicate"];
@@ -405,7 +409,21 @@ impl<A: AppAdapter> Worker<A> {
         if task_row.status != "failed" && task_row.last_error.is_some() && task_row.attempts == task_row.attempt_base {
             self.sweeps.notify_one();
         }
+        // Ended meanwhile (its integration deleted, say) while this delivery waited to retry.
+        if task_row.status == "superseded" {
+            tx.commit().await?;
+            tracing::info!(app = %self.app, "task superseded while it waited; no app call");
+            return Ok(Step::Finished { result: "superseded", settle: Settle::Ack });
+        }
         let Some(access) = access else {
+            if !apply::integration_exists(&tx, tenant, task.integration_id).await? {
+                // Deleted after this delivery read it: its desired states went with it.
+                apply::update_task(&tx, tenant, task_id, TaskUpdate::Superseded).await?;
+                apply::add_event(&tx, tenant, task_id, NewEvent::new("superseded", INTEGRATION_GONE)).await?;
+                tx.commit().await?;
+                tracing::info!(app = %self.app, integration = %task.integration_id, "task of a deleted integration; no app call");
+                return Ok(Step::Finished { result: "superseded", settle: Settle::Ack });
+            }
             let reason = "no desired state is recorded for this user and integration";
             self.record_failure(&tx, task, reason).await?;
             tx.commit().await?;
@@ -597,8 +615,7 @@ impl<A: AppAdapter> Worker<A> {
             .is_some_and(|t| matches!(t.status.as_str(), "queued" | "running" | "retrying"));
         if open {
             apply::update_task(&tx, tenant, task_id, TaskUpdate::Superseded).await?;
-            let detail = "superseded: the integration no longer exists";
-            apply::add_event(&tx, tenant, task_id, NewEvent::new("superseded", detail)).await?;
+            apply::add_event(&tx, tenant, task_id, NewEvent::new("superseded", INTEGRATION_GONE)).await?;
         }
         tx.commit().await?;
         tracing::info!(app = %self.app, integration = %task.integration_id, "task of a deleted integration; no app call");

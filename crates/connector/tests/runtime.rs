@@ -8,7 +8,7 @@
 mod common;
 
 use chrono::{DateTime, Utc};
-use common::{emails, quick_config, Fixture, Setup};
+use common::{emails, eventually, quick_config, Fixture, Setup};
 use serde_json::json;
 use std::time::Duration;
 use unseat_connector::ConnectorConfig;
@@ -368,4 +368,55 @@ async fn a_task_of_a_deleted_integration_is_superseded_without_an_app_call() {
     assert_eq!(h.hub_emails().len(), 1, "whoever is in the app stays");
     assert_eq!(h.dead_letter_count().await, 0);
     assert_eq!(h.metric("connector_tasks", "superseded"), 1);
+}
+
+#[tokio::test]
+async fn a_task_retrying_when_its_integration_is_deleted_stays_superseded() {
+    let mut h = harness(json!({ "business_id": BIZ })).await;
+    h.emu
+        .add_fault(FaultRule { method: Some("DELETE".into()), status: Some(503), ..Default::default() })
+        .expect("fault");
+    let tasks = h.removals(&emails("retrying-when-deleted", 1), true).await;
+    h.start(ConnectorConfig { max_attempts: 50, ..config() });
+    eventually("the removal to be retrying", || async {
+        let t = h.task(tasks[0]).await;
+        (t.status == "retrying" && t.attempts >= 2).then_some(())
+    })
+    .await;
+    let deleted = h.store.delete_integration(h.tenant, h.integration).await.expect("delete").expect("it existed");
+    assert_eq!(deleted.tasks_superseded, 1);
+
+    // The delivery still retrying finds the task ended and leaves it so, without an app call.
+    let deletes = || h.emu.requests().iter().filter(|r| r.method == "DELETE").count();
+    let after_delete = deletes();
+    let done =
+        eventually("the delivery to end", || async { (h.metric("connector_tasks", "superseded") == 1).then_some(()) });
+    done.await;
+    let t = h.task(tasks[0]).await;
+    assert_eq!((t.status.as_str(), t.dead_lettered), ("superseded", false), "{t:?}");
+    assert_eq!(h.metric("connector_tasks", "failed"), 0);
+    assert_eq!(h.dead_letter_count().await, 0);
+    assert!(deletes() <= after_delete + 1, "at most the call in flight at the deletion");
+    let kinds = h.event_kinds(tasks[0]).await;
+    assert_eq!(kinds.last().map(String::as_str), Some("superseded"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn the_dead_letter_copy_of_a_deleted_integrations_failed_task_is_swept_away() {
+    let mut h = harness(json!({ "business_id": BIZ })).await;
+    h.emu
+        .add_fault(FaultRule { method: Some("DELETE".into()), status: Some(403), ..Default::default() })
+        .expect("fault");
+    let tasks = h.removals(&emails("failed-then-deleted", 1), true).await;
+    h.start(ConnectorConfig { dead_letter_sweep: Duration::from_secs(1), ..config() });
+    let t = h.finished(tasks[0]).await;
+    assert_eq!((t.status.as_str(), t.dead_lettered), ("failed", true), "{t:?}");
+    eventually("the copy in the dead-letter queue", || async { (h.dead_letter_count().await == 1).then_some(()) })
+        .await;
+
+    h.store.delete_integration(h.tenant, h.integration).await.expect("delete").expect("it existed");
+    // No re-drive asks for a sweep: the periodic one finds the task superseded.
+    eventually("the dead-letter queue to be empty", || async { (h.dead_letter_count().await == 0).then_some(()) })
+        .await;
+    assert_eq!(h.task(tasks[0]).await.status, "superseded");
 }

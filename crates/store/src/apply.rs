@@ -222,6 +222,14 @@ pub async fn lock_access(
     }))
 }
 
+/// Whether the tenant still has the integration.
+pub async fn integration_exists(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid) -> Result<bool> {
+    let row = tx
+        .query_opt("select 1 from integrations where tenant_id = $1 and id = $2", &[&tenant_id, &integration_id])
+        .await?;
+    Ok(row.is_some())
+}
+
 /// Locks a task row (after its access_state row, always in that order) and returns it.
 pub async fn lock_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid) -> Result<Option<TaskRow>> {
     let row = tx
