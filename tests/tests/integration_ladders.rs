@@ -440,6 +440,16 @@ async fn a_connection_change_is_checked_as_at_creation_and_a_refused_one_changes
         (json!({"credential": "x".repeat(8193)}), "at most 8192"),
         (json!({"credential": "env:lowercase"}), "credential"),
         (json!({"base_url": "http://127.0.0.1:9", "roles": ["ADMIN", "admin"]}), "roles"),
+        (json!({"credential": "token\nX-Evil: 1"}), "control characters"),
+        (json!({"credential": "   "}), "start or end with spaces"),
+        (json!({"settings": {"business_id": "1001", "deprovison": "delete"}}), "settings.deprovison is not a setting"),
+        (
+            json!({"settings": {"business_id": "1001", "match_attribute": "userName"}}),
+            "not a setting of a business_hub",
+        ),
+        (json!({"settings": {"business_id": "1001", "reported_roles": "BASE"}}), "exact or base"),
+        (json!({"asset_roles": ["MANAGE", "manage"]}), "differ only in case"),
+        (json!({"base_url": format!("http://127.0.0.1/{}", "a".repeat(2100))}), "at most 2048"),
     ] {
         let (status, answer) = patch(&app, app.integration, body.clone()).await;
         assert_eq!(status, 400, "{body}: {answer}");
@@ -472,6 +482,13 @@ async fn a_connection_change_is_checked_as_at_creation_and_a_refused_one_changes
         (before["has_credential"].clone(), before["roles"].clone())
     );
     assert_eq!(jobs(&app).await, jobs_before, "a connection change announces no one");
+
+    // A default role set can be taken back: "" leaves the ladder's lowest role to apply.
+    let (status, answer) = patch(&app, app.integration, json!({"default_role": "EMPLOYEE"})).await;
+    assert_eq!((status, answer["default_role"].clone()), (200, json!("EMPLOYEE")), "{answer}");
+    let (status, answer) = patch(&app, app.integration, json!({"default_role": ""})).await;
+    assert_eq!((status, answer["default_role"].clone()), (200, Value::Null), "{answer}");
+    assert_eq!(app.admin_get(&path).await["default_role"], Value::Null);
 
     // The connection as changed is the one the connectors use: a removal still reaches the app.
     let alice = app.person("alice@example.com", "ADMIN").await;

@@ -1111,7 +1111,7 @@ async fn text_the_api_cannot_keep_and_bodies_that_are_not_objects_are_refused() 
         (Method::PATCH, format!("{assets}/act_1"), owner.as_str(), json!({"name": "n\u{0}"})),
         (Method::POST, format!("{base}/integrations"), owner.as_str(), {
             let mut b = integration_body("Other");
-            b["settings"] = json!({"business_id": "4100000002", "k\u{0}": "v"});
+            b["settings"] = json!({"business_id": "4100000002", "reported_roles": "b\u{0}"});
             b
         }),
     ];
@@ -1170,15 +1170,20 @@ async fn text_the_api_cannot_keep_and_bodies_that_are_not_objects_are_refused() 
 async fn extreme_numbers_in_settings_come_back_as_sent() {
     let app = spawn_app().await;
     let (tenant, _, owner) = app.tenant("Acme").await;
-    let numbers = json!([1.7976931348623155e308, f64::MAX, -f64::MAX, 5e-324, 0.1, u64::MAX, i64::MIN]);
-    let mut body = integration_body("Hub");
-    body["settings"]["limits"] = numbers.clone();
-    let a = app.post(&format!("/api/v1/tenants/{tenant}/integrations"), &owner, body).await;
-    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
-    assert_eq!(a.body["settings"]["limits"], numbers);
-    let a = app.get(&format!("/api/v1/tenants/{tenant}/integrations/{}", a.body["id"].as_str().unwrap()), &owner).await;
-    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
-    assert_eq!(a.body["settings"]["limits"], numbers);
+    for (n, number) in [json!(1.7976931348623155e308), json!(f64::MAX), json!(5e-324), json!(0.1), json!(u64::MAX)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut body = integration_body(&format!("Hub {n}"));
+        body["settings"]["rate_limit_per_second"] = number.clone();
+        let a = app.post(&format!("/api/v1/tenants/{tenant}/integrations"), &owner, body).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+        assert_eq!(a.body["settings"]["rate_limit_per_second"], number);
+        let a =
+            app.get(&format!("/api/v1/tenants/{tenant}/integrations/{}", a.body["id"].as_str().unwrap()), &owner).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        assert_eq!(a.body["settings"]["rate_limit_per_second"], number);
+    }
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ use unseat_store::credentials::{Sealing, StoredCredential};
 pub const APP_KINDS: &[&str] = &["business_hub", "scim"];
 
 const MAX_CREDENTIAL_CHARS: usize = 8192;
+const MAX_BASE_URL_CHARS: usize = 2048;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,8 +68,21 @@ fn asset_ladder(asset_roles: Vec<String>) -> Result<AssetLadder, ApiError> {
     AssetLadder::parse(asset_roles).map_err(|e| ApiError::bad_request(format!("asset_roles: {e}")))
 }
 
+/// Checks an asset-role ladder an admin submits: no two names the same ignoring case, since
+/// an app compares the tasks they stand for so (a stored ladder that predates the check stays).
+fn check_submitted_asset_roles(ladder: &AssetLadder) -> Result<(), ApiError> {
+    let roles = ladder.roles();
+    for (i, a) in roles.iter().enumerate() {
+        if let Some(b) = roles[..i].iter().find(|b| b.eq_ignore_ascii_case(a)) {
+            return Err(ApiError::bad_request(format!("asset_roles: {b:?} and {a:?} differ only in case")));
+        }
+    }
+    Ok(())
+}
+
 fn validate_assets(asset_roles: Vec<String>, assets: Vec<NewAssetBody>) -> Result<(Vec<String>, Vec<Asset>), ApiError> {
     let ladder = asset_ladder(asset_roles)?;
+    check_submitted_asset_roles(&ladder)?;
     if !assets.is_empty() && ladder.roles().is_empty() {
         return Err(ApiError::bad_request("assets need an asset_roles ladder"));
     }
@@ -132,7 +146,8 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
     let base_url = base_url(&req.base_url)?;
     let (roles, ladder) = role_ladder(&req.app_kind, req.roles)?;
     check_submitted_roles(&ladder)?;
-    if let Some(role) = &req.default_role {
+    let default_role = req.default_role.filter(|r| !r.is_empty());
+    if let Some(role) = &default_role {
         check_default_role(&ladder, role)?;
     }
     let settings = settings(&req.app_kind, req.settings.unwrap_or_else(|| json!({})))?;
@@ -145,7 +160,7 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
         settings,
         credential,
         roles,
-        default_role: req.default_role,
+        default_role,
         asset_roles,
         assets,
     })
@@ -158,6 +173,9 @@ fn integration_name(name: &str) -> Result<String, ApiError> {
 /// The base URL to store: absolute http(s), with nothing the connector could not append a
 /// path to and no secret in it, without its trailing slash.
 fn base_url(submitted: &str) -> Result<String, ApiError> {
+    if submitted.chars().count() > MAX_BASE_URL_CHARS {
+        return Err(ApiError::bad_request(format!("base_url must be at most {MAX_BASE_URL_CHARS} characters")));
+    }
     let base_url = url::Url::parse(submitted.trim())
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
@@ -189,13 +207,39 @@ fn seal_credential(sealing: &Sealing, credential: &str) -> Result<StoredCredenti
     if credential.chars().count() > MAX_CREDENTIAL_CHARS {
         return Err(ApiError::bad_request(format!("credential must be at most {MAX_CREDENTIAL_CHARS} characters")));
     }
+    // Sent in a header or a query parameter: a line break or other control character would
+    // fail every request, and spaces around a pasted token are a mistake, never part of it.
+    if credential.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("credential must not contain control characters (line breaks, tabs)"));
+    }
+    if credential.trim() != credential {
+        return Err(ApiError::bad_request("credential must not start or end with spaces"));
+    }
     sealing.seal(credential).map_err(|e| ApiError::bad_request(format!("credential: {e}")))
+}
+
+/// The settings the connectors of `app_kind` read.
+fn known_settings(app_kind: &str) -> &'static [&'static str] {
+    match app_kind {
+        "business_hub" => &["business_id", "reported_roles", "rate_limit_per_second"],
+        "scim" => &["match_attribute", "deprovision", "rate_limit_per_second"],
+        _ => &["rate_limit_per_second"],
+    }
 }
 
 /// The settings a connector reads, checked as it reads them (`unseat-connector`'s
 /// `business_hub` and `scim` adapters and its HTTP client), so that an integration the
 /// connectors would refuse is refused here instead of failing every task of it.
 fn check_settings(app_kind: &str, fields: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    // A misspelt setting would be stored and silently ignored, the connector doing the
+    // default instead (deactivating where the admin asked to delete).
+    let known = known_settings(app_kind);
+    if let Some(unknown) = fields.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "settings.{unknown} is not a setting of a {app_kind} integration (its settings: {})",
+            known.join(", ")
+        )));
+    }
     if app_kind == "business_hub" {
         let id = match fields.get("business_id") {
             Some(Value::String(s)) => s.trim().to_string(),
@@ -204,6 +248,11 @@ fn check_settings(app_kind: &str, fields: &serde_json::Map<String, Value>) -> Re
         };
         if id.is_empty() || id.len() > 32 || !id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(ApiError::bad_request("settings.business_id must be the business's numeric id"));
+        }
+        match fields.get("reported_roles") {
+            None => {}
+            Some(Value::String(s)) if s == "exact" || s == "base" => {}
+            Some(_) => return Err(ApiError::bad_request("settings.reported_roles must be exact or base")),
         }
     }
     if app_kind == "scim" {
@@ -410,7 +459,11 @@ pub async fn update(
     if submitted {
         check_submitted_roles(&ladder)?;
     }
+    let asset_roles_submitted = req.asset_roles.is_some();
     let asset_roles = asset_ladder(req.asset_roles.unwrap_or_else(|| integration.asset_roles.clone()))?;
+    if asset_roles_submitted {
+        check_submitted_asset_roles(&asset_roles)?;
+    }
     if asset_roles.roles().is_empty() && !integration.assets.is_empty() {
         return Err(ApiError::bad_request(format!(
             "asset_roles must not be empty while the integration has assets ({}); remove the assets first",
@@ -418,6 +471,8 @@ pub async fn update(
         )));
     }
     let default_role = match (req.default_role, &integration.default_role) {
+        // Back to the lowest role of the ladder.
+        (Some(role), _) if role.is_empty() => None,
         (Some(role), _) => {
             check_default_role(&ladder, &role)?;
             Some(role)
