@@ -281,6 +281,11 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
             let ids: Vec<uuid::Uuid> = match (task, integration) {
                 (Some(task), _) => vec![task],
                 (None, Some(i)) => {
+                    // "0 queued" for a mistyped or deleted integration would read as nothing to do.
+                    anyhow::ensure!(
+                        store.integration(tenant, i).await?.is_some(),
+                        "tenant {tenant} has no integration {i} (a deleted integration's tasks cannot be re-driven)"
+                    );
                     store.failed_tasks(Some(tenant), Some(i), 100_000).await?.into_iter().map(|t| t.id).collect()
                 }
                 (None, None) => anyhow::bail!("give --task or --integration"),

@@ -44,4 +44,10 @@ async fn redrive_says_what_became_of_each_task_and_fails_when_one_was_not_queued
     assert!(said.contains(&format!("{nobody}: not re-driven: tenant {tenant} has no such task")), "{said}");
     assert!(said.contains("1 task(s) not re-driven"), "{said}");
     assert!(!said.contains("NoSuchTask"), "{said}");
+
+    // Every failed task of an integration the tenant does not have (mistyped, or deleted): an
+    // error, not "0 task(s) queued again".
+    let out = admin(&url, &["redrive", "--tenant", &tenant.to_string(), "--integration", &nobody.to_string()]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("has no integration {nobody}")), "{}", text(&out));
 }
