@@ -130,3 +130,43 @@ async fn a_redrive_notice_says_only_what_the_service_says() {
         a.text
     );
 }
+
+/// A deleted integration's tasks stay in the log: their pages say the integration was deleted,
+/// link to no Activity page that is gone, and offer no re-drive that would be refused.
+#[tokio::test]
+async fn a_deleted_integrations_task_page_says_so_and_offers_no_redrive() {
+    let app = spawn_app().await;
+    let OneTask { tenant, owner, integration, job, task } = tenant_with_a_task(&app, "failed").await;
+    let a = app
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/tenants/{tenant}/integrations/{integration}"),
+            Some(&owner),
+            None,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+
+    // The deletion superseded the failed task; one that failed after it (its last attempt was
+    // in flight and was refused) stays failed, with nothing to re-drive.
+    let page = format!("/console/tenants/{tenant}/tasks/{task}");
+    assert!(app.page(&page, &owner, None).await.text.contains("superseded: integration Hub was deleted"));
+    app.exec("update tasks set status = 'failed', dead_lettered = true where id = $1", &[&task]).await;
+    let a = app.page(&page, &owner, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert!(a.text.contains("its integration was deleted") && a.text.contains("a deleted integration"), "{}", a.text);
+    assert!(
+        !a.text.contains(&format!("integrations/{integration}/activity")),
+        "a link to a page that is gone: {}",
+        a.text
+    );
+    assert!(!a.text.contains("Re-drive this task"), "{}", a.text);
+    assert!(a.text.contains("nothing to re-drive"), "{}", a.text);
+
+    let a = app.page(&format!("/console/tenants/{tenant}/jobs/{job}"), &owner, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert!(a.text.contains(&format!("a deleted integration ({integration})")), "{}", a.text);
+    let a = app.page(&format!("/console/tenants/{tenant}/log?integration={integration}"), &owner, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert!(a.text.contains(&format!(r#"<option value="{integration}" selected>a deleted integration"#)), "{}", a.text);
+}

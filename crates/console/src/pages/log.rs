@@ -164,7 +164,7 @@ pub(super) fn shell_for<'a>(
 }
 
 fn integration_name(integrations: &[Integration], id: Uuid) -> String {
-    integrations.iter().find(|i| i.id == id).map_or_else(|| id.to_string(), |i| i.name.clone())
+    integrations.iter().find(|i| i.id == id).map_or_else(|| format!("a deleted integration ({id})"), |i| i.name.clone())
 }
 
 /// The filter form. `with_integration` adds the integration picker (not on an Activity page,
@@ -181,6 +181,14 @@ fn filter_form(action: &str, filters: &Filters, integrations: &[Integration], wi
             let id = i.id.to_string();
             let selected = if filters.integration == id { " selected" } else { "" };
             let _ = write!(options, r#"<option value="{id}"{selected}>{}</option>"#, esc(&i.name));
+        }
+        // Filtered on an integration since deleted (its tasks stay in the log): say so.
+        if !filters.integration.is_empty() && !integrations.iter().any(|i| i.id.to_string() == filters.integration) {
+            let _ = write!(
+                options,
+                r#"<option value="{id}" selected>a deleted integration ({id})</option>"#,
+                id = attr(&filters.integration)
+            );
         }
         format!(r#"<label>Integration <select name="integration">{options}</select></label>"#)
     } else {

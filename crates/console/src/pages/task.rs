@@ -147,10 +147,23 @@ pub(crate) async fn detail(
     };
     let events = store.task_events(tenant, task_id, MAX_EVENTS).await.map_err(|e| refusal(&e.into()))?;
     let integrations = store.integrations(tenant).await.map_err(|e| refusal(&e.into()))?;
-    let integration = integrations
-        .iter()
-        .find(|i| i.id == t.integration_id)
-        .map_or_else(|| t.integration_id.to_string(), |i| i.name.clone());
+    let integration = integrations.iter().find(|i| i.id == t.integration_id).map(|i| i.name.clone());
+    // A deleted integration's tasks stay in the log, with no Activity page and no re-drive.
+    let deleted = integration.is_none();
+    let (integration_link, integration) = match &integration {
+        Some(name) => (
+            format!(
+                r#"<a href="/console/tenants/{tenant}/integrations/{}/activity">{} Activity</a>"#,
+                t.integration_id,
+                esc(name)
+            ),
+            esc(name),
+        ),
+        None => (
+            "its integration was deleted".to_string(),
+            format!("a deleted integration <code>{}</code>", t.integration_id),
+        ),
+    };
 
     // What a re-drive posted from here came to, as a code (never text from the link, which
     // anyone could write into a link to this page).
@@ -174,6 +187,8 @@ pub(crate) async fn detail(
     let may_redrive = session.caller.require(tenant, Need::Write);
     let redrive = if !(t.status == "failed" || t.dead_lettered) {
         String::new()
+    } else if deleted {
+        r#"<p class="hint redrive-refused">Its integration was deleted: there is nothing to re-drive.</p>"#.to_string()
     } else if let Err(refused) = may_redrive {
         format!(
             r#"<p class="hint redrive-refused">Owners, super admins and admins can re-drive this task; {}.</p>"#,
@@ -195,7 +210,7 @@ pub(crate) async fn detail(
         .map_or_else(|| "—".to_string(), |e| format!(r#"<span class="error">{}</span>"#, esc(e)));
     let took = t.finished_at.map_or_else(|| "not finished".to_string(), |f| duration(t.created_at, f));
     let body = format!(
-        r#"<p><a href="/console/tenants/{tenant}/jobs/{job}">← its job</a> · <a href="/console/tenants/{tenant}/integrations/{iid}/activity">{integration} Activity</a></p>
+        r#"<p><a href="/console/tenants/{tenant}/jobs/{job}">← its job</a> · {integration_link}</p>
 {notice}
 <div id="task" data-live-region>
 <dl class="task-summary">
@@ -217,8 +232,6 @@ pub(crate) async fn detail(
 {events}
 </div>"#,
         job = t.job_id,
-        iid = t.integration_id,
-        integration = esc(&integration),
         email = esc(&t.user_email),
         user = t.user_id,
         outcome = esc(&t.outcome),
