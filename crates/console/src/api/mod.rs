@@ -193,10 +193,19 @@ pub fn required_text(value: &str, what: &str, max: usize) -> Result<String, ApiE
     Ok(value)
 }
 
-/// A text of at most `max` characters as sent, stored trimmed (possibly empty).
+/// A text of at most `max` characters as sent, stored trimmed (possibly empty). Names are
+/// shown on pages and in logs: control characters (line breaks, escapes) and the characters
+/// that reorder text (U+202A–U+202E, U+2066–U+2069, which can make one name read as another)
+/// are refused.
 pub fn optional_text(value: &str, what: &str, max: usize) -> Result<String, ApiError> {
     if value.chars().count() > max {
         return Err(ApiError::bad_request(format!("{what} must be at most {max} characters")));
+    }
+    let reorders = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}');
+    if value.chars().any(|c| c.is_control() || reorders(c)) {
+        return Err(ApiError::bad_request(format!(
+            "{what} must not contain control characters or characters that reorder text"
+        )));
     }
     Ok(value.trim().to_string())
 }
@@ -206,6 +215,17 @@ mod tests {
     use super::*;
     use axum::routing::get;
     use axum::Router;
+
+    #[test]
+    fn texts_refuse_control_and_reordering_characters() {
+        assert_eq!(required_text("  Meta Business ", "name", 200).unwrap(), "Meta Business");
+        assert_eq!(required_text("Café ads 广告", "name", 200).unwrap(), "Café ads 广告");
+        for bad in ["Meta\nBusiness", "tab\there", "esc\u{1b}[31m", "admin\u{202E}nimda", "x\u{2067}y"] {
+            let error = required_text(bad, "name", 200).expect_err(bad);
+            assert!(error.message.contains("control characters"), "{bad:?}: {}", error.message);
+        }
+        assert!(required_text(" ", "name", 200).is_err());
+    }
 
     /// Every way the path extractor can refuse answers with the API's JSON error: a segment
     /// that is not UTF-8 or not the type asked for is the caller's 400, a handler asking for
