@@ -34,7 +34,7 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, scope: &str, users: &[Uuid
         return Ok(Plan::default());
     }
     let Some(integration) = access::integrations(tx, tenant, &[integration_id]).await?.into_iter().next() else {
-        tracing::warn!(integration = %integration_id, "change for an integration that no longer exists");
+        tracing::info!(integration = %integration_id, "change for an integration deleted since; nothing to decide");
         return Ok(Plan::default());
     };
     let model = match access_model(&integration) {

@@ -285,6 +285,13 @@ impl Worker {
                 );
                 Handled::Done
             }
+            Err(error) if error.is_foreign_key_violation() => {
+                // An integration (or user) deleted while this change was resolved: expected
+                // when an admin deletes one mid-stream; the next try no longer sees it.
+                tracing::info!(message_id = %message.message_id, "something the change named was deleted meanwhile; resolving again");
+                count(metrics, "retried");
+                Handled::Retry
+            }
             Err(error) => {
                 // The transaction rolled back; the delivery is requeued so it is tried again.
                 tracing::warn!(error = %error, message_id = %message.message_id, "resolving failed; requeueing");

@@ -100,6 +100,12 @@ impl StoreError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, StoreError::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION))
     }
+
+    /// A row named something deleted meanwhile (an integration deleted while a change to its
+    /// users was being resolved): resolving again finds it gone.
+    pub fn is_foreign_key_violation(&self) -> bool {
+        matches!(self, StoreError::Db(e) if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION))
+    }
 }
 
 impl From<tokio_postgres::Error> for StoreError {
