@@ -289,7 +289,7 @@ async fn bad_ladder_changes_are_refused_and_change_nothing() {
             "while the integration has assets",
         ),
         ("unknown field", here.clone(), json!({"roles": ["ADMIN", "EMPLOYEE"], "assets": []}), 400, "unknown field"),
-        ("nothing asked", here.clone(), json!({}), 400, "give name, base_url, settings, credential, roles"),
+        ("nothing asked", here.clone(), json!({}), 400, "give name, base_url, settings, credential, paused, roles"),
         ("duplicate role", here.clone(), json!({"roles": ["ADMIN", "ADMIN", "EMPLOYEE"]}), 400, "twice"),
         (
             "roles differing in case",
@@ -482,6 +482,19 @@ async fn a_connection_change_is_checked_as_at_creation_and_a_refused_one_changes
         (before["has_credential"].clone(), before["roles"].clone())
     );
     assert_eq!(jobs(&app).await, jobs_before, "a connection change announces no one");
+
+    // Paused, then resumed: the answer and GET say since when, and no one is announced.
+    let (status, answer) = patch(&app, app.integration, json!({"paused": true})).await;
+    assert_eq!(status, 200, "{answer}");
+    let since = answer["paused_at"].as_str().expect("paused since").to_string();
+    assert_eq!(app.admin_get(&path).await["paused_at"], since.as_str());
+    let (status, answer) = patch(&app, app.integration, json!({"paused": true})).await;
+    assert_eq!((status, answer["paused_at"].as_str()), (200, Some(since.as_str())), "pausing again keeps since when");
+    let (status, answer) = patch(&app, app.integration, json!({"paused": false})).await;
+    assert_eq!((status, answer["paused_at"].clone()), (200, Value::Null), "{answer}");
+    assert_eq!(jobs(&app).await, jobs_before);
+    let (status, _) = app.call_as(&viewer, Method::PATCH, &path, Some(json!({"paused": true}))).await;
+    assert_eq!(status, 403, "a viewer may not pause");
 
     // A default role set can be taken back: "" leaves the ladder's lowest role to apply.
     let (status, answer) = patch(&app, app.integration, json!({"default_role": "EMPLOYEE"})).await;

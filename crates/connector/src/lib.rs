@@ -81,6 +81,9 @@ pub struct ConnectorConfig {
     /// How often the dead-letter queue is swept of copies whose task needs no look any more
     /// (besides the sweep each re-drive asks for): see [`dead_letters`].
     pub dead_letter_sweep: Duration,
+    /// How often a task of a paused integration looks again whether it was resumed (it waits
+    /// in a delay queue meanwhile).
+    pub paused_recheck: Duration,
 }
 
 impl Default for ConnectorConfig {
@@ -101,6 +104,7 @@ impl Default for ConnectorConfig {
             credential_key: None,
             public_only: false,
             dead_letter_sweep: Duration::from_secs(600),
+            paused_recheck: Duration::from_secs(30),
         }
     }
 }

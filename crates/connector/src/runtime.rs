@@ -101,7 +101,8 @@ const INTEGRATION_GONE: &str = "superseded: the integration no longer exists";
 /// Every final status a task of the pool can end with, as counted in `connector_tasks`.
 const TASK_RESULTS: [&str; 4] = ["succeeded", "failed", "superseded", "duplicate"];
 /// Every result an attempt (or a wait before one) is counted under in `connector_attempts`.
-const ATTEMPT_RESULTS: [&str; 7] = [
+const ATTEMPT_RESULTS: [&str; 8] = [
+    "paused",
     "succeeded",
     "transient_error",
     "throttled",
@@ -140,8 +141,15 @@ enum Settle {
 
 /// Where one attempt left the task.
 enum Step {
-    Finished { result: &'static str, settle: Settle },
-    Retry { wait: Duration },
+    Finished {
+        result: &'static str,
+        settle: Settle,
+    },
+    Retry {
+        wait: Duration,
+    },
+    /// The integration is paused: no app call until an admin resumes it.
+    Paused,
 }
 
 struct Worker<A> {
@@ -290,6 +298,25 @@ impl<A: AppAdapter> Worker<A> {
             drop(_permit);
             match step {
                 Step::Finished { result, settle } => return finished(result, settle),
+                Step::Paused => {
+                    self.count_attempt("paused");
+                    // Said once per pause, not at every look while it lasts.
+                    let said = apply::last_event_kind(&self.store, task.tenant_id, task.task_id).await.ok().flatten();
+                    if said.as_deref() != Some("paused") {
+                        let detail = "the integration is paused: no app call until an admin resumes it";
+                        self.note(task, "paused", detail).await;
+                    }
+                    let wait = self.config.paused_recheck;
+                    returning = true;
+                    match self.park(task, wait).await {
+                        Ok(()) => return Settle::Ack,
+                        Err(()) => {
+                            if self.pause(wait).await {
+                                return Settle::Requeue;
+                            }
+                        }
+                    }
+                }
                 Step::Retry { wait } if wait > self.config.park_after => match self.park(task, wait).await {
                     Ok(()) => {
                         self.metrics
@@ -394,6 +421,10 @@ impl<A: AppAdapter> Worker<A> {
     /// holding the lock, record the outcome, commit.
     async fn attempt(&self, task: &ConnectorTask, integration: &Integration) -> Result<Step, StoreError> {
         let (tenant, task_id) = (task.tenant_id, task.task_id);
+        // Read at every attempt, not once per delivery, so a pause stops calls at once.
+        if apply::integration_paused(&self.store, tenant, task.integration_id).await? == Some(true) {
+            return Ok(Step::Paused);
+        }
         self.store.mark_task_picked_up(tenant, task_id).await?;
         let mut client = self.store.client().await?;
         let tx = client.transaction().await?;

@@ -420,3 +420,44 @@ async fn the_dead_letter_copy_of_a_deleted_integrations_failed_task_is_swept_awa
         .await;
     assert_eq!(h.task(tasks[0]).await.status, "superseded");
 }
+
+#[tokio::test]
+async fn a_paused_integrations_tasks_wait_without_an_app_call_until_it_is_resumed() {
+    let mut h = harness(json!({ "business_id": BIZ })).await;
+    let (store, tenant, integration) = (h.store.clone(), h.tenant, h.integration);
+    let set_paused = |paused: bool| {
+        let store = store.clone();
+        async move {
+            store
+                .client()
+                .await
+                .expect("client")
+                .execute(
+                    "update integrations set paused_at = case when $3 then now() end where tenant_id = $1 and id = $2",
+                    &[&tenant, &integration, &paused],
+                )
+                .await
+                .expect("pause");
+        }
+    };
+    set_paused(true).await;
+    let tasks = h.removals(&emails("paused", 2), true).await;
+    h.start(ConnectorConfig { paused_recheck: Duration::from_millis(300), ..config() });
+
+    // Looked at three times each at least, and never called.
+    eventually("the tasks to look again while paused", || async {
+        (h.metric("connector_attempts", "paused") >= 6).then_some(())
+    })
+    .await;
+    assert!(h.emu.requests().is_empty(), "an app call while paused: {:?}", h.emu.requests());
+    for t in &tasks {
+        assert_eq!(h.task(*t).await.status, "queued");
+        let kinds = h.event_kinds(*t).await;
+        assert_eq!(kinds.iter().filter(|k| *k == "paused").count(), 1, "said once: {kinds:?}");
+    }
+    assert_eq!(h.hub_emails().len(), 2);
+
+    set_paused(false).await;
+    assert_eq!(h.all_finished().await, [("succeeded".to_string(), 2)]);
+    assert!(h.hub_emails().is_empty());
+}

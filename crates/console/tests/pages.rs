@@ -170,3 +170,19 @@ async fn a_deleted_integrations_task_page_says_so_and_offers_no_redrive() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
     assert!(a.text.contains(&format!(r#"<option value="{integration}" selected>a deleted integration"#)), "{}", a.text);
 }
+
+/// A paused integration says so on its Activity page, and in the navigation on every page.
+#[tokio::test]
+async fn a_paused_integration_says_so() {
+    let app = spawn_app().await;
+    let OneTask { tenant, owner, integration, .. } = tenant_with_a_task(&app, "queued").await;
+    let activity = format!("/console/tenants/{tenant}/integrations/{integration}/activity");
+    assert!(!app.page(&activity, &owner, None).await.text.contains("s-queued\">paused"));
+    let path = format!("/api/v1/tenants/{tenant}/integrations/{integration}");
+    let a = app.call(reqwest::Method::PATCH, &path, Some(&owner), Some(serde_json::json!({"paused": true}))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    let a = app.page(&activity, &owner, None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert!(a.text.contains("s-queued\">paused</span> since"), "{}", a.text);
+    assert!(a.text.contains("Hub ⏸"), "{}", a.text);
+}

@@ -122,6 +122,8 @@ pub struct Integration {
     /// has to look.
     pub needs_attention: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Since when an admin has paused it (connectors call its app for none of its tasks).
+    pub paused_at: Option<DateTime<Utc>>,
 }
 
 /// Who a grant is for.
@@ -194,7 +196,7 @@ pub struct DirectoryUser {
 
 const INTEGRATION_COLUMNS: &str =
     "id, tenant_id, name, app_kind, base_url, settings, credential <> '', roles, default_role,
-                                   needs_attention, created_at, asset_roles";
+                                   needs_attention, created_at, asset_roles, paused_at";
 
 fn integration_from_row(r: &tokio_postgres::Row) -> Integration {
     Integration {
@@ -210,6 +212,7 @@ fn integration_from_row(r: &tokio_postgres::Row) -> Integration {
         needs_attention: r.get(9),
         created_at: r.get(10),
         asset_roles: r.get(11),
+        paused_at: r.get(12),
         assets: Vec::new(),
     }
 }
@@ -930,6 +933,8 @@ pub struct Connection {
     pub settings: Option<serde_json::Value>,
     /// Sealed; empty for no credential.
     pub credential: Option<crate::credentials::StoredCredential>,
+    /// Pause (true) or resume (false) the integration.
+    pub paused: Option<bool>,
 }
 
 impl Connection {
@@ -940,6 +945,7 @@ impl Connection {
             ("base_url", self.base_url.is_some()),
             ("settings", self.settings.is_some()),
             ("credential", self.credential.is_some()),
+            ("paused", self.paused.is_some()),
         ]
         .into_iter()
         .filter_map(|(field, set)| set.then_some(field))
@@ -947,19 +953,22 @@ impl Connection {
     }
 }
 
-/// Sets the fields of `change` that are given. The caller validated them and holds
-/// [`integration_for_update`]'s lock.
+/// Sets the fields of `change` that are given; returns since when the integration is paused
+/// now. The caller validated them and holds [`integration_for_update`]'s lock.
 pub async fn update_connection(
     tx: &Transaction<'_>,
     tenant_id: Uuid,
     integration_id: Uuid,
     change: &Connection,
-) -> Result<()> {
-    let n = tx
-        .execute(
+) -> Result<Option<DateTime<Utc>>> {
+    let row = tx
+        .query_opt(
             "update integrations set name = coalesce($3, name), base_url = coalesce($4, base_url),
-                    settings = coalesce($5, settings), credential = coalesce($6, credential)
-              where tenant_id = $1 and id = $2",
+                    settings = coalesce($5, settings), credential = coalesce($6, credential),
+                    paused_at = case when $7::bool is null then paused_at
+                                     when $7 then coalesce(paused_at, now()) end
+              where tenant_id = $1 and id = $2
+              returning paused_at",
             &[
                 &tenant_id,
                 &integration_id,
@@ -967,13 +976,11 @@ pub async fn update_connection(
                 &change.base_url,
                 &change.settings,
                 &change.credential.as_ref().map(|c| c.as_str()),
+                &change.paused,
             ],
         )
         .await?;
-    if n == 0 {
-        return Err(StoreError::NotFound);
-    }
-    Ok(())
+    row.map(|r| r.get(0)).ok_or(StoreError::NotFound)
 }
 
 /// The users whose access on an integration depends on its configuration, by the directory

@@ -222,6 +222,30 @@ pub async fn lock_access(
     }))
 }
 
+/// Whether the integration is paused by an admin; None when the tenant has it no more.
+pub async fn integration_paused(store: &Store, tenant_id: Uuid, integration_id: Uuid) -> Result<Option<bool>> {
+    let client = store.client().await?;
+    let row = client
+        .query_opt(
+            "select paused_at is not null from integrations where tenant_id = $1 and id = $2",
+            &[&tenant_id, &integration_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// The kind of a task's last event, if it has any.
+pub async fn last_event_kind(store: &Store, tenant_id: Uuid, task_id: Uuid) -> Result<Option<String>> {
+    let client = store.client().await?;
+    let row = client
+        .query_opt(
+            "select kind from task_events where tenant_id = $1 and task_id = $2 order by id desc limit 1",
+            &[&tenant_id, &task_id],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Whether the tenant still has the integration.
 pub async fn integration_exists(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid) -> Result<bool> {
     let row = tx

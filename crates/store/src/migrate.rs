@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (21, include_str!("../../../schemas/sql/0021_task_email_keys.sql")),
     (22, include_str!("../../../schemas/sql/0022_task_throttled_attempts.sql")),
     (23, include_str!("../../../schemas/sql/0023_grants_of_deleted_subjects.sql")),
+    (24, include_str!("../../../schemas/sql/0024_integration_pause.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

@@ -348,6 +348,8 @@ struct IntegrationChange {
     settings: Option<Value>,
     /// A new credential (rotation); empty for none.
     credential: Option<String>,
+    /// Pause (true: no app calls, the tasks wait) or resume (false).
+    paused: Option<bool>,
     /// Never changes: read only to refuse it in words rather than as an unknown field.
     app_kind: Option<Value>,
     /// The new role ladder, highest first; empty for a seat-only app (see [`role_ladder`]).
@@ -363,6 +365,7 @@ impl IntegrationChange {
             && self.base_url.is_none()
             && self.settings.is_none()
             && self.credential.is_none()
+            && self.paused.is_none()
             && self.roles.is_none()
             && self.asset_roles.is_none()
             && self.default_role.is_none()
@@ -434,7 +437,7 @@ pub async fn update(
     }
     if req.is_empty() {
         return Err(ApiError::bad_request(
-            "give name, base_url, settings, credential, roles, asset_roles, default_role or several of them",
+            "give name, base_url, settings, credential, paused, roles, asset_roles, default_role or several of them",
         ));
     }
     let name = req.name.as_deref().map(integration_name).transpose()?;
@@ -453,6 +456,7 @@ pub async fn update(
         base_url: base_url.filter(|u| *u != integration.base_url),
         settings: settings.filter(|s| *s != integration.settings),
         credential,
+        paused: req.paused.filter(|p| *p != integration.paused_at.is_some()),
     };
     let submitted = req.roles.is_some();
     let (roles, ladder) = role_ladder(&integration.app_kind, req.roles.unwrap_or_else(|| integration.roles.clone()))?;
@@ -535,7 +539,7 @@ pub async fn update(
     }
     let changed = connection.changed();
     if !changed.is_empty() {
-        admin::update_connection(&tx, tenant_id, integration_id, &connection).await?;
+        integration.paused_at = admin::update_connection(&tx, tenant_id, integration_id, &connection).await?;
     }
     let grants = admin::integration_grants(&*tx, tenant_id, integration_id).await?;
     tx.commit().await?;
@@ -543,7 +547,7 @@ pub async fn update(
         // Names the fields, never the credential.
         tracing::info!(tenant = %tenant_id, integration = %integration_id, changed = %changed.join(", "), "integration connection changed");
     }
-    let admin::Connection { name, base_url, settings, credential } = connection;
+    let admin::Connection { name, base_url, settings, credential, .. } = connection;
     integration.name = name.unwrap_or(integration.name);
     integration.base_url = base_url.unwrap_or(integration.base_url);
     integration.settings = settings.unwrap_or(integration.settings);

@@ -140,7 +140,11 @@ fn page_of(params: &HashMap<String, String>, size: i64) -> Result<Page, Response
 fn nav(tenant: Uuid, integrations: &[Integration]) -> Vec<(String, String)> {
     let mut nav = vec![("Automation Log".to_string(), format!("/console/tenants/{tenant}/log"))];
     for i in integrations {
-        let mark = if i.needs_attention.is_some() { " ⚠" } else { "" };
+        let mark = match (i.paused_at.is_some(), i.needs_attention.is_some()) {
+            (true, _) => " ⏸",
+            (false, true) => " ⚠",
+            (false, false) => "",
+        };
         nav.push((format!("{}{mark}", i.name), format!("/console/tenants/{tenant}/integrations/{}/activity", i.id)));
     }
     nav
@@ -482,6 +486,12 @@ pub(crate) async fn activity(
         store.filtered_tasks(tenant, &filter, paging.before, paging.limit + 1).await.map_err(|e| refusal(&e.into()))?;
     let next = paging.finish(&mut tasks, TaskRow::cursor);
 
+    let paused = integration.paused_at.map_or_else(String::new, |since| {
+        format!(
+            r#"<p class="attention" role="status"><span class="status s-queued">paused</span> since {}: connectors call the app for none of its tasks, which wait until an admin resumes it.</p>"#,
+            time(since)
+        )
+    });
     let attention = match &integration.needs_attention {
         Some(why) => format!(r#"<p class="attention" role="alert"><span class="status s-failed">needs attention</span> {}</p>"#, esc(why)),
         None => r#"<p><span class="status s-succeeded">healthy</span> The app accepts the integration's credentials and settings.</p>"#.to_string(),
@@ -505,7 +515,7 @@ pub(crate) async fn activity(
         "none".to_string()
     };
     let health_html = format!(
-        r#"<section class="health" aria-label="health">{attention}
+        r#"<section class="health" aria-label="health">{paused}{attention}
 <dl>
 <dt>Failure rate, last 24 h</dt><dd>{rate}</dd>
 <dt>Retries, last 24 h</dt><dd>{retries} (waited {wait:.1} s in all)</dd>
