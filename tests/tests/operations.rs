@@ -4,7 +4,7 @@
 //! revoked SCIM token stops working; a tenant given a SCIM rate of its own is limited at it.
 
 use std::time::{Duration, Instant};
-use unseat_tests::spawn_app;
+use unseat_tests::{spawn_app, spawn_app_with};
 
 async fn get(base: &str, path: &str) -> (u16, String) {
     let resp = reqwest::get(format!("{base}{path}")).await.expect("HTTP");
@@ -42,7 +42,9 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
 /// around it), /metrics is still there to scrape, and the removal in flight completes.
 #[tokio::test]
 async fn a_stopping_process_answers_draining_until_its_work_in_flight_is_done() {
-    let app = spawn_app().await;
+    // A grace longer than the app's answer takes: the drain waits for it (with the tests'
+    // usual 2 s, the process stopped first and the call finished after, or not, by chance).
+    let app = spawn_app_with(|s| s.connector.grace = Duration::from_secs(30)).await;
     let alice = app.person("alice@example.com", "ADMIN").await;
     let admins = app.team("Admins", &[alice], "ADMIN").await;
     let before = app.settle(1).await.len();
