@@ -421,11 +421,9 @@ impl<A: AppAdapter> Worker<A> {
     /// holding the lock, record the outcome, commit.
     async fn attempt(&self, task: &ConnectorTask, integration: &Integration) -> Result<Step, StoreError> {
         let (tenant, task_id) = (task.tenant_id, task.task_id);
-        // Read at every attempt, not once per delivery, so a pause stops calls at once.
-        if apply::integration_paused(&self.store, tenant, task.integration_id).await? == Some(true) {
+        if self.store.mark_task_picked_up(tenant, task_id, task.integration_id).await? == Some(true) {
             return Ok(Step::Paused);
         }
-        self.store.mark_task_picked_up(tenant, task_id).await?;
         let mut client = self.store.client().await?;
         let tx = client.transaction().await?;
 
@@ -449,10 +447,8 @@ impl<A: AppAdapter> Worker<A> {
         let Some(access) = access else {
             if !apply::integration_exists(&tx, tenant, task.integration_id).await? {
                 // Deleted after this delivery read it: its desired states went with it.
-                apply::update_task(&tx, tenant, task_id, TaskUpdate::Superseded).await?;
-                apply::add_event(&tx, tenant, task_id, NewEvent::new("superseded", INTEGRATION_GONE)).await?;
+                self.supersede_for_deletion(&tx, task, &task_row.status).await?;
                 tx.commit().await?;
-                tracing::info!(app = %self.app, integration = %task.integration_id, "task of a deleted integration; no app call");
                 return Ok(Step::Finished { result: "superseded", settle: Settle::Ack });
             }
             let reason = "no desired state is recorded for this user and integration";
@@ -640,15 +636,25 @@ impl<A: AppAdapter> Worker<A> {
     async fn integration_gone(&self, task: &ConnectorTask) -> Result<(), StoreError> {
         let mut client = self.store.client().await?;
         let tx = client.transaction().await?;
-        let (tenant, task_id) = (task.tenant_id, task.task_id);
-        let open = apply::lock_task(&tx, tenant, task_id)
-            .await?
-            .is_some_and(|t| matches!(t.status.as_str(), "queued" | "running" | "retrying"));
-        if open {
-            apply::update_task(&tx, tenant, task_id, TaskUpdate::Superseded).await?;
-            apply::add_event(&tx, tenant, task_id, NewEvent::new("superseded", INTEGRATION_GONE)).await?;
+        if let Some(row) = apply::lock_task(&tx, task.tenant_id, task.task_id).await? {
+            self.supersede_for_deletion(&tx, task, &row.status).await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// Marks a task of a deleted integration superseded, in the caller's transaction, if it is
+    /// still open (`status`, read under its lock).
+    async fn supersede_for_deletion(
+        &self,
+        tx: &unseat_store::tokio_postgres::Transaction<'_>,
+        task: &ConnectorTask,
+        status: &str,
+    ) -> Result<(), StoreError> {
+        if matches!(status, "queued" | "running" | "retrying") {
+            apply::update_task(tx, task.tenant_id, task.task_id, TaskUpdate::Superseded).await?;
+            apply::add_event(tx, task.tenant_id, task.task_id, NewEvent::new("superseded", INTEGRATION_GONE)).await?;
+        }
         tracing::info!(app = %self.app, integration = %task.integration_id, "task of a deleted integration; no app call");
         Ok(())
     }

@@ -161,19 +161,32 @@ impl Store {
     }
 
     /// Shows a task as running as soon as a connector picks it up (outside the attempt's
-    /// transaction, so the log shows it while the app call is in flight). Only a queued or
-    /// retrying task moves; a finished one keeps its status.
-    pub async fn mark_task_picked_up(&self, tenant_id: Uuid, task_id: Uuid) -> Result<()> {
+    /// transaction, so the log shows it while the app call is in flight), unless its
+    /// integration is paused. Only a queued or retrying task moves; a finished one keeps its
+    /// status. Returns whether the integration is paused, None when it no longer exists: read
+    /// here, at every attempt, so a pause stops app calls at once.
+    pub async fn mark_task_picked_up(
+        &self,
+        tenant_id: Uuid,
+        task_id: Uuid,
+        integration_id: Uuid,
+    ) -> Result<Option<bool>> {
         let client = self.client().await?;
-        client
-            .execute(
-                "update tasks set status = 'running', started_at = coalesce(started_at, clock_timestamp()),
-                        updated_at = clock_timestamp()
-                 where tenant_id = $1 and id = $2 and status in ('queued', 'retrying')",
-                &[&tenant_id, &task_id],
+        let row = client
+            .query_one(
+                "with integration as (
+                     select paused_at is not null as paused from integrations where tenant_id = $1 and id = $3),
+                 picked as (
+                     update tasks set status = 'running', started_at = coalesce(started_at, clock_timestamp()),
+                            updated_at = clock_timestamp()
+                      where tenant_id = $1 and id = $2 and status in ('queued', 'retrying')
+                        and not coalesce((select paused from integration), false)
+                     returning 1)
+                 select (select paused from integration)",
+                &[&tenant_id, &task_id, &integration_id],
             )
             .await?;
-        Ok(())
+        Ok(row.get(0))
     }
 
     /// A task's events in order, as (kind, attempt, status_code, detail). For tests and
@@ -220,18 +233,6 @@ pub async fn lock_access(
         applied_assets: r.get::<_, Option<serde_json::Value>>(6).map(asset_map),
         app_account_id: r.get(7),
     }))
-}
-
-/// Whether the integration is paused by an admin; None when the tenant has it no more.
-pub async fn integration_paused(store: &Store, tenant_id: Uuid, integration_id: Uuid) -> Result<Option<bool>> {
-    let client = store.client().await?;
-    let row = client
-        .query_opt(
-            "select paused_at is not null from integrations where tenant_id = $1 and id = $2",
-            &[&tenant_id, &integration_id],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
 }
 
 /// The kind of a task's last event, if it has any.
