@@ -277,15 +277,10 @@ impl<A: AppAdapter> Worker<A> {
                 self.note(task, "rate_limited", &detail).await;
                 // Waited out here or in the delay queue, the task has had its turn.
                 returning = true;
-                match self.park(task, wait).await {
-                    Ok(()) => return Settle::Ack,
-                    Err(()) => {
-                        if self.pause(wait).await {
-                            return Settle::Requeue;
-                        }
-                        continue;
-                    }
+                if let Some(settle) = self.park_or_wait(task, wait).await {
+                    return settle;
                 }
+                continue;
             }
             let _permit = match self.slots.acquire().await {
                 Ok(permit) => permit,
@@ -306,30 +301,21 @@ impl<A: AppAdapter> Worker<A> {
                         let detail = "the integration is paused: no app call until an admin resumes it";
                         self.note(task, "paused", detail).await;
                     }
-                    let wait = self.config.paused_recheck;
                     returning = true;
-                    match self.park(task, wait).await {
-                        Ok(()) => return Settle::Ack,
-                        Err(()) => {
-                            if self.pause(wait).await {
-                                return Settle::Requeue;
-                            }
-                        }
+                    if let Some(settle) = self.park_or_wait(task, self.config.paused_recheck).await {
+                        return settle;
                     }
                 }
-                Step::Retry { wait } if wait > self.config.park_after => match self.park(task, wait).await {
-                    Ok(()) => {
+                Step::Retry { wait } if wait > self.config.park_after => match self.park_or_wait(task, wait).await {
+                    Some(Settle::Ack) => {
                         self.metrics
                             .connector_retry_wait
                             .get_or_create(&AppLabels { app: self.app.clone() })
                             .inc_by(wait.as_secs_f64());
                         return Settle::Ack;
                     }
-                    Err(()) => {
-                        if self.pause(wait).await {
-                            return Settle::Requeue;
-                        }
-                    }
+                    Some(settle) => return settle,
+                    None => {}
                 },
                 Step::Retry { wait } => {
                     if self.pause(wait).await {
@@ -353,6 +339,15 @@ impl<A: AppAdapter> Worker<A> {
         };
         if let Err(error) = written.await {
             tracing::warn!(app = %self.app, error = %error, kind, "could not add the event to the task's log");
+        }
+    }
+
+    /// Parks the task for `wait` or, when it cannot be parked, waits in place: `Some` ends the
+    /// delivery (parked: acknowledged; stopped meanwhile: requeued), `None` goes on with it.
+    async fn park_or_wait(&self, task: &ConnectorTask, wait: Duration) -> Option<Settle> {
+        match self.park(task, wait).await {
+            Ok(()) => Some(Settle::Ack),
+            Err(()) => self.pause(wait).await.then_some(Settle::Requeue),
         }
     }
 
