@@ -57,8 +57,11 @@ pub struct TestApp {
     pub emulator: EmulatorClient,
     pub tenant: Uuid,
     pub integration: Uuid,
+    /// Stops unseat; the emulator, standing for an app unseat does not own, stops after it.
     pub shutdown: CancellationToken,
     running: Option<Running>,
+    app_shutdown: CancellationToken,
+    app_tasks: tokio_util::task::TaskTracker,
 }
 
 /// Starts unseat (all roles) and the emulator; creates a tenant and a business-hub integration
@@ -91,8 +94,10 @@ async fn try_spawn_app(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<
     configure(&mut settings);
     let shutdown = CancellationToken::new();
     let running = unseat::start(settings.clone(), Roles::ALL, shutdown.clone()).await?;
+    // The app outlives unseat's stop, as a real one does: a drain may still be calling it.
+    let (app_shutdown, app_tasks) = (CancellationToken::new(), tokio_util::task::TaskTracker::new());
     let (emu_addr, _) =
-        unseat::start_emulator(SocketAddr::from(([127, 0, 0, 1], 0)), &running.tasks, shutdown.clone()).await?;
+        unseat::start_emulator(SocketAddr::from(([127, 0, 0, 1], 0)), &app_tasks, app_shutdown.clone()).await?;
     let base = format!("http://{}", running.addr);
     let emulator_url = format!("http://{emu_addr}");
     let operator = AdminClient::new(&base, &operator_token);
@@ -116,6 +121,8 @@ async fn try_spawn_app(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<
         integration,
         shutdown,
         running: Some(running),
+        app_shutdown,
+        app_tasks,
     })
 }
 
@@ -297,6 +304,9 @@ impl TestApp {
         if let Some(r) = self.running.take() {
             r.wait().await;
         }
+        self.app_shutdown.cancel();
+        self.app_tasks.close();
+        self.app_tasks.wait().await;
         delete_topology(&self.settings.topology()).await;
     }
 }
@@ -309,6 +319,7 @@ async fn delete_topology(topology: &unseat_bus::Topology) {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        self.app_shutdown.cancel();
         if self.running.is_some() {
             // The test ended without `stop` (it failed, say): still clean up the broker.
             let topology = self.settings.topology();
