@@ -486,7 +486,9 @@ impl<A: AppAdapter> Worker<A> {
 
         let max_attempts = self.config.max_attempts.max(1) as i32;
         let used = task_row.attempts - task_row.attempt_base - task_row.throttled_attempts;
-        let age = (chrono::Utc::now() - task_row.since).to_std().unwrap_or_default();
+        // Time spent waiting on a paused integration is not age.
+        let age =
+            (chrono::Utc::now() - task_row.since).to_std().unwrap_or_default().saturating_sub(task_row.paused_for);
         if used >= max_attempts || age > self.config.max_task_age {
             let reason = if used >= max_attempts {
                 format!(

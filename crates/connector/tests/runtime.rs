@@ -13,6 +13,7 @@ use serde_json::json;
 use std::time::Duration;
 use unseat_connector::ConnectorConfig;
 use unseat_emulator::{FaultRule, RequestRecord};
+use unseat_store::admin;
 
 const BIZ: &str = "4200000002";
 const TOKEN: &str = "runtime-credential";
@@ -460,4 +461,45 @@ async fn a_paused_integrations_tasks_wait_without_an_app_call_until_it_is_resume
     set_paused(false).await;
     assert_eq!(h.all_finished().await, [("succeeded".to_string(), 2)]);
     assert!(h.hub_emails().is_empty());
+}
+
+/// A pause longer than a task may live does not fail the tasks it held: their age leaves the
+/// paused time out once the integration is resumed the way an admin does it.
+#[tokio::test]
+async fn a_pause_longer_than_a_tasks_age_limit_does_not_fail_its_tasks() {
+    let mut h = harness(json!({ "business_id": BIZ })).await;
+    let (store, tenant, integration) = (h.store.clone(), h.tenant, h.integration);
+    let change = |paused: bool| {
+        let store = store.clone();
+        async move {
+            let mut client = store.client().await.expect("client");
+            let tx = client.transaction().await.expect("transaction");
+            admin::integration_for_update(&tx, tenant, integration).await.expect("lock").expect("integration");
+            let change = admin::Connection { paused: Some(paused), ..Default::default() };
+            admin::update_connection(&tx, tenant, integration, &change).await.expect("pause or resume");
+            tx.commit().await.expect("commit");
+        }
+    };
+    change(true).await;
+    let tasks = h.removals(&emails("long-pause", 2), true).await;
+    h.start(ConnectorConfig {
+        paused_recheck: Duration::from_millis(300),
+        max_task_age: Duration::from_secs(2),
+        ..config()
+    });
+    eventually("the tasks to wait while paused", || async {
+        (h.metric("connector_attempts", "paused") >= 2).then_some(())
+    })
+    .await;
+    // Paused for longer than a task may live.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(h.emu.requests().is_empty(), "an app call while paused: {:?}", h.emu.requests());
+
+    change(false).await;
+    assert_eq!(h.all_finished().await, [("succeeded".to_string(), 2)]);
+    for t in &tasks {
+        let kinds = h.event_kinds(*t).await;
+        assert!(kinds.contains(&"paused".to_string()) && !kinds.contains(&"failed".to_string()), "{kinds:?}");
+    }
+    assert!(h.hub_emails().is_empty(), "both removed from the app");
 }

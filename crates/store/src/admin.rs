@@ -954,7 +954,8 @@ impl Connection {
 }
 
 /// Sets the fields of `change` that are given; returns since when the integration is paused
-/// now. The caller validated them and holds [`integration_for_update`]'s lock.
+/// now. The caller validated them and holds [`integration_for_update`]'s lock. A resume adds
+/// to each unfinished task the time it waited while paused, which its age leaves out.
 pub async fn update_connection(
     tx: &Transaction<'_>,
     tenant_id: Uuid,
@@ -963,7 +964,16 @@ pub async fn update_connection(
 ) -> Result<Option<DateTime<Utc>>> {
     let row = tx
         .query_opt(
-            "update integrations set name = coalesce($3, name), base_url = coalesce($4, base_url),
+            "with before as (
+                 select paused_at from integrations where tenant_id = $1 and id = $2),
+             resumed as (
+                 update tasks t
+                    set paused_for = t.paused_for + (now() - greatest(b.paused_at, coalesce(t.redriven_at, t.created_at)))
+                   from before b
+                  where $7 = false and b.paused_at is not null
+                    and t.tenant_id = $1 and t.integration_id = $2 and t.status in ('queued', 'running', 'retrying')
+                    and coalesce(t.redriven_at, t.created_at) < now())
+             update integrations set name = coalesce($3, name), base_url = coalesce($4, base_url),
                     settings = coalesce($5, settings), credential = coalesce($6, credential),
                     paused_at = case when $7::bool is null then paused_at
                                      when $7 then coalesce(paused_at, now()) end

@@ -84,6 +84,9 @@ pub struct TaskRow {
     pub throttled_attempts: i32,
     /// When the task was created or last re-driven: its age counts from here.
     pub since: DateTime<Utc>,
+    /// How long it waited since then while its integration was paused (counted at each
+    /// resume): not part of its age.
+    pub paused_for: std::time::Duration,
     pub last_error: Option<String>,
 }
 
@@ -259,7 +262,8 @@ pub async fn integration_exists(tx: &Transaction<'_>, tenant_id: Uuid, integrati
 pub async fn lock_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid) -> Result<Option<TaskRow>> {
     let row = tx
         .query_opt(
-            "select status, attempts, coalesce(redriven_at, created_at), attempt_base, last_error, throttled_attempts
+            "select status, attempts, coalesce(redriven_at, created_at), attempt_base, last_error, throttled_attempts,
+                    extract(epoch from paused_for)::float8
              from tasks where tenant_id = $1 and id = $2 for update",
             &[&tenant_id, &task_id],
         )
@@ -271,6 +275,7 @@ pub async fn lock_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid) -> 
         attempt_base: r.get(3),
         last_error: r.get(4),
         throttled_attempts: r.get(5),
+        paused_for: std::time::Duration::try_from_secs_f64(r.get(6)).unwrap_or_default(),
     }))
 }
 
@@ -610,7 +615,7 @@ impl Store {
         };
         tx.execute(
             "update tasks set status = 'queued', dead_lettered = false, desired_version = $3, finished_at = null,
-                    redriven = redriven + 1, attempt_base = attempts, throttled_attempts = 0,
+                    redriven = redriven + 1, attempt_base = attempts, throttled_attempts = 0, paused_for = '0',
                     redriven_at = clock_timestamp(), updated_at = clock_timestamp()
              where tenant_id = $1 and id = $2",
             &[&tenant_id, &task_id, &target.desired_version],

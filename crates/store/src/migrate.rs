@@ -36,6 +36,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (22, include_str!("../../../schemas/sql/0022_task_throttled_attempts.sql")),
     (23, include_str!("../../../schemas/sql/0023_grants_of_deleted_subjects.sql")),
     (24, include_str!("../../../schemas/sql/0024_integration_pause.sql")),
+    (25, include_str!("../../../schemas/sql/0025_task_paused_time.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"
