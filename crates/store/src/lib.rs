@@ -62,6 +62,16 @@ fn with_causes(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// How tokio-postgres words the errors of a statement the caller got wrong (its error kinds
+/// are not public; these are their texts).
+const MISTAKES: [&str; 5] = [
+    "error serializing parameter",
+    "error deserializing column",
+    "invalid column",
+    "expected ",
+    "query returned an unexpected number of rows",
+];
+
 impl StoreError {
     /// True when the database could not be reached (as opposed to a query it rejected): the
     /// caller should answer 503 and let the client retry.
@@ -69,7 +79,10 @@ impl StoreError {
         match self {
             StoreError::Pool(_) => true,
             StoreError::Db(e) => match e.as_db_error() {
-                None => true,
+                // A statement this code got wrong (a parameter or column of the wrong type, a
+                // row count it did not expect) fails on a live connection: not the database's
+                // absence, and no retry would help.
+                None => !MISTAKES.iter().any(|m| e.to_string().starts_with(m)),
                 // 08: connection exception, 53: insufficient resources, 57: operator
                 // intervention (a terminated backend, a server shutting down).
                 Some(db) => e.is_closed() || ["08", "53", "57"].iter().any(|class| db.code().code().starts_with(class)),
@@ -332,6 +345,24 @@ mod tests {
         let refused = config.connect(NoTls).await.err().expect("nothing listens on port 1");
         let text = StoreError::from(refused).to_string();
         assert!(text.starts_with("database: error connecting to server: ") && text.len() > 40, "{text}");
+    }
+
+    /// A statement the code got wrong is a fault to fix (500), not an outage to wait out (503).
+    #[tokio::test]
+    async fn a_mistaken_statement_is_not_the_database_being_unavailable() {
+        let (_, store) = testing::fresh_database().await.unwrap();
+        let client = store.client().await.unwrap();
+        let wrong_parameter = client.query_one("select $1::text", &[&uuid::Uuid::new_v4()]).await.unwrap_err();
+        let wrong_column = client.query_one("select 1::int4", &[]).await.unwrap().try_get::<_, String>(0).unwrap_err();
+        let no_row = client.query_one("select 1 where false", &[]).await.unwrap_err();
+        for error in [wrong_parameter, wrong_column, no_row] {
+            let error = StoreError::from(error);
+            assert!(!error.is_unavailable(), "{error}");
+        }
+        let mut config = tokio_postgres::Config::new();
+        config.host("127.0.0.1").port(1).user("postgres");
+        let refused = StoreError::from(config.connect(NoTls).await.err().expect("nothing listens on port 1"));
+        assert!(refused.is_unavailable(), "{refused}");
     }
 
     #[tokio::test]
