@@ -513,3 +513,51 @@ async fn a_connection_change_is_checked_as_at_creation_and_a_refused_one_changes
     assert!(!app.app_users().await.iter().any(|(e, _)| e == "alice@example.com"), "alice is gone");
     app.stop().await;
 }
+
+/// Integration names are how people tell integrations apart in the log's filter and on pages:
+/// a second one with a name already taken (in any case) is refused and nothing is written,
+/// also when two admins create it at once; a rename to another case of its own name is not.
+#[tokio::test]
+async fn a_name_another_integration_holds_is_refused() {
+    let app = spawn_app().await;
+    let list = format!("/api/v1/tenants/{}/integrations", app.tenant);
+    let taken =
+        app.admin_get(&integration_path(&app, app.integration)).await["name"].as_str().expect("name").to_string();
+    let create = |name: String| {
+        let body = json!({
+            "name": name, "app_kind": "business_hub", "base_url": app.emulator_url, "roles": ["ADMIN", "EMPLOYEE"],
+            "settings": {"business_id": ADS_BUSINESS}, "credential": "emulator-token",
+        });
+        let list = list.clone();
+        let app = &app;
+        async move { app.call(Method::POST, &list, Some(body)).await }
+    };
+    let count = |v: Value| v["integrations"].as_array().map_or(0, Vec::len);
+    let before = count(app.admin_get(&list).await);
+
+    let (status, answer) = create(format!(" {} ", taken.to_uppercase())).await;
+    assert_eq!(status, 409, "{answer}");
+    assert!(answer.to_string().contains(&app.integration.to_string()), "names the holder: {answer}");
+    assert_eq!(count(app.admin_get(&list).await), before, "nothing created");
+
+    // Two admins creating the same new name at once: one gets it.
+    let (a, b) = tokio::join!(create("Ads EU".into()), create("ads eu".into()));
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409], "{a:?} {b:?}");
+    assert_eq!(count(app.admin_get(&list).await), before + 1);
+    let second = if a.0 == 201 { &a.1 } else { &b.1 };
+    let second: Uuid = second["id"].as_str().and_then(|id| id.parse().ok()).expect("id");
+
+    let (status, answer) = patch(&app, second, json!({"name": taken.to_lowercase(), "paused": true})).await;
+    assert_eq!(status, 409, "{answer}");
+    let now = app.admin_get(&integration_path(&app, second)).await;
+    assert_eq!(
+        (now["name"].as_str(), now["paused_at"].clone()),
+        (Some(a.1["name"].as_str().or(b.1["name"].as_str()).unwrap_or_default()), Value::Null),
+        "a refused rename changes nothing"
+    );
+    let (status, answer) = patch(&app, app.integration, json!({"name": taken.to_uppercase()})).await;
+    assert_eq!((status, answer["name"].as_str()), (200, Some(taken.to_uppercase().as_str())), "{answer}");
+    app.stop().await;
+}

@@ -400,6 +400,7 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let id = Uuid::new_v4();
+        claim_integration_name(&tx, tenant_id, &new.name, id).await?;
         let row = tx
             .query_one(
                 &format!(
@@ -953,6 +954,35 @@ impl Connection {
     }
 }
 
+/// Makes sure no other integration of the tenant has `name` (compared without case, as people
+/// read names in the log's filter and on pages), until the transaction ends: concurrent claims
+/// of names in one tenant wait for each other. A conflict names the integration holding it.
+pub async fn claim_integration_name(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    name: &str,
+    integration_id: Uuid,
+) -> Result<()> {
+    tx.execute(
+        "select pg_advisory_xact_lock(hashtextextended('integration names ' || $1::uuid::text, 0))",
+        &[&tenant_id],
+    )
+    .await?;
+    let holder = tx
+        .query_opt(
+            "select id from integrations where tenant_id = $1 and lower(name) = lower($2) and id <> $3 limit 1",
+            &[&tenant_id, &name, &integration_id],
+        )
+        .await?;
+    match holder {
+        Some(row) => Err(StoreError::Conflict(format!(
+            "integration {} is already named {name:?}; give this one another name",
+            row.get::<_, Uuid>(0)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Sets the fields of `change` that are given; returns since when the integration is paused
 /// now. The caller validated them and holds [`integration_for_update`]'s lock. A resume adds
 /// to each unfinished task the time it waited while paused, which its age leaves out.
@@ -962,6 +992,9 @@ pub async fn update_connection(
     integration_id: Uuid,
     change: &Connection,
 ) -> Result<Option<DateTime<Utc>>> {
+    if let Some(name) = &change.name {
+        claim_integration_name(tx, tenant_id, name, integration_id).await?;
+    }
     let row = tx
         .query_opt(
             "with before as (

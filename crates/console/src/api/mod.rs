@@ -190,7 +190,19 @@ pub fn required_text(value: &str, what: &str, max: usize) -> Result<String, ApiE
     if value.is_empty() {
         return Err(ApiError::bad_request(format!("{what} must not be empty")));
     }
+    if value.chars().all(|c| c.is_whitespace() || invisible(c)) {
+        return Err(ApiError::bad_request(format!("{what} must contain a visible character")));
+    }
     Ok(value)
+}
+
+/// Characters that show as nothing: zero-width spaces and joiners, fillers, variation
+/// selectors, the soft hyphen, the byte-order mark.
+fn invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{2060}'..='\u{2064}'
+        | '\u{206A}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}')
 }
 
 /// A text of at most `max` characters as sent, stored trimmed (possibly empty). Names are
@@ -225,6 +237,12 @@ mod tests {
             assert!(error.message.contains("control characters"), "{bad:?}: {}", error.message);
         }
         assert!(required_text(" ", "name", 200).is_err());
+        for blank in ["\u{200B}", " \u{200B}\u{FEFF} ", "\u{2060}\u{00AD}", "\u{3164}"] {
+            let error = required_text(blank, "name", 200).expect_err(blank);
+            assert!(error.message.contains("visible"), "{blank:?}: {}", error.message);
+        }
+        // Invisible characters beside visible ones are part of some scripts' spelling.
+        assert_eq!(required_text("Team\u{200D}A", "name", 200).unwrap(), "Team\u{200D}A");
     }
 
     /// Every way the path extractor can refuse answers with the API's JSON error: a segment
