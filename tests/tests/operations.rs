@@ -11,6 +11,26 @@ async fn get(base: &str, path: &str) -> (u16, String) {
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
 
+/// One series of `/metrics` (name with its labels, as exposed).
+async fn metric(base: &str, series: &str) -> Option<f64> {
+    let (_, text) = get(base, "/metrics").await;
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Reads `series` until `wanted` holds of it (the process checks PostgreSQL every 5 s); the
+/// last value seen when it never does.
+async fn metric_until(base: &str, series: &str, wanted: impl Fn(f64) -> bool) -> Result<f64, Option<f64>> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = metric(base, series).await;
+        match seen {
+            Some(v) if wanted(v) => return Ok(v),
+            _ if Instant::now() > deadline => return Err(seen),
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 #[tokio::test]
 async fn readiness_follows_the_database_and_liveness_does_not() {
     let app = spawn_app().await;
@@ -22,6 +42,7 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
     assert_eq!(status, 503, "{body}");
     assert!(body.starts_with("PostgreSQL unreachable"), "{body}");
     assert_eq!(get(&app.base, "/healthz").await.0, 200);
+    metric_until(&app.base, "unseat_database_up", |v| v == 0.0).await.expect("unseat_database_up says 0");
 
     unseat_store::testing::refuse_connections(&app.database_url, false).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -34,6 +55,51 @@ async fn readiness_follows_the_database_and_liveness_does_not() {
         assert!(Instant::now() < deadline, "still not ready once PostgreSQL took connections again: {body}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    app.stop().await;
+}
+
+/// Every pooled connection busy (a lock pile-up, a burst) makes requests wait, but PostgreSQL
+/// answers: the process stays ready, and its pool gauges show the pile-up.
+#[tokio::test]
+async fn a_process_whose_pool_is_all_busy_is_still_ready_and_says_so() {
+    let app = spawn_app_with(|s| s.pool_size = 3).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(app.store.client().await.expect("a pooled connection"));
+    }
+    // A request waiting for one of them.
+    let (url, token) = (format!("{}/Users", app.scim.base), app.scim.token.clone());
+    let waiting = tokio::spawn(async move {
+        let resp = reqwest::Client::new().get(url).bearer_auth(token).send().await?;
+        Ok::<_, reqwest::Error>((resp.status().as_u16(), resp.text().await?))
+    });
+    let (status, body) = get(&app.base, "/readyz").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"), "a busy pool is not an unreachable database");
+    metric_until(&app.base, r#"unseat_database_pool_connections{state="busy"}"#, |v| v == 3.0).await.expect("busy");
+    metric_until(&app.base, "unseat_database_pool_waiting", |v| v >= 1.0).await.expect("a caller waits");
+    assert_eq!(metric(&app.base, "unseat_database_up").await, Some(1.0));
+    drop(held);
+    let answer = waiting.await.expect("join").expect("the waiting request is answered once a connection is free");
+    assert_eq!(answer.0, 200, "{answer:?}");
+    metric_until(&app.base, "unseat_database_pool_waiting", |v| v == 0.0).await.expect("nobody waits any more");
+    app.stop().await;
+}
+
+/// A process that never reached RabbitMQ (away, or its URL wrong) still accepts SCIM changes
+/// into the outbox, and its backlog gauges show them waiting: what the stalled-outbox alert
+/// reads.
+#[tokio::test]
+async fn the_outbox_backlog_shows_when_the_broker_was_never_reached() {
+    let app = spawn_app_with(|s| s.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into()).await;
+    let alice = app.scim.create_user("alice@example.com").await.expect("create user");
+    app.scim.deactivate(alice).await.expect("deactivation accepted without a broker");
+    let (waiting, _) = app.store.pending_under(&app.settings.amqp_prefix).await.expect("backlog");
+    assert!(waiting >= 1, "the deactivation waits in the outbox");
+    metric_until(&app.base, "unseat_outbox_pending", |v| v == waiting as f64)
+        .await
+        .expect("the waiting changes are counted");
+    metric_until(&app.base, "unseat_outbox_oldest_pending_seconds", |v| v > 0.0).await.expect("and their age");
+    assert_eq!(metric(&app.base, "unseat_database_up").await, Some(1.0));
     app.stop().await;
 }
 

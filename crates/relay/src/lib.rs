@@ -69,34 +69,10 @@ enum RelayError {
 /// this the table would only grow.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// How often a relay reads its backlog into `unseat_outbox_pending` and
-/// `unseat_outbox_oldest_pending_seconds`, whether or not the broker is reachable.
-const GAUGE_EVERY: Duration = Duration::from_secs(5);
-
-/// Runs until `shutdown` fires.
+/// Runs until `shutdown` fires. The backlog gauges are kept by the process, broker or not
+/// (see `unseat::watch_database`).
 pub async fn run(store: Store, metrics: Arc<Metrics>, config: RelayConfig, shutdown: CancellationToken) {
-    let gauges =
-        tokio::spawn(watch_backlog(store.clone(), metrics.clone(), config.exchange_prefix.clone(), shutdown.clone()));
     relay(&store, &metrics, &config, &shutdown).await;
-    gauges.abort();
-}
-
-/// Keeps the backlog gauges current: what an operator alerts on when the relay falls behind or
-/// the broker is away (rows wait in PostgreSQL, so the broker's own metrics cannot show them).
-async fn watch_backlog(store: Store, metrics: Arc<Metrics>, prefix: String, shutdown: CancellationToken) {
-    loop {
-        match store.pending_under(&prefix).await {
-            Ok((rows, oldest)) => {
-                metrics.outbox_pending.set(rows);
-                metrics.outbox_oldest_pending_seconds.set(oldest);
-            }
-            Err(error) => tracing::debug!(%error, "reading the outbox backlog failed; will retry"),
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(GAUGE_EVERY) => {}
-        }
-    }
 }
 
 async fn relay(store: &Store, metrics: &Metrics, config: &RelayConfig, shutdown: &CancellationToken) {

@@ -210,6 +210,13 @@ impl Store {
         Ok(Self { pool, config: std::sync::Arc::new(config) })
     }
 
+    /// A pool of its own, of at most `max_size` connections to the same database: for checks
+    /// that must say whether PostgreSQL answers, not wait behind this pool's busy connections
+    /// (a lock pile-up can hold every one of them).
+    pub fn separate_pool(&self, max_size: usize) -> Result<Self> {
+        Self::with_config((*self.config).clone(), max_size)
+    }
+
     /// A second pool of at most `max_size` connections to the same database whose sessions
     /// always use a prepared statement's generic plan, for statements over parameter arrays
     /// (the ingest's group-commit writes). PostgreSQL estimates an array of any length at ten

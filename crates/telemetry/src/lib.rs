@@ -56,6 +56,12 @@ pub struct AppResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// `busy` or `idle`.
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabels {
     pub app: String,
 }
@@ -108,6 +114,12 @@ pub struct Metrics {
     pub connector_task_duration: Family<AppLabels, Histogram, fn() -> Histogram>,
     pub connector_retry_wait: Family<AppLabels, Counter<f64>>,
     pub console_requests: Family<OutcomeLabels, Counter>,
+    /// 1 when the process's last check (every 5 s) reached PostgreSQL, 0 when it did not.
+    pub database_up: Gauge,
+    /// The process's connections to PostgreSQL (its main pool), busy or idle, as last checked.
+    pub database_pool_connections: Family<StateLabels, Gauge>,
+    /// Callers waiting for a connection of the main pool, as last checked.
+    pub database_pool_waiting: Gauge,
 }
 
 impl Default for Metrics {
@@ -138,6 +150,9 @@ impl Metrics {
             connector_task_duration: Family::new_with_constructor(latency),
             connector_retry_wait: Family::default(),
             console_requests: Family::default(),
+            database_up: Gauge::default(),
+            database_pool_connections: Family::default(),
+            database_pool_waiting: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("scim_requests", "SCIM requests answered", m.scim_requests.clone());
@@ -222,6 +237,25 @@ impl Metrics {
             m.connector_retry_wait.clone(),
         );
         registry.register("console_requests", "Admin API requests by result", m.console_requests.clone());
+        registry.register(
+            "database_up",
+            "1 when the process's last check (every 5 s, on a connection of its own) reached PostgreSQL within 2 s, else 0",
+            m.database_up.clone(),
+        );
+        registry.register(
+            "database_pool_connections",
+            "The process's pooled connections to PostgreSQL by state (busy, idle), as last checked (every 5 s)",
+            m.database_pool_connections.clone(),
+        );
+        registry.register(
+            "database_pool_waiting",
+            "Callers waiting for a pooled PostgreSQL connection (all busy), as last checked (every 5 s)",
+            m.database_pool_waiting.clone(),
+        );
+        // Born at zero, so a dashboard shows them before the first check.
+        for state in ["busy", "idle"] {
+            drop(m.database_pool_connections.get_or_create(&StateLabels { state: state.into() }));
+        }
         Self { registry, ..m }
     }
 

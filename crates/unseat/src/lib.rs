@@ -131,7 +131,10 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
     let metrics = Arc::new(Metrics::new());
     let tasks = TaskTracker::new();
 
-    let mut router = unseat_telemetry::ops_router(metrics.clone()).merge(readiness(store.clone(), shutdown.clone()));
+    // Health checks use a connection of their own: a lock pile-up holding every pooled
+    // connection makes requests slow, not PostgreSQL unreachable.
+    let health = store.separate_pool(1)?;
+    let mut router = unseat_telemetry::ops_router(metrics.clone()).merge(readiness(health.clone(), shutdown.clone()));
     if roles.ingest {
         router = router.merge(unseat_ingest::router(unseat_ingest::IngestState::new(
             store.clone(),
@@ -183,6 +186,13 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
             workers.wait().await;
             http_stop.cancel();
         });
+    }
+    {
+        // The backlog is read whether or not the broker was ever reached: rows waiting in
+        // PostgreSQL for a broker that is away or misconfigured are what the alert is for.
+        let backlog = (roles.writes_outbox() && settings.relay).then(|| settings.amqp_prefix.clone());
+        let watched = watch_database(store.clone(), health, metrics.clone(), backlog, shutdown.clone());
+        workers.spawn(watched);
     }
     // What needs the broker starts once the exchanges and queues are declared. The HTTP side
     // does not wait: the ingest accepts changes into the outbox while RabbitMQ is away, and
@@ -246,8 +256,78 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
     Ok(Running { addr, store, metrics, tasks })
 }
 
+/// How often a process checks PostgreSQL (and reads the outbox backlog) for its gauges.
+const DATABASE_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the database gauges current until `shutdown`: whether PostgreSQL answers on the
+/// `health` connection within 2 s (`unseat_database_up`), the main pool's use, and, when
+/// `backlog` names the process's AMQP prefix, the outbox rows waiting under it
+/// (`unseat_outbox_pending`, `unseat_outbox_oldest_pending_seconds`: what an operator alerts on
+/// when the relay falls behind or the broker is away, which the broker's own metrics cannot
+/// show). Failed checks keep the last backlog figures.
+pub async fn watch_database(
+    store: Store,
+    health: Store,
+    metrics: Arc<Metrics>,
+    backlog: Option<String>,
+    shutdown: CancellationToken,
+) {
+    let mut was_up = true;
+    loop {
+        let check = async {
+            match &backlog {
+                Some(prefix) => {
+                    let (rows, oldest) = health.pending_under(prefix).await?;
+                    metrics.outbox_pending.set(rows);
+                    metrics.outbox_oldest_pending_seconds.set(oldest);
+                }
+                None => {
+                    health.client().await?.simple_query("select 1").await?;
+                }
+            }
+            Ok::<_, unseat_store::StoreError>(())
+        };
+        let up = match tokio::time::timeout(Duration::from_secs(2), check).await {
+            Ok(Ok(())) => true,
+            Ok(Err(error)) => {
+                if was_up {
+                    tracing::warn!(%error, "PostgreSQL check failed");
+                }
+                false
+            }
+            Err(_) => {
+                if was_up {
+                    tracing::warn!("PostgreSQL did not answer the check within 2 s");
+                }
+                false
+            }
+        };
+        if up && !was_up {
+            tracing::info!("PostgreSQL answers again");
+        }
+        was_up = up;
+        metrics.database_up.set(i64::from(up));
+        let pool = store.pool().status();
+        let idle = pool.available as i64;
+        let pooled = |state: &str| {
+            metrics
+                .database_pool_connections
+                .get_or_create(&unseat_telemetry::StateLabels { state: state.into() })
+                .clone()
+        };
+        pooled("busy").set(pool.size as i64 - idle);
+        pooled("idle").set(idle);
+        metrics.database_pool_waiting.set(pool.waiting as i64);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(DATABASE_CHECK_EVERY) => {}
+        }
+    }
+}
+
 /// `GET /readyz` of a process: ready while it reaches PostgreSQL (every role needs it to do any
-/// work) within 2 s, and not once it was told to stop (it is draining its work).
+/// work) within 2 s on its `health` connection, and not once it was told to stop (it is
+/// draining its work).
 fn readiness(store: Store, shutdown: CancellationToken) -> axum::Router {
     unseat_telemetry::readiness(move || {
         let (store, stopping) = (store.clone(), shutdown.is_cancelled());
