@@ -31,7 +31,7 @@ start_unseat() {
 stop_unseat() {
   kill "$UNSEAT_PID" 2>/dev/null && wait "$UNSEAT_PID" 2>/dev/null || true
   # Its quorum queues would otherwise pile up on the broker, run after run.
-  UNSEAT_AMQP_PREFIX="$UNSEAT_PREFIX" "$BIN" admin delete-topology --yes >/dev/null 2>&1 || true
+  UNSEAT_AMQP_PREFIX="$UNSEAT_PREFIX" "$BIN" admin delete-topology --prefix "$UNSEAT_PREFIX" --yes >/dev/null 2>&1 || true
   if command -v psql >/dev/null; then
     psql -q -h 127.0.0.1 -U postgres -c "drop database if exists \"$UNSEAT_DB\" with (force)" postgres >/dev/null 2>&1 || true
   fi

@@ -69,12 +69,17 @@ struct Workers {
     connector_concurrency: usize,
     /// App API attempts per task before it fails and is dead-lettered (waits between them grow
     /// from 0.2 s to at most 5 minutes: the default rides out an outage of several minutes).
-    #[arg(long, env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS", default_value_t = 14)]
+    #[arg(long, visible_alias = "connector-max-attempts", env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS", default_value_t = 14)]
     max_attempts: u32,
     /// Seconds a connector waits at least after an app throttled an attempt (HTTP 429, Graph
     /// throttling codes), doubling with each throttle in a row up to 16 times; such attempts
     /// do not count against the attempt budget.
-    #[arg(long, env = "UNSEAT_CONNECTOR_THROTTLE_WAIT_SECONDS", default_value_t = 60)]
+    #[arg(
+        long,
+        visible_alias = "connector-throttle-wait-seconds",
+        env = "UNSEAT_CONNECTOR_THROTTLE_WAIT_SECONDS",
+        default_value_t = 60
+    )]
     throttle_wait_seconds: u64,
     /// Connectors call apps only at public addresses (not loopback, private, link-local…):
     /// for tenants not trusted with the network unseat runs in.
@@ -109,6 +114,7 @@ enum Command {
     Migrate,
     /// SCIM 2.0 service provider (+ outbox relay), on /scim/v2.
     Ingest {
+        /// Address of its HTTP server (/metrics, /healthz, /readyz, and /scim/v2).
         #[arg(long, env = "UNSEAT_INGEST_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         #[command(flatten)]
@@ -116,6 +122,7 @@ enum Command {
     },
     /// Resolver workers (+ outbox relay); /metrics and /healthz on --listen.
     Resolver {
+        /// Address of its HTTP server (/metrics, /healthz, /readyz).
         #[arg(long, env = "UNSEAT_RESOLVER_LISTEN", default_value = "127.0.0.1:9101")]
         listen: SocketAddr,
         #[command(flatten)]
@@ -123,6 +130,7 @@ enum Command {
     },
     /// Connector workers for every app kind; /metrics and /healthz on --listen.
     Connector {
+        /// Address of its HTTP server (/metrics, /healthz, /readyz).
         #[arg(long, env = "UNSEAT_CONNECTOR_LISTEN", default_value = "127.0.0.1:9102")]
         listen: SocketAddr,
         #[command(flatten)]
@@ -130,6 +138,7 @@ enum Command {
     },
     /// Admin API (+ outbox relay), on /api/v1.
     Console {
+        /// Address of its HTTP server (/metrics, /healthz, /readyz, and /api/v1).
         #[arg(long, env = "UNSEAT_CONSOLE_LISTEN", default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
         /// Operator token: may create tenants and act on every tenant.
@@ -140,8 +149,10 @@ enum Command {
     },
     /// Every role in one process, on one HTTP port.
     All {
+        /// Address of its HTTP server (/metrics, /healthz, /readyz, /scim/v2 and /api/v1).
         #[arg(long, env = "UNSEAT_LISTEN", default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Operator token: may create tenants and act on every tenant.
         #[arg(long, env = "UNSEAT_ADMIN_TOKEN")]
         admin_token: Option<String>,
         #[command(flatten)]
@@ -226,6 +237,11 @@ enum AdminCommand {
     /// Deletes the deployment's queues and exchanges on the broker (UNSEAT_AMQP_PREFIX),
     /// messages included: for tearing a deployment down. Stop every role first.
     DeleteTopology {
+        /// The prefix whose queues and exchanges go, the same as --amqp-prefix /
+        /// UNSEAT_AMQP_PREFIX: typed out so that a forgotten setting cannot delete the default
+        /// deployment's queues.
+        #[arg(long)]
+        prefix: String,
         /// Required: the messages in those queues are lost.
         #[arg(long)]
         yes: bool,
@@ -236,16 +252,24 @@ enum AdminCommand {
 async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
     use anyhow::Context;
     if let AdminCommand::EncryptCredential = command {
-        let key = std::env::var(unseat_connector::credentials::KEY_VAR)
-            .with_context(|| format!("set {} to 64 hex digits", unseat_connector::credentials::KEY_VAR))?;
+        let key = c.credential_key.as_ref().with_context(|| {
+            format!("give --credential-key or set {} (64 hex digits)", unseat_connector::credentials::KEY_VAR)
+        })?;
         let mut secret = String::new();
         std::io::stdin().read_line(&mut secret)?;
         let secret = secret.trim_end_matches(['\r', '\n']);
         anyhow::ensure!(!secret.is_empty(), "no secret on stdin");
-        println!("{}", unseat_connector::credentials::encrypt(secret, &key)?);
+        println!("{}", unseat_connector::credentials::encrypt(secret, key.hex())?);
         return Ok(());
     }
-    if let AdminCommand::DeleteTopology { yes } = command {
+    if let AdminCommand::DeleteTopology { yes, prefix } = command {
+        // The prefix is named on purpose, not taken from a default or a forgotten variable.
+        anyhow::ensure!(
+            prefix == c.amqp_prefix,
+            "--prefix {prefix:?} is not the deployment's prefix {:?} (--amqp-prefix or UNSEAT_AMQP_PREFIX): name the \
+             prefix whose queues to delete in both",
+            c.amqp_prefix
+        );
         anyhow::ensure!(yes, "this deletes every queue of prefix {:?}, messages included: pass --yes", c.amqp_prefix);
         let s = settings(c, SocketAddr::from(([127, 0, 0, 1], 0)), None, &Workers::default_for_bench());
         let topology = s.topology();
@@ -450,17 +474,33 @@ enum LogFormat {
     Json,
 }
 
+/// The log filter `given` (tracing's EnvFilter syntax; empty for `info`), refused when it does
+/// not parse, so that a mistyped filter is not silently replaced. tokio_postgres logs query
+/// parameters at debug, and a stored credential is a parameter: unless the filter names it on
+/// purpose it is held at info at most (a filter of `warn` keeps it at warn).
+fn log_filter(given: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let given = if given.trim().is_empty() { "info" } else { given };
+    let mut filter = tracing_subscriber::EnvFilter::try_new(given)
+        .map_err(|e| anyhow::anyhow!("UNSEAT_LOG / --log {given:?} is not a log filter: {e}"))?;
+    if !given.contains("tokio_postgres") {
+        let ceiling = match filter.max_level_hint() {
+            Some(level) if level < tracing_subscriber::filter::LevelFilter::INFO => level.to_string(),
+            _ => "info".to_string(),
+        };
+        filter = filter.add_directive(format!("tokio_postgres={ceiling}").parse()?);
+    }
+    Ok(filter)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // tokio_postgres logs query parameters at debug, and a stored credential is a parameter:
     // it stays at info unless the filter names it on purpose.
-    let mut filter = if cli.common.log.trim().is_empty() { "info".to_string() } else { cli.common.log.clone() };
-    if !filter.contains("tokio_postgres") {
-        filter.push_str(",tokio_postgres=info");
-    }
+    let filter = log_filter(&cli.common.log)?;
     let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cli.common.log_format {
         LogFormat::Text => logs.init(),

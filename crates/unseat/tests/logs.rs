@@ -53,3 +53,52 @@ fn text_logs_by_default_and_other_formats_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("invalid value 'xml'") && err.contains("text, json"), "{err}");
 }
+
+/// A filter that does not parse is refused before anything runs, not replaced by `info`; a
+/// quieter filter than `info` quiets the database driver as well. Lines written to a pipe carry
+/// no terminal colour codes.
+#[test]
+fn a_log_filter_is_checked_and_followed() {
+    let url = unseat_store::testing::new_database_url();
+    let out = unseat(&["migrate"], &[("UNSEAT_DATABASE_URL", &url), ("UNSEAT_LOG", "error,unseat=verbose")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a log filter"), "{err}");
+    let out = unseat(&["migrate"], &[("UNSEAT_DATABASE_URL", &url)]);
+    assert!(
+        out.status.success(),
+        "nothing was migrated under the refused filter: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stderr_lines(&out).iter().any(|l| l.contains("database created")), "the database was created now");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('\u{1b}'), "colour codes in piped logs");
+
+    let out = unseat(&["migrate"], &[("UNSEAT_DATABASE_URL", &url), ("UNSEAT_LOG", "warn")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = stderr_lines(&out);
+    assert!(lines.iter().all(|l| !l.contains("INFO")), "info lines under a warn filter: {lines:?}");
+}
+
+/// `admin encrypt-credential` takes its key from `--credential-key` as well as from the
+/// environment, as its help says.
+#[test]
+fn encrypt_credential_takes_the_key_flag() {
+    use std::io::Write;
+    let key = "ab".repeat(32);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_unseat"))
+        .args(["admin", "encrypt-credential", "--credential-key", &key])
+        .env_remove("UNSEAT_CREDENTIAL_KEY")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run unseat");
+    child.stdin.take().expect("stdin").write_all(b"app-secret\n").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let sealed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!sealed.contains("app-secret"), "{sealed}");
+    let parsed = unseat_store::credentials::CredentialKey::parse(&key).expect("key");
+    let plain = unseat_store::credentials::resolve_using(&sealed, Some(&parsed)).expect("decrypts with the key");
+    assert_eq!(plain, "app-secret");
+}

@@ -1,5 +1,5 @@
 //! `unseat admin delete-topology` tears a deployment's queues and exchanges off the broker (a
-//! real RabbitMQ), and only when told `--yes`.
+//! real RabbitMQ), and only when told `--yes` and the prefix is typed out as the deployment's.
 
 use std::process::{Command, Output};
 
@@ -8,8 +8,15 @@ fn amqp_url() -> String {
 }
 
 fn delete_topology(prefix: &str, yes: bool) -> Output {
+    delete_named(prefix, prefix, yes)
+}
+
+/// With `typed` as `--prefix` and `prefix` as the deployment's (UNSEAT_AMQP_PREFIX).
+fn delete_named(prefix: &str, typed: &str, yes: bool) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_unseat"));
-    cmd.args(["admin", "delete-topology"]).env("UNSEAT_AMQP_PREFIX", prefix).env("UNSEAT_AMQP_URL", amqp_url());
+    cmd.args(["admin", "delete-topology", "--prefix", typed])
+        .env("UNSEAT_AMQP_PREFIX", prefix)
+        .env("UNSEAT_AMQP_URL", amqp_url());
     if yes {
         cmd.arg("--yes");
     }
@@ -41,6 +48,12 @@ async fn delete_topology_removes_every_queue_of_the_prefix_and_only_with_yes() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--yes"), "{}", String::from_utf8_lossy(&refused.stderr));
     assert!(exists(&conn, &queues[0]).await, "nothing is deleted without --yes");
+    // A prefix typed that is not the deployment's (the default one, from a forgotten variable).
+    let mismatched = delete_named(&prefix, "unseat", true);
+    assert!(!mismatched.status.success());
+    let said = String::from_utf8_lossy(&mismatched.stderr);
+    assert!(said.contains("is not the deployment's prefix"), "{said}");
+    assert!(exists(&conn, &queues[0]).await, "nothing is deleted for a prefix typed wrong");
 
     let done = delete_topology(&prefix, true);
     assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
