@@ -50,8 +50,11 @@ pub async fn migrate(url: &str) -> Result<Vec<i64>> {
     let conn = tokio::spawn(conn);
     let tx = client.transaction().await?;
     tx.execute("select pg_advisory_xact_lock($1)", &[&LOCK_KEY]).await?;
+    // Quietly: PostgreSQL's notice that the table already exists would be logged on every start.
     tx.batch_execute(
-        "create table if not exists schema_migrations (version bigint primary key, applied_at timestamptz not null default now())",
+        "set local client_min_messages = warning;
+         create table if not exists schema_migrations (version bigint primary key, applied_at timestamptz not null default now());
+         set local client_min_messages = notice;",
     )
     .await?;
     let mut applied = Vec::new();

@@ -26,7 +26,7 @@ pub struct Seeded {
 }
 
 /// Seeds a tenant through the admin and SCIM APIs and matching accounts in the emulator:
-/// Admins grant ADMIN, Staff and Contractors EMPLOYEE, Marketing ADMIN.
+/// Admins grant ADMIN, Staff EMPLOYEE, Marketing ADMIN.
 pub async fn seed(base: &str, operator_token: &str, emulator_url: &str, business: &str) -> anyhow::Result<Seeded> {
     let admin = AdminClient::new(base, operator_token);
     let tenant = admin.create_tenant("Demo Co").await?;

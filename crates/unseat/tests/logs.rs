@@ -77,6 +77,10 @@ fn a_log_filter_is_checked_and_followed() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = stderr_lines(&out);
     assert!(lines.iter().all(|l| !l.contains("INFO")), "info lines under a warn filter: {lines:?}");
+    // A migrated database migrates again without the server's notices in the log.
+    let out = unseat(&["migrate"], &[("UNSEAT_DATABASE_URL", &url)]);
+    let lines = stderr_lines(&out);
+    assert!(lines.iter().all(|l| !l.contains("NOTICE")), "{lines:?}");
 }
 
 /// `admin encrypt-credential` takes its key from `--credential-key` as well as from the
