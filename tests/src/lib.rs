@@ -47,6 +47,8 @@ pub async fn dead_lettered(queue: &str) -> Option<Vec<u8>> {
 
 pub struct TestApp {
     pub base: String,
+    /// Where `/metrics` is served when the settings moved it off `base`.
+    pub metrics_base: Option<String>,
     pub emulator_url: String,
     pub database_url: String,
     pub settings: Settings,
@@ -99,6 +101,7 @@ async fn try_spawn_app(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<
     let (emu_addr, _) =
         unseat::start_emulator(SocketAddr::from(([127, 0, 0, 1], 0)), &app_tasks, app_shutdown.clone()).await?;
     let base = format!("http://{}", running.addr);
+    let metrics_base = running.metrics_addr.map(|a| format!("http://{a}"));
     let emulator_url = format!("http://{emu_addr}");
     let operator = AdminClient::new(&base, &operator_token);
     let tenant = operator.create_tenant("Test tenant").await?;
@@ -109,6 +112,7 @@ async fn try_spawn_app(configure: impl FnOnce(&mut Settings)) -> anyhow::Result<
     let integration = admin.create_business_hub(tenant.id, "Meta Business", &emulator_url, BUSINESS).await?;
     Ok(TestApp {
         base,
+        metrics_base,
         emulator_url,
         database_url,
         store: running.store.clone(),

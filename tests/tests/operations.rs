@@ -225,3 +225,21 @@ async fn a_tenant_given_a_scim_rate_of_its_own_is_limited_at_it() {
     }
     app.stop().await;
 }
+
+/// With /metrics moved to an address of its own, the port IdPs reach no longer shows it, and
+/// the metrics port serves nothing else.
+#[tokio::test]
+async fn metrics_can_move_off_the_port_idps_reach() {
+    let app = spawn_app_with(|s| s.metrics_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))).await;
+    let metrics = app.metrics_base.clone().expect("a metrics address");
+    app.scim.create_user("alice@example.com").await.expect("a SCIM request");
+    assert_eq!(get(&app.base, "/metrics").await.0, 404, "not on the SCIM port");
+    let (status, text) = get(&metrics, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(text.contains(r#"unseat_scim_requests_total{method="POST",resource="Users",status="2xx"} 1"#), "{text}");
+    assert_eq!(get(&metrics, "/healthz").await, (200, "ok\n".to_string()));
+    assert_eq!(get(&app.base, "/healthz").await.0, 200);
+    assert_eq!(get(&app.base, "/readyz").await.0, 200);
+    assert_eq!(get(&metrics, "/scim/v2/ServiceProviderConfig").await.0, 404, "SCIM only on its port");
+    app.stop().await;
+}

@@ -276,7 +276,17 @@ impl Metrics {
 
 /// `/metrics` and `/healthz`, merged into every role's HTTP server.
 pub fn ops_router(metrics: Arc<Metrics>) -> Router {
-    Router::new().route("/metrics", get(serve_metrics)).route("/healthz", get(|| async { "ok\n" })).with_state(metrics)
+    metrics_router(metrics).merge(liveness())
+}
+
+/// `/metrics` alone, for a server of its own.
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new().route("/metrics", get(serve_metrics)).with_state(metrics)
+}
+
+/// `GET /healthz`: 200 whenever the process runs.
+pub fn liveness() -> Router {
+    Router::new().route("/healthz", get(|| async { "ok\n" }))
 }
 
 /// `GET /readyz`: 200 `ready` while `check` passes, else 503 with its reason, for a load

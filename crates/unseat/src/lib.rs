@@ -33,6 +33,10 @@ pub struct Settings {
     /// Address of the process's HTTP server (SCIM, admin API, /metrics, /healthz as the roles
     /// require). Port 0 picks a free port; [`Running::addr`] tells which.
     pub listen: SocketAddr,
+    /// Where `/metrics` is served instead, when given: an address of its own, so that the
+    /// port IdPs reach (SCIM) does not show the fleet's figures to the internet. Port 0 picks
+    /// a free port; [`Running::metrics_addr`] tells which.
+    pub metrics_listen: Option<SocketAddr>,
     /// The operator's admin token (may create tenants). None: only tenant admin tokens work.
     pub admin_token: Option<String>,
     /// Largest SCIM request body accepted.
@@ -67,6 +71,7 @@ impl Settings {
             amqp_url: amqp_url.into(),
             amqp_prefix: "unseat".into(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_listen: None,
             admin_token: None,
             body_limit: 1024 * 1024,
             scim_rate_limit: unseat_ingest::IngestConfig::default().rate_limit,
@@ -107,6 +112,8 @@ impl Roles {
 /// A started process: its HTTP address, its store and metrics, and the tasks to wait for.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when [`Settings::metrics_listen`] moved it.
+    pub metrics_addr: Option<SocketAddr>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub tasks: TaskTracker,
@@ -134,7 +141,11 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
     // Health checks use a connection of their own: a lock pile-up holding every pooled
     // connection makes requests slow, not PostgreSQL unreachable.
     let health = store.separate_pool(1)?;
-    let mut router = unseat_telemetry::ops_router(metrics.clone()).merge(readiness(health.clone(), shutdown.clone()));
+    let ops = match settings.metrics_listen {
+        Some(_) => unseat_telemetry::liveness(),
+        None => unseat_telemetry::ops_router(metrics.clone()),
+    };
+    let mut router = ops.merge(readiness(health.clone(), shutdown.clone()));
     if roles.ingest {
         router = router.merge(unseat_ingest::router(unseat_ingest::IngestState::new(
             store.clone(),
@@ -164,7 +175,14 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, ingest = roles.ingest, console = roles.console, resolver = roles.resolver, connector = roles.connector, "serving");
+    let metrics_listener = match settings.metrics_listen {
+        Some(at) => Some(
+            tokio::net::TcpListener::bind(at).await.with_context(|| format!("cannot listen for /metrics on {at}"))?,
+        ),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+    tracing::info!(%addr, metrics = ?metrics_addr, ingest = roles.ingest, console = roles.console, resolver = roles.resolver, connector = roles.connector, "serving");
     // The workers (relay, resolvers, connectors) drain after the stop signal; HTTP goes on
     // until they have, so /readyz says "draining" (a load balancer routes around the process)
     // and /metrics is still scraped for what the drain did.
@@ -175,6 +193,14 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
         tasks.spawn(async move {
             if let Err(error) = unseat_telemetry::serve(listener, router, http_stop).await {
                 tracing::error!(%error, "HTTP server failed");
+            }
+        });
+    }
+    if let Some(listener) = metrics_listener {
+        let (router, http_stop) = (unseat_telemetry::ops_router(metrics.clone()), http_stop.clone());
+        tasks.spawn(async move {
+            if let Err(error) = unseat_telemetry::serve(listener, router, http_stop).await {
+                tracing::error!(%error, "metrics HTTP server failed");
             }
         });
     }
@@ -253,7 +279,7 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
             });
         }
     }
-    Ok(Running { addr, store, metrics, tasks })
+    Ok(Running { addr, metrics_addr, store, metrics, tasks })
 }
 
 /// How often a process checks PostgreSQL (and reads the outbox backlog) for its gauges.

@@ -102,6 +102,10 @@ struct Workers {
     /// PostgreSQL connections per process.
     #[arg(long, env = "UNSEAT_DB_POOL", default_value_t = 32)]
     db_pool: usize,
+    /// Serve /metrics (and /healthz) on this address instead of --listen: keeps the fleet's
+    /// figures off the port IdPs reach.
+    #[arg(long, env = "UNSEAT_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Seconds a published outbox row is kept (marked sent) to look a message up; 0 deletes it
     /// once the broker confirmed it.
     #[arg(long, env = "UNSEAT_OUTBOX_KEEP_SECONDS", default_value_t = 0)]
@@ -454,6 +458,7 @@ fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w:
     s.scim_rate_limit = w.scim_rate_limit;
     s.scim_rate_burst = w.scim_rate_burst;
     s.pool_size = w.db_pool;
+    s.metrics_listen = w.metrics_listen;
     s.outbox_keep_sent = Duration::from_secs(w.outbox_keep_seconds);
     s.credential_key = common.credential_key.clone();
     s.allow_plaintext_credentials = common.allow_plaintext_credentials;
@@ -587,6 +592,7 @@ impl Workers {
             scim_rate_limit: 0,
             scim_rate_burst: 0,
             db_pool: 64,
+            metrics_listen: None,
             outbox_keep_seconds: 0,
         }
     }
