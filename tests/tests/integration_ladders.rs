@@ -5,7 +5,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use unseat_tests::{spawn_app, TaskRow, TestApp, ADS_BUSINESS};
+use unseat_tests::{spawn_app, TaskRow, TestApp, ADS_BUSINESS, BUSINESS};
 use uuid::Uuid;
 
 fn tasks(list: &[&str]) -> BTreeSet<String> {
@@ -560,4 +560,58 @@ async fn a_name_another_integration_holds_is_refused() {
     let (status, answer) = patch(&app, app.integration, json!({"name": taken.to_uppercase()})).await;
     assert_eq!((status, answer["name"].as_str()), (200, Some(taken.to_uppercase().as_str())), "{answer}");
     app.stop().await;
+}
+
+/// The app's account ids unseat remembers belong to the app it called: pointed at another
+/// address or business, the integration forgets them (they could name someone else there), and
+/// the connectors find each person again.
+#[tokio::test]
+async fn a_new_address_or_business_forgets_the_remembered_accounts() {
+    let owned = spawn_app().await;
+    let app = &owned;
+    let alice = app.person("alice@example.com", "ADMIN").await;
+    let admins = app.team("Admins", &[alice], "ADMIN").await;
+    let mut settled = app.settle(1).await.len();
+    let remembered = || async {
+        let client = app.store.client().await.expect("client");
+        let row = client
+            .query_one(
+                "select count(*) filter (where app_account_id is not null) from access_state
+                  where tenant_id = $1 and integration_id = $2",
+                &[&app.tenant, &app.integration],
+            )
+            .await
+            .expect("access_state");
+        row.get::<_, i64>(0)
+    };
+    let change = |body: Value| async move {
+        let (status, answer) = patch(app, app.integration, body.clone()).await;
+        assert_eq!(status, 200, "{body}: {answer}");
+    };
+    assert_eq!(remembered().await, 1, "the connector remembered alice's account");
+
+    change(json!({"name": "Meta (renamed)"})).await;
+    assert_eq!(remembered().await, 1, "a rename keeps it");
+    change(json!({"settings": {"business_id": 1001, "rate_limit_per_second": 5}})).await;
+    assert_eq!(remembered().await, 1, "the same business (as a number) keeps it");
+    change(json!({"base_url": app.emulator_url.replace("127.0.0.1", "localhost")})).await;
+    assert_eq!(remembered().await, 0, "another address forgets it");
+
+    // Lowered through the new address: found by email, and remembered again.
+    let staff = app.team("Staff", &[alice], "EMPLOYEE").await;
+    app.scim.remove_member(admins, alice).await.expect("remove member");
+    // Two tasks: Staff keeps her, then leaving Admins lowers her.
+    settled = app.settle(settled + 2).await.len();
+    assert_eq!(app.app_users().await, vec![("alice@example.com".to_string(), "EMPLOYEE".to_string())]);
+    assert_eq!(remembered().await, 1);
+    change(json!({"settings": {"business_id": ADS_BUSINESS}})).await;
+    assert_eq!(remembered().await, 0, "another business forgets it");
+
+    change(json!({"settings": {"business_id": BUSINESS}})).await;
+    app.scim.remove_member(staff, alice).await.expect("remove member");
+    let tasks = app.settle(settled + 1).await;
+    let removal = tasks.iter().find(|t| t.outcome == "remove").expect("a removal");
+    assert_eq!(removal.status, "succeeded", "{tasks:#?}");
+    assert!(!app.app_users().await.iter().any(|(e, _)| e == "alice@example.com"), "found again and removed");
+    owned.stop().await;
 }

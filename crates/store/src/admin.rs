@@ -985,7 +985,10 @@ pub async fn claim_integration_name(
 
 /// Sets the fields of `change` that are given; returns since when the integration is paused
 /// now. The caller validated them and holds [`integration_for_update`]'s lock. A resume adds
-/// to each unfinished task the time it waited while paused, which its age leaves out.
+/// to each unfinished task the time it waited while paused, which its age leaves out. A new
+/// base URL or business forgets the app's account ids remembered for the integration's users:
+/// they name accounts of the app as it was (in another app or business they could name someone
+/// else); connectors look each person up again.
 pub async fn update_connection(
     tx: &Transaction<'_>,
     tenant_id: Uuid,
@@ -998,7 +1001,14 @@ pub async fn update_connection(
     let row = tx
         .query_opt(
             "with before as (
-                 select paused_at from integrations where tenant_id = $1 and id = $2),
+                 select paused_at, base_url, settings from integrations where tenant_id = $1 and id = $2),
+             forgotten as (
+                 update access_state a set app_account_id = null
+                   from before b
+                  where a.tenant_id = $1 and a.integration_id = $2 and a.app_account_id is not null
+                    and (($4::text is not null and $4 <> b.base_url)
+                         or ($5::jsonb is not null
+                             and ($5::jsonb ->> 'business_id') is distinct from (b.settings ->> 'business_id')))),
              resumed as (
                  update tasks t
                     set paused_for = t.paused_for + (now() - greatest(b.paused_at, coalesce(t.redriven_at, t.created_at)))
