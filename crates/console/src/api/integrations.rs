@@ -440,8 +440,8 @@ pub async fn update(
             "give name, base_url, settings, credential, paused, roles, asset_roles, default_role or several of them",
         ));
     }
-    let name = req.name.as_deref().map(integration_name).transpose()?;
-    let base_url = req.base_url.as_deref().map(base_url).transpose()?;
+    let new_name = req.name.as_deref().map(integration_name).transpose()?;
+    let new_base_url = req.base_url.as_deref().map(base_url).transpose()?;
     let credential = req.credential.as_deref().map(|c| seal_credential(&app.state.credentials, c)).transpose()?;
     let request = Request::new("PATCH", &uri, &headers);
 
@@ -450,11 +450,11 @@ pub async fn update(
     let mut integration = admin::integration_for_update(&tx, tenant_id, integration_id)
         .await?
         .ok_or_else(|| ApiError::not_found("no such integration"))?;
-    let settings = req.settings.map(|s| settings(&integration.app_kind, s)).transpose()?;
+    let new_settings = req.settings.map(|s| settings(&integration.app_kind, s)).transpose()?;
     let connection = admin::Connection {
-        name: name.filter(|n| *n != integration.name),
-        base_url: base_url.filter(|u| *u != integration.base_url),
-        settings: settings.filter(|s| *s != integration.settings),
+        name: new_name.filter(|n| *n != integration.name),
+        base_url: new_base_url.filter(|u| *u != integration.base_url),
+        settings: new_settings.filter(|s| *s != integration.settings),
         credential,
         paused: req.paused.filter(|p| *p != integration.paused_at.is_some()),
     };
