@@ -11,6 +11,7 @@ use crate::http::AppHttp;
 use std::collections::BTreeMap;
 use std::future::Future;
 use unseat_domain::text::fold;
+use unseat_domain::SEAT;
 use unseat_store::apply::Integration;
 
 /// Asset id → asset role.
@@ -50,7 +51,12 @@ pub struct Invitation {
 /// What a removal found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {
+    /// The account is gone from the app.
     Removed,
+    /// The app keeps the account, deactivated (SCIM `active: false`).
+    Deactivated,
+    /// The app deleted the account (SCIM `DELETE`).
+    Deleted,
     /// The app said the account did not exist (any more).
     AlreadyGone,
 }
@@ -66,8 +72,11 @@ pub trait AppAdapter: Send + Sync + 'static {
     fn http(&self) -> &AppHttp;
 
     /// The account the app holds for `email` (compared by [`same_email`]), if any. A
-    /// `known_id` is tried first; when the app says it does not exist (or it belongs to
-    /// someone else), the adapter looks the email up instead.
+    /// `known_id` is tried first: an app's ids are stable, so an account the app still has
+    /// under it is the person's, whatever email it shows now (the IdP may have changed the
+    /// person's email since); only when the app says it does not exist is the email looked
+    /// up. Never None while the app still holds an account under `known_id`: that would add a
+    /// second one and leave the first in place.
     fn find(
         &self,
         integration: &Integration,
@@ -163,8 +172,17 @@ pub trait AppAdapter: Send + Sync + 'static {
 /// What converging changed in the app.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Converged {
+    /// Taken out of the app (the business hub deletes the business user).
     Removed,
+    /// The app keeps the account, deactivated.
+    Deactivated,
+    /// The app deleted the account.
+    Deleted,
     AlreadyRemoved,
+    /// An inactive account made active again, with `role`.
+    Reactivated {
+        role: String,
+    },
     RoleChanged {
         from: Option<String>,
         to: String,
@@ -217,18 +235,35 @@ impl Outcome {
 
     /// One line for the log.
     pub fn describe(&self, app: &str) -> String {
+        // A seat (a seat-only integration's grant) is no role: the log never names it.
+        let seat = |role: &str| role == SEAT;
         let base = match &self.converged {
             Converged::Removed => format!("removed from {app}"),
+            Converged::Deactivated => format!("deactivated in {app}"),
+            Converged::Deleted => format!("deleted from {app}"),
             Converged::AlreadyRemoved => format!("already removed from {app}"),
+            Converged::Reactivated { role } if seat(role) => format!("reactivated in {app}"),
+            Converged::Reactivated { role } => format!("reactivated in {app} as {role}"),
+            Converged::RoleChanged { to, .. } if seat(to) => format!("given a seat in {app}"),
             // The app reported the desired role, but it may stand for another one as well.
             Converged::RoleChanged { from: Some(from), to } if from == to => {
                 format!("role set to {to} in {app}, which reports {to} for other roles too")
             }
-            Converged::RoleChanged { from: Some(from), to } => format!("role changed from {from} to {to} in {app}"),
-            Converged::RoleChanged { from: None, to } => format!("role set to {to} in {app}"),
+            Converged::RoleChanged { from: Some(from), to } if !seat(from) => {
+                format!("role changed from {from} to {to} in {app}")
+            }
+            Converged::RoleChanged { to, .. } => format!("role set to {to} in {app}"),
+            Converged::AlreadyHeld { role } if seat(role) && self.assets_set.is_some() => {
+                format!("keeps a seat in {app}")
+            }
+            Converged::AlreadyHeld { role } if seat(role) => format!("already has a seat in {app}; nothing to change"),
             Converged::AlreadyHeld { role } if self.assets_set.is_some() => format!("keeps {role} in {app}"),
             Converged::AlreadyHeld { role } => format!("already holds {role} in {app}; nothing to change"),
+            Converged::Added { role } if seat(role) => format!("added to {app}"),
             Converged::Added { role } => format!("added to {app} as {role}"),
+            Converged::Invited { role, assets_waiting } if seat(role) => {
+                format!("invited to {app}; the invitation is pending{}", waiting(*assets_waiting))
+            }
             Converged::Invited { role, assets_waiting } => {
                 format!("invited to {app} as {role}; the invitation is pending{}", waiting(*assets_waiting))
             }
@@ -299,6 +334,10 @@ pub async fn converge<A: AppAdapter>(
         {
             (Converged::AlreadyHeld { role: role.to_string() }, account)
         }
+        Some(account) if !account.active => {
+            adapter.set_role(integration, &account, role).await?;
+            (Converged::Reactivated { role: role.to_string() }, account)
+        }
         Some(account) => {
             adapter.set_role(integration, &account, role).await?;
             (Converged::RoleChanged { from: account.role.clone(), to: role.to_string() }, account)
@@ -343,8 +382,10 @@ pub async fn converge<A: AppAdapter>(
 
 /// Removal: straight at the remembered id when there is one (one request in the common case);
 /// when the app says that id is gone, the email is looked up once more, so an account the
-/// app re-created under a new id is not missed. Someone who is not (or no longer) an account
-/// may still hold an open invitation, which they could accept later: it is withdrawn.
+/// app re-created under a new id is not missed. An account found inactive is the adapter's to
+/// judge (deactivating it again changes nothing; deleting it does). Someone who is not (or no
+/// longer) an account may still hold an open invitation, which they could accept later: it is
+/// withdrawn.
 async fn remove<A: AppAdapter>(
     adapter: &A,
     integration: &Integration,
@@ -352,14 +393,20 @@ async fn remove<A: AppAdapter>(
     known_id: Option<&str>,
 ) -> Result<Outcome, AppError> {
     let done = |converged| Outcome { converged, assets_set: None, account_id: None };
+    let removed = |removal| match removal {
+        Removal::Removed => Some(Converged::Removed),
+        Removal::Deactivated => Some(Converged::Deactivated),
+        Removal::Deleted => Some(Converged::Deleted),
+        Removal::AlreadyGone => None,
+    };
     if let Some(id) = known_id.filter(|id| !id.is_empty()) {
-        if adapter.remove(integration, &AppAccount::known(id, email)).await? == Removal::Removed {
-            return Ok(done(Converged::Removed));
+        if let Some(converged) = removed(adapter.remove(integration, &AppAccount::known(id, email)).await?) {
+            return Ok(done(converged));
         }
     }
-    if let Some(account) = adapter.find(integration, email, None).await?.filter(|a| a.active) {
-        if adapter.remove(integration, &account).await? == Removal::Removed {
-            return Ok(done(Converged::Removed));
+    if let Some(account) = adapter.find(integration, email, None).await? {
+        if let Some(converged) = removed(adapter.remove(integration, &account).await?) {
+            return Ok(done(converged));
         }
     }
     let mut count = 0;

@@ -486,8 +486,11 @@ impl AppAdapter for BusinessHub {
         &self.http
     }
 
-    /// `GET /{business-user-id}` for a remembered id (checked against the email), else a
-    /// page-by-page lookup; then the user's assets when the integration manages assets.
+    /// `GET /{business-user-id}` for a remembered id, else a page-by-page lookup; then the
+    /// user's assets when the integration manages assets. A business user the hub still has
+    /// under the remembered id is the person's whatever email it shows: Meta's ids are stable,
+    /// and the IdP may have changed the person's email since (looking the new one up would
+    /// invite them a second time and leave the first business user in place).
     async fn find(
         &self,
         integration: &Integration,
@@ -496,7 +499,7 @@ impl AppAdapter for BusinessHub {
     ) -> Result<Option<AppAccount>, AppError> {
         let mut found = None;
         if let Some(id) = known_id.filter(|id| !id.is_empty()) {
-            found = self.get_user(integration, id).await?.filter(|account| same_email(&account.email, email));
+            found = self.get_user(integration, id).await?;
         }
         if found.is_none() {
             found = self.lookup(integration, email).await?;

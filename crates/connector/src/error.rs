@@ -83,8 +83,8 @@ fn is_auth_or_permission(code: i64) -> bool {
 
 impl AppError {
     /// The retry decision. The app's own code wins over the HTTP status (Graph throttles with
-    /// HTTP 400 and code 4, say); then 401/403 need an admin, 429 is throttling, 408/5xx are
-    /// transient, and any other 4xx is permanent. Network failures and timeouts are transient.
+    /// HTTP 400 and code 4, say); then 401/403 need an admin, 429 is throttling, 408 and 5xx
+    /// are transient but for 501/505 (not implemented), and any other status is permanent. Network failures and timeouts are transient.
     pub fn class(&self) -> ErrorClass {
         match self {
             AppError::Api { status, code, retry_after, .. } => {
@@ -105,6 +105,9 @@ impl AppError {
                     401 | 403 => ErrorClass::NeedsAttention,
                     429 => ErrorClass::Throttled { retry_after },
                     408 => transient,
+                    // Not implemented (a SCIM app need not implement PATCH, RFC 7644 3.5.2) and
+                    // HTTP version not supported: the same request fails the same way again.
+                    501 | 505 => ErrorClass::Permanent,
                     s if s >= 500 => transient,
                     _ => ErrorClass::Permanent,
                 }
@@ -177,6 +180,9 @@ mod tests {
         assert_eq!(api(400, Some(2620)).class(), ErrorClass::Permanent);
         assert_eq!(api(404, None).class(), ErrorClass::Permanent);
         assert_eq!(api(409, None).class(), ErrorClass::Permanent);
+        assert_eq!(api(501, None).class(), ErrorClass::Permanent, "not implemented: calling again changes nothing");
+        assert_eq!(api(505, None).class(), ErrorClass::Permanent);
+        assert_eq!(api(502, None).class(), transient);
         assert_eq!(AppError::Timeout(Duration::from_secs(1)).class(), transient);
         assert_eq!(AppError::Unreachable("refused".into()).class(), transient);
         assert_eq!(AppError::Protocol("garbage".into()).class(), ErrorClass::Permanent);

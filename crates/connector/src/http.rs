@@ -13,6 +13,9 @@ use unseat_store::apply::Integration;
 
 /// Longest error message kept from an app's body.
 const MAX_MESSAGE: usize = 300;
+/// The largest answer read from an app: a user, a page of a list or an error is a few
+/// kilobytes; an answer beyond this is not what was asked for, and is not read into memory.
+pub const MAX_BODY: usize = 1 << 20;
 /// The integration setting that overrides the app kind's default rate limit.
 pub const RATE_LIMIT_SETTING: &str = "rate_limit_per_second";
 
@@ -53,6 +56,9 @@ impl Answer {
 #[derive(Clone)]
 pub struct AppHttp {
     client: reqwest::Client,
+    /// For every request but a read: it follows no redirect. A redirect would turn a PATCH or
+    /// DELETE into a GET (303, and 301/302 for POST) whose success says nothing of the write.
+    writes: reqwest::Client,
     timeout: Duration,
     limits: Arc<RateLimits>,
     default_rate: f64,
@@ -74,15 +80,21 @@ impl AppHttp {
         default_rate: f64,
         public_only: bool,
     ) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("unseat/", env!("CARGO_PKG_VERSION")));
-        if public_only {
-            builder = builder.dns_resolver(Arc::new(public::PublicOnly)).redirect(public::redirects());
-        }
-        Ok(Self { client: builder.build()?, timeout, limits, default_rate, public_only })
+        let builder = || {
+            let builder = reqwest::Client::builder()
+                .use_rustls_tls()
+                .timeout(timeout)
+                .connect_timeout(timeout.min(Duration::from_secs(5)))
+                .user_agent(concat!("unseat/", env!("CARGO_PKG_VERSION")));
+            if public_only {
+                builder.dns_resolver(Arc::new(public::PublicOnly))
+            } else {
+                builder
+            }
+        };
+        let client = if public_only { builder().redirect(public::redirects()) } else { builder() }.build()?;
+        let writes = builder().redirect(reqwest::redirect::Policy::none()).build()?;
+        Ok(Self { client, writes, timeout, limits, default_rate, public_only })
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -114,10 +126,37 @@ impl AppHttp {
         }
         let rate = self.rate_for(integration);
         self.limits.acquire(integration.tenant_id, integration.id, rate).await.map_err(AppError::Paused)?;
-        let response = self.client.execute(request).await.map_err(|e| self.transport(e))?;
+        let method = request.method().clone();
+        let read = method == reqwest::Method::GET || method == reqwest::Method::HEAD;
+        let client = if read { &self.client } else { &self.writes };
+        let mut response = client.execute(request).await.map_err(|e| self.transport(e))?;
         let status = response.status().as_u16();
+        if !read && response.status().is_redirection() {
+            let to = response.headers().get(reqwest::header::LOCATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let to = truncate(to.split('?').next().unwrap_or_default().to_string());
+            return Err(AppError::Misconfigured(format!(
+                "the app answered a {method} with a redirect (HTTP {status} to {to:?}), so nothing was changed: \
+                 base_url is likely not the app's API address (redirects are followed for reads only)"
+            )));
+        }
+        let too_big = || {
+            AppError::Protocol(format!(
+                "HTTP {status} with an answer larger than {} KiB; not read (an answer that big is not the one \
+                 asked for)",
+                MAX_BODY / 1024
+            ))
+        };
+        if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(too_big());
+        }
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(|e| self.transport(e))?.to_vec();
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| self.transport(e))? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
         let answer = Answer { status, headers, body };
         if status == 429 {
             self.throttled(integration, &answer).await;

@@ -15,7 +15,6 @@
 use crate::adapter::{same_email, AppAccount, AppAdapter, Assets, Removal};
 use crate::error::AppError;
 use crate::http::{truncate, Answer, AppHttp};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use unseat_domain::SEAT;
 use unseat_store::apply::Integration;
@@ -47,6 +46,25 @@ enum Deprovision {
     Deactivate,
     Delete,
 }
+
+impl MatchOn {
+    fn attribute(self) -> &'static str {
+        match self {
+            MatchOn::UserName => "userName",
+            MatchOn::ExternalId => "externalId",
+        }
+    }
+
+    fn other(self) -> MatchOn {
+        match self {
+            MatchOn::UserName => MatchOn::ExternalId,
+            MatchOn::ExternalId => MatchOn::UserName,
+        }
+    }
+}
+
+/// The longest resource id put into a URL.
+const MAX_ID: usize = 1024;
 
 impl ScimApp {
     pub fn new(http: AppHttp) -> Self {
@@ -81,11 +99,16 @@ impl ScimApp {
         Ok(format!("{base}/{path}"))
     }
 
+    /// `…/Users/{id}`, the id percent-encoded as one path segment: apps issue ids such as
+    /// `auth0|5f1c…` or `jane@corp`, which are theirs to choose (RFC 7643 3.1).
     fn user_url(integration: &Integration, id: &str) -> Result<String, AppError> {
-        if id.is_empty() || id.len() > 256 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
-            return Err(AppError::Protocol(format!("SCIM id {id:?} is not a plain resource id")));
+        if id.is_empty() || id.len() > MAX_ID || id == "." || id == ".." {
+            return Err(AppError::Protocol(format!(
+                "the app gave the SCIM id {:?}, which names no resource",
+                truncate(id.into())
+            )));
         }
-        Self::url(integration, &format!("Users/{id}"))
+        Self::url(integration, &format!("Users/{}", path_segment(id)))
     }
 
     fn request(&self, integration: &Integration, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -97,44 +120,81 @@ impl ScimApp {
         }
     }
 
-    async fn send(&self, integration: &Integration, builder: reqwest::RequestBuilder) -> Result<Answer, AppError> {
+    /// A request body as SCIM media (RFC 7644 3.1).
+    fn with_body(builder: reqwest::RequestBuilder, body: &Value) -> reqwest::RequestBuilder {
+        builder.header(reqwest::header::CONTENT_TYPE, SCIM_JSON).body(body.to_string())
+    }
+
+    async fn send(
+        &self,
+        integration: &Integration,
+        method: &str,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<Answer, AppError> {
         let answer = self.http.send(integration, self.request(integration, builder)).await?;
         if answer.is_success() {
             return Ok(answer);
         }
-        Err(error_of(&answer))
+        Err(error_of(&answer, method))
     }
 
-    async fn send_json(&self, integration: &Integration, builder: reqwest::RequestBuilder) -> Result<Value, AppError> {
-        let answer = self.send(integration, builder).await?;
+    async fn send_json(
+        &self,
+        integration: &Integration,
+        method: &str,
+        builder: reqwest::RequestBuilder,
+    ) -> Result<Value, AppError> {
+        let answer = self.send(integration, method, builder).await?;
         serde_json::from_slice(&answer.body)
             .map_err(|e| AppError::Protocol(format!("HTTP {} with a body that is not JSON: {e}", answer.status)))
     }
 
     async fn get_user(&self, integration: &Integration, id: &str) -> Result<Option<AppAccount>, AppError> {
         let url = Self::user_url(integration, id)?;
-        match self.send_json(integration, self.http.client().get(&url)).await {
-            Ok(body) => Ok(Some(account_of(body)?)),
+        match self.send_json(integration, "GET", self.http.client().get(&url)).await {
+            Ok(body) => Ok(Some(account_of(&body)?)),
             Err(e) if e.status_code() == Some(404) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn lookup(&self, integration: &Integration, email: &str) -> Result<Option<AppAccount>, AppError> {
-        let attribute = match Self::match_on(integration)? {
-            MatchOn::UserName => "userName",
-            MatchOn::ExternalId => "externalId",
-        };
-        let escaped = email.trim().replace('\\', "\\\\").replace('"', "\\\"");
-        let filter = format!("{attribute} eq \"{escaped}\"");
-        let url = Self::url(integration, "Users")?;
-        let query = [("filter", filter.as_str()), ("count", "2")];
-        let body = self.send_json(integration, self.http.client().get(&url).query(&query)).await?;
-        let list: ListResponse = serde_json::from_value(body)
-            .map_err(|e| AppError::Protocol(format!("Users answered an unexpected list: {e}")))?;
+    /// The one account whose `on` attribute is `email` (ignoring case, as emails compare),
+    /// filtered for by the app. An answer that lists users without that value means the app
+    /// did not apply the filter: nobody can be told apart from it, so it is an error, never
+    /// "not there".
+    async fn lookup(
+        &self,
+        integration: &Integration,
+        on: MatchOn,
+        email: &str,
+    ) -> Result<Option<(AppAccount, Value)>, AppError> {
+        let attribute = on.attribute();
         let wanted = email.trim();
-        let mut matches = list.resources.into_iter().map(account_of).collect::<Result<Vec<_>, _>>()?;
-        matches.retain(|a| same_email(&a.email, wanted));
+        let url = format!("{}?{}", Self::url(integration, "Users")?, filter_query(attribute, wanted));
+        let body = self.send_json(integration, "GET", self.http.client().get(&url)).await?;
+        let resources = match field(&body, "Resources") {
+            None | Some(Value::Null) => &[][..],
+            Some(Value::Array(resources)) => resources.as_slice(),
+            Some(_) => return Err(AppError::Protocol("Users answered a list whose Resources is not an array".into())),
+        };
+        let total = field(&body, "totalResults").and_then(Value::as_u64);
+        let mut matches = Vec::new();
+        for resource in resources {
+            if let Some(value) = text(resource, attribute).filter(|v| same_email(v, wanted)) {
+                matches
+                    .push((AppAccount { email: value.trim().to_string(), ..account_of(resource)? }, resource.clone()));
+            }
+        }
+        let (returned, total) = (resources.len(), total.unwrap_or(0));
+        let unfiltered = (matches.is_empty() && (returned > 0 || total > 0))
+            || (matches.len() < returned && total > returned as u64);
+        if unfiltered {
+            return Err(AppError::Protocol(format!(
+                "the app did not apply the filter {attribute} eq {wanted:?}: it listed {returned} users (of \
+                 totalResults {total}), {} of them with that {attribute}; nobody can be looked up in it",
+                matches.len()
+            )));
+        }
         match matches.len() {
             0 => Ok(None),
             1 => Ok(matches.pop()),
@@ -142,23 +202,68 @@ impl ScimApp {
         }
     }
 
-    async fn patch(&self, integration: &Integration, id: &str, operations: Value) -> Result<(), AppError> {
+    async fn patch(&self, integration: &Integration, id: &str, operations: Value) -> Result<Option<Value>, AppError> {
         let url = Self::user_url(integration, id)?;
         let body = json!({ "schemas": [PATCH_SCHEMA], "Operations": operations });
-        self.send(integration, self.http.client().patch(&url).json(&body)).await.map(|_| ())
+        let answer = self.send(integration, "PATCH", Self::with_body(self.http.client().patch(&url), &body)).await?;
+        // 204 and no body, or 200 and the resource as it now is (RFC 7644 3.5.2).
+        Ok(serde_json::from_slice::<Value>(&answer.body).ok().filter(Value::is_object))
     }
 }
 
+/// `value` as one path segment: every byte but the unreserved ones (RFC 3986 2.3)
+/// percent-encoded, so `/`, `?`, `#`, `%`, `|` or `@` in an id cannot change the URL's
+/// meaning.
+fn path_segment(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The query of a filtered list: `attribute eq "value"` with the value a JSON string (RFC 7644
+/// 3.4.2.2), percent-encoded with spaces as `%20` (a `+` is a space only in HTML forms;
+/// a strict app reads it as a plus sign).
+fn filter_query(attribute: &str, value: &str) -> String {
+    let filter = format!("{attribute} eq {}", Value::from(value));
+    let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+    format!("filter={}&count=2", encoded.replace('+', "%20"))
+}
+
+/// An attribute of a SCIM resource or message by name, ignoring case: attribute names are
+/// case-insensitive (RFC 7643 2.1), and apps write `resources` or `userName` as they please.
+fn field<'a>(resource: &'a Value, name: &str) -> Option<&'a Value> {
+    let fields = resource.as_object()?;
+    fields.get(name).or_else(|| fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+fn text<'a>(resource: &'a Value, name: &str) -> Option<&'a str> {
+    field(resource, name).and_then(Value::as_str)
+}
+
 /// An error answer as an [`AppError`]: the SCIM error body's `detail` (and `scimType`) when
-/// there is one, else the raw body.
-fn error_of(answer: &Answer) -> AppError {
+/// there is one, else the raw body; a 501 says what the app left out.
+fn error_of(answer: &Answer, method: &str) -> AppError {
     let parsed = serde_json::from_slice::<Value>(&answer.body).ok();
-    let detail = parsed.as_ref().and_then(|v| v.get("detail")).and_then(Value::as_str).map(str::to_string);
-    let scim_type = parsed.as_ref().and_then(|v| v.get("scimType")).and_then(Value::as_str);
+    let detail = parsed.as_ref().and_then(|v| text(v, "detail")).map(str::to_string);
+    let scim_type = parsed.as_ref().and_then(|v| text(v, "scimType"));
     let message = match (detail, scim_type) {
         (Some(d), Some(t)) => format!("{d} (scimType {t})"),
         (Some(d), None) => d,
         _ => String::from_utf8_lossy(&answer.body).into_owned(),
+    };
+    let message = match answer.status {
+        501 => format!(
+            "the app does not implement {method} on Users (SCIM lets an app leave PATCH out, and unseat \
+             deactivates and sets roles with it): {message}"
+        ),
+        505 => format!("the app does not speak the HTTP version unseat used: {message}"),
+        _ => message,
     };
     AppError::Api {
         status: answer.status,
@@ -169,46 +274,38 @@ fn error_of(answer: &Answer) -> AppError {
     }
 }
 
-#[derive(Deserialize)]
-struct ListResponse {
-    #[serde(rename = "Resources", default)]
-    resources: Vec<Value>,
-}
-
-/// Reads a SCIM User: the email is the userName (or externalId, or the primary email), the
-/// role the primary (else first) value of `roles`.
-fn account_of(resource: Value) -> Result<AppAccount, AppError> {
-    let id = resource
-        .get("id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| AppError::Protocol("a SCIM user without an id".into()))?
-        .to_string();
-    let text = |name: &str| resource.get(name).and_then(Value::as_str).map(str::to_string);
-    let primary_email = resource.get("emails").and_then(Value::as_array).and_then(|emails| {
-        emails
+/// Reads a SCIM User (attribute names in any case): the email is the userName (or
+/// externalId, or the primary email), the role the primary (else first) value of `roles`.
+fn account_of(resource: &Value) -> Result<AppAccount, AppError> {
+    let id = text(resource, "id").ok_or_else(|| AppError::Protocol("a SCIM user without an id".into()))?.to_string();
+    let primary = |values: &Vec<Value>| -> Option<String> {
+        values
             .iter()
-            .find(|e| e.get("primary").and_then(Value::as_bool) == Some(true))
-            .or_else(|| emails.first())
-            .and_then(|e| e.get("value"))
-            .and_then(Value::as_str)
+            .find(|v| field(v, "primary").and_then(Value::as_bool) == Some(true))
+            .or_else(|| values.first())
+            .and_then(|v| text(v, "value"))
             .map(str::to_string)
-    });
-    let user_name = text("userName").filter(|u| u.contains('@'));
-    let email =
-        user_name.or_else(|| text("externalId").filter(|u| u.contains('@'))).or(primary_email).unwrap_or_default();
-    let role = resource.get("roles").and_then(Value::as_array).and_then(|roles| {
-        roles
-            .iter()
-            .find(|r| r.get("primary").and_then(Value::as_bool) == Some(true))
-            .or_else(|| roles.first())
-            .and_then(|r| r.get("value"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    });
-    let active = resource.get("active").and_then(Value::as_bool).unwrap_or(true);
+    };
+    let primary_email = field(resource, "emails").and_then(Value::as_array).and_then(primary);
+    let with_at = |name: &str| text(resource, name).filter(|u| u.contains('@')).map(str::to_string);
+    let email = with_at("userName").or_else(|| with_at("externalId")).or(primary_email).unwrap_or_default();
+    let role = field(resource, "roles").and_then(Value::as_array).and_then(primary);
+    let active = match field(resource, "active") {
+        Some(Value::Bool(active)) => *active,
+        // Some apps send booleans as strings.
+        Some(Value::String(active)) => !active.trim().eq_ignore_ascii_case("false"),
+        _ => true,
+    };
     // An account without roles holds a seat: what a seat-only integration grants.
     let role = role.or_else(|| Some(SEAT.to_string()));
     Ok(AppAccount { id, email, role, assets: None, active })
+}
+
+/// Whether a written resource, as the app answered it, says `active` is not `wanted`.
+fn active_is_not(answer: &Option<Value>, wanted: bool) -> bool {
+    answer.as_ref().is_some_and(|resource| {
+        field(resource, "active").is_some() && account_of(resource).is_ok_and(|a| a.active != wanted)
+    })
 }
 
 /// A lookup that matched on externalId leaves the email in externalId; keep it comparable.
@@ -228,6 +325,11 @@ impl AppAdapter for ScimApp {
         &self.http
     }
 
+    /// The remembered id's account while the app still has it (SCIM ids are stable; the
+    /// person's email may have changed in the IdP). Else the account whose match attribute
+    /// is the email; failing that, one whose other attribute is (made by hand, or before
+    /// `match_attribute` changed), so that nobody is added twice: it is theirs when its match
+    /// attribute is empty, and an error when that names someone else.
     async fn find(
         &self,
         integration: &Integration,
@@ -236,29 +338,56 @@ impl AppAdapter for ScimApp {
     ) -> Result<Option<AppAccount>, AppError> {
         if let Some(id) = known_id.filter(|id| !id.is_empty()) {
             if let Some(account) = self.get_user(integration, id).await? {
-                let account = with_email(account, email);
-                if same_email(&account.email, email) {
-                    return Ok(Some(account));
-                }
+                return Ok(Some(with_email(account, email)));
             }
         }
-        Ok(self.lookup(integration, email).await?.map(|a| with_email(a, email)))
+        let on = Self::match_on(integration)?;
+        if let Some((account, _)) = self.lookup(integration, on, email).await? {
+            return Ok(Some(account));
+        }
+        let Some((account, resource)) = self.lookup(integration, on.other(), email).await? else {
+            return Ok(None);
+        };
+        match text(&resource, on.attribute()).map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(Some(account)),
+            Some(own) => Err(AppError::Protocol(format!(
+                "no account has {} {:?}, but account {} has it as its {} (and {} {own:?}): refusing to guess \
+                 whose it is or to add a second account; check the integration's match_attribute",
+                on.attribute(),
+                email.trim(),
+                account.id,
+                on.other().attribute(),
+                on.attribute(),
+            ))),
+        }
     }
 
     async fn remove(&self, integration: &Integration, account: &AppAccount) -> Result<Removal, AppError> {
         let result = match Self::deprovision(integration)? {
+            // Deactivating an inactive account changes nothing.
+            Deprovision::Deactivate if !account.active => return Ok(Removal::AlreadyGone),
             Deprovision::Deactivate => {
-                self.patch(integration, &account.id, json!([{ "op": "replace", "value": { "active": false } }])).await
+                let operations = json!([{ "op": "replace", "value": { "active": false } }]);
+                match self.patch(integration, &account.id, operations).await {
+                    Ok(answer) if active_is_not(&answer, false) => {
+                        return Err(AppError::Protocol(format!(
+                            "the app answered the deactivation of account {} (PATCH active: false) with the \
+                             account still active: it did not deactivate it",
+                            account.id
+                        )))
+                    }
+                    Ok(_) => Ok(Removal::Deactivated),
+                    Err(e) => Err(e),
+                }
             }
             Deprovision::Delete => {
                 let url = Self::user_url(integration, &account.id)?;
-                self.send(integration, self.http.client().delete(&url)).await.map(|_| ())
+                self.send(integration, "DELETE", self.http.client().delete(&url)).await.map(|_| Removal::Deleted)
             }
         };
         match result {
-            Ok(()) => Ok(Removal::Removed),
             Err(e) if e.status_code() == Some(404) => Ok(Removal::AlreadyGone),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
@@ -269,7 +398,15 @@ impl AppAdapter for ScimApp {
         } else {
             json!({ "active": true, "roles": [{ "value": role, "primary": true }] })
         };
-        self.patch(integration, &account.id, json!([{ "op": "replace", "value": value }])).await
+        let answer = self.patch(integration, &account.id, json!([{ "op": "replace", "value": value }])).await?;
+        if active_is_not(&answer, true) {
+            return Err(AppError::Protocol(format!(
+                "the app answered the activation of account {} (PATCH active: true) with the account still \
+                 inactive: it did not activate it",
+                account.id
+            )));
+        }
+        Ok(())
     }
 
     async fn set_assets(
@@ -299,9 +436,22 @@ impl AppAdapter for ScimApp {
             body["externalId"] = json!(email);
         }
         let url = Self::url(integration, "Users")?;
-        let created = self.send_json(integration, self.http.client().post(&url).json(&body)).await?;
-        let account = with_email(account_of(created)?, email);
+        let created =
+            self.send_json(integration, "POST", Self::with_body(self.http.client().post(&url), &body)).await?;
+        let account = with_email(account_of(&created)?, email);
         Ok(AppAccount { role: Some(role.to_string()), ..account })
+    }
+
+    /// Any active account holds a seat (what a seat-only integration grants); roles compare
+    /// ignoring case, as the role ladder's names do.
+    fn role_held(
+        &self,
+        _integration: &Integration,
+        reported: &str,
+        desired: &str,
+        _last_applied: Option<&str>,
+    ) -> bool {
+        desired == SEAT || reported.trim().eq_ignore_ascii_case(desired.trim())
     }
 }
 
@@ -311,7 +461,7 @@ mod tests {
 
     #[test]
     fn reads_users_as_apps_send_them() {
-        let a = account_of(json!({
+        let a = account_of(&json!({
             "id": "u1", "userName": "Alice@Example.com", "active": false,
             "roles": [{"value": "viewer"}, {"value": "admin", "primary": true}]
         }))
@@ -320,8 +470,26 @@ mod tests {
             (a.id.as_str(), a.email.as_str(), a.role.as_deref(), a.active),
             ("u1", "Alice@Example.com", Some("admin"), false)
         );
-        let b = account_of(json!({ "id": "u2", "userName": "bob", "emails": [{"value": "bob@x.io"}] })).expect("user");
+        let b = account_of(&json!({ "id": "u2", "userName": "bob", "emails": [{"value": "bob@x.io"}] })).expect("user");
         assert_eq!((b.email.as_str(), b.role.as_deref(), b.active), ("bob@x.io", Some(SEAT), true), "no roles: a seat");
-        assert!(account_of(json!({ "userName": "no id" })).is_err());
+        assert!(account_of(&json!({ "userName": "no id" })).is_err());
+        let c = account_of(&json!({ "ID": "u3", "username": "c@x.io", "ACTIVE": false, "Roles": [{"Value": "x"}] }))
+            .expect("names in any case");
+        assert_eq!((c.id.as_str(), c.email.as_str(), c.role.as_deref(), c.active), ("u3", "c@x.io", Some("x"), false));
+    }
+
+    #[test]
+    fn filters_are_json_strings_with_spaces_as_percent_20() {
+        assert_eq!(filter_query("userName", "a@x.io"), "filter=userName%20eq%20%22a%40x.io%22&count=2");
+        let tricky = filter_query("externalId", "a+\"b\"\\\t@x");
+        let decoded: Vec<(String, String)> = url::form_urlencoded::parse(tricky.as_bytes()).into_owned().collect();
+        assert_eq!(decoded[0].1, r#"externalId eq "a+\"b\"\\\t@x""#);
+        assert!(!tricky.contains('+') || tricky.contains("%2B"), "{tricky}");
+    }
+
+    #[test]
+    fn ids_are_one_path_segment() {
+        assert_eq!(path_segment("auth0|5f1c@corp/x y%"), "auth0%7C5f1c%40corp%2Fx%20y%25");
+        assert_eq!(path_segment("2819c223-7f76.a_b~c"), "2819c223-7f76.a_b~c");
     }
 }

@@ -97,6 +97,33 @@ async fn changes_a_role_to_employee() {
     app.stop().await;
 }
 
+/// The IdP changed the person's email: the business user remembered from an earlier task is
+/// still theirs. Its role is changed and nobody is invited under the new email.
+#[tokio::test]
+async fn after_an_email_change_the_remembered_business_user_is_the_one_changed() {
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
+    let bob = app.emu.seed_user(BIZ, "bob@old.example", "EMPLOYEE", None).expect("seed");
+    let (user, task) = app
+        .queue(Desire {
+            desired_role: Some("ADMIN"),
+            app_account_id: Some(bob.id.clone()),
+            ..Desire::removal("bob@new.example")
+        })
+        .await;
+    app.start(config());
+
+    let t = app.finished(task).await;
+    assert_eq!(t.status, "succeeded", "{:?}", t.last_error);
+    let events = app.events(task).await;
+    assert_eq!(events.last().map(|e| e.3.as_str()), Some("role changed from EMPLOYEE to ADMIN in Acme Business Hub"));
+    assert_eq!(app.hub_emails(), ["bob@old.example"], "nobody invited under the new email");
+    assert_eq!(app.hub_user("bob@old.example").expect("bob").role, "ADMIN");
+    let (queued, _) = app.queue_change(user, None).await;
+    assert_eq!(app.finished(queued).await.status, "succeeded");
+    assert_eq!(app.hub_emails(), Vec::<String>::new(), "the original business user is removed");
+    app.stop().await;
+}
+
 /// Meta reports a FINANCE_EDITOR as EMPLOYEE. Someone unseat made FINANCE_EDITOR and then
 /// lowers to EMPLOYEE really is lowered: the role last applied says the reported EMPLOYEE
 /// may be the FINANCE_EDITOR, so EMPLOYEE is written. A later task for EMPLOYEE, with

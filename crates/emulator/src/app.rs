@@ -241,6 +241,11 @@ pub(crate) async fn handle(
     if let Some(secs) = reply.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let Some(location) = decision.fault.as_ref().and_then(|(rule, _)| rule.location.as_deref()) {
+        if let Ok(v) = HeaderValue::from_str(location) {
+            h.insert(header::LOCATION, v);
+        }
+    }
     response
 }
 
@@ -254,6 +259,8 @@ pub(crate) struct FaultDecision {
     pub regain_minutes: Option<u64>,
     /// Answer this list request with an empty page that has a `next`.
     pub empty_page: bool,
+    /// Spaces to append to the answer's body.
+    pub padding: Option<u64>,
 }
 
 /// Runs the fault rules for one request, in order: latencies add up; the first rule with a
@@ -261,8 +268,14 @@ pub(crate) struct FaultDecision {
 pub(crate) fn decide_faults(emu: &Emulator, method: &Method, path: &str) -> FaultDecision {
     let mut state = emu.lock();
     let mut rng = rand::rng();
-    let mut decision =
-        FaultDecision { latency: Duration::ZERO, fault: None, hold: None, regain_minutes: None, empty_page: false };
+    let mut decision = FaultDecision {
+        latency: Duration::ZERO,
+        fault: None,
+        hold: None,
+        regain_minutes: None,
+        empty_page: false,
+        padding: None,
+    };
     let lists = *method == Method::GET && path.rsplit('/').next().is_some_and(|edge| LIST_EDGES.contains(&edge));
     for active in state.faults.iter_mut() {
         let added = active.added_at;
@@ -281,6 +294,7 @@ pub(crate) fn decide_faults(emu: &Emulator, method: &Method, path: &str) -> Faul
             *times -= 1;
         }
         decision.latency += rule.latency(rng.random_range(0.0..=1.0));
+        decision.padding = decision.padding.or(rule.padding_bytes);
         if let Some(status) = rule.status {
             decision.regain_minutes = rule.regain_minutes;
             decision.fault = Some((rule.clone(), status));
@@ -292,6 +306,9 @@ pub(crate) fn decide_faults(emu: &Emulator, method: &Method, path: &str) -> Faul
         }
         if rule.empty_page {
             decision.empty_page = true;
+            break;
+        }
+        if rule.padding_bytes.is_some() {
             break;
         }
     }

@@ -186,6 +186,14 @@ struct SeedScimUser {
     user_name: String,
     #[serde(default)]
     role: Option<String>,
+    #[serde(default = "yes")]
+    active: bool,
+    #[serde(rename = "externalId", default)]
+    external_id: Option<String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 async fn seed_scim_user(State(emu): State<Emulator>, body: Result<Json<SeedScimUser>, JsonRejection>) -> Response {
@@ -193,7 +201,14 @@ async fn seed_scim_user(State(emu): State<Emulator>, body: Result<Json<SeedScimU
         Ok(b) => b,
         Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
     };
-    match emu.seed_scim_user(&body.user_name, body.role.as_deref()) {
+    let user = crate::ScimUser {
+        id: String::new(),
+        user_name: body.user_name,
+        active: body.active,
+        roles: body.role.into_iter().collect(),
+        external_id: body.external_id,
+    };
+    match emu.seed_scim_account(&user) {
         Ok(user) => (StatusCode::CREATED, Json(user)).into_response(),
         Err(error) => refuse(StatusCode::CONFLICT, error),
     }

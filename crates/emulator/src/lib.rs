@@ -19,8 +19,9 @@
 //!   `Retry-After`, latency distributions, outage windows, applied-but-lost answers, empty
 //!   pages that still have a `next`), switch on Meta's behaviours the demo does without
 //!   ([`Settings`]: invitations that stay pending until accepted, `role` reporting base roles
-//!   only), accept invitations, read the real state and the log of app requests, and reset
-//!   everything.
+//!   only; for the SCIM app, real apps' ways: filters ignored, attribute names in lower case,
+//!   deactivations that do not take, ids a URL must escape, strict parsing), accept
+//!   invitations, read the real state and the log of app requests, and reset everything.
 //!
 //! State is in memory behind a std mutex that is never held across an `.await`.
 
@@ -132,8 +133,15 @@ impl Emulator {
             user_name: user_name.to_string(),
             active: true,
             roles: role.map(|r| vec![r.to_string()]).unwrap_or_default(),
+            external_id: None,
         };
         scim::seed(&mut self.lock(), &user)
+    }
+
+    /// Adds a user to the SCIM app as given (inactive, with an externalId, ...); its `id` is
+    /// the app's to choose and ignored.
+    pub fn seed_scim_account(&self, user: &ScimUser) -> Result<ScimUser, EmulatorError> {
+        scim::seed(&mut self.lock(), user)
     }
 
     /// The SCIM app's users.

@@ -4,8 +4,11 @@
 //!
 //! Supported: `GET /Users` with `filter` (`userName`, `externalId` or `emails.value` `eq`),
 //! `startIndex` and `count`; `GET`, `PUT`, `PATCH` (add/replace/remove on `active`, `roles`,
-//! `userName`, `externalId`, `name`, or a value object) and `DELETE /Users/{id}`; `POST /Users`
-//! with unique `userName`. Errors are SCIM error bodies.
+//! `userName`, `externalId`, `name`, or a value object) and `DELETE /Users/{id}` (the id
+//! percent-decoded from its path segment); `POST /Users` with unique `userName`. Errors are
+//! SCIM error bodies. The SCIM switches of [`crate::Settings`] make it behave as some apps do:
+//! ignore filters, write attribute names in lower case, leave users active when asked to
+//! deactivate them, issue ids with characters a URL must escape, read requests strictly.
 
 use crate::app::decide_faults;
 use crate::state::RequestRecord;
@@ -21,6 +24,7 @@ const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 const ERROR_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:Error";
 const MAX_COUNT: usize = 200;
+const SCIM_JSON: &str = "application/scim+json";
 
 fn error(status: StatusCode, scim_type: Option<&str>, detail: impl Into<String>) -> (StatusCode, Value) {
     let mut body = json!({ "schemas": [ERROR_SCHEMA], "status": status.as_u16().to_string(), "detail": detail.into() });
@@ -48,9 +52,13 @@ pub(crate) async fn handle(
     if !decision.latency.is_zero() {
         tokio::time::sleep(decision.latency).await;
     }
-    let (status, reply, retry_after) = {
+    let (status, reply, retry_after, lowercase) = {
         let mut state = emu.lock();
         let (status, reply, retry_after) = match &decision.fault {
+            Some((_, status)) if (300..400).contains(status) => {
+                let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::SEE_OTHER);
+                (code, None, None)
+            }
             Some((rule, status)) => {
                 let code = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
                 let (s, b) = error(code, None, format!("injected fault: HTTP {status}"));
@@ -64,11 +72,17 @@ pub(crate) async fn handle(
                     .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                     .map(|(_, t)| t.trim().to_string());
                 let authorized = state.scim_token.as_ref().is_none_or(|required| token.as_ref() == Some(required));
-                let (s, b) = if authorized {
-                    route(&mut state, &method, &uri, &body)
-                } else {
+                let media_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                let scim_json = media_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(SCIM_JSON));
+                let (s, b) = if !authorized {
                     let (s, b) = error(StatusCode::UNAUTHORIZED, None, "a valid bearer token is required");
                     (s, Some(b))
+                } else if state.settings.scim_strict && !body.is_empty() && !scim_json {
+                    let detail = format!("a request body must be sent as {SCIM_JSON}, not {media_type:?}");
+                    let (s, b) = error(StatusCode::UNSUPPORTED_MEDIA_TYPE, None, detail);
+                    (s, Some(b))
+                } else {
+                    route(&mut state, &method, &uri, &body)
                 };
                 (s, b, None)
             }
@@ -79,25 +93,67 @@ pub(crate) async fn handle(
             path: path.clone(),
             status: status.as_u16(),
         });
-        (status, reply, retry_after)
+        (status, reply, retry_after, state.settings.scim_lowercase_names)
     };
     if let Some(hold) = decision.hold {
         tokio::time::sleep(hold).await;
     }
-    let mut response = match reply {
-        Some(body) => (status, axum::Json(body)).into_response(),
-        None => status.into_response(),
-    };
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/scim+json"));
+    let body = reply.map(|body| if lowercase { lowercase_names(body) } else { body });
+    let mut bytes = body.map(|b| serde_json::to_vec(&b).unwrap_or_default()).unwrap_or_default();
+    if let Some(padding) = decision.padding {
+        bytes.resize(bytes.len() + padding as usize, b' ');
+    }
+    let mut response = (status, bytes).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SCIM_JSON));
     if let Some(secs) = retry_after {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    if let Some(location) = decision.fault.as_ref().and_then(|(rule, _)| rule.location.as_deref()) {
+        if let Ok(v) = HeaderValue::from_str(location) {
+            h.insert(header::LOCATION, v);
+        }
     }
     response
 }
 
+/// Every attribute name in lower case, at every depth.
+fn lowercase_names(value: Value) -> Value {
+    match value {
+        Value::Object(fields) => {
+            Value::Object(fields.into_iter().map(|(k, v)| (k.to_lowercase(), lowercase_names(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(lowercase_names).collect()),
+        other => other,
+    }
+}
+
+/// A path segment with its `%XX` escapes decoded (`None` when they do not make UTF-8).
+fn decode_segment(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn route(state: &mut crate::state::State, method: &Method, uri: &Uri, body: &[u8]) -> (StatusCode, Option<Value>) {
     let rest = uri.path().trim_start_matches("/scim/v2").trim_matches('/');
-    let segments: Vec<&str> = rest.split('/').collect();
+    let Some(decoded) = rest.split('/').map(decode_segment).collect::<Option<Vec<String>>>() else {
+        let (s, b) = error(StatusCode::BAD_REQUEST, Some("invalidPath"), format!("bad escape in /{rest}"));
+        return (s, Some(b));
+    };
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let parsed = || serde_json::from_slice::<Value>(body);
     let (status, body) = match (method.clone(), segments.as_slice()) {
         (Method::GET, ["Users"]) => list(state, uri),
@@ -127,13 +183,19 @@ fn route(state: &mut crate::state::State, method: &Method, uri: &Uri, body: &[u8
 }
 
 /// `attr eq "value"` for the attributes apps are matched on.
-fn parse_filter(filter: &str) -> Option<(String, String)> {
+/// Strictly, the value is a JSON string (RFC 7644 3.4.2.2); else only `\"` and `\\` are
+/// unescaped, as lenient apps do.
+fn parse_filter(filter: &str, strict: bool) -> Option<(String, String)> {
     let (attr, rest) = filter.trim().split_once(char::is_whitespace)?;
     let (op, value) = rest.trim().split_once(char::is_whitespace)?;
     if !op.eq_ignore_ascii_case("eq") {
         return None;
     }
-    let value = value.trim().strip_prefix('"')?.strip_suffix('"')?.replace("\\\"", "\"").replace("\\\\", "\\");
+    let value = if strict {
+        serde_json::from_str::<String>(value.trim()).ok()?
+    } else {
+        value.trim().strip_prefix('"')?.strip_suffix('"')?.replace("\\\"", "\"").replace("\\\\", "\\")
+    };
     Some((attr.to_string(), value))
 }
 
@@ -161,12 +223,16 @@ fn same_ignoring_case(a: &str, b: &str) -> bool {
 }
 
 fn list(state: &crate::state::State, uri: &Uri) -> (StatusCode, Value) {
+    let strict = state.settings.scim_strict;
+    // Strictly, a `+` is a plus sign (RFC 3986): only form encoding makes it a space.
+    let query = uri.query().map(|q| if strict { q.replace('+', "%2B") } else { q.to_string() });
     let params: Vec<(String, String)> =
-        uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
+        query.map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let param = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
     let filter = match param("filter") {
         None => None,
-        Some(f) => match parse_filter(&f) {
+        Some(_) if state.settings.scim_ignores_filter => None,
+        Some(f) => match parse_filter(&f, strict) {
             Some(parsed) => Some(parsed),
             None => return error(StatusCode::BAD_REQUEST, Some("invalidFilter"), format!("unsupported filter {f:?}")),
         },
@@ -227,6 +293,7 @@ fn replace(state: &mut crate::state::State, id: &str, mut user: Value) -> (Statu
         fields.insert("id".into(), json!(id));
         fields.insert("meta".into(), old["meta"].clone());
     }
+    keep_active(state, &old, &mut user);
     state.scim_users.insert(id.to_string(), user.clone());
     (StatusCode::OK, user)
 }
@@ -235,6 +302,7 @@ fn patch(state: &mut crate::state::State, id: &str, request: Value) -> (StatusCo
     let Some(mut user) = state.scim_users.get(id).cloned() else {
         return not_found(id);
     };
+    let old = user.clone();
     let Some(ops) = request["Operations"].as_array() else {
         return error(StatusCode::BAD_REQUEST, Some("invalidSyntax"), "Operations is required");
     };
@@ -279,8 +347,18 @@ fn patch(state: &mut crate::state::State, id: &str, request: Value) -> (StatusCo
             return error(StatusCode::CONFLICT, Some("uniqueness"), format!("userName {name} is already taken"));
         }
     }
+    keep_active(state, &old, &mut user);
     state.scim_users.insert(id.to_string(), user.clone());
     (StatusCode::OK, user)
+}
+
+/// With [`crate::Settings::scim_keeps_active`], a write leaves `active` as it was.
+fn keep_active(state: &crate::state::State, old: &Value, user: &mut Value) {
+    if state.settings.scim_keeps_active {
+        if let Some(fields) = user.as_object_mut() {
+            fields.insert("active".into(), old.get("active").cloned().unwrap_or(json!(true)));
+        }
+    }
 }
 
 /// A SCIM user as the control plane seeds and shows it.
@@ -294,6 +372,8 @@ pub struct ScimUser {
     pub active: bool,
     #[serde(default)]
     pub roles: Vec<String>,
+    #[serde(rename = "externalId", default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 fn yes() -> bool {
@@ -311,6 +391,7 @@ impl ScimUser {
             user_name: user["userName"].as_str().unwrap_or_default().to_string(),
             active: user["active"].as_bool().unwrap_or(true),
             roles,
+            external_id: user["externalId"].as_str().map(str::to_string),
         }
     }
 
@@ -319,6 +400,9 @@ impl ScimUser {
         fields.insert("userName".into(), json!(self.user_name));
         fields.insert("active".into(), json!(self.active));
         fields.insert("emails".into(), json!([{ "value": self.user_name, "primary": true }]));
+        if let Some(external_id) = &self.external_id {
+            fields.insert("externalId".into(), json!(external_id));
+        }
         if !self.roles.is_empty() {
             let roles: Vec<Value> = self.roles.iter().map(|r| json!({ "value": r, "primary": true })).collect();
             fields.insert("roles".into(), Value::Array(roles));
@@ -343,10 +427,14 @@ mod tests {
 
     #[test]
     fn filters_parse_with_quotes() {
-        assert_eq!(parse_filter(r#"userName eq "a@x.io""#), Some(("userName".into(), "a@x.io".into())));
-        assert_eq!(parse_filter(r#"externalId EQ "say \"hi\"""#), Some(("externalId".into(), "say \"hi\"".into())));
-        assert_eq!(parse_filter("userName co \"a\""), None);
-        assert_eq!(parse_filter("garbage"), None);
+        for strict in [false, true] {
+            assert_eq!(parse_filter(r#"userName eq "a@x.io""#, strict), Some(("userName".into(), "a@x.io".into())));
+            let quoted = Some(("externalId".into(), "say \"hi\"".into()));
+            assert_eq!(parse_filter(r#"externalId EQ "say \"hi\"""#, strict), quoted);
+            assert_eq!(parse_filter("userName co \"a\"", strict), None);
+            assert_eq!(parse_filter("garbage", strict), None);
+        }
+        assert_eq!(parse_filter(r#"userName eq "a\u0040x.io""#, true), Some(("userName".into(), "a@x.io".into())));
     }
 
     #[test]

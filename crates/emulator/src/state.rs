@@ -77,6 +77,8 @@ pub(crate) const MAX_RECENT_CALLS: usize = 1_000_000;
 /// The hourly budget usage is reported against when none is set.
 pub(crate) const REPORTED_BUDGET: u64 = 100_000;
 const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+/// The most padding a fault adds to an answer.
+const MAX_PADDING: u64 = 64 << 20;
 /// Fault rules kept at once.
 const MAX_FAULTS: usize = 1_000;
 /// Business-user ids start here, so they look like Meta's 15-digit ids.
@@ -107,6 +109,28 @@ pub struct Settings {
     /// reported against 100,000 calls an hour and never enforced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hourly_call_budget: Option<u64>,
+    /// The SCIM app answers `GET /Users` with every user, whatever the `filter` asks for (as
+    /// apps that do not implement filtering do).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scim_ignores_filter: bool,
+    /// The SCIM app writes attribute names in lower case (`resources`, `totalresults`,
+    /// `username`, `active`, ...): RFC 7643 makes them case-insensitive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scim_lowercase_names: bool,
+    /// The SCIM app takes a PATCH or PUT of `active: false` without deactivating anyone: the
+    /// user stays active, and the answer shows it so.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scim_keeps_active: bool,
+    /// New SCIM users' ids start with this (`auth0|`, `user@`): ids that a URL must carry
+    /// percent-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scim_id_prefix: Option<String>,
+    /// The SCIM app reads requests strictly: a `+` in the query string is a plus sign, not a
+    /// space (RFC 3986; only HTML forms make it a space), a filter value is a JSON string
+    /// (RFC 7644 3.4.2.2), and a request body not sent as `application/scim+json` is refused
+    /// with 415.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scim_strict: bool,
 }
 
 /// An invitation someone has not accepted yet (Meta's BusinessRoleRequest), as the control
@@ -160,7 +184,10 @@ pub struct BusinessUser {
 /// `latency_ms` and `latency_max_ms`); with a `status` it then answers with that status and an
 /// error body (Graph or SCIM); with `lose_response` it lets the request take effect and holds
 /// the answer for `hold_ms` (default 30 s), so the client times out: "applied, but the
-/// response was lost".
+/// response was lost". With a 3xx `status` and a `location`, it answers with that redirect
+/// instead (a base URL that points at the wrong place). With `padding_bytes` it answers as
+/// usual (or with its status) and pads the body with that many spaces: an oversized answer
+/// (SCIM answers only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct FaultRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +237,12 @@ pub struct FaultRule {
     /// `cursors`), as Meta may: following `next` goes on from where the request started.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub empty_page: bool,
+    /// The `Location` of a redirect (a 3xx `status`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Spaces appended to the JSON body of the answer (SCIM answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub padding_bytes: Option<u64>,
 }
 
 /// A fault rule with the time it was added (its window counts from then).
@@ -526,8 +559,18 @@ impl State {
     }
 
     pub fn add_fault(&mut self, rule: FaultRule) -> Result<(), EmulatorError> {
-        if rule.status.is_none() && rule.latency_ms.is_none() && !rule.lose_response && !rule.empty_page {
-            return Err(EmulatorError::BadFault("give a status, a latency_ms, lose_response or empty_page".into()));
+        if rule.status.is_none()
+            && rule.latency_ms.is_none()
+            && !rule.lose_response
+            && !rule.empty_page
+            && rule.padding_bytes.is_none()
+        {
+            return Err(EmulatorError::BadFault(
+                "give a status, a latency_ms, lose_response, empty_page or padding_bytes".into(),
+            ));
+        }
+        if rule.padding_bytes.is_some_and(|n| n > MAX_PADDING) {
+            return Err(EmulatorError::BadFault(format!("padding_bytes is at most {MAX_PADDING}")));
         }
         if rule.empty_page && (rule.status.is_some() || rule.lose_response) {
             return Err(EmulatorError::BadFault(
@@ -541,8 +584,11 @@ impl State {
             return Err(EmulatorError::BadFault("a rule either answers an error or loses the answer".into()));
         }
         if let Some(status) = rule.status {
-            if !(400..=599).contains(&status) {
-                return Err(EmulatorError::BadFault(format!("status {status} is not an error status (400-599)")));
+            let redirect = rule.location.is_some() && (300..=399).contains(&status);
+            if !redirect && !(400..=599).contains(&status) {
+                return Err(EmulatorError::BadFault(format!(
+                    "status {status} is not an error status (400-599), nor a redirect (300-399) with a location"
+                )));
             }
         }
         if self.faults.len() >= MAX_FAULTS {
@@ -650,7 +696,8 @@ impl State {
 
     pub fn next_scim_id(&mut self) -> String {
         self.next_scim += 1;
-        format!("{:08x}-5c1a-4e00-8000-{:012x}", self.next_scim, self.next_scim)
+        let prefix = self.settings.scim_id_prefix.as_deref().unwrap_or_default();
+        format!("{prefix}{:08x}-5c1a-4e00-8000-{:012x}", self.next_scim, self.next_scim)
     }
 
     /// Admins left in the business if `user` lost its admin role.

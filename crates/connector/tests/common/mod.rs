@@ -35,6 +35,9 @@ pub struct Setup {
     pub asset_roles: Vec<String>,
     /// The integration's stored credential; None stores `token` itself.
     pub credential: Option<String>,
+    /// `business_hub`, or `scim` for the emulator's SCIM app.
+    pub app_kind: &'static str,
+    pub roles: Vec<String>,
 }
 
 impl Setup {
@@ -45,6 +48,18 @@ impl Setup {
             settings: json!({ "business_id": business }),
             asset_roles: Vec::new(),
             credential: None,
+            app_kind: "business_hub",
+            roles: vec!["ADMIN".into(), "EMPLOYEE".into()],
+        }
+    }
+
+    /// An integration of the emulator's SCIM app (named "Acme SCIM App"), with the role
+    /// ladder `roles` and `settings`.
+    pub fn scim(token: &'static str, roles: &[&str], settings: Value) -> Self {
+        Self {
+            app_kind: "scim",
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ..Self::new("0", token).settings(settings)
         }
     }
 
@@ -61,20 +76,37 @@ impl Setup {
     pub async fn build(self) -> Fixture {
         let (_url, store) = unseat_store::testing::fresh_database().await.expect("fresh database");
         let emu = Emulator::new();
-        let base_url = unseat_emulator::serve_local(emu.clone()).await.expect("emulator");
-        emu.require_token(self.business, self.token).expect("token");
-        emu.seed_user(self.business, "owner@example.com", "ADMIN", Some("Olive Owner")).expect("seed owner");
+        let mut base_url = unseat_emulator::serve_local(emu.clone()).await.expect("emulator");
+        let name = if self.app_kind == "scim" {
+            base_url.push_str("/scim/v2");
+            emu.require_scim_token(self.token);
+            "Acme SCIM App"
+        } else {
+            emu.require_token(self.business, self.token).expect("token");
+            emu.seed_user(self.business, "owner@example.com", "ADMIN", Some("Olive Owner")).expect("seed owner");
+            "Acme Business Hub"
+        };
 
         let (tenant, integration, job) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         let client = store.client().await.expect("client");
         client.execute("insert into tenants (id, name) values ($1, 'Acme')", &[&tenant]).await.expect("tenant");
-        let roles = vec!["ADMIN".to_string(), "EMPLOYEE".to_string()];
+        let roles = self.roles;
         let credential = self.credential.unwrap_or_else(|| self.token.to_string());
         client
             .execute(
                 "insert into integrations (tenant_id, id, name, app_kind, base_url, settings, credential, roles, asset_roles)
-                 values ($1, $2, 'Acme Business Hub', 'business_hub', $3, $4, $5, $6, $7)",
-                &[&tenant, &integration, &base_url, &self.settings, &credential, &roles, &self.asset_roles],
+                 values ($1, $2, $8, $9, $3, $4, $5, $6, $7)",
+                &[
+                    &tenant,
+                    &integration,
+                    &base_url,
+                    &self.settings,
+                    &credential,
+                    &roles,
+                    &self.asset_roles,
+                    &name,
+                    &self.app_kind,
+                ],
             )
             .await
             .expect("integration");
@@ -87,7 +119,7 @@ impl Setup {
             .await
             .expect("job");
 
-        let topology = Topology::new(format!("t{}", Uuid::new_v4().simple()), vec!["business_hub".into()]);
+        let topology = Topology::new(format!("t{}", Uuid::new_v4().simple()), vec![self.app_kind.into()]);
         let conn = unseat_bus::connect(AMQP, "connector-test").await.expect("amqp");
         let channel = conn.create_channel().await.expect("channel");
         topology.declare(&channel).await.expect("declare");
@@ -97,6 +129,7 @@ impl Setup {
             emu,
             base_url,
             business: self.business,
+            app_kind: self.app_kind,
             topology,
             metrics: Arc::new(Metrics::new()),
             tenant,
@@ -152,6 +185,7 @@ pub struct Fixture {
     pub emu: Emulator,
     pub base_url: String,
     pub business: &'static str,
+    pub app_kind: &'static str,
     pub topology: Topology,
     pub metrics: Arc<Metrics>,
     pub tenant: Uuid,
@@ -297,12 +331,12 @@ impl Fixture {
             task_id: task,
             integration_id: self.integration,
             user_id: user,
-            app_kind: "business_hub".into(),
+            app_kind: self.app_kind.into(),
             desired_version: version,
         };
         let payload = serde_json::to_vec(&message).expect("json");
         self.publisher
-            .publish(&self.topology.connector_exchange(), "business_hub", &message.message_id.to_string(), &payload)
+            .publish(&self.topology.connector_exchange(), self.app_kind, &message.message_id.to_string(), &payload)
             .await
             .expect("publish");
     }
@@ -492,7 +526,7 @@ impl Fixture {
     }
 
     pub fn dead_letter_queue(&self) -> String {
-        Topology::dead_letter_queue(&self.topology.connector_queue("business_hub"))
+        Topology::dead_letter_queue(&self.topology.connector_queue(self.app_kind))
     }
 
     /// Takes one message from the connector queue's dead-letter queue, waiting for it.
