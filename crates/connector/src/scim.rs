@@ -189,9 +189,11 @@ impl ScimApp {
         let unfiltered = (matches.is_empty() && (returned > 0 || total > 0))
             || (matches.len() < returned && total > returned as u64);
         if unfiltered {
-            return Err(AppError::Protocol(format!(
+            // Every lookup in this app fails the same way: the integration needs an admin.
+            return Err(AppError::Misconfigured(format!(
                 "the app did not apply the filter {attribute} eq {wanted:?}: it listed {returned} users (of \
-                 totalResults {total}), {} of them with that {attribute}; nobody can be looked up in it",
+                 totalResults {total}), {} of them with that {attribute}; nobody can be looked up in it (does \
+                 the app filter on {attribute}? see the integration's match_attribute)",
                 matches.len()
             )));
         }

@@ -195,6 +195,7 @@ async fn an_app_that_ignores_the_filter_is_not_taken_for_someone_removed() {
     assert_eq!(t.status, "failed");
     let reason = t.last_error.unwrap_or_default();
     assert!(reason.contains("did not apply the filter"), "{reason}");
+    assert!(h.needs_attention().await.is_some(), "every lookup fails alike: the integration says so");
     assert!(account(&h, &bob.id).expect("kept").active, "nobody else touched");
 }
 
