@@ -298,6 +298,16 @@ fn apply_path(
         // schemas is recomputed from the attributes present; passwords are never kept.
         return Ok(());
     }
+    // Entra's SingleAppRoleAssignment adds the user's one role, JSON-encoded: it replaces the
+    // role the user had (appending it would leave the old one, perhaps higher, in force).
+    let decoded = (path.is("roles") && path.filter.is_none() && path.sub.is_none())
+        .then(|| value.and_then(crate::user::decode_app_roles))
+        .flatten();
+    let (kind, value) = match &decoded {
+        Some(v) if kind == OpKind::Add => (OpKind::Replace, Some(v)),
+        Some(v) => (kind, Some(v)),
+        None => (kind, value),
+    };
     let container: &mut Map<String, Value> = match &path.urn {
         None => res,
         Some(urn) => {
@@ -760,6 +770,68 @@ mod tests {
             u.resource["roles"],
             json!([{"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Viewer"}])
         );
+    }
+
+    #[test]
+    fn entras_json_encoded_single_app_role_replaces_the_role_and_its_removal_takes_it_away() {
+        // POST: the plain form, primary as a string.
+        let user = User::parse(&json!({
+            "userName": "r@x.io",
+            "roles": [{"primary": "True", "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}]
+        }))
+        .unwrap()
+        .resource;
+        assert_eq!(
+            user["roles"],
+            json!([{"primary": true, "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}])
+        );
+        // PATCH: the app role assignment JSON-encoded in value; the user now has that role only.
+        let encoded =
+            r#"{"id":"06b07648-ecfe-589f-9d2f-6325724a46ee","value":"Employee","displayName":"Employee role"}"#;
+        let u =
+            apply_user_patch(&user, &req(json!([{"op": "Add", "path": "roles", "value": [{"value": encoded}]}])), "u1")
+                .unwrap();
+        assert_eq!(u.resource["roles"], json!([{"value": "Employee", "display": "Employee role"}]));
+        // The same role removed in the same form: none left.
+        let u = apply_user_patch(
+            &u.resource,
+            &req(json!([{"op": "Remove", "path": "roles", "value": [{"value": encoded}]}])),
+            "u1",
+        )
+        .unwrap();
+        assert_eq!(u.resource.get("roles"), None);
+        // An encoded value naming only a displayName, or nothing usable, or not JSON at all.
+        let only_display = r#"{"id":"x","displayName":"Analyst"}"#;
+        let u = apply_user_patch(
+            &user,
+            &req(json!([{"op": "add", "path": "roles", "value": {"value": only_display}}])),
+            "u1",
+        )
+        .unwrap();
+        assert_eq!(u.resource["roles"], json!([{"value": "Analyst", "display": "Analyst"}]));
+        for odd in [r#"{"id":"x"}"#, "{not json", r#"{"value": 7}"#] {
+            let u =
+                apply_user_patch(&user, &req(json!([{"op": "add", "path": "roles", "value": [{"value": odd}]}])), "u1")
+                    .unwrap();
+            assert_eq!(u.resource["roles"][1]["value"], json!(odd), "kept as sent: {odd}");
+        }
+    }
+
+    #[test]
+    fn primary_of_every_multi_valued_attribute_is_stored_as_a_boolean() {
+        let u = User::parse(&json!({
+            "userName": "p@x.io",
+            "roles": [{"value": "A", "primary": "False"}],
+            "entitlements": [{"value": "E", "Primary": "TRUE"}],
+            "phoneNumbers": [{"value": "+1", "primary": true}, {"value": "+2"}]
+        }))
+        .unwrap();
+        assert_eq!(u.resource["roles"][0]["primary"], json!(false));
+        assert_eq!(u.resource["entitlements"][0], json!({"value": "E", "primary": true}));
+        assert_eq!(u.resource["phoneNumbers"][1], json!({"value": "+2"}));
+        let err = User::parse(&json!({"userName": "p@x.io", "roles": [{"value": "A", "primary": "yes"}]})).unwrap_err();
+        assert_eq!(err.scim_type, Some("invalidValue"));
+        assert!(err.detail.contains("roles.primary"), "{}", err.detail);
     }
 
     #[test]

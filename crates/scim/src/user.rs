@@ -132,6 +132,58 @@ fn normalise_manager(ext: &mut Map<String, Value>) {
     }
 }
 
+/// Multi-valued complex attributes whose values may carry `primary` (RFC 7643 §2.4), other
+/// than `emails`, which is read on its own.
+const WITH_PRIMARY: &[&str] =
+    &["phoneNumbers", "ims", "photos", "addresses", "entitlements", "roles", "x509Certificates"];
+
+/// Stores `primary` as a boolean however the IdP wrote it (Entra writes `"True"`), so filters,
+/// answers and the one-primary rule read one form. Another value is refused.
+fn normalise_primary(attr: &str, items: &mut [Value]) -> Result<(), ScimError> {
+    for obj in items.iter_mut().filter_map(Value::as_object_mut) {
+        let Some(key) = obj.keys().find(|k| k.eq_ignore_ascii_case("primary")).cloned() else { continue };
+        let Some(value) = obj.remove(&key) else { continue };
+        if !value.is_null() {
+            obj.insert("primary".into(), Value::Bool(parse_bool(&format!("{attr}.primary"), &value)?));
+        }
+    }
+    Ok(())
+}
+
+/// Entra's SingleAppRoleAssignment mapping sends a PATCH's role as the app role assignment
+/// JSON-encoded in `value` (`"{\"id\":\"…\",\"value\":\"Admin\",\"displayName\":\"Admin\"}"`),
+/// where a POST has the plain value. Returns the role as a plain value (`value` the app role's
+/// value, else its displayName; `display` its displayName), or `None` when `item` is not encoded.
+fn decode_app_role(item: &Value) -> Option<Value> {
+    let encoded = get_ci(item, "value")?.as_str()?.trim();
+    if !encoded.starts_with('{') {
+        return None;
+    }
+    let inner: Value = serde_json::from_str(encoded).ok()?;
+    let text = |k: &str| get_ci(&inner, k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    let value = text("value").or_else(|| text("displayName"))?;
+    let mut out = item.as_object().cloned().unwrap_or_default();
+    out.retain(|k, _| !k.eq_ignore_ascii_case("value") && !k.eq_ignore_ascii_case("display"));
+    out.insert("value".into(), Value::String(value.to_string()));
+    if let Some(display) = text("displayName") {
+        out.insert("display".into(), Value::String(display.to_string()));
+    }
+    Some(Value::Object(out))
+}
+
+/// `roles` values (an array, or one value) with Entra's JSON-encoded app role assignments made
+/// plain; `None` when none was encoded.
+pub(crate) fn decode_app_roles(value: &Value) -> Option<Value> {
+    let items: Vec<&Value> = match value {
+        Value::Array(a) => a.iter().collect(),
+        one => vec![one],
+    };
+    if !items.iter().any(|i| decode_app_role(i).is_some()) {
+        return None;
+    }
+    Some(Value::Array(items.into_iter().map(|i| decode_app_role(i).unwrap_or_else(|| i.clone())).collect()))
+}
+
 impl User {
     /// Parses a User from a POST/PUT body or from a stored/patched representation.
     pub fn parse(body: &Value) -> Result<Self, ScimError> {
@@ -211,6 +263,15 @@ impl User {
                 }
             }
             Some(other) => return Err(ScimError::invalid_value(format!("emails must be an array, got {other}"))),
+        }
+
+        if let Some(roles) = res.get("roles").and_then(decode_app_roles) {
+            res.insert("roles".into(), roles);
+        }
+        for attr in WITH_PRIMARY {
+            if let Some(Value::Array(items)) = res.get_mut(*attr) {
+                normalise_primary(attr, items)?;
+            }
         }
 
         let enterprise = match res.get_mut(ENTERPRISE_USER_SCHEMA) {
