@@ -170,6 +170,73 @@ async fn leaving_a_pushed_group_lowers_the_role_and_deactivation_removes() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn renaming_a_pushed_group_gives_its_members_the_role_of_the_new_name() {
+    let app = spawn_app().await;
+    let scim = app.integration_scim().await;
+    app.emulator.seed(unseat_tests::BUSINESS, "sam@example.com", "ADMIN").await.unwrap();
+    let id = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "sam@example.com", "active": true})).await;
+    let group = push_group(&scim, "Admin", id).await;
+    app.settle(1).await;
+    assert_eq!(app.app_users().await, vec![pair("sam@example.com", "ADMIN")]);
+
+    // Okta renames the pushed group to a name that is no role: its member keeps only what the
+    // direct assignment gives (the lowest role).
+    let earlier = app.tasks().await.len();
+    patch(&scim, &format!("/Groups/{group}"), json!([{"op": "replace", "path": "displayName", "value": "Sales"}]))
+        .await;
+    let tasks = app.settle(earlier + 1).await;
+    let update = tasks[earlier..].iter().find(|t| t.outcome == "update").expect("an update task");
+    assert_eq!((update.from_role.as_deref(), update.to_role.as_deref()), (Some("ADMIN"), Some("EMPLOYEE")));
+    assert_eq!(update.status, "succeeded", "{update:?}");
+    assert_eq!(app.app_users().await, vec![pair("sam@example.com", "EMPLOYEE")]);
+
+    // Entra's PUT of the group under a role's name again raises them back.
+    let earlier = tasks.len();
+    let resp = scim
+        .send(
+            Method::PUT,
+            &format!("/Groups/{group}"),
+            Some(&json!({"displayName": "Admin", "members": [{"value": id}]})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let tasks = app.settle(earlier + 1).await;
+    assert!(tasks[earlier..].iter().any(|t| t.to_role.as_deref() == Some("ADMIN")), "{tasks:#?}");
+    assert_eq!(app.app_users().await, vec![pair("sam@example.com", "ADMIN")]);
+    app.stop().await;
+}
+
+/// Entra's SingleAppRoleAssignment mapping: the POST carries the role plainly, a role change
+/// arrives as an Add of the new app role assignment JSON-encoded in `value`.
+#[tokio::test]
+async fn entras_single_app_role_change_lowers_the_role_in_the_app() {
+    let app = spawn_app().await;
+    let scim = app.integration_scim().await;
+    app.emulator.seed(unseat_tests::BUSINESS, "lee@example.com", "EMPLOYEE").await.unwrap();
+    let id = provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "lee@example.com", "active": true,
+               "roles": [{"primary": "True", "type": "WindowsAzureActiveDirectoryRole", "value": "Admin"}]}),
+    )
+    .await;
+    app.settle(1).await;
+    assert_eq!(app.app_users().await, vec![pair("lee@example.com", "ADMIN")]);
+
+    let earlier = app.tasks().await.len();
+    let encoded = r#"{"id":"06b07648-ecfe-589f-9d2f-6325724a46ee","value":"Employee","displayName":"Employee"}"#;
+    patch(&scim, &format!("/Users/{id}"), json!([{"op": "Add", "path": "roles", "value": [{"value": encoded}]}])).await;
+    let tasks = app.settle(earlier + 1).await;
+    let update = tasks[earlier..].iter().find(|t| t.outcome == "update").expect("an update task");
+    assert_eq!((update.from_role.as_deref(), update.to_role.as_deref()), (Some("ADMIN"), Some("EMPLOYEE")));
+    assert_eq!(app.app_users().await, vec![pair("lee@example.com", "EMPLOYEE")]);
+    // The IdP reads back the role it sent, plainly, and primary as a boolean where it was one.
+    let user: Value = scim.send(Method::GET, &format!("/Users/{id}"), None).await.unwrap().json().await.unwrap();
+    assert_eq!(user["roles"], json!([{"value": "Employee", "display": "Employee"}]));
+    app.stop().await;
+}
+
 /// An integration takes its users from its own SCIM endpoint or from console shares, never
 /// both: otherwise one person would be two users of one app account, and unassigning them in
 /// the IdP would remove access a team still grants (or the other way round). Each side refuses

@@ -70,6 +70,28 @@ async fn membership_summary(
     })
 }
 
+/// In an integration's own directory a pushed group's name is the role its members hold there
+/// (DESIGN.md, IdLCM): a renamed group's members are all announced, and may be lowered or
+/// removed. Elsewhere a name is only a label and a rename announces nobody.
+async fn announce_rename(
+    tx: &Transaction<'_>,
+    state: &IngestState,
+    ctx: &Ctx,
+    old: &str,
+    new: &str,
+    group_id: Uuid,
+) -> Result<(), ApiError> {
+    if ctx.dir.integration.is_none() || old == new {
+        return Ok(());
+    }
+    let members: Vec<Uuid> = dir::group_members(tx, ctx.dir, group_id).await?.into_iter().map(|m| m.user_id).collect();
+    if members.is_empty() {
+        return Ok(());
+    }
+    let summary = format!("group {old} renamed to {new} ({} members)", members.len());
+    announce(tx, state, ctx, summary, members, true).await
+}
+
 /// Announces a membership change when there is one.
 async fn announce_members(
     tx: &Transaction<'_>,
@@ -348,6 +370,7 @@ pub(crate) async fn patch(
         rec = dir::touch_group(&tx, ctx.dir, id).await?;
     }
     announce_members(&tx, &state, &ctx, &rec.display_name, added, removed).await?;
+    announce_rename(&tx, &state, &ctx, &old.display_name, &rec.display_name, id).await?;
     if shape.is_default() {
         // RFC 7644 §3.5.2 lets a PATCH answer 204 unless the client asked for attributes; Okta
         // and Entra expect it for groups. The full group would carry every member: a one-member
@@ -389,6 +412,7 @@ pub(crate) async fn replace(
         rec = dir::touch_group(&tx, ctx.dir, id).await?;
     }
     announce_members(&tx, &state, &ctx, &rec.display_name, added, removed).await?;
+    announce_rename(&tx, &state, &ctx, &old.display_name, &rec.display_name, id).await?;
     respond(tx, &ctx, &rec, &shape, StatusCode::OK).await
 }
 
