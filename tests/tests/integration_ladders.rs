@@ -562,6 +562,57 @@ async fn a_name_another_integration_holds_is_refused() {
     app.stop().await;
 }
 
+/// Two integrations calling one app (the same kind, address and business) would each keep a
+/// desired state of the same accounts and undo each other's changes: the second is refused,
+/// at creation and when a change points one at the other's app, and nothing is written.
+#[tokio::test]
+async fn an_app_another_integration_calls_is_refused() {
+    let app = spawn_app().await;
+    let list = format!("/api/v1/tenants/{}/integrations", app.tenant);
+    let count = |v: Value| v["integrations"].as_array().map_or(0, Vec::len);
+    let before = count(app.admin_get(&list).await);
+    let hub = |name: &str, base_url: String, business: Value| {
+        json!({"name": name, "app_kind": "business_hub", "base_url": base_url, "roles": ["ADMIN", "EMPLOYEE"],
+               "settings": {"business_id": business}, "credential": "emulator-token"})
+    };
+    // The default integration calls BUSINESS on the emulator: the same business written as a
+    // number, or the address with a trailing slash or in capitals, is the same app.
+    let same = [
+        hub("Meta again", app.emulator_url.clone(), json!(BUSINESS.parse::<u64>().unwrap())),
+        hub("Meta again", format!("{}/", app.emulator_url), json!(BUSINESS)),
+        hub("Meta again", app.emulator_url.to_uppercase().replace("HTTP://", "http://"), json!(BUSINESS)),
+    ];
+    for body in same {
+        let (status, answer) = app.call(Method::POST, &list, Some(body.clone())).await;
+        assert_eq!(status, 409, "{body}: {answer}");
+        assert!(answer.to_string().contains(&app.integration.to_string()), "names the holder: {answer}");
+    }
+    assert_eq!(count(app.admin_get(&list).await), before, "nothing created");
+
+    // Another business of the same address is another app.
+    let (status, other) =
+        app.call(Method::POST, &list, Some(hub("Ads", app.emulator_url.clone(), json!(ADS_BUSINESS)))).await;
+    assert_eq!(status, 201, "{other}");
+    let other: Uuid = other["id"].as_str().and_then(|id| id.parse().ok()).expect("id");
+    let path = integration_path(&app, other);
+    let was = app.admin_get(&path).await;
+    let (status, answer) =
+        patch(&app, other, json!({"name": "Ads moved", "settings": {"business_id": BUSINESS}})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(app.admin_get(&path).await, was, "a refused move changes nothing");
+
+    // Seat-based SCIM apps: one per base URL.
+    let wiki = |name: &str, path: &str| json!({"name": name, "app_kind": "scim", "base_url": format!("{}{path}", app.emulator_url)});
+    let (status, answer) = app.call(Method::POST, &list, Some(wiki("Wiki", "/scim/v2"))).await;
+    assert_eq!(status, 201, "{answer}");
+    let (status, answer) = app.call(Method::POST, &list, Some(wiki("Wiki 2", "/scim/v2/"))).await;
+    assert_eq!(status, 409, "{answer}");
+    let (status, answer) = app.call(Method::POST, &list, Some(wiki("Other wiki", "/other/scim/v2"))).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(count(app.admin_get(&list).await), before + 3);
+    app.stop().await;
+}
+
 /// The app's account ids unseat remembers belong to the app it called: pointed at another
 /// address or business, the integration forgets them (they could name someone else there), and
 /// the connectors find each person again.

@@ -429,6 +429,7 @@ impl Store {
             )
             .await?;
         }
+        claim_integration_app(&tx, tenant_id, id).await?;
         let mut integration = [integration_from_row(&row)];
         with_assets(&*tx, tenant_id, &mut integration).await?;
         tx.commit().await?;
@@ -983,9 +984,44 @@ pub async fn claim_integration_name(
     }
 }
 
+/// Makes sure no other integration of the tenant calls the same app as `integration_id` (the
+/// same kind, base URL ignoring case and a trailing slash, and business), until the transaction
+/// ends; call it once the integration's row holds its new connection. Two such integrations
+/// would each keep their own desired state of one app account and undo each other: a person
+/// unassigned in one would be removed from the app while the other still grants them access.
+/// A conflict names the integration holding the app.
+pub async fn claim_integration_app(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid) -> Result<()> {
+    tx.execute(
+        "select pg_advisory_xact_lock(hashtextextended('integration apps ' || $1::uuid::text, 0))",
+        &[&tenant_id],
+    )
+    .await?;
+    let holder = tx
+        .query_opt(
+            "select o.id, o.name from integrations me
+               join integrations o on o.tenant_id = me.tenant_id and o.id <> me.id and o.app_kind = me.app_kind
+                and lower(rtrim(o.base_url, '/')) = lower(rtrim(me.base_url, '/'))
+                and btrim(coalesce(o.settings ->> 'business_id', '')) = btrim(coalesce(me.settings ->> 'business_id', ''))
+              where me.tenant_id = $1 and me.id = $2
+              limit 1",
+            &[&tenant_id, &integration_id],
+        )
+        .await?;
+    match holder {
+        Some(row) => Err(StoreError::Conflict(format!(
+            "integration {} ({:?}) already manages this app (the same base_url and business): two integrations \
+             on one app would each undo the other's changes; change that one instead",
+            row.get::<_, Uuid>(0),
+            row.get::<_, String>(1)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Sets the fields of `change` that are given; returns since when the integration is paused
-/// now. The caller validated them and holds [`integration_for_update`]'s lock. A resume adds
-/// to each unfinished task the time it waited while paused, which its age leaves out. A new
+/// now. A new base URL or business is refused when another integration calls that app
+/// ([`claim_integration_app`]). The caller validated them and holds
+/// [`integration_for_update`]'s lock. A resume adds to each unfinished task the time it waited while paused, which its age leaves out. A new
 /// base URL or business forgets the app's account ids remembered for the integration's users:
 /// they name accounts of the app as it was (in another app or business they could name someone
 /// else); connectors look each person up again.
@@ -1033,7 +1069,11 @@ pub async fn update_connection(
             ],
         )
         .await?;
-    row.map(|r| r.get(0)).ok_or(StoreError::NotFound)
+    let paused_at = row.map(|r| r.get(0)).ok_or(StoreError::NotFound)?;
+    if change.base_url.is_some() || change.settings.is_some() {
+        claim_integration_app(tx, tenant_id, integration_id).await?;
+    }
+    Ok(paused_at)
 }
 
 /// The users whose access on an integration depends on its configuration, by the directory

@@ -187,11 +187,15 @@ impl TestApp {
     }
 }
 
+/// A business hub integration named `name`, at an address of its own (two integrations may
+/// not call the same app).
 pub fn integration_body(name: &str) -> Value {
+    let slug: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
     json!({
         "name": name,
         "app_kind": "business_hub",
-        "base_url": "http://127.0.0.1:9/hub",
+        "base_url": format!("http://127.0.0.1:9/hub/{slug}"),
         "roles": ["ADMIN", "EMPLOYEE"],
         "default_role": "EMPLOYEE",
         "settings": { "business_id": "4100000001" },
