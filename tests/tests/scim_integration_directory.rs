@@ -89,7 +89,7 @@ async fn okta_unassignment_removes_the_user_and_shows_in_the_activity() {
     let tasks = app.settle(2).await;
     let removal = tasks.iter().find(|t| t.outcome == "remove").expect("a removal task");
     assert_eq!(removal.status, "succeeded", "{removal:?}");
-    assert_eq!(removal.reason, "removed: user deactivated in the IdP");
+    assert_eq!(removal.reason, "removed: unassigned from the app or deactivated in the IdP");
     assert!(app.app_users().await.is_empty());
     assert_eq!(
         activity(&app).await,

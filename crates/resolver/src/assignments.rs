@@ -15,7 +15,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use unseat_domain::{decide, lost_grants, rung_key, AssetMap, Grant, GrantSource, Held, RoleLadder, UserStatus};
+use unseat_domain::{
+    decide, lost_grants, rung_key, AssetMap, Decision, Grant, GrantSource, Held, RoleLadder, UserStatus,
+};
 use unseat_store::access;
 use unseat_store::directory::{self, Assignment, Dir};
 use unseat_store::{StoreError, Transaction};
@@ -76,11 +78,23 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, scope: &str, users: &[Uuid
             }
             _ => Vec::new(),
         };
-        let decision = decide(held.as_ref(), now.as_ref(), status, &lost, &integration.asset_names);
+        let decision = decide(held.as_ref(), now.as_ref(), status, &lost, &integration.asset_names)
+            .map(|d| Decision { reason: removal_reason(status).unwrap_or(d.reason), ..d });
         let email = a.map(|a| a.email.clone()).or_else(|| row.as_ref().map(|r| r.email.clone()));
         items.push(Planned { user_id, integration_id, email, status, grants, now, row, decision });
     }
     Ok(Plan { integrations: BTreeMap::from([(integration_id, integration)]), items })
+}
+
+/// Why a user of an integration's directory is removed, when it is for their status: there an
+/// IdP sends `active: false` or DELETE when it unassigns someone from the app as well as when
+/// it deactivates or deletes them, and cannot be told apart.
+fn removal_reason(status: UserStatus) -> Option<String> {
+    match status {
+        UserStatus::Active => None,
+        UserStatus::Inactive => Some("removed: unassigned from the app or deactivated in the IdP".into()),
+        UserStatus::Deleted => Some("removed: unassigned from the app or deleted in the IdP".into()),
+    }
 }
 
 /// The grants an assignment gives on a ladder (see the module docs). Pure.
