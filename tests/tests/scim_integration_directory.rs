@@ -237,6 +237,38 @@ async fn entras_single_app_role_change_lowers_the_role_in_the_app() {
     app.stop().await;
 }
 
+/// Two users of a directory the app knows by one address (Entra provisioning a person again
+/// under a new id, or two accounts sharing a mailbox): removing one leaves the app account the
+/// other still has access through, and says so; removing the last one takes it away.
+#[tokio::test]
+async fn a_removal_leaves_the_account_another_user_with_the_same_address_still_holds() {
+    let app = spawn_app().await;
+    let scim = app.integration_scim().await;
+    app.emulator.seed(unseat_tests::BUSINESS, "lee@example.com", "EMPLOYEE").await.unwrap();
+    let email = json!([{"primary": true, "type": "work", "value": "lee@example.com"}]);
+    let old = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "lee.old", "emails": email})).await;
+    app.settle(1).await;
+    let new = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "lee.new", "emails": email})).await;
+    app.settle(2).await;
+    assert_eq!(app.app_users().await, vec![pair("lee@example.com", "EMPLOYEE")]);
+
+    let resp = scim.send(Method::DELETE, &format!("/Users/{old}"), None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    let tasks = app.settle(3).await;
+    let removal = tasks.iter().find(|t| t.outcome == "remove").expect("a removal task");
+    assert_eq!(removal.status, "succeeded", "{removal:?}");
+    let events = app.store.connector_task_events(app.tenant, removal.id).await.expect("events");
+    let (kind, _, _, detail) = events.last().expect("an event");
+    assert_eq!(kind, "kept_for_another_user", "{events:?}");
+    assert!(detail.contains(&new.to_string()) && detail.contains("lee@example.com"), "{detail}");
+    assert_eq!(app.app_users().await, vec![pair("lee@example.com", "EMPLOYEE")], "the other user keeps the account");
+
+    patch(&scim, &format!("/Users/{new}"), json!([{"op": "Replace", "path": "active", "value": "False"}])).await;
+    app.settle(4).await;
+    assert!(app.app_users().await.is_empty(), "the last user with the address removed: the account goes");
+    app.stop().await;
+}
+
 /// An integration takes its users from its own SCIM endpoint or from console shares, never
 /// both: otherwise one person would be two users of one app account, and unassigning them in
 /// the IdP would remove access a team still grants (or the other way round). Each side refuses

@@ -484,6 +484,32 @@ impl<A: AppAdapter> Worker<A> {
             return Ok(Step::Finished { result: "duplicate", settle: Settle::Ack });
         }
 
+        // Tasks of users the app knows by one address wait for each other; a removal leaves an
+        // account another of them still has access through.
+        apply::lock_address(&tx, tenant, task.integration_id, &access.email).await?;
+        if access.desired_role.is_none() {
+            if let Some((other, _)) =
+                apply::other_holder(&tx, tenant, task.integration_id, task.user_id, &access.email).await?
+            {
+                let detail = format!(
+                    "not removed from {}: another user of the directory ({other}) with the address {} still has \
+                     access there",
+                    integration.name, access.email
+                );
+                let no_assets = Default::default();
+                let applied =
+                    Applied { version: access.desired_version, role: None, assets: &no_assets, app_account_id: None };
+                apply::record_applied_state(&tx, tenant, task.integration_id, task.user_id, &applied).await?;
+                apply::update_task(&tx, tenant, task_id, TaskUpdate::Succeeded).await?;
+                let (integration_id, user_id) = (task.integration_id, task.user_id);
+                apply::supersede_failed(&tx, tenant, integration_id, user_id, access.desired_version, task_id).await?;
+                apply::add_event(&tx, tenant, task_id, NewEvent::new("kept_for_another_user", &detail)).await?;
+                tx.commit().await?;
+                tracing::info!(app = %self.app, %other, "removal left the account of another user with the same address");
+                return Ok(Step::Finished { result: "succeeded", settle: Settle::Ack });
+            }
+        }
+
         let max_attempts = self.config.max_attempts.max(1) as i32;
         let used = task_row.attempts - task_row.attempt_base - task_row.throttled_attempts;
         // Time spent waiting on a paused integration is not age.

@@ -94,7 +94,7 @@ pub struct TaskRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewEvent<'a> {
     /// `attempt_started`, `attempt_failed`, `retry_scheduled`, `succeeded`, `already_removed`,
-    /// `superseded`, `failed`, `dead_lettered`, ...
+    /// `kept_for_another_user`, `superseded`, `failed`, `dead_lettered`, ...
     pub kind: &'a str,
     pub attempt: Option<i32>,
     pub status_code: Option<i32>,
@@ -236,6 +236,42 @@ pub async fn lock_access(
         applied_assets: r.get::<_, Option<serde_json::Value>>(6).map(asset_map),
         app_account_id: r.get(7),
     }))
+}
+
+/// Holds the app address `email` of an integration until the transaction ends: tasks of two
+/// users the app knows by one address (two directory users with one email, or a person the IdP
+/// provisioned again under a new id while the old one's removal still retries) run one after
+/// the other, each seeing what the other did. Addresses are compared ignoring case.
+pub async fn lock_address(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid, email: &str) -> Result<()> {
+    tx.execute(
+        "select pg_advisory_xact_lock(hashtextextended(
+                    'app address ' || $1::uuid::text || ' ' || $2::uuid::text || ' ' || lower($3), 0))",
+        &[&tenant_id, &integration_id, &email],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Another user of the integration whose desired state gives access through the same app
+/// address as `user_id` (ignoring case), with the role: removing the account would take it from
+/// them.
+pub async fn other_holder(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    user_id: Uuid,
+    email: &str,
+) -> Result<Option<(Uuid, String)>> {
+    let row = tx
+        .query_opt(
+            "select user_id, desired_role from access_state
+              where tenant_id = $1 and integration_id = $2 and lower(email) = lower($4) and user_id <> $3
+                and desired_role is not null
+              order by user_id limit 1",
+            &[&tenant_id, &integration_id, &user_id, &email],
+        )
+        .await?;
+    Ok(row.map(|r| (r.get(0), r.get(1))))
 }
 
 /// The kind of a task's last event, if it has any.
