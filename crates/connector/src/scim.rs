@@ -408,6 +408,18 @@ impl AppAdapter for ScimApp {
                 account.id
             )));
         }
+        // An answer that shows the account's roles must show the one asked for: an app that
+        // ignores `roles` would otherwise be taken to hold it.
+        if let Some(resource) = answer.as_ref().filter(|r| role != SEAT && field(r, "roles").is_some()) {
+            let held = account_of(resource)?.role.unwrap_or_default();
+            if !self.role_held(integration, &held, role, None) {
+                return Err(AppError::Protocol(format!(
+                    "the app answered the role change of account {} (PATCH roles: {role}) with the role {held}: it \
+                     did not take the role",
+                    account.id
+                )));
+            }
+        }
         Ok(())
     }
 

@@ -138,6 +138,19 @@ async fn a_deactivation_the_app_answers_with_the_account_still_active_fails() {
 }
 
 #[tokio::test]
+async fn a_role_change_the_app_answers_with_the_old_role_fails() {
+    let h = scim(&["admin", "member"], json!({})).await;
+    h.emu.set_settings(Settings { scim_keeps_roles: true, ..Default::default() });
+    let jane = seed(&h, "jane@example.com", Some("member"), true, None);
+    let (_, task) = h.queue(update("jane@example.com", "admin", Some(&jane.id))).await;
+    let t = h.finished(task).await;
+    assert_eq!(t.status, "failed");
+    let reason = t.last_error.unwrap_or_default();
+    assert!(reason.contains("did not take the role") && reason.contains(&jane.id), "{reason}");
+    assert_eq!(account(&h, &jane.id).expect("kept").roles, vec!["member".to_string()]);
+}
+
+#[tokio::test]
 async fn ids_with_characters_a_url_must_escape_are_addressed() {
     let h = scim(&["admin", "member"], json!({})).await;
     h.emu.set_settings(Settings { scim_id_prefix: Some("auth0|jane@corp/".into()), ..Default::default() });

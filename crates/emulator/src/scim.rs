@@ -352,12 +352,18 @@ fn patch(state: &mut crate::state::State, id: &str, request: Value) -> (StatusCo
     (StatusCode::OK, user)
 }
 
-/// With [`crate::Settings::scim_keeps_active`], a write leaves `active` as it was.
+/// With [`crate::Settings::scim_keeps_active`] (or `scim_keeps_roles`), a write leaves
+/// `active` (or `roles`) as it was.
 fn keep_active(state: &crate::state::State, old: &Value, user: &mut Value) {
+    let Some(fields) = user.as_object_mut() else { return };
     if state.settings.scim_keeps_active {
-        if let Some(fields) = user.as_object_mut() {
-            fields.insert("active".into(), old.get("active").cloned().unwrap_or(json!(true)));
-        }
+        fields.insert("active".into(), old.get("active").cloned().unwrap_or(json!(true)));
+    }
+    if state.settings.scim_keeps_roles {
+        match old.get("roles") {
+            Some(roles) => fields.insert("roles".into(), roles.clone()),
+            None => fields.remove("roles"),
+        };
     }
 }
 

@@ -121,6 +121,10 @@ pub struct Settings {
     /// user stays active, and the answer shows it so.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub scim_keeps_active: bool,
+    /// The SCIM app takes a PATCH or PUT of `roles` without changing anyone's role: the user
+    /// keeps the roles they had, and the answer shows them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scim_keeps_roles: bool,
     /// New SCIM users' ids start with this (`auth0|`, `user@`): ids that a URL must carry
     /// percent-encoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]

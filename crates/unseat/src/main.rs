@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct Common {
-    /// PostgreSQL URL; the database is created if missing.
+    /// PostgreSQL URL, for every command but `emulate` and `probe`; `migrate` and the roles
+    /// create the database if it is missing.
     #[arg(
         long,
         global = true,
