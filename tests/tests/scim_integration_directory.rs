@@ -237,6 +237,25 @@ async fn entras_single_app_role_change_lowers_the_role_in_the_app() {
     app.stop().await;
 }
 
+/// A role the IdP names that is not on the integration's ladder (a mapping misspelt in the
+/// IdP) gives the lowest role, and the log says which role was not on the ladder.
+#[tokio::test]
+async fn a_role_not_on_the_ladder_gives_the_lowest_role_and_the_log_names_it() {
+    let app = spawn_app().await;
+    let scim = app.integration_scim().await;
+    app.emulator.seed(unseat_tests::BUSINESS, "kim@example.com", "EMPLOYEE").await.unwrap();
+    provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "kim@example.com", "roles": [{"value": "Administrator"}]}),
+    )
+    .await;
+    let tasks = app.settle(1).await;
+    assert_eq!(app.app_users().await, vec![pair("kim@example.com", "EMPLOYEE")]);
+    let grant = tasks.iter().find(|t| t.outcome == "grant").expect("a grant");
+    assert!(grant.reason.ends_with("not on this integration's role ladder: Administrator"), "{}", grant.reason);
+    app.stop().await;
+}
+
 /// Two users of a directory the app knows by one address (Entra provisioning a person again
 /// under a new id, or two accounts sharing a mailbox): removing one leaves the app account the
 /// other still has access through, and says so; removing the last one takes it away.

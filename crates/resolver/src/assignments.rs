@@ -78,8 +78,17 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, scope: &str, users: &[Uuid
             }
             _ => Vec::new(),
         };
-        let decision = decide(held.as_ref(), now.as_ref(), status, &lost, &integration.asset_names)
-            .map(|d| Decision { reason: removal_reason(status).unwrap_or(d.reason), ..d });
+        let off = a.filter(|_| status == UserStatus::Active).map(|a| off_ladder(&model.roles, a)).unwrap_or_default();
+        let decision = decide(held.as_ref(), now.as_ref(), status, &lost, &integration.asset_names).map(|d| {
+            let reason = match removal_reason(status) {
+                Some(reason) => reason,
+                None if !off.is_empty() && d.to.is_some() => {
+                    format!("{}; not on this integration's role ladder: {}", d.reason, off.join(", "))
+                }
+                None => d.reason,
+            };
+            Decision { reason, ..d }
+        });
         let email = a.map(|a| a.email.clone()).or_else(|| row.as_ref().map(|r| r.email.clone()));
         items.push(Planned { user_id, integration_id, email, status, grants, now, row, decision });
     }
@@ -95,6 +104,18 @@ fn removal_reason(status: UserStatus) -> Option<String> {
         UserStatus::Inactive => Some("removed: unassigned from the app or deactivated in the IdP".into()),
         UserStatus::Deleted => Some("removed: unassigned from the app or deleted in the IdP".into()),
     }
+}
+
+/// The roles the IdP named for `a` when none of them is on the ladder, so that the user holds
+/// the default (or lowest) role instead: a role misspelt in the IdP's mapping would otherwise
+/// lower everyone without a word. Empty for a seat-only integration, where roles mean nothing.
+pub fn off_ladder(ladder: &RoleLadder, a: &Assignment) -> Vec<String> {
+    let rungs: Vec<String> = ladder.roles().iter().map(|r| rung_key(r)).collect();
+    let seat_only = ladder.roles().iter().all(|r| r == unseat_domain::SEAT);
+    if seat_only || a.roles.iter().any(|r| rungs.contains(&rung_key(r))) {
+        return Vec::new();
+    }
+    a.roles.clone()
 }
 
 /// The grants an assignment gives on a ladder (see the module docs). Pure.
@@ -139,6 +160,16 @@ mod tests {
 
     fn roles(grants: &[Grant]) -> Vec<(String, String)> {
         grants.iter().map(|g| (g.source.to_string(), g.role.clone())).collect()
+    }
+
+    #[test]
+    fn roles_none_of_which_is_on_the_ladder_are_named() {
+        let l = ladder();
+        assert_eq!(off_ladder(&l, &assignment(&["Administrator", "Owner"], &[])), vec!["Administrator", "Owner"]);
+        assert!(off_ladder(&l, &assignment(&["Administrator", "admin"], &[])).is_empty(), "one is on it");
+        assert!(off_ladder(&l, &assignment(&[], &["Sales"])).is_empty(), "no role named");
+        let seat = RoleLadder::parse(vec![unseat_domain::SEAT.into()]).unwrap();
+        assert!(off_ladder(&seat, &assignment(&["Administrator"], &[])).is_empty(), "seat-only");
     }
 
     #[test]
