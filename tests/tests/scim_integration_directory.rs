@@ -256,33 +256,45 @@ async fn a_role_not_on_the_ladder_gives_the_lowest_role_and_the_log_names_it() {
     app.stop().await;
 }
 
-/// Two users of a directory the app knows by one address (Entra provisioning a person again
-/// under a new id, or two accounts sharing a mailbox): removing one leaves the app account the
-/// other still has access through, and says so; removing the last one takes it away.
+/// Two users of a directory the app knows by one address (a person's admin and everyday
+/// accounts sharing a mailbox, or Entra provisioning a person again under a new id): the app
+/// account holds the most either is granted, a removal of one leaves it to the other at what
+/// the other is granted (and the log says superseded), and removing the last takes it away.
 #[tokio::test]
-async fn a_removal_leaves_the_account_another_user_with_the_same_address_still_holds() {
+async fn an_account_two_users_share_holds_the_most_either_is_granted() {
     let app = spawn_app().await;
     let scim = app.integration_scim().await;
     app.emulator.seed(unseat_tests::BUSINESS, "lee@example.com", "EMPLOYEE").await.unwrap();
     let email = json!([{"primary": true, "type": "work", "value": "lee@example.com"}]);
-    let old = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "lee.old", "emails": email})).await;
+    let admin = provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "lee.admin", "emails": email, "roles": [{"value": "ADMIN"}]}),
+    )
+    .await;
     app.settle(1).await;
-    let new = provision(&scim, json!({"schemas": [USER_SCHEMA], "userName": "lee.new", "emails": email})).await;
+    assert_eq!(app.app_users().await, vec![pair("lee@example.com", "ADMIN")]);
+    // The everyday account, granted less, leaves the account as the admin one needs it.
+    let everyday = provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "lee", "emails": email, "roles": [{"value": "EMPLOYEE"}]}),
+    )
+    .await;
     app.settle(2).await;
-    assert_eq!(app.app_users().await, vec![pair("lee@example.com", "EMPLOYEE")]);
+    assert_eq!(app.app_users().await, vec![pair("lee@example.com", "ADMIN")], "not lowered by the other user");
 
-    let resp = scim.send(Method::DELETE, &format!("/Users/{old}"), None).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    // The admin account unassigned: the account stays, lowered to what the everyday one has.
+    patch(&scim, &format!("/Users/{admin}"), json!([{"op": "replace", "value": {"active": false}}])).await;
     let tasks = app.settle(3).await;
     let removal = tasks.iter().find(|t| t.outcome == "remove").expect("a removal task");
-    assert_eq!(removal.status, "succeeded", "{removal:?}");
+    assert_eq!(removal.status, "superseded", "{removal:?}");
     let events = app.store.connector_task_events(app.tenant, removal.id).await.expect("events");
     let (kind, _, _, detail) = events.last().expect("an event");
     assert_eq!(kind, "kept_for_another_user", "{events:?}");
-    assert!(detail.contains(&new.to_string()) && detail.contains("lee@example.com"), "{detail}");
-    assert_eq!(app.app_users().await, vec![pair("lee@example.com", "EMPLOYEE")], "the other user keeps the account");
+    assert!(detail.contains(&everyday.to_string()) && detail.contains("lee@example.com"), "{detail}");
+    assert_eq!(app.app_users().await, vec![pair("lee@example.com", "EMPLOYEE")], "lowered, not removed");
 
-    patch(&scim, &format!("/Users/{new}"), json!([{"op": "Replace", "path": "active", "value": "False"}])).await;
+    let resp = scim.send(Method::DELETE, &format!("/Users/{everyday}"), None).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     app.settle(4).await;
     assert!(app.app_users().await.is_empty(), "the last user with the address removed: the account goes");
     app.stop().await;

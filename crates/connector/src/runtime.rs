@@ -21,6 +21,7 @@ use crate::dead_letters::Sweeper;
 use crate::error::ErrorClass;
 use crate::limit::Admission;
 use crate::retry::{next_wait, throttle_wait};
+use crate::Assets;
 use crate::ConnectorConfig;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use std::sync::Arc;
@@ -484,31 +485,10 @@ impl<A: AppAdapter> Worker<A> {
             return Ok(Step::Finished { result: "duplicate", settle: Settle::Ack });
         }
 
-        // Tasks of users the app knows by one address wait for each other; a removal leaves an
-        // account another of them still has access through.
+        // Tasks of users the app knows by one address wait for each other, and the account
+        // holds the most any of them is granted ([`shared_target`]).
         apply::lock_address(&tx, tenant, task.integration_id, &access.email).await?;
-        if access.desired_role.is_none() {
-            if let Some((other, _)) =
-                apply::other_holder(&tx, tenant, task.integration_id, task.user_id, &access.email).await?
-            {
-                let detail = format!(
-                    "not removed from {}: another user of the directory ({other}) with the address {} still has \
-                     access there",
-                    integration.name, access.email
-                );
-                let no_assets = Default::default();
-                let applied =
-                    Applied { version: access.desired_version, role: None, assets: &no_assets, app_account_id: None };
-                apply::record_applied_state(&tx, tenant, task.integration_id, task.user_id, &applied).await?;
-                apply::update_task(&tx, tenant, task_id, TaskUpdate::Succeeded).await?;
-                let (integration_id, user_id) = (task.integration_id, task.user_id);
-                apply::supersede_failed(&tx, tenant, integration_id, user_id, access.desired_version, task_id).await?;
-                apply::add_event(&tx, tenant, task_id, NewEvent::new("kept_for_another_user", &detail)).await?;
-                tx.commit().await?;
-                tracing::info!(app = %self.app, %other, "removal left the account of another user with the same address");
-                return Ok(Step::Finished { result: "succeeded", settle: Settle::Ack });
-            }
-        }
+        let others = apply::other_holders(&tx, tenant, task.integration_id, task.user_id, &access.email).await?;
 
         let max_attempts = self.config.max_attempts.max(1) as i32;
         let used = task_row.attempts - task_row.attempt_base - task_row.throttled_attempts;
@@ -531,44 +511,62 @@ impl<A: AppAdapter> Worker<A> {
             return Ok(Step::Finished { result: "failed", settle: Settle::DeadLetter });
         }
 
-        let intent = match access.desired_role.as_deref() {
+        let desired_assets =
+            if access.desired_role.is_some() { access.desired_assets.clone() } else { Default::default() };
+        let (target_role, target_assets) =
+            shared_target(integration, access.desired_role.as_deref(), &desired_assets, &others);
+        // The account is someone else's too and holds more than this user's own state.
+        let shared = target_role != access.desired_role || target_assets != desired_assets;
+        // A removal that leaves the account to the others.
+        let kept = access.desired_role.is_none() && target_role.is_some();
+        let intent = match target_role.as_deref() {
             None => format!("removing from {}", integration.name),
+            Some(_) if kept => format!("leaving the account in {} to another user with its address", integration.name),
             Some(role) => format!("setting role {role} in {}", integration.name),
         };
         let attempt = apply::begin_attempt(&tx, tenant, task_id, &intent).await?;
         let used = attempt - task_row.attempt_base - task_row.throttled_attempts;
-        let desired_assets =
-            if access.desired_role.is_some() { access.desired_assets.clone() } else { Default::default() };
         let result = converge(
             &self.adapter,
             integration,
             &access.email,
             access.app_account_id.as_deref(),
-            access.desired_role.as_deref(),
-            &desired_assets,
-            vouched_applied_role(&access),
+            target_role.as_deref(),
+            &target_assets,
+            if shared { None } else { vouched_applied_role(&access) },
         )
         .await;
 
         match result {
             Ok(done) => {
-                let detail = done.describe(&integration.name);
+                let mut detail = done.describe(&integration.name);
+                if shared {
+                    let ids: Vec<String> = others.iter().map(|o| o.user_id.to_string()).collect();
+                    detail = format!(
+                        "{detail}: the account of {} is also that of another user of the directory ({}), and holds \
+                         the most any of them is granted",
+                        access.email,
+                        ids.join(", ")
+                    );
+                }
                 // An invitation not yet accepted holds no assets: the state applied says so.
                 let invited = matches!(done.converged, Converged::Invited { .. } | Converged::StillInvited { .. });
                 let no_assets = Default::default();
                 let applied = Applied {
                     version: access.desired_version,
                     role: access.desired_role.as_deref(),
-                    assets: if invited { &no_assets } else { &desired_assets },
-                    app_account_id: done.account_id.as_deref(),
+                    assets: if invited || kept { &no_assets } else { &desired_assets },
+                    app_account_id: if kept { None } else { done.account_id.as_deref() },
                 };
                 apply::record_applied_state(&tx, tenant, task.integration_id, task.user_id, &applied).await?;
-                apply::update_task(&tx, tenant, task_id, TaskUpdate::Succeeded).await?;
+                // A removal the account outlives did not take place: the log says superseded.
+                let update = if kept { TaskUpdate::Superseded } else { TaskUpdate::Succeeded };
+                apply::update_task(&tx, tenant, task_id, update).await?;
                 // What failed before this version is moot now: no failure to act on any more.
                 let (integration_id, user_id) = (task.integration_id, task.user_id);
                 apply::supersede_failed(&tx, tenant, integration_id, user_id, access.desired_version, task_id).await?;
-                apply::add_event(&tx, tenant, task_id, NewEvent::new(done.event_kind(), &detail).attempt(attempt))
-                    .await?;
+                let kind = if kept { "kept_for_another_user" } else { done.event_kind() };
+                apply::add_event(&tx, tenant, task_id, NewEvent::new(kind, &detail).attempt(attempt)).await?;
                 if integration.needs_attention.is_some() {
                     apply::clear_needs_attention(&tx, tenant, task.integration_id).await?;
                 }
@@ -722,6 +720,36 @@ impl<A: AppAdapter> Worker<A> {
 /// or was superseded, so the role the app holds is then not known (None, as when nothing was
 /// applied yet), and an adapter that cannot read the role back sets it rather than trusting
 /// the record.
+/// What the app account of `email` must hold when other users of the integration reach it
+/// too (`others`, [`apply::other_holders`]): the highest role any of them (this user included,
+/// when granted) is granted on the integration's ladder, and every asset any of them is
+/// granted, at the highest asset role. Without others, this user's own state. Roles off the
+/// ladder (a ladder changed since) rank lowest.
+fn shared_target(
+    integration: &Integration,
+    own_role: Option<&str>,
+    own_assets: &Assets,
+    others: &[apply::Holder],
+) -> (Option<String>, Assets) {
+    let rank = |ladder: &[String], role: &str| ladder.iter().position(|r| r == role).unwrap_or(usize::MAX);
+    let mut role = own_role.map(str::to_string);
+    let mut assets = own_assets.clone();
+    for other in others {
+        if role.as_deref().is_none_or(|r| rank(&integration.roles, &other.role) < rank(&integration.roles, r)) {
+            role = Some(other.role.clone());
+        }
+        for (asset, asset_role) in &other.assets {
+            let higher = assets
+                .get(asset)
+                .is_none_or(|held| rank(&integration.asset_roles, asset_role) < rank(&integration.asset_roles, held));
+            if higher {
+                assets.insert(asset.clone(), asset_role.clone());
+            }
+        }
+    }
+    (role, assets)
+}
+
 fn vouched_applied_role(access: &apply::AccessRow) -> Option<&str> {
     if access.applied_version + 1 == access.desired_version {
         access.applied_role.as_deref()
@@ -756,6 +784,48 @@ mod tests {
         assert_eq!(vouched_applied_role(&access(1, 0, None)), None, "never applied");
         // Version 4 may have set a role before it failed or was superseded.
         assert_eq!(vouched_applied_role(&access(5, 3, Some("EMPLOYEE"))), None);
+    }
+
+    #[test]
+    fn a_shared_account_holds_the_most_any_of_its_users_is_granted() {
+        let hub = Integration {
+            tenant_id: Uuid::nil(),
+            id: Uuid::nil(),
+            name: "Hub".into(),
+            app_kind: "business_hub".into(),
+            base_url: "http://127.0.0.1:9".into(),
+            settings: serde_json::json!({ "business_id": "1" }),
+            credential: String::new(),
+            roles: vec!["ADMIN".into(), "FINANCE_EDITOR".into(), "EMPLOYEE".into()],
+            asset_roles: vec!["MANAGE".into(), "ANALYZE".into()],
+            needs_attention: None,
+        };
+        let assets =
+            |pairs: &[(&str, &str)]| -> Assets { pairs.iter().map(|(a, r)| (a.to_string(), r.to_string())).collect() };
+        let other = |role: &str, pairs: &[(&str, &str)]| apply::Holder {
+            user_id: Uuid::new_v4(),
+            role: role.into(),
+            assets: assets(pairs),
+        };
+        let none = assets(&[]);
+        assert_eq!(shared_target(&hub, Some("EMPLOYEE"), &none, &[]), (Some("EMPLOYEE".into()), none.clone()));
+        assert_eq!(shared_target(&hub, None, &none, &[]), (None, none.clone()), "alone: removed");
+        // A removal leaves the account at what the other is granted.
+        let others = [other("FINANCE_EDITOR", &[("act_1", "ANALYZE")])];
+        assert_eq!(
+            shared_target(&hub, None, &none, &others),
+            (Some("FINANCE_EDITOR".into()), assets(&[("act_1", "ANALYZE")]))
+        );
+        // The higher role and every asset at its highest role, whoever is granted them.
+        let others = [other("EMPLOYEE", &[("act_1", "MANAGE"), ("page_2", "ANALYZE")]), other("ADMIN", &[])];
+        let own = assets(&[("act_1", "ANALYZE"), ("act_3", "ANALYZE")]);
+        assert_eq!(
+            shared_target(&hub, Some("FINANCE_EDITOR"), &own, &others),
+            (Some("ADMIN".into()), assets(&[("act_1", "MANAGE"), ("act_3", "ANALYZE"), ("page_2", "ANALYZE")]))
+        );
+        // A role no longer on the ladder ranks lowest.
+        let others = [other("OWNER", &[])];
+        assert_eq!(shared_target(&hub, Some("EMPLOYEE"), &none, &others).0.as_deref(), Some("EMPLOYEE"));
     }
 
     fn task_json(v: u32) -> Vec<u8> {

@@ -252,26 +252,34 @@ pub async fn lock_address(tx: &Transaction<'_>, tenant_id: Uuid, integration_id:
     Ok(())
 }
 
-/// Another user of the integration whose desired state gives access through the same app
-/// address as `user_id` (ignoring case), with the role: removing the account would take it from
-/// them.
-pub async fn other_holder(
+/// Another user of the integration with the same app address (ignoring case) whose desired
+/// state gives access: the app account is theirs too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub user_id: Uuid,
+    pub role: String,
+    pub assets: BTreeMap<String, String>,
+}
+
+/// The other users of the integration whose desired state gives access through the same app
+/// address as `user_id` ([`Holder`]), by user id.
+pub async fn other_holders(
     tx: &Transaction<'_>,
     tenant_id: Uuid,
     integration_id: Uuid,
     user_id: Uuid,
     email: &str,
-) -> Result<Option<(Uuid, String)>> {
-    let row = tx
-        .query_opt(
-            "select user_id, desired_role from access_state
+) -> Result<Vec<Holder>> {
+    let rows = tx
+        .query(
+            "select user_id, desired_role, desired_assets from access_state
               where tenant_id = $1 and integration_id = $2 and lower(email) = lower($4) and user_id <> $3
                 and desired_role is not null
-              order by user_id limit 1",
+              order by user_id",
             &[&tenant_id, &integration_id, &user_id, &email],
         )
         .await?;
-    Ok(row.map(|r| (r.get(0), r.get(1))))
+    Ok(rows.iter().map(|r| Holder { user_id: r.get(0), role: r.get(1), assets: asset_map(r.get(2)) }).collect())
 }
 
 /// The kind of a task's last event, if it has any.
