@@ -300,6 +300,58 @@ async fn an_account_two_users_share_holds_the_most_either_is_granted() {
     app.stop().await;
 }
 
+/// While Meta invitations stay pending, a person the IdP assigns is invited; if the IdP then
+/// changes their address, the invitation to the old one is withdrawn when the person is next
+/// changed or unassigned: accepted later, it would give access nobody is granted.
+#[tokio::test]
+async fn an_invitation_to_a_former_address_is_withdrawn_at_unassignment() {
+    let app = spawn_app().await;
+    let scim = app.integration_scim().await;
+    let http = reqwest::Client::new();
+    let settings = format!("{}/_emulator/settings", app.emulator_url);
+    let resp = http.post(&settings).json(&json!({"invitations_pending": true})).send().await.unwrap();
+    assert!(resp.status().is_success());
+    let pending = || async {
+        let url = format!("{}/_emulator/businesses/{}/invitations", app.emulator_url, unseat_tests::BUSINESS);
+        let all: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+        let mut emails: Vec<String> = all
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["status"] == "PENDING")
+            .map(|i| i["email"].as_str().unwrap_or_default().to_string())
+            .collect();
+        emails.sort();
+        emails
+    };
+    let email = |a: &str| json!([{"primary": true, "type": "work", "value": a}]);
+    let ola = provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "ola@acme.test", "emails": email("ola@acme.test")}),
+    )
+    .await;
+    app.settle(1).await;
+    assert_eq!(pending().await, ["ola@acme.test"]);
+
+    // Okta changes her address (nothing to do in the app), then unassigns her.
+    patch(
+        &scim,
+        &format!("/Users/{ola}"),
+        json!([{"op": "replace", "value": {"userName": "ola.x@acme.test", "emails": email("ola.x@acme.test")}}]),
+    )
+    .await;
+    let earlier = app.tasks().await.len();
+    patch(&scim, &format!("/Users/{ola}"), json!([{"op": "replace", "value": {"active": false}}])).await;
+    let tasks = app.settle(earlier + 1).await;
+    let removal = tasks.iter().find(|t| t.outcome == "remove").expect("a removal");
+    assert_eq!(removal.status, "succeeded", "{removal:?}");
+    assert!(pending().await.is_empty(), "the invitation to the former address is withdrawn");
+    let events = app.store.connector_task_events(app.tenant, removal.id).await.expect("events");
+    let (_, _, _, detail) = events.last().expect("an event");
+    assert!(detail.contains("1 pending invitation to the former address ola@acme.test withdrawn"), "{detail}");
+    app.stop().await;
+}
+
 /// An integration takes its users from its own SCIM endpoint or from console shares, never
 /// both: otherwise one person would be two users of one app account, and unassigning them in
 /// the IdP would remove access a team still grants (or the other way round). Each side refuses

@@ -409,13 +409,25 @@ async fn remove<A: AppAdapter>(
             return Ok(done(converged));
         }
     }
+    let count = withdraw_invitations(adapter, integration, email).await?;
+    Ok(done(if count > 0 { Converged::InvitationRevoked { count } } else { Converged::AlreadyRemoved }))
+}
+
+/// Withdraws the open invitations to `email`; how many were withdrawn. Also used for the
+/// address the app was converged at before the IdP changed a person's email: an invitation
+/// sent there is not found under the new one, and could still be accepted.
+pub async fn withdraw_invitations<A: AppAdapter>(
+    adapter: &A,
+    integration: &Integration,
+    email: &str,
+) -> Result<usize, AppError> {
     let mut count = 0;
     for invitation in adapter.invitations(integration, email).await? {
         if adapter.revoke_invitation(integration, &invitation).await? == Removal::Removed {
             count += 1;
         }
     }
-    Ok(done(if count > 0 { Converged::InvitationRevoked { count } } else { Converged::AlreadyRemoved }))
+    Ok(count)
 }
 
 /// Whether two addresses name the same account: equal, surrounding space aside, ignoring the

@@ -16,7 +16,7 @@
 //! for a sweep of the dead-letter queue ([`crate::dead_letters`]), so that the task's stale
 //! copy does not stay there.
 
-use crate::adapter::{converge, AppAdapter, Converged};
+use crate::adapter::{converge, same_email, withdraw_invitations, AppAdapter, Converged};
 use crate::dead_letters::Sweeper;
 use crate::error::ErrorClass;
 use crate::limit::Admission;
@@ -526,20 +526,35 @@ impl<A: AppAdapter> Worker<A> {
         };
         let attempt = apply::begin_attempt(&tx, tenant, task_id, &intent).await?;
         let used = attempt - task_row.attempt_base - task_row.throttled_attempts;
-        let result = converge(
-            &self.adapter,
-            integration,
-            &access.email,
-            access.app_account_id.as_deref(),
-            target_role.as_deref(),
-            &target_assets,
-            if shared { None } else { vouched_applied_role(&access) },
-        )
+        // The IdP changed the person's address since the app was converged at the old one: an
+        // invitation sent there is not found under the new one, and could still be accepted.
+        let moved_from = access.applied_email.as_deref().filter(|old| !same_email(old, &access.email));
+        let result = async {
+            let withdrawn = match moved_from {
+                Some(old) => withdraw_invitations(&self.adapter, integration, old).await?,
+                None => 0,
+            };
+            let done = converge(
+                &self.adapter,
+                integration,
+                &access.email,
+                access.app_account_id.as_deref(),
+                target_role.as_deref(),
+                &target_assets,
+                if shared { None } else { vouched_applied_role(&access) },
+            )
+            .await?;
+            Ok::<_, crate::AppError>((done, withdrawn))
+        }
         .await;
 
         match result {
-            Ok(done) => {
+            Ok((done, withdrawn)) => {
                 let mut detail = done.describe(&integration.name);
+                if let (Some(old), 1..) = (moved_from, withdrawn) {
+                    let what = if withdrawn == 1 { "pending invitation" } else { "pending invitations" };
+                    detail = format!("{detail}; {withdrawn} {what} to the former address {old} withdrawn");
+                }
                 if shared {
                     let ids: Vec<String> = others.iter().map(|o| o.user_id.to_string()).collect();
                     detail = format!(
@@ -773,6 +788,7 @@ mod tests {
             desired_assets: Default::default(),
             applied_assets: None,
             app_account_id: None,
+            applied_email: None,
         }
     }
 

@@ -60,6 +60,8 @@ pub struct AccessRow {
     pub applied_assets: Option<BTreeMap<String, String>>,
     /// The app's id for the account, remembered from an earlier task; may be stale.
     pub app_account_id: Option<String>,
+    /// The address the app was last converged at while the user was in it; None once out.
+    pub applied_email: Option<String>,
 }
 
 /// What a connector converged the app to, recorded with [`record_applied_state`].
@@ -221,7 +223,7 @@ pub async fn lock_access(
     let row = tx
         .query_opt(
             "select email, desired_role, desired_version, applied_version, applied_role, desired_assets,
-                    applied_assets, app_account_id
+                    applied_assets, app_account_id, applied_email
              from access_state where tenant_id = $1 and integration_id = $2 and user_id = $3 for update",
             &[&tenant_id, &integration_id, &user_id],
         )
@@ -235,6 +237,7 @@ pub async fn lock_access(
         desired_assets: asset_map(r.get(5)),
         applied_assets: r.get::<_, Option<serde_json::Value>>(6).map(asset_map),
         app_account_id: r.get(7),
+        applied_email: r.get(8),
     }))
 }
 
@@ -359,8 +362,9 @@ pub async fn record_applied(
     Ok(n == 1)
 }
 
-/// Records what the app now holds as of `applied.version`, with its assets and the app's
-/// account id. Like [`record_applied`], only moves forward.
+/// Records what the app now holds as of `applied.version`, with its assets, the app's
+/// account id and the address it was converged at (the row's email; none once out). Like
+/// [`record_applied`], only moves forward.
 pub async fn record_applied_state(
     tx: &Transaction<'_>,
     tenant_id: Uuid,
@@ -372,7 +376,8 @@ pub async fn record_applied_state(
     let n = tx
         .execute(
             "update access_state set applied_version = $4, applied_role = $5, applied_assets = $6,
-                    app_account_id = $7, updated_at = clock_timestamp()
+                    app_account_id = $7, applied_email = case when $5::text is null then null else email end,
+                    updated_at = clock_timestamp()
              where tenant_id = $1 and integration_id = $2 and user_id = $3 and applied_version < $4",
             &[&tenant_id, &integration_id, &user_id, &applied.version, &applied.role, &assets, &applied.app_account_id],
         )

@@ -38,6 +38,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (24, include_str!("../../../schemas/sql/0024_integration_pause.sql")),
     (25, include_str!("../../../schemas/sql/0025_task_paused_time.sql")),
     (26, include_str!("../../../schemas/sql/0026_access_state_address.sql")),
+    (27, include_str!("../../../schemas/sql/0027_applied_email.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"
