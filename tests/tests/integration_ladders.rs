@@ -301,10 +301,12 @@ async fn bad_ladder_changes_are_refused_and_change_nothing() {
         ("blank role", here.clone(), json!({"roles": ["ADMIN", " ", "EMPLOYEE"]}), 400, "roles"),
         ("duplicate asset role", here.clone(), json!({"asset_roles": ["MANAGE", "MANAGE"]}), 400, "asset_roles"),
         ("default off the ladder", here.clone(), json!({"default_role": "OWNER"}), 400, "default_role"),
+        ("not a Meta role", here.clone(), json!({"roles": ["OWNER", "ADMIN"]}), 400, "not a Meta business role"),
+        ("Meta's role misspelt", here.clone(), json!({"roles": ["Admin", "Employee"]}), 400, "spelt \"ADMIN\""),
         (
             "default off the new ladder",
             here.clone(),
-            json!({"roles": ["OWNER", "ADMIN"], "default_role": "EMPLOYEE"}),
+            json!({"roles": ["DEVELOPER", "ADMIN"], "default_role": "EMPLOYEE"}),
             400,
             "default_role",
         ),

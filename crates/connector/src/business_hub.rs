@@ -58,6 +58,12 @@ const ASSET_EDGES: [&str; 2] = ["assigned_ad_accounts", "assigned_pages"];
 const LADDER: [&str; 3] = ["MANAGE", "ADVERTISE", "ANALYZE"];
 /// The roles Graph's `role` field reports.
 const BASE_ROLES: [&str; 2] = ["ADMIN", "EMPLOYEE"];
+
+/// A role as Graph's `role` parameter takes it: its enum values are upper case, and it refuses
+/// `Admin` (a ladder stored before the console checked role names may spell it so).
+fn graph_role(role: &str) -> String {
+    role.trim().to_ascii_uppercase()
+}
 /// The base role Graph reports for every role but ADMIN.
 const EMPLOYEE: &str = "EMPLOYEE";
 /// Invitation statuses after which it can no longer be accepted.
@@ -543,7 +549,7 @@ impl AppAdapter for BusinessHub {
 
     async fn set_role(&self, integration: &Integration, account: &AppAccount, role: &str) -> Result<(), AppError> {
         let url = Self::url(integration, Self::node_id(&account.id, "business user")?)?;
-        let form = [Self::token(integration), ("role", role.to_string())];
+        let form = [Self::token(integration), ("role", graph_role(role))];
         let body = self.send(integration, self.http.client().post(&url).form(&form)).await?;
         expect_success(body, "POST business user role")
     }
@@ -577,7 +583,7 @@ impl AppAdapter for BusinessHub {
     async fn add(&self, integration: &Integration, email: &str, role: &str) -> Result<AppAccount, AppError> {
         let business = Self::business_id(integration)?;
         let url = Self::url(integration, &format!("{business}/business_users"))?;
-        let form = [Self::token(integration), ("email", email.trim().to_string()), ("role", role.to_string())];
+        let form = [Self::token(integration), ("email", email.trim().to_string()), ("role", graph_role(role))];
         let body = self.send(integration, self.http.client().post(&url).form(&form)).await?;
         let created: Created = serde_json::from_value(body)
             .map_err(|e| AppError::Protocol(format!("POST business_users answered an unexpected body: {e}")))?;
@@ -632,7 +638,7 @@ impl AppAdapter for BusinessHub {
         role: &str,
     ) -> Result<(), AppError> {
         let url = Self::url(integration, Self::node_id(&invitation.id, "invitation")?)?;
-        let form = [Self::token(integration), ("role", role.to_string())];
+        let form = [Self::token(integration), ("role", graph_role(role))];
         let body = self.send(integration, self.http.client().post(&url).form(&form)).await?;
         expect_success(body, "POST invitation role")
     }

@@ -97,6 +97,20 @@ async fn changes_a_role_to_employee() {
     app.stop().await;
 }
 
+/// A ladder stored before role names were checked may spell a role `Admin`: Graph takes only
+/// its upper-case enum values, so the role is sent as `ADMIN`.
+#[tokio::test]
+async fn a_role_spelt_in_another_case_is_sent_as_graph_spells_it() {
+    let mut app = Setup::new(BIZ, TOKEN).build().await;
+    app.emu.seed_user(BIZ, "cy@example.com", "EMPLOYEE", None).expect("seed");
+    let (_, task) = app.queue(Desire { desired_role: Some("Admin"), ..Desire::removal("cy@example.com") }).await;
+    app.start(config());
+    let t = app.finished(task).await;
+    assert_eq!(t.status, "succeeded", "{t:?}");
+    assert_eq!(app.hub_user("cy@example.com").expect("in the hub").role, "ADMIN");
+    app.stop().await;
+}
+
 /// The IdP changed the person's email: the business user remembered from an earlier task is
 /// still theirs. Its role is changed and nobody is invited under the new email.
 #[tokio::test]

@@ -515,6 +515,9 @@ async fn integrations_are_validated_and_never_show_their_credential() {
         (with("roles", json!(["Admin", "EMPLOYEE", "ADMIN"])), "differ only in case"),
         (with("roles", json!(["ΟΔΟΣ", "EMPLOYEE", " οδοσ"])), "differ only in case"),
         (with("roles", json!(["ADMIN", " "])), "non-empty"),
+        // Graph refuses any other role name, so every task giving one would fail.
+        (with("roles", json!(["Admin", "EMPLOYEE"])), "spelt \"ADMIN\" in Meta's Graph API"),
+        (with("roles", json!(["ADMINS", "EMPLOYEE"])), "not a Meta business role"),
         (with("name", json!("")), "name"),
         // The bound is on what is sent (as the OpenAPI document says), not on what is kept.
         (with("name", json!(format!(" {} ", "x".repeat(199)))), "at most 200"),

@@ -123,10 +123,49 @@ fn role_ladder(app_kind: &str, roles: Vec<String>) -> Result<(Vec<String>, RoleL
     Ok((stored, ladder))
 }
 
+/// The business roles Graph's `role` parameter takes (the BusinessUser `role` enum).
+pub const META_BUSINESS_ROLES: [&str; 15] = [
+    "ADMIN",
+    "EMPLOYEE",
+    "FINANCE_EDITOR",
+    "FINANCE_ANALYST",
+    "ADS_RIGHTS_REVIEWER",
+    "DEVELOPER",
+    "PARTNER_CENTER_ADMIN",
+    "PARTNER_CENTER_ANALYST",
+    "PARTNER_CENTER_OPERATIONS",
+    "PARTNER_CENTER_MARKETING",
+    "PARTNER_CENTER_EDUCATION",
+    "MANAGE",
+    "DEFAULT",
+    "FINANCE_EDIT",
+    "FINANCE_VIEW",
+];
+
 /// Checks a ladder an admin submits: no two of its roles may be the same name ignoring case, as
-/// an IdP's role names are matched (a stored ladder that predates the check is left as it is).
-fn check_submitted_roles(ladder: &RoleLadder) -> Result<(), ApiError> {
-    ladder.check_apart_ignoring_case().map_err(|e| ApiError::bad_request(format!("roles: {e}")))
+/// an IdP's role names are matched, and a business hub's roles are Meta's business roles as
+/// Graph spells them (it refuses any other, so every task giving one would fail). A stored
+/// ladder that predates the checks is left as it is.
+fn check_submitted_roles(app_kind: &str, ladder: &RoleLadder) -> Result<(), ApiError> {
+    ladder.check_apart_ignoring_case().map_err(|e| ApiError::bad_request(format!("roles: {e}")))?;
+    if app_kind != "business_hub" {
+        return Ok(());
+    }
+    for role in ladder.roles() {
+        if META_BUSINESS_ROLES.contains(&role.as_str()) {
+            continue;
+        }
+        return Err(ApiError::bad_request(
+            match META_BUSINESS_ROLES.iter().find(|m| m.eq_ignore_ascii_case(role.trim())) {
+                Some(meta) => format!("roles: {role:?} is spelt {meta:?} in Meta's Graph API; use that"),
+                None => format!(
+                    "roles: {role:?} is not a Meta business role (a business_hub's roles are: {})",
+                    META_BUSINESS_ROLES.join(", ")
+                ),
+            },
+        ));
+    }
+    Ok(())
 }
 
 fn check_default_role(ladder: &RoleLadder, role: &str) -> Result<(), ApiError> {
@@ -145,7 +184,7 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
     }
     let base_url = base_url(&req.base_url)?;
     let (roles, ladder) = role_ladder(&req.app_kind, req.roles)?;
-    check_submitted_roles(&ladder)?;
+    check_submitted_roles(&req.app_kind, &ladder)?;
     let default_role = req.default_role.filter(|r| !r.is_empty());
     if let Some(role) = &default_role {
         check_default_role(&ladder, role)?;
@@ -461,7 +500,7 @@ pub async fn update(
     let submitted = req.roles.is_some();
     let (roles, ladder) = role_ladder(&integration.app_kind, req.roles.unwrap_or_else(|| integration.roles.clone()))?;
     if submitted {
-        check_submitted_roles(&ladder)?;
+        check_submitted_roles(&integration.app_kind, &ladder)?;
     }
     let asset_roles_submitted = req.asset_roles.is_some();
     let asset_roles = asset_ladder(req.asset_roles.unwrap_or_else(|| integration.asset_roles.clone()))?;
