@@ -124,11 +124,7 @@ async fn a_redrive_notice_says_only_what_the_service_says() {
     let location = a.location.expect("a redirect");
     assert_eq!(location, format!("{page}?redrive=conflict"));
     let a = app.page(&location, &owner, None).await;
-    assert!(
-        a.text.contains("only failed or dead-lettered tasks can be re-driven; this task is succeeded"),
-        "{}",
-        a.text
-    );
+    assert!(a.text.contains("only failed tasks can be re-driven; this task is succeeded"), "{}", a.text);
 }
 
 /// A deleted integration's tasks stay in the log: their pages say the integration was deleted,

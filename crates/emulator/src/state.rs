@@ -88,8 +88,11 @@ const FIRST_INVITATION_ID: u64 = 300_000_000_000_001;
 /// How long an invitation is shown as valid (Meta's `expiration_time`).
 const INVITATION_DAYS: i64 = 30;
 
-/// How the hub behaves where Meta's behaviour is not what the demo and most tests want.
+/// How the hub behaves where Meta's behaviour is not what the demo and most tests want. Set as
+/// a whole (`POST /_emulator/settings`: what is left out is off); a misspelt key is refused
+/// rather than silently leaving its behaviour off.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `POST /{business}/business_users` leaves a pending invitation (a BusinessRoleRequest,
     /// listed by `pending_users`) that becomes a business user only once accepted through

@@ -83,7 +83,14 @@ pub async fn redrive(
         }
         Redrive::NotFailed { status } => Err(ApiError::new(
             StatusCode::CONFLICT,
-            format!("only failed or dead-lettered tasks can be re-driven; this task is {status}"),
+            match status.as_str() {
+                // Its copy may still sit in the dead-letter queue (`dead_lettered`), but there is
+                // nothing left to do: a later task for the user, or its integration's deletion.
+                "superseded" => "only failed tasks can be re-driven; this task is superseded: a later task for \
+                                 the user, or the deletion of its integration, left it nothing to do"
+                    .to_string(),
+                _ => format!("only failed tasks can be re-driven; this task is {status}"),
+            },
         )),
         Redrive::NoDesiredState => Err(ApiError::new(
             StatusCode::CONFLICT,

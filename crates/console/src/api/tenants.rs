@@ -206,7 +206,13 @@ pub async fn create_admin_token(
     })?;
     if let Caller::Admin { role: own, .. } = caller {
         if role.outranks(own) {
-            return Err(ApiError::forbidden(format!("a {} may not create a {} token", own.as_str(), role.as_str())));
+            let article = |word: &str| if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+            let (own, role) = (own.as_str(), role.as_str());
+            return Err(ApiError::forbidden(format!(
+                "{} {own} may not create {} {role} token",
+                article(own),
+                article(role)
+            )));
         }
     }
     let label = label(req.label)?;

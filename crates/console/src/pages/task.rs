@@ -177,7 +177,7 @@ pub(crate) async fn detail(
             refused("the task's integration or desired state no longer exists; nothing to re-drive.")
         }
         Some("conflict") => refused(&format!(
-            "only failed or dead-lettered tasks can be re-driven; this task is {}.",
+            "only failed tasks can be re-driven; this task is {}.",
             t.status
         )),
         Some(_) => refused("the re-drive could not be requested; try again."),
