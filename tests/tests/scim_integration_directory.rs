@@ -189,6 +189,10 @@ async fn renaming_a_pushed_group_gives_its_members_the_role_of_the_new_name() {
     let update = tasks[earlier..].iter().find(|t| t.outcome == "update").expect("an update task");
     assert_eq!((update.from_role.as_deref(), update.to_role.as_deref()), (Some("ADMIN"), Some("EMPLOYEE")));
     assert_eq!(update.status, "succeeded", "{update:?}");
+    assert_eq!(
+        update.reason,
+        "ADMIN → EMPLOYEE: left pushed group Admin, pushed group Sales, the IdP's assignment grants EMPLOYEE"
+    );
     assert_eq!(app.app_users().await, vec![pair("sam@example.com", "EMPLOYEE")]);
 
     // Entra's PUT of the group under a role's name again raises them back.
@@ -426,6 +430,7 @@ async fn the_access_explanation_of_an_integration_directory_user_reads_their_ass
     let one = &v["integrations"][0];
     assert_eq!(one["integration_id"], app.integration.to_string(), "{v}");
     assert_eq!(one["access"]["role"], "ADMIN", "{v}");
+    assert_eq!(one["access"]["because"], json!(["the IdP's assignment"]), "no console grant: {v}");
     assert!(!one["grants"].as_array().expect("grants").is_empty(), "the assignment is the grant: {v}");
     assert!(one["pending"].is_null(), "nothing to do while she is assigned: {v}");
 

@@ -74,6 +74,9 @@ pub enum UserStatus {
 pub enum Lost {
     /// The user is no longer in a team whose grant reached them.
     LeftTeam(String),
+    /// The user is no longer in a group the IdP pushed to an integration's own directory (or
+    /// the group was renamed).
+    LeftGroup(String),
     /// The grant itself is gone (revoked, or the team is no longer shared).
     Revoked(GrantSource),
     /// The grant still reaches the user but gives something else now: another role (Some), or
@@ -85,6 +88,11 @@ impl fmt::Display for Lost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Lost::LeftTeam(name) => write!(f, "left team {name}"),
+            Lost::LeftGroup(name) => write!(f, "left pushed group {name}"),
+            Lost::Revoked(GrantSource::Assignment) => write!(f, "the IdP's assignment withdrawn"),
+            Lost::Changed { source: GrantSource::Assignment, role: Some(role) } => {
+                write!(f, "the IdP's assignment now gives {role}")
+            }
             Lost::Revoked(GrantSource::Individual) => write!(f, "individual grant revoked"),
             Lost::Revoked(source) => write!(f, "{source} no longer shares the integration"),
             Lost::Changed { source: GrantSource::Individual, role: Some(role) } => {
@@ -112,6 +120,7 @@ pub fn lost_grants(before: &[Grant], now: &[Grant], teams_now: &BTreeSet<String>
         match now.iter().find(|n| n.source == b.source) {
             None => lost.push(match &b.source {
                 GrantSource::Team { name } if !teams_now.contains(name) => Lost::LeftTeam(name.clone()),
+                GrantSource::PushedGroup { name } if !teams_now.contains(name) => Lost::LeftGroup(name.clone()),
                 source => Lost::Revoked(source.clone()),
             }),
             Some(n) if n.role != b.role => {

@@ -160,12 +160,29 @@ pub struct AccessModel {
     pub assets: BTreeSet<String>,
 }
 
-/// Where a grant comes from: a team (an IdP group) or the user individually.
+/// Where a grant comes from: in the workspace flow a team (an IdP group) the integration is
+/// shared with, or the user individually; in an integration's own directory (IdLCM) the IdP's
+/// assignment of the user to the app, or a group the IdP pushed there.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GrantSource {
     Team { name: String },
     Individual,
+    PushedGroup { name: String },
+    Assignment,
+}
+
+impl GrantSource {
+    /// The same source as an integration's own directory names it: its direct grant is the
+    /// IdP's assignment, its teams are pushed groups (grants recorded before the directory's
+    /// sources had names of their own read as the workspace's).
+    pub fn in_integration_directory(self) -> Self {
+        match self {
+            GrantSource::Individual => GrantSource::Assignment,
+            GrantSource::Team { name } => GrantSource::PushedGroup { name },
+            other => other,
+        }
+    }
 }
 
 impl fmt::Display for GrantSource {
@@ -173,6 +190,8 @@ impl fmt::Display for GrantSource {
         match self {
             GrantSource::Team { name } => write!(f, "team {name}"),
             GrantSource::Individual => write!(f, "an individual grant"),
+            GrantSource::PushedGroup { name } => write!(f, "pushed group {name}"),
+            GrantSource::Assignment => write!(f, "the IdP's assignment"),
         }
     }
 }

@@ -74,7 +74,12 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, scope: &str, users: &[Uuid
         let lost = match (&row, &held, a) {
             (Some(r), Some(_), Some(a)) if status == UserStatus::Active => {
                 let groups: BTreeSet<String> = a.groups.iter().cloned().collect();
-                lost_grants(&r.desired_sources, &grants, &groups)
+                let before: Vec<Grant> = r
+                    .desired_sources
+                    .iter()
+                    .map(|g| Grant { source: g.source.clone().in_integration_directory(), ..g.clone() })
+                    .collect();
+                lost_grants(&before, &grants, &groups)
             }
             _ => Vec::new(),
         };
@@ -133,10 +138,10 @@ pub fn assignment_grants(ladder: &RoleLadder, a: &Assignment, default_role: Opti
     else {
         return Vec::new();
     };
-    let mut grants = vec![Grant { source: GrantSource::Individual, role: direct.clone(), assets: AssetMap::new() }];
+    let mut grants = vec![Grant { source: GrantSource::Assignment, role: direct.clone(), assets: AssetMap::new() }];
     for g in &a.groups {
         let role = on_ladder(g).unwrap_or_else(|| direct.clone());
-        grants.push(Grant { source: GrantSource::Team { name: g.clone() }, role, assets: AssetMap::new() });
+        grants.push(Grant { source: GrantSource::PushedGroup { name: g.clone() }, role, assets: AssetMap::new() });
     }
     grants
 }
@@ -176,7 +181,7 @@ mod tests {
     fn role_comes_from_roles_then_default_then_the_lowest_rung() {
         let l = ladder();
         let g = assignment_grants(&l, &assignment(&["viewer", "employee", "Admin"], &[]), Some("ANALYST"));
-        assert_eq!(roles(&g), vec![("an individual grant".into(), "ADMIN".into())], "highest named role");
+        assert_eq!(roles(&g), vec![("the IdP's assignment".into(), "ADMIN".into())], "highest named role");
         let g = assignment_grants(&l, &assignment(&["viewer"], &[]), Some("EMPLOYEE"));
         assert_eq!(g[0].role, "EMPLOYEE", "default role when no named role is on the ladder");
         let g = assignment_grants(&l, &assignment(&[], &[]), None);
@@ -191,9 +196,9 @@ mod tests {
         assert_eq!(
             roles(&g),
             vec![
-                ("an individual grant".into(), "EMPLOYEE".into()),
-                ("team admin".into(), "ADMIN".into()),
-                ("team Marketing".into(), "EMPLOYEE".into()),
+                ("the IdP's assignment".into(), "EMPLOYEE".into()),
+                ("pushed group admin".into(), "ADMIN".into()),
+                ("pushed group Marketing".into(), "EMPLOYEE".into()),
             ]
         );
     }
@@ -202,11 +207,11 @@ mod tests {
     fn role_names_match_whatever_the_case_of_any_letter() {
         let l = RoleLadder::parse(vec!["Éditeur".into(), "Lecteur".into()]).unwrap();
         let g = assignment_grants(&l, &assignment(&["éDITEUR"], &[]), Some("LECTEUR"));
-        assert_eq!(roles(&g), vec![("an individual grant".into(), "Éditeur".into())]);
+        assert_eq!(roles(&g), vec![("the IdP's assignment".into(), "Éditeur".into())]);
         let g = assignment_grants(&l, &assignment(&[], &["éditeur"]), Some("LECTEUR"));
         assert_eq!(
             roles(&g),
-            vec![("an individual grant".into(), "Lecteur".into()), ("team éditeur".into(), "Éditeur".into())]
+            vec![("the IdP's assignment".into(), "Lecteur".into()), ("pushed group éditeur".into(), "Éditeur".into())]
         );
         let g = assignment_grants(&l, &assignment(&[], &[]), Some("lecteur"));
         assert_eq!(g[0].role, "Lecteur");

@@ -88,6 +88,9 @@ fn to_json_text<T: serde::Serialize>(value: &T) -> Result<String> {
 struct StoredSource {
     #[serde(rename = "t", default, skip_serializing_if = "Option::is_none")]
     team: Option<String>,
+    /// From an integration's own directory: the IdP's assignment (no team) or a pushed group.
+    #[serde(rename = "i", default, skip_serializing_if = "std::ops::Not::not")]
+    idp: bool,
     #[serde(rename = "r")]
     role: String,
     #[serde(rename = "a", default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -100,9 +103,10 @@ pub fn encode_sources(grants: &[Grant]) -> Result<String> {
         .iter()
         .map(|g| StoredSource {
             team: match &g.source {
-                GrantSource::Team { name } => Some(name.clone()),
-                GrantSource::Individual => None,
+                GrantSource::Team { name } | GrantSource::PushedGroup { name } => Some(name.clone()),
+                GrantSource::Individual | GrantSource::Assignment => None,
             },
+            idp: matches!(g.source, GrantSource::PushedGroup { .. } | GrantSource::Assignment),
             role: g.role.clone(),
             assets: g.assets.clone(),
         })
@@ -116,9 +120,11 @@ pub fn decode_sources(text: &str) -> Vec<Grant> {
         return stored
             .into_iter()
             .map(|s| Grant {
-                source: match s.team {
-                    Some(name) => GrantSource::Team { name },
-                    None => GrantSource::Individual,
+                source: match (s.team, s.idp) {
+                    (Some(name), false) => GrantSource::Team { name },
+                    (None, false) => GrantSource::Individual,
+                    (Some(name), true) => GrantSource::PushedGroup { name },
+                    (None, true) => GrantSource::Assignment,
                 },
                 role: s.role,
                 assets: s.assets,
@@ -775,6 +781,18 @@ mod tests {
         assert_eq!(decode_sources(&text), grants);
         let old = serde_json::to_string(&grants).expect("old form");
         assert_eq!(decode_sources(&old), grants);
+        // An integration directory's sources keep what they are.
+        let idp = vec![
+            Grant { source: GrantSource::Assignment, role: "EMPLOYEE".into(), assets: AssetMap::new() },
+            Grant {
+                source: GrantSource::PushedGroup { name: "Admin".into() },
+                role: "ADMIN".into(),
+                assets: AssetMap::new(),
+            },
+        ];
+        let text = encode_sources(&idp).expect("encode");
+        assert_eq!(text, r#"[{"i":true,"r":"EMPLOYEE"},{"t":"Admin","i":true,"r":"ADMIN"}]"#);
+        assert_eq!(decode_sources(&text), idp);
         assert_eq!(decode_sources("[]"), Vec::<Grant>::new());
         assert_eq!(decode_sources(r#"{"not": "a list"}"#), Vec::<Grant>::new());
     }
