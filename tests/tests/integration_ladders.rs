@@ -540,6 +540,7 @@ async fn a_name_another_integration_holds_is_refused() {
     let (status, answer) = create(format!(" {} ", taken.to_uppercase())).await;
     assert_eq!(status, 409, "{answer}");
     assert!(answer.to_string().contains(&app.integration.to_string()), "names the holder: {answer}");
+    assert!(answer["error"].as_str().unwrap_or_default().contains(&format!("{taken:?}")), "as it is named: {answer}");
     assert_eq!(count(app.admin_get(&list).await), before, "nothing created");
 
     // Two admins creating the same new name at once: one gets it.

@@ -971,14 +971,15 @@ pub async fn claim_integration_name(
     .await?;
     let holder = tx
         .query_opt(
-            "select id from integrations where tenant_id = $1 and lower(name) = lower($2) and id <> $3 limit 1",
+            "select id, name from integrations where tenant_id = $1 and lower(name) = lower($2) and id <> $3 limit 1",
             &[&tenant_id, &name, &integration_id],
         )
         .await?;
     match holder {
         Some(row) => Err(StoreError::Conflict(format!(
-            "integration {} is already named {name:?}; give this one another name",
-            row.get::<_, Uuid>(0)
+            "integration {} is already named {:?}; give this one another name",
+            row.get::<_, Uuid>(0),
+            row.get::<_, String>(1)
         ))),
         None => Ok(()),
     }
