@@ -123,7 +123,8 @@ pub struct Sealing {
 
 impl Sealing {
     /// `env:`/`file:` references are checked and kept as references; an `enc:v1:` value is
-    /// kept (and must open under the key when one is configured); an empty one stays empty;
+    /// kept (and must open under the key when one is configured, else at least look sealed); an
+    /// empty one stays empty;
     /// any other value is a plain secret: encrypted under the key, else refused unless
     /// plaintext is allowed.
     pub fn seal(&self, submitted: &str) -> Result<StoredCredential, CredentialError> {
@@ -131,8 +132,15 @@ impl Sealing {
             return Ok(StoredCredential::default());
         }
         if let Some(encoded) = submitted.strip_prefix(ENCRYPTED) {
-            if let Some(key) = &self.key {
-                decrypt(encoded, key.hex())?;
+            match &self.key {
+                Some(key) => {
+                    decrypt(encoded, key.hex())?;
+                }
+                // Without the key it cannot be opened, but its form can be checked: hex of a
+                // nonce and a tag at least (what `encrypt` writes), so a damaged paste fails here
+                // rather than at every task.
+                None if hex::decode(encoded).is_ok_and(|b| b.len() >= NONCE_LEN + AES_256_GCM.tag_len()) => {}
+                None => return Err(CredentialError::Undecryptable),
             }
             return Ok(StoredCredential(submitted.to_string()));
         }
@@ -317,6 +325,12 @@ mod tests {
         );
         let dev = Sealing { key: None, allow_plaintext: true };
         assert_eq!(dev.seal("s3cret").expect("allowed").as_str(), "s3cret");
+        // A sealed value cannot be opened without the key, but a damaged one is told apart.
+        let sealed = encrypt("x", &"ab".repeat(32)).expect("encrypt");
+        assert_eq!(strict.seal(&sealed).expect("kept").as_str(), sealed);
+        for damaged in ["enc:v1:garbage", "enc:v1:", "enc:v1:00ff"] {
+            assert_eq!(strict.seal(damaged), Err(CredentialError::Undecryptable), "{damaged}");
+        }
         assert_eq!(CredentialKey::parse("nope"), Err(CredentialError::BadKey));
         assert_ne!(CredentialKey::generate(), CredentialKey::generate());
     }
