@@ -1,3 +1,3 @@
--- Connectors look up, before removing someone from an app, whether another user of the same
--- integration reaches the same app address (ignoring case) and still has access there.
-create index access_state_address on access_state (tenant_id, integration_id, lower(email));
+-- Connectors look up, before converging an app account, whether other users of the same
+-- integration reach the same app address (ignoring case and surrounding spaces) with access.
+create index access_state_address on access_state (tenant_id, integration_id, lower(btrim(email)));

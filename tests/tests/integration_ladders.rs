@@ -565,6 +565,27 @@ async fn a_name_another_integration_holds_is_refused() {
     app.stop().await;
 }
 
+/// A business hub stored before role names were checked may hold a role spelt otherwise than
+/// Graph's enum: grants name it, so a ladder change may keep it, and only new names are checked.
+#[tokio::test]
+async fn a_role_stored_before_the_spelling_check_may_stay_on_the_ladder() {
+    let app = spawn_app().await;
+    let client = app.store.client().await.expect("client");
+    client
+        .execute(
+            "update integrations set roles = array['Admin', 'EMPLOYEE'] where tenant_id = $1 and id = $2",
+            &[&app.tenant, &app.integration],
+        )
+        .await
+        .expect("an older ladder");
+    let (status, answer) = patch(&app, app.integration, json!({"roles": ["Admin", "DEVELOPER", "EMPLOYEE"]})).await;
+    assert_eq!((status, &answer["roles"]), (200, &json!(["Admin", "DEVELOPER", "EMPLOYEE"])), "{answer}");
+    let (status, answer) = patch(&app, app.integration, json!({"roles": ["Admin", "Developer", "EMPLOYEE"]})).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer["error"].as_str().unwrap_or_default().contains("spelt \"DEVELOPER\""), "{answer}");
+    app.stop().await;
+}
+
 /// Two integrations calling one app (the same kind, address and business) would each keep a
 /// desired state of the same accounts and undo each other's changes: the second is refused,
 /// at creation and when a change points one at the other's app, and nothing is written.
@@ -654,8 +675,15 @@ async fn a_new_address_or_business_forgets_the_remembered_accounts() {
     // Lowered through the new address: found by email, and remembered again.
     let staff = app.team("Staff", &[alice], "EMPLOYEE").await;
     app.scim.remove_member(admins, alice).await.expect("remove member");
-    // Two tasks: Staff keeps her, then leaving Admins lowers her.
-    settled = app.settle(settled + 2).await.len();
+    // Staff keeps her, then leaving Admins lowers her: two tasks, or one update when the
+    // resolver took both changes in one batch.
+    let mut tasks = app.settle(settled + 1).await;
+    if !tasks[settled..].iter().any(|t| t.outcome == "update") {
+        tasks = app.settle(settled + 2).await;
+    }
+    let update = tasks[settled..].iter().find(|t| t.outcome == "update").expect("the lowering").clone();
+    settled = tasks.len();
+    assert_eq!((update.to_role.as_deref(), update.status.as_str()), (Some("EMPLOYEE"), "succeeded"), "{update:?}");
     assert_eq!(app.app_users().await, vec![("alice@example.com".to_string(), "EMPLOYEE".to_string())]);
     assert_eq!(remembered().await, 1);
     change(json!({"settings": {"business_id": ADS_BUSINESS}})).await;

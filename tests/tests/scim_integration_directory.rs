@@ -304,6 +304,46 @@ async fn an_account_two_users_share_holds_the_most_either_is_granted() {
     app.stop().await;
 }
 
+/// One of two users sharing an app account moves to an address of their own: their tasks no
+/// longer touch the shared account (which their remembered id still names), they are given an
+/// account at the new address, and unassigning them removes only that one.
+#[tokio::test]
+async fn a_user_who_moves_off_a_shared_address_leaves_the_shared_account_alone() {
+    let app = spawn_app().await;
+    let scim = app.integration_scim().await;
+    let email = |a: &str| json!([{"primary": true, "type": "work", "value": a}]);
+    let mover = provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "ann.1", "emails": email("ann@example.com"), "roles": [{"value": "EMPLOYEE"}]}),
+    )
+    .await;
+    app.settle(1).await;
+    provision(
+        &scim,
+        json!({"schemas": [USER_SCHEMA], "userName": "ann.2", "emails": email(" Ann@Example.com"), "roles": [{"value": "ADMIN"}]}),
+    )
+    .await;
+    app.settle(2).await;
+    assert_eq!(app.app_users().await, vec![pair("ann@example.com", "ADMIN")]);
+
+    patch(
+        &scim,
+        &format!("/Users/{mover}"),
+        json!([{"op": "replace", "value": {"emails": email("ann.new@example.com"), "roles": [{"value": "ADMIN"}]}}]),
+    )
+    .await;
+    app.settle(3).await;
+    assert_eq!(
+        app.app_users().await,
+        vec![pair("ann.new@example.com", "ADMIN"), pair("ann@example.com", "ADMIN")],
+        "an account of her own at the new address; the shared one untouched"
+    );
+    patch(&scim, &format!("/Users/{mover}"), json!([{"op": "replace", "value": {"active": false}}])).await;
+    app.settle(4).await;
+    assert_eq!(app.app_users().await, vec![pair("ann@example.com", "ADMIN")], "only her own account removed");
+    app.stop().await;
+}
+
 /// While Meta invitations stay pending, a person the IdP assigns is invited; if the IdP then
 /// changes their address, the invitation to the old one is withdrawn when the person is next
 /// changed or unassigned: accepted later, it would give access nobody is granted.

@@ -487,8 +487,23 @@ impl<A: AppAdapter> Worker<A> {
 
         // Tasks of users the app knows by one address wait for each other, and the account
         // holds the most any of them is granted ([`shared_target`]).
-        apply::lock_address(&tx, tenant, task.integration_id, &access.email).await?;
+        // The IdP changed the person's address since the app was converged at the old one.
+        let moved_from = access.applied_email.as_deref().filter(|old| !same_email(old, &access.email));
+        // Both addresses are held then, always in one order, so two tasks cannot wait on each other.
+        let mut addresses: Vec<&str> = std::iter::once(access.email.as_str()).chain(moved_from).collect();
+        addresses.sort_by_key(|a| a.trim().to_lowercase());
+        for address in addresses {
+            apply::lock_address(&tx, tenant, task.integration_id, address).await?;
+        }
         let others = apply::other_holders(&tx, tenant, task.integration_id, task.user_id, &access.email).await?;
+        // The account at the former address is someone else's too: this user's remembered id
+        // names it and its invitation is theirs, so neither is touched; the user is converged at
+        // the new address, and the old account keeps what the others are granted.
+        let former_shared = match moved_from {
+            Some(old) => !apply::other_holders(&tx, tenant, task.integration_id, task.user_id, old).await?.is_empty(),
+            None => false,
+        };
+        let known_id = if former_shared { None } else { access.app_account_id.as_deref() };
 
         let max_attempts = self.config.max_attempts.max(1) as i32;
         let used = task_row.attempts - task_row.attempt_base - task_row.throttled_attempts;
@@ -526,19 +541,18 @@ impl<A: AppAdapter> Worker<A> {
         };
         let attempt = apply::begin_attempt(&tx, tenant, task_id, &intent).await?;
         let used = attempt - task_row.attempt_base - task_row.throttled_attempts;
-        // The IdP changed the person's address since the app was converged at the old one: an
-        // invitation sent there is not found under the new one, and could still be accepted.
-        let moved_from = access.applied_email.as_deref().filter(|old| !same_email(old, &access.email));
+        // An invitation sent to a former address is not found under the new one, and could
+        // still be accepted.
         let result = async {
             let withdrawn = match moved_from {
-                Some(old) => withdraw_invitations(&self.adapter, integration, old).await?,
-                None => 0,
+                Some(old) if !former_shared => withdraw_invitations(&self.adapter, integration, old).await?,
+                _ => 0,
             };
             let done = converge(
                 &self.adapter,
                 integration,
                 &access.email,
-                access.app_account_id.as_deref(),
+                known_id,
                 target_role.as_deref(),
                 &target_assets,
                 if shared { None } else { vouched_applied_role(&access) },
@@ -555,6 +569,11 @@ impl<A: AppAdapter> Worker<A> {
                     let what = if withdrawn == 1 { "pending invitation" } else { "pending invitations" };
                     detail = format!("{detail}; {withdrawn} {what} to the former address {old} withdrawn");
                 }
+                if let (Some(old), true) = (moved_from, former_shared) {
+                    detail = format!(
+                        "{detail}; the account at the former address {old} is left to the other users with that address"
+                    );
+                }
                 if shared {
                     let ids: Vec<String> = others.iter().map(|o| o.user_id.to_string()).collect();
                     detail = format!(
@@ -569,8 +588,10 @@ impl<A: AppAdapter> Worker<A> {
                 let no_assets = Default::default();
                 let applied = Applied {
                     version: access.desired_version,
-                    role: access.desired_role.as_deref(),
-                    assets: if invited || kept { &no_assets } else { &desired_assets },
+                    // What the account holds (more than this user's own state, when shared), so
+                    // that the next task trusts no role the app was not given.
+                    role: if kept { None } else { target_role.as_deref() },
+                    assets: if invited || kept { &no_assets } else { &target_assets },
                     app_account_id: if kept { None } else { done.account_id.as_deref() },
                 };
                 apply::record_applied_state(&tx, tenant, task.integration_id, task.user_id, &applied).await?;

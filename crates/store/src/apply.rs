@@ -248,7 +248,7 @@ pub async fn lock_access(
 pub async fn lock_address(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid, email: &str) -> Result<()> {
     tx.execute(
         "select pg_advisory_xact_lock(hashtextextended(
-                    'app address ' || $1::uuid::text || ' ' || $2::uuid::text || ' ' || lower($3), 0))",
+                    'app address ' || $1::uuid::text || ' ' || $2::uuid::text || ' ' || lower(btrim($3)), 0))",
         &[&tenant_id, &integration_id, &email],
     )
     .await?;
@@ -276,7 +276,7 @@ pub async fn other_holders(
     let rows = tx
         .query(
             "select user_id, desired_role, desired_assets from access_state
-              where tenant_id = $1 and integration_id = $2 and lower(email) = lower($4) and user_id <> $3
+              where tenant_id = $1 and integration_id = $2 and lower(btrim(email)) = lower(btrim($4)) and user_id <> $3
                 and desired_role is not null
               order by user_id",
             &[&tenant_id, &integration_id, &user_id, &email],

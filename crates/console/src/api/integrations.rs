@@ -145,14 +145,15 @@ pub const META_BUSINESS_ROLES: [&str; 15] = [
 /// Checks a ladder an admin submits: no two of its roles may be the same name ignoring case, as
 /// an IdP's role names are matched, and a business hub's roles are Meta's business roles as
 /// Graph spells them (it refuses any other, so every task giving one would fail). A stored
-/// ladder that predates the checks is left as it is.
-fn check_submitted_roles(app_kind: &str, ladder: &RoleLadder) -> Result<(), ApiError> {
+/// ladder that predates the checks is left as it is, and a role it already holds (`stored`)
+/// may stay: grants name it, and the connector sends roles upper case.
+fn check_submitted_roles(app_kind: &str, ladder: &RoleLadder, stored: &[String]) -> Result<(), ApiError> {
     ladder.check_apart_ignoring_case().map_err(|e| ApiError::bad_request(format!("roles: {e}")))?;
     if app_kind != "business_hub" {
         return Ok(());
     }
     for role in ladder.roles() {
-        if META_BUSINESS_ROLES.contains(&role.as_str()) {
+        if META_BUSINESS_ROLES.contains(&role.as_str()) || stored.contains(role) {
             continue;
         }
         return Err(ApiError::bad_request(
@@ -184,7 +185,7 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
     }
     let base_url = base_url(&req.base_url)?;
     let (roles, ladder) = role_ladder(&req.app_kind, req.roles)?;
-    check_submitted_roles(&req.app_kind, &ladder)?;
+    check_submitted_roles(&req.app_kind, &ladder, &[])?;
     let default_role = req.default_role.filter(|r| !r.is_empty());
     if let Some(role) = &default_role {
         check_default_role(&ladder, role)?;
@@ -500,7 +501,7 @@ pub async fn update(
     let submitted = req.roles.is_some();
     let (roles, ladder) = role_ladder(&integration.app_kind, req.roles.unwrap_or_else(|| integration.roles.clone()))?;
     if submitted {
-        check_submitted_roles(&integration.app_kind, &ladder)?;
+        check_submitted_roles(&integration.app_kind, &ladder, &integration.roles)?;
     }
     let asset_roles_submitted = req.asset_roles.is_some();
     let asset_roles = asset_ladder(req.asset_roles.unwrap_or_else(|| integration.asset_roles.clone()))?;
