@@ -40,7 +40,10 @@ pub enum LadderError {
     BadName,
     #[error("role {0:?} appears twice in the ladder")]
     Duplicate(String),
-    #[error("roles {0:?} and {1:?} differ only in case, and an IdP's role names are matched ignoring case")]
+    #[error(
+        "roles {0:?} and {1:?} differ only in case or surrounding spaces, and an IdP's role names are matched \
+         ignoring both"
+    )]
     CaseDuplicate(String, String),
     #[error("role {0:?} is not on the integration's role ladder")]
     UnknownRole(String),
