@@ -486,10 +486,10 @@ impl<A: AppAdapter> Worker<A> {
         }
 
         // Tasks of users the app knows by one address wait for each other, and the account
-        // holds the most any of them is granted ([`shared_target`]).
-        // The IdP changed the person's address since the app was converged at the old one.
+        // holds the most any of them is granted ([`shared_target`]). When the IdP changed the
+        // person's address since the app was converged at the old one, both addresses are held,
+        // always in one order, so that two tasks cannot wait on each other.
         let moved_from = access.applied_email.as_deref().filter(|old| !same_email(old, &access.email));
-        // Both addresses are held then, always in one order, so two tasks cannot wait on each other.
         let mut addresses: Vec<&str> = std::iter::once(access.email.as_str()).chain(moved_from).collect();
         addresses.sort_by_key(|a| a.trim().to_lowercase());
         for address in addresses {
