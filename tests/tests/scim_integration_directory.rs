@@ -294,7 +294,8 @@ async fn an_account_two_users_share_holds_the_most_either_is_granted() {
     let events = app.store.connector_task_events(app.tenant, removal.id).await.expect("events");
     let (kind, _, _, detail) = events.last().expect("an event");
     assert_eq!(kind, "kept_for_another_user", "{events:?}");
-    assert!(detail.contains(&everyday.to_string()) && detail.contains("lee@example.com"), "{detail}");
+    // The other user is named as the directory names them.
+    assert!(detail.contains(&format!("lee ({everyday})")) && detail.contains("lee@example.com"), "{detail}");
     assert_eq!(app.app_users().await, vec![pair("lee@example.com", "EMPLOYEE")], "lowered, not removed");
 
     let resp = scim.send(Method::DELETE, &format!("/Users/{everyday}"), None).await.unwrap();

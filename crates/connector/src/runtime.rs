@@ -495,14 +495,12 @@ impl<A: AppAdapter> Worker<A> {
         for address in addresses {
             apply::lock_address(&tx, tenant, task.integration_id, address).await?;
         }
-        let others = apply::other_holders(&tx, tenant, task.integration_id, task.user_id, &access.email).await?;
         // The account at the former address is someone else's too: this user's remembered id
         // names it and its invitation is theirs, so neither is touched; the user is converged at
         // the new address, and the old account keeps what the others are granted.
-        let former_shared = match moved_from {
-            Some(old) => !apply::other_holders(&tx, tenant, task.integration_id, task.user_id, old).await?.is_empty(),
-            None => false,
-        };
+        let (others, former_holders) =
+            apply::other_holders(&tx, tenant, task.integration_id, task.user_id, &access.email, moved_from).await?;
+        let former_shared = !former_holders.is_empty();
         let known_id = if former_shared { None } else { access.app_account_id.as_deref() };
 
         let max_attempts = self.config.max_attempts.max(1) as i32;
@@ -575,12 +573,12 @@ impl<A: AppAdapter> Worker<A> {
                     );
                 }
                 if shared {
-                    let ids: Vec<String> = others.iter().map(|o| o.user_id.to_string()).collect();
+                    let names: Vec<String> = others.iter().map(apply::Holder::describe).collect();
                     detail = format!(
                         "{detail}: the account of {} is also that of another user of the directory ({}), and holds \
                          the most any of them is granted",
                         access.email,
-                        ids.join(", ")
+                        names.join(", ")
                     );
                 }
                 // An invitation not yet accepted holds no assets: the state applied says so.
@@ -840,6 +838,7 @@ mod tests {
         let assets =
             |pairs: &[(&str, &str)]| -> Assets { pairs.iter().map(|(a, r)| (a.to_string(), r.to_string())).collect() };
         let other = |role: &str, pairs: &[(&str, &str)]| apply::Holder {
+            name: None,
             user_id: Uuid::new_v4(),
             role: role.into(),
             assets: assets(pairs),

@@ -9,8 +9,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 pub(crate) fn router() -> Router<Emulator> {
     Router::new()
@@ -30,6 +31,16 @@ pub(crate) fn router() -> Router<Emulator> {
 
 fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+/// A control body must be one JSON object: serde would also take a struct from an array
+/// (`[]` as every field left out), which is not what anyone sending it meant.
+fn object<T: DeserializeOwned>(body: Result<Json<Value>, JsonRejection>) -> Result<T, Response> {
+    let Json(value) = body.map_err(|rejection| refuse(StatusCode::BAD_REQUEST, rejection.body_text()))?;
+    if !value.is_object() {
+        return Err(refuse(StatusCode::BAD_REQUEST, "the body must be a JSON object"));
+    }
+    serde_json::from_value(value).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))
 }
 
 fn refuse_error(error: EmulatorError) -> Response {
@@ -52,11 +63,11 @@ struct SeedUser {
 async fn seed_user(
     State(emu): State<Emulator>,
     Path(business_id): Path<String>,
-    body: Result<Json<SeedUser>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let Json(body) = match body {
+    let body: SeedUser = match object(body) {
         Ok(b) => b,
-        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(refusal) => return refusal,
     };
     match emu.seed_user(&business_id, &body.email, &body.role, body.name.as_deref()) {
         Ok(user) => (StatusCode::CREATED, Json(user)).into_response(),
@@ -76,11 +87,11 @@ struct SetToken {
 async fn set_token(
     State(emu): State<Emulator>,
     Path(business_id): Path<String>,
-    body: Result<Json<SetToken>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let Json(body) = match body {
+    let body: SetToken = match object(body) {
         Ok(b) => b,
-        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(refusal) => return refusal,
     };
     if body.token.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, "token must not be empty");
@@ -101,11 +112,11 @@ struct SeedAsset {
 async fn seed_asset(
     State(emu): State<Emulator>,
     Path(business_id): Path<String>,
-    body: Result<Json<SeedAsset>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let Json(body) = match body {
+    let body: SeedAsset = match object(body) {
         Ok(b) => b,
-        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(refusal) => return refusal,
     };
     match emu.seed_asset(&business_id, &body.kind, &body.name) {
         Ok(asset) => (StatusCode::CREATED, Json(asset)).into_response(),
@@ -126,11 +137,11 @@ struct AssignAsset {
 async fn assign_asset(
     State(emu): State<Emulator>,
     Path(asset_id): Path<String>,
-    body: Result<Json<AssignAsset>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let Json(body) = match body {
+    let body: AssignAsset = match object(body) {
         Ok(b) => b,
-        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(refusal) => return refusal,
     };
     let tasks: Vec<&str> = body.tasks.iter().map(String::as_str).collect();
     match emu.assign_asset(&asset_id, &body.user, &tasks) {
@@ -142,11 +153,11 @@ async fn assign_asset(
 async fn seed_invitation(
     State(emu): State<Emulator>,
     Path(business_id): Path<String>,
-    body: Result<Json<SeedUser>, JsonRejection>,
+    body: Result<Json<Value>, JsonRejection>,
 ) -> Response {
-    let Json(body) = match body {
+    let body: SeedUser = match object(body) {
         Ok(b) => b,
-        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(refusal) => return refusal,
     };
     match emu.seed_invitation(&business_id, &body.email, &body.role) {
         Ok(invitation) => (StatusCode::CREATED, Json(invitation)).into_response(),
@@ -171,10 +182,10 @@ async fn get_settings(State(emu): State<Emulator>) -> Response {
 }
 
 /// Replaces the settings; a field left out is off.
-async fn set_settings(State(emu): State<Emulator>, body: Result<Json<Settings>, JsonRejection>) -> Response {
-    let Json(settings) = match body {
+async fn set_settings(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let settings: Settings = match object(body) {
         Ok(b) => b,
-        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(refusal) => return refusal,
     };
     emu.set_settings(settings.clone());
     Json(settings).into_response()
@@ -196,10 +207,10 @@ fn yes() -> bool {
     true
 }
 
-async fn seed_scim_user(State(emu): State<Emulator>, body: Result<Json<SeedScimUser>, JsonRejection>) -> Response {
-    let Json(body) = match body {
+async fn seed_scim_user(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let body: SeedScimUser = match object(body) {
         Ok(b) => b,
-        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(refusal) => return refusal,
     };
     let user = crate::ScimUser {
         id: String::new(),
@@ -218,10 +229,10 @@ async fn list_scim_users(State(emu): State<Emulator>) -> Response {
     Json(emu.scim_users()).into_response()
 }
 
-async fn set_scim_token(State(emu): State<Emulator>, body: Result<Json<SetToken>, JsonRejection>) -> Response {
-    let Json(body) = match body {
+async fn set_scim_token(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let body: SetToken = match object(body) {
         Ok(b) => b,
-        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(refusal) => return refusal,
     };
     if body.token.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, "token must not be empty");
@@ -230,10 +241,10 @@ async fn set_scim_token(State(emu): State<Emulator>, body: Result<Json<SetToken>
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn add_fault(State(emu): State<Emulator>, body: Result<Json<FaultRule>, JsonRejection>) -> Response {
-    let Json(rule) = match body {
+async fn add_fault(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
+    let rule: FaultRule = match object(body) {
         Ok(b) => b,
-        Err(rejection) => return refuse(StatusCode::BAD_REQUEST, rejection.body_text()),
+        Err(refusal) => return refusal,
     };
     match emu.add_fault(rule.clone()) {
         Ok(()) => (StatusCode::CREATED, Json(rule)).into_response(),

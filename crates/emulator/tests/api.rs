@@ -612,3 +612,23 @@ async fn an_hourly_budget_is_reported_and_then_enforced_like_meta() {
     }
     assert_eq!(hub.emu.requests().iter().filter(|r| r.status == 400).count(), 2);
 }
+
+/// A control body that is not one JSON object is refused and changes nothing: `[]` once read as
+/// "every setting off", and `[true]` as the first field on.
+#[tokio::test]
+async fn a_control_body_that_is_not_an_object_is_refused() {
+    let hub = Hub::start().await;
+    let (status, _) = hub.control("settings", json!({ "invitations_pending": true })).await;
+    assert_eq!(status, StatusCode::OK);
+    for body in [json!([]), json!([true]), json!("x"), json!(null)] {
+        let (status, answer) = hub.control("settings", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}: {answer}");
+    }
+    let (status, answer) = hub.control(&format!("businesses/{BIZ}/users"), json!([["a@example.com", "ADMIN"]])).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    let settings: Value =
+        hub.http.get(format!("{}/_emulator/settings", hub.base)).send().await.expect("get").json().await.expect("json");
+    assert_eq!(settings["invitations_pending"], json!(true), "unchanged: {settings}");
+    assert!(hub.state(BIZ).await.is_empty(), "no user seeded");
+}

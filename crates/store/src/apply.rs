@@ -260,29 +260,56 @@ pub async fn lock_address(tx: &Transaction<'_>, tenant_id: Uuid, integration_id:
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
     pub user_id: Uuid,
+    /// Their userName in the directory, while they are in it.
+    pub name: Option<String>,
     pub role: String,
     pub assets: BTreeMap<String, String>,
 }
 
-/// The other users of the integration whose desired state gives access through the same app
-/// address as `user_id` ([`Holder`]), by user id.
+impl Holder {
+    /// How the log names them: by userName, with the id that tells two of one name apart.
+    pub fn describe(&self) -> String {
+        match &self.name {
+            Some(name) => format!("{name} ({})", self.user_id),
+            None => self.user_id.to_string(),
+        }
+    }
+}
+
+/// The other users of the integration whose desired state gives access through the app
+/// address `email` of `user_id`, and those through its `former` address ([`Holder`]), each by
+/// user id, in one query.
 pub async fn other_holders(
     tx: &Transaction<'_>,
     tenant_id: Uuid,
     integration_id: Uuid,
     user_id: Uuid,
     email: &str,
-) -> Result<Vec<Holder>> {
+    former: Option<&str>,
+) -> Result<(Vec<Holder>, Vec<Holder>)> {
     let rows = tx
         .query(
-            "select user_id, desired_role, desired_assets from access_state
-              where tenant_id = $1 and integration_id = $2 and lower(btrim(email)) = lower(btrim($4)) and user_id <> $3
-                and desired_role is not null
-              order by user_id",
-            &[&tenant_id, &integration_id, &user_id, &email],
+            "select a.user_id, u.user_name, a.desired_role, a.desired_assets,
+                    lower(btrim(a.email)) = lower(btrim($4)) as here
+               from access_state a
+               left join scim_users u on u.tenant_id = a.tenant_id and u.id = a.user_id
+              where a.tenant_id = $1 and a.integration_id = $2 and a.user_id <> $3
+                and lower(btrim(a.email)) in (lower(btrim($4)), lower(btrim($5::text)))
+                and a.desired_role is not null
+              order by a.user_id",
+            &[&tenant_id, &integration_id, &user_id, &email, &former],
         )
         .await?;
-    Ok(rows.iter().map(|r| Holder { user_id: r.get(0), role: r.get(1), assets: asset_map(r.get(2)) }).collect())
+    let (mut here, mut there) = (Vec::new(), Vec::new());
+    for r in &rows {
+        let holder = Holder { user_id: r.get(0), name: r.get(1), role: r.get(2), assets: asset_map(r.get(3)) };
+        if r.get::<_, bool>(4) {
+            here.push(holder)
+        } else {
+            there.push(holder)
+        }
+    }
+    Ok((here, there))
 }
 
 /// The kind of a task's last event, if it has any.
