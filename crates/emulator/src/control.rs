@@ -35,12 +35,13 @@ fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Response {
 
 /// A control body must be one JSON object: serde would also take a struct from an array
 /// (`[]` as every field left out), which is not what anyone sending it meant.
-fn object<T: DeserializeOwned>(body: Result<Json<Value>, JsonRejection>) -> Result<T, Response> {
-    let Json(value) = body.map_err(|rejection| refuse(StatusCode::BAD_REQUEST, rejection.body_text()))?;
+/// The error is the refusal's message.
+fn object<T: DeserializeOwned>(body: Result<Json<Value>, JsonRejection>) -> Result<T, String> {
+    let Json(value) = body.map_err(|rejection| rejection.body_text())?;
     if !value.is_object() {
-        return Err(refuse(StatusCode::BAD_REQUEST, "the body must be a JSON object"));
+        return Err("the body must be a JSON object".into());
     }
-    serde_json::from_value(value).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))
+    serde_json::from_value(value).map_err(|e| e.to_string())
 }
 
 fn refuse_error(error: EmulatorError) -> Response {
@@ -67,7 +68,7 @@ async fn seed_user(
 ) -> Response {
     let body: SeedUser = match object(body) {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     match emu.seed_user(&business_id, &body.email, &body.role, body.name.as_deref()) {
         Ok(user) => (StatusCode::CREATED, Json(user)).into_response(),
@@ -91,7 +92,7 @@ async fn set_token(
 ) -> Response {
     let body: SetToken = match object(body) {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     if body.token.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, "token must not be empty");
@@ -116,7 +117,7 @@ async fn seed_asset(
 ) -> Response {
     let body: SeedAsset = match object(body) {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     match emu.seed_asset(&business_id, &body.kind, &body.name) {
         Ok(asset) => (StatusCode::CREATED, Json(asset)).into_response(),
@@ -141,7 +142,7 @@ async fn assign_asset(
 ) -> Response {
     let body: AssignAsset = match object(body) {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     let tasks: Vec<&str> = body.tasks.iter().map(String::as_str).collect();
     match emu.assign_asset(&asset_id, &body.user, &tasks) {
@@ -157,7 +158,7 @@ async fn seed_invitation(
 ) -> Response {
     let body: SeedUser = match object(body) {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     match emu.seed_invitation(&business_id, &body.email, &body.role) {
         Ok(invitation) => (StatusCode::CREATED, Json(invitation)).into_response(),
@@ -185,7 +186,7 @@ async fn get_settings(State(emu): State<Emulator>) -> Response {
 async fn set_settings(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let settings: Settings = match object(body) {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     emu.set_settings(settings.clone());
     Json(settings).into_response()
@@ -210,7 +211,7 @@ fn yes() -> bool {
 async fn seed_scim_user(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let body: SeedScimUser = match object(body) {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     let user = crate::ScimUser {
         id: String::new(),
@@ -232,7 +233,7 @@ async fn list_scim_users(State(emu): State<Emulator>) -> Response {
 async fn set_scim_token(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let body: SetToken = match object(body) {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     if body.token.is_empty() {
         return refuse(StatusCode::BAD_REQUEST, "token must not be empty");
@@ -244,7 +245,7 @@ async fn set_scim_token(State(emu): State<Emulator>, body: Result<Json<Value>, J
 async fn add_fault(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
     let rule: FaultRule = match object(body) {
         Ok(b) => b,
-        Err(refusal) => return refusal,
+        Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
     };
     match emu.add_fault(rule.clone()) {
         Ok(()) => (StatusCode::CREATED, Json(rule)).into_response(),
