@@ -541,12 +541,12 @@ impl<A: AppAdapter> Worker<A> {
         let used = attempt - task_row.attempt_base - task_row.throttled_attempts;
         // An invitation sent to a former address is not found under the new one, and could
         // still be accepted.
+        let mut withdrawn = 0;
         let result = async {
-            let withdrawn = match moved_from {
-                Some(old) if !former_shared => withdraw_invitations(&self.adapter, integration, old).await?,
-                _ => 0,
-            };
-            let done = converge(
+            if let Some(old) = moved_from.filter(|_| !former_shared) {
+                withdrawn = withdraw_invitations(&self.adapter, integration, old).await?;
+            }
+            converge(
                 &self.adapter,
                 integration,
                 &access.email,
@@ -555,18 +555,22 @@ impl<A: AppAdapter> Worker<A> {
                 &target_assets,
                 if shared { None } else { vouched_applied_role(&access) },
             )
-            .await?;
-            Ok::<_, crate::AppError>((done, withdrawn))
+            .await
         }
         .await;
+        // Invitations withdrawn are said in the attempt's event, also when a later call of the
+        // attempt failed: the next attempt finds none left to withdraw.
+        let withdrawal = match (moved_from, withdrawn) {
+            (Some(old), 1..) => {
+                let what = if withdrawn == 1 { "pending invitation" } else { "pending invitations" };
+                format!("; {withdrawn} {what} to the former address {old} withdrawn")
+            }
+            _ => String::new(),
+        };
 
         match result {
-            Ok((done, withdrawn)) => {
-                let mut detail = done.describe(&integration.name);
-                if let (Some(old), 1..) = (moved_from, withdrawn) {
-                    let what = if withdrawn == 1 { "pending invitation" } else { "pending invitations" };
-                    detail = format!("{detail}; {withdrawn} {what} to the former address {old} withdrawn");
-                }
+            Ok(done) => {
+                let mut detail = format!("{}{withdrawal}", done.describe(&integration.name));
                 if let (Some(old), true) = (moved_from, former_shared) {
                     detail = format!(
                         "{detail}; the account at the former address {old} is left to the other users with that address"
@@ -617,7 +621,9 @@ impl<A: AppAdapter> Worker<A> {
                     &tx,
                     tenant,
                     task_id,
-                    NewEvent::new("attempt_failed", &message).attempt(attempt).status_code(status_code),
+                    NewEvent::new("attempt_failed", &format!("{message}{withdrawal}"))
+                        .attempt(attempt)
+                        .status_code(status_code),
                 )
                 .await?;
                 // A throttled attempt is retried whatever the budget (the task's age bounds
