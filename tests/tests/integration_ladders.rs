@@ -697,3 +697,82 @@ async fn a_new_address_or_business_forgets_the_remembered_accounts() {
     assert!(!app.app_users().await.iter().any(|(e, _)| e == "alice@example.com"), "found again and removed");
     owned.stop().await;
 }
+
+/// Re-spelling a ladder stored before role names were checked (`Admin` to Graph's `ADMIN`, as
+/// the spelling check asks) takes no access away: the grants and the default role that named
+/// the old spelling follow it, the answer lists no grant without effect, and the person stays
+/// in the app with the role they had.
+#[tokio::test]
+async fn re_spelling_a_ladder_moves_its_grants_and_default_role_along() {
+    let app = spawn_app().await;
+    let client = app.store.client().await.expect("client");
+    client
+        .execute(
+            "update integrations set roles = array['Admin', 'Employee'], default_role = null
+              where tenant_id = $1 and id = $2",
+            &[&app.tenant, &app.integration],
+        )
+        .await
+        .expect("an older ladder");
+    let alice = app.scim.create_user("alice@example.com").await.unwrap();
+    let bob = app.scim.create_user("bob@example.com").await.unwrap();
+    let team = app.scim.create_group("Staff", &[bob]).await.unwrap();
+    let grants = format!("{}/grants", integration_path(&app, app.integration));
+    for body in [json!({"user_id": alice, "role": "Admin"}), json!({"team_id": team, "role": "Employee"})] {
+        let (status, v) = app.call(Method::POST, &grants, Some(body)).await;
+        assert_eq!(status, 201, "{v}");
+    }
+    let granted = app.settle(2).await.len();
+    let held =
+        vec![("alice@example.com".to_string(), "ADMIN".to_string()), ("bob@example.com".into(), "EMPLOYEE".into())];
+    assert_eq!(app.app_users().await, held);
+
+    let (status, answer) = patch(&app, app.integration, json!({"roles": ["ADMIN", "EMPLOYEE"]})).await;
+    assert_eq!((status, &answer["roles"]), (200, &json!(["ADMIN", "EMPLOYEE"])), "{answer}");
+    assert_eq!(answer["grants_without_effect"], json!([]), "{answer}");
+    let (_, listed) = app.call(Method::GET, &grants, None).await;
+    let mut roles: Vec<&str> =
+        listed["grants"].as_array().expect("grants").iter().map(|g| g["role"].as_str().unwrap_or_default()).collect();
+    roles.sort();
+    assert_eq!(roles, ["ADMIN", "EMPLOYEE"], "{listed}");
+    let changed = app.settle(granted + 2).await;
+    for task in &changed[granted..] {
+        assert_ne!(task.outcome, "remove", "{task:?}");
+        assert!(task.status == "succeeded" || task.status == "superseded", "{task:?}");
+    }
+    assert!(summary(&app, &changed[granted])
+        .await
+        .contains("2 grants follow the new spelling (Admin → ADMIN, Employee → EMPLOYEE)"));
+    assert_eq!(app.app_users().await, held, "nobody removed or lowered");
+
+    // A default role of the old spelling follows too (before, the change was refused as
+    // dropping it).
+    client
+        .execute(
+            "update integrations set roles = array['ADMIN', 'Employee'], default_role = 'Employee'
+              where tenant_id = $1 and id = $2",
+            &[&app.tenant, &app.integration],
+        )
+        .await
+        .expect("an older default role");
+    let (status, answer) = patch(&app, app.integration, json!({"roles": ["ADMIN", "EMPLOYEE"]})).await;
+    assert_eq!((status, &answer["default_role"]), (200, &json!("EMPLOYEE")), "{answer}");
+
+    // An asset role re-spelt: the grants' assets follow, and the app keeps the asset.
+    let act = app.emulator.seed_asset(ADS_BUSINESS, "ad_account", "Brand ads").await.unwrap();
+    let v = app.ads_hub(&["ADMIN", "EMPLOYEE"], &["MANAGE", "Analyze"], &[(&act, "ad_account", "Brand ads")]).await;
+    let ads: Uuid = v["id"].as_str().unwrap().parse().unwrap();
+    let ads_grants = format!("{}/grants", integration_path(&app, ads));
+    let body = json!({"user_id": alice, "role": "EMPLOYEE", "assets": {act.clone(): "Analyze"}});
+    let (status, v) = app.call(Method::POST, &ads_grants, Some(body)).await;
+    assert_eq!(status, 201, "{v}");
+    let before = app.settle(changed.len() + 1).await.len();
+    assert_eq!(app.asset_holders(&act).await, [("alice@example.com".to_string(), tasks(&["ANALYZE"]))].into());
+    let (status, answer) = patch(&app, ads, json!({"asset_roles": ["MANAGE", "ANALYZE"]})).await;
+    assert_eq!((status, &answer["grants_without_effect"]), (200, &json!([])), "{answer}");
+    let (_, listed) = app.call(Method::GET, &ads_grants, None).await;
+    assert_eq!(listed["grants"][0]["assets"], json!({act.clone(): "ANALYZE"}), "{listed}");
+    app.settle(before + 1).await;
+    assert_eq!(app.asset_holders(&act).await, [("alice@example.com".to_string(), tasks(&["ANALYZE"]))].into());
+    app.stop().await;
+}

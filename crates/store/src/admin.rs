@@ -914,6 +914,40 @@ pub async fn update_ladders(
     Ok(())
 }
 
+/// Re-points the integration's grants from each old rung to its new spelling (`roles` and
+/// `asset_roles`: (old, new) pairs), so that a ladder re-spelt (`Admin` to `ADMIN`) takes no
+/// access away. Returns how many grants changed.
+pub async fn respell_grants(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    roles: &[(String, String)],
+    asset_roles: &[(String, String)],
+) -> Result<u64> {
+    if roles.is_empty() && asset_roles.is_empty() {
+        return Ok(0);
+    }
+    let (old_roles, new_roles): (Vec<&str>, Vec<&str>) = roles.iter().map(|(o, n)| (o.as_str(), n.as_str())).unzip();
+    let (old_assets, new_assets): (Vec<&str>, Vec<&str>) =
+        asset_roles.iter().map(|(o, n)| (o.as_str(), n.as_str())).unzip();
+    let n = tx
+        .execute(
+            "with r(old, new) as (select * from unnest($3::text[], $4::text[])),
+                  a(old, new) as (select * from unnest($5::text[], $6::text[]))
+             update grants g
+                set role = coalesce((select r.new from r where r.old = g.role), g.role),
+                    assets = (select coalesce(jsonb_object_agg(e.key,
+                                  coalesce((select to_jsonb(a.new) from a where a.old = e.value), to_jsonb(e.value))),
+                                  '{}'::jsonb)
+                                from jsonb_each_text(g.assets) e)
+              where g.tenant_id = $1 and g.integration_id = $2
+                and (g.role = any($3) or exists (select 1 from jsonb_each_text(g.assets) e where e.value = any($5)))",
+            &[&tenant_id, &integration_id, &old_roles, &new_roles, &old_assets, &new_assets],
+        )
+        .await?;
+    Ok(n)
+}
+
 /// What deleting an integration took with it ([`Store::delete_integration`]).
 #[derive(Debug)]
 pub struct DeletedIntegration {

@@ -18,7 +18,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use unseat_domain::{AssetLadder, AssetMap, RoleLadder, MAX_ASSET_ID_CHARS};
+use unseat_domain::{rung_key, AssetLadder, AssetMap, RoleLadder, MAX_ASSET_ID_CHARS};
 use unseat_store::admin::{self, Asset, GrantRow, NewIntegration};
 use unseat_store::credentials::{Sealing, StoredCredential};
 
@@ -421,6 +421,22 @@ fn ladder_words(roles: &[String]) -> String {
     }
 }
 
+/// The rung of `new` that spells `role` otherwise (the same name ignoring case and surrounding
+/// spaces), when `new` does not have `role` itself.
+fn respelt(role: &str, new: &[String]) -> Option<String> {
+    if new.iter().any(|n| n == role) {
+        return None;
+    }
+    new.iter().find(|n| rung_key(n) == rung_key(role)).cloned()
+}
+
+/// (old, new) for each rung of `old` that `new` spells otherwise: grants and the default role
+/// naming it follow the new spelling, so re-spelling a ladder (`Admin` to Graph's `ADMIN`)
+/// takes no access away.
+fn respellings(old: &[String], new: &[String]) -> Vec<(String, String)> {
+    old.iter().filter_map(|o| respelt(o, new).map(|n| (o.clone(), n))).collect()
+}
+
 /// The grants that name a role or an asset role the ladders do not have: such a grant gives
 /// nothing (role off the ladder) or nothing on those assets (asset role off the asset ladder).
 fn grants_without_effect(grants: &[GrantRow], roles: &RoleLadder, asset_roles: &AssetLadder) -> Vec<Value> {
@@ -521,6 +537,10 @@ pub async fn update(
             check_default_role(&ladder, &role)?;
             Some(role)
         }
+        // Re-spelt with the ladder.
+        (None, Some(current)) if ladder.check(current).is_err() && respelt(current, &roles).is_some() => {
+            respelt(current, &roles)
+        }
         (None, Some(current)) if ladder.check(current).is_err() => {
             return Err(ApiError::bad_request(format!(
                 "the new role ladder drops the default_role {current:?}; give a default_role on it"
@@ -534,6 +554,10 @@ pub async fn update(
     if roles_changed || asset_roles_changed || default_changed {
         admin::update_ladders(&tx, tenant_id, integration_id, &roles, asset_roles.roles(), default_role.as_deref())
             .await?;
+        let role_spellings = respellings(&integration.roles, &roles);
+        let asset_spellings = respellings(&integration.asset_roles, asset_roles.roles());
+        let respelt_grants =
+            admin::respell_grants(&tx, tenant_id, integration_id, &role_spellings, &asset_spellings).await?;
         let shown_name = connection.name.as_deref().unwrap_or(&integration.name);
         let mut changes = Vec::new();
         if roles_changed {
@@ -559,6 +583,12 @@ pub async fn update(
                 integration.default_role.as_deref().unwrap_or("none"),
                 default_role.as_deref().unwrap_or("none")
             ));
+        }
+        if respelt_grants > 0 {
+            let spellings: Vec<String> =
+                role_spellings.iter().chain(&asset_spellings).map(|(o, n)| format!("{o} → {n}")).collect();
+            let what = if respelt_grants == 1 { "grant follows" } else { "grants follow" };
+            changes.push(format!("{respelt_grants} {what} the new spelling ({})", spellings.join(", ")));
         }
         let summary = changes.join("; ");
         // Workspace grants depend on both ladders; the integration's own directory (whose
