@@ -60,22 +60,44 @@ fn credential_key(value: &str) -> Result<unseat_store::credentials::CredentialKe
 #[derive(Args, Clone)]
 struct Workers {
     /// Deliveries a resolver holds at once.
-    #[arg(long, env = "UNSEAT_RESOLVER_PREFETCH", default_value_t = 8)]
+    #[arg(
+        help_heading = "Resolver (resolver, all, demo)",
+        long,
+        env = "UNSEAT_RESOLVER_PREFETCH",
+        default_value_t = 8
+    )]
     resolver_prefetch: u16,
     /// Deliveries a connector holds (and works on) at once.
-    #[arg(long, env = "UNSEAT_CONNECTOR_PREFETCH", default_value_t = 16)]
+    #[arg(
+        help_heading = "Connector (connector, all, demo)",
+        long,
+        env = "UNSEAT_CONNECTOR_PREFETCH",
+        default_value_t = 16
+    )]
     connector_prefetch: u16,
     /// Tasks a connector pool (one per app kind) calls its app with at once.
-    #[arg(long, env = "UNSEAT_CONNECTOR_CONCURRENCY", default_value_t = 16)]
+    #[arg(
+        help_heading = "Connector (connector, all, demo)",
+        long,
+        env = "UNSEAT_CONNECTOR_CONCURRENCY",
+        default_value_t = 16
+    )]
     connector_concurrency: usize,
     /// App API attempts per task before it fails and is dead-lettered (waits between them grow
     /// from 0.2 s to at most 5 minutes: the default rides out an outage of several minutes).
-    #[arg(long, visible_alias = "connector-max-attempts", env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS", default_value_t = 14)]
+    #[arg(
+        help_heading = "Connector (connector, all, demo)",
+        long,
+        visible_alias = "connector-max-attempts",
+        env = "UNSEAT_CONNECTOR_MAX_ATTEMPTS",
+        default_value_t = 14
+    )]
     max_attempts: u32,
     /// Seconds a connector waits at least after an app throttled an attempt (HTTP 429, Graph
     /// throttling codes), doubling with each throttle in a row up to 16 times; such attempts
     /// do not count against the attempt budget.
     #[arg(
+        help_heading = "Connector (connector, all, demo)",
         long,
         visible_alias = "connector-throttle-wait-seconds",
         env = "UNSEAT_CONNECTOR_THROTTLE_WAIT_SECONDS",
@@ -84,32 +106,42 @@ struct Workers {
     throttle_wait_seconds: u64,
     /// Connectors call apps only at public addresses (not loopback, private, link-local…):
     /// for tenants not trusted with the network unseat runs in.
-    #[arg(long, env = "UNSEAT_CONNECTOR_PUBLIC_ONLY")]
+    #[arg(help_heading = "Connector (connector, all, demo)", long, env = "UNSEAT_CONNECTOR_PUBLIC_ONLY")]
     connector_public_only: bool,
     /// Seconds in-flight work may take to finish after SIGTERM.
-    #[arg(long, env = "UNSEAT_GRACE_SECONDS", default_value_t = 30)]
+    #[arg(help_heading = "Every role", long, env = "UNSEAT_GRACE_SECONDS", default_value_t = 30)]
     grace_seconds: u64,
     /// Largest SCIM request body, in bytes.
-    #[arg(long, env = "UNSEAT_BODY_LIMIT", default_value_t = 1024 * 1024)]
+    #[arg(help_heading = "SCIM ingest (ingest, all, demo)", long, env = "UNSEAT_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
     /// SCIM requests per second one tenant may make, across every ingest process on the
     /// database (0: unlimited), unless the operator gave the tenant a rate of its own
     /// (PUT /api/v1/tenants/{t}/scim-rate-limit).
-    #[arg(long, env = "UNSEAT_SCIM_RATE_LIMIT", default_value_t = 5000)]
+    #[arg(
+        help_heading = "SCIM ingest (ingest, all, demo)",
+        long,
+        env = "UNSEAT_SCIM_RATE_LIMIT",
+        default_value_t = 5000
+    )]
     scim_rate_limit: u32,
     /// SCIM requests a tenant may make at once above that rate.
-    #[arg(long, env = "UNSEAT_SCIM_RATE_BURST", default_value_t = 10_000)]
+    #[arg(
+        help_heading = "SCIM ingest (ingest, all, demo)",
+        long,
+        env = "UNSEAT_SCIM_RATE_BURST",
+        default_value_t = 10_000
+    )]
     scim_rate_burst: u32,
     /// PostgreSQL connections per process.
-    #[arg(long, env = "UNSEAT_DB_POOL", default_value_t = 32)]
+    #[arg(help_heading = "Every role", long, env = "UNSEAT_DB_POOL", default_value_t = 32)]
     db_pool: usize,
     /// Serve /metrics (and /healthz) on this address instead of --listen: keeps the fleet's
     /// figures off the port IdPs reach.
-    #[arg(long, env = "UNSEAT_METRICS_LISTEN")]
+    #[arg(help_heading = "Every role", long, env = "UNSEAT_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
     /// Seconds a published outbox row is kept (marked sent) to look a message up; 0 deletes it
     /// once the broker confirmed it.
-    #[arg(long, env = "UNSEAT_OUTBOX_KEEP_SECONDS", default_value_t = 0)]
+    #[arg(help_heading = "Every role", long, env = "UNSEAT_OUTBOX_KEEP_SECONDS", default_value_t = 0)]
     outbox_keep_seconds: u64,
 }
 
