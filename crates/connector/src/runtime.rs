@@ -541,10 +541,20 @@ impl<A: AppAdapter> Worker<A> {
         let used = attempt - task_row.attempt_base - task_row.throttled_attempts;
         // An invitation sent to a former address is not found under the new one, and could
         // still be accepted.
+        // The account at the former address is the others' now: it holds what they are granted
+        // (this user's share of it goes), found by its address.
+        let former_target = moved_from
+            .filter(|_| former_shared)
+            .map(|old| (old, shared_target(integration, None, &Default::default(), &former_holders)));
         let mut withdrawn = 0;
+        let mut former_done = None;
         let result = async {
             if let Some(old) = moved_from.filter(|_| !former_shared) {
                 withdrawn = withdraw_invitations(&self.adapter, integration, old).await?;
+            }
+            if let Some((old, (role, assets))) = &former_target {
+                let done = converge(&self.adapter, integration, old, None, role.as_deref(), assets, None).await?;
+                former_done = Some(done);
             }
             converge(
                 &self.adapter,
@@ -571,9 +581,11 @@ impl<A: AppAdapter> Worker<A> {
         match result {
             Ok(done) => {
                 let mut detail = format!("{}{withdrawal}", done.describe(&integration.name));
-                if let (Some(old), true) = (moved_from, former_shared) {
+                if let (Some((old, _)), Some(former)) = (&former_target, &former_done) {
                     detail = format!(
-                        "{detail}; the account at the former address {old} is left to the other users with that address"
+                        "{detail}; the account at the former address {old} is left to the other users with that \
+                         address, at what they are granted: {}",
+                        former.describe(&integration.name)
                     );
                 }
                 if shared {
@@ -597,6 +609,27 @@ impl<A: AppAdapter> Worker<A> {
                     app_account_id: if kept { None } else { done.account_id.as_deref() },
                 };
                 apply::record_applied_state(&tx, tenant, task.integration_id, task.user_id, &applied).await?;
+                // The other users of each account changed are recorded at what it holds now.
+                let held_assets = if invited { &no_assets } else { &target_assets };
+                let ids: Vec<_> = others.iter().map(|o| o.user_id).collect();
+                let (integration_id, email) = (task.integration_id, access.email.as_str());
+                apply::record_account_held(
+                    &tx,
+                    tenant,
+                    integration_id,
+                    &ids,
+                    email,
+                    target_role.as_deref(),
+                    held_assets,
+                )
+                .await?;
+                if let (Some((old, (role, assets))), Some(former)) = (&former_target, &former_done) {
+                    let invited =
+                        matches!(former.converged, Converged::Invited { .. } | Converged::StillInvited { .. });
+                    let assets = if invited { &no_assets } else { assets };
+                    let ids: Vec<_> = former_holders.iter().map(|o| o.user_id).collect();
+                    apply::record_account_held(&tx, tenant, integration_id, &ids, old, role.as_deref(), assets).await?;
+                }
                 // A removal the account outlives did not take place: the log says superseded.
                 let update = if kept { TaskUpdate::Superseded } else { TaskUpdate::Succeeded };
                 apply::update_task(&tx, tenant, task_id, update).await?;

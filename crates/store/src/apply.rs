@@ -412,6 +412,34 @@ pub async fn record_applied_state(
     Ok(n == 1)
 }
 
+/// Records what the app account at `address` now holds (`role`, `assets`) on the other users
+/// of the integration (`users`) who were converged at that address, without moving their
+/// versions: a task of one user changed the account they share, and their next task must trust
+/// no role the account no longer holds (an app that reports base roles only cannot tell).
+pub async fn record_account_held(
+    tx: &Transaction<'_>,
+    tenant_id: Uuid,
+    integration_id: Uuid,
+    users: &[Uuid],
+    address: &str,
+    role: Option<&str>,
+    assets: &BTreeMap<String, String>,
+) -> Result<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let assets = serde_json::to_value(assets).unwrap_or_else(|_| serde_json::json!({}));
+    tx.execute(
+        "update access_state set applied_role = $5, applied_assets = $6, updated_at = clock_timestamp()
+          where tenant_id = $1 and integration_id = $2 and user_id = any($3)
+            and lower(btrim(applied_email)) = lower(btrim($4))
+            and (applied_role, applied_assets) is distinct from ($5::text, $6::jsonb)",
+        &[&tenant_id, &integration_id, &users, &address, &role, &assets],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Remembers the app's account id for (integration, user) without touching the applied
 /// state: a lookup found it, even if the attempt then failed.
 pub async fn remember_account_id(
