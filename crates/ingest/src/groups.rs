@@ -64,9 +64,9 @@ async fn membership_summary(
     Ok(match (added.len(), removed.len()) {
         (1, 0) => format!("{} added to group {group}", one(added[0]).await?),
         (0, 1) => format!("{} removed from group {group}", one(removed[0]).await?),
-        (a, 0) => format!("{a} members added to group {group}"),
-        (0, r) => format!("{r} members removed from group {group}"),
-        (a, r) => format!("{a} members added to and {r} removed from group {group}"),
+        (a, 0) => format!("{} added to group {group}", crate::members(a)),
+        (0, r) => format!("{} removed from group {group}", crate::members(r)),
+        (a, r) => format!("{} added to and {r} removed from group {group}", crate::members(a)),
     })
 }
 
@@ -88,7 +88,7 @@ async fn announce_rename(
     if members.is_empty() {
         return Ok(());
     }
-    let summary = format!("group {old} renamed to {new} ({} members)", members.len());
+    let summary = format!("group {old} renamed to {new} ({})", crate::members(members.len()));
     announce(tx, state, ctx, summary, members, true).await
 }
 
@@ -145,7 +145,7 @@ pub(crate) async fn create(
     let rec = dir::insert_group(&tx, ctx.dir, Uuid::new_v4(), fields).await?;
     let added = dir::add_members(&tx, ctx.dir, rec.id, &members).await?;
     if !added.is_empty() {
-        let summary = format!("group {} created with {} members", rec.display_name, added.len());
+        let summary = format!("group {} created with {}", rec.display_name, crate::members(added.len()));
         announce(&tx, &state, &ctx, summary, added, false).await?;
     }
     tracing::info!(tenant = %ctx.tenant_id, group = %rec.id, "group created");
@@ -428,7 +428,7 @@ pub(crate) async fn delete(
     let old = dir::lock_group(&tx, ctx.dir, id).await?.ok_or_else(|| not_found(id))?;
     check_if_match(&headers, old.version)?;
     let members = dir::delete_group(&tx, ctx.dir, id).await?.unwrap_or_default();
-    let summary = format!("group {} deleted ({} members)", old.display_name, members.len());
+    let summary = format!("group {} deleted ({})", old.display_name, crate::members(members.len()));
     announce(&tx, &state, &ctx, summary, members, true).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -474,6 +474,15 @@ pub(crate) async fn announce(
 }
 
 /// The message announcing a directory change, with its id.
+/// "1 member", "3 members": a count of group members in a summary.
+pub(crate) fn members(n: usize) -> String {
+    if n == 1 {
+        "1 member".to_string()
+    } else {
+        format!("{n} members")
+    }
+}
+
 pub(crate) fn directory_message(
     ctx: &Ctx,
     summary: String,
@@ -570,5 +579,15 @@ async fn schema_by_id(
     {
         Some(r) => scim_response(StatusCode::OK, &r),
         None => scim_error_response(&ScimError::not_found(format!("no schema {id:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_count_of_members_agrees_with_its_number() {
+        assert_eq!(super::members(1), "1 member");
+        assert_eq!(super::members(0), "0 members");
+        assert_eq!(super::members(2), "2 members");
     }
 }

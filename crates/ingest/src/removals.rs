@@ -104,7 +104,7 @@ async fn write(store: &Store, exchange: &str, batch: &[Removal]) -> Result<Vec<R
             *bumps.entry(key).or_default() += 1;
             let summary = match removed.as_slice() {
                 [one] => format!("{} removed from group {}", name(one), group.display_name),
-                many => format!("{} members removed from group {}", many.len(), group.display_name),
+                many => format!("{} removed from group {}", crate::members(many.len()), group.display_name),
             };
             let users = removed.iter().map(|m| m.user_id).collect();
             let (message_id, payload) = crate::directory_message(&r.ctx, summary.clone(), users, true)?;
