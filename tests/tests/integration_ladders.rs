@@ -436,7 +436,7 @@ async fn a_connection_change_is_checked_as_at_creation_and_a_refused_one_changes
         (json!({"base_url": "ftp://example.com"}), "absolute http or https"),
         (json!({"name": "Renamed", "base_url": "http://user:pw@127.0.0.1:9"}), "must not hold a user"),
         (json!({"settings": {"business_id": "biz1"}}), "numeric id"),
-        (json!({"settings": {"business_id": "42", "rate_limit_per_second": 0}}), "positive number"),
+        (json!({"settings": {"business_id": "42", "rate_limit_per_second": 0}}), "a number from"),
         (json!({"settings": "1001"}), "JSON object"),
         (json!({"name": " ", "credential": "other"}), "name"),
         (json!({"credential": "x".repeat(8193)}), "at most 8192"),

@@ -106,13 +106,15 @@ impl AppHttp {
     }
 
     /// The integration's rate limit in requests per second: its `rate_limit_per_second`
-    /// setting when that is a positive number, else the app kind's default.
+    /// setting when that is a positive number (within the bounds the console checks, for a
+    /// value stored before it did), else the app kind's default.
     pub fn rate_for(&self, integration: &Integration) -> f64 {
         integration
             .settings
             .get(RATE_LIMIT_SETTING)
             .and_then(serde_json::Value::as_f64)
             .filter(|r| r.is_finite() && *r > 0.0)
+            .map(|r| r.clamp(unseat_domain::MIN_APP_RATE, unseat_domain::MAX_APP_RATE))
             .unwrap_or(self.default_rate)
     }
 

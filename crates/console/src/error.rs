@@ -84,8 +84,17 @@ impl From<unseat_store::tokio_postgres::Error> for ApiError {
     }
 }
 
+/// The longest error message an answer carries, in characters.
+const MAX_ERROR_CHARS: usize = 1000;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(serde_json::json!({ "error": self.message }))).into_response()
+        // A message that quotes a caller's bad value quotes at most the start of it: a 60,000
+        // character role came back whole.
+        let message = match self.message.char_indices().nth(MAX_ERROR_CHARS) {
+            Some((end, _)) => format!("{}…", &self.message[..end]),
+            None => self.message,
+        };
+        (self.status, Json(serde_json::json!({ "error": message }))).into_response()
     }
 }

@@ -531,8 +531,8 @@ async fn integrations_are_validated_and_never_show_their_credential() {
         (with("settings", json!({})), "business_id"),
         // What the connector would refuse at every task is refused here.
         (with("settings", json!({"business_id": "biz1"})), "numeric id"),
-        (with("settings", json!({"business_id": "4100000001", "rate_limit_per_second": 0})), "positive number"),
-        (with("settings", json!({"business_id": "4100000001", "rate_limit_per_second": "fast"})), "positive number"),
+        (with("settings", json!({"business_id": "4100000001", "rate_limit_per_second": 0})), "a number from"),
+        (with("settings", json!({"business_id": "4100000001", "rate_limit_per_second": "fast"})), "a number from"),
         (with("settings", json!([1])), "settings"),
         (with("roles", json!("ADMIN")), "invalid JSON"),
         (with("surprise", json!(1)), "surprise"),
@@ -615,6 +615,18 @@ async fn grant_changes_announce_the_users_they_reach_in_one_outbox_row() {
         )
         .await;
     assert_eq!(a.status, StatusCode::NOT_FOUND);
+    // An asset named twice (serde would keep the last), and a role of 60,000 characters,
+    // whose refusal quotes only the start of it.
+    let twice = format!(
+        r#"{{"team_id": "{marketing}", "role": "ADMIN", "assets": {{"act_1": "MANAGE", "act_1": "ANALYZE"}}}}"#
+    );
+    let a = app.raw(Method::POST, &grants, &owner, twice).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    assert!(a.text.contains(r#"asset \"act_1\" is named twice"#), "{}", a.text);
+    let a = app.post(&grants, &owner, json!({ "team_id": marketing, "role": "R".repeat(60_000) })).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", &a.text[..200]);
+    let error = a.body["error"].as_str().expect("error");
+    assert!(error.contains("RRRR") && error.chars().count() <= 1001 && error.ends_with('…'), "{error}");
     assert_eq!(app.count("select count(*) from grants").await, 0);
     assert!(outbox(&app).await.is_empty());
 
@@ -1167,26 +1179,40 @@ async fn text_the_api_cannot_keep_and_bodies_that_are_not_objects_are_refused() 
     assert_eq!((&a.body["label"], &a.body["scope"]), (&json!(""), &json!("workspace")));
 }
 
-/// Numbers at the ends of what a JSON parser holds, in an integration's settings, come back as
-/// they were sent (the largest once made the handler panic when it read the stored row back).
+/// Numbers in an integration's settings come back as they were sent (the largest a JSON
+/// parser holds once made the handler panic when it read the stored row back); a rate at the
+/// ends of what a parser holds is refused (a call every 10^300 s said nothing true of what a
+/// connector does) and creates nothing.
 #[tokio::test]
-async fn extreme_numbers_in_settings_come_back_as_sent() {
+async fn extreme_numbers_in_settings_come_back_as_sent_or_are_refused() {
     let app = spawn_app().await;
     let (tenant, _, owner) = app.tenant("Acme").await;
-    for (n, number) in [json!(1.7976931348623155e308), json!(f64::MAX), json!(5e-324), json!(0.1), json!(u64::MAX)]
+    let list = format!("/api/v1/tenants/{tenant}/integrations");
+    for (n, number) in [json!(0.01), json!(10000), json!(0.1), json!(9999.999999999998), json!(1.0000000000000002)]
         .into_iter()
         .enumerate()
     {
         let mut body = integration_body(&format!("Hub {n}"));
         body["settings"]["rate_limit_per_second"] = number.clone();
-        let a = app.post(&format!("/api/v1/tenants/{tenant}/integrations"), &owner, body).await;
+        let a = app.post(&list, &owner, body).await;
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
         assert_eq!(a.body["settings"]["rate_limit_per_second"], number);
-        let a =
-            app.get(&format!("/api/v1/tenants/{tenant}/integrations/{}", a.body["id"].as_str().unwrap()), &owner).await;
+        let a = app.get(&format!("{list}/{}", a.body["id"].as_str().unwrap()), &owner).await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.text);
         assert_eq!(a.body["settings"]["rate_limit_per_second"], number);
     }
+    let before = app.get(&list, &owner).await.body["integrations"].as_array().map_or(0, Vec::len);
+    for number in
+        [json!(1.7976931348623155e308), json!(f64::MAX), json!(5e-324), json!(1e-300), json!(u64::MAX), json!(0.009)]
+    {
+        let mut body = integration_body("Hub extreme");
+        body["settings"]["rate_limit_per_second"] = number.clone();
+        let a = app.post(&list, &owner, body).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{number}: {}", a.text);
+        assert!(a.text.contains("from 0.01 (a call every 100 s) to 10000"), "{number}: {}", a.text);
+    }
+    let after = app.get(&list, &owner).await.body["integrations"].as_array().map_or(0, Vec::len);
+    assert_eq!(after, before, "nothing created");
 }
 
 #[tokio::test]

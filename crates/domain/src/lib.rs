@@ -27,6 +27,11 @@ pub const MAX_NAME_CHARS: usize = 64;
 /// Longest asset id accepted (app ids such as `act_1234567890`).
 pub const MAX_ASSET_ID_CHARS: usize = 200;
 
+/// Bounds of an integration's `rate_limit_per_second` setting (app calls per second): a call
+/// every 100 s at the least, so a task still finishes within its age limit.
+pub const MIN_APP_RATE: f64 = 0.01;
+pub const MAX_APP_RATE: f64 = 10_000.0;
+
 /// An app's roles, highest first. A role is a non-empty string the app understands
 /// (`ADMIN`, `EMPLOYEE`, ...). A seat-only app has the one role [`SEAT`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

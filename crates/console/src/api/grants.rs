@@ -2,7 +2,7 @@
 //! alters who has access, so each one writes, in its own transaction, a `DirectoryChanged`
 //! outbox row naming the users the grant reaches; the resolver recomputes their access.
 
-use super::{authorize, null_as_default, parse_body, parse_id, Body, Path};
+use super::{authorize, parse_body, parse_id, unique_assets, unique_assets_or_none, Body, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
@@ -197,7 +197,7 @@ struct CreateGrant {
     /// May be left out on an integration with a one-role ladder (a seat-only app): the grant
     /// then gives that role (the seat).
     role: Option<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
+    #[serde(default, deserialize_with = "unique_assets_or_none")]
     assets: AssetMap,
 }
 
@@ -277,6 +277,7 @@ pub async fn list(
 struct UpdateGrant {
     role: Option<String>,
     /// The grant's whole asset map after the change (an asset left out is removed).
+    #[serde(default, deserialize_with = "unique_assets")]
     assets: Option<AssetMap>,
 }
 

@@ -18,7 +18,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use unseat_domain::{rung_key, AssetLadder, AssetMap, RoleLadder, MAX_ASSET_ID_CHARS};
+use unseat_domain::{rung_key, AssetLadder, AssetMap, RoleLadder, MAX_APP_RATE, MAX_ASSET_ID_CHARS, MIN_APP_RATE};
 use unseat_store::admin::{self, Asset, GrantRow, NewIntegration};
 use unseat_store::credentials::{Sealing, StoredCredential};
 
@@ -309,8 +309,10 @@ fn check_settings(app_kind: &str, fields: &serde_json::Map<String, Value>) -> Re
     }
     match fields.get("rate_limit_per_second") {
         None => Ok(()),
-        Some(v) if v.as_f64().is_some_and(|r| r.is_finite() && r > 0.0) => Ok(()),
-        Some(_) => Err(ApiError::bad_request("settings.rate_limit_per_second must be a positive number")),
+        Some(v) if v.as_f64().is_some_and(|r| (MIN_APP_RATE..=MAX_APP_RATE).contains(&r)) => Ok(()),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "settings.rate_limit_per_second must be a number from {MIN_APP_RATE} (a call every 100 s) to {MAX_APP_RATE}"
+        ))),
     }
 }
 

@@ -19,9 +19,11 @@ use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use chrono::{DateTime, Datelike, Utc};
 use serde::de::DeserializeOwned;
+use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 use std::collections::HashMap;
+use unseat_domain::AssetMap;
 use unseat_store::logs::Cursor;
 use uuid::Uuid;
 
@@ -73,6 +75,44 @@ where
     T: Deserialize<'de> + Default,
 {
     Option::<T>::deserialize(deserializer).map(Option::unwrap_or_default)
+}
+
+/// An asset map (asset id → asset role) from JSON, refusing an asset named twice: serde keeps
+/// the last of two equal keys, so `{"act_1": "MANAGE", "act_1": "ANALYZE"}` silently meant
+/// ANALYZE. null is no map.
+pub fn unique_assets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<AssetMap>, D::Error> {
+    struct Assets;
+    impl<'de> Visitor<'de> for Assets {
+        type Value = Option<AssetMap>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an object of asset id to asset role")
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut assets = AssetMap::new();
+            while let Some((asset, role)) = map.next_entry::<String, String>()? {
+                if assets.contains_key(&asset) {
+                    return Err(serde::de::Error::custom(format!("asset {asset:?} is named twice in assets")));
+                }
+                assets.insert(asset, role);
+            }
+            Ok(Some(assets))
+        }
+    }
+    deserializer.deserialize_option(Assets)
+}
+
+/// [`unique_assets`], with null or a missing map as no assets.
+pub fn unique_assets_or_none<'de, D: Deserializer<'de>>(deserializer: D) -> Result<AssetMap, D::Error> {
+    unique_assets(deserializer).map(Option::unwrap_or_default)
 }
 
 /// The years of the instants this API takes in (page cursors, the pages' time filters).

@@ -85,9 +85,11 @@ pub async fn redrive(
             StatusCode::CONFLICT,
             match status.as_str() {
                 // Its copy may still sit in the dead-letter queue (`dead_lettered`), but there is
-                // nothing left to do: a later task for the user, or its integration's deletion.
+                // nothing left to do: a later task for the user, its integration's deletion, or
+                // (a removal) another user of the same app account who still has access.
                 "superseded" => "only failed tasks can be re-driven; this task is superseded: a later task for \
-                                 the user, or the deletion of its integration, left it nothing to do"
+                                 the user, or the deletion of its integration, left it nothing to do, or the app \
+                                 account it would remove is kept for another user with its address (see its events)"
                     .to_string(),
                 _ => format!("only failed tasks can be re-driven; this task is {status}"),
             },

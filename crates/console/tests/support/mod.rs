@@ -90,13 +90,13 @@ impl TestApp {
         Answer::read(req.send().await.expect("request")).await
     }
 
-    pub async fn raw(&self, method: Method, path: &str, token: &str, body: &'static str) -> Answer {
+    pub async fn raw(&self, method: Method, path: &str, token: &str, body: impl Into<String>) -> Answer {
         let resp = self
             .http
             .request(method, format!("{}{}", self.base, path))
             .bearer_auth(token)
             .header("content-type", "application/json")
-            .body(body)
+            .body(body.into())
             .send()
             .await
             .expect("request");
