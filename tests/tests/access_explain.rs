@@ -145,7 +145,7 @@ async fn preview_says_what_would_happen_and_changes_nothing() {
     assert_eq!(outcome("alice@example.com", "Meta Business")["outcome"], "remove");
     let bob = outcome("bob@example.com", "Meta Business");
     assert_eq!(bob["outcome"], "update");
-    assert_eq!(bob["reason"], "ADMIN → EMPLOYEE: left team Admins, team Staff grants EMPLOYEE");
+    assert_eq!(bob["reason"], "ADMIN → EMPLOYEE: left team Admins; team Staff grants EMPLOYEE");
     let bob_ads = outcome("bob@example.com", "Ads Hub");
     assert_eq!(bob_ads["outcome"], "update");
     assert_eq!(bob_ads["to"], json!({"role": "EMPLOYEE", "assets": {"act_1": "MANAGE", "page_9": "ANALYZE"}}));
@@ -208,8 +208,8 @@ async fn removing_an_asset_from_a_share_goes_through_the_resolver() {
     assert_eq!(t.outcome, "update");
     assert_eq!(
         t.reason,
-        "Brand ads (act_1) MANAGE → ANALYZE, Brand page (page_9) removed: team Staff's assets changed, \
-         team Admins grants ADMIN, team Admins, team Staff grants ANALYZE on Brand ads (act_1)"
+        "Brand ads (act_1) MANAGE → ANALYZE, Brand page (page_9) removed: team Staff's assets changed; \
+         team Admins grants ADMIN, team Admins and team Staff grant ANALYZE on Brand ads (act_1)"
     );
     assert_eq!(desired(&app, c.ads, c.bob).await, (Some("ADMIN".into()), json!({"act_1": "ANALYZE"})));
     // The job says what the admin did.

@@ -76,7 +76,7 @@ async fn leaving_the_admin_team_lowers_the_role_to_what_remains() {
     let tasks = app.settle(before + 1).await;
     let t = tasks.iter().find(|t| t.email == "bob@example.com" && t.outcome == "update").expect("update task");
     assert_eq!(t.status, "succeeded");
-    assert_eq!(t.reason, "ADMIN → EMPLOYEE: left team Admins, team Staff grants EMPLOYEE");
+    assert_eq!(t.reason, "ADMIN → EMPLOYEE: left team Admins; team Staff grants EMPLOYEE");
     assert!(app.app_users().await.contains(&pair("bob@example.com", "EMPLOYEE")));
     app.stop().await;
 }

@@ -191,7 +191,7 @@ async fn renaming_a_pushed_group_gives_its_members_the_role_of_the_new_name() {
     assert_eq!(update.status, "succeeded", "{update:?}");
     assert_eq!(
         update.reason,
-        "ADMIN → EMPLOYEE: left pushed group Admin, pushed group Sales, the IdP's assignment grants EMPLOYEE"
+        "ADMIN → EMPLOYEE: left pushed group Admin; pushed group Sales and the IdP's assignment grant EMPLOYEE"
     );
     assert_eq!(app.app_users().await, vec![pair("sam@example.com", "EMPLOYEE")]);
 

@@ -1,6 +1,6 @@
 //! The decision for one (integration, user): compare what the app is meant to hold with what the
 //! grants give now, and say why in words that name the grants ("kept: team Marketing grants
-//! ADMIN"; "ADMIN → EMPLOYEE: left team Admins, team Staff grants EMPLOYEE").
+//! ADMIN"; "ADMIN → EMPLOYEE: left team Admins; team Staff grants EMPLOYEE").
 
 use crate::{Access, AssetMap, Grant, GrantSource};
 use serde::{Deserialize, Serialize};
@@ -136,8 +136,14 @@ pub fn lost_grants(before: &[Grant], now: &[Grant], teams_now: &BTreeSet<String>
 /// How many assets a reason names before it summarises the rest.
 const REASON_ASSETS: usize = 5;
 
-fn names(sources: &[GrantSource]) -> String {
-    sources.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+/// "team Staff grants EMPLOYEE"; "team Admins and team Staff grant ANALYZE on act_1".
+fn granted_by(sources: &[GrantSource], what: &str) -> String {
+    let names: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+    match names.as_slice() {
+        [] => what.to_string(),
+        [one] => format!("{one} grants {what}"),
+        [rest @ .., last] => format!("{} and {last} grant {what}", rest.join(", ")),
+    }
 }
 
 /// Asset id → the name an admin gave it, for reasons.
@@ -162,15 +168,15 @@ fn because_besides(a: &Access, asset_names: &AssetNames, said: &[&GrantSource]) 
     let role_sources: Vec<GrantSource> = a.because.iter().filter(|s| !said.contains(s)).cloned().collect();
     let mut parts = Vec::new();
     if !role_sources.is_empty() {
-        parts.push(format!("{} grants {}", names(&role_sources), role_words(&a.role)));
+        parts.push(granted_by(&role_sources, &role_words(&a.role)));
     }
     for (i, (asset, asset_role)) in a.assets.iter().enumerate() {
         if i == REASON_ASSETS {
             parts.push(format!("and {} more assets", a.assets.len() - REASON_ASSETS));
             break;
         }
-        let sources = a.asset_because.get(asset).map(|s| names(s)).unwrap_or_default();
-        parts.push(format!("{sources} grants {asset_role} on {}", asset_label(asset_names, asset)));
+        let sources = a.asset_because.get(asset).map(Vec::as_slice).unwrap_or_default();
+        parts.push(granted_by(sources, &format!("{asset_role} on {}", asset_label(asset_names, asset))));
     }
     parts.join(", ")
 }
@@ -260,7 +266,7 @@ pub fn decide(
             let why = match (lost_words.is_empty(), rest.is_empty()) {
                 (true, _) => rest,
                 (false, true) => lost_words,
-                (false, false) => format!("{lost_words}, {rest}"),
+                (false, false) => format!("{lost_words}; {rest}"),
             };
             Some(Decision {
                 outcome: Outcome::Update,
@@ -311,7 +317,7 @@ mod tests {
             &no_teams,
         );
         let d = decide(Some(&held("ADMIN")), Some(&now), UserStatus::Active, &lost, &AssetNames::new()).unwrap();
-        assert_eq!(d.reason, "ADMIN → EMPLOYEE: individual grant now gives EMPLOYEE, team Staff grants EMPLOYEE");
+        assert_eq!(d.reason, "ADMIN → EMPLOYEE: individual grant now gives EMPLOYEE; team Staff grants EMPLOYEE");
     }
 
     #[test]
@@ -330,7 +336,7 @@ mod tests {
         assert_eq!(lost, vec![Lost::LeftTeam("Admins".into())]);
         let d = decide(Some(&held("ADMIN")), Some(&lower), UserStatus::Active, &lost, &AssetNames::new()).unwrap();
         assert_eq!(d.outcome, Outcome::Update);
-        assert_eq!(d.reason, "ADMIN → EMPLOYEE: left team Admins, team Staff grants EMPLOYEE");
+        assert_eq!(d.reason, "ADMIN → EMPLOYEE: left team Admins; team Staff grants EMPLOYEE");
 
         let d = decide(Some(&held("ADMIN")), None, UserStatus::Inactive, &[], &AssetNames::new()).unwrap();
         assert_eq!(d.outcome, Outcome::Remove);
