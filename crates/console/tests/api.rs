@@ -441,10 +441,16 @@ async fn without_a_credential_key_plain_secrets_are_refused_unless_plaintext_is_
     assert!(msg.contains("UNSEAT_CREDENTIAL_KEY") && msg.contains("env:"), "{msg}");
     assert!(!a.text.contains("s3cret-credential-value"));
     assert_eq!(app.count("select count(*) from integrations").await, 0, "nothing was stored");
-    // References need no key: they are stored as references.
+    // References need no key: they are stored as references. They name secrets of the
+    // deployment, not of the tenant, so only the operator gives them: a tenant's owner could
+    // otherwise have any app secret of the deployment sent to an address of theirs.
     let mut reference = integration_body("By reference");
     reference["credential"] = json!("env:UNSEAT_APP_CREDENTIAL_META");
-    let a = app.post(&base, &owner, reference).await;
+    let a = app.post(&base, &owner, reference.clone()).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    assert!(a.text.contains("only the operator"), "{}", a.text);
+    assert_eq!(app.count("select count(*) from integrations").await, 0, "nothing was stored");
+    let a = app.post(&base, OPERATOR, reference).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
     assert_eq!(
         app.count("select count(*) from integrations where credential = 'env:UNSEAT_APP_CREDENTIAL_META'").await,
@@ -541,7 +547,9 @@ async fn integrations_are_validated_and_never_show_their_credential() {
         (with("credential", json!("enc:v1:00ff")), "another key"),
     ];
     for (body, needle) in bad {
-        let a = app.post(&base, &owner, body.clone()).await;
+        // Only the operator may give a reference (below): its checks are the operator's.
+        let reference = body["credential"].as_str().is_some_and(|c| c.starts_with("env:") || c.starts_with("file:"));
+        let a = app.post(&base, if reference { OPERATOR } else { &owner }, body.clone()).await;
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{body}: {}", a.text);
         let msg = a.body["error"].as_str().unwrap_or_default();
         assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");

@@ -46,8 +46,8 @@ pub enum CredentialError {
     UnreadableFile(String),
     #[error(
         "plain credentials are not accepted: no credential key is configured ({KEY_VAR}), so it could not be \
-         stored encrypted. Submit an env:{ENV_PREFIX}<NAME> or file:<name> reference or an enc:v1: value \
-         (unseat admin encrypt-credential), or configure the key"
+         stored encrypted. Submit an enc:v1: value (unseat admin encrypt-credential), have the operator give an \
+         env:{ENV_PREFIX}<NAME> or file:<name> reference, or configure the key"
     )]
     PlaintextRefused,
 }

@@ -174,7 +174,7 @@ fn check_default_role(ladder: &RoleLadder, role: &str) -> Result<(), ApiError> {
 }
 
 /// Checks a create request; nothing is written unless all of it is valid.
-fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration, ApiError> {
+fn validate(req: CreateIntegration, sealing: &Sealing, caller: &Caller) -> Result<NewIntegration, ApiError> {
     let name = integration_name(&req.name)?;
     if !APP_KINDS.contains(&req.app_kind.as_str()) {
         return Err(ApiError::bad_request(format!(
@@ -192,7 +192,7 @@ fn validate(req: CreateIntegration, sealing: &Sealing) -> Result<NewIntegration,
     }
     let settings = settings(&req.app_kind, req.settings.unwrap_or_else(|| json!({})))?;
     let (asset_roles, assets) = validate_assets(req.asset_roles, req.assets)?;
-    let credential = seal_credential(sealing, &req.credential.unwrap_or_default())?;
+    let credential = seal_credential(sealing, caller, &req.credential.unwrap_or_default())?;
     Ok(NewIntegration {
         name,
         app_kind: req.app_kind,
@@ -241,9 +241,28 @@ fn settings(app_kind: &str, settings: Value) -> Result<Value, ApiError> {
     Ok(settings)
 }
 
+/// Whether two stored base URLs (both checked by [`base_url`]) have one origin: scheme, host
+/// and port, ignoring case and the scheme's default port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.origin() == b.origin(),
+        _ => false,
+    }
+}
+
 /// The credential to store ([`Sealing::seal`]); an empty one is no credential. The error names
 /// the rule broken, never the submitted value.
-fn seal_credential(sealing: &Sealing, credential: &str) -> Result<StoredCredential, ApiError> {
+fn seal_credential(sealing: &Sealing, caller: &Caller, credential: &str) -> Result<StoredCredential, ApiError> {
+    // A reference names a secret of the deployment (its environment or credential directory),
+    // not of the tenant: a tenant's admin naming one could have any of the deployment's app
+    // secrets sent to an address of their choosing.
+    let reference = credential.starts_with("env:") || credential.starts_with("file:");
+    if reference && !matches!(caller, Caller::Operator) {
+        return Err(ApiError::forbidden(
+            "only the operator may give a credential as an env: or file: reference (it names a secret of the \
+             deployment, not of the tenant); give the secret itself, or an enc:v1: value",
+        ));
+    }
     if credential.chars().count() > MAX_CREDENTIAL_CHARS {
         return Err(ApiError::bad_request(format!("credential must be at most {MAX_CREDENTIAL_CHARS} characters")));
     }
@@ -323,7 +342,7 @@ pub async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
-    let new = validate(parse_body(body)?, &app.state.credentials)?;
+    let new = validate(parse_body(body)?, &app.state.credentials, &caller)?;
     let integration = app.state.store.create_integration(tenant_id, &new).await?;
     tracing::info!(tenant = %tenant_id, integration = %integration.id, app = %integration.app_kind, "integration created");
     Ok((StatusCode::CREATED, Json(json!(integration))))
@@ -500,7 +519,8 @@ pub async fn update(
     }
     let new_name = req.name.as_deref().map(integration_name).transpose()?;
     let new_base_url = req.base_url.as_deref().map(base_url).transpose()?;
-    let credential = req.credential.as_deref().map(|c| seal_credential(&app.state.credentials, c)).transpose()?;
+    let credential =
+        req.credential.as_deref().map(|c| seal_credential(&app.state.credentials, &caller, c)).transpose()?;
     let request = Request::new("PATCH", &uri, &headers);
 
     let mut client = app.state.store.client().await?;
@@ -550,6 +570,18 @@ pub async fn update(
         }
         (None, current) => current.clone(),
     };
+    // The stored credential goes only where it was given for: a base_url at another origin
+    // (scheme, host or port) comes with the credential again, or any writer could have the
+    // connector send it to a server of theirs.
+    if let Some(new_url) = &connection.base_url {
+        if integration.has_credential && connection.credential.is_none() && !same_origin(&integration.base_url, new_url)
+        {
+            return Err(ApiError::bad_request(
+                "a base_url at another scheme, host or port needs the credential again in the same change: the \
+                 stored credential is sent only to the address it was given for",
+            ));
+        }
+    }
     let roles_changed = roles != integration.roles;
     let asset_roles_changed = asset_roles.roles() != integration.asset_roles.as_slice();
     let default_changed = default_role != integration.default_role;
