@@ -73,6 +73,9 @@ pub enum Caller {
         tenant_id: Uuid,
         role: AdminRole,
         integration: Option<Uuid>,
+        /// The token's id and label, to say who made a change (never the token).
+        token_id: Uuid,
+        label: String,
     },
 }
 
@@ -80,7 +83,7 @@ impl Caller {
     /// Checks that the caller may do `need` on `tenant_id`. A tenant admin naming another
     /// tenant gets 403 whether that tenant exists or not.
     pub fn require(&self, tenant_id: Uuid, need: Need) -> Result<(), ApiError> {
-        let Caller::Admin { tenant_id: own, role, integration } = self else {
+        let Caller::Admin { tenant_id: own, role, integration, .. } = self else {
             return Ok(());
         };
         if *own != tenant_id {
@@ -98,6 +101,21 @@ impl Caller {
             Ok(())
         } else {
             Err(ApiError::forbidden(format!("the {} role may not do this", role.as_str())))
+        }
+    }
+
+    /// Who is acting, for the Automation Log and the process log: "the operator", or the
+    /// admin token by role, label and id (`owner token "Ops laptop" (…)`), never the token.
+    pub fn actor(&self) -> String {
+        match self {
+            Caller::Operator => "the operator".to_string(),
+            Caller::Admin { role, token_id, label, .. } if label.trim().is_empty() => {
+                format!("{} token {token_id}", role.as_str())
+            }
+            Caller::Admin { role, token_id, label, .. } => {
+                let label: String = label.chars().take(100).collect();
+                format!("{} token {label:?} ({token_id})", role.as_str())
+            }
         }
     }
 
@@ -127,9 +145,9 @@ impl FromRequestParts<Arc<App>> for Caller {
             return Ok(Caller::Operator);
         }
         match app.state.store.token_owner(token).await? {
-            Some(TokenOwner::Admin { tenant_id, role, integration }) => {
+            Some(TokenOwner::Admin { tenant_id, role, integration, token_id, label }) => {
                 let role = AdminRole::parse(&role).ok_or_else(ApiError::unauthorized)?;
-                Ok(Caller::Admin { tenant_id, role, integration })
+                Ok(Caller::Admin { tenant_id, role, integration, token_id, label })
             }
             Some(TokenOwner::Scim { .. }) | None => Err(ApiError::unauthorized()),
         }

@@ -659,7 +659,17 @@ async fn grant_changes_announce_the_users_they_reach_in_one_outbox_row() {
     assert_eq!(msg.users, expected);
     assert_eq!(msg.trigger.method, "POST");
     assert_eq!(msg.trigger.path, grants);
-    assert_eq!(msg.trigger.summary, "grant ADMIN on Meta Business to team Marketing added");
+    // The log says who did it: the owner's token by role, label and id, never the token.
+    let tokens = app.get(&format!("/api/v1/tenants/{tenant}/tokens"), &owner).await;
+    let owner_id = tokens.body["tokens"]
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["role"] == "owner"))
+        .and_then(|t| t["id"].as_str())
+        .expect("the owner's token")
+        .to_string();
+    let summary = &msg.trigger.summary;
+    assert!(summary.starts_with("grant ADMIN on Meta Business to team Marketing added; by owner token "), "{summary}");
+    assert!(summary.contains(&owner_id) && !summary.contains(&owner), "{summary}");
 
     // The same team again is a conflict and writes nothing.
     let a = app.post(&grants, &owner, json!({ "team_id": marketing, "role": "EMPLOYEE" })).await;
@@ -699,7 +709,10 @@ async fn grant_changes_announce_the_users_they_reach_in_one_outbox_row() {
     assert_eq!(users_of(&rows[2].2), expected);
     assert_eq!(
         rows[2].2["trigger"]["summary"],
-        "grant on Meta Business to team Marketing changed from ADMIN to EMPLOYEE"
+        format!(
+            "grant on Meta Business to team Marketing changed from ADMIN to EMPLOYEE; by owner token \"first owner\" \
+             ({owner_id})"
+        )
     );
     for (body, status) in [
         (json!({ "role": "EMPLOYEE" }), StatusCode::OK),

@@ -670,7 +670,13 @@ mod tests {
 
     #[test]
     fn cache_forgets_after_ttl_and_is_off_at_zero() {
-        let owner = TokenOwner::Admin { tenant_id: Uuid::new_v4(), role: "viewer".into(), integration: None };
+        let owner = TokenOwner::Admin {
+            tenant_id: Uuid::new_v4(),
+            role: "viewer".into(),
+            integration: None,
+            token_id: Uuid::new_v4(),
+            label: String::new(),
+        };
         let c = TokenCache::new(Duration::from_millis(30));
         c.put(vec![1], owner.clone());
         assert_eq!(c.get(&[1]), Some(owner.clone()));

@@ -24,6 +24,9 @@ pub enum TokenOwner {
         tenant_id: Uuid,
         role: String,
         integration: Option<Uuid>,
+        /// The token's id and label (never the token), to say who did what.
+        token_id: Uuid,
+        label: String,
     },
 }
 
@@ -58,7 +61,10 @@ impl Store {
     pub async fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>> {
         let client = self.client().await?;
         let row = client
-            .query_opt("select tenant_id, kind, scope_integration, role from tokens where hash = $1", &[&hash(token)])
+            .query_opt(
+                "select tenant_id, kind, scope_integration, role, id, label from tokens where hash = $1",
+                &[&hash(token)],
+            )
             .await?;
         Ok(row.map(|r| {
             let tenant_id: Uuid = r.get(0);
@@ -71,7 +77,7 @@ impl Store {
                 TokenOwner::Scim { tenant_id, scope }
             } else {
                 let role = r.get::<_, Option<String>>(3).unwrap_or_else(|| "viewer".into());
-                TokenOwner::Admin { tenant_id, role, integration: r.get(2) }
+                TokenOwner::Admin { tenant_id, role, integration: r.get(2), token_id: r.get(4), label: r.get(5) }
             }
         }))
     }

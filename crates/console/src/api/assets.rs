@@ -86,7 +86,7 @@ pub async fn add(
         kind: kind(&req.kind)?,
         name: name(&req.name)?,
     };
-    let request = Request::new("POST", &uri, &headers);
+    let request = Request::new("POST", &uri, &headers, &caller);
 
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
@@ -111,7 +111,7 @@ pub async fn add(
         announce_users(&app, &tx, tenant_id, users, &request, summary, false).await?;
     }
     tx.commit().await?;
-    tracing::info!(tenant = %tenant_id, integration = %integration_id, "asset added");
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, by = %caller.actor(), "asset added");
     Ok((StatusCode::CREATED, Json(json!(asset))))
 }
 
@@ -152,7 +152,7 @@ pub async fn update(
     }
     admin::update_asset(&tx, tenant_id, integration_id, &asset).await?;
     tx.commit().await?;
-    tracing::info!(tenant = %tenant_id, integration = %integration_id, "asset changed");
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, by = %caller.actor(), "asset changed");
     Ok(Json(json!(asset)))
 }
 
@@ -167,7 +167,7 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let integration_id = parse_id(&integration_id, "integration id")?;
-    let request = Request::new("DELETE", &uri, &headers);
+    let request = Request::new("DELETE", &uri, &headers, &caller);
 
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
@@ -192,6 +192,6 @@ pub async fn delete(
     };
     announce_users(&app, &tx, tenant_id, users, &request, summary, true).await?;
     tx.commit().await?;
-    tracing::info!(tenant = %tenant_id, integration = %integration_id, grants = grants.len(), "asset removed");
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, grants = grants.len(), by = %caller.actor(), "asset removed");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -43,17 +43,19 @@ pub(crate) struct Request {
     method: &'static str,
     path: String,
     user_agent: String,
+    /// Who made the change ([`Caller::actor`]); the log entry's summary ends with it.
+    actor: String,
 }
 
 impl Request {
-    pub(crate) fn new(method: &'static str, uri: &Uri, headers: &HeaderMap) -> Self {
+    pub(crate) fn new(method: &'static str, uri: &Uri, headers: &HeaderMap, caller: &Caller) -> Self {
         let user_agent = headers
             .get(USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
             .map(|v| v.chars().take(200).collect())
             .unwrap_or_else(|| "console".to_string());
-        Self { method, path: uri.path().to_string(), user_agent }
+        Self { method, path: uri.path().to_string(), user_agent, actor: caller.actor() }
     }
 }
 
@@ -126,7 +128,7 @@ pub(crate) async fn announce_users_in(
             path: request.path.clone(),
             user_agent: request.user_agent.clone(),
             received_at: Utc::now(),
-            summary,
+            summary: format!("{summary}; by {}", request.actor),
             may_revoke,
         },
         users,
@@ -230,7 +232,7 @@ pub async fn create(
         (None, Some(user)) => GrantSubject::User(parse_id(user, "user_id")?),
         _ => return Err(ApiError::bad_request("give exactly one of team_id and user_id")),
     };
-    let request = Request::new("POST", &uri, &headers);
+    let request = Request::new("POST", &uri, &headers, &caller);
 
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
@@ -254,7 +256,7 @@ pub async fn create(
     let summary = format!("grant {} on {} to {} added", grant.role, integration.name, subject_label(subject, &name));
     announce(&app, &tx, tenant_id, subject, &request, summary, false).await?;
     tx.commit().await?;
-    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant.id, kind = subject.kind(), "grant added");
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant.id, kind = subject.kind(), by = %caller.actor(), "grant added");
     Ok((StatusCode::CREATED, Json(grant_json(&grant))))
 }
 
@@ -293,7 +295,7 @@ pub async fn update(
     let tenant_id = authorize(&app, &caller, &tenant, Need::Share(integration_id)).await?;
     let grant_id = parse_id(&grant_id, "grant id")?;
     let req: UpdateGrant = parse_body(body)?;
-    let request = Request::new("PATCH", &uri, &headers);
+    let request = Request::new("PATCH", &uri, &headers, &caller);
 
     if req.role.is_none() && req.assets.is_none() {
         return Err(ApiError::bad_request("give role, assets or both"));
@@ -337,7 +339,7 @@ pub async fn update(
     let may_revoke = lowers(&model, (&grant.role, &grant.assets), (&role, &assets));
     announce(&app, &tx, tenant_id, grant.subject, &request, summary, may_revoke).await?;
     tx.commit().await?;
-    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant_id, may_revoke, "grant changed");
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant_id, may_revoke, by = %caller.actor(), "grant changed");
     grant.role = role;
     grant.assets = assets;
     Ok(Json(grant_json(&grant)))
@@ -353,7 +355,7 @@ pub async fn delete(
     let integration_id = parse_id(&integration_id, "integration id")?;
     let tenant_id = authorize(&app, &caller, &tenant, Need::Share(integration_id)).await?;
     let grant_id = parse_id(&grant_id, "grant id")?;
-    let request = Request::new("DELETE", &uri, &headers);
+    let request = Request::new("DELETE", &uri, &headers, &caller);
 
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
@@ -370,6 +372,6 @@ pub async fn delete(
     );
     announce(&app, &tx, tenant_id, grant.subject, &request, summary, true).await?;
     tx.commit().await?;
-    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant_id, "grant removed");
+    tracing::info!(tenant = %tenant_id, integration = %integration_id, grant = %grant_id, by = %caller.actor(), "grant removed");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

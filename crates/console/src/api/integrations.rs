@@ -344,7 +344,7 @@ pub async fn create(
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let new = validate(parse_body(body)?, &app.state.credentials, &caller)?;
     let integration = app.state.store.create_integration(tenant_id, &new).await?;
-    tracing::info!(tenant = %tenant_id, integration = %integration.id, app = %integration.app_kind, "integration created");
+    tracing::info!(tenant = %tenant_id, integration = %integration.id, app = %integration.app_kind, by = %caller.actor(), "integration created");
     Ok((StatusCode::CREATED, Json(json!(integration))))
 }
 
@@ -389,7 +389,8 @@ pub async fn delete(
         .ok_or_else(|| ApiError::not_found("no such integration"))?;
     tracing::info!(
         tenant = %tenant_id, integration = %integration_id, grants = deleted.grants, tokens = deleted.tokens,
-        directory_users = deleted.directory_users, tasks_superseded = deleted.tasks_superseded, "integration deleted"
+        directory_users = deleted.directory_users, tasks_superseded = deleted.tasks_superseded, by = %caller.actor(),
+        "integration deleted"
     );
     Ok(Json(json!({
         "deleted": deleted.integration,
@@ -521,7 +522,7 @@ pub async fn update(
     let new_base_url = req.base_url.as_deref().map(base_url).transpose()?;
     let credential =
         req.credential.as_deref().map(|c| seal_credential(&app.state.credentials, &caller, c)).transpose()?;
-    let request = Request::new("PATCH", &uri, &headers);
+    let request = Request::new("PATCH", &uri, &headers, &caller);
 
     let mut client = app.state.store.client().await?;
     let tx = client.transaction().await?;
@@ -639,7 +640,7 @@ pub async fn update(
             let scope = integration_id.to_string();
             announce_users_in(&app, &tx, tenant_id, &scope, users.own_directory, &request, summary, true).await?;
         }
-        tracing::info!(tenant = %tenant_id, integration = %integration_id, users = announced, "integration ladders changed");
+        tracing::info!(tenant = %tenant_id, integration = %integration_id, users = announced, by = %caller.actor(), "integration ladders changed");
     }
     let changed = connection.changed();
     if !changed.is_empty() {
@@ -649,7 +650,7 @@ pub async fn update(
     tx.commit().await?;
     if !changed.is_empty() {
         // Names the fields, never the credential.
-        tracing::info!(tenant = %tenant_id, integration = %integration_id, changed = %changed.join(", "), "integration connection changed");
+        tracing::info!(tenant = %tenant_id, integration = %integration_id, changed = %changed.join(", "), by = %caller.actor(), "integration connection changed");
     }
     let admin::Connection { name, base_url, settings, credential, .. } = connection;
     integration.name = name.unwrap_or(integration.name);

@@ -67,10 +67,7 @@ pub async fn redrive(
     if body.as_ref().map_or(true, |b| !b.trim_ascii().is_empty()) {
         parse_body::<NoFields>(body)?;
     }
-    let actor = match &caller {
-        Caller::Operator => "the operator".to_string(),
-        Caller::Admin { role, .. } => format!("a tenant {} via the admin API", role.as_str()),
-    };
+    let actor = format!("{} via the admin API", caller.actor());
     let exchange = connector_exchange(&app.state.directory_exchange);
     let outcome = app.state.store.redrive_task(tenant_id, task_id, &actor, |t| message(t, &exchange)).await?;
     match outcome {

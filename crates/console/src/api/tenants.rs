@@ -31,7 +31,7 @@ pub async fn create_tenant(
     let scim_token = generate("scim");
     let admin_token = generate("adm");
     let tenant = app.state.store.create_tenant(&name, &scim_token, &admin_token).await?;
-    tracing::info!(tenant = %tenant.id, "tenant created");
+    tracing::info!(tenant = %tenant.id, by = %caller.actor(), "tenant created");
     Ok((
         StatusCode::CREATED,
         Json(json!({
@@ -82,7 +82,7 @@ pub async fn set_scim_rate_limit(
     if !app.state.store.set_scim_rate_limit(tenant_id, Some(limit)).await? {
         return Err(ApiError::not_found("no such tenant"));
     }
-    tracing::info!(tenant = %tenant_id, per_second = limit.per_second, burst = limit.burst, "tenant's SCIM rate limit set");
+    tracing::info!(tenant = %tenant_id, per_second = limit.per_second, burst = limit.burst, by = %caller.actor(), "tenant's SCIM rate limit set");
     Ok(Json(json!(limit)))
 }
 
@@ -97,7 +97,7 @@ pub async fn clear_scim_rate_limit(
     if !app.state.store.set_scim_rate_limit(tenant_id, None).await? {
         return Err(ApiError::not_found("no such tenant"));
     }
-    tracing::info!(tenant = %tenant_id, "tenant's SCIM rate limit back to the fleet's");
+    tracing::info!(tenant = %tenant_id, by = %caller.actor(), "tenant's SCIM rate limit back to the fleet's");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -176,7 +176,7 @@ pub async fn create_scim_token(
             Some(id)
         }
     };
-    tracing::info!(tenant = %tenant_id, scope = ?scope, "SCIM token created");
+    tracing::info!(tenant = %tenant_id, scope = ?scope, by = %caller.actor(), "SCIM token created");
     let scope = scope.map_or_else(|| json!("workspace"), |i| json!(i));
     Ok((StatusCode::CREATED, Json(json!({ "token": token, "scope": scope, "label": label }))))
 }
@@ -232,7 +232,7 @@ pub async fn create_admin_token(
     };
     let token = generate("adm");
     app.state.store.insert_token(tenant_id, &token, "admin", integration, Some(role.as_str()), &label).await?;
-    tracing::info!(tenant = %tenant_id, role = role.as_str(), integration = ?integration, "admin token created");
+    tracing::info!(tenant = %tenant_id, role = role.as_str(), integration = ?integration, by = %caller.actor(), "admin token created");
     let mut answer = json!({ "token": token, "role": role.as_str(), "label": label });
     if let Some(i) = integration {
         answer["integration_id"] = json!(i);
@@ -266,6 +266,6 @@ pub async fn revoke_token(
     if !app.state.store.revoke_token(tenant_id, id).await? {
         return Err(ApiError::not_found("no such token"));
     }
-    tracing::info!(tenant = %tenant_id, token = %id, kind = %info.kind, "token revoked");
+    tracing::info!(tenant = %tenant_id, token = %id, kind = %info.kind, by = %caller.actor(), "token revoked");
     Ok(StatusCode::NO_CONTENT)
 }
