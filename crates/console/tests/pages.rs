@@ -182,3 +182,38 @@ async fn a_paused_integration_says_so() {
     assert!(a.text.contains("s-queued\">paused</span> since"), "{}", a.text);
     assert!(a.text.contains("Hub ⏸"), "{}", a.text);
 }
+
+/// Revoking an admin token ends the live stream of a page it signed in: the stream rechecks
+/// its token, so it no longer tells the revoked holder when the log changes for the rest of its
+/// life (25 s, then the reconnect is sent to sign in).
+#[tokio::test]
+async fn a_revoked_tokens_live_stream_ends() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let viewer = app.admin_token(tenant, &owner, "viewer").await;
+    let live = format!("{}/console/tenants/{tenant}/live", app.base);
+    let mut stream =
+        app.http.get(&live).header("cookie", format!("unseat_console={viewer}")).send().await.expect("stream");
+    assert_eq!(stream.status(), StatusCode::OK);
+    let first = stream.chunk().await.expect("read").expect("a first event");
+    assert!(String::from_utf8_lossy(&first).contains("live"), "{first:?}");
+
+    let tokens = app.get(&format!("/api/v1/tenants/{tenant}/tokens"), &owner).await;
+    let id = tokens.body["tokens"]
+        .as_array()
+        .and_then(|all| all.iter().find(|t| t["role"] == "viewer"))
+        .and_then(|t| t["id"].as_str())
+        .expect("the viewer's token")
+        .to_string();
+    let a =
+        app.call(reqwest::Method::DELETE, &format!("/api/v1/tenants/{tenant}/tokens/{id}"), Some(&owner), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    // It ends well before its lifetime (the bound only keeps a broken check from hanging here).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(15), async {
+        while stream.chunk().await.expect("read").is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream went on after its token was revoked");
+    let again = app.http.get(&live).header("cookie", format!("unseat_console={viewer}")).send().await.expect("again");
+    assert_eq!(again.url().path(), "/console/sign-in", "a reconnect is sent to sign in");
+}

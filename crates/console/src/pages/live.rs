@@ -34,6 +34,9 @@ pub const POLL: Duration = Duration::from_millis(400);
 pub const LOOKBACK: Duration = Duration::from_secs(15);
 /// How long one stream lives before the browser reconnects.
 const STREAM_LIFETIME: Duration = Duration::from_secs(25);
+/// How often an open stream checks that its admin token is still there: a revoked token's
+/// stream ends within this (its reconnect is then sent to sign in).
+const TOKEN_RECHECK: Duration = Duration::from_secs(2);
 
 /// The fingerprint a page is rendered with; empty when the store could not say (the page then
 /// refreshes on the stream's first answer, which is harmless).
@@ -57,7 +60,11 @@ pub(crate) async fn events(
         .or_else(|| params.get("since").cloned())
         .filter(|s| !s.is_empty() && s.len() <= 200);
     let store = app.state.store.clone();
-    let stream = changes(store, tenant, last_seen);
+    let token = match &session.caller {
+        crate::auth::Caller::Admin { tenant_id, token_id, .. } => Some((*tenant_id, *token_id)),
+        crate::auth::Caller::Operator => None,
+    };
+    let stream = changes(store, tenant, last_seen, token);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))).into_response())
 }
 
@@ -67,10 +74,20 @@ struct Poll {
     last: Option<String>,
     ends: Instant,
     first: bool,
+    /// The admin token's (tenant, id), rechecked every [`TOKEN_RECHECK`]; None for the operator.
+    token: Option<(Uuid, Uuid)>,
+    recheck: Instant,
 }
 
-fn changes(store: Store, tenant: Uuid, last: Option<String>) -> impl Stream<Item = Result<Event, Infallible>> {
-    let state = Poll { store, tenant, last, ends: Instant::now() + STREAM_LIFETIME, first: true };
+fn changes(
+    store: Store,
+    tenant: Uuid,
+    last: Option<String>,
+    token: Option<(Uuid, Uuid)>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let now = Instant::now();
+    let state =
+        Poll { store, tenant, last, ends: now + STREAM_LIFETIME, first: true, token, recheck: now + TOKEN_RECHECK };
     stream::unfold(state, |mut s| async move {
         loop {
             if s.first {
@@ -80,6 +97,13 @@ fn changes(store: Store, tenant: Uuid, last: Option<String>) -> impl Stream<Item
             }
             if Instant::now() >= s.ends {
                 return None;
+            }
+            if let Some((token_tenant, token_id)) = s.token.filter(|_| Instant::now() >= s.recheck) {
+                s.recheck = Instant::now() + TOKEN_RECHECK;
+                // Revoked: the stream ends (a failed look keeps it, as a failed probe does).
+                if let Ok(None) = s.store.token(token_tenant, token_id).await {
+                    return None;
+                }
             }
             match s.store.log_fingerprint(s.tenant, LOOKBACK).await {
                 Ok(now) => {
