@@ -124,6 +124,24 @@ async fn a_failed_task_a_later_one_made_moot_is_superseded_and_not_re_driven() {
     assert!(last.3.contains("later task"), "{events:?}");
     let failed_list = app.admin_get(&format!("/api/v1/tenants/{}/tasks?status=failed", app.tenant)).await;
     assert!(!failed_list.to_string().contains(&failed.id.to_string()), "no longer listed as failed: {failed_list}");
+    // It was dead-lettered, and the list of dead-lettered tasks still says so (the page's
+    // filter); the later task is not in it.
+    let dead = app.admin_get(&format!("/api/v1/tenants/{}/tasks?status=dead_lettered", app.tenant)).await;
+    let ids: Vec<&str> = dead["tasks"].as_array().expect("tasks").iter().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(ids, [failed.id.to_string()], "{dead}");
+    // A filter a list does not take is refused, not ignored.
+    let (status, answer) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/tenants/{}/jobs?integration={}", app.tenant, app.integration),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"].as_str().is_some_and(|e| e.contains("unknown query parameter \"integration\"")),
+        "{answer}"
+    );
 
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/tenants/{}/tasks/{}/redrive", app.base, app.tenant, failed.id);

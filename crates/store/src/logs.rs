@@ -108,7 +108,8 @@ pub struct TaskFilter {
     pub job: Option<Uuid>,
     pub integration: Option<Uuid>,
     pub user: Option<Uuid>,
-    /// One of [`TASK_STATUSES`].
+    /// One of [`TASK_STATUSES`], or `dead_lettered` (the tasks sent to a dead-letter queue,
+    /// whatever their status since).
     pub status: Option<String>,
 }
 
@@ -224,7 +225,8 @@ impl Store {
                         and ($2::uuid is null or job_id = $2)
                         and ($3::uuid is null or integration_id = $3)
                         and ($4::uuid is null or user_id = $4)
-                        and ($5::text is null or status = $5)
+                        and ($5::text is null
+                             or (case when $5 = 'dead_lettered' then dead_lettered else status = $5 end))
                         and ($6::timestamptz is null or (created_at, id) < ($6, $7::uuid))
                       order by created_at desc, id desc limit $8"
                 ),

@@ -32,7 +32,7 @@ pub async fn teams(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
-    let params = parse_params(params)?;
+    let params = parse_params(params, &["limit", "after"])?;
     let limit = limit(&params)?;
     let gone = || {
         ApiError::bad_request("after is not a team of this directory (the `next` of a previous page; deleted since?)")
@@ -64,7 +64,7 @@ pub async fn users(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
-    let params = parse_params(params)?;
+    let params = parse_params(params, &["limit", "after", "filter_email"])?;
     let limit = limit(&params)?;
     let filter = params.get("filter_email").map(|f| f.trim()).filter(|f| !f.is_empty());
     let after = params.get("after").map(String::as_str).filter(|a| !a.is_empty());

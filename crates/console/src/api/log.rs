@@ -10,6 +10,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use unseat_store::logs::{TaskFilter, TASK_STATUSES};
+use unseat_store::pages::DEAD_LETTERED;
 
 /// Events shown with one task; a task has a handful per attempt and attempts are bounded.
 const MAX_EVENTS: i64 = 1000;
@@ -21,7 +22,7 @@ pub async fn jobs(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
-    let page = Page::from_params(&parse_params(params)?)?;
+    let page = Page::from_params(&parse_params(params, &["limit", "before"])?)?;
     let mut jobs = app.state.store.jobs(tenant_id, page.before, page.limit + 1).await?;
     let next = page.finish(&mut jobs, |j| j.cursor());
     Ok(Json(json!({ "jobs": jobs, "next": next })))
@@ -36,7 +37,7 @@ pub async fn job(
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
     let job_id = parse_id(&job, "job id")?;
-    let page = Page::from_params(&parse_params(params)?)?;
+    let page = Page::from_params(&parse_params(params, &["limit", "before"])?)?;
     let job = app.state.store.job(tenant_id, job_id).await?.ok_or_else(|| ApiError::not_found("no such job"))?;
     let filter = TaskFilter { job: Some(job_id), ..TaskFilter::default() };
     let mut tasks = app.state.store.tasks(tenant_id, &filter, page.before, page.limit + 1).await?;
@@ -51,13 +52,16 @@ pub async fn tasks(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
-    let params = parse_params(params)?;
+    let params = parse_params(params, &["limit", "before", "status", "job", "integration", "user"])?;
     let page = Page::from_params(&params)?;
     let status = match params.get("status").filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) if TASK_STATUSES.contains(&s.as_str()) => Some(s.clone()),
+        Some(s) if TASK_STATUSES.contains(&s.as_str()) || s == DEAD_LETTERED => Some(s.clone()),
         Some(s) => {
-            return Err(ApiError::bad_request(format!("status {s:?} is not one of {}", TASK_STATUSES.join(", "))))
+            return Err(ApiError::bad_request(format!(
+                "status {s:?} is not one of {}, {DEAD_LETTERED}",
+                TASK_STATUSES.join(", ")
+            )))
         }
     };
     let filter = TaskFilter {
@@ -93,7 +97,7 @@ pub async fn activity(
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
     let integration_id = parse_id(&integration, "integration id")?;
-    let page = Page::from_params(&parse_params(params)?)?;
+    let page = Page::from_params(&parse_params(params, &["limit", "before"])?)?;
     let integration = app
         .state
         .store

@@ -160,8 +160,25 @@ fn holds_nul(v: &Value) -> bool {
     }
 }
 
-pub fn parse_params(params: Params) -> Result<HashMap<String, String>, ApiError> {
-    params.map(|Query(p)| p).map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))
+/// The query string's parameters, refusing one the endpoint does not take (`known`): a filter
+/// it does not have would otherwise be ignored, and the caller would take the whole list for
+/// a filtered one.
+pub fn parse_params(params: Params, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
+    let params = params
+        .map(|Query(p)| p)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
+    let mut unknown: Vec<&str> = params.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
+    unknown.sort_unstable();
+    match unknown.first() {
+        None => Ok(params),
+        Some(name) => {
+            let name: String = name.chars().take(100).collect();
+            Err(ApiError::bad_request(format!(
+                "unknown query parameter {name:?}; this list takes {}",
+                known.join(", ")
+            )))
+        }
+    }
 }
 
 /// Checks the caller against the tenant named in the path and returns its id. The operator
