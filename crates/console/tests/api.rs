@@ -230,10 +230,13 @@ async fn viewers_read_and_only_owners_and_super_admins_mint_admin_tokens() {
     let viewer = app.admin_token(tenant, &owner, "viewer").await;
     let outbox_before = app.count("select count(*) from outbox").await;
 
-    for path in ["", "/integrations", "/teams", "/users", "/jobs", "/tasks", "/tokens"] {
+    for path in ["", "/integrations", "/teams", "/users", "/jobs", "/tasks"] {
         let a = app.get(&format!("/api/v1/tenants/{tenant}{path}"), &viewer).await;
         assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
     }
+    // Who holds which token is for those who manage tokens, not for a viewer.
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/tokens"), &viewer).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
     let base = format!("/api/v1/tenants/{tenant}");
     let writes = [
         (Method::POST, format!("{base}/integrations"), integration_body("x")),
@@ -344,11 +347,14 @@ async fn an_integration_owner_shares_only_its_integration_and_reads_like_a_viewe
     assert_eq!(app.count(&format!("select count(*) from grants where integration_id = '{theirs}'")).await, 1);
     assert_eq!(app.count("select count(*) from integrations").await, 3);
 
-    // Reads like a viewer; the tokens list names the integration it owns.
-    for path in ["", "/integrations", "/teams", "/users", "/jobs", "/tasks", "/tokens"] {
+    // Reads like a viewer (who is not shown the tenant's tokens); the tokens list names the
+    // integration it owns.
+    for path in ["", "/integrations", "/teams", "/users", "/jobs", "/tasks"] {
         let a = app.get(&format!("{base}{path}"), &io).await;
         assert_eq!(a.status, StatusCode::OK, "{path}: {}", a.text);
     }
+    let a = app.get(&format!("{base}/tokens"), &io).await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
     let tokens = app.get(&format!("{base}/tokens"), &owner).await.body;
     let io_token: Vec<&Value> =
         tokens["tokens"].as_array().unwrap().iter().filter(|t| t["role"] == "integration_owner").collect();

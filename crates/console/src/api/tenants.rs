@@ -101,12 +101,15 @@ pub async fn clear_scim_rate_limit(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /tenants/{t}/tokens`: the tenant's tokens (never the tokens themselves), for those who
+/// manage them: owners, super admins and admins. Viewers read logs, and an integration owner
+/// shares its one integration; neither needs to know who holds which token.
 pub async fn list_tokens(
     caller: Caller,
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
+    let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let tokens = app.state.store.tokens(tenant_id).await?;
     let tokens: Vec<Value> = tokens
         .into_iter()
@@ -206,7 +209,6 @@ pub async fn create_admin_token(
     })?;
     if let Caller::Admin { role: own, .. } = caller {
         if role.outranks(own) {
-            let article = |word: &str| if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
             let (own, role) = (own.as_str(), role.as_str());
             return Err(ApiError::forbidden(format!(
                 "{} {own} may not create {} {role} token",
@@ -240,6 +242,15 @@ pub async fn create_admin_token(
     Ok((StatusCode::CREATED, Json(answer)))
 }
 
+/// "a" or "an" before a role's name ("an owner", "a super_admin").
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
 /// `DELETE /tenants/{t}/tokens/{token}`: revokes a token. SCIM tokens: whoever may write;
 /// admin tokens: owners and super admins, never of a role above their own.
 pub async fn revoke_token(
@@ -255,10 +266,11 @@ pub async fn revoke_token(
         let role = info.role.as_deref().and_then(AdminRole::parse).unwrap_or(AdminRole::Viewer);
         if let Caller::Admin { role: own, .. } = caller {
             if role.outranks(own) {
+                let (own, role) = (own.as_str(), role.as_str());
                 return Err(ApiError::forbidden(format!(
-                    "a {} may not revoke a {} token",
-                    own.as_str(),
-                    role.as_str()
+                    "{} {own} may not revoke {} {role} token",
+                    article(own),
+                    article(role)
                 )));
             }
         }
