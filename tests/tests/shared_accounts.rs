@@ -79,10 +79,10 @@ async fn a_users_next_task_trusts_what_the_shared_account_holds_now() {
 }
 
 /// A user whose address changed leaves the account at the old address to the other user who
-/// has it; when they lose their access, that account keeps only what the other is granted (it
-/// kept their ADMIN before).
+/// has it, at what that user is granted (it kept their ADMIN before), and is given their own
+/// account at the new address; losing access then removes only that one.
 #[tokio::test]
-async fn a_moved_users_removal_lowers_the_account_left_at_the_former_address() {
+async fn a_moved_user_leaves_the_shared_account_at_the_others_grants() {
     let app = spawn_app().await;
     let admin = user(&app.scim, "pat.admin", "pat@example.com").await;
     let everyday = user(&app.scim, "pat", "pat@example.com").await;
@@ -95,16 +95,76 @@ async fn a_moved_users_removal_lowers_the_account_left_at_the_former_address() {
     let ops = json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": "pat.new@example.com"}]);
     let resp = app.scim.patch(&format!("/Users/{admin}"), ops).await.unwrap();
     assert!(resp.status().is_success());
-    app.scim.remove_member(team, admin).await.unwrap();
     let tasks = app.settle(granted + 1).await;
-    let removal = tasks[granted..].iter().find(|t| t.outcome == "remove").expect("a removal");
-    assert_eq!(removal.status, "succeeded", "{removal:?}");
-    assert_eq!(app.app_users().await, vec![pair("pat@example.com", "EMPLOYEE")], "the admin role went with them");
-    let events = app.store.connector_task_events(app.tenant, removal.id).await.expect("events");
+    let moved = tasks[granted..].iter().find(|t| t.email == "pat.new@example.com").expect("the address change");
+    assert_eq!((moved.outcome.as_str(), moved.status.as_str()), ("update", "succeeded"), "{moved:?}");
+    let held = vec![pair("pat.new@example.com", "ADMIN"), pair("pat@example.com", "EMPLOYEE")];
+    assert_eq!(app.app_users().await, held, "the admin role went with them to their new address");
+    let events = app.store.connector_task_events(app.tenant, moved.id).await.expect("events");
     let (_, _, _, detail) = events.last().expect("an event");
     assert!(
-        detail.contains("the account at the former address pat@example.com is left to the other users with that address, at what they are granted"),
+        detail.contains(
+            "the account at the former address pat@example.com is left to the other users with that address, at \
+             what they are granted"
+        ),
         "{detail}"
     );
+
+    app.scim.remove_member(team, admin).await.unwrap();
+    let tasks = app.settle(tasks.len() + 1).await;
+    let removal = tasks.iter().rfind(|t| t.outcome == "remove").expect("a removal");
+    assert_eq!(removal.status, "succeeded", "{removal:?}");
+    assert_eq!(app.app_users().await, vec![pair("pat@example.com", "EMPLOYEE")], "only their own account went");
+    app.stop().await;
+}
+
+async fn pending_invitations(app: &TestApp) -> Vec<String> {
+    let url = format!("{}/_emulator/businesses/{BUSINESS}/invitations", app.emulator_url);
+    let all: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    let mut emails: Vec<String> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "PENDING")
+        .map(|i| i["email"].as_str().unwrap_or_default().to_string())
+        .collect();
+    emails.sort();
+    emails
+}
+
+/// The IdP changes a person's address: an account the app already has stays theirs (found by
+/// the id the connector remembered, nobody invited twice), while an invitation still pending
+/// moves to the new address (the one to the old address could be accepted by whoever reads that
+/// mailbox now). Each change is in the log as an update that says why.
+#[tokio::test]
+async fn a_changed_address_moves_a_pending_invitation_and_keeps_an_account() {
+    let app = spawn_app().await;
+    let bob = user(&app.scim, "bob", "bob@example.com").await;
+    grant(&app, json!({"user_id": bob, "role": "EMPLOYEE"})).await;
+    app.settle(1).await;
+    assert_eq!(app.app_users().await, vec![pair("bob@example.com", "EMPLOYEE")]);
+    let settings = format!("{}/_emulator/settings", app.emulator_url);
+    let resp = reqwest::Client::new().post(&settings).json(&json!({"invitations_pending": true})).send().await.unwrap();
+    assert!(resp.status().is_success());
+    let ann = user(&app.scim, "ann", "ann@example.com").await;
+    grant(&app, json!({"user_id": ann, "role": "EMPLOYEE"})).await;
+    let before = app.settle(2).await.len();
+    assert_eq!(pending_invitations(&app).await, ["ann@example.com"]);
+
+    for (id, address) in [(bob, "bob.new@example.com"), (ann, "ann.new@example.com")] {
+        let ops = json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": address}]);
+        let resp = app.scim.patch(&format!("/Users/{id}"), ops).await.unwrap();
+        assert!(resp.status().is_success());
+    }
+    let tasks = app.settle(before + 2).await;
+    for (old, new) in [("bob@example.com", "bob.new@example.com"), ("ann@example.com", "ann.new@example.com")] {
+        let task =
+            tasks[before..].iter().find(|t| t.email == new).unwrap_or_else(|| panic!("a task for {new}: {tasks:#?}"));
+        assert_eq!((task.outcome.as_str(), task.status.as_str()), ("update", "succeeded"), "{task:?}");
+        let reason = format!("address changed from {old} to {new}: an individual grant grants EMPLOYEE");
+        assert_eq!(task.reason, reason);
+    }
+    assert_eq!(pending_invitations(&app).await, ["ann.new@example.com"], "the invitation moved");
+    assert_eq!(app.app_users().await, vec![pair("bob@example.com", "EMPLOYEE")], "bob's account kept, nobody added");
     app.stop().await;
 }

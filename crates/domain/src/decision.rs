@@ -284,6 +284,19 @@ pub fn decide(
     }
 }
 
+/// Whether two app addresses are one: equal ignoring case and surrounding spaces.
+pub fn same_address(a: &str, b: &str) -> bool {
+    crate::text::fold(a.trim()) == crate::text::fold(b.trim())
+}
+
+/// A user whose access is unchanged but whose address is not (`from` → `to`): the app must be
+/// converged at the new address (an invitation to the old one withdrawn, one sent to the new
+/// one), so the kept decision becomes an update that says why.
+pub fn address_changed(kept: Decision, from: &str, to: &str) -> Decision {
+    let because = kept.reason.strip_prefix("kept: ").unwrap_or(&kept.reason).to_string();
+    Decision { outcome: Outcome::Update, reason: format!("address changed from {from} to {to}: {because}"), ..kept }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +312,20 @@ mod tests {
 
     fn held(role: &str) -> Held {
         Held { role: role.into(), assets: AssetMap::new() }
+    }
+
+    #[test]
+    fn an_address_change_of_kept_access_is_an_update_that_says_so() {
+        let a = effective_access(&ladder(), true, &[team("Staff", "EMPLOYEE")]).unwrap();
+        let kept = decide(Some(&held("EMPLOYEE")), Some(&a), UserStatus::Active, &[], &AssetNames::new()).unwrap();
+        assert_eq!(kept.outcome, Outcome::Keep);
+        let moved = address_changed(kept, "ann@old.example", "ann@new.example");
+        assert_eq!(moved.outcome, Outcome::Update);
+        assert_eq!(moved.reason, "address changed from ann@old.example to ann@new.example: team Staff grants EMPLOYEE");
+        assert_eq!((moved.from_role(), moved.to_role()), (Some("EMPLOYEE"), Some("EMPLOYEE")));
+        assert!(
+            same_address(" Ann@Old.example", "ann@old.example") && !same_address("ann@old.example", "ann@new.example")
+        );
     }
 
     #[test]

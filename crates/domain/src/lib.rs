@@ -12,7 +12,9 @@ mod decision;
 mod proptests;
 pub mod text;
 
-pub use decision::{decide, lost_grants, AssetNames, Decision, Held, Lost, Outcome, UserStatus};
+pub use decision::{
+    address_changed, decide, lost_grants, same_address, AssetNames, Decision, Held, Lost, Outcome, UserStatus,
+};
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,6 +1,6 @@
 //! `/Users`: create, read, list (with filters), replace, patch and delete. A change of
-//! `active` and a delete are announced to the resolver; other attribute changes are not,
-//! since they cannot change anyone's access.
+//! `active`, of the address the apps know the user by, and a delete are announced to the
+//! resolver; other attribute changes are not, since they change nothing in any app.
 
 use crate::activations::Activation;
 use crate::lookup::{self, Found, Keys, Lookup};
@@ -210,8 +210,21 @@ async fn store_change(
         return Ok(old);
     }
     let rec = dir::update_user(tx, ctx.dir, &old, f).await?;
+    let address = |r: &UserRecord| r.email.clone().unwrap_or_else(|| r.user_name.clone());
+    let (was, is) = (address(&old), address(&rec));
     if old.active != rec.active {
         announce_active(tx, state, ctx, &rec).await?;
+    } else if rec.active && !unseat_domain::same_address(&was, &is) {
+        // The apps know the user by this address: an invitation to the old one is withdrawn.
+        announce(
+            tx,
+            state,
+            ctx,
+            format!("address of user {} changed from {was} to {is}", rec.user_name),
+            vec![rec.id],
+            false,
+        )
+        .await?;
     } else if ctx.dir.integration.is_some() && role_attributes(&old.resource) != role_attributes(&rec.resource) {
         // In an integration's directory the roles the IdP sends are the user's role there.
         announce(tx, state, ctx, format!("roles of user {} changed", label(&rec)), vec![rec.id], true).await?;

@@ -30,8 +30,8 @@ use unseat_bus::messages::{
 };
 use unseat_bus::{ConsumerSettings, Delivery, Topology};
 use unseat_domain::{
-    decide, lost_grants, Access, AccessModel, AssetLadder, AssetMap, Decision, Grant, GrantSource, Held, Outcome,
-    RoleLadder, UserStatus,
+    address_changed, decide, lost_grants, same_address, Access, AccessModel, AssetLadder, AssetMap, Decision, Grant,
+    GrantSource, Held, Outcome, RoleLadder, UserStatus,
 };
 use unseat_store::access::{self, NewJob, NewTask, Progress};
 use unseat_store::{outbox, Client, Store, StoreError, Transaction};
@@ -619,6 +619,14 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, users: &[Uuid]) -> Result<
             let decision =
                 decide(held.as_ref(), now.as_ref(), status, &lost, &integrations[&integration_id].asset_names);
             let email = f.map(|f| f.email.clone()).or_else(|| row.as_ref().map(|r| r.email.clone()));
+            // Access unchanged at a new address: the app is converged there (an invitation to
+            // the old address withdrawn), so it is an update, not a keep.
+            let decision = match (decision, &row, &email) {
+                (Some(d), Some(r), Some(new)) if d.outcome == Outcome::Keep && !same_address(&r.email, new) => {
+                    Some(address_changed(d, &r.email, new))
+                }
+                (d, ..) => d,
+            };
             items.push(Planned { user_id, integration_id, email, status, grants: its_grants, now, row, decision });
         }
     }
