@@ -103,10 +103,10 @@ async fn a_moved_user_leaves_the_shared_account_at_the_others_grants() {
     let events = app.store.connector_task_events(app.tenant, moved.id).await.expect("events");
     let (_, _, _, detail) = events.last().expect("an event");
     assert!(
-        detail.contains(
-            "the account at the former address pat@example.com is left to the other users with that address, at \
-             what they are granted"
-        ),
+        detail.contains(&format!(
+            "the account at the former address pat@example.com is left to the other users with that address (pat \
+             ({everyday})), at what they are granted: role changed from ADMIN to EMPLOYEE"
+        )),
         "{detail}"
     );
 
@@ -166,5 +166,36 @@ async fn a_changed_address_moves_a_pending_invitation_and_keeps_an_account() {
     }
     assert_eq!(pending_invitations(&app).await, ["ann.new@example.com"], "the invitation moved");
     assert_eq!(app.app_users().await, vec![pair("bob@example.com", "EMPLOYEE")], "bob's account kept, nobody added");
+    app.stop().await;
+}
+
+/// A user who moves to an address whose account another user has: that account is now how the
+/// app knows them, and the account their remembered id names, at the former address, is
+/// removed (it was left in the app, holding their role, while the log said they were out).
+#[tokio::test]
+async fn a_user_who_moves_onto_a_shared_address_leaves_no_account_behind() {
+    let app = spawn_app().await;
+    let mia = user(&app.scim, "mia", "mia@example.com").await;
+    let ops = user(&app.scim, "ops.box", "ops@example.com").await;
+    let team = app.scim.create_group("Admins", &[mia]).await.unwrap();
+    grant(&app, json!({"team_id": team, "role": "ADMIN"})).await;
+    grant(&app, json!({"user_id": ops, "role": "EMPLOYEE"})).await;
+    let before = app.settle(2).await.len();
+    assert_eq!(app.app_users().await, vec![pair("mia@example.com", "ADMIN"), pair("ops@example.com", "EMPLOYEE")]);
+
+    // One PATCH moves her onto the shared address and deactivates her.
+    let ops_patch = json!([
+        {"op": "replace", "path": "emails[type eq \"work\"].value", "value": "ops@example.com"},
+        {"op": "replace", "path": "active", "value": false}
+    ]);
+    let resp = app.scim.patch(&format!("/Users/{mia}"), ops_patch).await.unwrap();
+    assert!(resp.status().is_success());
+    let tasks = app.settle(before + 1).await;
+    let removal = tasks[before..].iter().find(|t| t.outcome == "remove").expect("a removal");
+    assert_eq!(removal.status, "superseded", "the shared account stays: {removal:?}");
+    let events = app.store.connector_task_events(app.tenant, removal.id).await.expect("events");
+    let (_, _, _, detail) = events.last().expect("an event");
+    assert!(detail.contains("the user's account at the former address mia@example.com"), "{detail}");
+    assert_eq!(app.app_users().await, vec![pair("ops@example.com", "EMPLOYEE")], "her old account went");
     app.stop().await;
 }

@@ -501,7 +501,11 @@ impl<A: AppAdapter> Worker<A> {
         let (others, former_holders) =
             apply::other_holders(&tx, tenant, task.integration_id, task.user_id, &access.email, moved_from).await?;
         let former_shared = !former_holders.is_empty();
-        let known_id = if former_shared { None } else { access.app_account_id.as_deref() };
+        // A user who moved to an address whose account another user has: that account is now
+        // how the app knows them, and the one their remembered id names (at the former address)
+        // is not theirs to keep: it is removed.
+        let joined = moved_from.is_some() && !former_shared && !others.is_empty();
+        let known_id = if former_shared || joined { None } else { access.app_account_id.as_deref() };
 
         let max_attempts = self.config.max_attempts.max(1) as i32;
         let used = task_row.attempts - task_row.attempt_base - task_row.throttled_attempts;
@@ -543,17 +547,21 @@ impl<A: AppAdapter> Worker<A> {
         // still be accepted.
         // The account at the former address is the others' now: it holds what they are granted
         // (this user's share of it goes), found by its address.
-        let former_target = moved_from
-            .filter(|_| former_shared)
-            .map(|old| (old, shared_target(integration, None, &Default::default(), &former_holders)));
+        let former_target = match moved_from {
+            Some(old) if former_shared => {
+                Some((old, shared_target(integration, None, &Default::default(), &former_holders), None))
+            }
+            Some(old) if joined => Some((old, (None, Default::default()), access.app_account_id.as_deref())),
+            _ => None,
+        };
         let mut withdrawn = 0;
         let mut former_done = None;
         let result = async {
             if let Some(old) = moved_from.filter(|_| !former_shared) {
                 withdrawn = withdraw_invitations(&self.adapter, integration, old).await?;
             }
-            if let Some((old, (role, assets))) = &former_target {
-                let done = converge(&self.adapter, integration, old, None, role.as_deref(), assets, None).await?;
+            if let Some((old, (role, assets), known)) = &former_target {
+                let done = converge(&self.adapter, integration, old, *known, role.as_deref(), assets, None).await?;
                 former_done = Some(done);
             }
             converge(
@@ -581,12 +589,21 @@ impl<A: AppAdapter> Worker<A> {
         match result {
             Ok(done) => {
                 let mut detail = format!("{}{withdrawal}", done.describe(&integration.name));
-                if let (Some((old, _)), Some(former)) = (&former_target, &former_done) {
-                    detail = format!(
-                        "{detail}; the account at the former address {old} is left to the other users with that \
-                         address, at what they are granted: {}",
-                        former.describe(&integration.name)
-                    );
+                if let (Some((old, ..)), Some(former)) = (&former_target, &former_done) {
+                    let did = former.describe(&integration.name);
+                    detail = if former_shared {
+                        let names: Vec<String> = former_holders.iter().map(apply::Holder::describe).collect();
+                        format!(
+                            "{detail}; the account at the former address {old} is left to the other users with that \
+                             address ({}), at what they are granted: {did}",
+                            names.join(", ")
+                        )
+                    } else {
+                        format!(
+                            "{detail}; the user's account at the former address {old}, now that the app knows them by \
+                             an address another user has too: {did}"
+                        )
+                    };
                 }
                 if shared {
                     let names: Vec<String> = others.iter().map(apply::Holder::describe).collect();
@@ -623,7 +640,7 @@ impl<A: AppAdapter> Worker<A> {
                     held_assets,
                 )
                 .await?;
-                if let (Some((old, (role, assets))), Some(former)) = (&former_target, &former_done) {
+                if let (Some((old, (role, assets), _)), Some(former)) = (&former_target, &former_done) {
                     let invited =
                         matches!(former.converged, Converged::Invited { .. } | Converged::StillInvited { .. });
                     let assets = if invited { &no_assets } else { assets };

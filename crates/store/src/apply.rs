@@ -416,6 +416,10 @@ pub async fn record_applied_state(
 /// of the integration (`users`) who were converged at that address, without moving their
 /// versions: a task of one user changed the account they share, and their next task must trust
 /// no role the account no longer holds (an app that reports base roles only cannot tell).
+///
+/// A row another task holds is skipped, not waited for: that task locked its row before it
+/// waits for the address lock this one holds, so waiting would deadlock; and once it has the
+/// address it converges the account itself and records what it holds.
 pub async fn record_account_held(
     tx: &Transaction<'_>,
     tenant_id: Uuid,
@@ -430,10 +434,13 @@ pub async fn record_account_held(
     }
     let assets = serde_json::to_value(assets).unwrap_or_else(|_| serde_json::json!({}));
     tx.execute(
-        "update access_state set applied_role = $5, applied_assets = $6, updated_at = clock_timestamp()
-          where tenant_id = $1 and integration_id = $2 and user_id = any($3)
-            and lower(btrim(applied_email)) = lower(btrim($4))
-            and (applied_role, applied_assets) is distinct from ($5::text, $6::jsonb)",
+        "update access_state a set applied_role = $5, applied_assets = $6, updated_at = clock_timestamp()
+           from (select user_id from access_state
+                  where tenant_id = $1 and integration_id = $2 and user_id = any($3)
+                    and lower(btrim(applied_email)) = lower(btrim($4))
+                    and (applied_role, applied_assets) is distinct from ($5::text, $6::jsonb)
+                  for update skip locked) free
+          where a.tenant_id = $1 and a.integration_id = $2 and a.user_id = free.user_id",
         &[&tenant_id, &integration_id, &users, &address, &role, &assets],
     )
     .await?;
