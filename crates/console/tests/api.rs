@@ -1474,3 +1474,44 @@ async fn the_openapi_document_lets_every_optional_request_field_be_null() {
     }
     assert!(checked >= 20, "only {checked} optional fields found");
 }
+
+/// An integration whose credential the operator gave as a reference (a secret of the
+/// deployment) cannot be pointed at another business or address by a tenant's admin, who
+/// could otherwise have that secret act on a business of theirs; naming it and other settings
+/// stay theirs, and so does giving a credential of their own.
+#[tokio::test]
+async fn a_tenant_admin_cannot_send_the_operators_reference_elsewhere() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let list = format!("/api/v1/tenants/{tenant}/integrations");
+    let mut body = integration_body("Shared secret hub");
+    body["credential"] = json!("env:UNSEAT_APP_CREDENTIAL_META");
+    let a = app.post(&list, OPERATOR, body).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let path = format!("{list}/{}", a.body["id"].as_str().expect("id"));
+    let before = app.get(&path, &owner).await.body;
+    for change in [
+        json!({ "settings": { "business_id": "4100000002" } }),
+        json!({ "settings": { "business_id": 4100000002u64, "rate_limit_per_second": 2 } }),
+    ] {
+        let a = app.call(Method::PATCH, &path, Some(&owner), Some(change.clone())).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{change}: {}", a.text);
+        assert!(a.text.contains("only the operator"), "{change}: {}", a.text);
+    }
+    assert_eq!(app.get(&path, &owner).await.body, before, "refused changes changed nothing");
+    for change in [
+        json!({ "name": "Renamed hub" }),
+        json!({ "settings": { "business_id": "4100000001", "rate_limit_per_second": 2 } }),
+        json!({ "settings": { "business_id": "4100000002" }, "credential": "a-secret-of-our-own" }),
+    ] {
+        let a = app.call(Method::PATCH, &path, Some(&owner), Some(change.clone())).await;
+        assert_eq!(a.status, StatusCode::OK, "{change}: {}", a.text);
+    }
+    let mut body = integration_body("Second shared hub");
+    body["credential"] = json!("env:UNSEAT_APP_CREDENTIAL_META");
+    let a = app.post(&list, OPERATOR, body).await;
+    let path = format!("{list}/{}", a.body["id"].as_str().expect("id"));
+    let change = json!({ "settings": { "business_id": "4100000003" } });
+    let a = app.call(Method::PATCH, &path, Some(OPERATOR), Some(change)).await;
+    assert_eq!(a.status, StatusCode::OK, "the operator may: {}", a.text);
+}

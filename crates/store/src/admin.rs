@@ -782,6 +782,19 @@ pub async fn integration_for_update(tx: &Transaction<'_>, tenant_id: Uuid, id: U
     Ok(found.pop())
 }
 
+/// Whether the integration's stored credential is an `env:`/`file:` reference (a secret of the
+/// deployment, which only the operator gives), under the caller's lock of the row.
+pub async fn credential_is_reference(tx: &Transaction<'_>, tenant_id: Uuid, id: Uuid) -> Result<bool> {
+    let row = tx
+        .query_opt(
+            "select credential like 'env:%' or credential like 'file:%' from integrations
+              where tenant_id = $1 and id = $2",
+            &[&tenant_id, &id],
+        )
+        .await?;
+    Ok(row.is_some_and(|r| r.get(0)))
+}
+
 /// Adds an asset to an integration; [`StoreError::Conflict`] when it already has one with that
 /// id. The caller validated the asset and holds [`integration_for_update`]'s lock.
 pub async fn insert_asset(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid, asset: &Asset) -> Result<()> {

@@ -571,6 +571,22 @@ pub async fn update(
         }
         (None, current) => current.clone(),
     };
+    // A reference names a secret of the deployment that the operator gave for this app and
+    // business: only the operator may send it elsewhere (another address or business), as
+    // only the operator may give one.
+    let business = |s: &Value| s.get("business_id").map(|b| b.to_string().trim_matches('"').to_string());
+    let moves = connection.base_url.is_some()
+        || connection.settings.as_ref().is_some_and(|s| business(s) != business(&integration.settings));
+    if moves
+        && connection.credential.is_none()
+        && !matches!(caller, Caller::Operator)
+        && admin::credential_is_reference(&tx, tenant_id, integration_id).await?
+    {
+        return Err(ApiError::forbidden(
+            "this integration's credential is a secret of the deployment (an env: or file: reference): only the \
+             operator may change its base_url or business, or give a credential of your own in the same change",
+        ));
+    }
     // The stored credential goes only where it was given for: a base_url at another origin
     // (scheme, host or port) comes with the credential again, or any writer could have the
     // connector send it to a server of theirs.
