@@ -3,7 +3,7 @@
 
 use crate::state::{EmulatorError, FaultRule, Settings};
 use crate::Emulator;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 pub(crate) fn router() -> Router<Emulator> {
     Router::new()
@@ -34,14 +34,13 @@ fn refuse(status: StatusCode, message: impl std::fmt::Display) -> Response {
 }
 
 /// A control body must be one JSON object: serde would also take a struct from an array
-/// (`[]` as every field left out), which is not what anyone sending it meant.
-/// The error is the refusal's message.
-fn object<T: DeserializeOwned>(body: Result<Json<Value>, JsonRejection>) -> Result<T, String> {
-    let Json(value) = body.map_err(|rejection| rejection.body_text())?;
-    if !value.is_object() {
+/// (`[]` as every field left out), which is not what anyone sending it meant. It is read
+/// straight into `T`, so a field given twice is refused too. The error is the refusal's message.
+fn object<T: DeserializeOwned>(body: Bytes) -> Result<T, String> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
         return Err("the body must be a JSON object".into());
     }
-    serde_json::from_value(value).map_err(|e| e.to_string())
+    serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
 fn refuse_error(error: EmulatorError) -> Response {
@@ -61,11 +60,7 @@ struct SeedUser {
     name: Option<String>,
 }
 
-async fn seed_user(
-    State(emu): State<Emulator>,
-    Path(business_id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
+async fn seed_user(State(emu): State<Emulator>, Path(business_id): Path<String>, body: Bytes) -> Response {
     let body: SeedUser = match object(body) {
         Ok(b) => b,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
@@ -85,11 +80,7 @@ struct SetToken {
     token: String,
 }
 
-async fn set_token(
-    State(emu): State<Emulator>,
-    Path(business_id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
+async fn set_token(State(emu): State<Emulator>, Path(business_id): Path<String>, body: Bytes) -> Response {
     let body: SetToken = match object(body) {
         Ok(b) => b,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
@@ -110,11 +101,7 @@ struct SeedAsset {
     name: String,
 }
 
-async fn seed_asset(
-    State(emu): State<Emulator>,
-    Path(business_id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
+async fn seed_asset(State(emu): State<Emulator>, Path(business_id): Path<String>, body: Bytes) -> Response {
     let body: SeedAsset = match object(body) {
         Ok(b) => b,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
@@ -135,11 +122,7 @@ struct AssignAsset {
     tasks: Vec<String>,
 }
 
-async fn assign_asset(
-    State(emu): State<Emulator>,
-    Path(asset_id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
+async fn assign_asset(State(emu): State<Emulator>, Path(asset_id): Path<String>, body: Bytes) -> Response {
     let body: AssignAsset = match object(body) {
         Ok(b) => b,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
@@ -151,11 +134,7 @@ async fn assign_asset(
     }
 }
 
-async fn seed_invitation(
-    State(emu): State<Emulator>,
-    Path(business_id): Path<String>,
-    body: Result<Json<Value>, JsonRejection>,
-) -> Response {
+async fn seed_invitation(State(emu): State<Emulator>, Path(business_id): Path<String>, body: Bytes) -> Response {
     let body: SeedUser = match object(body) {
         Ok(b) => b,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
@@ -183,7 +162,7 @@ async fn get_settings(State(emu): State<Emulator>) -> Response {
 }
 
 /// Replaces the settings; a field left out is off.
-async fn set_settings(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
+async fn set_settings(State(emu): State<Emulator>, body: Bytes) -> Response {
     let settings: Settings = match object(body) {
         Ok(b) => b,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
@@ -208,7 +187,7 @@ fn yes() -> bool {
     true
 }
 
-async fn seed_scim_user(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
+async fn seed_scim_user(State(emu): State<Emulator>, body: Bytes) -> Response {
     let body: SeedScimUser = match object(body) {
         Ok(b) => b,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
@@ -230,7 +209,7 @@ async fn list_scim_users(State(emu): State<Emulator>) -> Response {
     Json(emu.scim_users()).into_response()
 }
 
-async fn set_scim_token(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
+async fn set_scim_token(State(emu): State<Emulator>, body: Bytes) -> Response {
     let body: SetToken = match object(body) {
         Ok(b) => b,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),
@@ -242,7 +221,7 @@ async fn set_scim_token(State(emu): State<Emulator>, body: Result<Json<Value>, J
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn add_fault(State(emu): State<Emulator>, body: Result<Json<Value>, JsonRejection>) -> Response {
+async fn add_fault(State(emu): State<Emulator>, body: Bytes) -> Response {
     let rule: FaultRule = match object(body) {
         Ok(b) => b,
         Err(message) => return refuse(StatusCode::BAD_REQUEST, message),

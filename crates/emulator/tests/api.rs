@@ -627,6 +627,18 @@ async fn a_control_body_that_is_not_an_object_is_refused() {
     }
     let (status, answer) = hub.control(&format!("businesses/{BIZ}/users"), json!([["a@example.com", "ADMIN"]])).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    // A field given twice is refused, not read as its last value.
+    let twice = r#"{"invitations_pending": false, "invitations_pending": false}"#;
+    let resp = hub
+        .http
+        .post(format!("{}/_emulator/settings", hub.base))
+        .header("content-type", "application/json")
+        .body(twice)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(resp.text().await.expect("text").contains("duplicate field"));
     let settings: Value =
         hub.http.get(format!("{}/_emulator/settings", hub.base)).send().await.expect("get").json().await.expect("json");
     assert_eq!(settings["invitations_pending"], json!(true), "unchanged: {settings}");
