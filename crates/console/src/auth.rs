@@ -113,7 +113,6 @@ impl Caller {
                 format!("{} token {token_id}", role.as_str())
             }
             Caller::Admin { role, token_id, label, .. } => {
-                let label: String = label.chars().take(100).collect();
                 format!("{} token {label:?} ({token_id})", role.as_str())
             }
         }

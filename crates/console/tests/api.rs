@@ -1515,3 +1515,29 @@ async fn a_tenant_admin_cannot_send_the_operators_reference_elsewhere() {
     let a = app.call(Method::PATCH, &path, Some(OPERATOR), Some(change)).await;
     assert_eq!(a.status, StatusCode::OK, "the operator may: {}", a.text);
 }
+
+/// Every list refuses a query parameter it does not take, naming it, rather than answering
+/// the whole list to a client that believes it filtered.
+#[tokio::test]
+async fn every_list_refuses_a_parameter_it_does_not_take() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let integration = app.integration(tenant, &owner, "Meta Business").await;
+    let base = format!("/api/v1/tenants/{tenant}");
+    for list in [
+        format!("{base}/integrations"),
+        format!("{base}/integrations/{integration}/grants"),
+        format!("{base}/integrations/{integration}/assets"),
+        format!("{base}/integrations/{integration}/activity"),
+        format!("{base}/tokens"),
+        format!("{base}/teams"),
+        format!("{base}/users"),
+        format!("{base}/jobs"),
+        format!("{base}/tasks"),
+    ] {
+        assert_eq!(app.get(&list, &owner).await.status, StatusCode::OK, "{list}");
+        let a = app.get(&format!("{list}?bogus=1"), &owner).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{list}: {}", a.text);
+        assert!(a.text.contains(r#"unknown query parameter \"bogus\""#), "{list}: {}", a.text);
+    }
+}

@@ -108,8 +108,8 @@ pub struct TaskFilter {
     pub job: Option<Uuid>,
     pub integration: Option<Uuid>,
     pub user: Option<Uuid>,
-    /// One of [`TASK_STATUSES`], or `dead_lettered` (the tasks sent to a dead-letter queue,
-    /// whatever their status since).
+    /// One of [`TASK_STATUSES`], or `dead_lettered` (the tasks sent to a dead-letter queue and
+    /// not re-driven since).
     pub status: Option<String>,
 }
 

@@ -6,7 +6,9 @@
 //! resolve-and-apply path as any grant change.
 
 use super::grants::{announce_users, subject_label, Request};
-use super::{authorize, null_as_default, optional_text, parse_body, parse_id, required_text, Body, Path};
+use super::{
+    authorize, null_as_default, optional_text, parse_body, parse_id, parse_params, required_text, Body, Params, Path,
+};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
@@ -52,8 +54,10 @@ pub async fn list(
     caller: Caller,
     State(app): State<Arc<App>>,
     Path((tenant, integration)): Path<(String, String)>,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
+    parse_params(params, &[])?;
     let id = parse_id(&integration, "integration id")?;
     let integration =
         app.state.store.integration(tenant_id, id).await?.ok_or_else(|| ApiError::not_found("no such integration"))?;

@@ -2,7 +2,7 @@
 //! alters who has access, so each one writes, in its own transaction, a `DirectoryChanged`
 //! outbox row naming the users the grant reaches; the resolver recomputes their access.
 
-use super::{authorize, parse_body, parse_id, unique_assets, unique_assets_or_none, Body, Path};
+use super::{authorize, parse_body, parse_id, parse_params, unique_assets, unique_assets_or_none, Body, Params, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
@@ -264,8 +264,10 @@ pub async fn list(
     caller: Caller,
     State(app): State<Arc<App>>,
     Path((tenant, integration_id)): Path<(String, String)>,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
+    parse_params(params, &[])?;
     let integration_id = parse_id(&integration_id, "integration id")?;
     if app.state.store.integration(tenant_id, integration_id).await?.is_none() {
         return Err(ApiError::not_found("no such integration"));

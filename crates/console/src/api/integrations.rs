@@ -8,7 +8,7 @@
 //! directory reach, like a grant change.
 
 use super::grants::{announce_users, announce_users_in, subject_label, Request};
-use super::{authorize, null_as_default, parse_body, parse_id, required_text, Body, Path};
+use super::{authorize, null_as_default, parse_body, parse_id, parse_params, required_text, Body, Params, Path};
 use crate::auth::{Caller, Need};
 use crate::error::ApiError;
 use crate::App;
@@ -352,8 +352,10 @@ pub async fn list(
     caller: Caller,
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Read).await?;
+    parse_params(params, &[])?;
     let integrations = app.state.store.integrations(tenant_id).await?;
     Ok(Json(json!({ "integrations": integrations })))
 }

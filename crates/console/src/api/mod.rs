@@ -173,10 +173,8 @@ pub fn parse_params(params: Params, known: &[&str]) -> Result<HashMap<String, St
         None => Ok(params),
         Some(name) => {
             let name: String = name.chars().take(100).collect();
-            Err(ApiError::bad_request(format!(
-                "unknown query parameter {name:?}; this list takes {}",
-                known.join(", ")
-            )))
+            let takes = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            Err(ApiError::bad_request(format!("unknown query parameter {name:?}; this list takes {takes}")))
         }
     }
 }

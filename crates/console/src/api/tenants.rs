@@ -1,7 +1,7 @@
 //! Tenants and their tokens. A token is shown once, in the answer that creates it; the store
 //! keeps only its hash.
 
-use super::{authorize, optional_text, parse_body, parse_id, required_text, Body, Path};
+use super::{authorize, optional_text, parse_body, parse_id, parse_params, required_text, Body, Params, Path};
 use crate::auth::{AdminRole, Caller, Need};
 use crate::error::ApiError;
 use crate::App;
@@ -108,8 +108,10 @@ pub async fn list_tokens(
     caller: Caller,
     State(app): State<Arc<App>>,
     Path(tenant): Path<String>,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
+    parse_params(params, &[])?;
     let tokens = app.state.store.tokens(tenant_id).await?;
     let tokens: Vec<Value> = tokens
         .into_iter()
