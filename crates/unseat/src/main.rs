@@ -336,7 +336,12 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
                     t.last_error.as_deref().unwrap_or("")
                 );
             }
-            println!("{} failed task(s)", tasks.len());
+            // The count is of the rows shown: at the limit there may be more.
+            if tasks.len() as i64 >= limit.clamp(1, 10_000) {
+                println!("{} failed task(s) shown, the --limit: there may be more", tasks.len());
+            } else {
+                println!("{} failed task(s)", tasks.len());
+            }
         }
         AdminCommand::Redrive { tenant, task, integration } => {
             let ids: Vec<uuid::Uuid> = match (task, integration) {
