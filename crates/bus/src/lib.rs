@@ -82,13 +82,19 @@ impl Topology {
     /// The delay queue of `app_kind`'s connector queue that holds a wait of `wait` (waits
     /// longer than [`Topology::max_delay`] go to the last tier and are cut to it).
     pub fn delay_queue(&self, app_kind: &str, wait: Duration) -> String {
+        format!("{}.delay.{}s", self.connector_queue(app_kind), Self::delay_tier(wait).as_secs())
+    }
+
+    /// The ceiling of the tier a wait of `wait` is parked in: the longest it can stay there
+    /// (a queue expires from its head, and the tier's own TTL bounds every message in it).
+    pub fn delay_tier(wait: Duration) -> Duration {
         let secs = wait.as_secs_f64().ceil() as u64;
         let tier = DELAY_TIERS_SECS
             .iter()
             .copied()
             .find(|t| *t >= secs)
             .unwrap_or(DELAY_TIERS_SECS[DELAY_TIERS_SECS.len() - 1]);
-        format!("{}.delay.{tier}s", self.connector_queue(app_kind))
+        Duration::from_secs(tier)
     }
 
     /// Declares every exchange, queue and binding. Idempotent: every role calls it at start.

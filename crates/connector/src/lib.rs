@@ -84,6 +84,12 @@ pub struct ConnectorConfig {
     /// How often a task of a paused integration looks again whether it was resumed (it waits
     /// in a delay queue meanwhile).
     pub paused_recheck: Duration,
+    /// How often the pool looks for parked tasks that did not come back from their delay queue
+    /// in time (a broker restart can drop one as it expires) and sends them again.
+    pub lost_park_check: Duration,
+    /// How long past its delay tier's ceiling a parked task may be late before it is taken as
+    /// lost.
+    pub lost_park_slack: Duration,
 }
 
 impl Default for ConnectorConfig {
@@ -105,6 +111,8 @@ impl Default for ConnectorConfig {
             public_only: false,
             dead_letter_sweep: Duration::from_secs(600),
             paused_recheck: Duration::from_secs(30),
+            lost_park_check: Duration::from_secs(60),
+            lost_park_slack: Duration::from_secs(60),
         }
     }
 }

@@ -88,12 +88,24 @@ pub async fn run_with<A: AppAdapter>(
         slots,
         sweeps,
     });
+    let resending = {
+        let (worker, shutdown) = (Arc::clone(&worker), shutdown.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(worker.config.lost_park_check) => worker.resend_lost().await,
+                }
+            }
+        })
+    };
     unseat_bus::consume(settings, shutdown, move |delivery| {
         let worker = Arc::clone(&worker);
         async move { worker.handle(delivery).await }
     })
     .await;
     let _ = sweeping.await;
+    let _ = resending.await;
 }
 
 /// The event of a task ended because its integration was deleted.
@@ -347,7 +359,14 @@ impl<A: AppAdapter> Worker<A> {
     /// delivery (parked: acknowledged; stopped meanwhile: requeued), `None` goes on with it.
     async fn park_or_wait(&self, task: &ConnectorTask, wait: Duration) -> Option<Settle> {
         match self.park(task, wait).await {
-            Ok(()) => Some(Settle::Ack),
+            Ok(()) => {
+                // Should the broker drop it, [`Worker::resend_lost`] sends it again after this.
+                let within = Topology::delay_tier(wait) + self.config.lost_park_slack;
+                if let Err(error) = apply::mark_parked(&self.store, task.tenant_id, task.task_id, within).await {
+                    tracing::warn!(app = %self.app, error = %error, "could not record when the parked task is due back");
+                }
+                Some(Settle::Ack)
+            }
             Err(()) => self.pause(wait).await.then_some(Settle::Requeue),
         }
     }
@@ -384,6 +403,49 @@ impl<A: AppAdapter> Worker<A> {
                 tracing::warn!(app = %self.app, error = %error, "could not park the task in the delay queue; waiting in place");
                 *self.delay.lock().await = None;
                 Err(())
+            }
+        }
+    }
+
+    /// Sends again the pool's parked tasks that are overdue ([`apply::take_lost_parked`]): a
+    /// classic delay queue dead-letters at most once, so a broker restart as a message expires
+    /// can drop it, and nothing else would ever move its task. A task that was only late gets a
+    /// second delivery, which its row lock and version make harmless.
+    async fn resend_lost(&self) {
+        let kinds = [self.app.clone()];
+        let lost = match apply::take_lost_parked(&self.store, &kinds, self.config.lost_park_slack, 100).await {
+            Ok(lost) => lost,
+            Err(error) => {
+                tracing::warn!(app = %self.app, error = %error, "could not look for lost parked tasks");
+                return;
+            }
+        };
+        if lost.is_empty() {
+            return;
+        }
+        let Some(publisher) = self.delay_publisher().await else { return };
+        let exchange = self.topology.connector_exchange();
+        for t in &lost {
+            let message = ConnectorTask {
+                v: unseat_bus::messages::MESSAGE_VERSION,
+                message_id: unseat_bus::messages::new_message_id(),
+                tenant_id: t.tenant_id,
+                job_id: t.job_id,
+                task_id: t.task_id,
+                integration_id: t.integration_id,
+                user_id: t.user_id,
+                app_kind: t.app_kind.clone(),
+                desired_version: t.desired_version,
+            };
+            let Ok(payload) = serde_json::to_vec(&message) else { continue };
+            let id = message.message_id.to_string();
+            match publisher.publish(&exchange, &t.app_kind, &id, &payload).await {
+                Ok(()) => tracing::warn!(app = %self.app, task = %t.task_id, "a parked task was overdue; sent again"),
+                Err(error) => {
+                    tracing::warn!(app = %self.app, error = %error, "could not send a lost parked task again; trying later");
+                    *self.delay.lock().await = None;
+                    return;
+                }
             }
         }
     }

@@ -358,7 +358,7 @@ pub async fn lock_task(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid) -> 
 pub async fn begin_attempt(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid, detail: &str) -> Result<i32> {
     let row = tx
         .query_one(
-            "update tasks set status = 'running', attempts = attempts + 1,
+            "update tasks set status = 'running', attempts = attempts + 1, resend_after = null,
                     started_at = coalesce(started_at, clock_timestamp()), updated_at = clock_timestamp()
              where tenant_id = $1 and id = $2 returning attempts",
             &[&tenant_id, &task_id],
@@ -478,6 +478,84 @@ pub fn asset_map(value: serde_json::Value) -> BTreeMap<String, String> {
             .collect(),
         _ => BTreeMap::new(),
     }
+}
+
+/// Records that the task was parked in a delay queue and should be back by `within` from now:
+/// past that, [`take_lost_parked`] sends it again.
+pub async fn mark_parked(store: &Store, tenant_id: Uuid, task_id: Uuid, within: std::time::Duration) -> Result<()> {
+    let client = store.client().await?;
+    let seconds = within.as_secs_f64();
+    client
+        .execute(
+            "update tasks set resend_after = clock_timestamp() + $3::float8 * interval '1 second'
+              where tenant_id = $1 and id = $2 and status in ('queued', 'retrying')",
+            &[&tenant_id, &task_id, &seconds],
+        )
+        .await?;
+    Ok(())
+}
+
+/// A parked task that did not come back in time ([`take_lost_parked`]).
+#[derive(Debug, Clone)]
+pub struct LostTask {
+    pub tenant_id: Uuid,
+    pub task_id: Uuid,
+    pub job_id: Uuid,
+    pub integration_id: Uuid,
+    pub user_id: Uuid,
+    pub desired_version: i64,
+    pub app_kind: String,
+}
+
+/// Takes up to `limit` tasks of `app_kinds` parked past their `resend_after` and still
+/// waiting, for the caller to send again: each gets a `resent` event, and its `resend_after`
+/// moves `again` ahead (so a send that fails is tried again, and one that works is not
+/// repeated before the task's next attempt clears it). Rows another connector is taking are
+/// skipped.
+pub async fn take_lost_parked(
+    store: &Store,
+    app_kinds: &[String],
+    again: std::time::Duration,
+    limit: i64,
+) -> Result<Vec<LostTask>> {
+    let mut client = store.client().await?;
+    let tx = client.transaction().await?;
+    let seconds = again.as_secs_f64();
+    let rows = tx
+        .query(
+            "with lost as (
+                 select t.tenant_id, t.id, i.app_kind from tasks t
+                   join integrations i on i.tenant_id = t.tenant_id and i.id = t.integration_id
+                  where t.resend_after < clock_timestamp() and t.status in ('queued', 'retrying')
+                    and i.app_kind = any($1)
+                  order by t.resend_after
+                  limit $3
+                  for update of t skip locked)
+             update tasks t set resend_after = clock_timestamp() + $2::float8 * interval '1 second'
+               from lost where t.tenant_id = lost.tenant_id and t.id = lost.id
+             returning t.tenant_id, t.id, t.job_id, t.integration_id, t.user_id, t.desired_version, lost.app_kind",
+            &[&app_kinds, &seconds, &limit],
+        )
+        .await?;
+    let lost: Vec<LostTask> = rows
+        .iter()
+        .map(|r| LostTask {
+            tenant_id: r.get(0),
+            task_id: r.get(1),
+            job_id: r.get(2),
+            integration_id: r.get(3),
+            user_id: r.get(4),
+            desired_version: r.get(5),
+            app_kind: r.get(6),
+        })
+        .collect();
+    for t in &lost {
+        let detail = "the retry parked in the broker's delay queue did not come back in time (lost in a broker \
+                      restart?): sent to the connector again";
+        add_event(&tx, t.tenant_id, t.task_id, NewEvent::new("resent", detail)).await?;
+    }
+    tx.commit().await?;
+    Ok(lost)
 }
 
 /// Clears the needs-attention flag once the app accepted the integration again.
