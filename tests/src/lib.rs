@@ -150,6 +150,21 @@ impl TestApp {
         users
     }
 
+    /// The addresses of the app's pending invitations, sorted.
+    pub async fn pending_invitations(&self) -> Vec<String> {
+        let url = format!("{}/_emulator/businesses/{BUSINESS}/invitations", self.emulator_url);
+        let all: Value = reqwest::get(&url).await.expect("invitations").json().await.expect("json");
+        let mut emails: Vec<String> = all
+            .as_array()
+            .expect("a list")
+            .iter()
+            .filter(|i| i["status"] == "PENDING")
+            .map(|i| i["email"].as_str().unwrap_or_default().to_string())
+            .collect();
+        emails.sort();
+        emails
+    }
+
     /// Tasks of the tenant, straight from the log store, oldest first.
     pub async fn tasks(&self) -> Vec<TaskRow> {
         let client = self.store.client().await.expect("db");

@@ -356,19 +356,6 @@ async fn an_invitation_to_a_former_address_is_withdrawn_at_unassignment() {
     let settings = format!("{}/_emulator/settings", app.emulator_url);
     let resp = http.post(&settings).json(&json!({"invitations_pending": true})).send().await.unwrap();
     assert!(resp.status().is_success());
-    let pending = || async {
-        let url = format!("{}/_emulator/businesses/{}/invitations", app.emulator_url, unseat_tests::BUSINESS);
-        let all: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
-        let mut emails: Vec<String> = all
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|i| i["status"] == "PENDING")
-            .map(|i| i["email"].as_str().unwrap_or_default().to_string())
-            .collect();
-        emails.sort();
-        emails
-    };
     let email = |a: &str| json!([{"primary": true, "type": "work", "value": a}]);
     let ola = provision(
         &scim,
@@ -376,7 +363,7 @@ async fn an_invitation_to_a_former_address_is_withdrawn_at_unassignment() {
     )
     .await;
     app.settle(1).await;
-    assert_eq!(pending().await, ["ola@acme.test"]);
+    assert_eq!(app.pending_invitations().await, ["ola@acme.test"]);
 
     // Okta changes her address (nothing to do in the app), then unassigns her.
     patch(
@@ -395,7 +382,7 @@ async fn an_invitation_to_a_former_address_is_withdrawn_at_unassignment() {
     let tasks = app.settle(earlier + 1).await;
     let removal = tasks.iter().find(|t| t.outcome == "remove").expect("a removal");
     assert_eq!(removal.status, "succeeded", "{removal:?}");
-    assert!(pending().await.is_empty(), "the invitation to the former address is withdrawn");
+    assert!(app.pending_invitations().await.is_empty(), "the invitation to the former address is withdrawn");
     let events = app.store.connector_task_events(app.tenant, removal.id).await.expect("events");
     let said = "1 pending invitation to the former address ola@acme.test withdrawn";
     let failed: Vec<_> = events.iter().filter(|e| e.0 == "attempt_failed").collect();

@@ -118,20 +118,6 @@ async fn a_moved_user_leaves_the_shared_account_at_the_others_grants() {
     app.stop().await;
 }
 
-async fn pending_invitations(app: &TestApp) -> Vec<String> {
-    let url = format!("{}/_emulator/businesses/{BUSINESS}/invitations", app.emulator_url);
-    let all: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
-    let mut emails: Vec<String> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|i| i["status"] == "PENDING")
-        .map(|i| i["email"].as_str().unwrap_or_default().to_string())
-        .collect();
-    emails.sort();
-    emails
-}
-
 /// The IdP changes a person's address: an account the app already has stays theirs (found by
 /// the id the connector remembered, nobody invited twice), while an invitation still pending
 /// moves to the new address (the one to the old address could be accepted by whoever reads that
@@ -149,7 +135,7 @@ async fn a_changed_address_moves_a_pending_invitation_and_keeps_an_account() {
     let ann = user(&app.scim, "ann", "ann@example.com").await;
     grant(&app, json!({"user_id": ann, "role": "EMPLOYEE"})).await;
     let before = app.settle(2).await.len();
-    assert_eq!(pending_invitations(&app).await, ["ann@example.com"]);
+    assert_eq!(app.pending_invitations().await, ["ann@example.com"]);
 
     for (id, address) in [(bob, "bob.new@example.com"), (ann, "ann.new@example.com")] {
         let ops = json!([{"op": "replace", "path": "emails[type eq \"work\"].value", "value": address}]);
@@ -164,7 +150,7 @@ async fn a_changed_address_moves_a_pending_invitation_and_keeps_an_account() {
         let reason = format!("address changed from {old} to {new}: an individual grant grants EMPLOYEE");
         assert_eq!(task.reason, reason);
     }
-    assert_eq!(pending_invitations(&app).await, ["ann.new@example.com"], "the invitation moved");
+    assert_eq!(app.pending_invitations().await, ["ann.new@example.com"], "the invitation moved");
     assert_eq!(app.app_users().await, vec![pair("bob@example.com", "EMPLOYEE")], "bob's account kept, nobody added");
     app.stop().await;
 }
