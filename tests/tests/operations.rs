@@ -243,3 +243,20 @@ async fn metrics_can_move_off_the_port_idps_reach() {
     assert_eq!(get(&metrics, "/scim/v2/ServiceProviderConfig").await.0, 404, "SCIM only on its port");
     app.stop().await;
 }
+
+/// With a drain delay, a process with nothing in flight (an ingest, say) keeps answering HTTP
+/// for that long after the stop signal, /readyz saying `draining`, so a load balancer stops
+/// sending requests before the port closes; without one it would close at once.
+#[tokio::test]
+async fn a_drain_delay_keeps_http_up_and_not_ready_after_the_stop_signal() {
+    let app = spawn_app_with(|s| s.drain_delay = Duration::from_secs(2)).await;
+    app.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let (status, body) = get(&app.base, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.starts_with("draining"), "{body}");
+    assert_eq!(get(&app.base, "/healthz").await.0, 200, "still serving");
+    let base = app.base.clone();
+    app.stop().await;
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err(), "stopped serving after the delay");
+}

@@ -52,6 +52,10 @@ pub struct Settings {
     /// Whether the roles that write the outbox run its relay in this process (the benchmark
     /// runs its own, to hold it while the ingest alone is measured).
     pub relay: bool,
+    /// After the stop signal, HTTP goes on at least this long (with /readyz answering 503
+    /// `draining`), however soon the workers are done: long enough for a load balancer to see
+    /// it and stop sending requests to a process that would refuse connections.
+    pub drain_delay: Duration,
     /// The key app credentials are sealed under: the console encrypts plain secrets with it
     /// and the connector decrypts them. [`Settings::new`] makes a random one for this process
     /// (roles started together, as in tests and the demo, agree on it); the binary sets
@@ -79,6 +83,7 @@ impl Settings {
             pool_size: 32,
             outbox_keep_sent: Duration::ZERO,
             relay: true,
+            drain_delay: Duration::ZERO,
             credential_key: Some(unseat_store::credentials::CredentialKey::generate()),
             allow_plaintext_credentials: false,
             resolver: ResolverConfig::default(),
@@ -205,11 +210,11 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
         });
     }
     {
-        let (shutdown, workers) = (shutdown.clone(), workers.clone());
+        let (shutdown, workers, drain_delay) = (shutdown.clone(), workers.clone(), settings.drain_delay);
         tasks.spawn(async move {
             shutdown.cancelled().await;
             workers.close();
-            workers.wait().await;
+            tokio::join!(workers.wait(), tokio::time::sleep(drain_delay));
             http_stop.cancel();
         });
     }

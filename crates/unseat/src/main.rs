@@ -111,6 +111,11 @@ struct Workers {
     /// Seconds in-flight work may take to finish after SIGTERM.
     #[arg(help_heading = "Every role", long, env = "UNSEAT_GRACE_SECONDS", default_value_t = 30)]
     grace_seconds: u64,
+    /// Seconds HTTP goes on after SIGTERM at the least, /readyz answering 503 `draining`, so a
+    /// load balancer stops sending requests before the port closes (an ingest or console with
+    /// nothing in flight would otherwise close it at once).
+    #[arg(help_heading = "Every role", long, env = "UNSEAT_DRAIN_SECONDS", default_value_t = 0)]
+    drain_seconds: u64,
     /// Largest SCIM request body, in bytes.
     #[arg(help_heading = "SCIM ingest (ingest, all, demo)", long, env = "UNSEAT_BODY_LIMIT", default_value_t = 1024 * 1024)]
     body_limit: usize,
@@ -498,6 +503,7 @@ fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w:
     s.pool_size = w.db_pool;
     s.metrics_listen = w.metrics_listen;
     s.outbox_keep_sent = Duration::from_secs(w.outbox_keep_seconds);
+    s.drain_delay = Duration::from_secs(w.drain_seconds);
     s.credential_key = common.credential_key.clone();
     s.allow_plaintext_credentials = common.allow_plaintext_credentials;
     s.resolver.prefetch = w.resolver_prefetch;
@@ -625,6 +631,7 @@ impl Workers {
             throttle_wait_seconds: 60,
             connector_public_only: false,
             grace_seconds: 5,
+            drain_seconds: 0,
             body_limit: 1024 * 1024,
             // The benchmarks measure capacity: no rate limit.
             scim_rate_limit: 0,
