@@ -30,13 +30,22 @@ fn config() -> ConnectorConfig {
     ConnectorConfig { min_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), ..quick_config() }
 }
 
-/// The most requests the app saw within any one second (arrival times, sorted).
+/// How much later than its slot a request may reach the app: the limiter spaces the slots
+/// (1/3 s apart at 3 per second), but a request that left a busy machine 20 ms late lands next
+/// to the following ones, and a window starting at it then holds one more slot than a second
+/// does. Counting over a second less this allowance still catches a limiter that lets through
+/// a few percent more than its rate.
+const TRANSIT_ALLOWANCE_MS: i64 = 50;
+
+/// The most requests the app saw within any one second (arrival times, sorted), less the
+/// transit allowance above.
 fn busiest_second(log: &[RequestRecord]) -> usize {
     let mut times: Vec<DateTime<Utc>> = log.iter().map(at).collect();
     times.sort();
+    let window = chrono::Duration::milliseconds(1000 - TRANSIT_ALLOWANCE_MS);
     let mut worst = 0;
     for (i, start) in times.iter().enumerate() {
-        let within = times[i..].iter().take_while(|t| **t < *start + chrono::Duration::seconds(1)).count();
+        let within = times[i..].iter().take_while(|t| **t < *start + window).count();
         worst = worst.max(within);
     }
     worst
