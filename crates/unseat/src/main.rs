@@ -200,8 +200,10 @@ enum Command {
         #[command(flatten)]
         workers: Workers,
     },
-    /// The app emulators (business hub), with control endpoints under /_emulator/.
+    /// The app emulators (a Meta-style business hub and a SCIM 2.0 app), with control
+    /// endpoints under /_emulator/.
     Emulate {
+        /// Address of its HTTP server (the apps' APIs and /_emulator/).
         #[arg(long, env = "UNSEAT_EMULATOR_LISTEN", default_value = "127.0.0.1:8090")]
         listen: SocketAddr,
     },
@@ -210,6 +212,9 @@ enum Command {
         /// unseat listens on this port, the emulator on the next one.
         #[arg(long, env = "UNSEAT_DEMO_PORT_BASE", default_value_t = 8080)]
         port_base: u16,
+        /// Operator token; a new one is made (and printed) when none is given.
+        #[arg(long, env = "UNSEAT_ADMIN_TOKEN")]
+        admin_token: Option<String>,
         #[command(flatten)]
         workers: Workers,
     },
@@ -572,8 +577,8 @@ async fn main() -> anyhow::Result<()> {
             tasks.wait().await;
             return Ok(());
         }
-        Command::Demo { port_base, workers } => {
-            let mut s = settings(c, SocketAddr::from(([127, 0, 0, 1], port_base)), None, &workers);
+        Command::Demo { port_base, admin_token, workers } => {
+            let mut s = settings(c, SocketAddr::from(([127, 0, 0, 1], port_base)), admin_token, &workers);
             if s.credential_key.is_none() && !s.allow_plaintext_credentials {
                 // Everything runs in this one process: a throwaway key still keeps the demo's
                 // credentials encrypted at rest.
