@@ -557,9 +557,10 @@ impl<A: AppAdapter> Worker<A> {
         for address in addresses {
             apply::lock_address(&tx, tenant, task.integration_id, address).await?;
         }
-        // The account at the former address is someone else's too: this user's remembered id
-        // names it and its invitation is theirs, so neither is touched; the user is converged at
-        // the new address, and the old account keeps what the others are granted.
+        // The others who reach the app through this address, and through the former one. When
+        // the former address is someone else's too, this user's remembered id names their
+        // account, so it is not used: the user is converged at the new address and the old
+        // account is brought to what the others are granted (its invitations are theirs).
         let (others, former_holders) =
             apply::other_holders(&tx, tenant, task.integration_id, task.user_id, &access.email, moved_from).await?;
         let former_shared = !former_holders.is_empty();
