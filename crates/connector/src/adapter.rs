@@ -214,6 +214,13 @@ pub enum Converged {
     },
 }
 
+impl Converged {
+    /// The app holds an invitation, not an account: no assets can be set on it yet.
+    pub fn is_invitation(&self) -> bool {
+        matches!(self, Converged::Invited { .. } | Converged::StillInvited { .. })
+    }
+}
+
 /// The result of [`converge`]: what changed, whether the assets were rewritten, and the
 /// app's id for the account afterwards (None once it is gone).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -119,6 +119,13 @@ impl AppError {
         }
     }
 
+    /// True when the app did not answer (a timeout, a refused connection) or failed on its
+    /// side (a 5xx, Graph's temporary codes): the errors that hold an integration's tasks back
+    /// once they come in a row ([`crate::breaker`]). A throttle is an answer.
+    pub fn app_failing(&self) -> bool {
+        matches!(self.class(), ErrorClass::Transient { .. })
+    }
+
     /// The HTTP status the app answered, for the task's events.
     pub fn status_code(&self) -> Option<u16> {
         match self {

@@ -14,6 +14,7 @@
 //! `unseat-emulator`.
 
 pub mod adapter;
+pub mod breaker;
 pub mod business_hub;
 pub mod credentials;
 pub mod dead_letters;
@@ -90,6 +91,13 @@ pub struct ConnectorConfig {
     /// How long past its delay tier's ceiling a parked task may be late before it is taken as
     /// lost.
     pub lost_park_slack: Duration,
+    /// Attempts of one integration failing in a row (the app did not answer, or answered with
+    /// a server error) after which the pool lets one of its tasks at a time call the app and
+    /// holds the others back ([`breaker`]); 0 never holds tasks back.
+    pub hold_back_after: u32,
+    /// How often a held-back task looks again whether the app answers (it waits in a delay
+    /// queue meanwhile).
+    pub held_back_recheck: Duration,
 }
 
 impl Default for ConnectorConfig {
@@ -113,6 +121,8 @@ impl Default for ConnectorConfig {
             paused_recheck: Duration::from_secs(30),
             lost_park_check: Duration::from_secs(60),
             lost_park_slack: Duration::from_secs(60),
+            hold_back_after: 5,
+            held_back_recheck: Duration::from_secs(20),
         }
     }
 }

@@ -16,7 +16,8 @@
 //! for a sweep of the dead-letter queue ([`crate::dead_letters`]), so that the task's stale
 //! copy does not stay there.
 
-use crate::adapter::{converge, same_email, withdraw_invitations, AppAdapter, Converged};
+use crate::adapter::{converge, same_email, withdraw_invitations, AppAdapter};
+use crate::breaker::{Breakers, HeldBack};
 use crate::dead_letters::Sweeper;
 use crate::error::ErrorClass;
 use crate::limit::Admission;
@@ -64,6 +65,7 @@ pub async fn run_with<A: AppAdapter>(
         name: format!("connector-{app}"),
     };
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let config_hold_back = config.hold_back_after;
     let sweeps = Arc::new(Notify::new());
     let sweeper = Sweeper {
         store: store.clone(),
@@ -87,6 +89,7 @@ pub async fn run_with<A: AppAdapter>(
         delay: Mutex::new(None),
         slots,
         sweeps,
+        breakers: Breakers::new(config_hold_back),
     });
     let resending = {
         let (worker, shutdown) = (Arc::clone(&worker), shutdown.clone());
@@ -114,8 +117,9 @@ const INTEGRATION_GONE: &str = "superseded: the integration no longer exists";
 /// Every final status a task of the pool can end with, as counted in `connector_tasks`.
 const TASK_RESULTS: [&str; 4] = ["succeeded", "failed", "superseded", "duplicate"];
 /// Every result an attempt (or a wait before one) is counted under in `connector_attempts`.
-const ATTEMPT_RESULTS: [&str; 8] = [
+const ATTEMPT_RESULTS: [&str; 9] = [
     "paused",
+    "held_back",
     "succeeded",
     "transient_error",
     "throttled",
@@ -140,6 +144,7 @@ fn export_from_zero(metrics: &Metrics, app: &str) {
             .get_or_create(&AppResultLabels { app: app.to_string(), result: result.to_string() });
     }
     let _ = metrics.connector_retry_wait.get_or_create(&AppLabels { app: app.to_string() });
+    let _ = metrics.connector_integrations_held_back.get_or_create(&AppLabels { app: app.to_string() });
 }
 
 /// What to tell the broker about a delivery.
@@ -163,6 +168,9 @@ enum Step {
     },
     /// The integration is paused: no app call until an admin resumes it.
     Paused,
+    /// The integration's app failed every recent attempt and another task is trying it: this
+    /// one waits (parked) and looks again later.
+    HeldBack,
 }
 
 struct Worker<A> {
@@ -182,6 +190,8 @@ struct Worker<A> {
     slots: Arc<Semaphore>,
     /// Asks the pool's dead-letter sweeper to remove copies of re-driven tasks.
     sweeps: Arc<Notify>,
+    /// Integrations whose app failed every recent attempt: one task at a time tries them.
+    breakers: Arc<Breakers>,
 }
 
 /// Reads a delivery as a connector task of this build's message version.
@@ -316,6 +326,13 @@ impl<A: AppAdapter> Worker<A> {
                     }
                     returning = true;
                     if let Some(settle) = self.park_or_wait(task, self.config.paused_recheck).await {
+                        return settle;
+                    }
+                }
+                Step::HeldBack => {
+                    self.count_attempt("held_back");
+                    returning = true;
+                    if let Some(settle) = self.park_or_wait(task, self.config.held_back_recheck).await {
                         return settle;
                     }
                 }
@@ -590,6 +607,25 @@ impl<A: AppAdapter> Worker<A> {
             tracing::warn!(app = %self.app, attempts = used, error = %reason, "task failed; dead-lettering it");
             return Ok(Step::Finished { result: "failed", settle: Settle::DeadLetter });
         }
+        // The app failed the integration's last attempts and another task is trying it: this
+        // task holds no slot meanwhile (it is not counted as an attempt).
+        let ticket = match self.breakers.call(task.integration_id) {
+            Ok(ticket) => ticket,
+            Err(HeldBack { in_a_row, last_error }) => {
+                let said = apply::hold_back(&tx, tenant, task_id).await?;
+                if !said {
+                    let detail = format!(
+                        "held back: {} failed its last {in_a_row} attempts in a row ({last_error}); one task at a \
+                         time tries it until it answers",
+                        integration.name
+                    );
+                    apply::add_event(&tx, tenant, task_id, NewEvent::new("held_back", &detail)).await?;
+                }
+                tx.commit().await?;
+                tracing::debug!(app = %self.app, in_a_row, "the integration's app is failing; task held back");
+                return Ok(Step::HeldBack);
+            }
+        };
 
         let desired_assets =
             if access.desired_role.is_some() { access.desired_assets.clone() } else { Default::default() };
@@ -649,6 +685,11 @@ impl<A: AppAdapter> Worker<A> {
             _ => String::new(),
         };
 
+        match &result {
+            Err(error) if error.app_failing() => ticket.failed(&error.to_string()),
+            _ => ticket.answered(),
+        }
+        self.export_held_back();
         match result {
             Ok(done) => {
                 let mut detail = format!("{}{withdrawal}", done.describe(&integration.name));
@@ -678,7 +719,7 @@ impl<A: AppAdapter> Worker<A> {
                     );
                 }
                 // An invitation not yet accepted holds no assets: the state applied says so.
-                let invited = matches!(done.converged, Converged::Invited { .. } | Converged::StillInvited { .. });
+                let invited = done.converged.is_invitation();
                 let no_assets = Default::default();
                 let applied = Applied {
                     version: access.desired_version,
@@ -704,8 +745,7 @@ impl<A: AppAdapter> Worker<A> {
                 )
                 .await?;
                 if let (Some((old, (role, assets), _)), Some(former)) = (&former_target, &former_done) {
-                    let invited =
-                        matches!(former.converged, Converged::Invited { .. } | Converged::StillInvited { .. });
+                    let invited = former.converged.is_invitation();
                     let assets = if invited { &no_assets } else { assets };
                     let ids: Vec<_> = former_holders.iter().map(|o| o.user_id).collect();
                     apply::record_account_held(&tx, tenant, integration_id, &ids, old, role.as_deref(), assets).await?;
@@ -787,6 +827,12 @@ impl<A: AppAdapter> Worker<A> {
                 Ok(Step::Finished { result: "failed", settle: Settle::DeadLetter })
             }
         }
+    }
+
+    /// Exports how many integrations the pool holds tasks back for.
+    fn export_held_back(&self) {
+        let labels = AppLabels { app: self.app.clone() };
+        self.metrics.connector_integrations_held_back.get_or_create(&labels).set(self.breakers.holding() as i64);
     }
 
     /// Marks the task failed and dead-lettered with `reason`, in the caller's transaction.

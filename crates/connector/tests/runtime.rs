@@ -512,3 +512,96 @@ async fn a_pause_longer_than_a_tasks_age_limit_does_not_fail_its_tasks() {
     }
     assert!(h.hub_emails().is_empty(), "both removed from the app");
 }
+
+/// An app that stops answering holds back its own tasks, not the other integrations of its app
+/// kind: once its attempts failed a few times in a row, one of its tasks at a time calls it and
+/// the others wait parked, so the pool's slots stay free for everyone else. When it answers
+/// again, the tasks held back go through.
+#[tokio::test]
+async fn an_app_that_stops_answering_holds_back_its_own_tasks_not_the_other_integrations() {
+    const OTHER: &str = "4200000077";
+    let mut h = harness(json!({ "business_id": BIZ, "rate_limit_per_second": 1000 })).await;
+    // Every request to the first business is answered long after the connector gave up on it.
+    h.emu
+        .add_fault(FaultRule { path_contains: Some(BIZ.into()), latency_ms: Some(2_000), ..Default::default() })
+        .expect("fault");
+    let down = h.removals(&emails("down", 30), false).await;
+    let down_integration = h.switch_to_another_business(OTHER, "other-credential").await;
+    let up = h.removals(&emails("up", 5), false).await;
+    let timeout = Duration::from_millis(500);
+    h.start(ConnectorConfig {
+        prefetch: 4,
+        concurrency: 4,
+        request_timeout: timeout,
+        hold_back_after: 3,
+        max_attempts: 100,
+        ..config()
+    });
+
+    // The other business's users are removed while the first one's tasks are still open.
+    for task in &up {
+        eventually("the other integration's removal", || async {
+            (h.task(*task).await.status == "succeeded").then_some(())
+        })
+        .await;
+    }
+    assert!(h.hub_emails().is_empty(), "removed from the answering business: {:?}", h.hub_emails());
+    let open: i64 = {
+        let client = h.store.client().await.expect("client");
+        client
+            .query_one(
+                "select count(*) from tasks
+                  where tenant_id = $1 and integration_id = $2 and status not in ('succeeded', 'failed', 'superseded')",
+                &[&h.tenant, &down_integration],
+            )
+            .await
+            .expect("tasks")
+            .get(0)
+    };
+    assert_eq!(open, 30, "every task of the silent app is still waiting");
+    let held = h
+        .metrics
+        .encode()
+        .lines()
+        .any(|l| l.starts_with("unseat_connector_integrations_held_back{") && l.ends_with(" 1"));
+    assert!(held, "the pool exports the integration it holds back");
+    let other_done = h
+        .emu
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains(OTHER))
+        .map(at)
+        .max()
+        .expect("the other business was called");
+
+    h.emu.clear_faults();
+    h.integration = down_integration;
+    h.business = BIZ;
+    assert_eq!(h.all_finished().await, [("succeeded".to_string(), 35)]);
+    assert!(h.hub_emails().is_empty(), "removed from the business once it answered: {:?}", h.hub_emails());
+
+    // What the silent app saw: the pool's first few calls at once, then one at a time (each
+    // starting after the one before timed out), and few calls in all while the other
+    // integration's tasks ran; without the hold every one of its 30 tasks would have called it
+    // first, and each again and again.
+    let mut silent: Vec<DateTime<Utc>> =
+        h.emu.requests().iter().filter(|r| r.path.contains(BIZ) && r.status != 200).map(at).collect();
+    silent.sort();
+    let before_other_done = silent.iter().filter(|t| **t < other_done).count();
+    assert!(
+        before_other_done < 15,
+        "{before_other_done} calls to the silent app before the other integration was done"
+    );
+    let slack = chrono::Duration::milliseconds(100);
+    let one_at_a_time = chrono::Duration::from_std(timeout).expect("timeout") - slack;
+    for pair in silent.windows(2).skip(4) {
+        assert!(pair[1] - pair[0] >= one_at_a_time, "two calls to the silent app at once after the hold: {silent:?}");
+    }
+    let kinds = futures_util::future::join_all(down.iter().map(|t| h.event_kinds(*t))).await;
+    let held_back = kinds.iter().filter(|k| k.contains(&"held_back".to_string())).count();
+    assert!(held_back > 20, "most of the silent app's tasks say they were held back ({held_back})");
+    for k in &kinds {
+        assert!(k.iter().filter(|e| *e == "held_back").count() <= 1, "said once per hold: {k:?}");
+        assert_eq!(k.last().map(String::as_str), Some("succeeded"), "{k:?}");
+    }
+}

@@ -324,6 +324,26 @@ pub async fn last_event_kind(store: &Store, tenant_id: Uuid, task_id: Uuid) -> R
     Ok(row.map(|r| r.get(0)))
 }
 
+/// Puts a task picked up for an attempt back to waiting (`queued` before its first attempt
+/// since the last re-drive, else `retrying`): its integration's app is failing and the task
+/// was held back without calling it. In the caller's transaction, under the task's lock.
+/// Returns whether its last event already says it is held back (so that a task held back
+/// again and again says it once).
+pub async fn hold_back(tx: &Transaction<'_>, tenant_id: Uuid, task_id: Uuid) -> Result<bool> {
+    let row = tx
+        .query_one(
+            "with waiting as (
+                 update tasks set status = case when attempts > attempt_base then 'retrying' else 'queued' end,
+                        updated_at = clock_timestamp()
+                  where tenant_id = $1 and id = $2 and status = 'running')
+             select coalesce((select kind = 'held_back' from task_events where tenant_id = $1 and task_id = $2
+                               order by id desc limit 1), false)",
+            &[&tenant_id, &task_id],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// Whether the tenant still has the integration.
 pub async fn integration_exists(tx: &Transaction<'_>, tenant_id: Uuid, integration_id: Uuid) -> Result<bool> {
     let row = tx

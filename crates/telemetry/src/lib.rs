@@ -113,6 +113,9 @@ pub struct Metrics {
     pub connector_tasks: Family<AppResultLabels, Counter>,
     pub connector_task_duration: Family<AppLabels, Histogram, fn() -> Histogram>,
     pub connector_retry_wait: Family<AppLabels, Counter<f64>>,
+    /// Integrations whose tasks a connector pool holds back, their app having failed every
+    /// recent attempt (one task at a time tries it).
+    pub connector_integrations_held_back: Family<AppLabels, Gauge>,
     pub console_requests: Family<OutcomeLabels, Counter>,
     /// 1 when the process's last check (every 5 s) reached PostgreSQL, 0 when it did not.
     pub database_up: Gauge,
@@ -149,6 +152,7 @@ impl Metrics {
             connector_tasks: Family::default(),
             connector_task_duration: Family::new_with_constructor(latency),
             connector_retry_wait: Family::default(),
+            connector_integrations_held_back: Family::default(),
             console_requests: Family::default(),
             database_up: Gauge::default(),
             database_pool_connections: Family::default(),
@@ -235,6 +239,12 @@ impl Metrics {
             "connector_retry_wait_seconds",
             "Time connector tasks spent waiting between attempts",
             m.connector_retry_wait.clone(),
+        );
+        registry.register(
+            "connector_integrations_held_back",
+            "Integrations whose tasks the pool holds back because their app failed every recent attempt (a \
+             timeout, a refused connection, a server error): one task at a time tries the app until it answers",
+            m.connector_integrations_held_back.clone(),
         );
         registry.register("console_requests", "Admin API requests by result", m.console_requests.clone());
         registry.register(

@@ -104,6 +104,17 @@ struct Workers {
         default_value_t = 60
     )]
     throttle_wait_seconds: u64,
+    /// Attempts of one integration failing in a row (timeouts, refused connections, server
+    /// errors) after which a connector lets one of its tasks at a time call the app and holds
+    /// the others back, so that an app that is down does not take every slot of its app kind;
+    /// 0 never holds tasks back.
+    #[arg(
+        help_heading = "Connector (connector, all, demo)",
+        long,
+        env = "UNSEAT_CONNECTOR_HOLD_BACK_AFTER",
+        default_value_t = 5
+    )]
+    connector_hold_back_after: u32,
     /// Connectors call apps only at public addresses (not loopback, private, link-local…):
     /// for tenants not trusted with the network unseat runs in.
     #[arg(help_heading = "Connector (connector, all, demo)", long, env = "UNSEAT_CONNECTOR_PUBLIC_ONLY")]
@@ -518,6 +529,7 @@ fn settings(common: &Common, listen: SocketAddr, admin_token: Option<String>, w:
     s.connector.max_attempts = w.max_attempts;
     s.connector.throttle_wait = Duration::from_secs(w.throttle_wait_seconds);
     s.connector.public_only = w.connector_public_only;
+    s.connector.hold_back_after = w.connector_hold_back_after;
     s.connector.grace = Duration::from_secs(w.grace_seconds);
     s
 }
@@ -635,6 +647,7 @@ impl Workers {
             max_attempts: 6,
             throttle_wait_seconds: 60,
             connector_public_only: false,
+            connector_hold_back_after: 5,
             grace_seconds: 5,
             drain_seconds: 0,
             body_limit: 1024 * 1024,

@@ -224,6 +224,7 @@ pub fn quick_config() -> ConnectorConfig {
         throttle_wait: Duration::from_millis(300),
         request_timeout: Duration::from_secs(5),
         grace: Duration::from_secs(2),
+        held_back_recheck: Duration::from_millis(500),
         ..ConnectorConfig::default()
     }
 }
@@ -243,6 +244,26 @@ impl Fixture {
             .await
             .expect("job");
         (self.tenant, self.integration, self.job) = (tenant, integration, job);
+    }
+
+    /// Adds a second business-hub integration to the tenant, at another business of the same
+    /// emulator (token `token`), and makes the fixture's helpers work on it from now on.
+    /// Returns the first integration's id.
+    pub async fn switch_to_another_business(&mut self, business: &'static str, token: &str) -> Uuid {
+        self.emu.require_token(business, token).expect("token");
+        self.emu.seed_user(business, "owner@example.com", "ADMIN", Some("Olive Owner")).expect("seed owner");
+        let integration = Uuid::new_v4();
+        let client = self.store.client().await.expect("client");
+        client
+            .execute(
+                "insert into integrations (tenant_id, id, name, app_kind, base_url, settings, credential, roles)
+                 values ($1, $2, 'Second Business Hub', 'business_hub', $3, $4, $5, '{ADMIN,EMPLOYEE}')",
+                &[&self.tenant, &integration, &self.base_url, &json!({ "business_id": business }), &token],
+            )
+            .await
+            .expect("integration");
+        self.business = business;
+        std::mem::replace(&mut self.integration, integration)
     }
 
     /// Starts a connector runtime (one replica) on the fixture's store.
