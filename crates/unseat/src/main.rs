@@ -378,7 +378,11 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give --task or --integration"),
             };
             let exchange = unseat_bus::Topology::new(c.amqp_prefix.clone(), Vec::new()).connector_exchange();
-            let (mut queued, mut refused) = (0, 0);
+            // Every failed task of an integration: one that is no longer failed by its turn was
+            // taken care of meanwhile (a task re-driven here for the same user succeeded and
+            // superseded it, or someone else re-drove it), which is no failure of the command.
+            let batch = task.is_none();
+            let (mut queued, mut covered, mut refused) = (0, 0, 0);
             for id in ids {
                 let outcome = store
                     .redrive_task(tenant, id, "the operator (unseat admin)", |t| {
@@ -386,24 +390,33 @@ async fn admin(c: &Common, command: AdminCommand) -> anyhow::Result<()> {
                     })
                     .await?;
                 use unseat_store::apply::Redrive;
-                let said = match outcome {
+                let (said, counted) = match outcome {
                     Redrive::Requeued { desired_version } => {
-                        queued += 1;
-                        format!("queued again for desired version {desired_version}")
+                        (format!("queued again for desired version {desired_version}"), &mut queued)
                     }
-                    Redrive::NotFailed { status } => format!("not re-driven: only failed tasks are, and it is {status}"),
-                    Redrive::NoDesiredState => "not re-driven: its integration or desired state no longer exists".into(),
-                    Redrive::NoSuchTask => format!("not re-driven: tenant {tenant} has no such task"),
-                    Redrive::Outdated { applied_version } => format!(
-                        "not re-driven: a later task applied version {applied_version} of this user's access; marked superseded"
+                    Redrive::NotFailed { status } => (
+                        format!("not re-driven: only failed tasks are, and it is {status}"),
+                        if batch { &mut covered } else { &mut refused },
+                    ),
+                    Redrive::NoDesiredState => {
+                        ("not re-driven: its integration or desired state no longer exists".into(), &mut refused)
+                    }
+                    Redrive::NoSuchTask => (format!("not re-driven: tenant {tenant} has no such task"), &mut refused),
+                    Redrive::Outdated { applied_version } => (
+                        format!(
+                            "not re-driven: a later task applied version {applied_version} of this user's access; \
+                             marked superseded"
+                        ),
+                        if batch { &mut covered } else { &mut refused },
                     ),
                 };
-                if !said.starts_with("queued") {
-                    refused += 1;
-                }
+                *counted += 1;
                 println!("{id}: {said}");
             }
             println!("{queued} task(s) queued again");
+            if covered > 0 {
+                println!("{covered} task(s) no longer failed by their turn: a later task took care of them");
+            }
             anyhow::ensure!(refused == 0, "{refused} task(s) not re-driven (see above)");
         }
         AdminCommand::ScimRateLimit { tenant, per_second, burst, fleet } => {
