@@ -241,6 +241,20 @@ async fn metrics_can_move_off_the_port_idps_reach() {
     assert_eq!(get(&app.base, "/healthz").await.0, 200);
     assert_eq!(get(&app.base, "/readyz").await.0, 200);
     assert_eq!(get(&metrics, "/scim/v2/ServiceProviderConfig").await.0, 404, "SCIM only on its port");
+
+    // An ingest on its own: its SCIM authentication covers the port, yet /metrics there is a
+    // plain 404, not the SCIM endpoint's 401.
+    let mut settings = app.settings.clone();
+    settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let roles = unseat::Roles { ingest: true, console: false, resolver: false, connector: false };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let ingest = unseat::start(settings, roles, stop.clone()).await.expect("an ingest");
+    let (status, body) = get(&format!("http://{}", ingest.addr), "/metrics").await;
+    assert_eq!((status, body.as_str()), (404, "not served on this port\n"));
+    let moved = format!("http://{}", ingest.metrics_addr.expect("its metrics address"));
+    assert_eq!(get(&moved, "/metrics").await.0, 200);
+    stop.cancel();
+    ingest.wait().await;
     app.stop().await;
 }
 
@@ -259,4 +273,57 @@ async fn a_drain_delay_keeps_http_up_and_not_ready_after_the_stop_signal() {
     let base = app.base.clone();
     app.stop().await;
     assert!(reqwest::get(format!("{base}/healthz")).await.is_err(), "stopped serving after the delay");
+}
+
+/// `url` with its host and port replaced by `127.0.0.1:port`, and the host and port it named.
+fn via_port(url: &str, port: u16) -> (String, String) {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (authority, path) = rest.split_once('/').expect("a database name");
+    let (user, server) = authority.rsplit_once('@').map_or(("", authority), |(u, s)| (u, s));
+    let user = if user.is_empty() { String::new() } else { format!("{user}@") };
+    (format!("{scheme}://{user}127.0.0.1:{port}/{path}"), server.to_string())
+}
+
+/// A role started while PostgreSQL cannot be reached (not started yet, restarting) waits for it,
+/// as it waits for RabbitMQ, and comes up once it answers; the stop signal ends the wait.
+#[tokio::test]
+async fn a_role_started_before_postgresql_answers_waits_for_it() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
+    let (url, server) = via_port(&unseat_store::testing::new_database_url(), port);
+    let mut settings = unseat::Settings::new(&url, unseat_tests::amqp_url());
+    settings.amqp_prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    settings.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let roles = unseat::Roles { ingest: true, console: false, resolver: false, connector: false };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let starting = tokio::spawn(unseat::start(settings.clone(), roles, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!starting.is_finished(), "the role gave up instead of waiting for PostgreSQL");
+
+    // PostgreSQL answers at that port from now on.
+    let relay = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("the port again");
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = relay.accept().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                if let Ok(mut db) = tokio::net::TcpStream::connect(server).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut db).await;
+                }
+            });
+        }
+    });
+    let running = starting.await.expect("join").expect("started once PostgreSQL answered");
+    assert_eq!(get(&format!("http://{}", running.addr), "/readyz").await.0, 200);
+    stop.cancel();
+    running.wait().await;
+    let _ = settings.topology().delete_at(&unseat_tests::amqp_url(), "test-cleanup").await;
+
+    // Waiting for a PostgreSQL that never comes: the stop signal ends it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().unwrap().port();
+    settings.database_url = via_port(&unseat_store::testing::new_database_url(), dead).0;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let starting = tokio::spawn(unseat::start(settings, roles, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    let Err(error) = starting.await.expect("join") else { panic!("started without PostgreSQL") };
+    assert!(format!("{error:#}").contains("stopped while waiting for PostgreSQL"), "{error:#}");
 }

@@ -135,9 +135,7 @@ impl Running {
 /// Migrates the database, declares the broker topology, binds the HTTP listener and starts the
 /// chosen roles. They run until `shutdown` fires.
 pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    unseat_store::migrate::migrate(&settings.database_url)
-        .await
-        .with_context(|| "cannot migrate the database (is PostgreSQL running and UNSEAT_DATABASE_URL right?)")?;
+    migrate_when_reachable(&settings.database_url, &shutdown).await?;
     let store = Store::connect(&settings.database_url, settings.pool_size)?;
     let topology = settings.topology();
     let metrics = Arc::new(Metrics::new());
@@ -147,7 +145,12 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
     // connection makes requests slow, not PostgreSQL unreachable.
     let health = store.separate_pool(1)?;
     let ops = match settings.metrics_listen {
-        Some(_) => unseat_telemetry::liveness(),
+        // Said plainly: under the ingest's authentication a Prometheus pointed at the wrong port
+        // would get the SCIM endpoint's 401.
+        Some(_) => unseat_telemetry::liveness().route(
+            "/metrics",
+            axum::routing::get(|| async { (axum::http::StatusCode::NOT_FOUND, "not served on this port\n") }),
+        ),
         None => unseat_telemetry::ops_router(metrics.clone()),
     };
     let mut router = ops.merge(readiness(health.clone(), shutdown.clone()));
@@ -285,6 +288,35 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
         }
     }
     Ok(Running { addr, metrics_addr, store, metrics, tasks })
+}
+
+/// Longest pause between two tries to reach PostgreSQL at start.
+const DATABASE_WAIT_CAP: Duration = Duration::from_secs(10);
+
+/// Migrates the database, waiting for PostgreSQL while it cannot be reached (not started yet,
+/// restarting, out of connections), as a role waits for RabbitMQ: a fleet started before its
+/// database, or during a failover, comes up by itself. Any other error (a refused password, a
+/// migration that fails) ends the start at once, and so does the stop signal.
+async fn migrate_when_reachable(database_url: &str, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let error = match unseat_store::migrate::migrate(database_url).await {
+            Ok(_) => return Ok(()),
+            Err(error) if error.is_unavailable() => error,
+            Err(error) => {
+                return Err(error)
+                    .context("cannot migrate the database (is PostgreSQL running and UNSEAT_DATABASE_URL right?)")
+            }
+        };
+        tracing::warn!(%error, retry_in_s = pause.as_secs(), "PostgreSQL not reachable; waiting for it before starting");
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                return Err(anyhow::Error::new(error).context("stopped while waiting for PostgreSQL"));
+            }
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(DATABASE_WAIT_CAP);
+    }
 }
 
 /// How often a process checks PostgreSQL (and reads the outbox backlog) for its gauges.
