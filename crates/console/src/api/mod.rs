@@ -27,7 +27,8 @@ use unseat_domain::AssetMap;
 use unseat_store::logs::Cursor;
 use uuid::Uuid;
 
-pub type Params = Result<Query<HashMap<String, String>>, QueryRejection>;
+/// A query string as given, each parameter in order (so that one given twice is seen).
+pub type Params = Result<Query<Vec<(String, String)>>, QueryRejection>;
 pub type Body = Result<Bytes, BytesRejection>;
 
 /// The parameters of a route's path, as axum's `Path` reads them, refused with this API's
@@ -164,19 +165,25 @@ fn holds_nul(v: &Value) -> bool {
 /// it does not have would otherwise be ignored, and the caller would take the whole list for
 /// a filtered one.
 pub fn parse_params(params: Params, known: &[&str]) -> Result<HashMap<String, String>, ApiError> {
-    let params = params
+    let given = params
         .map(|Query(p)| p)
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {}", e.body_text())))?;
-    let mut unknown: Vec<&str> = params.keys().map(String::as_str).filter(|k| !known.contains(k)).collect();
+    let mut unknown: Vec<&str> = given.iter().map(|(k, _)| k.as_str()).filter(|k| !known.contains(k)).collect();
     unknown.sort_unstable();
-    match unknown.first() {
-        None => Ok(params),
-        Some(name) => {
-            let name: String = name.chars().take(100).collect();
-            let takes = if known.is_empty() { "none".to_string() } else { known.join(", ") };
-            Err(ApiError::bad_request(format!("unknown query parameter {name:?}; this list takes {takes}")))
-        }
+    if let Some(name) = unknown.first() {
+        let name: String = name.chars().take(100).collect();
+        let takes = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+        return Err(ApiError::bad_request(format!("unknown query parameter {name:?}; this list takes {takes}")));
     }
+    let mut params = HashMap::with_capacity(given.len());
+    for (name, value) in given {
+        // Which of two values was meant cannot be told: neither is guessed.
+        if params.contains_key(&name) {
+            return Err(ApiError::bad_request(format!("query parameter {name:?} is given more than once")));
+        }
+        params.insert(name, value);
+    }
+    Ok(params)
 }
 
 /// Checks the caller against the tenant named in the path and returns its id. The operator
