@@ -393,7 +393,8 @@ async fn a_task_retrying_when_its_integration_is_deleted_stays_superseded() {
         (t.status == "retrying" && t.attempts >= 2).then_some(())
     })
     .await;
-    let deleted = h.store.delete_integration(h.tenant, h.integration).await.expect("delete").expect("it existed");
+    let deleted =
+        h.store.delete_integration(h.tenant, h.integration, "the operator").await.expect("delete").expect("it existed");
     assert_eq!(deleted.tasks_superseded, 1);
 
     // The delivery still retrying finds the task ended and leaves it so, without an app call.
@@ -424,7 +425,7 @@ async fn the_dead_letter_copy_of_a_deleted_integrations_failed_task_is_swept_awa
     eventually("the copy in the dead-letter queue", || async { (h.dead_letter_count().await == 1).then_some(()) })
         .await;
 
-    h.store.delete_integration(h.tenant, h.integration).await.expect("delete").expect("it existed");
+    h.store.delete_integration(h.tenant, h.integration, "the operator").await.expect("delete").expect("it existed");
     // No re-drive asks for a sweep: the periodic one finds the task superseded.
     eventually("the dead-letter queue to be empty", || async { (h.dead_letter_count().await == 0).then_some(()) })
         .await;

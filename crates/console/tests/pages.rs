@@ -146,7 +146,12 @@ async fn a_deleted_integrations_task_page_says_so_and_offers_no_redrive() {
     // The deletion superseded the failed task; one that failed after it (its last attempt was
     // in flight and was refused) stays failed, with nothing to re-drive.
     let page = format!("/console/tenants/{tenant}/tasks/{task}");
-    assert!(app.page(&page, &owner, None).await.text.contains("superseded: integration Hub was deleted"));
+    // It says who deleted the integration.
+    assert!(app
+        .page(&page, &owner, None)
+        .await
+        .text
+        .contains("superseded: integration Hub was deleted by owner token"));
     app.exec("update tasks set status = 'failed', dead_lettered = true where id = $1", &[&task]).await;
     let a = app.page(&page, &owner, None).await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);

@@ -355,14 +355,15 @@ impl Store {
     /// as [`Self::revoke_token`] does). Its tasks stay in the log; those not finished, and the
     /// failed ones (which no re-drive could finish now), are marked superseded with an event
     /// saying why, so no connector acts on them and the failed list holds only what someone
-    /// can still act on. `None` when the tenant has no such integration.
-    pub async fn delete_integration(&self, tenant_id: Uuid, id: Uuid) -> Result<Option<DeletedIntegration>> {
+    /// can still act on; the event names who deleted it (`by`). `None` when the tenant has no
+    /// such integration.
+    pub async fn delete_integration(&self, tenant_id: Uuid, id: Uuid, by: &str) -> Result<Option<DeletedIntegration>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let Some(integration) = integration_for_update(&tx, tenant_id, id).await? else {
             return Ok(None);
         };
-        let detail = format!("superseded: integration {} was deleted", integration.name);
+        let detail = format!("superseded: integration {} was deleted by {by}", integration.name);
         let tasks = tx
             .query_one(
                 "with ended as (

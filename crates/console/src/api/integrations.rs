@@ -386,7 +386,7 @@ pub async fn delete(
     let deleted = app
         .state
         .store
-        .delete_integration(tenant_id, integration_id)
+        .delete_integration(tenant_id, integration_id, &caller.actor())
         .await?
         .ok_or_else(|| ApiError::not_found("no such integration"))?;
     tracing::info!(
