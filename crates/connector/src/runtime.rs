@@ -429,8 +429,7 @@ impl<A: AppAdapter> Worker<A> {
     /// can drop it, and nothing else would ever move its task. A task that was only late gets a
     /// second delivery, which its row lock and version make harmless.
     async fn resend_lost(&self) {
-        let kinds = [self.app.clone()];
-        let lost = match apply::take_lost_parked(&self.store, &kinds, self.config.lost_park_slack, 100).await {
+        let lost = match apply::take_lost_parked(&self.store, &self.app, self.config.lost_park_slack, 100).await {
             Ok(lost) => lost,
             Err(error) => {
                 tracing::warn!(app = %self.app, error = %error, "could not look for lost parked tasks");

@@ -291,10 +291,17 @@ pub fn same_address(a: &str, b: &str) -> bool {
 
 /// A user whose access is unchanged but whose address is not (`from` → `to`): the app must be
 /// converged at the new address (an invitation to the old one withdrawn, one sent to the new
-/// one), so the kept decision becomes an update that says why.
-pub fn address_changed(kept: Decision, from: &str, to: &str) -> Decision {
-    let because = kept.reason.strip_prefix("kept: ").unwrap_or(&kept.reason).to_string();
-    Decision { outcome: Outcome::Update, reason: format!("address changed from {from} to {to}: {because}"), ..kept }
+/// one), so what [`decide`] kept becomes an update that says why. Other decisions stay as
+/// they are.
+pub fn address_changed(decision: Decision, now: Option<&Access>, names: &AssetNames, from: &str, to: &str) -> Decision {
+    match now {
+        Some(a) if decision.outcome == Outcome::Keep => Decision {
+            outcome: Outcome::Update,
+            reason: format!("address changed from {from} to {to}: {}", because(a, names)),
+            ..decision
+        },
+        _ => decision,
+    }
 }
 
 #[cfg(test)]
@@ -319,7 +326,7 @@ mod tests {
         let a = effective_access(&ladder(), true, &[team("Staff", "EMPLOYEE")]).unwrap();
         let kept = decide(Some(&held("EMPLOYEE")), Some(&a), UserStatus::Active, &[], &AssetNames::new()).unwrap();
         assert_eq!(kept.outcome, Outcome::Keep);
-        let moved = address_changed(kept, "ann@old.example", "ann@new.example");
+        let moved = address_changed(kept, Some(&a), &AssetNames::new(), "ann@old.example", "ann@new.example");
         assert_eq!(moved.outcome, Outcome::Update);
         assert_eq!(moved.reason, "address changed from ann@old.example to ann@new.example: team Staff grants EMPLOYEE");
         assert_eq!((moved.from_role(), moved.to_role()), (Some("EMPLOYEE"), Some("EMPLOYEE")));

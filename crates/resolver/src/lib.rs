@@ -616,14 +616,14 @@ pub async fn plan(tx: &Transaction<'_>, tenant: Uuid, users: &[Uuid]) -> Result<
                 }
                 _ => Vec::new(),
             };
-            let decision =
-                decide(held.as_ref(), now.as_ref(), status, &lost, &integrations[&integration_id].asset_names);
+            let names = &integrations[&integration_id].asset_names;
+            let decision = decide(held.as_ref(), now.as_ref(), status, &lost, names);
             let email = f.map(|f| f.email.clone()).or_else(|| row.as_ref().map(|r| r.email.clone()));
             // Access unchanged at a new address: the app is converged there (an invitation to
             // the old address withdrawn), so it is an update, not a keep.
             let decision = match (decision, &row, &email) {
-                (Some(d), Some(r), Some(new)) if d.outcome == Outcome::Keep && !same_address(&r.email, new) => {
-                    Some(address_changed(d, &r.email, new))
+                (Some(d), Some(r), Some(new)) if !same_address(&r.email, new) => {
+                    Some(address_changed(d, now.as_ref(), names, &r.email, new))
                 }
                 (d, ..) => d,
             };

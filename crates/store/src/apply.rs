@@ -527,14 +527,14 @@ pub struct LostTask {
     pub app_kind: String,
 }
 
-/// Takes up to `limit` tasks of `app_kinds` parked past their `resend_after` and still
+/// Takes up to `limit` tasks of `app_kind` parked past their `resend_after` and still
 /// waiting, for the caller to send again: each gets a `resent` event, and its `resend_after`
 /// moves `again` ahead (so a send that fails is tried again, and one that works is not
 /// repeated before the task's next attempt clears it). Rows another connector is taking are
 /// skipped.
 pub async fn take_lost_parked(
     store: &Store,
-    app_kinds: &[String],
+    app_kind: &str,
     again: std::time::Duration,
     limit: i64,
 ) -> Result<Vec<LostTask>> {
@@ -547,14 +547,14 @@ pub async fn take_lost_parked(
                  select t.tenant_id, t.id, i.app_kind from tasks t
                    join integrations i on i.tenant_id = t.tenant_id and i.id = t.integration_id
                   where t.resend_after < clock_timestamp() and t.status in ('queued', 'retrying')
-                    and i.app_kind = any($1)
+                    and i.app_kind = $1
                   order by t.resend_after
                   limit $3
                   for update of t skip locked)
              update tasks t set resend_after = clock_timestamp() + $2::float8 * interval '1 second'
                from lost where t.tenant_id = lost.tenant_id and t.id = lost.id
              returning t.tenant_id, t.id, t.job_id, t.integration_id, t.user_id, t.desired_version, lost.app_kind",
-            &[&app_kinds, &seconds, &limit],
+            &[&app_kind, &seconds, &limit],
         )
         .await?;
     let lost: Vec<LostTask> = rows
@@ -570,8 +570,10 @@ pub async fn take_lost_parked(
         })
         .collect();
     for t in &lost {
+        // Said before the send: one that fails is tried again a minute later, with this event
+        // again.
         let detail = "the retry parked in the broker's delay queue did not come back in time (lost in a broker \
-                      restart?): sent to the connector again";
+                      restart?): sending it to the connector again";
         add_event(&tx, t.tenant_id, t.task_id, NewEvent::new("resent", detail)).await?;
     }
     tx.commit().await?;
