@@ -373,3 +373,33 @@ impl TaskRow {
         matches!(self.status.as_str(), "queued" | "running" | "retrying")
     }
 }
+
+/// Signs in to the console at `base` with `token` through its sign-in form, as a browser does,
+/// and returns the session cookie's value (`unseat_console`); the operator token signs in on its
+/// way to a page. Panics when the sign-in is refused.
+pub async fn console_session(base: &str, token: &str) -> String {
+    fn cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+        resp.headers()
+            .get_all(reqwest::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next()?.split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let form = http.get(format!("{base}/console/sign-in")).send().await.expect("the sign-in page");
+    let csrf = cookie(&form, "unseat_console_csrf").expect("the sign-in form's cookie");
+    let signed_in = http
+        .post(format!("{base}/console/sign-in"))
+        .header("cookie", format!("unseat_console_csrf={csrf}"))
+        .form(&[
+            ("token", token),
+            ("csrf", &csrf),
+            ("next", "/console/tenants/00000000-0000-0000-0000-000000000000/log"),
+        ])
+        .send()
+        .await
+        .expect("sign in");
+    cookie(&signed_in, "unseat_console").filter(|s| !s.is_empty()).expect("a session")
+}

@@ -345,10 +345,11 @@ async fn another_tenants_admin_gets_403_not_an_empty_page() {
 
     // Over plain HTTP with the other tenant's session cookie: 403 on every page and the stream.
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let session = unseat_tests::console_session(&app.base, &other.admin_token).await;
     for path in ["log", &format!("integrations/{}/activity", app.integration), "live"] {
         let resp = http
             .get(format!("{}/console/tenants/{}/{path}", app.base, app.tenant))
-            .header("Cookie", format!("unseat_console={}", other.admin_token))
+            .header("Cookie", format!("unseat_console={session}"))
             .send()
             .await
             .unwrap();
@@ -432,7 +433,7 @@ async fn a_ten_thousand_task_job_pages_fast() {
     drop(client);
 
     let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let cookie = format!("unseat_console={}", app.admin.token);
+    let cookie = format!("unseat_console={}", unseat_tests::console_session(&app.base, &app.admin.token).await);
     let mut url = format!("{}/console/tenants/{}/jobs/{job}", app.base, app.tenant);
     let mut pages = 0;
     let mut timings = Vec::new();

@@ -189,16 +189,17 @@ async fn a_paused_integration_says_so() {
 }
 
 /// Revoking an admin token ends the live stream of a page it signed in: the stream rechecks
-/// its token, so it no longer tells the revoked holder when the log changes for the rest of its
-/// life (25 s, then the reconnect is sent to sign in).
+/// its session, which went with the token, so it no longer tells the revoked holder when the
+/// log changes for the rest of its life (25 s, then the reconnect is sent to sign in).
 #[tokio::test]
 async fn a_revoked_tokens_live_stream_ends() {
     let app = spawn_app().await;
     let (tenant, _, owner) = app.tenant("Acme").await;
     let viewer = app.admin_token(tenant, &owner, "viewer").await;
+    let session = app.session(&viewer).await.expect("signed in");
     let live = format!("{}/console/tenants/{tenant}/live", app.base);
     let mut stream =
-        app.http.get(&live).header("cookie", format!("unseat_console={viewer}")).send().await.expect("stream");
+        app.http.get(&live).header("cookie", format!("unseat_console={session}")).send().await.expect("stream");
     assert_eq!(stream.status(), StatusCode::OK);
     let first = stream.chunk().await.expect("read").expect("a first event");
     assert!(String::from_utf8_lossy(&first).contains("live"), "{first:?}");
@@ -219,6 +220,53 @@ async fn a_revoked_tokens_live_stream_ends() {
     })
     .await;
     assert!(ended.is_ok(), "the stream went on after its token was revoked");
-    let again = app.http.get(&live).header("cookie", format!("unseat_console={viewer}")).send().await.expect("again");
+    let again = app.http.get(&live).header("cookie", format!("unseat_console={session}")).send().await.expect("again");
     assert_eq!(again.url().path(), "/console/sign-in", "a reconnect is sent to sign in");
+}
+
+/// The console's cookie holds a session, not the admin token: it is no bearer token for the
+/// API, and it opens no page once its session ended (signed out, or past its 8 hours), while
+/// the token itself goes on working.
+#[tokio::test]
+async fn the_console_cookie_is_a_session_that_ends_not_the_token() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let viewer = app.admin_token(tenant, &owner, "viewer").await;
+    let session = app.session(&owner).await.expect("signed in");
+    assert!(session.starts_with("ses_") && !session.contains(&owner), "{session}");
+    let log = format!("{}/console/tenants/{tenant}/log", app.base);
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let open = |cookie: String| {
+        let (http, log) = (http.clone(), log.clone());
+        async move { http.get(&log).header("cookie", format!("unseat_console={cookie}")).send().await.expect("page") }
+    };
+    let page = open(session.clone()).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let token = csrf(&page.text().await.expect("page"));
+    let a = app.get(&format!("/api/v1/tenants/{tenant}/jobs"), &session).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "the cookie is no API token: {}", a.text);
+
+    // Signed out: the session ends in the store, so a copy of the cookie is sent to sign in.
+    let out = http
+        .post(format!("{}/console/sign-out", app.base))
+        .header("cookie", format!("unseat_console={session}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={token}"))
+        .send()
+        .await
+        .expect("sign out");
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let copy = open(session).await;
+    assert_eq!(copy.status(), StatusCode::SEE_OTHER);
+    assert!(copy.headers()["location"].to_str().unwrap().starts_with("/console/sign-in"));
+
+    // Past its expiry, a session opens nothing either.
+    let second = app.session(&viewer).await.expect("signed in");
+    assert_eq!(open(second.clone()).await.status(), StatusCode::OK);
+    app.exec("update console_sessions set expires_at = now() - interval '1 second'", &[]).await;
+    assert_eq!(open(second).await.status(), StatusCode::SEE_OTHER);
+
+    // The tokens themselves still work.
+    assert_eq!(app.get(&format!("/api/v1/tenants/{tenant}/jobs"), &owner).await.status, StatusCode::OK);
+    assert_eq!(app.get(&format!("/api/v1/tenants/{tenant}/jobs"), &viewer).await.status, StatusCode::OK);
 }

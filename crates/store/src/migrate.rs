@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (26, include_str!("../../../schemas/sql/0026_access_state_address.sql")),
     (27, include_str!("../../../schemas/sql/0027_applied_email.sql")),
     (28, include_str!("../../../schemas/sql/0028_task_resend.sql")),
+    (29, include_str!("../../../schemas/sql/0029_console_sessions.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

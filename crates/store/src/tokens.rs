@@ -83,6 +83,72 @@ impl Store {
     }
 }
 
+/// Who a console session belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOwner {
+    /// Signed in with the operator token whose hash this is (it may have changed since).
+    Operator { operator_hash: Vec<u8> },
+    /// Signed in with an admin token (a [`TokenOwner::Admin`]), still valid.
+    Admin(TokenOwner),
+}
+
+impl Store {
+    /// Opens a console session for the admin token `token_id`, or for the operator token whose
+    /// hash is `operator_hash`, lasting `lifetime`; returns the session value for the cookie
+    /// (only its hash is stored). Sessions past their expiry are deleted on the way.
+    pub async fn start_session(
+        &self,
+        token_id: Option<Uuid>,
+        operator_hash: Option<&[u8]>,
+        lifetime: std::time::Duration,
+    ) -> Result<String> {
+        let session = generate("ses");
+        let client = self.client().await?;
+        client.execute("delete from console_sessions where expires_at < now()", &[]).await?;
+        client
+            .execute(
+                "insert into console_sessions (hash, token_id, operator_hash, expires_at)
+                 values ($1, $2, $3, now() + $4::float8 * interval '1 second')",
+                &[&hash(&session), &token_id, &operator_hash, &lifetime.as_secs_f64()],
+            )
+            .await?;
+        Ok(session)
+    }
+
+    /// Who holds the console session `session`, if it is open: not expired, not ended, and its
+    /// admin token not revoked.
+    pub async fn session_owner(&self, session: &str) -> Result<Option<SessionOwner>> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "select s.operator_hash, t.tenant_id, t.scope_integration, t.role, t.id, t.label
+                   from console_sessions s left join tokens t on t.id = s.token_id and t.kind = 'admin'
+                  where s.hash = $1 and s.expires_at > now()",
+                &[&hash(session)],
+            )
+            .await?;
+        Ok(row.and_then(|r| match r.get::<_, Option<Vec<u8>>>(0) {
+            Some(operator_hash) => Some(SessionOwner::Operator { operator_hash }),
+            None => r.get::<_, Option<Uuid>>(1).map(|tenant_id| {
+                SessionOwner::Admin(TokenOwner::Admin {
+                    tenant_id,
+                    role: r.get::<_, Option<String>>(3).unwrap_or_else(|| "viewer".into()),
+                    integration: r.get(2),
+                    token_id: r.get(4),
+                    label: r.get(5),
+                })
+            }),
+        }))
+    }
+
+    /// Ends the console session `session` (sign-out); nothing when it is not open.
+    pub async fn end_session(&self, session: &str) -> Result<()> {
+        let client = self.client().await?;
+        client.execute("delete from console_sessions where hash = $1", &[&hash(session)]).await?;
+        Ok(())
+    }
+}
+
 /// Stores `token`'s hash, with the caller's client or transaction (see [`Store::insert_token`]).
 pub async fn insert_token<C: tokio_postgres::GenericClient>(
     client: &C,

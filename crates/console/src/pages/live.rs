@@ -34,9 +34,10 @@ pub const POLL: Duration = Duration::from_millis(400);
 pub const LOOKBACK: Duration = Duration::from_secs(15);
 /// How long one stream lives before the browser reconnects.
 const STREAM_LIFETIME: Duration = Duration::from_secs(25);
-/// How often an open stream checks that its admin token is still there: a revoked token's
-/// stream ends within this (its reconnect is then sent to sign in).
-const TOKEN_RECHECK: Duration = Duration::from_secs(2);
+/// How often an open stream checks that its session is still open: the stream of a session
+/// signed out, expired or whose token was revoked ends within this (its reconnect is then sent
+/// to sign in).
+const SESSION_RECHECK: Duration = Duration::from_secs(2);
 
 /// The fingerprint a page is rendered with; empty when the store could not say (the page then
 /// refreshes on the stream's first answer, which is harmless).
@@ -59,35 +60,30 @@ pub(crate) async fn events(
         .map(str::to_string)
         .or_else(|| params.get("since").cloned())
         .filter(|s| !s.is_empty() && s.len() <= 200);
-    let store = app.state.store.clone();
-    let token = match &session.caller {
-        crate::auth::Caller::Admin { tenant_id, token_id, .. } => Some((*tenant_id, *token_id)),
-        crate::auth::Caller::Operator => None,
-    };
-    let stream = changes(store, tenant, last_seen, token);
+    let stream = changes(Arc::clone(&app), tenant, last_seen, session.key);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))).into_response())
 }
 
 struct Poll {
-    store: Store,
+    app: Arc<App>,
     tenant: Uuid,
     last: Option<String>,
     ends: Instant,
     first: bool,
-    /// The admin token's (tenant, id), rechecked every [`TOKEN_RECHECK`]; None for the operator.
-    token: Option<(Uuid, Uuid)>,
+    /// The session's cookie value, rechecked every [`SESSION_RECHECK`].
+    session: String,
     recheck: Instant,
 }
 
 fn changes(
-    store: Store,
+    app: Arc<App>,
     tenant: Uuid,
     last: Option<String>,
-    token: Option<(Uuid, Uuid)>,
+    session: String,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let now = Instant::now();
     let state =
-        Poll { store, tenant, last, ends: now + STREAM_LIFETIME, first: true, token, recheck: now + TOKEN_RECHECK };
+        Poll { app, tenant, last, ends: now + STREAM_LIFETIME, first: true, session, recheck: now + SESSION_RECHECK };
     stream::unfold(state, |mut s| async move {
         loop {
             if s.first {
@@ -98,14 +94,14 @@ fn changes(
             if Instant::now() >= s.ends {
                 return None;
             }
-            if let Some((token_tenant, token_id)) = s.token.filter(|_| Instant::now() >= s.recheck) {
-                s.recheck = Instant::now() + TOKEN_RECHECK;
-                // Revoked: the stream ends (a failed look keeps it, as a failed probe does).
-                if let Ok(None) = s.store.token(token_tenant, token_id).await {
+            if Instant::now() >= s.recheck {
+                s.recheck = Instant::now() + SESSION_RECHECK;
+                // Ended: the stream ends (a failed look keeps it, as a failed probe does).
+                if let Ok(None) = super::session_caller(&s.app, &s.session).await {
                     return None;
                 }
             }
-            match s.store.log_fingerprint(s.tenant, LOOKBACK).await {
+            match s.app.state.store.log_fingerprint(s.tenant, LOOKBACK).await {
                 Ok(now) => {
                     let changed = s.last.as_deref().is_some_and(|last| last != now);
                     let baseline = s.last.is_none();

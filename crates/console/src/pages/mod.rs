@@ -3,12 +3,14 @@
 //! that keep open pages current. Server-rendered HTML that works without JavaScript; the one
 //! script adds live updates and local times.
 //!
-//! Sign-in takes an admin token (the same tokens the admin API takes) and keeps it in an
-//! HttpOnly, SameSite=Strict cookie scoped to `/console`. Every page resolves the cookie through
-//! the admin API's own [`Caller`] check, so the pages can never show more than the API would:
-//! another tenant's page is a 403. Every form that changes something carries a CSRF token
-//! derived from the session token (sign-in: a random value also set as a cookie), and the
-//! server refuses a POST whose `Origin` is another site.
+//! Sign-in takes an admin token (the same tokens the admin API takes) and opens a session of
+//! [`SESSION_SECONDS`] kept in the store (`console_sessions`): the HttpOnly, SameSite=Strict
+//! cookie scoped to `/console` holds the session's random value, never the token, and the
+//! session ends at its expiry, at sign-out, and when its token is revoked. Every page turns the
+//! session into the [`Caller`] its token would be in the admin API, so the pages can never show
+//! more than the API would: another tenant's page is a 403. Every form that changes something
+//! carries a CSRF token derived from the session (sign-in: a random value also set as a
+//! cookie), and the server refuses a POST whose `Origin` is another site.
 //!
 //! Handlers return `Result<Response, Response>`: the error side is a finished page (a 403 that
 //! explains itself, the sign-in redirect), which is larger than clippy likes but is what is sent.
@@ -23,7 +25,7 @@ use crate::auth::{Caller, Need};
 use crate::error::{ApiError, Refusal};
 use crate::App;
 use axum::extract::{FromRequestParts, Query, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, SET_COOKIE};
+use axum::http::header::{CONTENT_TYPE, COOKIE, HOST, LOCATION, ORIGIN, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -35,7 +37,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// The session cookie: the admin token itself, readable by the server only.
+/// The session cookie: the session's random value (not the admin token), readable by the
+/// server only.
 const SESSION_COOKIE: &str = "unseat_console";
 /// The sign-in form's CSRF cookie (there is no session yet to derive one from).
 const SIGN_IN_CSRF_COOKIE: &str = "unseat_console_csrf";
@@ -94,10 +97,10 @@ fn set_cookie(name: &str, value: &str, max_age: u32, headers: &HeaderMap) -> Hea
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("unseat_console=; Path=/console; Max-Age=0"))
 }
 
-/// The CSRF token of a session: a hash of its admin token, so a page can embed it and a
+/// The CSRF token of a session: a hash of its cookie's value, so a page can embed it and a
 /// cross-site form (which can read neither the cookie nor the page) cannot produce it.
-fn csrf_for(token: &str) -> String {
-    unseat_store::tokens::hash(&format!("unseat-console-csrf:{token}")).iter().map(|b| format!("{b:02x}")).collect()
+fn csrf_for(session: &str) -> String {
+    unseat_store::tokens::hash(&format!("unseat-console-csrf:{session}")).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Constant-time comparison, so a CSRF guess learns nothing from timing.
@@ -120,6 +123,30 @@ fn same_origin(headers: &HeaderMap) -> bool {
 pub(crate) struct Session {
     pub caller: Caller,
     pub csrf: String,
+    /// The cookie's value, for a long-lived answer (the live stream) to look again whether
+    /// the session is still open.
+    pub key: String,
+}
+
+/// The caller a session's cookie stands for: None when it names no open session (expired,
+/// signed out, its token revoked, or the operator token changed since).
+pub(crate) async fn session_caller(app: &App, key: &str) -> Result<Option<Caller>, ApiError> {
+    use unseat_store::tokens::{SessionOwner, TokenOwner};
+    Ok(match app.state.store.session_owner(key).await? {
+        Some(SessionOwner::Operator { operator_hash }) => {
+            (app.operator_hash.as_deref() == Some(operator_hash.as_slice())).then_some(Caller::Operator)
+        }
+        Some(SessionOwner::Admin(TokenOwner::Admin { tenant_id, role, integration, token_id, label })) => {
+            crate::auth::AdminRole::parse(&role).map(|role| Caller::Admin {
+                tenant_id,
+                role,
+                integration,
+                token_id,
+                label,
+            })
+        }
+        Some(SessionOwner::Admin(TokenOwner::Scim { .. })) | None => None,
+    })
 }
 
 impl Session {
@@ -191,16 +218,12 @@ impl FromRequestParts<Arc<App>> for Session {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        let Some(token) = cookie(&parts.headers, SESSION_COOKIE) else {
+        let Some(key) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Err(to_sign_in(parts));
         };
-        // The same check the API makes, fed the cookie's token as a bearer token.
-        let mut probe = parts.clone();
-        let bearer = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| to_sign_in(parts))?;
-        probe.headers.insert(AUTHORIZATION, bearer);
-        match Caller::from_request_parts(&mut probe, app).await {
-            Ok(caller) => Ok(Session { caller, csrf: csrf_for(&token) }),
-            Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(to_sign_in(parts)),
+        match session_caller(app, &key).await {
+            Ok(Some(caller)) => Ok(Session { caller, csrf: csrf_for(&key), key }),
+            Ok(None) => Err(to_sign_in(parts)),
             Err(e) => Err(refusal(&e)),
         }
     }
@@ -208,13 +231,11 @@ impl FromRequestParts<Arc<App>> for Session {
 
 /// `/console`: the signed-in admin's Automation Log, or the sign-in page.
 async fn home(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    let Some(token) = cookie(&headers, SESSION_COOKIE) else {
+    let Some(key) = cookie(&headers, SESSION_COOKIE) else {
         return redirect("/console/sign-in");
     };
-    match app.state.store.token_owner(&token).await {
-        Ok(Some(unseat_store::tokens::TokenOwner::Admin { tenant_id, .. })) => {
-            redirect(&format!("/console/tenants/{tenant_id}/log"))
-        }
+    match session_caller(&app, &key).await {
+        Ok(Some(Caller::Admin { tenant_id, .. })) => redirect(&format!("/console/tenants/{tenant_id}/log")),
         _ => redirect("/console/sign-in"),
     }
 }
@@ -241,8 +262,9 @@ fn sign_in_page(csrf: &str, next: Option<&str>, error: Option<&str>) -> String {
 <button type="submit">Sign in</button>
 </form>
 <p class="hint">Use an admin token of your tenant (it starts with <code>adm_</code>): the one returned when the tenant was
-created, or one minted with <code>POST /api/v1/tenants/{{tenant}}/admin-tokens</code>. The token stays in a cookie
-that scripts cannot read, for 8 hours or until you sign out.</p>"#,
+created, or one minted with <code>POST /api/v1/tenants/{{tenant}}/admin-tokens</code>. Signing in opens a session of
+8 hours, which ends when you sign out or the token is revoked; its cookie, which scripts cannot read, holds the
+session, not the token.</p>"#,
         csrf = attr(csrf)
     );
     Shell { title: "Sign in", nav: Vec::new(), live: None, csrf: None }.render(&body)
@@ -299,27 +321,32 @@ async fn sign_in(
     {
         return retry("That is not an admin token.");
     }
-    let destination = if app.operator_hash.as_deref() == Some(unseat_store::tokens::hash(token).as_slice()) {
-        match next.clone() {
-            Some(n) => n,
-            None => {
-                return retry(
-                    "The operator token has no tenant of its own: open a tenant's page link first, then sign in.",
-                )
-            }
-        }
+    let lifetime = std::time::Duration::from_secs(u64::from(SESSION_SECONDS));
+    let hashed = unseat_store::tokens::hash(token);
+    let (destination, session) = if app.operator_hash.as_deref() == Some(hashed.as_slice()) {
+        let Some(n) = next.clone() else {
+            return retry(
+                "The operator token has no tenant of its own: open a tenant's page link first, then sign in.",
+            );
+        };
+        (n, app.state.store.start_session(None, Some(&hashed), lifetime).await)
     } else {
         match app.state.store.token_owner(token).await {
-            Ok(Some(unseat_store::tokens::TokenOwner::Admin { tenant_id, .. })) => {
-                next.clone().unwrap_or_else(|| format!("/console/tenants/{tenant_id}/log"))
-            }
+            Ok(Some(unseat_store::tokens::TokenOwner::Admin { tenant_id, token_id, .. })) => (
+                next.clone().unwrap_or_else(|| format!("/console/tenants/{tenant_id}/log")),
+                app.state.store.start_session(Some(token_id), None, lifetime).await,
+            ),
             Ok(_) => return retry("That token is not a valid admin token."),
             Err(e) => return refusal(&ApiError::from(e)),
         }
     };
+    let session = match session {
+        Ok(session) => session,
+        Err(e) => return refusal(&ApiError::from(e)),
+    };
     tracing::info!("console sign-in");
     let mut response = redirect(&destination);
-    response.headers_mut().append(SET_COOKIE, set_cookie(SESSION_COOKIE, token, SESSION_SECONDS, &headers));
+    response.headers_mut().append(SET_COOKIE, set_cookie(SESSION_COOKIE, &session, SESSION_SECONDS, &headers));
     response.headers_mut().append(SET_COOKIE, set_cookie(SIGN_IN_CSRF_COOKIE, "", 0, &headers));
     response
 }
@@ -331,18 +358,23 @@ pub(crate) struct CsrfForm {
 }
 
 async fn sign_out(
+    State(app): State<Arc<App>>,
     headers: HeaderMap,
     form: Result<Form<CsrfForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    let token = cookie(&headers, SESSION_COOKIE).unwrap_or_default();
+    let key = cookie(&headers, SESSION_COOKIE).unwrap_or_default();
     let csrf = form.map(|Form(f)| f.csrf).unwrap_or_default();
-    if token.is_empty() || !same_origin(&headers) || !same(&csrf, &csrf_for(&token)) {
+    if key.is_empty() || !same_origin(&headers) || !same(&csrf, &csrf_for(&key)) {
         return problem(
             StatusCode::FORBIDDEN,
             "Sign-out refused",
             "the form came from another page or site",
             r#"<a href="/console">Back to the console</a>."#,
         );
+    }
+    // Ended in the store too: a copy of the cookie opens nothing afterwards.
+    if let Err(e) = app.state.store.end_session(&key).await {
+        return refusal(&ApiError::from(e));
     }
     let mut response = redirect("/console/sign-in");
     response.headers_mut().append(SET_COOKIE, set_cookie(SESSION_COOKIE, "", 0, &headers));

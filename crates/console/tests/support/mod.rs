@@ -18,6 +18,19 @@ pub struct TestApp {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub http: reqwest::Client,
+    /// The console session each token signed in to, by token.
+    sessions: std::sync::Mutex<std::collections::HashMap<String, String>>,
+}
+
+/// The value of cookie `name` that a response sets, if it sets one.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<String> {
+    resp.headers()
+        .get_all(reqwest::header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next()?.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 pub struct Answer {
@@ -74,7 +87,13 @@ pub async fn spawn_app_with(credentials: unseat_store::credentials::Sealing) -> 
         let app = router(state).merge(unseat_telemetry::ops_router(metrics_for_ops)).merge(other);
         axum::serve(listener, app).await.expect("serve");
     });
-    TestApp { base: format!("http://{addr}"), store, metrics, http: reqwest::Client::new() }
+    TestApp {
+        base: format!("http://{addr}"),
+        store,
+        metrics,
+        http: reqwest::Client::new(),
+        sessions: Default::default(),
+    }
 }
 
 impl TestApp {
@@ -103,17 +122,46 @@ impl TestApp {
         Answer::read(resp).await
     }
 
-    /// A console page as a browser signed in with `token` gets it: the session cookie sent,
-    /// redirects not followed. `form` is a urlencoded form body to POST.
+    /// Signs in to the console with `token` through the sign-in form, as a browser does, and
+    /// returns the session cookie's value (the same one for every later call with that token);
+    /// None when the sign-in is refused.
+    pub async fn session(&self, token: &str) -> Option<String> {
+        if let Some(session) = self.sessions.lock().expect("sessions").get(token) {
+            return Some(session.clone());
+        }
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+        let form = http.get(format!("{}/console/sign-in", self.base)).send().await.expect("the sign-in page");
+        let csrf = set_cookie(&form, "unseat_console_csrf").expect("the sign-in form's cookie");
+        // The operator token has no tenant of its own: it signs in on its way to a page.
+        let next = "/console/tenants/00000000-0000-0000-0000-000000000000/log";
+        let body = format!("token={}&csrf={csrf}&next={}", urlencode(token), urlencode(next));
+        let signed_in = http
+            .post(format!("{}/console/sign-in", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", format!("unseat_console_csrf={csrf}"))
+            .body(body)
+            .send()
+            .await
+            .expect("sign in");
+        let session = set_cookie(&signed_in, "unseat_console").filter(|s| !s.is_empty())?;
+        self.sessions.lock().expect("sessions").insert(token.to_string(), session.clone());
+        Some(session)
+    }
+
+    /// A console page as a browser signed in with `token` gets it: the session cookie sent
+    /// (none when the sign-in was refused), redirects not followed. `form` is a urlencoded form
+    /// body to POST.
     pub async fn page(&self, path: &str, token: &str, form: Option<String>) -> Answer {
         let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
         let url = format!("{}{}", self.base, path);
-        let req = match form {
+        let mut req = match form {
             None => http.get(url),
             Some(form) => http.post(url).header("content-type", "application/x-www-form-urlencoded").body(form),
         };
-        let resp = req.header("cookie", format!("unseat_console={token}")).send().await.expect("request");
-        Answer::read(resp).await
+        if let Some(session) = self.session(token).await {
+            req = req.header("cookie", format!("unseat_console={session}"));
+        }
+        Answer::read(req.send().await.expect("request")).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Answer {
@@ -251,4 +299,14 @@ pub async fn tenant_with_a_task(app: &TestApp, status: &str) -> OneTask {
     let job = add_job(app, tenant, "2026-01-01T00:00:01Z", "job").await;
     let task = add_task(app, tenant, job, integration, status, "2026-01-01T00:00:01Z").await;
     OneTask { tenant, owner, integration, job, task }
+}
+
+/// `text` percent-encoded for a form body.
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
