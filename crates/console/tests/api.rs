@@ -1548,3 +1548,65 @@ async fn every_list_refuses_a_parameter_it_does_not_take() {
         }
     }
 }
+
+/// A token may be given an end: it works until then, the list says when, and past it the token
+/// is refused like a revoked one, its console session too. An end that is not a time in the
+/// future is refused (400), and nothing is created.
+#[tokio::test]
+async fn a_token_given_an_end_stops_working_then() {
+    let app = spawn_app().await;
+    let (tenant, _, owner) = app.tenant("Acme").await;
+    let path = format!("/api/v1/tenants/{tenant}/admin-tokens");
+    let list = format!("/api/v1/tenants/{tenant}/tokens");
+    let before = app.get(&list, &owner).await.body["tokens"].as_array().expect("tokens").len();
+    for (bad, says) in [
+        ("2001-01-01T00:00:00Z", "expires_at is not in the future"),
+        ("2027-01-31", "expires_at must be an RFC 3339 time"),
+        ("next week", "expires_at must be an RFC 3339 time"),
+    ] {
+        let a = app.post(&path, &owner, serde_json::json!({ "role": "viewer", "expires_at": bad })).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {}", a.text);
+        assert!(a.text.contains(says), "{bad}: {}", a.text);
+        let a = app
+            .post(&format!("/api/v1/tenants/{tenant}/scim-tokens"), &owner, serde_json::json!({ "expires_at": bad }))
+            .await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {}", a.text);
+    }
+    assert_eq!(app.get(&list, &owner).await.body["tokens"].as_array().expect("tokens").len(), before, "none created");
+
+    let ends = "2099-01-31T00:00:00+01:00";
+    let a = app
+        .post(&path, &owner, serde_json::json!({ "role": "viewer", "label": "contractor", "expires_at": ends }))
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    assert_eq!(a.body["expires_at"], "2099-01-30T23:00:00Z");
+    let viewer = a.body["token"].as_str().expect("token").to_string();
+    let a = app.post(&format!("/api/v1/tenants/{tenant}/scim-tokens"), &owner, serde_json::json!({})).await;
+    assert_eq!(a.body["expires_at"], serde_json::Value::Null, "without one a token lasts until revoked");
+    let jobs = format!("/api/v1/tenants/{tenant}/jobs");
+    assert_eq!(app.get(&jobs, &viewer).await.status, StatusCode::OK);
+    let tokens = app.get(&list, &owner).await.body["tokens"].clone();
+    let listed = tokens.as_array().and_then(|t| t.iter().find(|t| t["label"] == "contractor")).expect("listed").clone();
+    assert_eq!(listed["expires_at"], "2099-01-30T23:00:00Z");
+    assert!(tokens
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .filter(|t| t["label"] != "contractor")
+        .all(|t| t["expires_at"].is_null()));
+    let session = app.session(&viewer).await.expect("signed in");
+
+    // Its end comes.
+    let id = listed["id"].as_str().expect("id").parse::<uuid::Uuid>().expect("uuid");
+    app.exec("update tokens set expires_at = now() - interval '1 second' where id = $1", &[&id]).await;
+    let a = app.get(&jobs, &viewer).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.text);
+    let page = app
+        .http
+        .get(format!("{}/console/tenants/{tenant}/log", app.base))
+        .header("cookie", format!("unseat_console={session}"))
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.url().path(), "/console/sign-in", "its console session ended with it");
+}

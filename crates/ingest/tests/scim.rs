@@ -1834,3 +1834,27 @@ async fn a_filter_on_meta_dates_reads_only_the_resources_stamped_in_its_range() 
     assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
     assert_scim_error(&body, "400", Some("tooMany"));
 }
+
+/// A SCIM token past its end is refused like a revoked one (401, saying nothing of the tenant);
+/// one before its end works.
+#[tokio::test]
+async fn a_scim_token_past_its_end_is_refused() {
+    let app = spawn_app().await;
+    let client = app.store.client().await.unwrap();
+    let at = |seconds: i64| Some(chrono::Utc::now() + chrono::Duration::seconds(seconds));
+    let (ended, running) = (unseat_store::tokens::generate("scim"), unseat_store::tokens::generate("scim"));
+    for (t, expires_at) in [(&ended, at(-1)), (&running, at(3600))] {
+        let new = unseat_store::tokens::NewToken {
+            kind: "scim",
+            scope_integration: None,
+            role: None,
+            label: "with an end",
+            expires_at,
+        };
+        unseat_store::tokens::insert_token(&**client, app.tenant, t, &new).await.unwrap();
+    }
+    let resp = app.http.get(format!("{}/Users", app.base)).bearer_auth(&ended).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let resp = app.http.get(format!("{}/Users", app.base)).bearer_auth(&running).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}

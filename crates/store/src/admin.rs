@@ -62,10 +62,12 @@ pub struct TokenInfo {
     pub role: Option<String>,
     pub label: String,
     pub created_at: DateTime<Utc>,
+    /// When it stops working; None: when revoked.
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 /// The columns [`token_info`] reads, in its order.
-const TOKEN_COLS: &str = "id, kind, scope_integration, role, label, created_at";
+const TOKEN_COLS: &str = "id, kind, scope_integration, role, label, created_at, expires_at";
 
 fn token_info(r: &tokio_postgres::Row) -> TokenInfo {
     TokenInfo {
@@ -75,6 +77,7 @@ fn token_info(r: &tokio_postgres::Row) -> TokenInfo {
         role: r.get(3),
         label: r.get(4),
         created_at: r.get(5),
+        expires_at: r.get(6),
     }
 }
 

@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (27, include_str!("../../../schemas/sql/0027_applied_email.sql")),
     (28, include_str!("../../../schemas/sql/0028_task_resend.sql")),
     (29, include_str!("../../../schemas/sql/0029_console_sessions.sql")),
+    (30, include_str!("../../../schemas/sql/0030_token_expiry.sql")),
 ];
 
 const LOCK_KEY: i64 = 0x756e_7365_6174; // "unseat"

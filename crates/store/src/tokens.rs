@@ -42,8 +42,8 @@ pub fn hash(token: &str) -> Vec<u8> {
 }
 
 impl Store {
-    /// Stores the hash of a new token; `scope_integration` only for SCIM tokens, `role` only for
-    /// admin tokens.
+    /// Stores the hash of a new token that lasts until revoked; `scope_integration` only for
+    /// SCIM tokens, `role` only for admin tokens.
     pub async fn insert_token(
         &self,
         tenant_id: Uuid,
@@ -54,15 +54,17 @@ impl Store {
         label: &str,
     ) -> Result<()> {
         let client = self.client().await?;
-        insert_token(&**client, tenant_id, token, kind, scope_integration, role, label).await
+        let new = NewToken { kind, scope_integration, role, label, expires_at: None };
+        insert_token(&**client, tenant_id, token, &new).await
     }
 
-    /// Who holds `token`, if anyone.
+    /// Who holds `token`, if anyone (an expired token is no one's).
     pub async fn token_owner(&self, token: &str) -> Result<Option<TokenOwner>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "select tenant_id, kind, scope_integration, role, id, label from tokens where hash = $1",
+                "select tenant_id, kind, scope_integration, role, id, label from tokens
+                  where hash = $1 and (expires_at is null or expires_at > now())",
                 &[&hash(token)],
             )
             .await?;
@@ -116,13 +118,15 @@ impl Store {
     }
 
     /// Who holds the console session `session`, if it is open: not expired, not ended, and its
-    /// admin token not revoked.
+    /// admin token neither revoked nor expired.
     pub async fn session_owner(&self, session: &str) -> Result<Option<SessionOwner>> {
         let client = self.client().await?;
         let row = client
             .query_opt(
                 "select s.operator_hash, t.tenant_id, t.scope_integration, t.role, t.id, t.label
-                   from console_sessions s left join tokens t on t.id = s.token_id and t.kind = 'admin'
+                   from console_sessions s
+                   left join tokens t on t.id = s.token_id and t.kind = 'admin'
+                                     and (t.expires_at is null or t.expires_at > now())
                   where s.hash = $1 and s.expires_at > now()",
                 &[&hash(session)],
             )
@@ -149,20 +153,30 @@ impl Store {
     }
 }
 
+/// What a new token is: `scim` or `admin`, its scope (a SCIM token's integration, or the one
+/// an integration owner owns), an admin token's role, its label and when it ends (None: when
+/// revoked).
+#[derive(Debug, Clone, Copy)]
+pub struct NewToken<'a> {
+    pub kind: &'a str,
+    pub scope_integration: Option<Uuid>,
+    pub role: Option<&'a str>,
+    pub label: &'a str,
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Stores `token`'s hash, with the caller's client or transaction (see [`Store::insert_token`]).
 pub async fn insert_token<C: tokio_postgres::GenericClient>(
     client: &C,
     tenant_id: Uuid,
     token: &str,
-    kind: &str,
-    scope_integration: Option<Uuid>,
-    role: Option<&str>,
-    label: &str,
+    new: &NewToken<'_>,
 ) -> Result<()> {
     client
         .execute(
-            "insert into tokens (hash, tenant_id, kind, scope_integration, role, label) values ($1, $2, $3, $4, $5, $6)",
-            &[&hash(token), &tenant_id, &kind, &scope_integration, &role, &label],
+            "insert into tokens (hash, tenant_id, kind, scope_integration, role, label, expires_at)
+             values ($1, $2, $3, $4, $5, $6, $7)",
+            &[&hash(token), &tenant_id, &new.kind, &new.scope_integration, &new.role, &new.label, &new.expires_at],
         )
         .await?;
     Ok(())

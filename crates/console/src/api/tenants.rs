@@ -8,6 +8,7 @@ use crate::App;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -124,7 +125,7 @@ pub async fn list_tokens(
                 _ => Value::Null,
             };
             json!({ "id": t.id, "kind": t.kind, "scope": scope, "role": t.role, "label": t.label,
-                    "created_at": t.created_at })
+                    "created_at": t.created_at, "expires_at": t.expires_at })
         })
         .collect();
     Ok(Json(json!({ "tokens": tokens })))
@@ -135,10 +136,24 @@ pub async fn list_tokens(
 struct NewScimToken {
     label: Option<String>,
     integration_id: Option<String>,
+    expires_at: Option<String>,
 }
 
 fn label(raw: Option<String>) -> Result<String, ApiError> {
     optional_text(raw.as_deref().unwrap_or_default(), "label", 200)
+}
+
+/// A new token's end: an RFC 3339 time in the future (with its offset), or None for a token
+/// that lasts until revoked.
+fn expiry(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let at = DateTime::parse_from_rfc3339(raw.trim())
+        .map_err(|_| ApiError::bad_request("expires_at must be an RFC 3339 time such as 2027-01-31T00:00:00Z"))?
+        .with_timezone(&Utc);
+    if at <= Utc::now() {
+        return Err(ApiError::bad_request("expires_at is not in the future: such a token would never work"));
+    }
+    Ok(Some(at))
 }
 
 pub async fn create_scim_token(
@@ -150,10 +165,14 @@ pub async fn create_scim_token(
     let tenant_id = authorize(&app, &caller, &tenant, Need::Write).await?;
     let req: NewScimToken = parse_body(body)?;
     let label = label(req.label)?;
+    let expires_at = expiry(req.expires_at.as_deref())?;
     let token = generate("scim");
+    let new =
+        |scope_integration| tokens::NewToken { kind: "scim", scope_integration, role: None, label: &label, expires_at };
     let scope = match req.integration_id.as_deref() {
         None => {
-            app.state.store.insert_token(tenant_id, &token, "scim", None, None, &label).await?;
+            let client = app.state.store.client().await?;
+            tokens::insert_token(&**client, tenant_id, &token, &new(None)).await?;
             None
         }
         Some(raw) => {
@@ -176,14 +195,15 @@ pub async fn create_scim_token(
                     ),
                 ));
             }
-            tokens::insert_token(&*tx, tenant_id, &token, "scim", Some(id), None, &label).await?;
+            tokens::insert_token(&*tx, tenant_id, &token, &new(Some(id))).await?;
             tx.commit().await?;
             Some(id)
         }
     };
     tracing::info!(tenant = %tenant_id, scope = ?scope, by = %caller.actor(), "SCIM token created");
     let scope = scope.map_or_else(|| json!("workspace"), |i| json!(i));
-    Ok((StatusCode::CREATED, Json(json!({ "token": token, "scope": scope, "label": label }))))
+    let answer = json!({ "token": token, "scope": scope, "label": label, "expires_at": expires_at });
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 #[derive(Deserialize)]
@@ -193,6 +213,7 @@ struct NewAdminToken {
     label: Option<String>,
     /// The integration an `integration_owner` owns (and only then).
     integration_id: Option<String>,
+    expires_at: Option<String>,
 }
 
 pub async fn create_admin_token(
@@ -220,6 +241,7 @@ pub async fn create_admin_token(
         }
     }
     let label = label(req.label)?;
+    let expires_at = expiry(req.expires_at.as_deref())?;
     let integration = match (role, req.integration_id.as_deref()) {
         (AdminRole::IntegrationOwner, Some(raw)) => {
             let id = parse_id(raw, "integration_id")?;
@@ -235,9 +257,16 @@ pub async fn create_admin_token(
         (_, None) => None,
     };
     let token = generate("adm");
-    app.state.store.insert_token(tenant_id, &token, "admin", integration, Some(role.as_str()), &label).await?;
-    tracing::info!(tenant = %tenant_id, role = role.as_str(), integration = ?integration, by = %caller.actor(), "admin token created");
-    let mut answer = json!({ "token": token, "role": role.as_str(), "label": label });
+    let new = tokens::NewToken {
+        kind: "admin",
+        scope_integration: integration,
+        role: Some(role.as_str()),
+        label: &label,
+        expires_at,
+    };
+    tokens::insert_token(&**app.state.store.client().await?, tenant_id, &token, &new).await?;
+    tracing::info!(tenant = %tenant_id, role = role.as_str(), integration = ?integration, expires_at = ?expires_at, by = %caller.actor(), "admin token created");
+    let mut answer = json!({ "token": token, "role": role.as_str(), "label": label, "expires_at": expires_at });
     if let Some(i) = integration {
         answer["integration_id"] = json!(i);
     }
