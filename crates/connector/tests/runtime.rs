@@ -590,12 +590,14 @@ async fn an_app_that_stops_answering_holds_back_its_own_tasks_not_the_other_inte
     silent.sort();
     let before_other_done = silent.iter().filter(|t| **t < other_done).count();
     assert!(
-        before_other_done < 15,
+        before_other_done < 20,
         "{before_other_done} calls to the silent app before the other integration was done"
     );
     let slack = chrono::Duration::milliseconds(100);
     let one_at_a_time = chrono::Duration::from_std(timeout).expect("timeout") - slack;
-    for pair in silent.windows(2).skip(4) {
+    // Arrival order may swap a call started just before the hold with the first probe.
+    let before_the_hold = 2 + 4 + 1;
+    for pair in silent.windows(2).skip(before_the_hold) {
         assert!(pair[1] - pair[0] >= one_at_a_time, "two calls to the silent app at once after the hold: {silent:?}");
     }
     let kinds = futures_util::future::join_all(down.iter().map(|t| h.event_kinds(*t))).await;
