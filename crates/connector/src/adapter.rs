@@ -167,6 +167,18 @@ pub trait AppAdapter: Send + Sync + 'static {
     fn asset_role_held(&self, reported: &str, desired: &str) -> bool {
         reported == desired
     }
+
+    /// Makes the account (found by its remembered id, at another address) known by `email`,
+    /// the person's address in the IdP now; true when the app took it. Apps whose accounts
+    /// belong to the person (a Meta business user's address is their own) leave it: false.
+    fn set_address(
+        &self,
+        _integration: &Integration,
+        _account: &AppAccount,
+        _email: &str,
+    ) -> impl Future<Output = Result<bool, AppError>> + Send {
+        async { Ok(false) }
+    }
 }
 
 /// What converging changed in the app.
@@ -229,6 +241,8 @@ pub struct Outcome {
     /// Some(n): the account's assets were set to the n desired ones.
     pub assets_set: Option<usize>,
     pub account_id: Option<String>,
+    /// The address the account was known by before it was changed to the person's new one.
+    pub address_from: Option<String>,
 }
 
 impl Outcome {
@@ -244,6 +258,8 @@ impl Outcome {
     pub fn describe(&self, app: &str) -> String {
         // A seat (a seat-only integration's grant) is no role: the log never names it.
         let seat = |role: &str| role == SEAT;
+        // Something else changed for an account that held its role already.
+        let kept = self.assets_set.is_some() || self.address_from.is_some();
         let base = match &self.converged {
             Converged::Removed => format!("removed from {app}"),
             Converged::Deactivated => format!("deactivated in {app}"),
@@ -260,11 +276,9 @@ impl Outcome {
                 format!("role changed from {from} to {to} in {app}")
             }
             Converged::RoleChanged { to, .. } => format!("role set to {to} in {app}"),
-            Converged::AlreadyHeld { role } if seat(role) && self.assets_set.is_some() => {
-                format!("keeps a seat in {app}")
-            }
+            Converged::AlreadyHeld { role } if seat(role) && kept => format!("keeps a seat in {app}"),
             Converged::AlreadyHeld { role } if seat(role) => format!("already has a seat in {app}; nothing to change"),
-            Converged::AlreadyHeld { role } if self.assets_set.is_some() => format!("keeps {role} in {app}"),
+            Converged::AlreadyHeld { role } if kept => format!("keeps {role} in {app}"),
             Converged::AlreadyHeld { role } => format!("already holds {role} in {app}; nothing to change"),
             Converged::Added { role } if seat(role) => format!("added to {app}"),
             Converged::Added { role } => format!("added to {app} as {role}"),
@@ -291,6 +305,10 @@ impl Outcome {
             }
             Converged::InvitationRevoked { count: 1 } => format!("pending invitation to {app} revoked"),
             Converged::InvitationRevoked { count } => format!("{count} pending invitations to {app} revoked"),
+        };
+        let base = match &self.address_from {
+            Some(old) => format!("{base}; its address changed from {old} in {app}"),
+            None => base,
         };
         match self.assets_set {
             Some(0) => format!("{base}; taken off every asset"),
@@ -333,7 +351,7 @@ pub async fn converge<A: AppAdapter>(
         return remove(adapter, integration, email, known_id).await;
     };
     let found = adapter.find(integration, email, known_id).await?;
-    let pending = |converged| Outcome { converged, assets_set: None, account_id: None };
+    let pending = |converged| Outcome { converged, assets_set: None, account_id: None, address_from: None };
     let (converged, account) = match found {
         Some(account)
             if account.active
@@ -384,7 +402,15 @@ pub async fn converge<A: AppAdapter>(
     } else {
         None
     };
-    Ok(Outcome { converged, assets_set, account_id: Some(account.id) })
+    // Found by its remembered id at the person's former address: the app learns the new one
+    // (where it can), so that it shows it and finds the account by it.
+    let moved = !account.email.trim().is_empty() && !same_email(&account.email, email);
+    let address_from = if moved && adapter.set_address(integration, &account, email).await? {
+        Some(account.email.trim().to_string())
+    } else {
+        None
+    };
+    Ok(Outcome { converged, assets_set, account_id: Some(account.id), address_from })
 }
 
 /// Removal: straight at the remembered id when there is one (one request in the common case);
@@ -399,7 +425,7 @@ async fn remove<A: AppAdapter>(
     email: &str,
     known_id: Option<&str>,
 ) -> Result<Outcome, AppError> {
-    let done = |converged| Outcome { converged, assets_set: None, account_id: None };
+    let done = |converged| Outcome { converged, assets_set: None, account_id: None, address_from: None };
     let removed = |removal| match removal {
         Removal::Removed => Some(Converged::Removed),
         Removal::Deactivated => Some(Converged::Deactivated),

@@ -456,6 +456,34 @@ impl AppAdapter for ScimApp {
         Ok(AppAccount { role: Some(role.to_string()), ..account })
     }
 
+    /// The new address goes where [`ScimApp::add`] puts one: the primary work email, and the
+    /// match attribute (`userName`, or `externalId`), by which the account is found from now on.
+    /// An answer that shows the match attribute must show the new address.
+    async fn set_address(
+        &self,
+        integration: &Integration,
+        account: &AppAccount,
+        email: &str,
+    ) -> Result<bool, AppError> {
+        let email = email.trim();
+        let on = Self::match_on(integration)?;
+        let mut value = json!({ "emails": [{ "value": email, "primary": true, "type": "work" }] });
+        value[on.attribute()] = json!(email);
+        let answer = self.patch(integration, &account.id, json!([{ "op": "replace", "value": value }])).await?;
+        if let Some(shown) = answer.as_ref().and_then(|r| text(r, on.attribute())) {
+            if !same_email(shown, email) {
+                return Err(AppError::Protocol(format!(
+                    "the app answered the address change of account {} ({} {email}) with {} {shown:?}: it did \
+                     not take the new address",
+                    account.id,
+                    on.attribute(),
+                    on.attribute()
+                )));
+            }
+        }
+        Ok(true)
+    }
+
     /// Any active account holds a seat (what a seat-only integration grants); roles compare
     /// ignoring case, as the role ladder's names do.
     fn role_held(

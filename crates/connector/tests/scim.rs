@@ -50,13 +50,21 @@ fn removal<'a>(email: &'a str, remembered: Option<&str>) -> Desire<'a> {
 }
 
 #[tokio::test]
-async fn after_an_email_change_the_remembered_account_is_updated_and_then_deactivated() {
+async fn after_an_email_change_the_remembered_account_takes_the_new_address_and_is_then_deactivated() {
     let h = scim(&["admin", "member"], json!({})).await;
     let jane = seed(&h, "jane@old.example", Some("member"), true, None);
     // The IdP changed her email; the id remembered from an earlier task is the app's account.
     let (user, first) = h.queue(update("jane@new.example", "admin", Some(&jane.id))).await;
     assert_eq!(h.finished(first).await.status, "succeeded");
-    assert_eq!(last_event(&h, first).await.1, format!("role changed from member to admin in {APP}"));
+    assert_eq!(
+        last_event(&h, first).await.1,
+        format!("role changed from member to admin in {APP}; its address changed from jane@old.example in {APP}")
+    );
+    // The app shows her new address, and finds the account by it.
+    let moved = account(&h, &jane.id).expect("the original account");
+    assert_eq!(moved.user_name, "jane@new.example", "{moved:?}");
+    let found = h.emu.scim_users().into_iter().filter(|u| u.user_name == "jane@new.example").count();
+    assert_eq!(found, 1);
     let (second, _) = h.queue_change(user, None).await;
     assert_eq!(h.finished(second).await.status, "succeeded");
     assert_eq!(last_event(&h, second).await.1, format!("deactivated in {APP}"));
