@@ -252,7 +252,11 @@ async fn metrics_can_move_off_the_port_idps_reach() {
     let (status, body) = get(&format!("http://{}", ingest.addr), "/metrics").await;
     assert_eq!((status, body.as_str()), (404, "not served on this port\n"));
     let moved = format!("http://{}", ingest.metrics_addr.expect("its metrics address"));
-    assert_eq!(get(&moved, "/metrics").await.0, 200);
+    let (status, text) = get(&moved, "/metrics").await;
+    assert_eq!(status, 200);
+    // It says which role it runs (what an alert on a role gone altogether looks for).
+    assert!(text.contains("unseat_role_running{role=\"ingest\"} 1"), "{text}");
+    assert!(!text.contains("role=\"console\""), "{text}");
     stop.cancel();
     ingest.wait().await;
     app.stop().await;

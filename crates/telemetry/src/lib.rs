@@ -62,6 +62,12 @@ pub struct StateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabels {
+    /// `ingest`, `console`, `resolver` or `connector`.
+    pub role: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AppLabels {
     pub app: String,
 }
@@ -123,6 +129,9 @@ pub struct Metrics {
     pub database_pool_connections: Family<StateLabels, Gauge>,
     /// Callers waiting for a connection of the main pool, as last checked.
     pub database_pool_waiting: Gauge,
+    /// 1 for each role the process runs: what an alert on a role gone altogether looks for,
+    /// whatever the scrape configuration names the targets.
+    pub role_running: Family<RoleLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -157,6 +166,7 @@ impl Metrics {
             database_up: Gauge::default(),
             database_pool_connections: Family::default(),
             database_pool_waiting: Gauge::default(),
+            role_running: Family::default(),
             registry: Registry::default(),
         };
         registry.register("scim_requests", "SCIM requests answered", m.scim_requests.clone());
@@ -261,6 +271,11 @@ impl Metrics {
             "database_pool_waiting",
             "Callers waiting for a pooled PostgreSQL connection (all busy), as last checked (every 5 s)",
             m.database_pool_waiting.clone(),
+        );
+        registry.register(
+            "role_running",
+            "1 for each role (ingest, console, resolver, connector) this process runs",
+            m.role_running.clone(),
         );
         // Born at zero, so a dashboard shows them before the first check.
         for state in ["busy", "idle"] {

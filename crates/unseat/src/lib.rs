@@ -139,6 +139,16 @@ pub async fn start(settings: Settings, roles: Roles, shutdown: CancellationToken
     let store = Store::connect(&settings.database_url, settings.pool_size)?;
     let topology = settings.topology();
     let metrics = Arc::new(Metrics::new());
+    for (role, runs) in [
+        ("ingest", roles.ingest),
+        ("console", roles.console),
+        ("resolver", roles.resolver),
+        ("connector", roles.connector),
+    ] {
+        if runs {
+            metrics.role_running.get_or_create(&unseat_telemetry::RoleLabels { role: role.into() }).set(1);
+        }
+    }
     let tasks = TaskTracker::new();
 
     // Health checks use a connection of their own: a lock pile-up holding every pooled
