@@ -71,6 +71,12 @@ impl Breakers {
         Ok(Ticket { breakers: Arc::clone(self), integration, probe, said: false })
     }
 
+    /// Whether a task of `integration` would be held back now (its app failing, a probe in
+    /// flight), asked without taking anything.
+    pub(crate) fn holding_back(&self, integration: Uuid) -> bool {
+        self.failing().get(&integration).is_some_and(|f| self.after > 0 && f.in_a_row >= self.after && f.probing)
+    }
+
     /// Integrations whose tasks are held back now.
     pub(crate) fn holding(&self) -> usize {
         self.failing().values().filter(|f| self.after > 0 && f.in_a_row >= self.after).count()
@@ -123,7 +129,10 @@ mod tests {
         }
         // Another integration is not affected.
         let _ = b.call(other).expect("other integration");
+        assert!(!b.holding_back(a), "no probe in flight yet");
         let probe = b.call(a).expect("the probe");
+        assert!(b.holding_back(a));
+        assert!(!b.holding_back(other));
         let held = b.call(a).expect_err("held back while the probe runs");
         assert_eq!(held, HeldBack { in_a_row: 3, last_error: "timeout".into() });
         assert_eq!(b.holding(), 1);

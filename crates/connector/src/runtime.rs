@@ -290,6 +290,16 @@ impl<A: AppAdapter> Worker<A> {
 
         let rate = self.adapter.http().rate_for(&integration);
         loop {
+            // Back from a delay queue while its integration is held back: parked again at once,
+            // with no database work (its status and `held_back` event were written the first
+            // time), so that a large held-back backlog costs the database little as it cycles.
+            if returning && self.breakers.holding_back(integration.id) {
+                self.count_attempt("held_back");
+                if let Some(settle) = self.park_or_wait(task, self.config.held_back_recheck).await {
+                    return settle;
+                }
+                continue;
+            }
             // Far-away request slots: park rather than hold a prefetch slot.
             if let Admission::Park(wait) =
                 self.adapter.http().limits().admit(integration.id, rate, self.config.park_after, returning)
