@@ -666,13 +666,7 @@ async fn grant_changes_announce_the_users_they_reach_in_one_outbox_row() {
     assert_eq!(msg.trigger.method, "POST");
     assert_eq!(msg.trigger.path, grants);
     // The log says who did it: the owner's token by role, label and id, never the token.
-    let tokens = app.get(&format!("/api/v1/tenants/{tenant}/tokens"), &owner).await;
-    let owner_id = tokens.body["tokens"]
-        .as_array()
-        .and_then(|all| all.iter().find(|t| t["role"] == "owner"))
-        .and_then(|t| t["id"].as_str())
-        .expect("the owner's token")
-        .to_string();
+    let owner_id = app.token_id(tenant, &owner, "role", "owner").await;
     let summary = &msg.trigger.summary;
     assert!(summary.starts_with("grant ADMIN on Meta Business to team Marketing added; by owner token "), "{summary}");
     assert!(summary.contains(&owner_id) && !summary.contains(&owner), "{summary}");

@@ -204,13 +204,7 @@ async fn a_revoked_tokens_live_stream_ends() {
     let first = stream.chunk().await.expect("read").expect("a first event");
     assert!(String::from_utf8_lossy(&first).contains("live"), "{first:?}");
 
-    let tokens = app.get(&format!("/api/v1/tenants/{tenant}/tokens"), &owner).await;
-    let id = tokens.body["tokens"]
-        .as_array()
-        .and_then(|all| all.iter().find(|t| t["role"] == "viewer"))
-        .and_then(|t| t["id"].as_str())
-        .expect("the viewer's token")
-        .to_string();
+    let id = app.token_id(tenant, &owner, "role", "viewer").await;
     let a =
         app.call(reqwest::Method::DELETE, &format!("/api/v1/tenants/{tenant}/tokens/{id}"), Some(&owner), None).await;
     assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);

@@ -182,6 +182,18 @@ impl TestApp {
         (id, scim, admin)
     }
 
+    /// The id (as the token list gives it) of the tenant's first token with `field` equal to
+    /// `value` (`role`, `label`), listed with `token`.
+    pub async fn token_id(&self, tenant: Uuid, token: &str, field: &str, value: &str) -> String {
+        let tokens = self.get(&format!("/api/v1/tenants/{tenant}/tokens"), token).await;
+        tokens.body["tokens"]
+            .as_array()
+            .and_then(|all| all.iter().find(|t| t[field] == value))
+            .and_then(|t| t["id"].as_str())
+            .unwrap_or_else(|| panic!("no token with {field} {value:?}: {}", tokens.text))
+            .to_string()
+    }
+
     pub async fn admin_token(&self, tenant: Uuid, token: &str, role: &str) -> String {
         let a = self.post(&format!("/api/v1/tenants/{tenant}/admin-tokens"), token, json!({ "role": role })).await;
         assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
