@@ -13,8 +13,9 @@ fn csrf(page: &str) -> String {
 }
 
 /// A cursor or a time filter outside the years 1 to 9999 (which PostgreSQL cannot compare with,
-/// before 4713 BC) is a 400 page saying what is wrong, like any other bad value, on the log, a
-/// job's page and an Activity page; the first and last minutes of those years are fine.
+/// before 4713 BC) is a 400 page saying what is wrong, like any other bad value (a filter given
+/// twice, say), on the log, a job's page and an Activity page; the first and last minutes of
+/// those years are fine.
 #[tokio::test]
 async fn a_time_or_cursor_outside_the_years_the_log_holds_is_a_400_page() {
     let app = spawn_app().await;
@@ -41,6 +42,10 @@ async fn a_time_or_cursor_outside_the_years_the_log_holds_is_a_400_page() {
             assert!(a.text.contains("That did not work"), "{page}?{query}: {}", a.text);
             assert!(a.text.contains(says), "{page}?{query} does not say {says:?}: {}", a.text);
         }
+        // A filter given twice: which one was meant cannot be told.
+        let a = app.page(&format!("{page}?status=failed&status=queued"), &owner, None).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{page}: {}", a.text);
+        assert!(a.text.contains("query parameter &quot;status&quot; is given more than once"), "{page}: {}", a.text);
         let a = app.page(&format!("{page}?from=0001-01-01T00:00&to=9999-12-31T23:59"), &owner, None).await;
         assert_eq!(a.status, StatusCode::OK, "{page}: {}", a.text);
         assert!(a.text.contains("alice@example.com"), "{page}: the task is in the range: {}", a.text);

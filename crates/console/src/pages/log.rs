@@ -27,7 +27,7 @@ const TASK_PAGE_SIZE: i64 = 50;
 /// The window of an integration's health figures.
 const HEALTH_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-type Params = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+type Params = Result<Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>;
 
 /// The filters as the URL carries them, kept verbatim so links and forms repeat them.
 #[derive(Default)]
@@ -122,10 +122,21 @@ fn parse_time(raw: &str, what: &str) -> Result<Option<DateTime<Utc>>, ApiError> 
     }
 }
 
+/// The page's query parameters; one given twice is refused (which value was meant cannot be
+/// told), as the API refuses it.
 fn params_of(params: Params) -> Result<HashMap<String, String>, Response> {
-    params
+    let given = params
         .map(|Query(p)| p)
-        .map_err(|e| refusal(&ApiError::bad_request(format!("invalid query string: {}", e.body_text()))))
+        .map_err(|e| refusal(&ApiError::bad_request(format!("invalid query string: {}", e.body_text()))))?;
+    let mut params = HashMap::with_capacity(given.len());
+    for (name, value) in given {
+        if params.contains_key(&name) {
+            let name: String = name.chars().take(100).collect();
+            return Err(refusal(&ApiError::bad_request(format!("query parameter {name:?} is given more than once"))));
+        }
+        params.insert(name, value);
+    }
+    Ok(params)
 }
 
 fn page_of(params: &HashMap<String, String>, size: i64) -> Result<Page, Response> {
