@@ -65,7 +65,6 @@ pub async fn run_with<A: AppAdapter>(
         name: format!("connector-{app}"),
     };
     let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
-    let config_hold_back = config.hold_back_after;
     let sweeps = Arc::new(Notify::new());
     let sweeper = Sweeper {
         store: store.clone(),
@@ -80,6 +79,7 @@ pub async fn run_with<A: AppAdapter>(
         store,
         adapter,
         metrics,
+        breakers: Breakers::new(config.hold_back_after),
         config,
         app,
         dead_letter_queue,
@@ -89,7 +89,6 @@ pub async fn run_with<A: AppAdapter>(
         delay: Mutex::new(None),
         slots,
         sweeps,
-        breakers: Breakers::new(config_hold_back),
     });
     let resending = {
         let (worker, shutdown) = (Arc::clone(&worker), shutdown.clone());

@@ -118,6 +118,17 @@ impl Caller {
         }
     }
 
+    /// The caller an admin token's owner is (None for a SCIM token, or a role this build does
+    /// not know): for a bearer token and a console session alike.
+    pub fn of_token(owner: TokenOwner) -> Option<Caller> {
+        match owner {
+            TokenOwner::Admin { tenant_id, role, integration, token_id, label } => {
+                AdminRole::parse(&role).map(|role| Caller::Admin { tenant_id, role, integration, token_id, label })
+            }
+            TokenOwner::Scim { .. } => None,
+        }
+    }
+
     pub fn require_operator(&self) -> Result<(), ApiError> {
         match self {
             Caller::Operator => Ok(()),
@@ -143,12 +154,6 @@ impl FromRequestParts<Arc<App>> for Caller {
         if app.operator_hash.as_deref() == Some(hash(token).as_slice()) {
             return Ok(Caller::Operator);
         }
-        match app.state.store.token_owner(token).await? {
-            Some(TokenOwner::Admin { tenant_id, role, integration, token_id, label }) => {
-                let role = AdminRole::parse(&role).ok_or_else(ApiError::unauthorized)?;
-                Ok(Caller::Admin { tenant_id, role, integration, token_id, label })
-            }
-            Some(TokenOwner::Scim { .. }) | None => Err(ApiError::unauthorized()),
-        }
+        app.state.store.token_owner(token).await?.and_then(Caller::of_token).ok_or_else(ApiError::unauthorized)
     }
 }

@@ -131,21 +131,13 @@ pub(crate) struct Session {
 /// The caller a session's cookie stands for: None when it names no open session (expired,
 /// signed out, its token revoked, or the operator token changed since).
 pub(crate) async fn session_caller(app: &App, key: &str) -> Result<Option<Caller>, ApiError> {
-    use unseat_store::tokens::{SessionOwner, TokenOwner};
+    use unseat_store::tokens::SessionOwner;
     Ok(match app.state.store.session_owner(key).await? {
         Some(SessionOwner::Operator { operator_hash }) => {
             (app.operator_hash.as_deref() == Some(operator_hash.as_slice())).then_some(Caller::Operator)
         }
-        Some(SessionOwner::Admin(TokenOwner::Admin { tenant_id, role, integration, token_id, label })) => {
-            crate::auth::AdminRole::parse(&role).map(|role| Caller::Admin {
-                tenant_id,
-                role,
-                integration,
-                token_id,
-                label,
-            })
-        }
-        Some(SessionOwner::Admin(TokenOwner::Scim { .. })) | None => None,
+        Some(SessionOwner::Admin(owner)) => Caller::of_token(owner),
+        None => None,
     })
 }
 
